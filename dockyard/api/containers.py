@@ -1,0 +1,318 @@
+"""Container routes: parse the request, call the engine, render Docker's reply."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from aiohttp import web
+
+from dockyard.api import container_json, filters
+from dockyard.api.app import (
+    Routes,
+    api_version,
+    engine,
+    json_response,
+    query_bool,
+    query_int,
+    read_json,
+)
+from dockyard.api.streams import JSONStream, frame, hijack, stream_content_type
+from dockyard.api.system import _parse_time
+from dockyard.containers.model import Container
+from dockyard.errors import Conflict, InvalidArgument, NotFound
+from dockyard.images.oci import rfc3339
+from dockyard.runtime.attach import AttachConnection
+
+routes = Routes()
+
+_LIST_FILTERS = (
+    "id", "name", "label", "status", "ancestor", "exited", "before", "since", "health",
+    "is-task", "network", "volume", "publish", "expose",
+)
+
+
+def _matches(eng: Any, container: Container, wanted: filters.Filters) -> bool:
+    for key, values in wanted.items():
+        if not values:
+            continue
+        if key == "id" and not any(container.id.startswith(v) for v in values):
+            return False
+        if key == "name" and not any(v.lstrip("/") in container.name for v in values):
+            return False
+        if key == "label" and not filters.label_matches(container.labels, values):
+            return False
+        if key == "status":
+            for v in values:
+                if v not in container_json.STATUSES:
+                    raise InvalidArgument(f"invalid filter 'status={v}'")
+            if container.state.status not in values:
+                return False
+        if key == "exited" and (
+            container.state.status != "exited" or str(container.state.exit_code) not in values
+        ):
+            return False
+        if key == "ancestor":
+            ids = set()
+            for v in values:
+                with contextlib.suppress(NotFound, InvalidArgument):
+                    ids.add(eng.images.resolve(v).id)
+            if container.image_id not in ids and container.config.get("Image") not in values:
+                return False
+        if key == "is-task" and filters.bool_value(values, key):
+            return False
+        if key == "health" and "none" not in values:
+            return False
+    return True
+
+
+@routes.get("/containers/json")
+async def list_containers(request: web.Request) -> web.StreamResponse:
+    eng = engine(request)
+    wanted = filters.parse(request.query.get("filters"), _LIST_FILTERS)
+    show_all = query_bool(request, "all")
+    limit = query_int(request, "limit", -1) or -1
+    containers = eng.containers.list()
+    for key in ("before", "since"):
+        if key in wanted or request.query.get(key):
+            ref = (wanted.get(key) or [request.query.get(key, "")])[0]
+            pivot = eng.containers.get(ref)
+            index = containers.index(pivot)
+            containers = containers[index + 1 :] if key == "before" else containers[:index]
+            show_all = True
+    if limit > 0:
+        show_all = True
+    result = []
+    for container in containers:
+        if not show_all and not container.state.running:
+            continue
+        if not _matches(eng, container, wanted):
+            continue
+        result.append(container_json.summary(container, container.config.get("Image", "")))
+        if 0 < limit <= len(result):
+            break
+    return json_response(result)
+
+
+@routes.post("/containers/create")
+async def create(request: web.Request) -> web.StreamResponse:
+    body = await read_json(request, required=True)
+    platform = request.query.get("platform") or ""
+    if platform and not platform.startswith("linux"):
+        raise InvalidArgument(f"unsupported platform: {platform}")
+    container = await engine(request).containers.create(request.query.get("name"), body)
+    return json_response({"Id": container.id, "Warnings": []}, 201)
+
+
+def _inspect(request: web.Request, container: Container) -> dict[str, Any]:
+    eng = engine(request)
+    data = container_json.inspect(
+        container,
+        paths=eng.containers.paths(container),
+        exec_ids=eng.execs.for_container(container.id),
+    )
+    if query_bool(request, "size"):
+        data["SizeRw"] = 0
+        data["SizeRootFs"] = 0
+    return data
+
+
+@routes.get("/containers/{id}/json")
+async def inspect(request: web.Request) -> web.StreamResponse:
+    container = engine(request).containers.get(request.match_info["id"])
+    return json_response(_inspect(request, container))
+
+
+@routes.post("/containers/{id}/start")
+async def start(request: web.Request) -> web.StreamResponse:
+    await engine(request).containers.start(request.match_info["id"])
+    return web.Response(status=204)
+
+
+def _signal_param(request: web.Request) -> str | None:
+    if api_version(request) < (1, 42):
+        return None
+    return request.query.get("signal") or None
+
+
+@routes.post("/containers/{id}/stop")
+async def stop(request: web.Request) -> web.StreamResponse:
+    await engine(request).containers.stop(
+        request.match_info["id"], query_int(request, "t"), _signal_param(request)
+    )
+    return web.Response(status=204)
+
+
+@routes.post("/containers/{id}/restart")
+async def restart(request: web.Request) -> web.StreamResponse:
+    await engine(request).containers.restart(
+        request.match_info["id"], query_int(request, "t"), _signal_param(request)
+    )
+    return web.Response(status=204)
+
+
+@routes.post("/containers/{id}/kill")
+async def kill(request: web.Request) -> web.StreamResponse:
+    await engine(request).containers.kill(request.match_info["id"], request.query.get("signal"))
+    return web.Response(status=204)
+
+
+@routes.post("/containers/{id}/pause")
+async def pause(request: web.Request) -> web.StreamResponse:
+    await engine(request).containers.pause(request.match_info["id"])
+    return web.Response(status=204)
+
+
+@routes.post("/containers/{id}/unpause")
+async def unpause(request: web.Request) -> web.StreamResponse:
+    await engine(request).containers.unpause(request.match_info["id"])
+    return web.Response(status=204)
+
+
+@routes.post("/containers/{id}/rename")
+async def rename(request: web.Request) -> web.StreamResponse:
+    engine(request).containers.rename(request.match_info["id"], request.query.get("name", ""))
+    return web.Response(status=204)
+
+
+@routes.post("/containers/{id}/wait")
+async def wait(request: web.Request) -> web.StreamResponse:
+    condition = request.query.get("condition", "")
+    waiter = engine(request).containers.waiter(request.match_info["id"], condition)
+    resp = web.StreamResponse(status=200)
+    resp.headers["Content-Type"] = "application/json"
+    # The client waits for the headers before it starts the container.
+    await resp.prepare(request)
+    code = await waiter
+    with contextlib.suppress(ConnectionResetError, RuntimeError):
+        await resp.write(f'{{"StatusCode":{code}}}\n'.encode())
+        await resp.write_eof()
+    return resp
+
+
+@routes.delete("/containers/{id}")
+async def remove(request: web.Request) -> web.StreamResponse:
+    eng = engine(request)
+    container = eng.containers.get(request.match_info["id"])
+    await eng.containers.remove(container.id, force=query_bool(request, "force"))
+    eng.execs.forget_container(container.id)
+    return web.Response(status=204)
+
+
+@routes.post("/containers/prune")
+async def prune(request: web.Request) -> web.StreamResponse:
+    removed, space = await engine(request).containers.prune()
+    return json_response({"ContainersDeleted": removed or None, "SpaceReclaimed": space})
+
+
+@routes.get("/containers/{id}/top")
+async def top(request: web.Request) -> web.StreamResponse:
+    titles, processes = await engine(request).containers.top(
+        request.match_info["id"], request.query.get("ps_args", "-ef")
+    )
+    return json_response({"Titles": titles, "Processes": processes})
+
+
+@routes.post("/containers/{id}/resize")
+async def resize(request: web.Request) -> web.StreamResponse:
+    height = query_int(request, "h", 0) or 0
+    width = query_int(request, "w", 0) or 0
+    engine(request).containers.resize(request.match_info["id"], height, width)
+    return web.Response(status=200)
+
+
+@routes.get("/containers/{id}/logs")
+async def logs(request: web.Request) -> web.StreamResponse:
+    eng = engine(request)
+    container = eng.containers.get(request.match_info["id"])
+    want_out = query_bool(request, "stdout")
+    want_err = query_bool(request, "stderr")
+    if not (want_out or want_err):
+        raise InvalidArgument("Bad parameters: you must choose at least one stream")
+    tail_text = request.query.get("tail", "all")
+    tail = None if tail_text in ("", "all") else query_int(request, "tail")
+    since = _parse_time(request.query.get("since"), "since") or 0
+    until = _parse_time(request.query.get("until"), "until") or 0
+    timestamps = query_bool(request, "timestamps")
+    follow = query_bool(request, "follow")
+    tty = container.tty
+    resp = web.StreamResponse(status=200)
+    resp.headers["Content-Type"] = stream_content_type(request, not tty)
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    try:
+        async for entry in eng.containers.logs(
+            container.id, follow=follow, since_ns=since, until_ns=until, tail=tail
+        ):
+            if (entry.stream == 1 and not want_out) or (entry.stream == 2 and not want_err):
+                continue
+            data = entry.data
+            if timestamps:
+                data = rfc3339(entry.time_ns).encode() + b" " + data
+            await resp.write(data if tty else frame(entry.stream, data))
+        await resp.write_eof()
+    except (ConnectionResetError, RuntimeError):
+        pass
+    return resp
+
+
+@routes.post("/containers/{id}/attach")
+async def attach(request: web.Request) -> web.StreamResponse:
+    eng = engine(request)
+    container = eng.containers.get(request.match_info["id"])
+    want_in = query_bool(request, "stdin")
+    want_out = query_bool(request, "stdout")
+    want_err = query_bool(request, "stderr")
+    stream = query_bool(request, "stream")
+    tty = container.tty
+    if container.state.status == "paused":
+        raise Conflict(f"Container {container.id} is paused, unpause the container first")
+    resp, conn = await hijack(request, stream_content_type(request, not tty))
+
+    async def send(stream_id: int, data: bytes) -> bool:
+        if (stream_id == 1 and not want_out) or (stream_id == 2 and not want_err):
+            return True
+        return await conn.write(data if tty else frame(stream_id, data))
+
+    try:
+        if query_bool(request, "logs"):
+            async for entry in eng.containers.logs(container.id, follow=False):
+                if not await send(entry.stream, entry.data):
+                    return resp
+        if not stream:
+            return resp
+        eng.containers.emit(container, "attach")
+        target = await eng.containers.attach(container.id)
+        if target is None:
+            return resp
+        await _pump(conn, target, send, want_in)
+    finally:
+        conn.close()
+    return resp
+
+
+async def _pump(conn: Any, target: AttachConnection, send: Any, want_in: bool) -> None:
+    """Relay output to the client and the client's stdin to the container until output ends."""
+
+    async def stdin() -> None:
+        while True:
+            data = await conn.read()
+            if data is None:
+                if want_in:
+                    target.close_stdin()
+                return
+            if want_in:
+                await target.write(data)
+
+    feeder = asyncio.ensure_future(stdin())
+    try:
+        while True:
+            chunk = await target.read()
+            if chunk is None:
+                break
+            if not await send(*chunk):
+                break
+    finally:
+        feeder.cancel()
+        target.close()

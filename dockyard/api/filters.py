@@ -1,0 +1,53 @@
+"""The `filters` query parameter: JSON in two shapes (map of bools, or lists)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+from dockyard.errors import InvalidArgument
+
+Filters = dict[str, list[str]]
+
+
+def parse(text: str | None, allowed: Iterable[str] | None = None) -> Filters:
+    if not text:
+        return {}
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InvalidArgument(f"invalid filter: {e}") from e
+    if not isinstance(raw, dict):
+        raise InvalidArgument("invalid filter: expected a JSON object")
+    filters: Filters = {}
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            values = [k for k, v in value.items() if v]
+        elif isinstance(value, list):
+            values = [str(v) for v in value]
+        elif isinstance(value, str):
+            values = [value]
+        else:
+            raise InvalidArgument(f"invalid filter '{key}'")
+        filters[key] = values
+    if allowed is not None:
+        known = set(allowed)
+        for key in filters:
+            if key not in known:
+                raise InvalidArgument(f"invalid filter '{key}'")
+    return filters
+
+
+def label_matches(labels: dict[str, str], wanted: list[str]) -> bool:
+    """Every `key` or `key=value` in `wanted` holds for `labels`."""
+    for item in wanted:
+        key, sep, value = item.partition("=")
+        if key not in labels or (sep and labels[key] != value):
+            return False
+    return True
+
+
+def bool_value(values: list[str], key: str) -> bool:
+    if len(values) != 1 or values[0].lower() not in ("true", "false", "1", "0"):
+        raise InvalidArgument(f"invalid filter '{key}={','.join(values)}'")
+    return values[0].lower() in ("true", "1")

@@ -1,0 +1,209 @@
+"""Image routes: list, inspect, history, tag, remove, prune, import."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from dockyard.api import filters
+from dockyard.api.app import Routes, engine, json_response, query_bool, read_json
+from dockyard.api.container_json import parse_time
+from dockyard.api.streams import JSONStream
+from dockyard.errors import DockyardError, InvalidArgument, NotImplementedByEngine
+from dockyard.images import reference
+from dockyard.images.oci import ZERO_TIME
+from dockyard.images.service import Image
+
+routes = Routes()
+
+_LIST_FILTERS = ("dangling", "label", "before", "since", "reference", "until")
+
+
+def _config(image: Image) -> dict[str, Any]:
+    run = image.run_config
+    return {
+        "Hostname": "", "Domainname": "", "User": run.get("User", ""),
+        "AttachStdin": False, "AttachStdout": False, "AttachStderr": False,
+        "ExposedPorts": run.get("ExposedPorts"), "Tty": False, "OpenStdin": False,
+        "StdinOnce": False, "Env": run.get("Env"), "Cmd": run.get("Cmd"),
+        "Healthcheck": run.get("Healthcheck"), "ArgsEscaped": run.get("ArgsEscaped", False),
+        "Image": "", "Volumes": run.get("Volumes"), "WorkingDir": run.get("WorkingDir", ""),
+        "Entrypoint": run.get("Entrypoint"), "OnBuild": run.get("OnBuild"),
+        "Labels": run.get("Labels"), "StopSignal": run.get("StopSignal", ""),
+        "Shell": run.get("Shell"),
+    }
+
+
+def inspect_json(image: Image) -> dict[str, Any]:
+    config = image.config
+    return {
+        "Id": image.id,
+        "RepoTags": [t.familiar() for t in image.tags],
+        "RepoDigests": [],
+        "Parent": "",
+        "Comment": (config.get("history") or [{}])[-1].get("comment", ""),
+        "Created": image.created or ZERO_TIME,
+        "DockerVersion": "",
+        "Author": config.get("author", ""),
+        "Config": _config(image),
+        # compose 1.29 reads ContainerConfig even though API 1.45 dropped it
+        "ContainerConfig": {"Volumes": None, "Env": None, "Cmd": None, "Labels": None},
+        "Container": "",
+        "Architecture": config.get("architecture", ""),
+        "Variant": config.get("variant", ""),
+        "Os": config.get("os", "linux"),
+        "Size": image.size,
+        "VirtualSize": image.size,
+        "GraphDriver": {"Name": "overlay2", "Data": {}},
+        "RootFS": {"Type": "layers", "Layers": image.diff_ids},
+        "Metadata": {"LastTagTime": ZERO_TIME},
+    }
+
+
+def summary_json(image: Image, containers: int) -> dict[str, Any]:
+    return {
+        "Id": image.id,
+        "ParentId": "",
+        "RepoTags": [t.familiar() for t in image.tags],
+        "RepoDigests": [],
+        "Created": int(parse_time(image.created)) if image.created else 0,
+        "Size": image.size,
+        "VirtualSize": image.size,
+        "SharedSize": -1,
+        "Labels": image.run_config.get("Labels") or None,
+        "Containers": containers,
+    }
+
+
+def _matches(image: Image, wanted: filters.Filters) -> bool:
+    for key, values in wanted.items():
+        if key == "dangling" and filters.bool_value(values, key) != (not image.tags):
+            return False
+        if key == "label" and not filters.label_matches(image.run_config.get("Labels") or {}, values):
+            return False
+        if key == "reference":
+            import fnmatch
+
+            names = [t.familiar() for t in image.tags] + [t.familiar_repository for t in image.tags]
+            if not any(fnmatch.fnmatch(n, pattern) for n in names for pattern in values):
+                return False
+    return True
+
+
+@routes.get("/images/json")
+async def list_images(request: web.Request) -> web.StreamResponse:
+    eng = engine(request)
+    wanted = filters.parse(request.query.get("filters"), _LIST_FILTERS)
+    users: dict[str, int] = {}
+    for container in eng.containers.list():
+        users[container.image_id] = users.get(container.image_id, 0) + 1
+    return json_response([
+        summary_json(image, users.get(image.id, 0))
+        for image in eng.images.list()
+        if _matches(image, wanted)
+    ])
+
+
+@routes.get("/images/{name:.+}/json")
+async def inspect(request: web.Request) -> web.StreamResponse:
+    return json_response(inspect_json(engine(request).images.resolve(request.match_info["name"])))
+
+
+@routes.get("/images/{name:.+}/history")
+async def history(request: web.Request) -> web.StreamResponse:
+    image = engine(request).images.resolve(request.match_info["name"])
+    entries = []
+    layers = iter(image.diff_ids)
+    for item in image.config.get("history") or []:
+        if not item.get("empty_layer"):
+            next(layers, None)
+        entries.append({
+            "Id": "<missing>",
+            "Created": int(parse_time(item.get("created", ""))) if item.get("created") else 0,
+            "CreatedBy": item.get("created_by", ""),
+            "Tags": None,
+            "Size": 0,
+            "Comment": item.get("comment", ""),
+        })
+    entries.reverse()
+    if entries:
+        entries[0]["Id"] = image.id
+        entries[0]["Tags"] = [t.familiar() for t in image.tags] or None
+        entries[0]["Size"] = image.size
+    return json_response(entries)
+
+
+@routes.post("/images/{name:.+}/tag")
+async def tag(request: web.Request) -> web.StreamResponse:
+    eng = engine(request)
+    image = eng.images.resolve(request.match_info["name"])
+    repo, tag_text = reference.split_repo_tag(request.query.get("repo", ""), request.query.get("tag"))
+    if not repo:
+        raise InvalidArgument("invalid reference format")
+    ref = reference.parse(repo if not tag_text else f"{repo}:{tag_text}")
+    eng.images.tag(image.id, ref)
+    return web.Response(status=201)
+
+
+@routes.delete("/images/{name:.+}")
+async def remove(request: web.Request) -> web.StreamResponse:
+    report = engine(request).images.remove(
+        request.match_info["name"],
+        force=query_bool(request, "force"),
+        prune=not query_bool(request, "noprune"),
+    )
+    return json_response(report)
+
+
+@routes.post("/images/prune")
+async def prune(request: web.Request) -> web.StreamResponse:
+    wanted = filters.parse(request.query.get("filters"), ("dangling", "until", "label"))
+    dangling_only = True
+    if "dangling" in wanted:
+        dangling_only = filters.bool_value(wanted["dangling"], "dangling")
+    report, space = engine(request).images.prune(all=not dangling_only)
+    return json_response({"ImagesDeleted": report or None, "SpaceReclaimed": space})
+
+
+async def _body(request: web.Request) -> AsyncIterator[bytes]:
+    async for chunk in request.content.iter_chunked(1 << 20):
+        yield chunk
+
+
+@routes.post("/images/create")
+async def create(request: web.Request) -> web.StreamResponse:
+    eng = engine(request)
+    if request.query.get("fromSrc"):
+        if request.query["fromSrc"] != "-":
+            raise NotImplementedByEngine("importing from a URL is not supported by Dockyard")
+        stream = JSONStream(request)
+        try:
+            image = await eng.images.import_tar(
+                _body(request),
+                repo=request.query.get("repo", ""),
+                tag=request.query.get("tag", ""),
+                message=request.query.get("message", ""),
+                changes=request.query.getall("changes", []),
+                platform=request.query.get("platform", ""),
+            )
+        except DockyardError as e:
+            if not stream.started:
+                raise
+            await stream.error(e.message)
+            return await stream.finish()
+        await stream.send({"status": image.id})
+        return await stream.finish()
+    if request.query.get("fromImage"):
+        raise NotImplementedByEngine(
+            "pulling images from a registry is not supported by Dockyard yet; "
+            "use `dockyard import` or `docker load`"
+        )
+    raise InvalidArgument("either fromImage or fromSrc must be given")
+
+
+@routes.post("/auth")
+async def auth(request: web.Request) -> web.StreamResponse:
+    await read_json(request)
+    raise NotImplementedByEngine("registry login is not supported by Dockyard yet")

@@ -1,0 +1,150 @@
+"""Streaming replies: stdcopy framing, JSON-lines progress, and connection hijack.
+
+Attach and exec take over the HTTP connection (`101 UPGRADED`, then raw bytes
+both ways). A client that half-closes its side (no more stdin) still reads
+output until the server closes, so the connection must survive the client's
+EOF; aiohttp closes a connection on EOF, so a hijacked connection switches its
+protocol object to `_HijackedHandler`, which keeps it open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+from dockyard.api.app import api_version
+
+MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
+RAW = "application/vnd.docker.raw-stream"
+FRAME_LIMIT = 32 * 1024
+
+
+def frame(stream: int, data: bytes) -> bytes:
+    """Docker's stdcopy framing: 8-byte header (stream id, big-endian length) + payload."""
+    out = bytearray()
+    for start in range(0, len(data), FRAME_LIMIT):
+        chunk = data[start : start + FRAME_LIMIT]
+        out += struct.pack(">BxxxL", stream, len(chunk)) + chunk
+    return bytes(out)
+
+
+def stream_content_type(request: web.Request, multiplexed: bool) -> str:
+    # Before API 1.42 clients decide framing themselves; they expect raw-stream.
+    if api_version(request) < (1, 42):
+        return RAW
+    return MULTIPLEXED if multiplexed else RAW
+
+
+class _HijackedHandler(RequestHandler):
+    """A request handler whose connection is no longer HTTP: EOF from the client is
+    half-close (stdin ended), not the end of the connection."""
+
+    __slots__ = ()
+
+    def eof_received(self) -> bool:  # type: ignore[override]
+        parser = self._payload_parser
+        if parser is not None:
+            parser.feed_eof()
+        return True
+
+
+class _RawReader:
+    """Receives the raw bytes of a hijacked connection (aiohttp's payload-parser protocol)."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        self.queue.put_nowait(data)
+        return False, b""
+
+    def feed_eof(self) -> None:
+        self.queue.put_nowait(None)
+
+
+class Hijacked:
+    """Both directions of a hijacked connection."""
+
+    def __init__(self, request: web.Request, reader: _RawReader) -> None:
+        self._request = request
+        self._reader = reader
+        self._transport = request.transport
+        self.closed = False
+
+    async def read(self) -> bytes | None:
+        """Next chunk from the client; None once the client has half-closed or gone."""
+        return await self._reader.queue.get()
+
+    async def write(self, data: bytes) -> bool:
+        """Send bytes; False if the client is gone."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return False
+        transport.write(data)
+        # Back-pressure: let a slow client drain before reading more container output.
+        while transport.get_write_buffer_size() > 1 << 20 and not transport.is_closing():
+            await asyncio.sleep(0.01)
+        return not transport.is_closing()
+
+    def close(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.close()
+        self.closed = True
+
+
+async def hijack(request: web.Request, content_type: str) -> tuple[web.StreamResponse, Hijacked]:
+    """Switch the connection to a raw stream (101 if the client asked to upgrade, else 200)."""
+    upgrade = request.headers.get("Upgrade", "").lower() == "tcp" or "upgrade" in (
+        request.headers.get("Connection", "").lower()
+    )
+    if upgrade:
+        resp = web.StreamResponse(status=101, reason="UPGRADED")
+        resp.headers["Connection"] = "Upgrade"
+        resp.headers["Upgrade"] = "tcp"
+    else:
+        resp = web.StreamResponse(status=200)
+        resp.force_close()
+    resp.headers["Content-Type"] = content_type
+    await resp.prepare(request)
+    protocol = request.protocol
+    reader = _RawReader()
+    if upgrade and protocol is not None:
+        protocol.__class__ = _HijackedHandler
+        protocol.set_parser(reader)  # type: ignore[arg-type]
+    else:
+        # No upgrade: nothing more will come from the client.
+        reader.feed_eof()
+    return resp, Hijacked(request, reader)
+
+
+class JSONStream:
+    """A chunked reply of JSON messages, one per line, flushed as they are written."""
+
+    def __init__(self, request: web.Request) -> None:
+        self._request = request
+        self.resp = web.StreamResponse(status=200)
+        self.resp.headers["Content-Type"] = "application/json"
+        self.resp.enable_chunked_encoding()
+        self.started = False
+
+    async def start(self) -> None:
+        if not self.started:
+            await self.resp.prepare(self._request)
+            self.started = True
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.start()
+        await self.resp.write(json.dumps(message, separators=(",", ":")).encode() + b"\r\n")
+
+    async def error(self, message: str, code: int = 1) -> None:
+        await self.send({"errorDetail": {"code": code, "message": message}, "error": message})
+
+    async def finish(self) -> web.StreamResponse:
+        await self.start()
+        await self.resp.write_eof()
+        return self.resp

@@ -1,0 +1,261 @@
+"""System routes: ping, version, info, events, and the swarm/plugin stubs clients probe."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import socket
+import time
+from typing import Any
+
+from aiohttp import web
+
+from dockyard import __version__
+from dockyard.api import filters
+from dockyard.api.app import (
+    API_VERSION,
+    ENGINE_VERSION,
+    MIN_API_VERSION,
+    Routes,
+    engine,
+    error_response,
+    json_response,
+)
+from dockyard.api.streams import JSONStream
+from dockyard.errors import InvalidArgument, NotFound
+from dockyard.events.bus import Event
+from dockyard.images.oci import host_arch, now_rfc3339
+
+routes = Routes()
+
+
+def _ping_headers(resp: web.StreamResponse) -> None:
+    resp.headers["Builder-Version"] = "1"  # classic builder only: no BuildKit session
+    resp.headers["Swarm"] = "inactive"
+    resp.headers["Cache-Control"] = "no-cache, no-store, must-revalidate"
+    resp.headers["Pragma"] = "no-cache"
+
+
+@routes.get("/_ping")
+async def ping(request: web.Request) -> web.StreamResponse:
+    resp = web.Response(text="OK", content_type="text/plain")
+    _ping_headers(resp)
+    return resp
+
+
+@routes.head("/_ping")
+async def ping_head(request: web.Request) -> web.StreamResponse:
+    resp = web.Response(status=200, content_type="text/plain")
+    _ping_headers(resp)
+    return resp
+
+
+@routes.get("/version")
+async def version(request: web.Request) -> web.StreamResponse:
+    details = {
+        "ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "Os": "linux",
+        "Arch": host_arch(), "GitCommit": __version__, "GoVersion": _python(),
+        "KernelVersion": platform.release(), "BuildTime": "", "Experimental": "false",
+    }
+    return json_response({
+        "Platform": {"Name": f"Dockyard Engine {__version__}"},
+        "Components": [{"Name": "Engine", "Version": ENGINE_VERSION, "Details": details}],
+        "Version": ENGINE_VERSION,
+        "ApiVersion": API_VERSION,
+        "MinAPIVersion": MIN_API_VERSION,
+        "GitCommit": __version__,
+        "GoVersion": _python(),
+        "Os": "linux",
+        "Arch": host_arch(),
+        "KernelVersion": platform.release(),
+        "BuildTime": "",
+    })
+
+
+def _python() -> str:
+    return "python" + ".".join(platform.python_version_tuple()[:2])
+
+
+def _os_release() -> tuple[str, str]:
+    fields = {}
+    try:
+        with open("/etc/os-release") as f:
+            for line in f:
+                key, _, value = line.strip().partition("=")
+                fields[key] = value.strip('"')
+    except OSError:
+        pass
+    return fields.get("PRETTY_NAME", "Linux"), fields.get("VERSION_ID", "")
+
+
+def _mem_total() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+@routes.get("/info")
+async def info(request: web.Request) -> web.StreamResponse:
+    eng = engine(request)
+    facts = eng.info()
+    os_name, os_version = _os_release()
+    runtimes = {name: {"path": path} for name, path in facts["runtimes"].items()}
+    warnings = [
+        f"WARNING: runtime {name} cannot run containers on this host: {why}"
+        for name, why in facts["unusable_runtimes"].items()
+    ]
+    return json_response({
+        "ID": facts["id"], "Name": socket.gethostname(), "ServerVersion": ENGINE_VERSION,
+        "Containers": facts["containers"], "ContainersRunning": facts["running"],
+        "ContainersPaused": facts["paused"],
+        "ContainersStopped": facts["containers"] - facts["running"] - facts["paused"],
+        "Images": facts["images"], "Driver": "overlay2",
+        "DriverStatus": [["Backing Filesystem", "overlayfs"], ["Engine", "Dockyard"]],
+        "DockerRootDir": facts["data_root"],
+        "Plugins": {"Volume": [], "Network": ["host", "null"], "Authorization": None,
+                    "Log": ["json-file"]},
+        "MemoryLimit": True, "SwapLimit": True, "CpuCfsPeriod": True, "CpuCfsQuota": True,
+        "CPUShares": True, "CPUSet": True, "PidsLimit": True, "OomKillDisable": True,
+        "IPv4Forwarding": True, "Debug": eng.config.debug, "NFd": len(os.listdir("/proc/self/fd")),
+        "NGoroutines": len(asyncio.all_tasks()), "SystemTime": now_rfc3339(),
+        "LoggingDriver": "json-file", "CgroupDriver": "cgroupfs",
+        "CgroupVersion": facts["cgroup_version"], "NEventsListener": eng.events.listeners,
+        "KernelVersion": facts["kernel"], "OperatingSystem": os_name, "OSVersion": os_version,
+        "OSType": "linux", "Architecture": platform.machine(), "NCPU": os.cpu_count() or 1,
+        "MemTotal": _mem_total(), "IndexServerAddress": "https://index.docker.io/v1/",
+        "RegistryConfig": {"IndexConfigs": {}, "InsecureRegistryCIDRs": ["127.0.0.0/8"],
+                           "Mirrors": []},
+        "HttpProxy": os.environ.get("HTTP_PROXY", ""),
+        "HttpsProxy": os.environ.get("HTTPS_PROXY", ""),
+        "NoProxy": os.environ.get("NO_PROXY", ""), "Labels": [], "ExperimentalBuild": False,
+        "Runtimes": runtimes, "DefaultRuntime": facts["default_runtime"],
+        "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive",
+                  "ControlAvailable": False, "Error": "", "RemoteManagers": None},
+        "LiveRestoreEnabled": True, "Isolation": "",
+        "InitBinary": facts["init_binary"] or "", "ContainerdCommit": {"ID": ""},
+        "RuncCommit": {"ID": ""}, "InitCommit": {"ID": ""},
+        "SecurityOptions": [
+            *(["name=seccomp,profile=" + facts["seccomp_profile"]]
+              if facts["seccomp_profile"] else []),
+            f"name=cgroupns,mode={facts['cgroup_mode']}",
+        ],
+        "CgroupMode": facts["cgroup_mode"],
+        "Warnings": warnings,
+    })
+
+
+def _parse_time(value: str | None, name: str) -> int | None:
+    """Unix seconds (fractions allowed) or RFC 3339, as nanoseconds."""
+    if value is None or value == "":
+        return None
+    try:
+        return int(float(value) * 1_000_000_000)
+    except ValueError:
+        pass
+    from datetime import datetime
+
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidArgument(f"invalid value for {name}: {value!r}") from None
+    return int(parsed.timestamp() * 1_000_000_000)
+
+
+def _event_json(event: Event) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "Type": event.type,
+        "Action": event.action,
+        "Actor": {"ID": event.actor_id, "Attributes": event.attributes},
+        "scope": event.scope,
+        "time": event.time_nano // 1_000_000_000,
+        "timeNano": event.time_nano,
+    }
+    if event.type in ("container", "image"):
+        message["status"] = event.action
+        message["id"] = event.actor_id
+        if event.type == "container":
+            message["from"] = event.attributes.get("image", "")
+    return message
+
+
+def _event_matches(event: Event, wanted: filters.Filters) -> bool:
+    for key, values in wanted.items():
+        if not values:
+            continue
+        if key == "type" and event.type not in values:
+            return False
+        if key in ("event", "action") and not any(
+            event.action == v or event.action.startswith(v + ":") for v in values
+        ):
+            return False
+        if key in ("container", "image", "network", "volume", "plugin", "daemon"):
+            if event.type != key:
+                return False
+            name = event.attributes.get("name", "")
+            if not any(v in (event.actor_id, name) or event.actor_id.startswith(v) for v in values):
+                return False
+        if key == "label" and not filters.label_matches(event.attributes, values):
+            return False
+        if key == "scope" and event.scope not in values:
+            return False
+    return True
+
+
+@routes.get("/events")
+async def events(request: web.Request) -> web.StreamResponse:
+    eng = engine(request)
+    since = _parse_time(request.query.get("since"), "since")
+    until = _parse_time(request.query.get("until"), "until")
+    wanted = filters.parse(request.query.get("filters"))
+    stream = JSONStream(request)
+    await stream.start()
+    now = time.time_ns()
+    with eng.events.subscribe() as queue:
+        if since is not None:
+            for event in eng.events.history(since, until):
+                if _event_matches(event, wanted):
+                    await stream.send(_event_json(event))
+        if until is not None and until <= now:
+            return await stream.finish()
+        while True:
+            timeout = None if until is None else max(0.0, (until - time.time_ns()) / 1e9)
+            try:
+                event = await asyncio.wait_for(queue.get(), timeout)
+            except TimeoutError:
+                return await stream.finish()
+            if until is not None and event.time_nano > until:
+                return await stream.finish()
+            if _event_matches(event, wanted):
+                await stream.send(_event_json(event))
+
+
+SWARM_MESSAGE = (
+    'This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to '
+    "connect this node to swarm and try again."
+)
+
+
+async def _swarm(request: web.Request) -> web.StreamResponse:
+    return error_response(503, SWARM_MESSAGE)
+
+
+for _prefix in ("/swarm", "/services", "/tasks", "/nodes", "/secrets", "/configs"):
+    for _method in ("GET", "POST", "DELETE"):
+        routes.add(_method, _prefix, _swarm)
+        routes.add(_method, _prefix + "/{rest:.*}", _swarm)
+
+
+@routes.get("/plugins")
+async def plugins(request: web.Request) -> web.StreamResponse:
+    return json_response([])
+
+
+@routes.get("/plugins/{name:.+}/json")
+async def plugin_inspect(request: web.Request) -> web.StreamResponse:
+    raise NotFound(f'plugin "{request.match_info["name"]}" not found')

@@ -1,0 +1,214 @@
+"""Image commands: import, images, tag, rmi, image inspect/history/prune."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from dockyard.cli.client import APIError
+from dockyard.cli.containers import _print_rows, show
+from dockyard.cli.main import Context, fail, pass_context
+from dockyard.units import ago, human_size
+
+_IMAGE_HEADERS = {
+    "Repository": "REPOSITORY", "Tag": "TAG", "ID": "IMAGE ID", "CreatedSince": "CREATED",
+    "CreatedAt": "CREATED AT", "Size": "SIZE", "Digest": "DIGEST", "Containers": "CONTAINERS",
+}
+_IMAGE_DEFAULT = "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
+
+
+def _split(tag: str) -> tuple[str, str]:
+    repo, sep, name = tag.rpartition(":")
+    if not sep or "/" in name:
+        return tag, "<none>"
+    return repo, name
+
+
+@click.command("import")
+@click.option("-c", "--change", multiple=True, help="Dockerfile instruction to apply.")
+@click.option("-m", "--message", default="", help="Commit message.")
+@click.option("--platform", default="", help="os/arch of the image.")
+@click.argument("source")
+@click.argument("repository", required=False)
+@pass_context
+def import_(ctx: Context, change: tuple[str, ...], message: str, platform: str, source: str,
+            repository: str | None) -> None:
+    """Create an image from a root filesystem tarball (file path or - for stdin)."""
+    stream = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115
+    params = {"fromSrc": "-", "repo": repository or "", "message": message,
+              "changes": list(change), "platform": platform}
+    try:
+        last = None
+        for message_ in ctx.client.json_stream("POST", "/images/create", params=params,
+                                               raw=stream,
+                                               headers={"Content-Type": "application/x-tar"}):
+            if "error" in message_:
+                fail(f"Error response from daemon: {message_['error']}", 1)
+            last = message_
+        if last and "status" in last:
+            click.echo(last["status"])
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+
+
+@click.command("images")
+@click.option("-a", "--all", "show_all", is_flag=True, help="Show all images.")
+@click.option("-q", "--quiet", is_flag=True, help="Only show image IDs.")
+@click.option("-f", "--filter", "filters", multiple=True, help="Filter (dangling=, label=, reference=).")
+@click.option("--no-trunc", is_flag=True, help="Don't truncate output.")
+@click.option("--format", "fmt", help="Go template or 'json'.")
+@click.argument("repository", required=False)
+@pass_context
+def images(ctx: Context, show_all: bool, quiet: bool, filters: tuple[str, ...], no_trunc: bool,
+           fmt: str | None, repository: str | None) -> None:
+    """List images."""
+    wanted: dict[str, dict[str, bool]] = {}
+    for item in filters:
+        key, _, value = item.partition("=")
+        wanted.setdefault(key, {})[value] = True
+    if repository:
+        wanted.setdefault("reference", {})[repository] = True
+    items = ctx.client.json("GET", "/images/json", params={"filters": wanted or None})
+    rows: list[dict[str, Any]] = []
+    for item in items:
+        image_id = item["Id"] if no_trunc else item["Id"].removeprefix("sha256:")[:12]
+        for tag in item["RepoTags"] or ["<none>:<none>"]:
+            repo, name = _split(tag)
+            rows.append({
+                "Repository": repo, "Tag": name, "ID": image_id,
+                "CreatedSince": ago(item["Created"]) if item["Created"] else "N/A",
+                "CreatedAt": str(item["Created"]), "Size": human_size(item["Size"]),
+                "Digest": "<none>", "Containers": str(item.get("Containers", "N/A")),
+            })
+    if quiet:
+        for image_id in dict.fromkeys(r["ID"] for r in rows):
+            click.echo(image_id)
+        return
+    _print_rows(fmt or _IMAGE_DEFAULT, rows, _IMAGE_HEADERS)
+
+
+@click.command("tag")
+@click.argument("source")
+@click.argument("target")
+@pass_context
+def tag(ctx: Context, source: str, target: str) -> None:
+    """Create a tag TARGET that refers to SOURCE."""
+    repo, sep, name = target.rpartition(":")
+    if not sep or "/" in name:
+        repo, name = target, ""
+    ctx.client.request("POST", f"/images/{source}/tag", params={"repo": repo, "tag": name or None})
+
+
+@click.command("rmi")
+@click.option("-f", "--force", is_flag=True, help="Force removal.")
+@click.option("--no-prune", is_flag=True, help="Do not delete untagged parents.")
+@click.argument("images", nargs=-1, required=True)
+@pass_context
+def rmi(ctx: Context, force: bool, no_prune: bool, images: tuple[str, ...]) -> None:
+    """Remove one or more images."""
+    failed = False
+    for name in images:
+        try:
+            report = ctx.client.json("DELETE", f"/images/{name}",
+                                     params={"force": force, "noprune": no_prune})
+        except APIError as e:
+            click.echo(f"Error response from daemon: {e.message}", err=True)
+            failed = True
+            continue
+        for entry in report:
+            for key, value in entry.items():
+                click.echo(f"{key}: {value}")
+    if failed:
+        sys.exit(1)
+
+
+@click.command("inspect")
+@click.option("-f", "--format", "fmt", help="Go template.")
+@click.argument("images", nargs=-1, required=True)
+@pass_context
+def image_inspect(ctx: Context, fmt: str | None, images: tuple[str, ...]) -> None:
+    """Display detailed information on one or more images."""
+    results = []
+    failed = False
+    for name in images:
+        try:
+            results.append(ctx.client.json("GET", f"/images/{name}/json"))
+        except APIError as e:
+            click.echo(f"Error response from daemon: {e.message}", err=True)
+            failed = True
+    show(results, fmt)
+    if failed:
+        sys.exit(1)
+
+
+@click.command("history")
+@click.option("--no-trunc", is_flag=True, help="Don't truncate output.")
+@click.option("-q", "--quiet", is_flag=True, help="Only show image IDs.")
+@click.option("--format", "fmt", help="Go template or 'json'.")
+@click.argument("image")
+@pass_context
+def history(ctx: Context, no_trunc: bool, quiet: bool, fmt: str | None, image: str) -> None:
+    """Show the history of an image."""
+    entries = ctx.client.json("GET", f"/images/{image}/history")
+    rows = []
+    for entry in entries:
+        image_id = entry["Id"]
+        if image_id != "<missing>" and not no_trunc:
+            image_id = image_id.removeprefix("sha256:")[:12]
+        created_by = entry["CreatedBy"]
+        if not no_trunc and len(created_by) > 45:
+            created_by = created_by[:44] + "…"
+        rows.append({
+            "ID": image_id, "CreatedSince": ago(entry["Created"]) if entry["Created"] else "N/A",
+            "CreatedBy": created_by, "Size": human_size(entry["Size"]),
+            "Comment": entry["Comment"],
+        })
+    if quiet:
+        for row in rows:
+            click.echo(row["ID"])
+        return
+    headers = {"ID": "IMAGE", "CreatedSince": "CREATED", "CreatedBy": "CREATED BY",
+               "Size": "SIZE", "Comment": "COMMENT"}
+    _print_rows(fmt or "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}",
+                rows, headers)
+
+
+@click.command("prune")
+@click.option("-a", "--all", "prune_all", is_flag=True, help="Remove all unused images.")
+@click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation.")
+@pass_context
+def prune(ctx: Context, prune_all: bool, force: bool) -> None:
+    """Remove unused images."""
+    if not force and sys.stdin.isatty():
+        click.confirm("WARNING! This will remove all dangling images.\nAre you sure you want "
+                      "to continue?", abort=True)
+    filters = {"dangling": {"false" if prune_all else "true": True}}
+    result = ctx.client.json("POST", "/images/prune", params={"filters": filters})
+    deleted = result.get("ImagesDeleted") or []
+    if deleted:
+        click.echo("Deleted Images:")
+        for entry in deleted:
+            for key, value in entry.items():
+                click.echo(f"{key.lower()}: {value}")
+        click.echo()
+    click.echo(f"Total reclaimed space: {human_size(result.get('SpaceReclaimed', 0))}")
+
+
+def register(group: click.Group) -> None:
+    group.add_command(import_)
+    group.add_command(images)
+    group.add_command(tag)
+    group.add_command(rmi)
+    group.add_command(history)
+    image = click.Group("image", help="Manage images.")
+    image.add_command(import_)
+    image.add_command(images, "ls")
+    image.add_command(tag)
+    image.add_command(rmi, "rm")
+    image.add_command(image_inspect)
+    image.add_command(history)
+    image.add_command(prune)
+    group.add_command(image)

@@ -1,0 +1,80 @@
+"""The `dockyard` command: a thin client of the Engine API with docker's verbs and flags.
+
+Errors print as docker prints them and exit with docker's codes: 125 when the
+daemon or the command line refuses, 126/127 when the container's command
+cannot run, otherwise the container's own exit code.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from dockyard.cli.client import APIError, Client
+
+
+class Context:
+    def __init__(self, host: str | None) -> None:
+        self.host = host
+        self._client: Client | None = None
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            self._client = Client(self.host)
+        return self._client
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+def fail(message: str, code: int = 1) -> None:
+    click.echo(message, err=True)
+    sys.exit(code)
+
+
+class Group(click.Group):
+    """Docker-style error reporting for every command."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except APIError as e:
+            fail(f"Error response from daemon: {e.message}", 1)
+        except (ConnectionRefusedError, FileNotFoundError) as e:
+            fail(f"Cannot connect to the Dockyard daemon: {e}", 1)
+        except BrokenPipeError:
+            sys.exit(0)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-H", "--host", envvar="DOCKYARD_HOST", help="Daemon socket (unix:///path).")
+@click.version_option(package_name="dockyard", prog_name="dockyard")
+@click.pass_context
+def cli(ctx: click.Context, host: str | None) -> None:
+    """Dockyard: build, ship and run containers; speaks the Docker Engine API."""
+    ctx.obj = Context(host)
+
+
+def _register() -> None:
+    from dockyard.cli import containers, daemon, images, system
+
+    for module in (containers, images, system, daemon):
+        module.register(cli)
+
+
+def main() -> None:
+    _register()
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.UsageError as e:
+        hint = f"\nSee 'dockyard {e.ctx.command_path.split(' ', 1)[-1]} --help'." if e.ctx else ""
+        fail(f"dockyard: {e.format_message()}{hint}", 125)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        fail(f"dockyard: {e.format_message()}", 125)

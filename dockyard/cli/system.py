@@ -1,0 +1,105 @@
+"""System commands: info, version, events."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+from dockyard import __version__
+from dockyard.cli.containers import show
+from dockyard.cli.main import Context, pass_context
+
+
+@click.command("info")
+@click.option("-f", "--format", "fmt", help="Go template.")
+@pass_context
+def info(ctx: Context, fmt: str | None) -> None:
+    """Display system-wide information."""
+    data = ctx.client.json("GET", "/info")
+    if fmt:
+        show([data], fmt)
+        return
+    runtimes = ", ".join(data.get("Runtimes") or {})
+    lines = [
+        "Server:",
+        f" Containers: {data['Containers']}",
+        f"  Running: {data['ContainersRunning']}",
+        f"  Paused: {data['ContainersPaused']}",
+        f"  Stopped: {data['ContainersStopped']}",
+        f" Images: {data['Images']}",
+        f" Server Version: {data['ServerVersion']} (Dockyard)",
+        f" Storage Driver: {data['Driver']}",
+        f" Logging Driver: {data['LoggingDriver']}",
+        f" Cgroup Driver: {data['CgroupDriver']}",
+        f" Cgroup Version: {data['CgroupVersion']} ({data.get('CgroupMode', '')})",
+        f" Runtimes: {runtimes}",
+        f" Default Runtime: {data['DefaultRuntime']}",
+        f" Init Binary: {data.get('InitBinary') or '(none)'}",
+        f" Security Options: {', '.join(data.get('SecurityOptions') or []) or '(none)'}",
+        f" Kernel Version: {data['KernelVersion']}",
+        f" Operating System: {data['OperatingSystem']}",
+        f" Architecture: {data['Architecture']}",
+        f" CPUs: {data['NCPU']}",
+        f" Total Memory: {data['MemTotal'] / (1 << 30):.2f}GiB",
+        f" Name: {data['Name']}",
+        f" ID: {data['ID']}",
+        f" Docker Root Dir: {data['DockerRootDir']}",
+        f" Debug Mode: {str(data['Debug']).lower()}",
+        f" Live Restore Enabled: {str(data.get('LiveRestoreEnabled', False)).lower()}",
+    ]
+    for warning in data.get("Warnings") or []:
+        lines.append(warning)
+    click.echo("\n".join(lines))
+
+
+@click.command("version")
+@click.option("-f", "--format", "fmt", help="Go template.")
+@pass_context
+def version(ctx: Context, fmt: str | None) -> None:
+    """Show the client and daemon versions."""
+    data = ctx.client.json("GET", "/version")
+    if fmt:
+        show([{"Client": {"Version": __version__}, "Server": data}], fmt)
+        return
+    click.echo(f"Client:\n Version: {__version__}\n API version: 1.45\n")
+    click.echo(f"Server: {data['Platform']['Name']}\n Engine:\n  Version: {data['Version']}\n"
+               f"  API version: {data['ApiVersion']} (minimum version {data['MinAPIVersion']})\n"
+               f"  Kernel: {data['KernelVersion']}")
+
+
+@click.command("events")
+@click.option("--since", help="Show events since (unix time).")
+@click.option("--until", help="Stream events until (unix time).")
+@click.option("-f", "--filter", "filters", multiple=True, help="Filter (type=, event=, container=).")
+@click.option("--format", "fmt", help="Go template or 'json'.")
+@pass_context
+def events(ctx: Context, since: str | None, until: str | None, filters: tuple[str, ...],
+           fmt: str | None) -> None:
+    """Stream events from the daemon."""
+    wanted: dict[str, dict[str, bool]] = {}
+    for item in filters:
+        key, _, value = item.partition("=")
+        wanted.setdefault(key, {})[value] = True
+    params = {"since": since, "until": until, "filters": wanted or None}
+    for event in ctx.client.json_stream("GET", "/events", params=params):
+        if fmt == "json":
+            click.echo(json.dumps(event))
+        elif fmt:
+            show([event], fmt)
+        else:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(event["time"]))
+            attrs = ", ".join(f"{k}={v}" for k, v in sorted(event["Actor"]["Attributes"].items()))
+            click.echo(f"{stamp}.{event['timeNano'] % 1_000_000_000:09d} {event['Type']} "
+                       f"{event['Action']} {event['Actor']['ID']} ({attrs})")
+
+
+def register(group: click.Group) -> None:
+    group.add_command(info)
+    group.add_command(version)
+    group.add_command(events)
+    system = click.Group("system", help="Manage Dockyard.")
+    system.add_command(info)
+    system.add_command(events)
+    group.add_command(system)

@@ -1,0 +1,84 @@
+"""Daemon configuration: command-line flags over `daemon.json` over defaults.
+
+`daemon.json` uses Docker's keys where they mean the same thing (`data-root`,
+`exec-root`, `hosts`, `default-runtime`, `runtimes`, `cgroup-parent`,
+`seccomp-profile`, `debug`, ...), so an existing Docker configuration reads
+the same way here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from dockyard.errors import InvalidArgument
+
+DEFAULT_CONFIG_FILE = "/etc/dockyard/daemon.json"
+DEFAULT_DATA_ROOT = "/var/lib/dockyard"
+DEFAULT_EXEC_ROOT = "/run/dockyard"
+DEFAULT_SOCKET = "/run/dockyard/dockyard.sock"
+DEFAULT_HOST = "unix://" + DEFAULT_SOCKET
+
+
+@dataclass
+class DaemonConfig:
+    hosts: list[str] = field(default_factory=lambda: [DEFAULT_HOST])
+    data_root: str = DEFAULT_DATA_ROOT
+    exec_root: str = DEFAULT_EXEC_ROOT
+    default_runtime: str | None = None  # None: crun if it works on this host, else runc
+    runtimes: dict[str, str] = field(default_factory=dict)  # extra name -> path
+    cgroup_parent: str = "dockyard"
+    seccomp_profile: str | None = None  # None: the system's profile when one is installed
+    init_path: str | None = None
+    debug: bool = False
+    pidfile: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict)  # the whole daemon.json, for later keys
+
+    @property
+    def unix_socket(self) -> str:
+        for host in self.hosts:
+            if host.startswith("unix://"):
+                return host[len("unix://"):]
+        raise InvalidArgument("only unix:// hosts are supported")
+
+
+_KEYS = {
+    "hosts": "hosts",
+    "data-root": "data_root",
+    "exec-root": "exec_root",
+    "default-runtime": "default_runtime",
+    "cgroup-parent": "cgroup_parent",
+    "seccomp-profile": "seccomp_profile",
+    "init-path": "init_path",
+    "debug": "debug",
+    "pidfile": "pidfile",
+}
+
+
+def load(path: str | None, overrides: dict[str, Any]) -> DaemonConfig:
+    """Read `path` (if it exists), then apply non-None `overrides` (flag values)."""
+    config = DaemonConfig()
+    raw: dict[str, Any] = {}
+    file = path or DEFAULT_CONFIG_FILE
+    if os.path.exists(file):
+        try:
+            with open(file) as f:
+                raw = json.load(f)
+        except (OSError, json.JSONDecodeError) as e:
+            raise InvalidArgument(f"unable to configure the daemon with file {file}: {e}") from e
+        if not isinstance(raw, dict):
+            raise InvalidArgument(f"unable to configure the daemon with file {file}: not an object")
+    elif path:
+        raise InvalidArgument(f"configuration file {path} does not exist")
+    for key, attr in _KEYS.items():
+        if key in raw:
+            setattr(config, attr, raw[key])
+    for name, entry in (raw.get("runtimes") or {}).items():
+        config.runtimes[name] = entry.get("path", name) if isinstance(entry, dict) else str(entry)
+    for attr, value in overrides.items():
+        if value is not None and value != [] and value != ():
+            setattr(config, attr, list(value) if isinstance(value, tuple) else value)
+    config.raw = raw
+    return config

@@ -1,0 +1,1 @@
+"""Containers: records, validation, OCI spec generation and the lifecycle."""

@@ -1,0 +1,97 @@
+"""The `/etc/hostname`, `/etc/hosts` and `/etc/resolv.conf` a container sees.
+
+They are files in the container's directory, bind-mounted over the image's, as
+Docker does: the image stays untouched and `--dns`, `--add-host` and
+`--hostname` need no change to the container's filesystem.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+HOST_RESOLV = "/etc/resolv.conf"
+HOST_HOSTS = "/etc/hosts"
+FALLBACK_DNS = ["8.8.8.8", "8.8.4.4"]
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def resolv_conf(host_config: dict[str, Any], host_text: str | None = None) -> str:
+    """resolv.conf for a container: the host's minus loopback resolvers, or --dns/--dns-search."""
+    text = _read(HOST_RESOLV) if host_text is None else host_text
+    if host_config.get("NetworkMode") == "host" and not (
+        host_config.get("Dns") or host_config.get("DnsSearch") or host_config.get("DnsOptions")
+    ):
+        return text
+    nameservers, search, options = [], [], []
+    for line in text.splitlines():
+        words = line.split()
+        if not words or words[0].startswith(("#", ";")):
+            continue
+        if words[0] == "nameserver" and len(words) > 1:
+            # A resolver on the host's loopback is unreachable from the container's namespace.
+            if not re.match(r"^(127\.|::1$)", words[1]):
+                nameservers.append(words[1])
+        elif words[0] in ("search", "domain"):
+            search = words[1:]
+        elif words[0] == "options":
+            options += words[1:]
+    nameservers = list(host_config.get("Dns") or []) or nameservers or FALLBACK_DNS
+    search = list(host_config.get("DnsSearch") or []) or search
+    options = list(host_config.get("DnsOptions") or []) or options
+    lines = [f"nameserver {ns}" for ns in nameservers]
+    if search and search != ["."]:
+        lines.append("search " + " ".join(search))
+    if options:
+        lines.append("options " + " ".join(options))
+    return "\n".join(lines) + "\n"
+
+
+def hosts(host_config: dict[str, Any], hostname: str, addresses: list[str] | None = None) -> str:
+    if host_config.get("NetworkMode") == "host":
+        base = _read(HOST_HOSTS)
+    else:
+        base = (
+            "127.0.0.1\tlocalhost\n"
+            "::1\tlocalhost ip6-localhost ip6-loopback\n"
+            "fe00::0\tip6-localnet\n"
+            "ff00::0\tip6-mcastprefix\n"
+            "ff02::1\tip6-allnodes\n"
+            "ff02::2\tip6-allrouters\n"
+        )
+    lines = [base.rstrip("\n")]
+    for entry in host_config.get("ExtraHosts") or []:
+        name, _, address = entry.partition(":")
+        if address == "host-gateway":
+            continue
+        lines.append(f"{address}\t{name}")
+    for address in addresses or []:
+        lines.append(f"{address}\t{hostname}")
+    return "\n".join(lines) + "\n"
+
+
+def write(dir: str, host_config: dict[str, Any], hostname: str) -> dict[str, str]:
+    """Write the three files; returns container path -> host path for the bind mounts."""
+    files = {
+        "/etc/hostname": (hostname + "\n"),
+        "/etc/hosts": hosts(host_config, hostname),
+        "/etc/resolv.conf": resolv_conf(host_config),
+    }
+    mounts = {}
+    for target, content in files.items():
+        path = os.path.join(dir, os.path.basename(target))
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(content)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        mounts[target] = path
+    return mounts

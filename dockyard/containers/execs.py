@@ -1,0 +1,222 @@
+"""Exec instances: processes started in a running container (`docker exec`).
+
+An exec is created (recorded, not run), then started once; its exit code is
+kept for inspection until the daemon restarts or the container goes. Before
+running anything the command is looked up in the container's filesystem, so a
+missing or non-executable command fails like Docker's (exit code 127 / 126
+with the runtime's message) instead of as an opaque runtime error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import stat
+from dataclasses import dataclass, field
+from typing import Any
+
+from dockyard import rootpath
+from dockyard.containers import config as cfg
+from dockyard.containers import spec, users
+from dockyard.containers.model import PAUSED, RUNNING, Container
+from dockyard.containers.service import ContainerService
+from dockyard.errors import Conflict, InvalidArgument, NotFound
+from dockyard.runtime import exec as runtime_exec
+
+
+@dataclass
+class Exec:
+    id: str
+    container_id: str
+    cmd: list[str]
+    env: list[str]
+    user: str
+    working_dir: str
+    tty: bool
+    privileged: bool
+    attach_stdin: bool
+    attach_stdout: bool
+    attach_stderr: bool
+    detach_keys: str = ""
+    console_size: tuple[int, int] | None = None
+    running: bool = False
+    exit_code: int | None = None
+    pid: int = 0
+    started: bool = False
+    process: runtime_exec.ExecProcess | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class CommandError(Exception):
+    """The command cannot run; `code` is what docker reports (126 or 127)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+def find_command(root: str, name: str, env: list[str]) -> None:
+    """Raise CommandError unless `name` is an executable file in the container."""
+    if "/" in name:
+        candidates = [name]
+    else:
+        path = next((e[5:] for e in reversed(env) if e.startswith("PATH=")), cfg.DEFAULT_PATH)
+        candidates = [os.path.join(d or ".", name) for d in path.split(":")]
+    for candidate in candidates:
+        host = rootpath.resolve(root, candidate if candidate.startswith("/") else "/" + candidate)
+        try:
+            st = os.stat(host)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            if "/" in name:
+                raise CommandError(f'exec: "{name}": is a directory', 126)
+            continue
+        if not st.st_mode & 0o111:
+            raise CommandError(f'exec: "{name}": permission denied', 126)
+        return
+    if "/" in name:
+        raise CommandError(
+            f'exec: "{name}": stat {name}: no such file or directory', 127
+        )
+    raise CommandError(f'exec: "{name}": executable file not found in $PATH', 127)
+
+
+def runtime_message(error: CommandError) -> str:
+    return (
+        "OCI runtime exec failed: exec failed: unable to start container process: "
+        f"{error.message}: unknown"
+    )
+
+
+class ExecService:
+    def __init__(self, containers: ContainerService) -> None:
+        self.containers = containers
+        self._execs: dict[str, Exec] = {}
+
+    def get(self, exec_id: str) -> Exec:
+        found = self._execs.get(exec_id)
+        if found is None:
+            raise NotFound(f"No such exec instance: {exec_id}")
+        return found
+
+    def create(self, ref: str, request: dict[str, Any]) -> Exec:
+        container = self.containers.get(ref)
+        self._check_running(container)
+        cmd = request.get("Cmd")
+        if isinstance(cmd, str):
+            cmd = [cmd]
+        if not cmd or not all(isinstance(c, str) for c in cmd):
+            raise InvalidArgument("No exec command specified")
+        env = request.get("Env") or []
+        if not isinstance(env, list):
+            raise InvalidArgument("invalid JSON: Env must be a list of strings")
+        size = request.get("ConsoleSize")
+        instance = Exec(
+            id=secrets.token_hex(32),
+            container_id=container.id,
+            cmd=list(cmd),
+            env=list(env),
+            user=request.get("User") or "",
+            working_dir=request.get("WorkingDir") or "",
+            tty=bool(request.get("Tty")),
+            privileged=bool(request.get("Privileged")),
+            attach_stdin=bool(request.get("AttachStdin")),
+            attach_stdout=bool(request.get("AttachStdout")),
+            attach_stderr=bool(request.get("AttachStderr")),
+            detach_keys=request.get("DetachKeys") or "",
+            console_size=(int(size[0]), int(size[1])) if size and len(size) == 2 else None,
+        )
+        self._execs[instance.id] = instance
+        self.containers.emit(container, f"exec_create: {' '.join(instance.cmd)}",
+                              execID=instance.id)
+        return instance
+
+    def _check_running(self, container: Container) -> None:
+        if container.state.status == PAUSED:
+            raise Conflict(
+                f"Container {container.id} is paused, unpause the container before exec"
+            )
+        if container.state.status != RUNNING:
+            raise Conflict(f"container {container.id} is not running")
+
+    async def start(
+        self, exec_id: str, *, detach: bool, tty: bool | None = None,
+        console_size: tuple[int, int] | None = None,
+    ) -> Exec:
+        """Start the process. Raises CommandError (after recording the code) if it cannot run."""
+        instance = self.get(exec_id)
+        if instance.started:
+            raise Conflict(f"Error: Exec command {exec_id} has already run")
+        container = self.containers.get(instance.container_id)
+        self._check_running(container)
+        instance.started = True
+        if tty is not None:
+            instance.tty = tty
+        if console_size:
+            instance.console_size = console_size
+        merged = os.path.join(self.containers.dir(container), "rootfs", "merged")
+        env = cfg.merge_env(container.config.get("Env"), instance.env)
+        try:
+            find_command(merged, instance.cmd[0], env)
+        except CommandError as e:
+            instance.exit_code = e.code
+            instance.done.set()
+            raise
+        user = users.resolve(merged, instance.user or container.config.get("User") or "",
+                             list(container.host_config.get("GroupAdd") or []))
+        process = spec.exec_process(
+            container,
+            cmd=instance.cmd,
+            env=instance.env,
+            user=user,
+            cwd=instance.working_dir or container.config.get("WorkingDir") or "/",
+            tty=instance.tty,
+            privileged=instance.privileged,
+            hostname=container.config.get("Hostname") or container.short_id,
+            nofile_limit=self.containers.settings.nofile_limit,
+            console_size=instance.console_size,
+        )
+        runtime = self.containers.runtimes[container.runtime]
+        proc = await runtime_exec.start(
+            runtime, container.id, process, stdin=instance.attach_stdin, detach=detach
+        )
+        instance.process = proc
+        instance.pid = proc.pid
+        instance.running = True
+        self.containers.emit(container, f"exec_start: {' '.join(instance.cmd)}",
+                              execID=instance.id)
+        if detach:
+            asyncio.ensure_future(self.finish(instance))
+        return instance
+
+    async def finish(self, instance: Exec) -> int:
+        """Wait for the process; records the exit code before returning it."""
+        assert instance.process is not None
+        code = await instance.process.wait()
+        instance.exit_code = code
+        instance.running = False
+        instance.done.set()
+        try:
+            container = self.containers.get(instance.container_id)
+            self.containers.emit(container, "exec_die", execID=instance.id,
+                                  exitCode=str(code))
+        except NotFound:
+            pass
+        return code
+
+    def resize(self, exec_id: str, height: int, width: int) -> None:
+        instance = self.get(exec_id)
+        if instance.process is not None:
+            instance.process.resize(height, width)
+        elif instance.tty:
+            instance.console_size = (height, width)
+
+    def forget_container(self, container_id: str) -> None:
+        for exec_id in [e.id for e in self._execs.values() if e.container_id == container_id]:
+            del self._execs[exec_id]
+
+    def for_container(self, container_id: str) -> list[str]:
+        return [e.id for e in self._execs.values() if e.container_id == container_id]

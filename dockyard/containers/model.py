@@ -1,0 +1,88 @@
+"""The container record and its state machine.
+
+Dockyard keeps a container's configuration in Docker's own model (`Config`
+and `HostConfig`, normalised and validated at create), like moby does: it is
+what clients send, what inspect echoes back, and what tools such as Ansible
+compare for idempotency. The runtime state is Dockyard's own.
+
+States and transitions:
+
+    created --start--> running --exit--> exited --start--> running
+                         |  ^                 |
+                    pause|  |unpause          +--remove--> (gone)
+                         v  |
+                        paused
+    running --exit, restart policy says so--> restarting --> running
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from dockyard.images.oci import ZERO_TIME
+
+CREATED = "created"
+RUNNING = "running"
+PAUSED = "paused"
+RESTARTING = "restarting"
+REMOVING = "removing"
+EXITED = "exited"
+DEAD = "dead"
+
+
+@dataclass
+class State:
+    status: str = CREATED
+    pid: int = 0
+    exit_code: int = 0
+    error: str = ""
+    started_at: str = ZERO_TIME
+    finished_at: str = ZERO_TIME
+    oom_killed: bool = False
+    monitor_pid: int = 0
+    monitor_start: int = 0
+    restart_count: int = 0
+    # Set by an explicit stop/kill so that restart policies leave the container down.
+    stopped_by_user: bool = False
+
+    @property
+    def running(self) -> bool:
+        return self.status in (RUNNING, PAUSED, RESTARTING)
+
+
+@dataclass
+class Container:
+    id: str
+    name: str  # without the leading slash
+    image_id: str
+    created: str  # RFC 3339
+    config: dict[str, Any]  # Docker's Config, normalised
+    host_config: dict[str, Any]  # Docker's HostConfig, normalised
+    chain_id: str | None  # top layer of the image, the container's lower filesystem
+    path: str  # executable, first of entrypoint + cmd
+    args: list[str]
+    state: State = field(default_factory=State)
+    runtime: str = ""
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+    @property
+    def tty(self) -> bool:
+        return bool(self.config.get("Tty"))
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return dict(self.config.get("Labels") or {})
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Container:
+        data = json.loads(text)
+        state = State(**data.pop("state"))
+        return cls(state=state, **data)

@@ -1,0 +1,830 @@
+"""The container lifecycle: create, start, stop, kill, wait, remove, restart policies.
+
+A container's record lives in the database; while it runs, its monitor
+(conmon) is its parent, and the daemon watches the monitor's pid. When the
+monitor exits, `_on_exit` records the exit code, releases the runtime state and
+the rootfs mount, wakes waiters, and applies the restart policy and
+auto-removal. The same path handles containers that exited while the daemon
+was down: at start-up `restore()` adopts live monitors and settles the rest.
+
+Every step of `start` that allocates something (mount, runtime container,
+cgroup) is undone if a later step fails, so a failed start leaves nothing
+behind but the error text in the container's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from dockyard.containers import config as cfg
+from dockyard.containers import etcfiles, names, signals, spec, users
+from dockyard.containers.model import (
+    CREATED,
+    EXITED,
+    PAUSED,
+    REMOVING,
+    RESTARTING,
+    RUNNING,
+    Container,
+    State,
+)
+from dockyard.errors import (
+    Conflict,
+    DockyardError,
+    InvalidArgument,
+    NotFound,
+    NotModified,
+    Unavailable,
+)
+from dockyard.events.bus import EventBus
+from dockyard.images.oci import now_rfc3339
+from dockyard.images.service import ImageService
+from dockyard.logs import k8sfile
+from dockyard.runtime import cgroups, monitor
+from dockyard.runtime.attach import AttachConnection
+from dockyard.runtime.monitor import Conmon, Monitor, Paths
+from dockyard.runtime.oci import Runtime
+from dockyard.snapshots.rootfs import RootfsManager
+from dockyard.state.db import Database
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STOP_TIMEOUT = 10
+
+
+@dataclass
+class ContainerSettings:
+    data_root: str  # <data-root>/containers
+    exec_root: str  # <exec-root>/containers
+    cgroup_parent: str
+    cgroup_layout: cgroups.CgroupLayout
+    default_runtime: str
+    ncpu: int
+    nofile_limit: int
+    init_binary: str | None
+    seccomp: Any  # callable: capabilities -> OCI seccomp object or None
+
+
+@dataclass
+class _Live:
+    """What the daemon keeps in memory about a container while it is alive."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+    exit_waiters: list[asyncio.Future[int]] = field(default_factory=list)
+    removed_waiters: list[asyncio.Future[int]] = field(default_factory=list)
+    attachers: list[asyncio.Future[AttachConnection | None]] = field(default_factory=list)
+    watcher: asyncio.Task[None] | None = None
+    restart_task: asyncio.Task[None] | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    started_mono: float = 0.0
+    restart_delay: float = 0.0
+
+
+class ContainerService:
+    def __init__(
+        self,
+        db: Database,
+        images: ImageService,
+        rootfs: RootfsManager,
+        runtimes: dict[str, Runtime],
+        monitors: dict[str, Conmon],
+        events: EventBus,
+        settings: ContainerSettings,
+    ) -> None:
+        self.db = db
+        self.images = images
+        self.rootfs = rootfs
+        self.runtimes = runtimes
+        self.monitors = monitors
+        self.events = events
+        self.settings = settings
+        self._containers: dict[str, Container] = {}
+        self._live: dict[str, _Live] = {}
+        os.makedirs(settings.data_root, exist_ok=True)
+        os.makedirs(settings.exec_root, exist_ok=True)
+        for row in db.all("SELECT record FROM containers"):
+            container = Container.from_json(row["record"])
+            self._containers[container.id] = container
+        images.image_users = self.image_users
+        images.container_chains = lambda: {
+            c.chain_id for c in self._containers.values() if c.chain_id
+        }
+
+    # -- lookup --------------------------------------------------------------
+
+    def get(self, ref: str) -> Container:
+        """Find by full ID, exact name, or unique ID prefix (docker's order)."""
+        if ref in self._containers:
+            return self._containers[ref]
+        name = ref.removeprefix("/")
+        for container in self._containers.values():
+            if container.name == name:
+                return container
+        if ref:
+            matches = [c for c in self._containers.values() if c.id.startswith(ref)]
+            if len(matches) == 1:
+                return matches[0]
+            if len(matches) > 1:
+                raise InvalidArgument(f"multiple IDs found with provided prefix: {ref}")
+        raise NotFound(f"No such container: {ref}")
+
+    def list(self) -> list[Container]:
+        return sorted(self._containers.values(), key=lambda c: c.created, reverse=True)
+
+    def image_users(self, image_id: str) -> list[tuple[str, bool]]:
+        return [(c.id, c.state.running) for c in self._containers.values() if c.image_id == image_id]
+
+    def live(self, container: Container) -> _Live:
+        live = self._live.get(container.id)
+        if live is None:
+            live = self._live[container.id] = _Live()
+            if not container.state.running:
+                live.exited.set()
+        return live
+
+    def paths(self, container: Container) -> Paths:
+        bundle = os.path.join(self.settings.exec_root, container.id)
+        persist = self.dir(container)
+        return Paths(
+            bundle=bundle,
+            persist=persist,
+            log=os.path.join(persist, "container.log"),
+            pid_file=os.path.join(bundle, "pidfile"),
+            monitor_pid_file=os.path.join(bundle, "conmon.pid"),
+        )
+
+    def dir(self, container: Container) -> str:
+        return os.path.join(self.settings.data_root, container.id)
+
+    def cgroup_path(self, container: Container) -> str:
+        parent = container.host_config.get("CgroupParent") or self.settings.cgroup_parent
+        return f"/{parent.strip('/')}/{container.id}"
+
+    def _save(self, container: Container) -> None:
+        with self.db.transaction():
+            self.db.execute(
+                "UPDATE containers SET name=?, record=? WHERE id=?",
+                (container.name, container.to_json(), container.id),
+            )
+        self.live(container).changed.set()
+
+    def emit(self, container: Container, action: str, **extra: str) -> None:
+        attributes = {**container.labels, "image": container.config.get("Image", ""),
+                      "name": container.name, **extra}
+        self.events.emit("container", action, container.id, attributes)
+
+    # -- create --------------------------------------------------------------
+
+    async def create(self, name: str | None, request: dict[str, Any]) -> Container:
+        image_name = request.get("Image") or ""
+        if not isinstance(image_name, str) or not image_name:
+            raise InvalidArgument("config cannot be empty in order to create a container")
+        image = self.images.resolve(image_name)
+        effective = cfg.effective(
+            request,
+            image.run_config,
+            image_name=image_name,
+            ncpu=self.settings.ncpu,
+            runtimes=tuple(self.runtimes),
+            default_runtime=self.settings.default_runtime,
+        )
+        if name:
+            name = names.validate(name)
+            self._check_name_free(name)
+        else:
+            name = self._generate_name()
+        container_id = secrets.token_hex(32)
+        if not effective.config["Hostname"]:
+            effective.config["Hostname"] = container_id[:12]
+        container = Container(
+            id=container_id,
+            name=name,
+            image_id=image.id,
+            created=now_rfc3339(),
+            config=effective.config,
+            host_config=effective.host_config,
+            chain_id=image.chain_id,
+            path=effective.path,
+            args=effective.args,
+            state=State(),
+            runtime=effective.host_config["Runtime"],
+        )
+        directory = self.dir(container)
+        try:
+            os.makedirs(directory)
+            self.rootfs.create(os.path.join(directory, "rootfs"))
+            with self.db.transaction():
+                self.db.execute(
+                    "INSERT INTO containers(id, name, image_id, created, record) VALUES (?,?,?,?,?)",
+                    (container.id, container.name, container.image_id, time.time(),
+                     container.to_json()),
+                )
+        except BaseException:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+        self._containers[container.id] = container
+        self.emit(container, "create")
+        return container
+
+    def _check_name_free(self, name: str, exclude: str | None = None) -> None:
+        for other in self._containers.values():
+            if other.name == name and other.id != exclude:
+                raise Conflict(
+                    f'Conflict. The container name "/{name}" is already in use by container '
+                    f'"{other.id}". You have to remove (or rename) that container to be able to '
+                    "reuse that name."
+                )
+
+    def _generate_name(self) -> str:
+        taken = {c.name for c in self._containers.values()}
+        for attempt in range(100):
+            candidate = names.generate(attempt // 10)
+            if candidate not in taken:
+                return candidate
+        return "container_" + secrets.token_hex(4)
+
+    # -- start ---------------------------------------------------------------
+
+    async def start(self, ref: str) -> None:
+        container = self.get(ref)
+        live = self.live(container)
+        async with live.lock:
+            status = container.state.status
+            if status == RUNNING:
+                raise NotModified("container already started")
+            if status == PAUSED:
+                raise Conflict("cannot start a paused container, try unpause instead")
+            if status == REMOVING:
+                raise Conflict(f"removal of container {container.name} is already in progress")
+            if live.restart_task is not None:
+                live.restart_task.cancel()
+                live.restart_task = None
+            container.state.stopped_by_user = False
+            container.state.restart_count = 0
+            await self._start(container)
+
+    async def _start(self, container: Container) -> None:
+        """Start a container whose lock is held; on failure nothing stays allocated."""
+        live = self.live(container)
+        paths = self.paths(container)
+        runtime = self.runtimes[container.runtime]
+        conmon = self.monitors[container.runtime]
+        created_in_runtime = False
+        try:
+            if not self.images.exists(container.image_id) and container.chain_id:
+                if not self.images.layers.has(container.chain_id):
+                    raise Unavailable(f"image {container.image_id} of this container is gone")
+            rootfs_dir = os.path.join(self.dir(container), "rootfs")
+            merged = self.rootfs.mount(rootfs_dir, container.chain_id)
+            hc = container.host_config
+            user = users.resolve(merged, container.config.get("User") or "",
+                                 list(hc.get("GroupAdd") or []))
+            hostname = container.config.get("Hostname") or container.short_id
+            files = etcfiles.write(self.dir(container), hc, hostname)
+            caps = cfg.capabilities(hc)
+            seccomp_profile = None
+            if cfg.security_option(hc, "seccomp") != "unconfined" and not hc.get("Privileged"):
+                seccomp_profile = self.settings.seccomp(caps, cfg.security_option(hc, "seccomp"))
+            init = hc.get("Init")
+            if init and not self.settings.init_binary:
+                raise Unavailable("--init requested but no init binary (tini) is installed")
+            oci_spec = spec.generate(
+                container,
+                spec.SpecInputs(
+                    rootfs=merged,
+                    user=user,
+                    hostname=hostname,
+                    cgroup_path=self.cgroup_path(container),
+                    files=files,
+                    seccomp=seccomp_profile,
+                    init_binary=self.settings.init_binary if init else None,
+                    nofile_limit=self.settings.nofile_limit,
+                    cgroup_namespace=self.settings.cgroup_layout.mode == "v2",
+                ),
+            )
+            os.makedirs(paths.bundle, exist_ok=True)
+            with open(os.path.join(paths.bundle, "config.json"), "w") as f:
+                json.dump(oci_spec, f)
+            await runtime.delete(container.id)  # a leftover of an earlier crash, if any
+            stdin = bool(container.config.get("OpenStdin"))
+            mon, pid = await conmon.create(
+                container.id,
+                container.name,
+                paths,
+                terminal=container.tty,
+                stdin=stdin,
+                leave_stdin_open=stdin and not container.config.get("StdinOnce"),
+            )
+            created_in_runtime = True
+            await self._connect_attachers(container, conmon)
+            live.exited.clear()
+            await runtime.start(container.id)
+        except (DockyardError, OSError) as e:
+            message = e.message if isinstance(e, DockyardError) else str(e)
+            if created_in_runtime:
+                await runtime.delete(container.id)
+            self._release(container)
+            container.state.error = message
+            container.state.exit_code = _start_failure_code(message)
+            if container.state.status != CREATED:
+                container.state.status = EXITED
+            self._save(container)
+            live.exited.set()
+            self._fail_attachers(container)
+            if container.host_config.get("AutoRemove"):
+                await self._remove(container)
+            raise Unavailable(message) from e
+        container.state = State(
+            status=RUNNING,
+            pid=pid,
+            started_at=now_rfc3339(),
+            monitor_pid=mon.pid,
+            monitor_start=mon.start_time,
+            restart_count=container.state.restart_count,
+        )
+        live.started_mono = time.monotonic()
+        self._save(container)
+        self.emit(container, "start")
+        live.watcher = asyncio.ensure_future(self._watch(container, mon))
+
+    async def _connect_attachers(self, container: Container, conmon: Conmon) -> None:
+        live = self.live(container)
+        pending, live.attachers = live.attachers, []
+        path = conmon.attach_socket(container.id)
+        for future in pending:
+            if future.done():
+                continue
+            future.set_result(await AttachConnection.open(path))
+
+    def _fail_attachers(self, container: Container) -> None:
+        live = self.live(container)
+        pending, live.attachers = live.attachers, []
+        for future in pending:
+            if not future.done():
+                future.set_result(None)
+
+    def _release(self, container: Container) -> None:
+        """Free what a started container held on the host (mount, cgroup, bundle)."""
+        self.rootfs.unmount(os.path.join(self.dir(container), "rootfs"))
+        cgroups.remove_empty(self.settings.cgroup_layout, self.cgroup_path(container))
+        shutil.rmtree(self.paths(container).bundle, ignore_errors=True)
+
+    # -- exit handling -------------------------------------------------------
+
+    async def _watch(self, container: Container, mon: Monitor) -> None:
+        try:
+            await monitor.wait_exit(mon)
+        except asyncio.CancelledError:
+            return
+        live = self.live(container)
+        async with live.lock:
+            if container.state.monitor_pid != mon.pid or container.id not in self._containers:
+                return
+            await self._on_exit(container)
+        await self._after_exit(container)
+
+    async def _on_exit(self, container: Container) -> None:
+        """Settle a container whose monitor has exited (lock held)."""
+        paths = self.paths(container)
+        code, oom = monitor.read_exit(paths)
+        error = ""
+        if code is None:
+            code, error = 255, "container monitor exited without recording an exit code"
+        await self.runtimes[container.runtime].delete(container.id)
+        self._release(container)
+        state = container.state
+        state.status = EXITED
+        state.exit_code = code
+        state.error = error
+        state.oom_killed = oom
+        state.pid = 0
+        state.monitor_pid = 0
+        state.monitor_start = 0
+        state.finished_at = now_rfc3339()
+        self._save(container)
+        if oom:
+            self.emit(container, "oom")
+        self.emit(container, "die", exitCode=str(code))
+        live = self.live(container)
+        live.exited.set()
+        waiters, live.exit_waiters = live.exit_waiters, []
+        for future in waiters:
+            if not future.done():
+                future.set_result(code)
+
+    async def _after_exit(self, container: Container) -> None:
+        """Restart policy and auto-removal, after the exit is recorded."""
+        if self._should_restart(container):
+            self._schedule_restart(container)
+        elif container.host_config.get("AutoRemove"):
+            live = self.live(container)
+            async with live.lock:
+                if container.id in self._containers and not container.state.running:
+                    await self._remove(container)
+
+    def _should_restart(self, container: Container) -> bool:
+        state = container.state
+        if state.stopped_by_user:
+            return False
+        policy = container.host_config.get("RestartPolicy") or {}
+        name = policy.get("Name", "no")
+        if name in ("always", "unless-stopped"):
+            return True
+        if name == "on-failure" and state.exit_code != 0:
+            limit = policy.get("MaximumRetryCount") or 0
+            return not limit or state.restart_count < limit
+        return False
+
+    def _schedule_restart(self, container: Container) -> None:
+        live = self.live(container)
+        ran = time.monotonic() - live.started_mono
+        # Docker's back-off: 100 ms doubling per quick failure, reset after 10 s of running.
+        live.restart_delay = 0.1 if ran >= 10 or not live.restart_delay else min(
+            live.restart_delay * 2, 60
+        )
+        container.state.status = RESTARTING
+        self._save(container)
+        live.restart_task = asyncio.ensure_future(self._restart_later(container, live.restart_delay))
+
+    async def _restart_later(self, container: Container, delay: float) -> None:
+        await asyncio.sleep(delay)
+        live = self.live(container)
+        async with live.lock:
+            live.restart_task = None
+            if container.id not in self._containers or container.state.status != RESTARTING:
+                return
+            if container.state.stopped_by_user:
+                container.state.status = EXITED
+                self._save(container)
+                return
+            container.state.restart_count += 1
+            try:
+                await self._start(container)
+                self.emit(container, "restart")
+            except DockyardError as e:
+                log.warning("restarting %s failed: %s", container.short_id, e.message)
+                return
+
+    # -- stop, kill, restart -------------------------------------------------
+
+    async def kill(self, ref: str, signal: str | int | None = None) -> None:
+        container = self.get(ref)
+        number = signals.parse(signal) if signal not in (None, "") else 9
+        if container.state.status not in (RUNNING, PAUSED):
+            raise Conflict(f"container {container.id} is not running")
+        stop_signal = signals.parse(container.config.get("StopSignal") or "SIGTERM")
+        if number in (9, stop_signal):
+            # Docker: killing with SIGKILL or the stop signal counts as a stop for restart policies.
+            container.state.stopped_by_user = True
+            self._save(container)
+        await self.runtimes[container.runtime].kill(container.id, number, all=number == 9)
+        self.emit(container, "kill", signal=str(number))
+
+    async def stop(self, ref: str, timeout: int | None = None, signal: str | None = None) -> None:
+        container = self.get(ref)
+        live = self.live(container)
+        if container.state.status == RESTARTING and live.restart_task is not None:
+            live.restart_task.cancel()
+            live.restart_task = None
+            container.state.status = EXITED
+            container.state.stopped_by_user = True
+            self._save(container)
+            return
+        if container.state.status not in (RUNNING, PAUSED):
+            raise NotModified("container already stopped")
+        container.state.stopped_by_user = True
+        self._save(container)
+        await self._stop(container, timeout, signal)
+        self.emit(container, "stop")
+
+    async def _stop(self, container: Container, timeout: int | None, signal: str | None) -> None:
+        live = self.live(container)
+        runtime = self.runtimes[container.runtime]
+        if timeout is None:
+            timeout = container.config.get("StopTimeout")
+        if timeout is None:
+            timeout = DEFAULT_STOP_TIMEOUT
+        number = signals.parse(signal or container.config.get("StopSignal") or "SIGTERM")
+        if container.state.status == PAUSED:
+            with contextlib.suppress(DockyardError):
+                await runtime.resume(container.id)
+        if number != 9:
+            with contextlib.suppress(Conflict):
+                await runtime.kill(container.id, number)
+            self.emit(container, "kill", signal=str(number))
+            try:
+                if timeout < 0:
+                    await live.exited.wait()
+                else:
+                    await asyncio.wait_for(live.exited.wait(), timeout)
+                return
+            except TimeoutError:
+                pass
+        with contextlib.suppress(Conflict):
+            await runtime.kill(container.id, 9, all=True)
+        self.emit(container, "kill", signal="9")
+        await live.exited.wait()
+
+    async def restart(self, ref: str, timeout: int | None = None, signal: str | None = None) -> None:
+        container = self.get(ref)
+        if container.state.status in (RUNNING, PAUSED):
+            container.state.stopped_by_user = True
+            self._save(container)
+            await self._stop(container, timeout, signal)
+        live = self.live(container)
+        async with live.lock:
+            if container.state.running:
+                return
+            container.state.stopped_by_user = False
+            await self._start(container)
+        self.emit(container, "restart")
+
+    async def pause(self, ref: str) -> None:
+        container = self.get(ref)
+        if container.state.status == PAUSED:
+            raise Conflict(f"Container {container.id} is already paused")
+        if container.state.status != RUNNING:
+            raise Conflict(f"Container {container.id} is not running")
+        await self.runtimes[container.runtime].pause(container.id)
+        container.state.status = PAUSED
+        self._save(container)
+        self.emit(container, "pause")
+
+    async def unpause(self, ref: str) -> None:
+        container = self.get(ref)
+        if container.state.status != PAUSED:
+            raise Conflict(f"Container {container.id} is not paused")
+        await self.runtimes[container.runtime].resume(container.id)
+        container.state.status = RUNNING
+        self._save(container)
+        self.emit(container, "unpause")
+
+    # -- wait ----------------------------------------------------------------
+
+    def waiter(self, ref: str, condition: str) -> asyncio.Future[int]:
+        """A future resolving to the exit code when `condition` is met (registered now)."""
+        if condition not in ("", "not-running", "next-exit", "removed"):
+            raise InvalidArgument(f"invalid condition: {condition!r}")
+        container = self.get(ref)
+        live = self.live(container)
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        if condition == "removed":
+            live.removed_waiters.append(future)
+        elif condition in ("", "not-running") and not container.state.running:
+            future.set_result(container.state.exit_code)
+        else:
+            live.exit_waiters.append(future)
+        return future
+
+    # -- remove --------------------------------------------------------------
+
+    async def remove(self, ref: str, *, force: bool = False) -> None:
+        container = self.get(ref)
+        live = self.live(container)
+        if container.state.status == REMOVING:
+            raise Conflict(f"removal of container {container.name} is already in progress")
+        if container.state.running:
+            if not force:
+                raise Conflict(
+                    f'cannot remove container "/{container.name}": container is running: stop the '
+                    "container before removing or force remove"
+                )
+            container.state.stopped_by_user = True
+            if live.restart_task is not None:
+                live.restart_task.cancel()
+                live.restart_task = None
+                container.state.status = EXITED
+            if container.state.status in (RUNNING, PAUSED):
+                await self._stop(container, 0, "SIGKILL")
+        async with live.lock:
+            if container.id not in self._containers:
+                return
+            await self._remove(container)
+
+    async def _remove(self, container: Container) -> None:
+        """Delete a stopped container and everything it owns (lock held)."""
+        container.state.status = REMOVING
+        live = self.live(container)
+        await self.runtimes[container.runtime].delete(container.id)
+        self._release(container)
+        self.rootfs.remove(os.path.join(self.dir(container), "rootfs"))
+        shutil.rmtree(self.dir(container), ignore_errors=True)
+        with self.db.transaction():
+            self.db.execute("DELETE FROM containers WHERE id=?", (container.id,))
+        self._containers.pop(container.id, None)
+        self.emit(container, "destroy")
+        for future in live.removed_waiters + live.exit_waiters:
+            if not future.done():
+                future.set_result(container.state.exit_code)
+        self._fail_attachers(container)
+        live.changed.set()
+        self._live.pop(container.id, None)
+        if not self.images.exists(container.image_id):
+            self.images.collect_garbage()
+
+    async def prune(self) -> tuple[list[str], int]:
+        removed = []
+        for container in list(self._containers.values()):
+            if container.state.running:
+                continue
+            await self.remove(container.id)
+            removed.append(container.id)
+        return removed, 0
+
+    # -- rename --------------------------------------------------------------
+
+    def rename(self, ref: str, new_name: str) -> None:
+        container = self.get(ref)
+        if not new_name:
+            raise InvalidArgument("Neither old nor new names may be empty")
+        new_name = names.validate(new_name)
+        if new_name == container.name:
+            raise Conflict(f"Renaming a container with the same name as its current name")
+        self._check_name_free(new_name, exclude=container.id)
+        old = container.name
+        container.name = new_name
+        self._save(container)
+        self.emit(container, "rename", oldName="/" + old)
+
+    # -- logs and attach -----------------------------------------------------
+
+    async def logs(
+        self,
+        ref: str,
+        *,
+        follow: bool,
+        since_ns: int = 0,
+        until_ns: int = 0,
+        tail: int | None = None,
+    ) -> AsyncIterator[k8sfile.LogEntry]:
+        container = self.get(ref)
+        path = self.paths(container).log
+        live = self.live(container)
+        if not os.path.exists(path):
+            if not follow or not container.state.running:
+                return
+        f = None
+        try:
+            while f is None:
+                try:
+                    f = open(path, "rb")  # noqa: SIM115 - held across awaits
+                except FileNotFoundError:
+                    if live.exited.is_set() and container.state.status != CREATED:
+                        return
+                    await asyncio.sleep(0.05)
+            entries = k8sfile.tail(k8sfile.read_entries(f), tail)
+            for entry in entries:
+                if entry.time_ns < since_ns or (until_ns and entry.time_ns > until_ns):
+                    continue
+                yield entry
+            if not follow:
+                return
+            while True:
+                finished = live.exited.is_set() and container.state.status != CREATED
+                got = False
+                for entry in k8sfile.read_entries(f):
+                    got = True
+                    if entry.time_ns < since_ns:
+                        continue
+                    if until_ns and entry.time_ns > until_ns:
+                        return
+                    yield entry
+                if finished and not got:
+                    return
+                if not got:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(live.exited.wait(), 0.05)
+        finally:
+            if f is not None:
+                f.close()
+
+    async def attach(self, ref: str) -> AttachConnection | None:
+        """A connection to the container's stdio; waits for the container to start if needed.
+
+        Returns None if the container goes away (or fails to start) first.
+        """
+        container = self.get(ref)
+        if container.state.status == RUNNING:
+            path = self.monitors[container.runtime].attach_socket(container.id)
+            try:
+                return await AttachConnection.open(path)
+            except OSError as e:
+                raise Unavailable(f"cannot attach to container {container.id}: {e}") from e
+        if container.state.status == PAUSED:
+            raise Conflict(f"Container {container.id} is paused, unpause the container first")
+        future: asyncio.Future[AttachConnection | None] = asyncio.get_running_loop().create_future()
+        self.live(container).attachers.append(future)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled() and future.result() is not None:
+                conn = future.result()
+                if conn is not None:
+                    conn.close()
+            raise
+
+    def resize(self, ref: str, height: int, width: int) -> None:
+        container = self.get(ref)
+        if container.state.status not in (RUNNING, PAUSED):
+            raise Conflict(f"Container {container.id} is not running")
+        if not container.tty:
+            return
+        ctl = self.paths(container).ctl
+        try:
+            fd = os.open(ctl, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as e:
+            raise Unavailable(f"cannot resize: {e}") from e
+        try:
+            os.write(fd, f"1 {height} {width}\n".encode())
+        finally:
+            os.close(fd)
+        self.emit(container, "resize", height=str(height), width=str(width))
+
+    # -- processes -----------------------------------------------------------
+
+    async def top(self, ref: str, ps_args: str = "-ef") -> tuple[list[str], list[list[str]]]:
+        container = self.get(ref)
+        if container.state.status not in (RUNNING, PAUSED):
+            raise Conflict(f"Container {container.id} is not running")
+        pids = set(await self.runtimes[container.runtime].processes(container.id))
+        proc = await asyncio.create_subprocess_exec(
+            "ps", *(ps_args.split() if ps_args else ["-ef"]),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await proc.communicate()
+        if proc.returncode:
+            raise Unavailable(f"Error running ps: {err.decode(errors='replace').strip()}")
+        lines = out.decode(errors="replace").splitlines()
+        if not lines:
+            return [], []
+        titles = lines[0].split()
+        if "PID" not in titles:
+            raise Unavailable(f"Couldn't find PID field in ps output")
+        pid_index = titles.index("PID")
+        processes = []
+        for line in lines[1:]:
+            fields = line.split(None, len(titles) - 1)
+            if len(fields) > pid_index and fields[pid_index].isdigit() and int(fields[pid_index]) in pids:
+                processes.append(fields)
+        return titles, processes
+
+    # -- daemon start-up and shutdown ----------------------------------------
+
+    async def restore(self) -> None:
+        """Adopt containers still running under their monitors; settle the others."""
+        for container in list(self._containers.values()):
+            state = container.state
+            if state.status in (RUNNING, PAUSED):
+                mon = Monitor(state.monitor_pid, state.monitor_start)
+                if state.monitor_pid and monitor.is_alive(mon):
+                    live = self.live(container)
+                    live.exited.clear()
+                    live.started_mono = time.monotonic()
+                    live.watcher = asyncio.ensure_future(self._watch(container, mon))
+                    continue
+                async with self.live(container).lock:
+                    await self._on_exit(container)
+                await self._after_exit(container)
+            elif state.status == RESTARTING:
+                state.status = EXITED
+                self._save(container)
+                if self._should_restart(container):
+                    self._schedule_restart(container)
+            elif state.status == REMOVING:
+                async with self.live(container).lock:
+                    await self._remove(container)
+            elif state.status == EXITED and not state.stopped_by_user:
+                policy = (container.host_config.get("RestartPolicy") or {}).get("Name")
+                if policy in ("always", "unless-stopped"):
+                    self._schedule_restart(container)
+            elif state.status == EXITED and state.stopped_by_user:
+                if (container.host_config.get("RestartPolicy") or {}).get("Name") == "always":
+                    state.stopped_by_user = False
+                    self._schedule_restart(container)
+
+    async def shutdown(self) -> None:
+        """Stop watching; containers keep running under their monitors."""
+        for live in self._live.values():
+            for task in (live.watcher, live.restart_task):
+                if task is not None:
+                    task.cancel()
+
+
+def _start_failure_code(message: str) -> int:
+    lowered = message.lower()
+    if "executable file not found" in lowered or "no such file or directory" in lowered:
+        return 127
+    if "permission denied" in lowered or "is a directory" in lowered:
+        return 126
+    return 128

@@ -1,0 +1,90 @@
+"""`dockyard daemon`: the engine serving the Docker Engine API on a unix socket.
+
+On SIGTERM/SIGINT the daemon stops serving and exits; containers keep running
+under their monitors and are adopted by the next daemon (live restore).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import stat
+
+from aiohttp import web
+
+from dockyard.api.app import create_app
+from dockyard.config import DaemonConfig
+from dockyard.engine import Engine
+
+log = logging.getLogger("dockyard")
+
+
+def _listen(path: str) -> socket.socket:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            probe = socket.socket(socket.AF_UNIX)
+            try:
+                probe.connect(path)
+            except OSError:
+                os.unlink(path)  # a stale socket of a daemon that died
+            else:
+                raise SystemExit(f"another daemon is already serving {path}")
+            finally:
+                probe.close()
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    os.chmod(path, 0o660)
+    sock.listen(512)
+    return sock
+
+
+async def serve(config: DaemonConfig) -> None:
+    sock = _listen(config.unix_socket)
+    engine = Engine(config)
+    await engine.start()
+    app = create_app(engine)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.SockSite(runner, sock)
+    await site.start()
+    if config.pidfile:
+        with open(config.pidfile, "w") as f:
+            f.write(str(os.getpid()))
+    log.info("Dockyard serving on %s (runtime %s, cgroups %s)", config.unix_socket,
+             engine.facts.default_runtime, engine.facts.cgroups.mode)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await site.stop()
+        await runner.cleanup()
+        await engine.close()
+        try:
+            os.unlink(config.unix_socket)
+        except FileNotFoundError:
+            pass
+        if config.pidfile:
+            try:
+                os.unlink(config.pidfile)
+            except FileNotFoundError:
+                pass
+
+
+def run(config: DaemonConfig) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if config.debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if os.geteuid() != 0:
+        raise SystemExit("dockyard daemon must run as root")
+    asyncio.run(serve(config))

@@ -1,0 +1,194 @@
+"""The engine: one object composed of Dockyard's services. It knows nothing of HTTP.
+
+Start-up order matters: the database and stores first, then a probe of the
+host (cgroup layout, which OCI runtimes really work here), then the services,
+and last `restore()`, which adopts the containers that kept running while the
+daemon was away.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shutil
+import socket
+import uuid
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from dockyard import __version__
+from dockyard.config import DaemonConfig
+from dockyard.containers.execs import ExecService
+from dockyard.containers.service import ContainerService, ContainerSettings
+from dockyard.content.store import ContentStore
+from dockyard.errors import InvalidArgument, Unavailable
+from dockyard.events.bus import EventBus
+from dockyard.images.service import ImageService
+from dockyard.runtime import cgroups, oci, seccomp
+from dockyard.runtime.monitor import Conmon
+from dockyard.snapshots.layers import LayerStore
+from dockyard.snapshots.rootfs import RootfsManager
+from dockyard.state.db import Database
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    cgroups: cgroups.CgroupLayout
+    runtimes: dict[str, oci.RuntimeInfo]
+    unusable: dict[str, str]  # runtime name -> why it cannot run here
+    default_runtime: str
+    conmon: str
+    seccomp_profile: str | None
+    init_binary: str | None
+    nofile_limit: int
+
+
+def _hard_nofile() -> int:
+    import resource
+
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # Never ask the runtime for more than this process may have (setrlimit would fail).
+    return min(hard if hard != resource.RLIM_INFINITY else 1 << 20, 1 << 20)
+
+
+def probe_host(config: DaemonConfig) -> HostFacts:
+    layout = cgroups.detect()
+    candidates = {"crun": "crun", "runc": "runc", **config.runtimes}
+    found: dict[str, oci.RuntimeInfo] = {}
+    unusable: dict[str, str] = {}
+    for name, path in candidates.items():
+        info = oci.find(path)
+        if info is None:
+            continue
+        info = oci.RuntimeInfo(name, info.path, info.version)
+        problem = oci.probe(info, config.cgroup_parent)
+        if problem:
+            unusable[name] = problem
+            log.warning("runtime %s cannot run containers on this host: %s", name, problem)
+        else:
+            found[name] = info
+    cgroups.remove_empty(layout, "/" + config.cgroup_parent)
+    if not found:
+        raise Unavailable(
+            "no working OCI runtime (install crun or runc): "
+            + "; ".join(f"{k}: {v}" for k, v in unusable.items())
+        )
+    default = config.default_runtime
+    if default is None:
+        default = next(name for name in ("crun", "runc", *found) if name in found)
+    elif default not in found:
+        if default not in candidates:
+            raise InvalidArgument(f"default runtime {default!r} is not configured")
+        raise Unavailable(
+            f"runtime {default} cannot run containers on this host: "
+            f"{unusable.get(default, 'not installed')}"
+        )
+    conmon = Conmon.find()
+    if conmon is None:
+        raise Unavailable("conmon (the container monitor) is not installed")
+    profile = config.seccomp_profile or seccomp.default_profile_path()
+    init = config.init_path or shutil.which("tini-static") or shutil.which("docker-init")
+    return HostFacts(layout, found, unusable, default, conmon, profile, init, _hard_nofile())
+
+
+class Engine:
+    def __init__(self, config: DaemonConfig, facts: HostFacts | None = None) -> None:
+        self.config = config
+        self.facts = facts or probe_host(config)
+        root = config.data_root
+        os.makedirs(root, mode=0o711, exist_ok=True)
+        os.makedirs(config.exec_root, mode=0o711, exist_ok=True)
+        self.id = self._engine_id()
+        self.db = Database(os.path.join(root, "dockyard.db"))
+        self.events = EventBus()
+        self.content = ContentStore(os.path.join(root, "content"))
+        self.layers = LayerStore(os.path.join(root, "layers"), self.db)
+        self.rootfs = RootfsManager(self.layers)
+        self.images = ImageService(self.db, self.content, self.layers, self.events)
+        runtime_state = os.path.join(config.exec_root, "runtime")
+        self.runtimes = {
+            name: oci.Runtime(info, os.path.join(runtime_state, name))
+            for name, info in self.facts.runtimes.items()
+        }
+        socket_dir = os.path.join(config.exec_root, "attach")
+        self.monitors = {
+            name: Conmon(self.facts.conmon, runtime, socket_dir)
+            for name, runtime in self.runtimes.items()
+        }
+        self.containers = ContainerService(
+            self.db,
+            self.images,
+            self.rootfs,
+            self.runtimes,
+            self.monitors,
+            self.events,
+            ContainerSettings(
+                data_root=os.path.join(root, "containers"),
+                exec_root=os.path.join(config.exec_root, "containers"),
+                cgroup_parent=config.cgroup_parent,
+                cgroup_layout=self.facts.cgroups,
+                default_runtime=self.facts.default_runtime,
+                ncpu=os.cpu_count() or 1,
+                nofile_limit=self.facts.nofile_limit,
+                init_binary=self.facts.init_binary,
+                seccomp=self._seccomp,
+            ),
+        )
+        self.execs = ExecService(self.containers)
+
+    def _engine_id(self) -> str:
+        path = os.path.join(self.config.data_root, "engine-id")
+        try:
+            with open(path) as f:
+                return f.read().strip()
+        except FileNotFoundError:
+            engine_id = str(uuid.uuid4())
+            with open(path, "w") as f:
+                f.write(engine_id)
+            return engine_id
+
+    def _seccomp(self, capabilities: list[str], custom: str | None) -> dict[str, Any] | None:
+        if custom:
+            return seccomp.to_oci(seccomp.parse_profile(custom), capabilities=capabilities)
+        if not self.facts.seccomp_profile:
+            return None
+        return _default_seccomp(self.facts.seccomp_profile, tuple(sorted(capabilities)))
+
+    async def start(self) -> None:
+        await self.containers.restore()
+
+    async def close(self) -> None:
+        await self.containers.shutdown()
+        cgroups.remove_empty(self.facts.cgroups, "/" + self.config.cgroup_parent)
+        self.db.close()
+
+    def info(self) -> dict[str, Any]:
+        """Facts about this engine and host, for `/info` and `/version`."""
+        containers = self.containers.list()
+        return {
+            "id": self.id,
+            "name": socket.gethostname(),
+            "version": __version__,
+            "containers": len(containers),
+            "running": sum(1 for c in containers if c.state.status == "running"),
+            "paused": sum(1 for c in containers if c.state.status == "paused"),
+            "images": len(self.images.list()),
+            "kernel": platform.release(),
+            "cgroup_mode": self.facts.cgroups.mode,
+            "cgroup_version": self.facts.cgroups.version,
+            "runtimes": {name: rt.path for name, rt in self.runtimes.items()},
+            "unusable_runtimes": dict(self.facts.unusable),
+            "default_runtime": self.facts.default_runtime,
+            "seccomp_profile": self.facts.seccomp_profile,
+            "init_binary": self.facts.init_binary,
+            "data_root": self.config.data_root,
+        }
+
+
+@lru_cache(maxsize=32)
+def _default_seccomp(path: str, capabilities: tuple[str, ...]) -> dict[str, Any]:
+    return seccomp.to_oci(seccomp.load_profile(path), capabilities=capabilities)

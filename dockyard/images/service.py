@@ -1,0 +1,380 @@
+"""Images: records, tags, import, removal and garbage collection.
+
+An image is an OCI manifest and config in the content store plus a row keyed
+by its ID (the config digest). Tags map canonical references
+(`docker.io/library/busybox:latest`) to image IDs. Layers are unpacked by the
+layer store when an image arrives, so that creating a container never waits
+for extraction.
+
+Removal follows Docker: untag first, delete the image when its last tag goes,
+refuse while containers use it (a stopped user can be overridden with force,
+a running one cannot). Unreferenced layers and blobs are collected afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from dockyard.content.store import ContentStore
+from dockyard.errors import Conflict, InvalidArgument, NotFound
+from dockyard.events.bus import EventBus
+from dockyard.images import oci, reference
+from dockyard.images.changes import apply_changes
+from dockyard.images.reference import Reference
+from dockyard.layers.compression import open_decompressed
+from dockyard.snapshots.layers import LayerStore, chain_ids
+from dockyard.state.db import Database
+from dockyard.streams import consume_in_thread
+
+
+@dataclass
+class Image:
+    id: str
+    manifest_digest: str
+    config: dict[str, Any]
+    created: str
+    size: int
+    added: float
+    tags: list[Reference] = field(default_factory=list)
+
+    @property
+    def short_id(self) -> str:
+        return self.id.removeprefix("sha256:")[:12]
+
+    @property
+    def diff_ids(self) -> list[str]:
+        rootfs = self.config.get("rootfs") or {}
+        return list(rootfs.get("diff_ids") or [])
+
+    @property
+    def chain_id(self) -> str | None:
+        chains = chain_ids(self.diff_ids)
+        return chains[-1] if chains else None
+
+    @property
+    def run_config(self) -> dict[str, Any]:
+        """The config's `config` object: Env, Cmd, Entrypoint, WorkingDir, ..."""
+        return dict(self.config.get("config") or {})
+
+
+# (container id, running) pairs of the containers that use an image
+ImageUsers = Callable[[str], list[tuple[str, bool]]]
+# chain IDs that containers still stack on
+ContainerChains = Callable[[], set[str]]
+
+
+class ImageService:
+    def __init__(
+        self,
+        db: Database,
+        content: ContentStore,
+        layers: LayerStore,
+        events: EventBus,
+    ) -> None:
+        self.db = db
+        self.content = content
+        self.layers = layers
+        self.events = events
+        self.image_users: ImageUsers = lambda image_id: []
+        self.container_chains: ContainerChains = set
+        self._configs: dict[str, dict[str, Any]] = {}
+
+    # -- lookup --------------------------------------------------------------
+
+    def _load(self, image_id: str) -> Image:
+        row = self.db.one("SELECT * FROM images WHERE id=?", (image_id,))
+        if row is None:
+            raise NotFound(f"No such image: {image_id}")
+        config = self._configs.get(image_id)
+        if config is None:
+            config = json.loads(self.content.read(image_id))
+            self._configs[image_id] = config
+        tags = [
+            reference.parse(r["ref"])
+            for r in self.db.all("SELECT ref FROM tags WHERE image_id=? ORDER BY tagged", (image_id,))
+        ]
+        return Image(row["id"], row["manifest_digest"], config, row["created"], row["size"],
+                     row["added"], tags)
+
+    def resolve(self, name: str) -> Image:
+        """Find an image by reference, full ID or unique ID prefix."""
+        image_id = self._resolve_id(name)
+        if image_id is None:
+            shown = name
+            try:
+                shown = reference.parse(name).familiar()
+            except InvalidArgument:
+                pass
+            raise NotFound(f"No such image: {shown}")
+        return self._load(image_id)
+
+    def _resolve_id(self, name: str) -> str | None:
+        if not name:
+            return None
+        hex_part = name.removeprefix("sha256:")
+        if name.startswith("sha256:") or reference.is_full_image_id(name):
+            row = self.db.one("SELECT id FROM images WHERE id=?", ("sha256:" + hex_part,))
+            if row:
+                return str(row["id"])
+            if name.startswith("sha256:") and len(hex_part) == 64:
+                return None
+        try:
+            ref = reference.parse(name)
+        except InvalidArgument:
+            ref = None
+        if ref is not None:
+            row = self.db.one("SELECT image_id FROM tags WHERE ref=?", (str(ref),))
+            if row:
+                return str(row["image_id"])
+        if all(c in "0123456789abcdef" for c in hex_part) and 1 <= len(hex_part) < 64:
+            rows = self.db.all("SELECT id FROM images WHERE id LIKE ?", (f"sha256:{hex_part}%",))
+            if len(rows) == 1:
+                return str(rows[0]["id"])
+            if len(rows) > 1:
+                raise InvalidArgument(f"multiple IDs found with provided prefix: {hex_part}")
+        return None
+
+    def list(self) -> list[Image]:
+        rows = self.db.all("SELECT id FROM images ORDER BY added DESC")
+        return [self._load(r["id"]) for r in rows]
+
+    def exists(self, image_id: str) -> bool:
+        return self.db.one("SELECT 1 FROM images WHERE id=?", (image_id,)) is not None
+
+    # -- creation ------------------------------------------------------------
+
+    async def import_tar(
+        self,
+        body: AsyncIterator[bytes],
+        *,
+        repo: str = "",
+        tag: str = "",
+        message: str = "",
+        changes: list[str] | None = None,
+        platform: str = "",
+    ) -> Image:
+        """Make a one-layer image from a root filesystem tarball (plain or compressed)."""
+        ref = None
+        if repo:
+            name, tag_part = reference.split_repo_tag(repo, tag or None)
+            ref = reference.parse(name if not tag_part else f"{name}:{tag_part}")
+        os_name, _, arch = (platform or f"linux/{oci.host_arch()}").partition("/")
+        if os_name != "linux":
+            raise InvalidArgument(f"unsupported platform: {platform}")
+        run_config = apply_changes({}, changes or [])
+
+        def ingest(raw: BinaryIO) -> tuple[str, int, Any]:
+            # The uncompressed tar is hashed and stored while it is unpacked:
+            # one pass over the data gives the blob, the DiffID and the layer.
+            with self.content.writer() as writer:
+                tee = _Tee(open_decompressed(raw), writer)
+                staged = self.layers.stage(tee, None)  # type: ignore[arg-type]
+                try:
+                    tee.drain()
+                    digest = writer.commit()
+                    layer = self.layers.publish(staged, digest, digest, None)
+                except BaseException:
+                    self.layers.discard(staged)
+                    raise
+            return digest, writer.size, layer
+
+        diff_id, blob_size, layer = await consume_in_thread(body, ingest)
+        created = oci.now_rfc3339()
+        config = {
+            "architecture": arch or oci.host_arch(),
+            "os": "linux",
+            "created": created,
+            "config": run_config,
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+            "history": [
+                {"created": created, "created_by": "",
+                 "comment": message or "Imported from -"}
+            ],
+        }
+        image = self.add(config, [oci.descriptor(oci.LAYER, diff_id, blob_size)], layer.size)
+        if ref is not None:
+            self.tag(image.id, ref)
+        self.events.emit("image", "import", image.id, {"name": image.id})
+        return self._load(image.id)
+
+    def add(self, config: dict[str, Any], layers: list[dict[str, Any]], size: int) -> Image:
+        """Store a config and manifest for layers already in the stores; returns the image."""
+        config_bytes = oci.canonical_json(config)
+        config_digest = self.content.put(config_bytes)
+        manifest = oci.manifest(
+            oci.descriptor(oci.CONFIG, config_digest, len(config_bytes)), layers
+        )
+        manifest_digest = self.content.put(oci.canonical_json(manifest))
+        with self.db.transaction():
+            self.db.execute(
+                "INSERT OR IGNORE INTO images(id, manifest_digest, created, size, added) "
+                "VALUES (?,?,?,?,?)",
+                (config_digest, manifest_digest, config.get("created") or "", size, time.time()),
+            )
+        return self._load(config_digest)
+
+    # -- tags ----------------------------------------------------------------
+
+    def tag(self, image_id: str, ref: Reference) -> None:
+        if ref.digest:
+            raise InvalidArgument("refusing to create a tag with a digest reference")
+        if ref.tag is None:
+            ref = ref.with_tag("latest")
+        with self.db.transaction():
+            self.db.execute(
+                "INSERT INTO tags(ref, image_id, tagged) VALUES (?,?,?) "
+                "ON CONFLICT(ref) DO UPDATE SET image_id=excluded.image_id, tagged=excluded.tagged",
+                (str(ref), image_id, time.time()),
+            )
+        self.events.emit("image", "tag", image_id, {"name": ref.familiar()})
+
+    # -- removal -------------------------------------------------------------
+
+    def remove(self, name: str, *, force: bool = False, prune: bool = True) -> list[dict[str, str]]:
+        """Docker's `rmi`: returns the Untagged/Deleted report.
+
+        By name, the tag goes first; the image itself goes with its last tag,
+        unless a container still uses it (then it stays, untagged). By ID, the
+        image goes with all its tags, refused while it is still referenced or
+        used unless forced (a running container cannot be overridden).
+        """
+        image = self.resolve(name)
+        report: list[dict[str, str]] = []
+        users = self.image_users(image.id)
+        ref = None if self._is_id(name, image) else reference.parse(name)
+        if ref is not None:
+            if not force and len(image.tags) <= 1 and users:
+                raise Conflict(
+                    f'conflict: unable to remove repository reference "{name}" (must force) - '
+                    f"container {users[0][0][:12]} is using its referenced image {image.short_id}"
+                )
+            self._untag(image.id, ref, report)
+            if len(image.tags) > 1 or users:
+                return report
+        else:
+            for container_id, running in users:
+                if running:
+                    raise Conflict(
+                        f"conflict: unable to delete {image.short_id} (cannot be forced) - image "
+                        f"is being used by running container {container_id[:12]}"
+                    )
+            if not force:
+                if len(image.tags) > 1:
+                    raise Conflict(
+                        f"conflict: unable to delete {image.short_id} (must be forced) - "
+                        "image is referenced in multiple repositories"
+                    )
+                if users:
+                    raise Conflict(
+                        f"conflict: unable to delete {image.short_id} (must be forced) - image is "
+                        f"being used by stopped container {users[0][0][:12]}"
+                    )
+            for tag in image.tags:
+                self._untag(image.id, tag, report)
+        self._delete(image, report)
+        if prune:
+            self.collect_garbage()
+        return report
+
+    def _is_id(self, name: str, image: Image) -> bool:
+        """Whether `name` designates the image by (a prefix of) its ID rather than a tag."""
+        canonical = _canonical_or_none(name)
+        if canonical is not None and any(str(t) == canonical for t in image.tags):
+            return False
+        return image.id.removeprefix("sha256:").startswith(name.removeprefix("sha256:"))
+
+    def _untag(self, image_id: str, ref: Reference, report: list[dict[str, str]]) -> None:
+        with self.db.transaction():
+            self.db.execute("DELETE FROM tags WHERE ref=?", (str(ref),))
+        report.append({"Untagged": ref.familiar()})
+        self.events.emit("image", "untag", image_id, {"name": ref.familiar()})
+
+    def _delete(self, image: Image, report: list[dict[str, str]]) -> None:
+        with self.db.transaction():
+            self.db.execute("DELETE FROM tags WHERE image_id=?", (image.id,))
+            self.db.execute("DELETE FROM images WHERE id=?", (image.id,))
+        self._configs.pop(image.id, None)
+        report.append({"Deleted": image.id})
+        self.events.emit("image", "delete", image.id, {"name": image.id})
+
+    def prune(self, *, all: bool = False) -> tuple[list[dict[str, str]], int]:
+        """Remove dangling images (every unused image with `all`)."""
+        report: list[dict[str, str]] = []
+        before = self.disk_usage()
+        for image in self.list():
+            if image.tags and not all:
+                continue
+            if self.image_users(image.id):
+                continue
+            for tag in image.tags:
+                self._untag(image.id, tag, report)
+            self._delete(image, report)
+        self.collect_garbage()
+        return report, max(0, before - self.disk_usage())
+
+    def disk_usage(self) -> int:
+        return sum(layer.size for layer in self.layers.all())
+
+    def collect_garbage(self) -> None:
+        """Drop layers and blobs that no image or container references."""
+        live_chains: set[str] = set()
+        live_blobs: set[str] = set()
+        for row in self.db.all("SELECT id, manifest_digest FROM images"):
+            image = self._load(row["id"])
+            for chain in chain_ids(image.diff_ids):
+                live_chains.add(chain)
+            live_blobs.add(image.id)
+            live_blobs.add(image.manifest_digest)
+            try:
+                manifest = json.loads(self.content.read(image.manifest_digest))
+            except NotFound:
+                continue
+            live_blobs.update(layer["digest"] for layer in manifest.get("layers", []))
+        for chain in self.container_chains():
+            while chain:
+                live_chains.add(chain)
+                layer = self.layers.get(chain)
+                chain = layer.parent if layer else None
+        for layer in self.layers.all():
+            if layer.chain_id not in live_chains:
+                self.layers.remove(layer.chain_id)
+        for digest in list(self.content.digests()):
+            if digest not in live_blobs:
+                self.content.delete(digest)
+
+
+def _canonical_or_none(name: str) -> str | None:
+    try:
+        return str(reference.parse(name))
+    except InvalidArgument:
+        return None
+
+
+class _Tee:
+    """A read-only stream that copies everything read through it into a writer."""
+
+    def __init__(self, source: BinaryIO, sink: Any) -> None:
+        self._source = source
+        self._sink = sink
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._source.read(size)
+        if data:
+            self._sink.write(data)
+        return data
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass
+
+    def readable(self) -> bool:
+        return True

@@ -1,0 +1,1 @@
+"""OCI runtime integration: bundles, cgroups, seccomp and the runtime CLI."""

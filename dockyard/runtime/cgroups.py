@@ -1,0 +1,102 @@
+"""The host's cgroup layout, read once at start-up.
+
+Three layouts exist in the wild: pure v1 (one hierarchy per controller),
+hybrid (v1 controllers plus a cgroup2 mount, usually `/sys/fs/cgroup/unified`)
+and pure v2 (one unified hierarchy). Runtimes differ in what they accept
+(crun 1.8 refuses hybrid hosts whose cgroup2 mount has controllers), so the
+daemon probes instead of assuming. We never remount the host's cgroups.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+
+
+@dataclass(frozen=True)
+class CgroupLayout:
+    mode: str  # "v1", "hybrid" or "v2"
+    v1: dict[str, str] = field(default_factory=dict)  # controller -> mount point
+    v2: str | None = None  # cgroup2 mount point
+    v2_controllers: tuple[str, ...] = ()
+
+    @property
+    def version(self) -> str:
+        return "2" if self.mode == "v2" else "1"
+
+    def dirs(self, path: str) -> list[str]:
+        """Every directory a cgroup path occupies on this host."""
+        rel = path.lstrip("/")
+        roots = set(self.v1.values())
+        if self.v2:
+            roots.add(self.v2)
+        return [os.path.join(root, rel) for root in sorted(roots)]
+
+    def memory_dir(self, path: str) -> str | None:
+        if self.mode == "v2" and self.v2:
+            return os.path.join(self.v2, path.lstrip("/"))
+        root = self.v1.get("memory")
+        return os.path.join(root, path.lstrip("/")) if root else None
+
+
+def detect(mountinfo: str = "/proc/self/mountinfo") -> CgroupLayout:
+    v1: dict[str, str] = {}
+    v2: str | None = None
+    with open(mountinfo) as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fields = left.split()
+            fstype, _source, super_options = right.split()[:3]
+            mount_point = fields[4]
+            if fstype == "cgroup2":
+                v2 = mount_point
+            elif fstype == "cgroup":
+                for option in super_options.split(","):
+                    if option in ("rw", "ro") or option.startswith("name="):
+                        continue
+                    v1[option] = mount_point
+    controllers: tuple[str, ...] = ()
+    if v2:
+        try:
+            with open(os.path.join(v2, "cgroup.controllers")) as f:
+                controllers = tuple(f.read().split())
+        except OSError:
+            pass
+    if v1 and v2:
+        mode = "hybrid"
+    elif v2:
+        mode = "v2"
+    else:
+        mode = "v1"
+    return CgroupLayout(mode, v1, v2, controllers)
+
+
+def remove_empty(layout: CgroupLayout, path: str) -> None:
+    """Remove a cgroup (and nothing else) from every hierarchy, if it is empty."""
+    for d in layout.dirs(path):
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
+
+
+def memory_usage(layout: CgroupLayout, path: str) -> dict[str, int]:
+    """Current memory usage and limit of a cgroup, in bytes ({} if unknown)."""
+    d = layout.memory_dir(path)
+    if d is None:
+        return {}
+    names = (
+        ("memory.current", "memory.max") if layout.mode == "v2"
+        else ("memory.usage_in_bytes", "memory.limit_in_bytes")
+    )
+    values: dict[str, int] = {}
+    for key, name in zip(("usage", "limit"), names, strict=True):
+        try:
+            with open(os.path.join(d, name)) as f:
+                text = f.read().strip()
+            values[key] = -1 if text == "max" else int(text)
+        except (OSError, ValueError):
+            pass
+    return values

@@ -1,0 +1,179 @@
+"""The OCI runtime (crun or runc) driven through its command line.
+
+Every call passes our own `--root`, so the daemon's containers never mix with
+the host's. `probe()` runs a throw-away container to find out whether a runtime
+works on this host's cgroup layout before the daemon relies on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+from dockyard.errors import Conflict, NotFound, Unavailable
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    name: str
+    path: str
+    version: str
+
+
+def find(name: str) -> RuntimeInfo | None:
+    path = name if os.path.isabs(name) else shutil.which(name)
+    if not path or not os.access(path, os.X_OK):
+        return None
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    first = out.splitlines()[0] if out else ""
+    version = first.split("version", 1)[-1].strip() if "version" in first else first
+    return RuntimeInfo(os.path.basename(name), path, version)
+
+
+def probe(info: RuntimeInfo, cgroup_parent: str) -> str | None:
+    """Run a throw-away container; returns None if the runtime works, else its error.
+
+    The container's process does not exist, so a working runtime fails at the
+    very last step (exec) with "no such file"; anything earlier (namespaces,
+    cgroups, mounts) is a real incompatibility with this host.
+    """
+    with tempfile.TemporaryDirectory(prefix="dockyard-probe-") as bundle:
+        os.mkdir(os.path.join(bundle, "rootfs"))
+        cid = "dockyard-probe-" + secrets.token_hex(4)
+        config = {
+            "ociVersion": "1.0.2",
+            "process": {"args": ["/dockyard-probe"], "cwd": "/", "user": {"uid": 0, "gid": 0},
+                        "env": ["PATH=/"]},
+            "root": {"path": "rootfs"},
+            "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
+            "linux": {
+                "namespaces": [{"type": t} for t in ("pid", "mount", "ipc", "uts", "network")],
+                "cgroupsPath": f"/{cgroup_parent}/{cid}",
+                "resources": {"pids": {"limit": 16}, "memory": {"limit": 64 << 20}},
+            },
+        }
+        with open(os.path.join(bundle, "config.json"), "w") as f:
+            json.dump(config, f)
+        state = os.path.join(bundle, "state")
+        try:
+            result = subprocess.run(
+                [info.path, "--root", state, "run", "--bundle", bundle, cid],
+                capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+            )
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return str(e)
+        finally:
+            subprocess.run([info.path, "--root", state, "delete", "--force", cid],
+                           capture_output=True, timeout=30)
+        message = (result.stderr + result.stdout).strip()
+        if result.returncode != 0 and re.search(r"no such file|not found", message, re.I):
+            return None
+        return error_message(message) or f"exit status {result.returncode}"
+
+
+_MSG = re.compile(r'msg="((?:[^"\\]|\\.)*)"')
+
+
+def error_message(stderr: str) -> str:
+    """The human part of a runtime's error output (runc logs logfmt lines)."""
+    messages = []
+    for line in stderr.strip().splitlines():
+        m = _MSG.search(line)
+        if m:
+            messages.append(m.group(1).encode().decode("unicode_escape"))
+        elif line.strip():
+            messages.append(line.strip())
+    return "; ".join(messages)
+
+
+class Runtime:
+    def __init__(self, info: RuntimeInfo, state_dir: str) -> None:
+        self.info = info
+        self.name = info.name
+        self.path = info.path
+        self.state_dir = state_dir
+        os.makedirs(state_dir, exist_ok=True)
+
+    @property
+    def global_args(self) -> list[str]:
+        return ["--root", self.state_dir]
+
+    async def _run(self, *args: str, input: bytes | None = None) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            self.path, *self.global_args, *args,
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        out, err = await proc.communicate(input)
+        return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
+
+    async def start(self, cid: str) -> None:
+        rc, _, err = await self._run("start", cid)
+        if rc != 0:
+            raise Unavailable(error_message(err) or f"{self.name} start failed")
+
+    async def kill(self, cid: str, signal: int, *, all: bool = False) -> None:
+        args = ["kill", *(["--all"] if all else []), cid, str(signal)]
+        rc, _, err = await self._run(*args)
+        if rc != 0:
+            text = error_message(err)
+            if "not running" in text or "does not exist" in text or "not exist" in text:
+                raise Conflict(f"container {cid} is not running")
+            raise Unavailable(text or f"{self.name} kill failed")
+
+    async def delete(self, cid: str) -> None:
+        await self._run("delete", "--force", cid)
+
+    async def state(self, cid: str) -> dict[str, Any]:
+        rc, out, err = await self._run("state", cid)
+        if rc != 0:
+            raise NotFound(error_message(err) or f"container {cid} not found in {self.name}")
+        result: dict[str, Any] = json.loads(out)
+        return result
+
+    async def pause(self, cid: str) -> None:
+        rc, _, err = await self._run("pause", cid)
+        if rc != 0:
+            raise Unavailable(error_message(err) or f"{self.name} pause failed")
+
+    async def resume(self, cid: str) -> None:
+        rc, _, err = await self._run("resume", cid)
+        if rc != 0:
+            raise Unavailable(error_message(err) or f"{self.name} resume failed")
+
+    async def update(self, cid: str, resources: dict[str, Any]) -> None:
+        rc, _, err = await self._run("update", "--resources", "-", cid,
+                                     input=json.dumps(resources).encode())
+        if rc != 0:
+            raise Unavailable(error_message(err) or f"{self.name} update failed")
+
+    async def processes(self, cid: str) -> list[int]:
+        rc, out, err = await self._run("ps", "--format", "json", cid)
+        if rc != 0:
+            raise Conflict(error_message(err) or f"container {cid} is not running")
+        pids: list[int] = json.loads(out or "[]") or []
+        return pids
+
+    def exec_argv(self, cid: str, process_file: str, *, tty: bool, console_socket: str | None,
+                  detach: bool = False, pid_file: str | None = None) -> list[str]:
+        argv = [self.path, *self.global_args, "exec", "--process", process_file]
+        if tty:
+            argv.append("--tty")
+        if console_socket:
+            argv += ["--console-socket", console_socket]
+        if detach:
+            argv.append("--detach")
+        if pid_file:
+            argv += ["--pid-file", pid_file]
+        return [*argv, cid]

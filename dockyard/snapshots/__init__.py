@@ -1,0 +1,1 @@
+"""Unpacked layers and the overlayfs root filesystems stacked on them."""

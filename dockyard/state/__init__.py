@@ -1,0 +1,1 @@
+"""Metadata: one SQLite database (WAL) holding every record the daemon owns."""

@@ -1,0 +1,58 @@
+"""Bridges between asyncio byte streams and blocking readers and writers.
+
+Blocking work (tar extraction, hashing) runs in worker threads, while request
+bodies arrive on the event loop. `consume_in_thread` pipes an async byte
+iterator into a real pipe whose read end a blocking function reads, with flow
+control, so large uploads are never held in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable
+from typing import BinaryIO, TypeVar
+
+T = TypeVar("T")
+
+
+async def consume_in_thread(source: AsyncIterator[bytes], consumer: Callable[[BinaryIO], T]) -> T:
+    """Run `consumer(reader)` in a thread while `source` feeds the reader."""
+    loop = asyncio.get_running_loop()
+    read_fd, write_fd = os.pipe()
+    reader = os.fdopen(read_fd, "rb", buffering=1 << 20)
+    write_file = os.fdopen(write_fd, "wb", buffering=0)
+    transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, write_file)
+    writer = asyncio.StreamWriter(transport, protocol, None, loop)
+
+    def run() -> T:
+        try:
+            return consumer(reader)
+        finally:
+            # Drain what the consumer did not want, so the feeder never blocks.
+            while reader.read(1 << 20):
+                pass
+            reader.close()
+
+    task = loop.run_in_executor(None, run)
+    try:
+        async for chunk in source:
+            if task.done():
+                break
+            writer.write(chunk)
+            await writer.drain()
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    finally:
+        writer.close()
+    return await task
+
+
+async def iterate_blocking(reader: Callable[[], bytes]) -> AsyncIterator[bytes]:
+    """Yield chunks from a blocking `reader()` (returns b'' at the end) run in a thread."""
+    loop = asyncio.get_running_loop()
+    while True:
+        chunk = await loop.run_in_executor(None, reader)
+        if not chunk:
+            return
+        yield chunk
