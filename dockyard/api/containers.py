@@ -18,7 +18,7 @@ from dockyard.api.app import (
     query_int,
     read_json,
 )
-from dockyard.api.streams import JSONStream, frame, hijack, stream_content_type
+from dockyard.api.streams import frame, hijack, stream_content_type
 from dockyard.api.system import _parse_time
 from dockyard.containers.model import Container
 from dockyard.errors import Conflict, InvalidArgument, NotFound

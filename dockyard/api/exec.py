@@ -43,6 +43,10 @@ async def start(request: web.Request) -> web.StreamResponse:
             await eng.execs.start(instance.id, detach=False, tty=tty, console_size=console_size)
         except CommandError as e:
             # Docker writes the failure into the stream; the exit code is already recorded.
+            # Clients that read the 101 reply through a buffered reader (docker-py) drop
+            # bytes that arrive with the headers, so let the headers land first, as they
+            # do with Docker while the runtime starts.
+            await asyncio.sleep(0.05)
             text = (runtime_message(e) + "\r\n").encode()
             await conn.write(text if tty else frame(1, text))
             return resp

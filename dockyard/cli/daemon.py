@@ -16,7 +16,8 @@ import click
 @click.option("-D", "--debug", is_flag=True, default=None, help="Debug logging.")
 def daemon(config_file: str | None, **flags: object) -> None:
     """Run the Dockyard daemon (serves the Docker Engine API)."""
-    from dockyard import config, daemon as server
+    from dockyard import config
+    from dockyard import daemon as server
 
     server.run(config.load(config_file, flags))
 

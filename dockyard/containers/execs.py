@@ -95,6 +95,7 @@ class ExecService:
     def __init__(self, containers: ContainerService) -> None:
         self.containers = containers
         self._execs: dict[str, Exec] = {}
+        self._background: set[asyncio.Future[int]] = set()
 
     def get(self, exec_id: str) -> Exec:
         found = self._execs.get(exec_id)
@@ -179,9 +180,11 @@ class ExecService:
             nofile_limit=self.containers.settings.nofile_limit,
             console_size=instance.console_size,
         )
-        runtime = self.containers.runtimes[container.runtime]
+        conmon = self.containers.monitors[container.runtime]
+        workdir = os.path.join(self.containers.paths(container).bundle, "exec", instance.id)
         proc = await runtime_exec.start(
-            runtime, container.id, process, stdin=instance.attach_stdin, detach=detach
+            conmon, container.id, instance.id, process, workdir,
+            stdin=instance.attach_stdin, detach=detach,
         )
         instance.process = proc
         instance.pid = proc.pid
@@ -189,13 +192,14 @@ class ExecService:
         self.containers.emit(container, f"exec_start: {' '.join(instance.cmd)}",
                               execID=instance.id)
         if detach:
-            asyncio.ensure_future(self.finish(instance))
+            self._background.add(asyncio.ensure_future(self.finish(instance)))
         return instance
 
     async def finish(self, instance: Exec) -> int:
         """Wait for the process; records the exit code before returning it."""
         assert instance.process is not None
         code = await instance.process.wait()
+        self._background = {f for f in self._background if not f.done()}
         instance.exit_code = code
         instance.running = False
         instance.done.set()

@@ -650,7 +650,7 @@ class ContainerService:
             raise InvalidArgument("Neither old nor new names may be empty")
         new_name = names.validate(new_name)
         if new_name == container.name:
-            raise Conflict(f"Renaming a container with the same name as its current name")
+            raise Conflict("Renaming a container with the same name as its current name")
         self._check_name_free(new_name, exclude=container.id)
         old = container.name
         container.name = new_name
@@ -761,6 +761,8 @@ class ContainerService:
         proc = await asyncio.create_subprocess_exec(
             "ps", *(ps_args.split() if ps_args else ["-ef"]),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            # Without a terminal, ps cuts lines at 80 columns unless told otherwise.
+            env={**os.environ, "COLUMNS": "4096"},
         )
         out, err = await proc.communicate()
         if proc.returncode:
@@ -770,7 +772,7 @@ class ContainerService:
             return [], []
         titles = lines[0].split()
         if "PID" not in titles:
-            raise Unavailable(f"Couldn't find PID field in ps output")
+            raise Unavailable("Couldn't find PID field in ps output")
         pid_index = titles.index("PID")
         processes = []
         for line in lines[1:]:

@@ -182,7 +182,13 @@ class ImageService:
                     raise
             return digest, writer.size, layer
 
-        diff_id, blob_size, layer = await consume_in_thread(body, ingest)
+        try:
+            diff_id, blob_size, layer = await consume_in_thread(body, ingest)
+        except (OSError, EOFError, ValueError) as e:
+            if isinstance(e, InvalidArgument):
+                raise
+            # Truncated or corrupt compressed input: nothing was published.
+            raise InvalidArgument(f"invalid image tarball: {e}") from e
         created = oci.now_rfc3339()
         config = {
             "architecture": arch or oci.host_arch(),

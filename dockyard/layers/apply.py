@@ -10,7 +10,9 @@ directory then holds exactly this layer's changes in overlayfs' native form
 * `dir/.wh..wh..opq` becomes the xattr `trusted.overlay.opaque=y` on `dir`;
 * other `.wh..wh.*` names are AUFS bookkeeping and are skipped with their subtrees.
 
-Nothing is deleted from lower layers: overlayfs hides them at mount time.
+Nothing is deleted from lower layers: overlayfs hides them at mount time. A
+hard link to an earlier entry of this layer is a real link; one to a file of a
+lower layer becomes a copy of it (a layer directory cannot link into another).
 
 The archive is hostile input. Every path is resolved one component at a time
 with `O_NOFOLLOW` relative to a directory fd that is already known to be inside
@@ -37,7 +39,7 @@ import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import BinaryIO, Self, TypeVar
+from typing import BinaryIO, Literal, Self, TypeVar, overload
 
 from dockyard.errors import InvalidArgument
 
@@ -85,6 +87,8 @@ def apply_layer(stream: BinaryIO, target: str, *, lowers: Sequence[str] = ()) ->
     only read, to copy the targets of hard links that point into them. The
     stream is read to its end, so a digesting reader wrapped around it sees the
     whole blob, and a compressed stream's trailer is checked.
+
+    On any error `target` is left partly written; the caller discards it.
     """
     writer = _LayerWriter(target, lowers)
     try:
@@ -100,6 +104,8 @@ def apply_layer(stream: BinaryIO, target: str, *, lowers: Sequence[str] = ()) ->
                 while (member := tar.next()) is not None:
                     try:
                         writer.add(member, tar)
+                    except OverflowError as e:  # a uid, gid or device number too big
+                        raise InvalidArgument(f"layer entry {member.name!r}: {e}") from None
                     except OSError as e:
                         e.add_note(f"while applying layer entry {member.name!r}")
                         raise
@@ -160,12 +166,13 @@ class _LayerWriter:
         # Lower-layer hard-link target -> (path of our copy, its st_dev, st_ino),
         # so that further links to the same target share one inode again.
         self._lower_copies: dict[str, tuple[list[str], int, int]] = {}
-        self._view = memoryview(bytearray(_CHUNK))
         self.size = 0
 
     def close(self) -> None:
-        self._release_fds()
-        os.close(self._root)
+        for fd in self._retired:
+            os.close(fd)
+        for fd in self._dirs.values():  # the root among them
+            os.close(fd)
 
     # -- entries ----------------------------------------------------------
 
@@ -192,7 +199,6 @@ class _LayerWriter:
                 self._whiteout(parents, base, member, entry)
                 return
         parent = self._dir(parents, entry)
-        assert parent is not None
         path = "/".join(parts)
         if member.isreg():
             self._file(parent, base, path, member, tar, entry)
@@ -214,15 +220,12 @@ class _LayerWriter:
             if base == WHITEOUT_OPAQUE:
                 # Hides everything the lower layers have in this directory; what
                 # this layer puts there, before or after the marker, stays.
-                fd = self._dir(parents, entry)
-                assert fd is not None
-                os.setxattr(fd, OPAQUE_XATTR, b"y")
+                os.setxattr(self._dir(parents, entry), OPAQUE_XATTR, b"y")
             return  # any other .wh..wh.* name is AUFS metadata
         name = base[len(WHITEOUT_PREFIX) :]
         if name in ("", ".", ".."):
             raise InvalidArgument(f"layer entry {entry!r}: invalid whiteout name")
         parent = self._dir(parents, entry)
-        assert parent is not None
         if _lstat(name, parent) is not None:
             # Engine decision (spec §3.2 step 5): a whiteout never removes what
             # this very layer created; it only hides lower layers.
@@ -255,15 +258,14 @@ class _LayerWriter:
         self, fd: int, member: tarfile.TarInfo, tar: tarfile.TarFile, entry: str
     ) -> None:
         source = tar.extractfile(member)
-        assert source is not None
-        view = self._view
+        assert source is not None  # always a file object for a regular member
         remaining = member.size
         while remaining:
-            n = source.readinto(view[: min(remaining, _CHUNK)])  # type: ignore[attr-defined]
-            if not n:
+            data = source.read(min(remaining, _CHUNK))
+            if not data:
                 raise InvalidArgument(f"layer entry {entry!r}: archive ends inside the file")
-            _write_all(fd, view[:n])
-            remaining -= n
+            _write_all(fd, memoryview(data))
+            remaining -= len(data)
         self.size += member.size
 
     def _directory(
@@ -282,7 +284,6 @@ class _LayerWriter:
                 self._remove(parent, base, "/".join(parts))
                 os.mkdir(base, 0o700, dir_fd=parent)
         fd = self._dir(parts, entry)
-        assert fd is not None
         if opaque:
             os.setxattr(fd, OPAQUE_XATTR, b"y")
         os.fchown(fd, member.uid, member.gid)
@@ -315,6 +316,7 @@ class _LayerWriter:
     def _hardlink(
         self, parent: int, base: str, path: str, member: tarfile.TarInfo, entry: str
     ) -> None:
+        """Link to an earlier entry of this layer, or clone a lower layer's file."""
         target = _split(member.linkname, entry, what="hard link target")
         if not target:
             raise InvalidArgument(f"layer entry {entry!r}: hard link to the layer root")
@@ -322,15 +324,16 @@ class _LayerWriter:
         source = self._in_layer(target, entry)
         if source is None and key in self._lower_copies:
             source = self._earlier_copy(*self._lower_copies[key])
+        # The link's header attributes are not applied (as GNU tar and bsdtar
+        # do): the inode keeps those of the entry that made it, or of the lower
+        # file. Docker's producer repeats the same values there anyway, but a
+        # header without them would clobber the mode, and any chown, even to
+        # the same owner, makes the kernel drop security.capability.
         if source is not None:
             self._link(source, parent, base, path, entry)
         else:
             st = self._clone_from_lowers(target, parent, base, path, entry)
             self._lower_copies[key] = (path.split("/"), st.st_dev, st.st_ino)
-        # A link header carries the inode's attributes; like Docker and
-        # containerd, apply them to the (shared) inode.
-        st = os.stat(base, dir_fd=parent, follow_symlinks=False)
-        _set_attrs_at(parent, base, member, entry, is_symlink=stat.S_ISLNK(st.st_mode))
 
     def _link(
         self, source: tuple[int, str, os.stat_result], parent: int, base: str, path: str, entry: str
@@ -471,6 +474,12 @@ class _LayerWriter:
         for key in [k for k in self._dirs if k == path or k.startswith(prefix)]:
             self._retired.append(self._dirs.pop(key))
 
+    @overload
+    def _dir(self, parts: list[str], entry: str) -> int: ...
+
+    @overload
+    def _dir(self, parts: list[str], entry: str, *, create: Literal[False]) -> int | None: ...
+
     def _dir(self, parts: list[str], entry: str, *, create: bool = True) -> int | None:
         """Return an fd for the directory `parts` of this layer.
 
@@ -484,12 +493,13 @@ class _LayerWriter:
         if fd is not None:
             return fd
         # Walk down from the deepest directory on the way that is already open.
-        start = len(parts) - 1
-        while start > 0 and (fd := self._dirs.get("/".join(parts[:start]))) is None:
+        start, fd = len(parts) - 1, self._root
+        while start > 0:
+            cached = self._dirs.get("/".join(parts[:start]))
+            if cached is not None:
+                fd = cached
+                break
             start -= 1
-        if start == 0:
-            fd = self._root
-        assert fd is not None
         for depth in range(start, len(parts)):
             child = self._open_dir(fd, parts, depth, entry, create)
             if child is None:
@@ -753,13 +763,22 @@ def _set_attrs_at(
     os.utime(base, ns=_times_ns(member), dir_fd=parent, follow_symlinks=False)
 
 
+# The range of a 64-bit time_t. Filesystems clamp further by themselves; like
+# containerd, a time out of range is clamped rather than refused.
+_MAX_TIME_NS = (2**63 - 1) * 1_000_000_000
+
+
 def _times_ns(member: tarfile.TarInfo) -> tuple[int, int]:
     """(atime, mtime) in ns; the access time is never before the modification."""
     mtime = _pax_time_ns(member, "mtime")
     if mtime is None:
-        mtime = int(member.mtime) * 1_000_000_000
+        try:
+            mtime = int(member.mtime) * 1_000_000_000
+        except (OverflowError, ValueError):  # inf or nan from a PAX record
+            mtime = 0
     atime = _pax_time_ns(member, "atime")
-    return (mtime if atime is None or atime < mtime else atime), mtime
+    mtime = max(-_MAX_TIME_NS, min(mtime, _MAX_TIME_NS))
+    return (mtime if atime is None or atime < mtime else min(atime, _MAX_TIME_NS)), mtime
 
 
 def _pax_time_ns(member: tarfile.TarInfo, key: str) -> int | None:
@@ -769,5 +788,5 @@ def _pax_time_ns(member: tarfile.TarInfo, key: str) -> int | None:
         return None
     try:
         return int(Decimal(text) * 1_000_000_000)
-    except (InvalidOperation, ValueError):
+    except (InvalidOperation, ValueError, OverflowError):
         return None

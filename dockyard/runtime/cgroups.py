@@ -54,8 +54,10 @@ def detect(mountinfo: str = "/proc/self/mountinfo") -> CgroupLayout:
                 v2 = mount_point
             elif fstype == "cgroup":
                 for option in super_options.split(","):
-                    if option in ("rw", "ro") or option.startswith("name="):
+                    if option in ("rw", "ro"):
                         continue
+                    # Named hierarchies (name=systemd) hold no controller but runtimes
+                    # create cgroups in them too, so they are cleaned up like the rest.
                     v1[option] = mount_point
     controllers: tuple[str, ...] = ()
     if v2:

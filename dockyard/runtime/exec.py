@@ -1,210 +1,184 @@
-"""Running a process in a container: `runtime exec --process`.
+"""Running a process in a container under its own monitor (`conmon --exec`).
 
-The runtime stays the process's parent for its whole life and exits with its
-status, so the exit code needs no monitor. Without a terminal the process's
-stdio are pipes to the daemon; with one, the runtime hands the pty master over
-a console socket (SCM_RIGHTS) and the daemon relays it.
+Like the container itself, an exec'd process has conmon as its parent, which
+holds its stdio (or pty), hands output to attach clients and reports its exit
+code. The handshake over three pipes (conmon's protocol, as Podman drives it):
+
+  1. the start pipe is written once so conmon may proceed past its set-up;
+  2. conmon creates the attach socket and says so on the attach pipe;
+  3. the daemon connects to the socket, then writes the start pipe again;
+  4. conmon runs `runtime exec --detach`; the sync pipe reports the process's
+     pid (or a negative value and the runtime's error), then its exit code.
+
+Connecting before the process starts means no early output is lost.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import os
 import shutil
-import socket
-import struct
 import subprocess
-import tempfile
-import termios
 from collections.abc import AsyncIterator
 from typing import Any
 
 from dockyard.errors import Unavailable
-from dockyard.runtime.oci import Runtime, error_message
-
-
-def set_winsize(fd: int, height: int, width: int) -> None:
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
-
-
-async def receive_pty(listener: socket.socket) -> int:
-    """Accept the runtime's connection on a console socket and take the pty master fd."""
-    loop = asyncio.get_running_loop()
-    conn, _ = await loop.sock_accept(listener)
-    try:
-        conn.setblocking(True)
-        _msg, fds, _flags, _addr = await loop.run_in_executor(
-            None, socket.recv_fds, conn, 4096, 1
-        )
-    finally:
-        conn.close()
-    if not fds:
-        raise Unavailable("runtime did not send a terminal")
-    return fds[0]
+from dockyard.runtime.attach import AttachConnection
+from dockyard.runtime.monitor import Conmon, PipeReader
+from dockyard.runtime.oci import error_message
 
 
 class ExecProcess:
-    """One running exec: output as (stream, bytes) chunks, stdin, resize, exit code."""
+    """One running exec: output, stdin, resize and exit code."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, master: int | None, workdir: str) -> None:
-        self.proc = proc
-        self.master = master
+    def __init__(self, workdir: str, sync: PipeReader, conn: AttachConnection | None,
+                 pid: int, exit_dir: str, container_id: str) -> None:
         self._workdir = workdir
-        self.pid = proc.pid
-        self._output: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue()
-        self._readers: list[asyncio.Task[None]] = []
-        self._stderr_tail = b""
-
-    def _start_readers(self) -> None:
-        if self.master is not None:
-            self._readers.append(asyncio.ensure_future(self._read_master()))
-            return
-        if self.proc.stdout:
-            self._readers.append(asyncio.ensure_future(self._read_pipe(self.proc.stdout, 1)))
-        if self.proc.stderr:
-            self._readers.append(asyncio.ensure_future(self._read_pipe(self.proc.stderr, 2)))
-
-    async def _read_pipe(self, reader: asyncio.StreamReader, stream: int) -> None:
-        while True:
-            data = await reader.read(32768)
-            if not data:
-                return
-            if stream == 2:
-                self._stderr_tail = (self._stderr_tail + data)[-4096:]
-            await self._output.put((stream, data))
-
-    async def _read_master(self) -> None:
-        assert self.master is not None
-        loop = asyncio.get_running_loop()
-        fd = self.master
-        os.set_blocking(fd, False)
-        ready = asyncio.Event()
-        loop.add_reader(fd, ready.set)
-        try:
-            while True:
-                await ready.wait()
-                ready.clear()
-                try:
-                    data = os.read(fd, 32768)
-                except BlockingIOError:
-                    continue
-                except OSError:  # EIO once every holder of the pty slave is gone
-                    return
-                if not data:
-                    return
-                await self._output.put((1, data))
-        finally:
-            loop.remove_reader(fd)
+        self._sync = sync
+        self._conn = conn
+        self.pid = pid
+        self._exit_file = os.path.join(exit_dir, container_id)
+        self._code: int | None = None
 
     async def output(self) -> AsyncIterator[tuple[int, bytes]]:
-        """Output until the process has exited and its stdio is drained."""
-        done = asyncio.ensure_future(self._finish())
+        """Output as (1 stdout | 2 stderr, bytes) until the process has exited."""
+        if self._conn is None:
+            return
         while True:
-            item = await self._output.get()
-            if item is None:
-                break
-            yield item
-        await done
-
-    async def _finish(self) -> None:
-        await asyncio.gather(*self._readers, return_exceptions=True)
-        await self._output.put(None)
+            chunk = await self._conn.read()
+            if chunk is None:
+                return
+            yield chunk
 
     async def write(self, data: bytes) -> None:
-        if self.master is not None:
-            view = memoryview(data)
-            while view:
-                try:
-                    written = os.write(self.master, view)
-                    view = view[written:]
-                except BlockingIOError:
-                    await asyncio.sleep(0.005)
-        elif self.proc.stdin:
-            self.proc.stdin.write(data)
+        if self._conn is not None:
             try:
-                await self.proc.stdin.drain()
-            except (BrokenPipeError, ConnectionResetError):
+                await self._conn.write(data)
+            except OSError:
                 pass
 
     def close_stdin(self) -> None:
-        if self.master is not None:
-            try:
-                os.write(self.master, b"\x04")  # EOF for the terminal's line discipline
-            except OSError:
-                pass
-        elif self.proc.stdin:
-            self.proc.stdin.close()
+        if self._conn is not None:
+            self._conn.close_stdin()
 
     def resize(self, height: int, width: int) -> None:
-        if self.master is not None:
-            set_winsize(self.master, height, width)
+        try:
+            fd = os.open(os.path.join(self._workdir, "ctl"), os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:
+            return
+        try:
+            os.write(fd, f"1 {height} {width}\n".encode())
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
     async def wait(self) -> int:
-        code = await self.proc.wait()
-        shutil.rmtree(self._workdir, ignore_errors=True)
-        if self.master is not None:
+        """The exit code, once the process has exited; frees the monitor's files."""
+        if self._code is not None:
+            return self._code
+        line = await self._sync.line()
+        code: int | None = None
+        if line:
             try:
-                os.close(self.master)
-            except OSError:
-                pass
-            self.master = None
-        return 128 - code if code < 0 else code
-
-    @property
-    def runtime_error(self) -> str:
-        return error_message(self._stderr_tail.decode(errors="replace"))
+                code = int(json.loads(line).get("data", 255))
+            except (ValueError, json.JSONDecodeError):
+                code = None
+        if code is None:
+            try:
+                with open(self._exit_file) as f:
+                    code = int(f.read().strip())
+            except (OSError, ValueError):
+                code = 255
+        self._code = code
+        self._sync.close()
+        if self._conn is not None:
+            self._conn.close()
+        shutil.rmtree(self._workdir, ignore_errors=True)
+        return code
 
 
 async def start(
-    runtime: Runtime,
+    conmon: Conmon,
     container_id: str,
+    exec_id: str,
     process: dict[str, Any],
+    workdir: str,
     *,
     stdin: bool,
     detach: bool = False,
 ) -> ExecProcess:
-    """Start `process` in the container; its output is ready to read on return."""
+    """Start `process` in the container under a new monitor."""
     tty = bool(process.get("terminal"))
-    workdir = tempfile.mkdtemp(prefix="exec-", dir=runtime.state_dir)
+    os.makedirs(workdir, exist_ok=True)
     process_file = os.path.join(workdir, "process.json")
     with open(process_file, "w") as f:
         json.dump(process, f)
-    listener = None
-    console_path = None
+    argv = [
+        conmon.path, "--api-version", "1",
+        "-c", container_id, "-u", exec_id,
+        "-r", conmon.runtime.path,
+        *[arg for a in conmon.runtime.global_args for arg in ("--runtime-arg", a)],
+        "-b", workdir,
+        "-p", os.path.join(workdir, "pid"),
+        "-P", os.path.join(workdir, "conmon.pid"),
+        "-l", "none",
+        "--exit-dir", workdir,
+        "--socket-dir-path", conmon.socket_dir,
+        "--log-level", "warning",
+        "-e", "--exec-process-spec", process_file,
+    ]
+    attach = not detach
+    if attach:
+        argv.append("--exec-attach")
     if tty:
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        console_path = os.path.join(workdir, "console.sock")
-        listener.bind(console_path)
-        listener.listen(1)
-        listener.setblocking(False)
-    argv = runtime.exec_argv(container_id, process_file, tty=tty, console_socket=console_path)
+        argv.append("-t")
+    if stdin and attach:
+        argv.append("-i")
+    sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
+    start_r, start_w = os.pipe2(os.O_CLOEXEC)
+    attach_r, attach_w = os.pipe2(os.O_CLOEXEC)
+    env = {"PATH": os.environ.get("PATH", ""), "_OCI_SYNCPIPE": str(sync_w),
+           "_OCI_STARTPIPE": str(start_r)}
+    passed = [sync_w, start_r]
+    if attach:
+        env["_OCI_ATTACHPIPE"] = str(attach_w)
+        passed.append(attach_w)
+    sync = PipeReader(sync_r)
+    attach_reader = PipeReader(attach_r)
+    conn: AttachConnection | None = None
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=subprocess.PIPE if stdin and not tty and not detach else subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL if tty or detach else subprocess.PIPE,
-            stderr=subprocess.PIPE if not tty and not detach else subprocess.DEVNULL,
-        )
-        master = None
-        if listener is not None:
-            accept = asyncio.ensure_future(receive_pty(listener))
-            exited = asyncio.ensure_future(proc.wait())
-            finished, _ = await asyncio.wait({accept, exited}, return_when=asyncio.FIRST_COMPLETED)
-            if accept not in finished:
-                accept.cancel()
-                raise Unavailable("exec failed: the runtime exited before providing a terminal")
-            exited.cancel()
-            master = accept.result()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE, pass_fds=passed, env=env, start_new_session=True,
+            )
+        finally:
+            for fd in (sync_w, start_r, attach_w):
+                os.close(fd)
+        os.write(start_w, b"0")  # may proceed past set-up
+        _, early_err = await proc.communicate()
+        if attach:
+            if not await attach_reader.line():
+                raise Unavailable("exec monitor failed: "
+                                  + (early_err.decode(errors="replace").strip() or "no reply"))
+            conn = await AttachConnection.open(conmon.attach_socket(exec_id))
+            os.write(start_w, b"0")  # now run the process
+        reply = await sync.line()
+        if not reply:
+            raise Unavailable("exec monitor exited without starting the process")
+        message = json.loads(reply)
+        pid = int(message.get("data", -1))
+        if pid <= 0:
+            raise Unavailable(error_message(message.get("message", "")) or "exec failed")
     except BaseException:
+        if conn is not None:
+            conn.close()
+        sync.close()
         shutil.rmtree(workdir, ignore_errors=True)
         raise
     finally:
-        if listener is not None:
-            listener.close()
-    # The runtime reads process.json after it has started: the file goes when it exits.
-    execution = ExecProcess(proc, master, workdir)
-    if not detach:
-        execution._start_readers()
-    return execution
+        os.close(start_w)
+        attach_reader.close()
+    return ExecProcess(workdir, sync, conn, pid, workdir, container_id)

@@ -145,19 +145,21 @@ class Conmon:
             )
         finally:
             os.close(write_fd)
+        sync = PipeReader(read_fd)
         try:
             # The first conmon process exits as soon as it has forked the real monitor.
             _, early_err = await proc.communicate()
-            reply = await _read_line(read_fd)
+            reply = await sync.line()
         finally:
-            os.close(read_fd)
+            sync.close()
         if not reply:
             detail = early_err.decode(errors="replace").strip()
             raise Unavailable(f"container monitor failed to start: {detail or 'no reply'}")
         message = json.loads(reply)
         pid = int(message.get("data", -1))
         if pid <= 0:
-            raise Unavailable(error_message(message.get("message", "")) or "container create failed")
+            detail = error_message(message.get("message", ""))
+            raise Unavailable(detail or "container create failed")
         monitor_pid = int(_read_file(paths.monitor_pid_file) or 0)
         start_time = process_start_time(monitor_pid) if monitor_pid else None
         return Monitor(monitor_pid, start_time or 0), pid
@@ -171,31 +173,39 @@ def _read_file(path: str) -> str:
         return ""
 
 
-async def _read_line(fd: int) -> bytes:
-    """Read one line from a pipe without blocking the event loop."""
-    loop = asyncio.get_running_loop()
-    os.set_blocking(fd, False)
-    buf = b""
-    done: asyncio.Future[None] = loop.create_future()
+class PipeReader:
+    """Reads JSON lines the monitor writes to a pipe, without blocking the event loop."""
 
-    def readable() -> None:
-        nonlocal buf
-        try:
-            chunk = os.read(fd, 4096)
-        except BlockingIOError:
-            return
-        buf += chunk
-        if not chunk or b"\n" in buf:
-            loop.remove_reader(fd)
-            if not done.done():
-                done.set_result(None)
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._buffer = b""
+        self._eof = False
+        os.set_blocking(fd, False)
 
-    loop.add_reader(fd, readable)
-    try:
-        await done
-    finally:
-        loop.remove_reader(fd)
-    return buf.split(b"\n", 1)[0]
+    async def line(self) -> bytes:
+        """The next line (without its newline); b"" once the writer has gone."""
+        loop = asyncio.get_running_loop()
+        while b"\n" not in self._buffer and not self._eof:
+            ready: asyncio.Future[None] = loop.create_future()
+            loop.add_reader(self.fd, lambda: ready.done() or ready.set_result(None))
+            try:
+                await ready
+            finally:
+                loop.remove_reader(self.fd)
+            try:
+                chunk = os.read(self.fd, 4096)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                self._eof = True
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 async def wait_exit(monitor: Monitor) -> None:
