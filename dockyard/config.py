@@ -40,7 +40,7 @@ class DaemonConfig:
     def unix_socket(self) -> str:
         for host in self.hosts:
             if host.startswith("unix://"):
-                return host[len("unix://"):]
+                return host[len("unix://") :]
         raise InvalidArgument("only unix:// hosts are supported")
 
 

@@ -56,8 +56,12 @@ async def serve(config: DaemonConfig) -> None:
     if config.pidfile:
         with open(config.pidfile, "w") as f:
             f.write(str(os.getpid()))
-    log.info("Dockyard serving on %s (runtime %s, cgroups %s)", config.unix_socket,
-             engine.facts.default_runtime, engine.facts.cgroups.mode)
+    log.info(
+        "Dockyard serving on %s (runtime %s, cgroups %s)",
+        config.unix_socket,
+        engine.facts.default_runtime,
+        engine.facts.cgroups.mode,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

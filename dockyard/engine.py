@@ -168,7 +168,7 @@ class Engine:
 
     def info(self) -> dict[str, Any]:
         """Facts about this engine and host, for `/info` and `/version`."""
-        containers = self.containers.list()
+        containers = self.containers.all()
         return {
             "id": self.id,
             "name": socket.gethostname(),
@@ -176,7 +176,7 @@ class Engine:
             "containers": len(containers),
             "running": sum(1 for c in containers if c.state.status == "running"),
             "paused": sum(1 for c in containers if c.state.status == "paused"),
-            "images": len(self.images.list()),
+            "images": len(self.images.all()),
             "kernel": platform.release(),
             "cgroup_mode": self.facts.cgroups.mode,
             "cgroup_version": self.facts.cgroups.version,

@@ -22,7 +22,9 @@ async def consume_in_thread(source: AsyncIterator[bytes], consumer: Callable[[Bi
     read_fd, write_fd = os.pipe()
     reader = os.fdopen(read_fd, "rb", buffering=1 << 20)
     write_file = os.fdopen(write_fd, "wb", buffering=0)
-    transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, write_file)
+    transport, protocol = await loop.connect_write_pipe(
+        asyncio.streams.FlowControlMixin, write_file
+    )
     writer = asyncio.StreamWriter(transport, protocol, None, loop)
 
     def run() -> T:

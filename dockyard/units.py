@@ -11,8 +11,15 @@ import time
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kKmMgGtTpP]?)[bB]?$")
 _BINARY = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
-       "m": 60_000_000_000, "h": 3_600_000_000_000}
+_NS = {
+    "ns": 1,
+    "us": 1_000,
+    "µs": 1_000,
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60_000_000_000,
+    "h": 3_600_000_000_000,
+}
 
 
 class UnitError(ValueError):
@@ -35,7 +42,7 @@ def parse_cpus(text: str) -> int:
         raise UnitError(f"failed to parse {text} as a rational number") from None
     if value < 0:
         raise UnitError(f"invalid value: {text}")
-    return int(round(value * 1_000_000_000))
+    return round(value * 1_000_000_000)
 
 
 def parse_duration(text: str) -> int:
@@ -51,7 +58,7 @@ def parse_duration(text: str) -> int:
         total += int(float(m.group(1)) * _NS[m.group(2)])
         pos = m.end()
     if pos != len(text):
-        raise UnitError(f"time: invalid duration \"{text}\"")
+        raise UnitError(f'time: invalid duration "{text}"')
     return total
 
 

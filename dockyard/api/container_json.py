@@ -37,20 +37,24 @@ def status_text(container: Container) -> str:
         if state.status == PAUSED:
             text += " (Paused)"
         return text
+    since_exit = human_duration(now - parse_time(state.finished_at))
     if state.status == RESTARTING:
-        return f"Restarting ({state.exit_code}) {human_duration(now - parse_time(state.finished_at))} ago"
+        return f"Restarting ({state.exit_code}) {since_exit} ago"
     if state.status == REMOVING:
         return "Removal In Progress"
     if state.status == DEAD:
         return "Dead"
     if state.status == EXITED and state.finished_at != ZERO_TIME:
-        return f"Exited ({state.exit_code}) {human_duration(now - parse_time(state.finished_at))} ago"
+        return (
+            f"Exited ({state.exit_code}) {human_duration(now - parse_time(state.finished_at))} ago"
+        )
     return "Created"
 
 
 def command_text(container: Container) -> str:
-    return " ".join(shlex.quote(a) if (" " in a or not a) else a
-                    for a in [container.path, *container.args])
+    return " ".join(
+        shlex.quote(a) if (" " in a or not a) else a for a in [container.path, *container.args]
+    )
 
 
 def ports(container: Container) -> dict[str, Any]:
@@ -63,20 +67,43 @@ def ports(container: Container) -> dict[str, Any]:
 def network_settings(container: Container, *, summary: bool = False) -> dict[str, Any]:
     mode = container.host_config.get("NetworkMode", "bridge")
     endpoint = {
-        "IPAMConfig": None, "Links": None, "Aliases": None, "MacAddress": "",
-        "DriverOpts": None, "NetworkID": "", "EndpointID": "", "Gateway": "",
-        "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "", "GlobalIPv6Address": "",
-        "GlobalIPv6PrefixLen": 0, "DNSNames": None,
+        "IPAMConfig": None,
+        "Links": None,
+        "Aliases": None,
+        "MacAddress": "",
+        "DriverOpts": None,
+        "NetworkID": "",
+        "EndpointID": "",
+        "Gateway": "",
+        "IPAddress": "",
+        "IPPrefixLen": 0,
+        "IPv6Gateway": "",
+        "GlobalIPv6Address": "",
+        "GlobalIPv6PrefixLen": 0,
+        "DNSNames": None,
     }
     networks = {mode: endpoint} if mode in ("bridge", "host", "none") else {}
     if summary:
         return {"Networks": networks}
     return {
-        "Bridge": "", "SandboxID": "", "SandboxKey": "", "HairpinMode": False,
-        "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0, "Ports": ports(container),
-        "SecondaryIPAddresses": None, "SecondaryIPv6Addresses": None, "EndpointID": "",
-        "Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "IPAddress": "",
-        "IPPrefixLen": 0, "IPv6Gateway": "", "MacAddress": "", "Networks": networks,
+        "Bridge": "",
+        "SandboxID": "",
+        "SandboxKey": "",
+        "HairpinMode": False,
+        "LinkLocalIPv6Address": "",
+        "LinkLocalIPv6PrefixLen": 0,
+        "Ports": ports(container),
+        "SecondaryIPAddresses": None,
+        "SecondaryIPv6Addresses": None,
+        "EndpointID": "",
+        "Gateway": "",
+        "GlobalIPv6Address": "",
+        "GlobalIPv6PrefixLen": 0,
+        "IPAddress": "",
+        "IPPrefixLen": 0,
+        "IPv6Gateway": "",
+        "MacAddress": "",
+        "Networks": networks,
     }
 
 

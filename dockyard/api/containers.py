@@ -28,8 +28,20 @@ from dockyard.runtime.attach import AttachConnection
 routes = Routes()
 
 _LIST_FILTERS = (
-    "id", "name", "label", "status", "ancestor", "exited", "before", "since", "health",
-    "is-task", "network", "volume", "publish", "expose",
+    "id",
+    "name",
+    "label",
+    "status",
+    "ancestor",
+    "exited",
+    "before",
+    "since",
+    "health",
+    "is-task",
+    "network",
+    "volume",
+    "publish",
+    "expose",
 )
 
 
@@ -73,7 +85,7 @@ async def list_containers(request: web.Request) -> web.StreamResponse:
     wanted = filters.parse(request.query.get("filters"), _LIST_FILTERS)
     show_all = query_bool(request, "all")
     limit = query_int(request, "limit", -1) or -1
-    containers = eng.containers.list()
+    containers = eng.containers.all()
     for key in ("before", "since"):
         if key in wanted or request.query.get(key):
             ref = (wanted.get(key) or [request.query.get(key, "")])[0]

@@ -100,22 +100,24 @@ async def resize(request: web.Request) -> web.StreamResponse:
 @routes.get("/exec/{id}/json")
 async def inspect(request: web.Request) -> web.StreamResponse:
     instance = engine(request).execs.get(request.match_info["id"])
-    return json_response({
-        "ID": instance.id,
-        "ContainerID": instance.container_id,
-        "Running": instance.running,
-        "ExitCode": instance.exit_code,
-        "Pid": instance.pid,
-        "OpenStdin": instance.attach_stdin,
-        "OpenStdout": instance.attach_stdout,
-        "OpenStderr": instance.attach_stderr,
-        "CanRemove": False,
-        "DetachKeys": instance.detach_keys,
-        "ProcessConfig": {
-            "entrypoint": instance.cmd[0],
-            "arguments": instance.cmd[1:],
-            "tty": instance.tty,
-            "privileged": instance.privileged,
-            "user": instance.user,
-        },
-    })
+    return json_response(
+        {
+            "ID": instance.id,
+            "ContainerID": instance.container_id,
+            "Running": instance.running,
+            "ExitCode": instance.exit_code,
+            "Pid": instance.pid,
+            "OpenStdin": instance.attach_stdin,
+            "OpenStdout": instance.attach_stdout,
+            "OpenStderr": instance.attach_stderr,
+            "CanRemove": False,
+            "DetachKeys": instance.detach_keys,
+            "ProcessConfig": {
+                "entrypoint": instance.cmd[0],
+                "arguments": instance.cmd[1:],
+                "tty": instance.tty,
+                "privileged": instance.privileged,
+                "user": instance.user,
+            },
+        }
+    )

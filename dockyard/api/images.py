@@ -24,14 +24,27 @@ _LIST_FILTERS = ("dangling", "label", "before", "since", "reference", "until")
 def _config(image: Image) -> dict[str, Any]:
     run = image.run_config
     return {
-        "Hostname": "", "Domainname": "", "User": run.get("User", ""),
-        "AttachStdin": False, "AttachStdout": False, "AttachStderr": False,
-        "ExposedPorts": run.get("ExposedPorts"), "Tty": False, "OpenStdin": False,
-        "StdinOnce": False, "Env": run.get("Env"), "Cmd": run.get("Cmd"),
-        "Healthcheck": run.get("Healthcheck"), "ArgsEscaped": run.get("ArgsEscaped", False),
-        "Image": "", "Volumes": run.get("Volumes"), "WorkingDir": run.get("WorkingDir", ""),
-        "Entrypoint": run.get("Entrypoint"), "OnBuild": run.get("OnBuild"),
-        "Labels": run.get("Labels"), "StopSignal": run.get("StopSignal", ""),
+        "Hostname": "",
+        "Domainname": "",
+        "User": run.get("User", ""),
+        "AttachStdin": False,
+        "AttachStdout": False,
+        "AttachStderr": False,
+        "ExposedPorts": run.get("ExposedPorts"),
+        "Tty": False,
+        "OpenStdin": False,
+        "StdinOnce": False,
+        "Env": run.get("Env"),
+        "Cmd": run.get("Cmd"),
+        "Healthcheck": run.get("Healthcheck"),
+        "ArgsEscaped": run.get("ArgsEscaped", False),
+        "Image": "",
+        "Volumes": run.get("Volumes"),
+        "WorkingDir": run.get("WorkingDir", ""),
+        "Entrypoint": run.get("Entrypoint"),
+        "OnBuild": run.get("OnBuild"),
+        "Labels": run.get("Labels"),
+        "StopSignal": run.get("StopSignal", ""),
         "Shell": run.get("Shell"),
     }
 
@@ -81,7 +94,9 @@ def _matches(image: Image, wanted: filters.Filters) -> bool:
     for key, values in wanted.items():
         if key == "dangling" and filters.bool_value(values, key) != (not image.tags):
             return False
-        if key == "label" and not filters.label_matches(image.run_config.get("Labels") or {}, values):
+        if key == "label" and not filters.label_matches(
+            image.run_config.get("Labels") or {}, values
+        ):
             return False
         if key == "reference":
             import fnmatch
@@ -97,13 +112,15 @@ async def list_images(request: web.Request) -> web.StreamResponse:
     eng = engine(request)
     wanted = filters.parse(request.query.get("filters"), _LIST_FILTERS)
     users: dict[str, int] = {}
-    for container in eng.containers.list():
+    for container in eng.containers.all():
         users[container.image_id] = users.get(container.image_id, 0) + 1
-    return json_response([
-        summary_json(image, users.get(image.id, 0))
-        for image in eng.images.list()
-        if _matches(image, wanted)
-    ])
+    return json_response(
+        [
+            summary_json(image, users.get(image.id, 0))
+            for image in eng.images.all()
+            if _matches(image, wanted)
+        ]
+    )
 
 
 @routes.get("/images/{name:.+}/json")
@@ -119,14 +136,16 @@ async def history(request: web.Request) -> web.StreamResponse:
     for item in image.config.get("history") or []:
         if not item.get("empty_layer"):
             next(layers, None)
-        entries.append({
-            "Id": "<missing>",
-            "Created": int(parse_time(item.get("created", ""))) if item.get("created") else 0,
-            "CreatedBy": item.get("created_by", ""),
-            "Tags": None,
-            "Size": 0,
-            "Comment": item.get("comment", ""),
-        })
+        entries.append(
+            {
+                "Id": "<missing>",
+                "Created": int(parse_time(item.get("created", ""))) if item.get("created") else 0,
+                "CreatedBy": item.get("created_by", ""),
+                "Tags": None,
+                "Size": 0,
+                "Comment": item.get("comment", ""),
+            }
+        )
     entries.reverse()
     if entries:
         entries[0]["Id"] = image.id
@@ -139,7 +158,9 @@ async def history(request: web.Request) -> web.StreamResponse:
 async def tag(request: web.Request) -> web.StreamResponse:
     eng = engine(request)
     image = eng.images.resolve(request.match_info["name"])
-    repo, tag_text = reference.split_repo_tag(request.query.get("repo", ""), request.query.get("tag"))
+    repo, tag_text = reference.split_repo_tag(
+        request.query.get("repo", ""), request.query.get("tag")
+    )
     if not repo:
         raise InvalidArgument("invalid reference format")
     ref = reference.parse(repo if not tag_text else f"{repo}:{tag_text}")
@@ -185,7 +206,7 @@ async def create(request: web.Request) -> web.StreamResponse:
                 repo=request.query.get("repo", ""),
                 tag=request.query.get("tag", ""),
                 message=request.query.get("message", ""),
-                changes=request.query.getall("changes", []),
+                changes=list(request.query.getall("changes", ())),
                 platform=request.query.get("platform", ""),
             )
         except DockyardError as e:

@@ -54,23 +54,31 @@ async def ping_head(request: web.Request) -> web.StreamResponse:
 @routes.get("/version")
 async def version(request: web.Request) -> web.StreamResponse:
     details = {
-        "ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "Os": "linux",
-        "Arch": host_arch(), "GitCommit": __version__, "GoVersion": _python(),
-        "KernelVersion": platform.release(), "BuildTime": "", "Experimental": "false",
-    }
-    return json_response({
-        "Platform": {"Name": f"Dockyard Engine {__version__}"},
-        "Components": [{"Name": "Engine", "Version": ENGINE_VERSION, "Details": details}],
-        "Version": ENGINE_VERSION,
         "ApiVersion": API_VERSION,
         "MinAPIVersion": MIN_API_VERSION,
-        "GitCommit": __version__,
-        "GoVersion": _python(),
         "Os": "linux",
         "Arch": host_arch(),
+        "GitCommit": __version__,
+        "GoVersion": _python(),
         "KernelVersion": platform.release(),
         "BuildTime": "",
-    })
+        "Experimental": "false",
+    }
+    return json_response(
+        {
+            "Platform": {"Name": f"Dockyard Engine {__version__}"},
+            "Components": [{"Name": "Engine", "Version": ENGINE_VERSION, "Details": details}],
+            "Version": ENGINE_VERSION,
+            "ApiVersion": API_VERSION,
+            "MinAPIVersion": MIN_API_VERSION,
+            "GitCommit": __version__,
+            "GoVersion": _python(),
+            "Os": "linux",
+            "Arch": host_arch(),
+            "KernelVersion": platform.release(),
+            "BuildTime": "",
+        }
+    )
 
 
 def _python() -> str:
@@ -110,44 +118,88 @@ async def info(request: web.Request) -> web.StreamResponse:
         f"WARNING: runtime {name} cannot run containers on this host: {why}"
         for name, why in facts["unusable_runtimes"].items()
     ]
-    return json_response({
-        "ID": facts["id"], "Name": socket.gethostname(), "ServerVersion": ENGINE_VERSION,
-        "Containers": facts["containers"], "ContainersRunning": facts["running"],
-        "ContainersPaused": facts["paused"],
-        "ContainersStopped": facts["containers"] - facts["running"] - facts["paused"],
-        "Images": facts["images"], "Driver": "overlay2",
-        "DriverStatus": [["Backing Filesystem", "overlayfs"], ["Engine", "Dockyard"]],
-        "DockerRootDir": facts["data_root"],
-        "Plugins": {"Volume": [], "Network": ["host", "null"], "Authorization": None,
-                    "Log": ["json-file"]},
-        "MemoryLimit": True, "SwapLimit": True, "CpuCfsPeriod": True, "CpuCfsQuota": True,
-        "CPUShares": True, "CPUSet": True, "PidsLimit": True, "OomKillDisable": True,
-        "IPv4Forwarding": True, "Debug": eng.config.debug, "NFd": len(os.listdir("/proc/self/fd")),
-        "NGoroutines": len(asyncio.all_tasks()), "SystemTime": now_rfc3339(),
-        "LoggingDriver": "json-file", "CgroupDriver": "cgroupfs",
-        "CgroupVersion": facts["cgroup_version"], "NEventsListener": eng.events.listeners,
-        "KernelVersion": facts["kernel"], "OperatingSystem": os_name, "OSVersion": os_version,
-        "OSType": "linux", "Architecture": platform.machine(), "NCPU": os.cpu_count() or 1,
-        "MemTotal": _mem_total(), "IndexServerAddress": "https://index.docker.io/v1/",
-        "RegistryConfig": {"IndexConfigs": {}, "InsecureRegistryCIDRs": ["127.0.0.0/8"],
-                           "Mirrors": []},
-        "HttpProxy": os.environ.get("HTTP_PROXY", ""),
-        "HttpsProxy": os.environ.get("HTTPS_PROXY", ""),
-        "NoProxy": os.environ.get("NO_PROXY", ""), "Labels": [], "ExperimentalBuild": False,
-        "Runtimes": runtimes, "DefaultRuntime": facts["default_runtime"],
-        "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive",
-                  "ControlAvailable": False, "Error": "", "RemoteManagers": None},
-        "LiveRestoreEnabled": True, "Isolation": "",
-        "InitBinary": facts["init_binary"] or "", "ContainerdCommit": {"ID": ""},
-        "RuncCommit": {"ID": ""}, "InitCommit": {"ID": ""},
-        "SecurityOptions": [
-            *(["name=seccomp,profile=" + facts["seccomp_profile"]]
-              if facts["seccomp_profile"] else []),
-            f"name=cgroupns,mode={facts['cgroup_mode']}",
-        ],
-        "CgroupMode": facts["cgroup_mode"],
-        "Warnings": warnings,
-    })
+    return json_response(
+        {
+            "ID": facts["id"],
+            "Name": socket.gethostname(),
+            "ServerVersion": ENGINE_VERSION,
+            "Containers": facts["containers"],
+            "ContainersRunning": facts["running"],
+            "ContainersPaused": facts["paused"],
+            "ContainersStopped": facts["containers"] - facts["running"] - facts["paused"],
+            "Images": facts["images"],
+            "Driver": "overlay2",
+            "DriverStatus": [["Backing Filesystem", "overlayfs"], ["Engine", "Dockyard"]],
+            "DockerRootDir": facts["data_root"],
+            "Plugins": {
+                "Volume": [],
+                "Network": ["host", "null"],
+                "Authorization": None,
+                "Log": ["json-file"],
+            },
+            "MemoryLimit": True,
+            "SwapLimit": True,
+            "CpuCfsPeriod": True,
+            "CpuCfsQuota": True,
+            "CPUShares": True,
+            "CPUSet": True,
+            "PidsLimit": True,
+            "OomKillDisable": True,
+            "IPv4Forwarding": True,
+            "Debug": eng.config.debug,
+            "NFd": len(os.listdir("/proc/self/fd")),
+            "NGoroutines": len(asyncio.all_tasks()),
+            "SystemTime": now_rfc3339(),
+            "LoggingDriver": "json-file",
+            "CgroupDriver": "cgroupfs",
+            "CgroupVersion": facts["cgroup_version"],
+            "NEventsListener": eng.events.listeners,
+            "KernelVersion": facts["kernel"],
+            "OperatingSystem": os_name,
+            "OSVersion": os_version,
+            "OSType": "linux",
+            "Architecture": platform.machine(),
+            "NCPU": os.cpu_count() or 1,
+            "MemTotal": _mem_total(),
+            "IndexServerAddress": "https://index.docker.io/v1/",
+            "RegistryConfig": {
+                "IndexConfigs": {},
+                "InsecureRegistryCIDRs": ["127.0.0.0/8"],
+                "Mirrors": [],
+            },
+            "HttpProxy": os.environ.get("HTTP_PROXY", ""),
+            "HttpsProxy": os.environ.get("HTTPS_PROXY", ""),
+            "NoProxy": os.environ.get("NO_PROXY", ""),
+            "Labels": [],
+            "ExperimentalBuild": False,
+            "Runtimes": runtimes,
+            "DefaultRuntime": facts["default_runtime"],
+            "Swarm": {
+                "NodeID": "",
+                "NodeAddr": "",
+                "LocalNodeState": "inactive",
+                "ControlAvailable": False,
+                "Error": "",
+                "RemoteManagers": None,
+            },
+            "LiveRestoreEnabled": True,
+            "Isolation": "",
+            "InitBinary": facts["init_binary"] or "",
+            "ContainerdCommit": {"ID": ""},
+            "RuncCommit": {"ID": ""},
+            "InitCommit": {"ID": ""},
+            "SecurityOptions": [
+                *(
+                    ["name=seccomp,profile=" + facts["seccomp_profile"]]
+                    if facts["seccomp_profile"]
+                    else []
+                ),
+                f"name=cgroupns,mode={facts['cgroup_mode']}",
+            ],
+            "CgroupMode": facts["cgroup_mode"],
+            "Warnings": warnings,
+        }
+    )
 
 
 def _parse_time(value: str | None, name: str) -> int | None:

@@ -1,13 +1,13 @@
 """A small Docker Engine API client over a unix socket, for the `dockyard` command.
 
-Stdlib only (http.client and sockets), so the command starts fast. Besides
-plain JSON calls it speaks the two streaming forms the CLI needs: JSON-lines
-progress and hijacked (upgraded) connections for attach and exec.
+It speaks just the HTTP/1.1 the Engine API needs (fixed and chunked bodies
+both ways, upgrade for attach and exec) directly on a socket: the stdlib's
+http.client pulls in the email parser and would cost the command a sixth of
+its start-up time.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import socket
@@ -28,19 +28,6 @@ class APIError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float | None = None) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        if self.timeout is not None:
-            sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
 
 
 def _query(params: dict[str, Any] | None) -> str:
@@ -71,15 +58,87 @@ def _error_message(body: bytes) -> str:
     return body.decode(errors="replace").strip()
 
 
+class Response:
+    """A reply whose headers have been read; the body is read on demand."""
+
+    def __init__(self, sock: socket.socket, method: str) -> None:
+        self.sock = sock
+        self._method = method
+        self._buf = b""
+        head = self._until(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        self.status = int(lines[0].split()[1])
+        self.headers = {}
+        for line in lines[1:]:
+            key, _, value = line.partition(":")
+            self.headers[key.strip().lower()] = value.strip()
+
+    def _fill(self) -> bool:
+        chunk = self.sock.recv(65536)
+        self._buf += chunk
+        return bool(chunk)
+
+    def _until(self, marker: bytes) -> bytes:
+        while marker not in self._buf:
+            if not self._fill():
+                raise APIError(500, "the daemon closed the connection")
+        data, _, self._buf = self._buf.partition(marker)
+        return data
+
+    def _exactly(self, size: int) -> bytes:
+        while len(self._buf) < size:
+            if not self._fill():
+                raise APIError(500, "the daemon closed the connection mid-reply")
+        data, self._buf = self._buf[:size], self._buf[size:]
+        return data
+
+    def chunks(self) -> Iterator[bytes]:
+        """The body as it arrives."""
+        if self.status in (204, 304) or self.status < 200 or self._method == "HEAD":
+            return
+        if self.headers.get("transfer-encoding") == "chunked":
+            while True:
+                size = int(self._until(b"\r\n").split(b";")[0], 16)
+                if size == 0:
+                    return
+                yield self._exactly(size)
+                self._exactly(2)
+        elif "content-length" in self.headers:
+            remaining = int(self.headers["content-length"])
+            if remaining:
+                yield self._exactly(remaining)
+        else:
+            if self._buf:
+                yield self._buf
+                self._buf = b""
+            while self._fill():
+                yield self._buf
+                self._buf = b""
+
+    def read(self) -> bytes:
+        try:
+            return b"".join(self.chunks())
+        finally:
+            self.close()
+
+    def leftover(self) -> bytes:
+        """Bytes already received past the headers (for upgraded connections)."""
+        data, self._buf = self._buf, b""
+        return data
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 class Client:
     def __init__(self, host: str | None = None, *, autostart: bool = True) -> None:
         host = host or os.environ.get("DOCKYARD_HOST") or DEFAULT_HOST
         if not host.startswith("unix://"):
             raise SystemExit(f"unsupported host {host!r}: only unix:// sockets are supported")
-        self.socket_path = host[len("unix://"):]
+        self.socket_path = host[len("unix://") :]
         # Only the default socket gets a daemon started on demand; an explicit
         # host names a daemon someone else runs.
-        self.autostart = autostart and host == DEFAULT_HOST and "DOCKYARD_HOST" not in os.environ
+        self.autostart = autostart and host == DEFAULT_HOST
         self._checked = False
 
     # -- daemon on demand ----------------------------------------------------
@@ -89,7 +148,7 @@ class Client:
             return
         self._checked = True
         try:
-            self.request("GET", "/_ping", check=False, _ensure=False)
+            self._send("GET", "/_ping").read()
             return
         except OSError:
             if not self.autostart:
@@ -103,21 +162,57 @@ class Client:
         with open(log_path, "ab") as log:
             subprocess.Popen(
                 [sys.executable, "-m", "dockyard", "daemon"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
             )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                self.request("GET", "/_ping", check=False, _ensure=False)
+                self._send("GET", "/_ping").read()
                 return
             except OSError:
                 time.sleep(0.05)
         raise SystemExit(f"the Dockyard daemon did not start; see {log_path}")
 
-    # -- plain requests ------------------------------------------------------
+    # -- requests ------------------------------------------------------------
 
-    def _connection(self, timeout: float | None = None) -> _UnixConnection:
-        return _UnixConnection(self.socket_path, timeout)
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: bytes | BinaryIO | None = None,
+        headers: dict[str, str] | None = None,
+        upgrade: bool = False,
+    ) -> Response:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(self.socket_path)
+            url = (API_PREFIX if path != "/_ping" else "") + path + _query(params)
+            lines = [f"{method} {url} HTTP/1.1", "Host: dockyard"]
+            for key, value in (headers or {}).items():
+                lines.append(f"{key}: {value}")
+            # One connection per request: the daemon may close it after replying.
+            lines += ["Connection: Upgrade", "Upgrade: tcp"] if upgrade else ["Connection: close"]
+            if body is None or isinstance(body, bytes):
+                lines.append(f"Content-Length: {len(body or b'')}")
+                sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b""))
+            else:
+                lines.append("Transfer-Encoding: chunked")
+                sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+                while True:
+                    chunk = body.read(1 << 20)
+                    if not chunk:
+                        break
+                    sock.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+                sock.sendall(b"0\r\n\r\n")
+            return Response(sock, method)
+        except BaseException:
+            sock.close()
+            raise
 
     def request(
         self,
@@ -129,26 +224,15 @@ class Client:
         raw: bytes | BinaryIO | None = None,
         headers: dict[str, str] | None = None,
         check: bool = True,
-        _ensure: bool = True,
     ) -> tuple[int, bytes]:
-        if _ensure:
-            self._ensure_daemon()
-        conn = self._connection()
+        self._ensure_daemon()
         hdrs = dict(headers or {})
-        data: Any = None
+        data = raw
         if body is not None:
             data = json.dumps(body).encode()
             hdrs["Content-Type"] = "application/json"
-        elif raw is not None:
-            data = raw
-            if not isinstance(raw, bytes):
-                hdrs["Transfer-Encoding"] = "chunked"
-        url = (API_PREFIX if path != "/_ping" else "") + path + _query(params)
-        conn.request(method, url, body=data, headers=hdrs,
-                     encode_chunked=data is not None and not isinstance(data, bytes))
-        resp = conn.getresponse()
+        resp = self._send(method, path, params=params, body=data, headers=hdrs)
         content = resp.read()
-        conn.close()
         if check and resp.status >= 400:
             raise APIError(resp.status, _error_message(content))
         return resp.status, content
@@ -158,30 +242,23 @@ class Client:
         return json.loads(content) if content.strip() else None
 
     def stream(
-        self, method: str, path: str, *, params: dict[str, Any] | None = None,
-        raw: bytes | BinaryIO | None = None, headers: dict[str, str] | None = None,
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        raw: bytes | BinaryIO | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Iterator[bytes]:
         """The body of a streaming reply, chunk by chunk as it arrives."""
         self._ensure_daemon()
-        conn = self._connection()
-        hdrs = dict(headers or {})
-        if raw is not None and not isinstance(raw, bytes):
-            hdrs["Transfer-Encoding"] = "chunked"
-        conn.request(method, API_PREFIX + path + _query(params), body=raw, headers=hdrs,
-                     encode_chunked=raw is not None and not isinstance(raw, bytes))
-        resp = conn.getresponse()
+        resp = self._send(method, path, params=params, body=raw, headers=headers)
         if resp.status >= 400:
-            content = resp.read()
-            conn.close()
-            raise APIError(resp.status, _error_message(content))
+            raise APIError(resp.status, _error_message(resp.read()))
         try:
-            while True:
-                chunk = resp.read1(65536) if hasattr(resp, "read1") else resp.read(65536)
-                if not chunk:
-                    return
-                yield chunk
+            yield from resp.chunks()
         finally:
-            conn.close()
+            resp.close()
 
     def json_stream(self, method: str, path: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
         buffer = b""
@@ -194,105 +271,47 @@ class Client:
         if buffer.strip():
             yield json.loads(buffer)
 
-    # -- hijacked connections ------------------------------------------------
-
-    def hijack(self, path: str, *, params: dict[str, Any] | None = None,
-               body: Any = None) -> tuple[socket.socket, bytes]:
+    def hijack(
+        self, path: str, *, params: dict[str, Any] | None = None, body: Any = None
+    ) -> tuple[socket.socket, bytes]:
         """POST with `Upgrade: tcp`; returns the raw socket and any bytes read past the headers."""
         self._ensure_daemon()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.connect(self.socket_path)
         payload = json.dumps(body).encode() if body is not None else b""
-        head = (
-            f"POST {API_PREFIX}{path}{_query(params)} HTTP/1.1\r\n"
-            "Host: dockyard\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+        resp = self._send(
+            "POST",
+            path,
+            params=params,
+            body=payload,
+            upgrade=True,
+            headers={"Content-Type": "application/json"},
         )
-        sock.sendall(head.encode() + payload)
-        status, rest = _read_head(sock)
-        if status != 101 and status != 200:
-            body_text = rest
-            sock.settimeout(5)
-            try:
-                while True:
-                    more = sock.recv(65536)
-                    if not more:
-                        break
-                    body_text += more
-            except OSError:
-                pass
-            sock.close()
-            raise APIError(status, _error_message(_dechunk(body_text)))
-        return sock, rest
+        if resp.status not in (101, 200):
+            raise APIError(resp.status, _error_message(resp.read()))
+        return resp.sock, resp.leftover()
 
     def open_wait(self, container_id: str, condition: str) -> PendingWait:
         """Send a wait request and return once the daemon has answered with headers."""
         self._ensure_daemon()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.connect(self.socket_path)
-        sock.sendall(
-            f"POST {API_PREFIX}/containers/{container_id}/wait?condition={condition} HTTP/1.1\r\n"
-            "Host: dockyard\r\nContent-Length: 0\r\n\r\n".encode()
+        resp = self._send(
+            "POST",
+            f"/containers/{container_id}/wait",
+            params={"condition": condition} if condition else None,
         )
-        status, rest = _read_head(sock)
-        if status >= 400:
-            sock.close()
-            raise APIError(status, _error_message(_dechunk(rest)))
-        return PendingWait(sock, rest)
+        if resp.status >= 400:
+            raise APIError(resp.status, _error_message(resp.read()))
+        return PendingWait(resp)
 
 
 class PendingWait:
     """A wait request whose reply headers have arrived; `result()` blocks for the body."""
 
-    def __init__(self, sock: socket.socket, received: bytes) -> None:
-        self._sock = sock
-        self._data = received
+    def __init__(self, resp: Response) -> None:
+        self._resp = resp
 
     def result(self) -> int:
         """The container's exit code (125 if the daemon went away)."""
         try:
-            while b"}" not in _dechunk(self._data):
-                chunk = self._sock.recv(65536)
-                if not chunk:
-                    break
-                self._data += chunk
-        except OSError:
-            pass
-        finally:
-            self._sock.close()
-        try:
-            result = json.loads(_dechunk(self._data).strip().splitlines()[0])
-        except (json.JSONDecodeError, IndexError):
+            result = json.loads(self._resp.read())
+        except (APIError, OSError, json.JSONDecodeError):
             return 125
         return int(result.get("StatusCode", 125))
-
-
-def _read_head(sock: socket.socket) -> tuple[int, bytes]:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise APIError(500, "daemon closed the connection")
-        data += chunk
-    head, rest = data.split(b"\r\n\r\n", 1)
-    status_line = head.split(b"\r\n", 1)[0].decode()
-    return int(status_line.split()[1]), rest
-
-
-def _dechunk(data: bytes) -> bytes:
-    """Decode a chunked body if it is one (best effort, for short replies)."""
-    out = b""
-    rest = data
-    while rest:
-        size_line, sep, rest = rest.partition(b"\r\n")
-        if not sep:
-            return data
-        try:
-            size = int(size_line.split(b";")[0], 16)
-        except ValueError:
-            return data
-        if size == 0:
-            return out
-        out += rest[:size]
-        rest = rest[size + 2 :]
-    return out

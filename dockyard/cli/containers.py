@@ -12,7 +12,6 @@ import click
 from dockyard.cli import terminal
 from dockyard.cli.client import APIError, Client
 from dockyard.cli.main import Context, fail, pass_context
-from dockyard.cli.template import TemplateError, format_rows, render
 from dockyard.units import UnitError, ago, parse_cpus, parse_duration, parse_size, read_env_file
 
 RUN_OPTIONS = [
@@ -38,7 +37,9 @@ RUN_OPTIONS = [
     click.option("--read-only", is_flag=True, help="Mount the root filesystem read-only."),
     click.option("--cap-add", multiple=True, help="Add a Linux capability."),
     click.option("--cap-drop", multiple=True, help="Drop a Linux capability."),
-    click.option("--security-opt", multiple=True, help="Security option (no-new-privileges, seccomp=...)."),
+    click.option(
+        "--security-opt", multiple=True, help="Security option (no-new-privileges, seccomp=...)."
+    ),
     click.option("--privileged", is_flag=True, help="Give extended privileges."),
     click.option("--network", "--net", "network", help="bridge | host | none"),
     click.option("-i", "--interactive", is_flag=True, help="Keep STDIN open."),
@@ -154,8 +155,10 @@ def create_body(image: str, command: tuple[str, ...], o: dict[str, Any]) -> dict
         "Runtime": o["runtime"] or "",
         "GroupAdd": list(o["group_add"]) or None,
         "ShmSize": _size(o["shm_size"], "--shm-size"),
-        "LogConfig": {"Type": o["log_driver"] or "", "Config": dict(
-            opt.partition("=")[::2] for opt in o["log_opt"])},
+        "LogConfig": {
+            "Type": o["log_driver"] or "",
+            "Config": dict(opt.partition("=")[::2] for opt in o["log_opt"]),
+        },
         "PidMode": o["pid"] or "",
         "IpcMode": o["ipc"] or "",
         "UTSMode": o["uts"] or "",
@@ -203,8 +206,14 @@ def _create(client: Client, image: str, command: tuple[str, ...], options: dict[
 
 def _exit_code_for(message: str) -> int:
     lowered = message.lower()
-    if any(s in lowered for s in ("executable file not found", "no such file or directory",
-                                  "system cannot find the file specified")):
+    if any(
+        s in lowered
+        for s in (
+            "executable file not found",
+            "no such file or directory",
+            "system cannot find the file specified",
+        )
+    ):
         return 127
     if "permission denied" in lowered or "is a directory" in lowered:
         return 126
@@ -242,8 +251,9 @@ def run(ctx: Context, image: str, command: tuple[str, ...], **options: Any) -> N
 
     def resize(height: int, width: int) -> None:
         try:
-            client.request("POST", f"/containers/{container_id}/resize",
-                           params={"h": height, "w": width})
+            client.request(
+                "POST", f"/containers/{container_id}/resize", params={"h": height, "w": width}
+            )
         except (APIError, OSError):
             pass
 
@@ -296,10 +306,12 @@ def start(ctx: Context, attach: bool, interactive: bool, containers: tuple[str, 
     """Start one or more stopped containers."""
     client = ctx.client
     if not attach and not interactive:
+
         def do(name: str) -> None:
             status, _ = client.request("POST", f"/containers/{name}/start", check=False)
             if status >= 400:
                 client.request("POST", f"/containers/{name}/start")
+
         _each(ctx, containers, do)
         return
     name = containers[0]
@@ -321,11 +333,16 @@ def start(ctx: Context, attach: bool, interactive: bool, containers: tuple[str, 
 @click.option("-s", "--signal", help="Signal to send.")
 @click.argument("containers", nargs=-1, required=True)
 @pass_context
-def stop(ctx: Context, timeout: int | None, signal: str | None, containers: tuple[str, ...]) -> None:
+def stop(
+    ctx: Context, timeout: int | None, signal: str | None, containers: tuple[str, ...]
+) -> None:
     """Stop one or more running containers."""
     params = {"t": timeout, "signal": signal}
-    _each(ctx, containers,
-          lambda n: ctx.client.request("POST", f"/containers/{n}/stop", params=params))
+    _each(
+        ctx,
+        containers,
+        lambda n: ctx.client.request("POST", f"/containers/{n}/stop", params=params),
+    )
 
 
 @click.command("restart")
@@ -333,12 +350,16 @@ def stop(ctx: Context, timeout: int | None, signal: str | None, containers: tupl
 @click.option("-s", "--signal", help="Signal to send.")
 @click.argument("containers", nargs=-1, required=True)
 @pass_context
-def restart(ctx: Context, timeout: int | None, signal: str | None,
-            containers: tuple[str, ...]) -> None:
+def restart(
+    ctx: Context, timeout: int | None, signal: str | None, containers: tuple[str, ...]
+) -> None:
     """Restart one or more containers."""
     params = {"t": timeout, "signal": signal}
-    _each(ctx, containers,
-          lambda n: ctx.client.request("POST", f"/containers/{n}/restart", params=params))
+    _each(
+        ctx,
+        containers,
+        lambda n: ctx.client.request("POST", f"/containers/{n}/restart", params=params),
+    )
 
 
 @click.command("kill")
@@ -347,8 +368,11 @@ def restart(ctx: Context, timeout: int | None, signal: str | None,
 @pass_context
 def kill(ctx: Context, signal: str | None, containers: tuple[str, ...]) -> None:
     """Kill one or more running containers."""
-    _each(ctx, containers, lambda n: ctx.client.request(
-        "POST", f"/containers/{n}/kill", params={"signal": signal}))
+    _each(
+        ctx,
+        containers,
+        lambda n: ctx.client.request("POST", f"/containers/{n}/kill", params={"signal": signal}),
+    )
 
 
 @click.command("pause")
@@ -374,8 +398,13 @@ def unpause(ctx: Context, containers: tuple[str, ...]) -> None:
 @pass_context
 def rm(ctx: Context, force: bool, volumes: bool, containers: tuple[str, ...]) -> None:
     """Remove one or more containers."""
-    _each(ctx, containers, lambda n: ctx.client.request(
-        "DELETE", f"/containers/{n}", params={"force": force, "v": volumes}))
+    _each(
+        ctx,
+        containers,
+        lambda n: ctx.client.request(
+            "DELETE", f"/containers/{n}", params={"force": force, "v": volumes}
+        ),
+    )
 
 
 @click.command("rename")
@@ -398,13 +427,23 @@ def wait(ctx: Context, containers: tuple[str, ...]) -> None:
 
 
 _PS_HEADERS = {
-    "ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "CreatedAt": "CREATED AT",
-    "RunningFor": "CREATED", "Status": "STATUS", "Ports": "PORTS", "Names": "NAMES",
-    "State": "STATE", "Labels": "LABELS", "Size": "SIZE", "Mounts": "MOUNTS",
+    "ID": "CONTAINER ID",
+    "Image": "IMAGE",
+    "Command": "COMMAND",
+    "CreatedAt": "CREATED AT",
+    "RunningFor": "CREATED",
+    "Status": "STATUS",
+    "Ports": "PORTS",
+    "Names": "NAMES",
+    "State": "STATE",
+    "Labels": "LABELS",
+    "Size": "SIZE",
+    "Mounts": "MOUNTS",
     "Networks": "NETWORKS",
 }
-_PS_DEFAULT = ("table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t"
-               "{{.Ports}}\t{{.Names}}")
+_PS_DEFAULT = (
+    "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}"
+)
 
 
 def _truncate(text: str, width: int) -> str:
@@ -416,7 +455,9 @@ def _ps_row(item: dict[str, Any], no_trunc: bool) -> dict[str, Any]:
     ports = []
     for port in item.get("Ports") or []:
         if port.get("PublicPort"):
-            ports.append(f"{port.get('IP', '')}:{port['PublicPort']}->{port['PrivatePort']}/{port['Type']}")
+            ports.append(
+                f"{port.get('IP', '')}:{port['PublicPort']}->{port['PrivatePort']}/{port['Type']}"
+            )
         else:
             ports.append(f"{port['PrivatePort']}/{port['Type']}")
     return {
@@ -445,8 +486,16 @@ def _ps_row(item: dict[str, Any], no_trunc: bool) -> dict[str, Any]:
 @click.option("--no-trunc", is_flag=True, help="Don't truncate output.")
 @click.option("--format", "fmt", help="Go template or 'json'.")
 @pass_context
-def ps(ctx: Context, show_all: bool, quiet: bool, filters: tuple[str, ...], last: int,
-       latest: bool, no_trunc: bool, fmt: str | None) -> None:
+def ps(
+    ctx: Context,
+    show_all: bool,
+    quiet: bool,
+    filters: tuple[str, ...],
+    last: int,
+    latest: bool,
+    no_trunc: bool,
+    fmt: str | None,
+) -> None:
     """List containers."""
     wanted: dict[str, dict[str, bool]] = {}
     for item in filters:
@@ -464,6 +513,8 @@ def ps(ctx: Context, show_all: bool, quiet: bool, filters: tuple[str, ...], last
 
 
 def _print_rows(fmt: str, rows: list[dict[str, Any]], headers: dict[str, str]) -> None:
+    from dockyard.cli.template import TemplateError, format_rows
+
     try:
         out = format_rows(fmt, rows, headers)
     except TemplateError as e:
@@ -481,17 +532,28 @@ def _print_rows(fmt: str, rows: list[dict[str, Any]], headers: dict[str, str]) -
 @click.option("--until", help="Show logs before (unix time or duration).")
 @click.argument("container")
 @pass_context
-def logs(ctx: Context, follow: bool, timestamps: bool, tail: str, since: str | None,
-         until: str | None, container: str) -> None:
+def logs(
+    ctx: Context,
+    follow: bool,
+    timestamps: bool,
+    tail: str,
+    since: str | None,
+    until: str | None,
+    container: str,
+) -> None:
     """Fetch the logs of a container."""
     client = ctx.client
     info = client.json("GET", f"/containers/{container}/json")
     params = {
-        "stdout": True, "stderr": True, "follow": follow, "timestamps": timestamps,
-        "tail": tail, "since": _time_param(since), "until": _time_param(until),
+        "stdout": True,
+        "stderr": True,
+        "follow": follow,
+        "timestamps": timestamps,
+        "tail": tail,
+        "since": _time_param(since),
+        "until": _time_param(until),
     }
-    demux = None if info["Config"]["Tty"] else terminal.Demux(sys.stdout.buffer,
-                                                              sys.stderr.buffer)
+    demux = None if info["Config"]["Tty"] else terminal.Demux(sys.stdout.buffer, sys.stderr.buffer)
     for chunk in client.stream("GET", f"/containers/{info['Id']}/logs", params=params):
         if demux is None:
             sys.stdout.buffer.write(chunk)
@@ -525,15 +587,30 @@ def _time_param(value: str | None) -> str | None:
 @click.argument("container")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @pass_context
-def exec_(ctx: Context, detach: bool, interactive: bool, tty: bool, env: tuple[str, ...],
-          workdir: str | None, user: str | None, privileged: bool, container: str,
-          command: tuple[str, ...]) -> None:
+def exec_(
+    ctx: Context,
+    detach: bool,
+    interactive: bool,
+    tty: bool,
+    env: tuple[str, ...],
+    workdir: str | None,
+    user: str | None,
+    privileged: bool,
+    container: str,
+    command: tuple[str, ...],
+) -> None:
     """Run a command in a running container."""
     client = ctx.client
     body = {
-        "AttachStdin": interactive and not detach, "AttachStdout": not detach,
-        "AttachStderr": not detach, "Tty": tty, "Env": list(env), "Cmd": list(command),
-        "WorkingDir": workdir or "", "User": user or "", "Privileged": privileged,
+        "AttachStdin": interactive and not detach,
+        "AttachStdout": not detach,
+        "AttachStderr": not detach,
+        "Tty": tty,
+        "Env": list(env),
+        "Cmd": list(command),
+        "WorkingDir": workdir or "",
+        "User": user or "",
+        "Privileged": privileged,
     }
     if tty:
         body["ConsoleSize"] = list(terminal.size())
@@ -541,9 +618,10 @@ def exec_(ctx: Context, detach: bool, interactive: bool, tty: bool, env: tuple[s
     if detach:
         client.request("POST", f"/exec/{exec_id}/start", body={"Detach": True, "Tty": tty})
         return
-    sock, initial = client.hijack(f"/exec/{exec_id}/start",
-                                  body={"Detach": False, "Tty": tty,
-                                        **({"ConsoleSize": body["ConsoleSize"]} if tty else {})})
+    sock, initial = client.hijack(
+        f"/exec/{exec_id}/start",
+        body={"Detach": False, "Tty": tty, **({"ConsoleSize": body["ConsoleSize"]} if tty else {})},
+    )
 
     def resize(height: int, width: int) -> None:
         try:
@@ -591,7 +669,7 @@ def top(ctx: Context, container: str, ps_args: tuple[str, ...]) -> None:
     titles = result["Titles"]
     keys = [f"C{i}" for i in range(len(titles))]
     rows = [dict(zip(keys, proc, strict=False)) for proc in result["Processes"]]
-    fmt = "table " + "\t".join("{{.%s}}" % key for key in keys)
+    fmt = "table " + "\t".join(f"{{{{.{key}}}}}" for key in keys)
     _print_rows(fmt, rows, dict(zip(keys, titles, strict=True)))
 
 
@@ -625,6 +703,8 @@ def inspect(ctx: Context, fmt: str | None, kind: str | None, names: tuple[str, .
 
 
 def show(results: list[Any], fmt: str | None) -> None:
+    from dockyard.cli.template import TemplateError, render
+
     if fmt:
         try:
             for item in results:
@@ -635,13 +715,25 @@ def show(results: list[Any], fmt: str | None) -> None:
         click.echo(json.dumps(results, indent=4))
 
 
-def register(group: click.Group) -> None:
-    commands = (run, create, start, stop, restart, kill, pause, unpause, rm, rename, wait, ps,
-                logs, exec_, attach, top, inspect)
-    for command in commands:
-        group.add_command(command)
-    container = click.Group("container", help="Manage containers.")
-    for command in commands:
-        container.add_command(command)
-    container.add_command(ps, "ls")
-    group.add_command(container)
+container = click.Group("container", help="Manage containers.")
+for _command in (
+    run,
+    create,
+    start,
+    stop,
+    restart,
+    kill,
+    pause,
+    unpause,
+    rm,
+    rename,
+    wait,
+    ps,
+    logs,
+    exec_,
+    attach,
+    top,
+    inspect,
+):
+    container.add_command(_command)
+container.add_command(ps, "ls")

@@ -20,7 +20,3 @@ def daemon(config_file: str | None, **flags: object) -> None:
     from dockyard import daemon as server
 
     server.run(config.load(config_file, flags))
-
-
-def register(group: click.Group) -> None:
-    group.add_command(daemon)

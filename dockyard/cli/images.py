@@ -13,8 +13,14 @@ from dockyard.cli.main import Context, fail, pass_context
 from dockyard.units import ago, human_size
 
 _IMAGE_HEADERS = {
-    "Repository": "REPOSITORY", "Tag": "TAG", "ID": "IMAGE ID", "CreatedSince": "CREATED",
-    "CreatedAt": "CREATED AT", "Size": "SIZE", "Digest": "DIGEST", "Containers": "CONTAINERS",
+    "Repository": "REPOSITORY",
+    "Tag": "TAG",
+    "ID": "IMAGE ID",
+    "CreatedSince": "CREATED",
+    "CreatedAt": "CREATED AT",
+    "Size": "SIZE",
+    "Digest": "DIGEST",
+    "Containers": "CONTAINERS",
 }
 _IMAGE_DEFAULT = "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
 
@@ -33,17 +39,32 @@ def _split(tag: str) -> tuple[str, str]:
 @click.argument("source")
 @click.argument("repository", required=False)
 @pass_context
-def import_(ctx: Context, change: tuple[str, ...], message: str, platform: str, source: str,
-            repository: str | None) -> None:
+def import_(
+    ctx: Context,
+    change: tuple[str, ...],
+    message: str,
+    platform: str,
+    source: str,
+    repository: str | None,
+) -> None:
     """Create an image from a root filesystem tarball (file path or - for stdin)."""
     stream = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115
-    params = {"fromSrc": "-", "repo": repository or "", "message": message,
-              "changes": list(change), "platform": platform}
+    params = {
+        "fromSrc": "-",
+        "repo": repository or "",
+        "message": message,
+        "changes": list(change),
+        "platform": platform,
+    }
     try:
         last = None
-        for message_ in ctx.client.json_stream("POST", "/images/create", params=params,
-                                               raw=stream,
-                                               headers={"Content-Type": "application/x-tar"}):
+        for message_ in ctx.client.json_stream(
+            "POST",
+            "/images/create",
+            params=params,
+            raw=stream,
+            headers={"Content-Type": "application/x-tar"},
+        ):
             if "error" in message_:
                 fail(f"Error response from daemon: {message_['error']}", 1)
             last = message_
@@ -57,13 +78,22 @@ def import_(ctx: Context, change: tuple[str, ...], message: str, platform: str, 
 @click.command("images")
 @click.option("-a", "--all", "show_all", is_flag=True, help="Show all images.")
 @click.option("-q", "--quiet", is_flag=True, help="Only show image IDs.")
-@click.option("-f", "--filter", "filters", multiple=True, help="Filter (dangling=, label=, reference=).")
+@click.option(
+    "-f", "--filter", "filters", multiple=True, help="Filter (dangling=, label=, reference=)."
+)
 @click.option("--no-trunc", is_flag=True, help="Don't truncate output.")
 @click.option("--format", "fmt", help="Go template or 'json'.")
 @click.argument("repository", required=False)
 @pass_context
-def images(ctx: Context, show_all: bool, quiet: bool, filters: tuple[str, ...], no_trunc: bool,
-           fmt: str | None, repository: str | None) -> None:
+def images(
+    ctx: Context,
+    show_all: bool,
+    quiet: bool,
+    filters: tuple[str, ...],
+    no_trunc: bool,
+    fmt: str | None,
+    repository: str | None,
+) -> None:
     """List images."""
     wanted: dict[str, dict[str, bool]] = {}
     for item in filters:
@@ -77,12 +107,18 @@ def images(ctx: Context, show_all: bool, quiet: bool, filters: tuple[str, ...], 
         image_id = item["Id"] if no_trunc else item["Id"].removeprefix("sha256:")[:12]
         for tag in item["RepoTags"] or ["<none>:<none>"]:
             repo, name = _split(tag)
-            rows.append({
-                "Repository": repo, "Tag": name, "ID": image_id,
-                "CreatedSince": ago(item["Created"]) if item["Created"] else "N/A",
-                "CreatedAt": str(item["Created"]), "Size": human_size(item["Size"]),
-                "Digest": "<none>", "Containers": str(item.get("Containers", "N/A")),
-            })
+            rows.append(
+                {
+                    "Repository": repo,
+                    "Tag": name,
+                    "ID": image_id,
+                    "CreatedSince": ago(item["Created"]) if item["Created"] else "N/A",
+                    "CreatedAt": str(item["Created"]),
+                    "Size": human_size(item["Size"]),
+                    "Digest": "<none>",
+                    "Containers": str(item.get("Containers", "N/A")),
+                }
+            )
     if quiet:
         for image_id in dict.fromkeys(r["ID"] for r in rows):
             click.echo(image_id)
@@ -112,8 +148,9 @@ def rmi(ctx: Context, force: bool, no_prune: bool, images: tuple[str, ...]) -> N
     failed = False
     for name in images:
         try:
-            report = ctx.client.json("DELETE", f"/images/{name}",
-                                     params={"force": force, "noprune": no_prune})
+            report = ctx.client.json(
+                "DELETE", f"/images/{name}", params={"force": force, "noprune": no_prune}
+            )
         except APIError as e:
             click.echo(f"Error response from daemon: {e.message}", err=True)
             failed = True
@@ -161,19 +198,31 @@ def history(ctx: Context, no_trunc: bool, quiet: bool, fmt: str | None, image: s
         created_by = entry["CreatedBy"]
         if not no_trunc and len(created_by) > 45:
             created_by = created_by[:44] + "…"
-        rows.append({
-            "ID": image_id, "CreatedSince": ago(entry["Created"]) if entry["Created"] else "N/A",
-            "CreatedBy": created_by, "Size": human_size(entry["Size"]),
-            "Comment": entry["Comment"],
-        })
+        rows.append(
+            {
+                "ID": image_id,
+                "CreatedSince": ago(entry["Created"]) if entry["Created"] else "N/A",
+                "CreatedBy": created_by,
+                "Size": human_size(entry["Size"]),
+                "Comment": entry["Comment"],
+            }
+        )
     if quiet:
         for row in rows:
             click.echo(row["ID"])
         return
-    headers = {"ID": "IMAGE", "CreatedSince": "CREATED", "CreatedBy": "CREATED BY",
-               "Size": "SIZE", "Comment": "COMMENT"}
-    _print_rows(fmt or "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}",
-                rows, headers)
+    headers = {
+        "ID": "IMAGE",
+        "CreatedSince": "CREATED",
+        "CreatedBy": "CREATED BY",
+        "Size": "SIZE",
+        "Comment": "COMMENT",
+    }
+    _print_rows(
+        fmt or "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}",
+        rows,
+        headers,
+    )
 
 
 @click.command("prune")
@@ -183,8 +232,10 @@ def history(ctx: Context, no_trunc: bool, quiet: bool, fmt: str | None, image: s
 def prune(ctx: Context, prune_all: bool, force: bool) -> None:
     """Remove unused images."""
     if not force and sys.stdin.isatty():
-        click.confirm("WARNING! This will remove all dangling images.\nAre you sure you want "
-                      "to continue?", abort=True)
+        click.confirm(
+            "WARNING! This will remove all dangling images.\nAre you sure you want to continue?",
+            abort=True,
+        )
     filters = {"dangling": {"false" if prune_all else "true": True}}
     result = ctx.client.json("POST", "/images/prune", params={"filters": filters})
     deleted = result.get("ImagesDeleted") or []
@@ -197,18 +248,8 @@ def prune(ctx: Context, prune_all: bool, force: bool) -> None:
     click.echo(f"Total reclaimed space: {human_size(result.get('SpaceReclaimed', 0))}")
 
 
-def register(group: click.Group) -> None:
-    group.add_command(import_)
-    group.add_command(images)
-    group.add_command(tag)
-    group.add_command(rmi)
-    group.add_command(history)
-    image = click.Group("image", help="Manage images.")
-    image.add_command(import_)
-    image.add_command(images, "ls")
-    image.add_command(tag)
-    image.add_command(rmi, "rm")
-    image.add_command(image_inspect)
-    image.add_command(history)
-    image.add_command(prune)
-    group.add_command(image)
+image = click.Group("image", help="Manage images.")
+for _command in (import_, tag, image_inspect, history, prune):
+    image.add_command(_command)
+image.add_command(images, "ls")
+image.add_command(rmi, "rm")

@@ -64,19 +64,24 @@ def version(ctx: Context, fmt: str | None) -> None:
         show([{"Client": {"Version": __version__}, "Server": data}], fmt)
         return
     click.echo(f"Client:\n Version: {__version__}\n API version: 1.45\n")
-    click.echo(f"Server: {data['Platform']['Name']}\n Engine:\n  Version: {data['Version']}\n"
-               f"  API version: {data['ApiVersion']} (minimum version {data['MinAPIVersion']})\n"
-               f"  Kernel: {data['KernelVersion']}")
+    click.echo(
+        f"Server: {data['Platform']['Name']}\n Engine:\n  Version: {data['Version']}\n"
+        f"  API version: {data['ApiVersion']} (minimum version {data['MinAPIVersion']})\n"
+        f"  Kernel: {data['KernelVersion']}"
+    )
 
 
 @click.command("events")
 @click.option("--since", help="Show events since (unix time).")
 @click.option("--until", help="Stream events until (unix time).")
-@click.option("-f", "--filter", "filters", multiple=True, help="Filter (type=, event=, container=).")
+@click.option(
+    "-f", "--filter", "filters", multiple=True, help="Filter (type=, event=, container=)."
+)
 @click.option("--format", "fmt", help="Go template or 'json'.")
 @pass_context
-def events(ctx: Context, since: str | None, until: str | None, filters: tuple[str, ...],
-           fmt: str | None) -> None:
+def events(
+    ctx: Context, since: str | None, until: str | None, filters: tuple[str, ...], fmt: str | None
+) -> None:
     """Stream events from the daemon."""
     wanted: dict[str, dict[str, bool]] = {}
     for item in filters:
@@ -91,15 +96,12 @@ def events(ctx: Context, since: str | None, until: str | None, filters: tuple[st
         else:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(event["time"]))
             attrs = ", ".join(f"{k}={v}" for k, v in sorted(event["Actor"]["Attributes"].items()))
-            click.echo(f"{stamp}.{event['timeNano'] % 1_000_000_000:09d} {event['Type']} "
-                       f"{event['Action']} {event['Actor']['ID']} ({attrs})")
+            click.echo(
+                f"{stamp}.{event['timeNano'] % 1_000_000_000:09d} {event['Type']} "
+                f"{event['Action']} {event['Actor']['ID']} ({attrs})"
+            )
 
 
-def register(group: click.Group) -> None:
-    group.add_command(info)
-    group.add_command(version)
-    group.add_command(events)
-    system = click.Group("system", help="Manage Dockyard.")
-    system.add_command(info)
-    system.add_command(events)
-    group.add_command(system)
+system = click.Group("system", help="Manage Dockyard.")
+system.add_command(info)
+system.add_command(events)

@@ -143,7 +143,7 @@ def _lex(src: str) -> list[str | _ActionToks]:
             if m is None:
                 if pos >= len(src):
                     raise _error("unclosed action", src, start)
-                if src[pos] in "\"`":
+                if src[pos] in '"`':
                     raise _error("unterminated string", src, pos)
                 raise _error(f"unexpected {src[pos]!r} in action", src, pos)
             kind, pos = m.lastgroup or "", m.end()
@@ -405,8 +405,15 @@ class _Parser:
 
 _ESCAPE = r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|[0-7]{3}|.)"
 _SIMPLE_ESCAPES = {
-    "a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
-    "\\": "\\", '"': '"',
+    "a": "\a",
+    "b": "\b",
+    "f": "\f",
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+    "v": "\v",
+    "\\": "\\",
+    '"': '"',
 }
 
 
@@ -927,10 +934,12 @@ def _align(text: str) -> str:
 
     def emit(first: int, last: int) -> None:
         for cells in lines[first:last]:
-            out.append("".join(
-                cell + " " * (widths[j] - _width(cell)) if j < len(widths) else cell
-                for j, cell in enumerate(cells)
-            ))
+            out.append(
+                "".join(
+                    cell + " " * (widths[j] - _width(cell)) if j < len(widths) else cell
+                    for j, cell in enumerate(cells)
+                )
+            )
 
     def layout(first: int, last: int) -> None:
         column = len(widths)

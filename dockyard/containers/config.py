@@ -25,33 +25,99 @@ LOG_DRIVERS = ("json-file", "k8s-file", "local", "none")
 
 # Docker's default capability set (moby oci/caps/defaults.go).
 DEFAULT_CAPABILITIES = (
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
-    "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
 )
 ALL_CAPABILITIES = (
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
-    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
-    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
-    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
-    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
 )
 ULIMITS = {
-    "as": "RLIMIT_AS", "core": "RLIMIT_CORE", "cpu": "RLIMIT_CPU", "data": "RLIMIT_DATA",
-    "fsize": "RLIMIT_FSIZE", "locks": "RLIMIT_LOCKS", "memlock": "RLIMIT_MEMLOCK",
-    "msgqueue": "RLIMIT_MSGQUEUE", "nice": "RLIMIT_NICE", "nofile": "RLIMIT_NOFILE",
-    "nproc": "RLIMIT_NPROC", "rss": "RLIMIT_RSS", "rtprio": "RLIMIT_RTPRIO",
-    "rttime": "RLIMIT_RTTIME", "sigpending": "RLIMIT_SIGPENDING", "stack": "RLIMIT_STACK",
+    "as": "RLIMIT_AS",
+    "core": "RLIMIT_CORE",
+    "cpu": "RLIMIT_CPU",
+    "data": "RLIMIT_DATA",
+    "fsize": "RLIMIT_FSIZE",
+    "locks": "RLIMIT_LOCKS",
+    "memlock": "RLIMIT_MEMLOCK",
+    "msgqueue": "RLIMIT_MSGQUEUE",
+    "nice": "RLIMIT_NICE",
+    "nofile": "RLIMIT_NOFILE",
+    "nproc": "RLIMIT_NPROC",
+    "rss": "RLIMIT_RSS",
+    "rtprio": "RLIMIT_RTPRIO",
+    "rttime": "RLIMIT_RTTIME",
+    "sigpending": "RLIMIT_SIGPENDING",
+    "stack": "RLIMIT_STACK",
 }
 
 _INT_FIELDS = (
-    "Memory", "MemorySwap", "MemoryReservation", "NanoCpus", "CpuShares", "CpuPeriod",
-    "CpuQuota", "CpuRealtimePeriod", "CpuRealtimeRuntime", "BlkioWeight", "ShmSize",
-    "OomScoreAdj", "KernelMemory", "CpuCount", "CpuPercent",
+    "Memory",
+    "MemorySwap",
+    "MemoryReservation",
+    "NanoCpus",
+    "CpuShares",
+    "CpuPeriod",
+    "CpuQuota",
+    "CpuRealtimePeriod",
+    "CpuRealtimeRuntime",
+    "BlkioWeight",
+    "ShmSize",
+    "OomScoreAdj",
+    "KernelMemory",
+    "CpuCount",
+    "CpuPercent",
 )
 
 
@@ -85,8 +151,9 @@ def _int(value: Any, field: str) -> int:
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, int):
+        kind = type(value).__name__
         raise InvalidArgument(
-            f"invalid JSON: cannot unmarshal {type(value).__name__} into field {field} of type int64"
+            f"invalid JSON: cannot unmarshal {kind} into field {field} of type int64"
         )
     return value
 
@@ -217,7 +284,9 @@ def _resources(hc: dict[str, Any], ncpu: int) -> None:
     if hc["CpuShares"] < 0:
         raise InvalidArgument("invalid CPU shares: must be a positive value")
     if hc["CpuPeriod"] and not 1000 <= hc["CpuPeriod"] <= 1_000_000:
-        raise InvalidArgument("CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s (i.e. 1000000)")
+        raise InvalidArgument(
+            "CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s (i.e. 1000000)"
+        )
     if hc["CpuQuota"] and 0 < hc["CpuQuota"] < 1000:
         raise InvalidArgument("CPU cfs quota can not be less than 1ms (i.e. 1000)")
     if not 0 <= hc["BlkioWeight"] <= 1000 or 0 < hc["BlkioWeight"] < 10:
@@ -321,16 +390,42 @@ def normalise_host_config(
         host, sep, address = entry.partition(":")
         if not sep or not host or not address:
             raise InvalidArgument(f"invalid IP address in add-host: {address!r}")
-    defaults = {
-        "Binds": None, "ContainerIDFile": "", "PortBindings": {}, "VolumeDriver": "",
-        "VolumesFrom": None, "ConsoleSize": [0, 0], "CgroupnsMode": "private",
-        "ExtraHosts": None, "GroupAdd": None, "Cgroup": "", "Links": None, "Privileged": False,
-        "PublishAllPorts": False, "ReadonlyRootfs": False, "SecurityOpt": None, "UsernsMode": "",
-        "Isolation": "", "CgroupParent": "", "Devices": [], "OomKillDisable": None,
-        "Init": None, "Mounts": None, "Tmpfs": None, "Sysctls": None, "MaskedPaths": None,
-        "ReadonlyPaths": None, "CapAdd": None, "CapDrop": None, "MemorySwappiness": None,
-        "PidsLimit": None, "DeviceCgroupRules": None, "BlkioDeviceReadBps": None,
-        "BlkioDeviceWriteBps": None, "BlkioDeviceReadIOps": None, "BlkioDeviceWriteIOps": None,
+    defaults: dict[str, Any] = {
+        "Binds": None,
+        "ContainerIDFile": "",
+        "PortBindings": {},
+        "VolumeDriver": "",
+        "VolumesFrom": None,
+        "ConsoleSize": [0, 0],
+        "CgroupnsMode": "private",
+        "ExtraHosts": None,
+        "GroupAdd": None,
+        "Cgroup": "",
+        "Links": None,
+        "Privileged": False,
+        "PublishAllPorts": False,
+        "ReadonlyRootfs": False,
+        "SecurityOpt": None,
+        "UsernsMode": "",
+        "Isolation": "",
+        "CgroupParent": "",
+        "Devices": [],
+        "OomKillDisable": None,
+        "Init": None,
+        "Mounts": None,
+        "Tmpfs": None,
+        "Sysctls": None,
+        "MaskedPaths": None,
+        "ReadonlyPaths": None,
+        "CapAdd": None,
+        "CapDrop": None,
+        "MemorySwappiness": None,
+        "PidsLimit": None,
+        "DeviceCgroupRules": None,
+        "BlkioDeviceReadBps": None,
+        "BlkioDeviceWriteBps": None,
+        "BlkioDeviceReadIOps": None,
+        "BlkioDeviceWriteIOps": None,
         "BlkioWeightDevice": None,
     }
     for key, value in defaults.items():
@@ -343,7 +438,7 @@ def normalise_host_config(
         if not os.path.exists(entry["PathOnHost"]):
             raise InvalidArgument(
                 f"error gathering device information while adding custom device "
-                f"\"{entry['PathOnHost']}\": no such file or directory"
+                f'"{entry["PathOnHost"]}": no such file or directory'
             )
     capabilities(hc)  # validates the final set
     return hc
@@ -361,7 +456,9 @@ def effective(
     """The container's configuration: request merged over image, defaults filled, validated."""
     host_config = normalise_host_config(
         _dict(request.get("HostConfig"), "HostConfig"),
-        ncpu=ncpu, runtimes=runtimes, default_runtime=default_runtime,
+        ncpu=ncpu,
+        runtimes=runtimes,
+        default_runtime=default_runtime,
     )
     entrypoint = _strslice(request.get("Entrypoint"), "Entrypoint")
     cmd = _strslice(request.get("Cmd"), "Cmd")
@@ -383,7 +480,10 @@ def effective(
     for source in (image_config.get("ExposedPorts"), request.get("ExposedPorts")):
         for port in _dict(source, "ExposedPorts"):
             exposed[port_key(port)] = {}
-    labels = {**_dict(image_config.get("Labels"), "Labels"), **_dict(request.get("Labels"), "Labels")}
+    labels = {
+        **_dict(image_config.get("Labels"), "Labels"),
+        **_dict(request.get("Labels"), "Labels"),
+    }
     for key, value in labels.items():
         if not isinstance(value, str):
             raise InvalidArgument(f"invalid JSON: label {key} must be a string")
@@ -411,9 +511,9 @@ def effective(
         "OpenStdin": bool(request.get("OpenStdin")),
         "StdinOnce": bool(request.get("StdinOnce")),
         "Env": merge_env(
-            [f"PATH={DEFAULT_PATH}"] if not any(
-                e.startswith("PATH=") for e in image_config.get("Env") or []
-            ) else [],
+            [f"PATH={DEFAULT_PATH}"]
+            if not any(e.startswith("PATH=") for e in image_config.get("Env") or [])
+            else [],
             image_config.get("Env"),
             request.get("Env"),
         ),

@@ -78,9 +78,7 @@ def find_command(root: str, name: str, env: list[str]) -> None:
             raise CommandError(f'exec: "{name}": permission denied', 126)
         return
     if "/" in name:
-        raise CommandError(
-            f'exec: "{name}": stat {name}: no such file or directory', 127
-        )
+        raise CommandError(f'exec: "{name}": stat {name}: no such file or directory', 127)
     raise CommandError(f'exec: "{name}": executable file not found in $PATH', 127)
 
 
@@ -131,20 +129,23 @@ class ExecService:
             console_size=(int(size[0]), int(size[1])) if size and len(size) == 2 else None,
         )
         self._execs[instance.id] = instance
-        self.containers.emit(container, f"exec_create: {' '.join(instance.cmd)}",
-                              execID=instance.id)
+        self.containers.emit(
+            container, f"exec_create: {' '.join(instance.cmd)}", execID=instance.id
+        )
         return instance
 
     def _check_running(self, container: Container) -> None:
         if container.state.status == PAUSED:
-            raise Conflict(
-                f"Container {container.id} is paused, unpause the container before exec"
-            )
+            raise Conflict(f"Container {container.id} is paused, unpause the container before exec")
         if container.state.status != RUNNING:
             raise Conflict(f"container {container.id} is not running")
 
     async def start(
-        self, exec_id: str, *, detach: bool, tty: bool | None = None,
+        self,
+        exec_id: str,
+        *,
+        detach: bool,
+        tty: bool | None = None,
         console_size: tuple[int, int] | None = None,
     ) -> Exec:
         """Start the process. Raises CommandError (after recording the code) if it cannot run."""
@@ -166,8 +167,11 @@ class ExecService:
             instance.exit_code = e.code
             instance.done.set()
             raise
-        user = users.resolve(merged, instance.user or container.config.get("User") or "",
-                             list(container.host_config.get("GroupAdd") or []))
+        user = users.resolve(
+            merged,
+            instance.user or container.config.get("User") or "",
+            list(container.host_config.get("GroupAdd") or []),
+        )
         process = spec.exec_process(
             container,
             cmd=instance.cmd,
@@ -183,14 +187,18 @@ class ExecService:
         conmon = self.containers.monitors[container.runtime]
         workdir = os.path.join(self.containers.paths(container).bundle, "exec", instance.id)
         proc = await runtime_exec.start(
-            conmon, container.id, instance.id, process, workdir,
-            stdin=instance.attach_stdin, detach=detach,
+            conmon,
+            container.id,
+            instance.id,
+            process,
+            workdir,
+            stdin=instance.attach_stdin,
+            detach=detach,
         )
         instance.process = proc
         instance.pid = proc.pid
         instance.running = True
-        self.containers.emit(container, f"exec_start: {' '.join(instance.cmd)}",
-                              execID=instance.id)
+        self.containers.emit(container, f"exec_start: {' '.join(instance.cmd)}", execID=instance.id)
         if detach:
             self._background.add(asyncio.ensure_future(self.finish(instance)))
         return instance
@@ -205,8 +213,7 @@ class ExecService:
         instance.done.set()
         try:
             container = self.containers.get(instance.container_id)
-            self.containers.emit(container, "exec_die", execID=instance.id,
-                                  exitCode=str(code))
+            self.containers.emit(container, "exec_die", execID=instance.id, exitCode=str(code))
         except NotFound:
             pass
         return code

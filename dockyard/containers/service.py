@@ -139,11 +139,13 @@ class ContainerService:
                 raise InvalidArgument(f"multiple IDs found with provided prefix: {ref}")
         raise NotFound(f"No such container: {ref}")
 
-    def list(self) -> list[Container]:
+    def all(self) -> list[Container]:
         return sorted(self._containers.values(), key=lambda c: c.created, reverse=True)
 
     def image_users(self, image_id: str) -> list[tuple[str, bool]]:
-        return [(c.id, c.state.running) for c in self._containers.values() if c.image_id == image_id]
+        return [
+            (c.id, c.state.running) for c in self._containers.values() if c.image_id == image_id
+        ]
 
     def live(self, container: Container) -> _Live:
         live = self._live.get(container.id)
@@ -180,8 +182,12 @@ class ContainerService:
         self.live(container).changed.set()
 
     def emit(self, container: Container, action: str, **extra: str) -> None:
-        attributes = {**container.labels, "image": container.config.get("Image", ""),
-                      "name": container.name, **extra}
+        attributes = {
+            **container.labels,
+            "image": container.config.get("Image", ""),
+            "name": container.name,
+            **extra,
+        }
         self.events.emit("container", action, container.id, attributes)
 
     # -- create --------------------------------------------------------------
@@ -226,9 +232,15 @@ class ContainerService:
             self.rootfs.create(os.path.join(directory, "rootfs"))
             with self.db.transaction():
                 self.db.execute(
-                    "INSERT INTO containers(id, name, image_id, created, record) VALUES (?,?,?,?,?)",
-                    (container.id, container.name, container.image_id, time.time(),
-                     container.to_json()),
+                    "INSERT INTO containers(id, name, image_id, created, record) "
+                    "VALUES (?,?,?,?,?)",
+                    (
+                        container.id,
+                        container.name,
+                        container.image_id,
+                        time.time(),
+                        container.to_json(),
+                    ),
                 )
         except BaseException:
             shutil.rmtree(directory, ignore_errors=True)
@@ -282,14 +294,19 @@ class ContainerService:
         conmon = self.monitors[container.runtime]
         created_in_runtime = False
         try:
-            if not self.images.exists(container.image_id) and container.chain_id:
-                if not self.images.layers.has(container.chain_id):
-                    raise Unavailable(f"image {container.image_id} of this container is gone")
+            chain = container.chain_id
+            if (
+                chain
+                and not self.images.exists(container.image_id)
+                and not self.images.layers.has(chain)
+            ):
+                raise Unavailable(f"image {container.image_id} of this container is gone")
             rootfs_dir = os.path.join(self.dir(container), "rootfs")
             merged = self.rootfs.mount(rootfs_dir, container.chain_id)
             hc = container.host_config
-            user = users.resolve(merged, container.config.get("User") or "",
-                                 list(hc.get("GroupAdd") or []))
+            user = users.resolve(
+                merged, container.config.get("User") or "", list(hc.get("GroupAdd") or [])
+            )
             hostname = container.config.get("Hostname") or container.short_id
             files = etcfiles.write(self.dir(container), hc, hostname)
             caps = cfg.capabilities(hc)
@@ -316,7 +333,8 @@ class ContainerService:
             os.makedirs(paths.bundle, exist_ok=True)
             with open(os.path.join(paths.bundle, "config.json"), "w") as f:
                 json.dump(oci_spec, f)
-            await runtime.delete(container.id)  # a leftover of an earlier crash, if any
+            if os.path.exists(os.path.join(runtime.state_dir, container.id)):
+                await runtime.delete(container.id)  # a leftover of an earlier crash
             stdin = bool(container.config.get("OpenStdin"))
             mon, pid = await conmon.create(
                 container.id,
@@ -450,12 +468,14 @@ class ContainerService:
         live = self.live(container)
         ran = time.monotonic() - live.started_mono
         # Docker's back-off: 100 ms doubling per quick failure, reset after 10 s of running.
-        live.restart_delay = 0.1 if ran >= 10 or not live.restart_delay else min(
-            live.restart_delay * 2, 60
+        live.restart_delay = (
+            0.1 if ran >= 10 or not live.restart_delay else min(live.restart_delay * 2, 60)
         )
         container.state.status = RESTARTING
         self._save(container)
-        live.restart_task = asyncio.ensure_future(self._restart_later(container, live.restart_delay))
+        live.restart_task = asyncio.ensure_future(
+            self._restart_later(container, live.restart_delay)
+        )
 
     async def _restart_later(self, container: Container, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -536,7 +556,9 @@ class ContainerService:
         self.emit(container, "kill", signal="9")
         await live.exited.wait()
 
-    async def restart(self, ref: str, timeout: int | None = None, signal: str | None = None) -> None:
+    async def restart(
+        self, ref: str, timeout: int | None = None, signal: str | None = None
+    ) -> None:
         container = self.get(ref)
         if container.state.status in (RUNNING, PAUSED):
             container.state.stopped_by_user = True
@@ -671,9 +693,8 @@ class ContainerService:
         container = self.get(ref)
         path = self.paths(container).log
         live = self.live(container)
-        if not os.path.exists(path):
-            if not follow or not container.state.running:
-                return
+        if not os.path.exists(path) and (not follow or not container.state.running):
+            return
         f = None
         try:
             while f is None:
@@ -759,8 +780,10 @@ class ContainerService:
             raise Conflict(f"Container {container.id} is not running")
         pids = set(await self.runtimes[container.runtime].processes(container.id))
         proc = await asyncio.create_subprocess_exec(
-            "ps", *(ps_args.split() if ps_args else ["-ef"]),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            "ps",
+            *(ps_args.split() if ps_args else ["-ef"]),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
             # Without a terminal, ps cuts lines at 80 columns unless told otherwise.
             env={**os.environ, "COLUMNS": "4096"},
         )
@@ -777,7 +800,11 @@ class ContainerService:
         processes = []
         for line in lines[1:]:
             fields = line.split(None, len(titles) - 1)
-            if len(fields) > pid_index and fields[pid_index].isdigit() and int(fields[pid_index]) in pids:
+            if (
+                len(fields) > pid_index
+                and fields[pid_index].isdigit()
+                and int(fields[pid_index]) in pids
+            ):
                 processes.append(fields)
         return titles, processes
 
@@ -806,12 +833,11 @@ class ContainerService:
             elif state.status == REMOVING:
                 async with self.live(container).lock:
                     await self._remove(container)
-            elif state.status == EXITED and not state.stopped_by_user:
+            elif state.status == EXITED:
+                # Docker on daemon start: `always` restarts even manually stopped
+                # containers, `unless-stopped` only those that were not.
                 policy = (container.host_config.get("RestartPolicy") or {}).get("Name")
-                if policy in ("always", "unless-stopped"):
-                    self._schedule_restart(container)
-            elif state.status == EXITED and state.stopped_by_user:
-                if (container.host_config.get("RestartPolicy") or {}).get("Name") == "always":
+                if policy == "always" or (policy == "unless-stopped" and not state.stopped_by_user):
                     state.stopped_by_user = False
                     self._schedule_restart(container)
 

@@ -29,7 +29,7 @@ def parse(text: str | int) -> int:
         return _BY_NAME[name]
     for base, anchor in (("SIGRTMIN", signal.SIGRTMIN), ("SIGRTMAX", signal.SIGRTMAX)):
         if name.startswith(base):
-            offset_text = name[len(base):]
+            offset_text = name[len(base) :]
             try:
                 offset = int(offset_text) if offset_text else 0
             except ValueError:

@@ -22,9 +22,18 @@ OCI_VERSION = "1.0.2"
 INIT_PATH = "/sbin/docker-init"
 
 MASKED_PATHS = [
-    "/proc/asound", "/proc/acpi", "/proc/interrupts", "/proc/kcore", "/proc/keys",
-    "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
-    "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
 ]
 READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
 
@@ -68,7 +77,9 @@ def _env(container: Container, hostname: str) -> list[str]:
 
 
 def _rlimits(container: Container, nofile_limit: int) -> list[dict[str, Any]]:
-    limits = {"RLIMIT_NOFILE": {"type": "RLIMIT_NOFILE", "soft": nofile_limit, "hard": nofile_limit}}
+    limits = {
+        "RLIMIT_NOFILE": {"type": "RLIMIT_NOFILE", "soft": nofile_limit, "hard": nofile_limit}
+    }
     for ulimit in container.host_config.get("Ulimits") or []:
         kind = cfg.ULIMITS[ulimit["Name"]]
         limits[kind] = {"type": kind, "soft": ulimit["Soft"], "hard": ulimit["Hard"]}
@@ -125,11 +136,21 @@ def _device(entry: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     kind = "c" if stat.S_ISCHR(st.st_mode) else "b"
     major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
     device = {
-        "path": entry.get("PathInContainer") or host, "type": kind, "major": major,
-        "minor": minor, "fileMode": stat.S_IMODE(st.st_mode), "uid": st.st_uid, "gid": st.st_gid,
+        "path": entry.get("PathInContainer") or host,
+        "type": kind,
+        "major": major,
+        "minor": minor,
+        "fileMode": stat.S_IMODE(st.st_mode),
+        "uid": st.st_uid,
+        "gid": st.st_gid,
     }
-    rule = {"allow": True, "type": kind, "major": major, "minor": minor,
-            "access": entry.get("CgroupPermissions") or "rwm"}
+    rule = {
+        "allow": True,
+        "type": kind,
+        "major": major,
+        "minor": minor,
+        "access": entry.get("CgroupPermissions") or "rwm",
+    }
     return device, rule
 
 
@@ -141,32 +162,85 @@ def _mounts(container: Container, inputs: SpecInputs) -> list[dict[str, Any]]:
     hc = container.host_config
     privileged = bool(hc.get("Privileged"))
     mounts: list[dict[str, Any]] = [
-        {"destination": "/proc", "type": "proc", "source": "proc",
-         "options": ["nosuid", "noexec", "nodev"]},
-        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
-        {"destination": "/sys", "type": "sysfs", "source": "sysfs",
-         "options": ["nosuid", "noexec", "nodev", "rw" if privileged else "ro"]},
-        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
-         "options": ["nosuid", "noexec", "nodev", "relatime", "rw" if privileged else "ro"]},
-        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
-         "options": ["nosuid", "noexec", "nodev"]},
+        {
+            "destination": "/proc",
+            "type": "proc",
+            "source": "proc",
+            "options": ["nosuid", "noexec", "nodev"],
+        },
+        {
+            "destination": "/dev",
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
+        },
+        {
+            "destination": "/dev/pts",
+            "type": "devpts",
+            "source": "devpts",
+            "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+        },
+        {
+            "destination": "/sys",
+            "type": "sysfs",
+            "source": "sysfs",
+            "options": ["nosuid", "noexec", "nodev", "rw" if privileged else "ro"],
+        },
+        {
+            "destination": "/sys/fs/cgroup",
+            "type": "cgroup",
+            "source": "cgroup",
+            "options": ["nosuid", "noexec", "nodev", "relatime", "rw" if privileged else "ro"],
+        },
+        {
+            "destination": "/dev/mqueue",
+            "type": "mqueue",
+            "source": "mqueue",
+            "options": ["nosuid", "noexec", "nodev"],
+        },
     ]
     if hc.get("IpcMode") == "host":
-        mounts.append({"destination": "/dev/shm", "type": "bind", "source": "/dev/shm",
-                       "options": ["rbind", "rprivate"]})
+        mounts.append(
+            {
+                "destination": "/dev/shm",
+                "type": "bind",
+                "source": "/dev/shm",
+                "options": ["rbind", "rprivate"],
+            }
+        )
     else:
-        mounts.append({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-                       "options": ["nosuid", "noexec", "nodev", "mode=1777",
-                                   f"size={hc.get('ShmSize') or cfg.DEFAULT_SHM_SIZE}"]})
+        mounts.append(
+            {
+                "destination": "/dev/shm",
+                "type": "tmpfs",
+                "source": "shm",
+                "options": [
+                    "nosuid",
+                    "noexec",
+                    "nodev",
+                    "mode=1777",
+                    f"size={hc.get('ShmSize') or cfg.DEFAULT_SHM_SIZE}",
+                ],
+            }
+        )
     for destination, source in inputs.files.items():
-        mounts.append({"destination": destination, "type": "bind", "source": source,
-                       "options": ["rbind", "rprivate"]})
+        mounts.append(
+            {
+                "destination": destination,
+                "type": "bind",
+                "source": source,
+                "options": ["rbind", "rprivate"],
+            }
+        )
     if inputs.init_binary:
-        mounts.append({"destination": INIT_PATH, "type": "bind", "source": inputs.init_binary,
-                       "options": ["bind", "ro", "rprivate"]})
+        mounts.append(
+            {
+                "destination": INIT_PATH,
+                "type": "bind",
+                "source": inputs.init_binary,
+                "options": ["bind", "ro", "rprivate"],
+            }
+        )
     return mounts
 
 
@@ -179,8 +253,11 @@ def generate(container: Container, inputs: SpecInputs) -> dict[str, Any]:
         argv = [INIT_PATH, "--", *argv]
     process: dict[str, Any] = {
         "terminal": container.tty,
-        "user": {"uid": inputs.user.uid, "gid": inputs.user.gid,
-                 "additionalGids": inputs.user.additional_gids or [inputs.user.gid]},
+        "user": {
+            "uid": inputs.user.uid,
+            "gid": inputs.user.gid,
+            "additionalGids": inputs.user.additional_gids or [inputs.user.gid],
+        },
         "args": argv,
         "env": _env(container, inputs.hostname),
         "cwd": container.config.get("WorkingDir") or "/",
@@ -249,8 +326,11 @@ def exec_process(
     caps = list(cfg.ALL_CAPABILITIES) if privileged else cfg.capabilities(container.host_config)
     process: dict[str, Any] = {
         "terminal": tty,
-        "user": {"uid": user.uid, "gid": user.gid,
-                 "additionalGids": user.additional_gids or [user.gid]},
+        "user": {
+            "uid": user.uid,
+            "gid": user.gid,
+            "additionalGids": user.additional_gids or [user.gid],
+        },
         "args": cmd,
         "env": cfg.merge_env(_env(container, hostname), env, ["TERM=xterm"] if tty else None),
         "cwd": cwd or "/",

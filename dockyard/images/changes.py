@@ -8,8 +8,18 @@ from typing import Any
 
 from dockyard.errors import InvalidArgument
 
-_ALLOWED = {"CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "ONBUILD", "STOPSIGNAL", "USER",
-            "VOLUME", "WORKDIR"}
+_ALLOWED = {
+    "CMD",
+    "ENTRYPOINT",
+    "ENV",
+    "EXPOSE",
+    "LABEL",
+    "ONBUILD",
+    "STOPSIGNAL",
+    "USER",
+    "VOLUME",
+    "WORKDIR",
+}
 
 
 def _args(rest: str) -> list[str]:

@@ -95,10 +95,19 @@ class ImageService:
             self._configs[image_id] = config
         tags = [
             reference.parse(r["ref"])
-            for r in self.db.all("SELECT ref FROM tags WHERE image_id=? ORDER BY tagged", (image_id,))
+            for r in self.db.all(
+                "SELECT ref FROM tags WHERE image_id=? ORDER BY tagged", (image_id,)
+            )
         ]
-        return Image(row["id"], row["manifest_digest"], config, row["created"], row["size"],
-                     row["added"], tags)
+        return Image(
+            row["id"],
+            row["manifest_digest"],
+            config,
+            row["created"],
+            row["size"],
+            row["added"],
+            tags,
+        )
 
     def resolve(self, name: str) -> Image:
         """Find an image by reference, full ID or unique ID prefix."""
@@ -138,7 +147,7 @@ class ImageService:
                 raise InvalidArgument(f"multiple IDs found with provided prefix: {hex_part}")
         return None
 
-    def list(self) -> list[Image]:
+    def all(self) -> list[Image]:
         rows = self.db.all("SELECT id FROM images ORDER BY added DESC")
         return [self._load(r["id"]) for r in rows]
 
@@ -197,8 +206,7 @@ class ImageService:
             "config": run_config,
             "rootfs": {"type": "layers", "diff_ids": [diff_id]},
             "history": [
-                {"created": created, "created_by": "",
-                 "comment": message or "Imported from -"}
+                {"created": created, "created_by": "", "comment": message or "Imported from -"}
             ],
         }
         image = self.add(config, [oci.descriptor(oci.LAYER, diff_id, blob_size)], layer.size)
@@ -311,7 +319,7 @@ class ImageService:
         """Remove dangling images (every unused image with `all`)."""
         report: list[dict[str, str]] = []
         before = self.disk_usage()
-        for image in self.list():
+        for image in self.all():
             if image.tags and not all:
                 continue
             if self.image_users(image.id):
@@ -340,11 +348,12 @@ class ImageService:
             except NotFound:
                 continue
             live_blobs.update(layer["digest"] for layer in manifest.get("layers", []))
-        for chain in self.container_chains():
-            while chain:
-                live_chains.add(chain)
-                layer = self.layers.get(chain)
-                chain = layer.parent if layer else None
+        for top in self.container_chains():
+            current: str | None = top
+            while current:
+                live_chains.add(current)
+                found = self.layers.get(current)
+                current = found.parent if found else None
         for layer in self.layers.all():
             if layer.chain_id not in live_chains:
                 self.layers.remove(layer.chain_id)

@@ -90,7 +90,8 @@ def memory_usage(layout: CgroupLayout, path: str) -> dict[str, int]:
     if d is None:
         return {}
     names = (
-        ("memory.current", "memory.max") if layout.mode == "v2"
+        ("memory.current", "memory.max")
+        if layout.mode == "v2"
         else ("memory.usage_in_bytes", "memory.limit_in_bytes")
     )
     values: dict[str, int] = {}

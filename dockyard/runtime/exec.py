@@ -32,8 +32,15 @@ from dockyard.runtime.oci import error_message
 class ExecProcess:
     """One running exec: output, stdin, resize and exit code."""
 
-    def __init__(self, workdir: str, sync: PipeReader, conn: AttachConnection | None,
-                 pid: int, exit_dir: str, container_id: str) -> None:
+    def __init__(
+        self,
+        workdir: str,
+        sync: PipeReader,
+        conn: AttachConnection | None,
+        pid: int,
+        exit_dir: str,
+        container_id: str,
+    ) -> None:
         self._workdir = workdir
         self._sync = sync
         self._conn = conn
@@ -116,18 +123,33 @@ async def start(
     with open(process_file, "w") as f:
         json.dump(process, f)
     argv = [
-        conmon.path, "--api-version", "1",
-        "-c", container_id, "-u", exec_id,
-        "-r", conmon.runtime.path,
+        conmon.path,
+        "--api-version",
+        "1",
+        "-c",
+        container_id,
+        "-u",
+        exec_id,
+        "-r",
+        conmon.runtime.path,
         *[arg for a in conmon.runtime.global_args for arg in ("--runtime-arg", a)],
-        "-b", workdir,
-        "-p", os.path.join(workdir, "pid"),
-        "-P", os.path.join(workdir, "conmon.pid"),
-        "-l", "none",
-        "--exit-dir", workdir,
-        "--socket-dir-path", conmon.socket_dir,
-        "--log-level", "warning",
-        "-e", "--exec-process-spec", process_file,
+        "-b",
+        workdir,
+        "-p",
+        os.path.join(workdir, "pid"),
+        "-P",
+        os.path.join(workdir, "conmon.pid"),
+        "-l",
+        "none",
+        "--exit-dir",
+        workdir,
+        "--socket-dir-path",
+        conmon.socket_dir,
+        "--log-level",
+        "warning",
+        "-e",
+        "--exec-process-spec",
+        process_file,
     ]
     attach = not detach
     if attach:
@@ -139,8 +161,11 @@ async def start(
     sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
     start_r, start_w = os.pipe2(os.O_CLOEXEC)
     attach_r, attach_w = os.pipe2(os.O_CLOEXEC)
-    env = {"PATH": os.environ.get("PATH", ""), "_OCI_SYNCPIPE": str(sync_w),
-           "_OCI_STARTPIPE": str(start_r)}
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "_OCI_SYNCPIPE": str(sync_w),
+        "_OCI_STARTPIPE": str(start_r),
+    }
     passed = [sync_w, start_r]
     if attach:
         env["_OCI_ATTACHPIPE"] = str(attach_w)
@@ -151,8 +176,13 @@ async def start(
     try:
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE, pass_fds=passed, env=env, start_new_session=True,
+                *argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                pass_fds=passed,
+                env=env,
+                start_new_session=True,
             )
         finally:
             for fd in (sync_w, start_r, attach_w):
@@ -161,8 +191,10 @@ async def start(
         _, early_err = await proc.communicate()
         if attach:
             if not await attach_reader.line():
-                raise Unavailable("exec monitor failed: "
-                                  + (early_err.decode(errors="replace").strip() or "no reply"))
+                raise Unavailable(
+                    "exec monitor failed: "
+                    + (early_err.decode(errors="replace").strip() or "no reply")
+                )
             conn = await AttachConnection.open(conmon.attach_socket(exec_id))
             os.write(start_w, b"0")  # now run the process
         reply = await sync.line()

@@ -116,17 +116,32 @@ class Conmon:
             except FileNotFoundError:
                 pass
         argv = [
-            self.path, "--api-version", "1",
-            "-c", cid, "-u", cid, "-n", name,
-            "-r", self.runtime.path,
+            self.path,
+            "--api-version",
+            "1",
+            "-c",
+            cid,
+            "-u",
+            cid,
+            "-n",
+            name,
+            "-r",
+            self.runtime.path,
             *[arg for a in self.runtime.global_args for arg in ("--runtime-arg", a)],
-            "-b", paths.bundle,
-            "-p", paths.pid_file,
-            "-P", paths.monitor_pid_file,
-            "-l", f"k8s-file:{paths.log}",
-            "--persist-dir", paths.persist,
-            "--socket-dir-path", self.socket_dir,
-            "--log-level", "warning",
+            "-b",
+            paths.bundle,
+            "-p",
+            paths.pid_file,
+            "-P",
+            paths.monitor_pid_file,
+            "-l",
+            f"k8s-file:{paths.log}",
+            "--persist-dir",
+            paths.persist,
+            "--socket-dir-path",
+            self.socket_dir,
+            "--log-level",
+            "warning",
         ]
         if terminal:
             argv.append("-t")
@@ -138,7 +153,9 @@ class Conmon:
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
                 pass_fds=(write_fd,),
                 env={"_OCI_SYNCPIPE": str(write_fd), "PATH": os.environ.get("PATH", "")},
                 start_new_session=True,
@@ -187,7 +204,12 @@ class PipeReader:
         loop = asyncio.get_running_loop()
         while b"\n" not in self._buffer and not self._eof:
             ready: asyncio.Future[None] = loop.create_future()
-            loop.add_reader(self.fd, lambda: ready.done() or ready.set_result(None))
+
+            def wake(ready: asyncio.Future[None] = ready) -> None:
+                if not ready.done():
+                    ready.set_result(None)
+
+            loop.add_reader(self.fd, wake)
             try:
                 await ready
             finally:

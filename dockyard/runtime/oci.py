@@ -53,8 +53,12 @@ def probe(info: RuntimeInfo, cgroup_parent: str) -> str | None:
         cid = "dockyard-probe-" + secrets.token_hex(4)
         config = {
             "ociVersion": "1.0.2",
-            "process": {"args": ["/dockyard-probe"], "cwd": "/", "user": {"uid": 0, "gid": 0},
-                        "env": ["PATH=/"]},
+            "process": {
+                "args": ["/dockyard-probe"],
+                "cwd": "/",
+                "user": {"uid": 0, "gid": 0},
+                "env": ["PATH=/"],
+            },
             "root": {"path": "rootfs"},
             "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
             "linux": {
@@ -69,13 +73,19 @@ def probe(info: RuntimeInfo, cgroup_parent: str) -> str | None:
         try:
             result = subprocess.run(
                 [info.path, "--root", state, "run", "--bundle", bundle, cid],
-                capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=30,
+                stdin=subprocess.DEVNULL,
             )
         except (OSError, subprocess.TimeoutExpired) as e:
             return str(e)
         finally:
-            subprocess.run([info.path, "--root", state, "delete", "--force", cid],
-                           capture_output=True, timeout=30)
+            subprocess.run(
+                [info.path, "--root", state, "delete", "--force", cid],
+                capture_output=True,
+                timeout=30,
+            )
         message = (result.stderr + result.stdout).strip()
         if result.returncode != 0 and re.search(r"no such file|not found", message, re.I):
             return None
@@ -111,9 +121,12 @@ class Runtime:
 
     async def _run(self, *args: str, input: bytes | None = None) -> tuple[int, str, str]:
         proc = await asyncio.create_subprocess_exec(
-            self.path, *self.global_args, *args,
+            self.path,
+            *self.global_args,
+            *args,
             stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         out, err = await proc.communicate(input)
         return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
@@ -153,8 +166,9 @@ class Runtime:
             raise Unavailable(error_message(err) or f"{self.name} resume failed")
 
     async def update(self, cid: str, resources: dict[str, Any]) -> None:
-        rc, _, err = await self._run("update", "--resources", "-", cid,
-                                     input=json.dumps(resources).encode())
+        rc, _, err = await self._run(
+            "update", "--resources", "-", cid, input=json.dumps(resources).encode()
+        )
         if rc != 0:
             raise Unavailable(error_message(err) or f"{self.name} update failed")
 
@@ -165,8 +179,16 @@ class Runtime:
         pids: list[int] = json.loads(out or "[]") or []
         return pids
 
-    def exec_argv(self, cid: str, process_file: str, *, tty: bool, console_socket: str | None,
-                  detach: bool = False, pid_file: str | None = None) -> list[str]:
+    def exec_argv(
+        self,
+        cid: str,
+        process_file: str,
+        *,
+        tty: bool,
+        console_socket: str | None,
+        detach: bool = False,
+        pid_file: str | None = None,
+    ) -> list[str]:
         argv = [self.path, *self.global_args, "exec", "--process", process_file]
         if tty:
             argv.append("--tty")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import Daemon
+from tests.harness import Daemon
 
 
 def test_ping_get_and_head(daemon: Daemon) -> None:
@@ -25,6 +25,7 @@ def test_info_reports_runtime_and_cgroup_mode(daemon: Daemon) -> None:
     assert "Default Runtime: " in result.stdout
     assert "Cgroup Version: " in result.stdout
     status, info = daemon.api("GET", "/info")
+    assert status == 200
     assert info["DefaultRuntime"] in info["Runtimes"]
     assert info["CgroupMode"] in ("v1", "hybrid", "v2")
     assert info["Swarm"]["LocalNodeState"] == "inactive"
@@ -45,8 +46,9 @@ def test_unknown_endpoint_is_a_json_404(daemon: Daemon) -> None:
 
 
 def test_malformed_json_is_a_400_without_traceback(daemon: Daemon) -> None:
-    status, body = daemon.api("POST", "/v1.45/containers/create", b"{not json",
-                              {"Content-Type": "application/json"})
+    status, body = daemon.api(
+        "POST", "/v1.45/containers/create", b"{not json", {"Content-Type": "application/json"}
+    )
     assert status == 400
     assert body["message"].startswith("invalid JSON")
     assert "Traceback" not in body["message"]

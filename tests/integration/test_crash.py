@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from tests.conftest import Daemon
+from tests.harness import Daemon
 
 IMAGE = "demo/busybox:1"
 
@@ -18,9 +18,17 @@ def test_kill9_of_the_daemon_keeps_containers_and_logs(own_daemon: Daemon) -> No
     d = own_daemon
     names = [f"crash{i}" for i in range(5)]
     for name in names:
-        d.cli("run", "-d", "--name", name, IMAGE, "sh", "-c",
-              "trap 'exit 0' TERM; i=0; while :; do echo $i; i=$((i+1)); sleep 0.1; done",
-              check=True)
+        d.cli(
+            "run",
+            "-d",
+            "--name",
+            name,
+            IMAGE,
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; i=0; while :; do echo $i; i=$((i+1)); sleep 0.1; done",
+            check=True,
+        )
     d.cli("run", "-d", "--name", "short", IMAGE, "sh", "-c", "sleep 1; exit 42", check=True)
     pids = {name: _inspect(d, name)["State"]["Pid"] for name in names}
     time.sleep(0.5)
@@ -47,8 +55,18 @@ def test_kill9_of_the_daemon_keeps_containers_and_logs(own_daemon: Daemon) -> No
 
 def test_attach_and_wait_work_on_adopted_containers(own_daemon: Daemon) -> None:
     d = own_daemon
-    d.cli("run", "-d", "-i", "--name", "adopted2", IMAGE, "sh", "-c",
-          "read line; echo got $line; exit 6", check=True)
+    d.cli(
+        "run",
+        "-d",
+        "-i",
+        "--name",
+        "adopted2",
+        IMAGE,
+        "sh",
+        "-c",
+        "read line; echo got $line; exit 6",
+        check=True,
+    )
     d.kill9()
     d.start()
     result = d.docker("attach", "adopted2", input=b"hello\n")

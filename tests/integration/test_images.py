@@ -10,7 +10,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.conftest import Daemon
+from tests.harness import Daemon
 
 
 def test_import_records_a_real_oci_manifest(daemon: Daemon, busybox_tar: Path) -> None:
@@ -26,8 +26,11 @@ def test_import_records_a_real_oci_manifest(daemon: Daemon, busybox_tar: Path) -
     config = json.loads((blobs / image_id.removeprefix("sha256:")).read_bytes())
     assert config["rootfs"]["diff_ids"] == inspect["RootFS"]["Layers"]
     manifests = [json.loads(p.read_bytes()) for p in blobs.iterdir() if p.stat().st_size < 4096]
-    manifest = next(m for m in manifests if isinstance(m, dict) and m.get("config", {})
-                    .get("digest") == image_id)
+    manifest = next(
+        m
+        for m in manifests
+        if isinstance(m, dict) and m.get("config", {}).get("digest") == image_id
+    )
     assert manifest["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
     assert manifest["layers"][0]["digest"] == inspect["RootFS"]["Layers"][0]
     daemon.cli("rmi", "imp/cli:1", check=True)
@@ -35,8 +38,16 @@ def test_import_records_a_real_oci_manifest(daemon: Daemon, busybox_tar: Path) -
 
 def test_import_gzip_through_docker_cli_with_changes(daemon: Daemon, busybox_tar: Path) -> None:
     compressed = gzip.compress(busybox_tar.read_bytes())
-    result = daemon.docker("import", "--change", "CMD [\"echo\", \"from-change\"]",
-                           "--change", "ENV GREETING=hi", "-", "imp/docker:2", input=compressed)
+    result = daemon.docker(
+        "import",
+        "--change",
+        'CMD ["echo", "from-change"]',
+        "--change",
+        "ENV GREETING=hi",
+        "-",
+        "imp/docker:2",
+        input=compressed,
+    )
     assert result.returncode == 0, result.stderr
     run = daemon.docker("run", "--rm", "imp/docker:2")
     assert run.stdout.strip() == "from-change"
@@ -85,8 +96,9 @@ def test_unknown_image_is_a_404_with_dockers_text(daemon: Daemon) -> None:
     assert status == 404 and body["message"] == "No such image: nope:1"
 
 
-def test_rmi_refuses_while_a_container_uses_the_image(daemon: Daemon, busybox_tar: Path,
-                                                      name: str) -> None:
+def test_rmi_refuses_while_a_container_uses_the_image(
+    daemon: Daemon, busybox_tar: Path, name: str
+) -> None:
     image_id = daemon.cli("import", str(busybox_tar), "inuse/img:1", check=True).stdout.strip()
     daemon.cli("create", "--name", name, "inuse/img:1", "true", check=True)
     refused = daemon.cli("rmi", "inuse/img:1")
@@ -102,8 +114,9 @@ def test_rmi_refuses_while_a_container_uses_the_image(daemon: Daemon, busybox_ta
     daemon.cli("rm", name, check=True)
 
 
-def test_rmi_refuses_running_container_even_with_force(daemon: Daemon, busybox_tar: Path,
-                                                       name: str) -> None:
+def test_rmi_refuses_running_container_even_with_force(
+    daemon: Daemon, busybox_tar: Path, name: str
+) -> None:
     image_id = daemon.cli("import", str(busybox_tar), "running/img:1", check=True).stdout.strip()
     daemon.cli("run", "-d", "--name", name, "running/img:1", "sleep", "60", check=True)
     result = daemon.cli("rmi", "-f", image_id)

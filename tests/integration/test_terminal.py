@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pty
 import select
@@ -9,17 +10,17 @@ import struct
 import sys
 import termios
 import time
-import fcntl
 
 import pytest
 
-from tests.conftest import REPO, Daemon
+from tests.harness import REPO, Daemon
 
 IMAGE = "demo/busybox:1"
 
 
-def drive(argv: list[str], env: dict[str, str], steps: list[bytes],
-          size: tuple[int, int] = (30, 100)) -> tuple[int, str]:
+def drive(
+    argv: list[str], env: dict[str, str], steps: list[bytes], size: tuple[int, int] = (30, 100)
+) -> tuple[int, str]:
     """Run argv on a new pty of the given size, type each step, return (exit code, screen)."""
     pid, fd = pty.fork()
     if pid == 0:
@@ -44,7 +45,10 @@ def drive(argv: list[str], env: dict[str, str], steps: list[bytes],
 
     read_for(1.0)
     for step in steps:
-        os.write(fd, step)
+        if isinstance(step, tuple):  # the user resizes their terminal window
+            fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", step[0], step[1], 0, 0))
+        else:
+            os.write(fd, step)
         read_for(0.7)
     read_for(3.0)
     _, status = os.waitpid(pid, 0)
@@ -60,10 +64,11 @@ def test_run_it_gives_a_real_terminal(daemon: Daemon, tool: str) -> None:
     else:
         argv = ["docker", "run", "-it", "--rm", IMAGE, "sh"]
         env = {**os.environ, "DOCKER_HOST": daemon.host}
-    code, screen = drive(argv, env, [b"tty; stty size\r", b"exit 5\r"])
+    code, screen = drive(argv, env, [b"tty; stty size\r", (50, 132), b"stty size\r", b"exit 5\r"])
     assert code == 5, screen
     assert "/dev/pts/0" in screen
     assert "30 100" in screen  # the client's terminal size reached the container
+    assert "50 132" in screen  # and so did the resize
 
 
 def test_exec_it_and_resize(daemon: Daemon, name: str) -> None:

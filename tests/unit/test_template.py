@@ -8,8 +8,14 @@ from dockyard.cli.template import TemplateError, format_rows, render
 CONTAINER = {
     "Id": "4fa6e0f0c6786287e131c3852c58a2e01cc697a68231826813597e4994f1d6e2",
     "Name": "/web",
-    "State": {"Status": "running", "Running": True, "Paused": False, "Pid": 4242,
-              "ExitCode": 0, "Health": None},
+    "State": {
+        "Status": "running",
+        "Running": True,
+        "Paused": False,
+        "Pid": 4242,
+        "ExitCode": 0,
+        "Health": None,
+    },
     "Config": {
         "Image": "nginx:latest",
         "Cmd": ["nginx", "-g", "daemon off;"],
@@ -46,8 +52,11 @@ def test_template_error_is_a_value_error() -> None:
         ("{{.State.Running}} {{.State.Paused}}", "true false"),
         ("{{.Config.Cmd}}", "[nginx -g daemon off;]"),
         ("{{.Config.Labels}}", "map[a:1 com.example.team:web empty:]"),
-        ("{{.Mounts}}", "[map[Destination:/data RW:true Type:volume] "
-                        "map[Destination:/etc/nginx RW:false Type:bind]]"),
+        (
+            "{{.Mounts}}",
+            "[map[Destination:/data RW:true Type:volume] "
+            "map[Destination:/etc/nginx RW:false Type:bind]]",
+        ),
         ("{{(index .Mounts 1).Destination}}", "/etc/nginx"),
         ('{{(index (index .NetworkSettings.Ports "80/tcp") 0).HostPort}}', "8080"),
     ],
@@ -68,15 +77,21 @@ def test_dot_and_root() -> None:
     ("template", "expected"),
     [
         # Compact, keys in the order given, no HTML escaping (docker turns it off).
-        ("{{json .State}}", '{"Status":"running","Running":true,"Paused":false,"Pid":4242,'
-                            '"ExitCode":0,"Health":null}'),
+        (
+            "{{json .State}}",
+            '{"Status":"running","Running":true,"Paused":false,"Pid":4242,'
+            '"ExitCode":0,"Health":null}',
+        ),
         ("{{json .Config.Cmd}}", '["nginx","-g","daemon off;"]'),
         ("{{json .Config.Env}}", "null"),
         ("{{json .Nope}}", "null"),
         ("{{json .Name}}", '"/web"'),
         ('{{json "<a&b> \\"é\\"\\n\\t\\x01"}}', '"<a&b> \\"é\\"\\n\\t\\u0001"'),
-        ("{{json .Mounts}}", '[{"Type":"volume","Destination":"/data","RW":true},'
-                             '{"Type":"bind","Destination":"/etc/nginx","RW":false}]'),
+        (
+            "{{json .Mounts}}",
+            '[{"Type":"volume","Destination":"/data","RW":true},'
+            '{"Type":"bind","Destination":"/etc/nginx","RW":false}]',
+        ),
     ],
 )
 def test_json(template: str, expected: str) -> None:
@@ -111,8 +126,10 @@ def test_floats_print_like_go(value: float, printed: str, as_json: str) -> None:
         ("{{len .Mounts}} {{len .Config.Labels}} {{len .Name}} {{len .Config.Env}}", "2 3 4 0"),
         ("{{range .Mounts}}{{.Destination}} {{end}}", "/data /etc/nginx "),
         ("{{range $i, $m := .Mounts}}{{$i}}={{$m.Type}};{{end}}", "0=volume;1=bind;"),
-        ("{{range $k, $v := .Config.Labels}}{{$k}}={{$v}},{{end}}",  # sorted keys
-         "a=1,com.example.team=web,empty=,"),
+        (
+            "{{range $k, $v := .Config.Labels}}{{$k}}={{$v}},{{end}}",  # sorted keys
+            "a=1,com.example.team=web,empty=,",
+        ),
         ("{{range .Config.Labels}}[{{.}}]{{end}}", "[1][web][]"),
         ("{{range .Config.Env}}x{{else}}no env{{end}}", "no env"),
         ("{{range .Nope}}x{{else}}none{{end}}", "none"),
@@ -142,8 +159,19 @@ def test_if_else(data: dict[str, object], expected: str) -> None:
 
 @pytest.mark.parametrize(
     ("value", "truth"),
-    [(True, "yes"), (False, "no"), (0, "no"), (1, "yes"), ("", "no"), ("x", "yes"),
-     ([], "no"), ([0], "yes"), ({}, "no"), (None, "no"), (0.0, "no")],
+    [
+        (True, "yes"),
+        (False, "no"),
+        (0, "no"),
+        (1, "yes"),
+        ("", "no"),
+        ("x", "yes"),
+        ([], "no"),
+        ([0], "yes"),
+        ({}, "no"),
+        (None, "no"),
+        (0.0, "no"),
+    ],
 )
 def test_go_truthiness(value: object, truth: str) -> None:
     assert render("{{if .V}}yes{{else}}no{{end}}", {"V": value}) == truth
@@ -163,16 +191,20 @@ def test_go_truthiness(value: object, truth: str) -> None:
         ('[{{pad "x" 1 2}}][{{pad "" 1 2}}]', "[ x  ][]"),
         ('{{.Id | printf "%.12s"}}', "4fa6e0f0c678"),
         ('{{printf "%s has %d mounts" .Name (len .Mounts)}}', "/web has 2 mounts"),
-        ('{{printf "%v %v %v %v" .State.Running .Config.Cmd .State.Health .Nope}}',
-         "true [nginx -g daemon off;] <nil> <nil>"),
+        (
+            '{{printf "%v %v %v %v" .State.Running .Config.Cmd .State.Health .Nope}}',
+            "true [nginx -g daemon off;] <nil> <nil>",
+        ),
         ('{{printf "%q" .Name}} {{printf "%q" "a\\"b\\n"}}', '"/web" "a\\"b\\n"'),
-        ('{{printf "|%-8s|%8s|%05d|%-4d|%.3d|" "ab" "cd" -42 7 5}}',
-         "|ab      |      cd|-0042|7   |005|"),
+        (
+            '{{printf "|%-8s|%8s|%05d|%-4d|%.3d|" "ab" "cd" -42 7 5}}',
+            "|ab      |      cd|-0042|7   |005|",
+        ),
         ('{{printf "100%%"}}', "100%"),
         ('{{printf "%d %s" 1}}', "1 %!s(MISSING)"),
         ('{{printf "%d" "x"}} {{printf "%s" 5}}', "%!d(string=x) %!s(int=5)"),
         ('{{printf "%s" "a" 2}}', "a%!(EXTRA int=2)"),
-        ('{{println .Name 1 true}}', "/web 1 true\n"),
+        ("{{println .Name 1 true}}", "/web 1 true\n"),
         ('{{print 1 2 "a" "b" 3}}', "1 2ab3"),
     ],
 )
@@ -192,8 +224,10 @@ def test_functions(template: str, expected: str) -> None:
         ("{{and .State.Running .State.Pid}} {{and .State.Paused .Nope.X}}", "4242 false"),
         ('{{or .Config.Env "no env"}} {{or .Name .Nope}}', "no env /web"),
         # and/or stop at the first deciding argument, like Go's
-        ("{{if and .Config.Env (index .Config.Env 5)}}x{{else}}short-circuit{{end}}",
-         "short-circuit"),
+        (
+            "{{if and .Config.Env (index .Config.Env 5)}}x{{else}}short-circuit{{end}}",
+            "short-circuit",
+        ),
     ],
 )
 def test_comparisons_and_logic(template: str, expected: str) -> None:
@@ -274,13 +308,22 @@ def test_errors(template: str, message: str) -> None:
 # --- format_rows: docker ps / images ---------------------------------------------------
 
 ROWS = [
-    {"ID": "4fa6e0f0c678", "Image": "nginx:latest", "Names": "web", "Ports": "0.0.0.0:8080->80/tcp",
-     "Labels": {"tier": "front"}},
-    {"ID": "9b1deb4d3b7d", "Image": "redis", "Names": "cache-primary", "Ports": "",
-     "Labels": {}},
+    {
+        "ID": "4fa6e0f0c678",
+        "Image": "nginx:latest",
+        "Names": "web",
+        "Ports": "0.0.0.0:8080->80/tcp",
+        "Labels": {"tier": "front"},
+    },
+    {"ID": "9b1deb4d3b7d", "Image": "redis", "Names": "cache-primary", "Ports": "", "Labels": {}},
 ]
-HEADERS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Names": "NAMES", "Ports": "PORTS",
-           "Labels": "LABELS"}
+HEADERS = {
+    "ID": "CONTAINER ID",
+    "Image": "IMAGE",
+    "Names": "NAMES",
+    "Ports": "PORTS",
+    "Labels": "LABELS",
+}
 
 
 def test_plain_format_is_one_line_per_row() -> None:
@@ -307,8 +350,7 @@ def test_table_columns_are_at_least_ten_wide() -> None:
     rows = [{"Repository": "nginx", "Tag": "latest", "Size": "187MB"}]
     headers = {"Repository": "REPOSITORY", "Tag": "TAG", "Size": "SIZE"}
     assert format_rows("table {{.Repository}}\t{{.Tag}}\t{{.Size}}", rows, headers) == (
-        "REPOSITORY   TAG       SIZE\n"
-        "nginx        latest    187MB\n"
+        "REPOSITORY   TAG       SIZE\nnginx        latest    187MB\n"
     )
 
 
@@ -329,9 +371,7 @@ def test_table_with_wide_characters() -> None:
     # East Asian wide characters take two cells, as go-runewidth counts them.
     rows = [{"Names": "数据库服务", "ID": "1"}, {"Names": "db", "ID": "2"}]
     assert format_rows("table {{.Names}}\\t{{.ID}}", rows, HEADERS) == (
-        "NAMES        CONTAINER ID\n"
-        "数据库服务   1\n"
-        "db           2\n"
+        "NAMES        CONTAINER ID\n数据库服务   1\ndb           2\n"
     )
 
 

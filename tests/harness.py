@@ -1,0 +1,222 @@
+"""A real Dockyard daemon on private paths, and the example image, for tests and benchmarks.
+
+Every daemon gets its own data root, exec root, socket and cgroup parent under a
+temporary directory, so runs never touch the host's Dockyard (or each other)
+and clean up after themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def build_busybox_rootfs(target: Path) -> Path:
+    """The example busybox image's root filesystem, as a tarball."""
+    tar_path = target / "busybox.tar"
+    subprocess.run(
+        [str(REPO / "examples" / "busybox" / "make-rootfs.sh"), str(tar_path)], check=True
+    )
+    return tar_path
+
+
+class Daemon:
+    """A dockyard daemon process with private paths."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.data_root = base / "data"
+        self.exec_root = base / "run"
+        self.socket = str(base / "run" / "d.sock")
+        self.cgroup_parent = "dockyard-test-" + secrets.token_hex(4)
+        self.host = "unix://" + self.socket
+        self.log_path = base / "daemon.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, *extra: str) -> None:
+        self.exec_root.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dockyard",
+                "daemon",
+                "-H",
+                self.host,
+                "--data-root",
+                str(self.data_root),
+                "--exec-root",
+                str(self.exec_root),
+                "--cgroup-parent",
+                self.cgroup_parent,
+                *extra,
+            ],
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            cwd=REPO,
+        )
+        log.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited early:\n{self.log_path.read_text()}")
+            try:
+                with socket.socket(socket.AF_UNIX) as s:
+                    s.connect(self.socket)
+                    s.sendall(b"GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n")
+                    if s.recv(100).startswith(b"HTTP/1.1 200"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"daemon did not start:\n{self.log_path.read_text()}")
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def cli(
+        self, *args: str, input: bytes | None = None, check: bool = False, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "DOCKYARD_HOST": self.host}
+        result = subprocess.run(
+            [sys.executable, "-m", "dockyard", *args],
+            env=env,
+            input=input,
+            capture_output=True,
+            timeout=timeout,
+            cwd=REPO,
+        )
+        completed = subprocess.CompletedProcess(
+            result.args,
+            result.returncode,
+            result.stdout.decode(errors="replace"),
+            result.stderr.decode(errors="replace"),
+        )
+        if check and completed.returncode != 0:
+            raise AssertionError(f"dockyard {' '.join(args)} failed: {completed.stderr}")
+        return completed
+
+    def docker(
+        self, *args: str, input: bytes | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "DOCKER_HOST": self.host, "DOCKER_CONFIG": str(self.base / "docker")}
+        result = subprocess.run(
+            ["docker", *args], env=env, input=input, capture_output=True, timeout=timeout
+        )
+        return subprocess.CompletedProcess(
+            result.args,
+            result.returncode,
+            result.stdout.decode(errors="replace"),
+            result.stderr.decode(errors="replace"),
+        )
+
+    def api(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
+        """A raw API call, for checking status codes and error bodies exactly."""
+        import http.client
+
+        class Conn(http.client.HTTPConnection):
+            def connect(conn) -> None:
+                conn.sock = socket.socket(socket.AF_UNIX)
+                conn.sock.connect(self.socket)
+
+        conn = Conn("localhost", timeout=60)
+        data = (
+            body
+            if isinstance(body, bytes)
+            else (json.dumps(body).encode() if body is not None else None)
+        )
+        conn.request(method, path, body=data, headers=headers or {})
+        resp = conn.getresponse()
+        content = resp.read()
+        conn.close()
+        if resp.getheader("Content-Type") == "application/json" and content:
+            try:
+                return resp.status, json.loads(content)
+            except json.JSONDecodeError:
+                pass
+        return resp.status, content
+
+    def leftovers(self) -> dict[str, list[str]]:
+        """Host state a stopped test daemon must not leave behind."""
+        mounts = [m for m in _mount_points() if str(self.base) in m]
+        cgroups = []
+        for root in Path("/sys/fs/cgroup").iterdir():
+            if (root / self.cgroup_parent).exists():
+                cgroups.append(str(root / self.cgroup_parent))
+        monitors = subprocess.run(
+            ["pgrep", "-f", f"conmon.*{self.exec_root}"], capture_output=True, text=True
+        ).stdout.split()
+        return {"mounts": mounts, "cgroups": cgroups, "monitors": monitors}
+
+    def cleanup(self) -> None:
+        """Kill whatever still runs and remove the daemon's files."""
+        import docker
+
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                client = docker.DockerClient(base_url=self.host, timeout=60)
+                for container in client.containers.list(all=True):
+                    container.remove(force=True)
+                client.close()
+            except Exception:
+                pass
+        self.stop()
+        for pid in subprocess.run(
+            ["pgrep", "-f", f"conmon.*{self.exec_root}"], capture_output=True, text=True
+        ).stdout.split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for target in reversed(_mount_points()):
+            if target.startswith(str(self.base)):
+                subprocess.run(["umount", "-l", target], capture_output=True)
+        for root in Path("/sys/fs/cgroup").iterdir():
+            parent = root / self.cgroup_parent
+            if parent.exists():
+                for child in parent.iterdir():
+                    if child.is_dir():
+                        try:
+                            child.rmdir()
+                        except OSError:
+                            pass
+                try:
+                    parent.rmdir()
+                except OSError:
+                    pass
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _mount_points() -> list[str]:
+    return [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
+
+
+def new_base() -> Path:
+    # Short paths: the monitor's attach socket path must fit in sun_path.
+    return Path(tempfile.mkdtemp(prefix="dy-", dir="/tmp"))
