@@ -22,5 +22,5 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 extra=""
 [ "${1:-}" = "--tests" ] && extra="[test]"
-.venv/bin/pip install -q --disable-pip-version-check -e ".$extra"
+.venv/bin/pip install -q --disable-pip-version-check ".$extra"
 ln -sf "$PWD/.venv/bin/dockyard" /usr/local/bin/dockyard
