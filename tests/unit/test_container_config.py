@@ -1,0 +1,131 @@
+"""Create-request validation and the merge of request over image config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from dockyard.containers import config as cfg
+from dockyard.errors import InvalidArgument, NotFound
+
+IMAGE = {
+    "Env": ["PATH=/usr/bin:/bin", "LANG=C"],
+    "Cmd": ["sh"],
+    "Entrypoint": None,
+    "WorkingDir": "/srv",
+    "Labels": {"from": "image", "shared": "image"},
+    "ExposedPorts": {"80/tcp": {}},
+    "User": "app",
+}
+
+
+def effective(request: dict[str, Any], image: dict[str, Any] | None = None) -> cfg.Effective:
+    return cfg.effective(
+        {"Image": "x", **request},
+        IMAGE if image is None else image,
+        image_name="x",
+        ncpu=2,
+        runtimes=("runc", "crun"),
+        default_runtime="runc",
+    )
+
+
+def test_image_defaults_fill_what_the_request_leaves_out() -> None:
+    result = effective({})
+    assert (result.path, result.args) == ("sh", [])
+    assert result.config["WorkingDir"] == "/srv"
+    assert result.config["User"] == "app"
+    assert result.config["ExposedPorts"] == {"80/tcp": {}}
+    assert result.host_config["NetworkMode"] == "bridge"
+    assert result.host_config["RestartPolicy"] == {"Name": "no", "MaximumRetryCount": 0}
+    assert result.host_config["LogConfig"]["Type"] == "json-file"
+    assert result.host_config["ShmSize"] == 64 << 20
+    assert result.host_config["Runtime"] == "runc"
+
+
+def test_request_env_and_labels_win_per_key() -> None:
+    result = effective({"Env": ["LANG=fr", "NEW=1"], "Labels": {"shared": "request"}})
+    assert result.config["Env"] == ["PATH=/usr/bin:/bin", "LANG=fr", "NEW=1"]
+    assert result.config["Labels"] == {"from": "image", "shared": "request"}
+
+
+def test_default_path_is_added_when_the_image_has_none() -> None:
+    result = effective({}, {"Cmd": ["true"]})
+    assert result.config["Env"][0].startswith("PATH=/usr/local/sbin")
+
+
+def test_entrypoint_override_clears_the_image_cmd() -> None:
+    image = {"Entrypoint": ["/entry"], "Cmd": ["--default"]}
+    assert (effective({}, image).path, effective({}, image).args) == ("/entry", ["--default"])
+    overridden = effective({"Entrypoint": ["/bin/sh"]}, image)
+    assert (overridden.path, overridden.args) == ("/bin/sh", [])
+    with_cmd = effective({"Entrypoint": "/bin/sh", "Cmd": ["-c", "echo"]}, image)
+    assert (with_cmd.path, with_cmd.args) == ("/bin/sh", ["-c", "echo"])
+    cmd_only = effective({"Cmd": ["x"]}, image)
+    assert (cmd_only.path, cmd_only.args) == ("/entry", ["x"])
+
+
+def test_no_command_at_all_is_refused() -> None:
+    with pytest.raises(InvalidArgument, match="No command specified"):
+        effective({}, {})
+
+
+@pytest.mark.parametrize(
+    ("host_config", "message"),
+    [
+        ({"Memory": 1024}, "Minimum memory limit allowed is 6MB"),
+        ({"Memory": "64m"}, "cannot unmarshal str"),
+        ({"Memory": 64 << 20, "MemorySwap": 1 << 20}, "memoryswap limit should be larger"),
+        ({"NanoCpus": 3_000_000_000}, "Range of CPUs is from 0.01 to 2.00"),
+        ({"NanoCpus": 1_000_000_000, "CpuQuota": 50000}, "Nano CPUs and CPU Quota"),
+        ({"RestartPolicy": {"Name": "sometimes"}}, "unknown policy 'sometimes'"),
+        ({"RestartPolicy": {"Name": "always", "MaximumRetryCount": 2}}, "only be used with"),
+        ({"RestartPolicy": {"Name": "on-failure", "MaximumRetryCount": -1}}, "cannot be negative"),
+        ({"AutoRemove": True, "RestartPolicy": {"Name": "always"}}, "AutoRemove"),
+        ({"CapAdd": ["NOT_A_CAP"]}, "unknown capability"),
+        ({"SecurityOpt": ["apparmor"]}, "invalid --security-opt"),
+        ({"LogConfig": {"Type": "asdf"}}, "no log driver named 'asdf' is registered"),
+        ({"Runtime": "kata"}, "unknown or invalid runtime name: kata"),
+        ({"Ulimits": [{"Name": "nofile", "Soft": 10, "Hard": 5}]}, "soft limit must be"),
+        ({"ShmSize": -1}, "SHM size can not be less than 0"),
+        ({"OomScoreAdj": 5000}, "range for oom score adj"),
+    ],
+)
+def test_invalid_host_config_is_refused(host_config: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        effective({"HostConfig": host_config})
+
+
+def test_unknown_network_is_not_found() -> None:
+    with pytest.raises(NotFound, match="network nosuchnet not found"):
+        effective({"HostConfig": {"NetworkMode": "nosuchnet"}})
+
+
+def test_relative_workdir_and_bad_stop_signal_are_refused() -> None:
+    with pytest.raises(InvalidArgument, match="needs to be an absolute path"):
+        effective({"WorkingDir": "srv"})
+    with pytest.raises(InvalidArgument, match="Invalid signal"):
+        effective({"StopSignal": "SIGNOPE"})
+
+
+def test_pids_limit_zero_and_negative_mean_unlimited() -> None:
+    assert effective({"HostConfig": {"PidsLimit": 0}}).host_config["PidsLimit"] is None
+    assert effective({"HostConfig": {"PidsLimit": -1}}).host_config["PidsLimit"] is None
+    assert effective({"HostConfig": {"PidsLimit": 50}}).host_config["PidsLimit"] == 50
+
+
+def test_capability_set_follows_add_and_drop() -> None:
+    default = cfg.capabilities({})
+    assert len(default) == 14 and "CAP_NET_RAW" in default
+    assert "CAP_NET_RAW" not in cfg.capabilities({"CapDrop": ["net_raw"]})
+    assert "CAP_SYS_ADMIN" in cfg.capabilities({"CapAdd": ["SYS_ADMIN"]})
+    assert cfg.capabilities({"CapDrop": ["ALL"], "CapAdd": ["CHOWN"]}) == ["CAP_CHOWN"]
+    assert set(cfg.capabilities({"Privileged": True})) == set(cfg.ALL_CAPABILITIES)
+
+
+def test_security_options() -> None:
+    assert cfg.no_new_privileges({"SecurityOpt": ["no-new-privileges"]})
+    assert cfg.no_new_privileges({"SecurityOpt": ["no-new-privileges:true"]})
+    assert not cfg.no_new_privileges({"SecurityOpt": ["no-new-privileges=false"]})
+    assert cfg.security_option({"SecurityOpt": ["seccomp=unconfined"]}, "seccomp") == "unconfined"
