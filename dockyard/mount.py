@@ -136,7 +136,12 @@ def mount_with_options(source: str, target: str, fstype: str | None, options: st
 
 
 def is_mountpoint(path: str) -> bool:
-    return os.path.ismount(path)
+    if os.path.ismount(path):
+        return True
+    # A bind mount from the same filesystem has its parent's device: ask the kernel's table.
+    path = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4].replace("\\040", " ") == path for line in f)
 
 
 def mount_of(path: str) -> tuple[str, list[str]]:
