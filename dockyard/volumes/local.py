@@ -182,12 +182,20 @@ class LocalDriver:
             data = self._data(name)
             options = self._options(name)
             if (options.get("type") or options.get("device")) and not mount.is_mountpoint(data):
+                device, fstype, o = (
+                    options.get("device", ""),
+                    options.get("type"),
+                    options.get("o", ""),
+                )
                 try:
-                    mount.mount_with_options(
-                        options.get("device", ""), data, options.get("type"), options.get("o", "")
-                    )
+                    mount.mount_with_options(device, data, fstype, o)
                 except OSError as e:
-                    raise Unavailable(f"failed to mount local volume: {e.strerror}") from e
+                    flags, extra = mount.parse_options(o)
+                    detail = f", data: {extra}" if extra else ""
+                    raise Unavailable(
+                        f"failed to mount local volume: mount {device}:{data}, flags: {flags:#x}"
+                        f"{detail}: {os.strerror(e.errno or 0).lower()}"
+                    ) from e
             os.makedirs(self._mounts_dir(name), exist_ok=True)
             with open(os.path.join(self._mounts_dir(name), mount_id), "w"):
                 pass
