@@ -211,8 +211,9 @@ class LocalDriver:
                 os.unlink(os.path.join(self._mounts_dir(name), mount_id))
             except FileNotFoundError:
                 return  # not mounted under this id (or already unmounted): nothing to do
-            if not self._active(name) and mount.is_mountpoint(self._data(name)):
-                mount.unmount(self._data(name))
+            options = self._options(name)
+            if (options.get("type") or options.get("device")) and not self._active(name):
+                mount.unmount(self._data(name))  # the last reference: release the mount
 
         await self._locked(name, work)
 

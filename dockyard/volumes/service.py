@@ -170,10 +170,13 @@ class VolumeService:
         names = [row["name"] for row in self.db.all("SELECT name FROM volumes ORDER BY name")]
         return [v for v in (self._record(n) for n in names) if v is not None]
 
-    def _insert(self, volume: Volume) -> None:
+    def _insert(self, volume: Volume, *, adopt: bool = False) -> None:
+        """Record a volume. A volume found at a driver (`adopt`) never replaces a record; a
+        created one replaces what a concurrent listing may have adopted meanwhile."""
+        verb = "INSERT OR IGNORE" if adopt else "INSERT OR REPLACE"
         with self.db.transaction():
             self.db.execute(
-                "INSERT INTO volumes(name, driver, created, labels, options) VALUES (?,?,?,?,?)",
+                f"{verb} INTO volumes(name, driver, created, labels, options) VALUES (?,?,?,?,?)",
                 (
                     volume.name,
                     volume.driver,
@@ -213,7 +216,7 @@ class VolumeService:
                 continue
             if info is not None:
                 volume = Volume(name, driver.name, _now(), None, None)
-                self._insert(volume)
+                self._insert(volume, adopt=True)
                 return volume
         return None
 
@@ -292,7 +295,7 @@ class VolumeService:
                 for info in await driver.list():
                     if info.name not in known:
                         known.add(info.name)
-                        self._insert(Volume(info.name, driver.name, _now(), None, None))
+                        self._insert(Volume(info.name, driver.name, _now(), None, None), adopt=True)
             except DockyardError as e:
                 warnings.append(f"list {driver.name}: {e.message}")
         used = {p.name for points in self.container_mounts().values() for p in points}
@@ -488,10 +491,48 @@ class VolumeService:
         """Mount a starting container's volumes and return its OCI mount entries, parents
         before children. Copy-up runs once per mount point. On failure everything this
         call mounted is unmounted again."""
-        entries: list[dict[str, Any]] = []
+        volumes = [p for p in points if p.type == mp.VOLUME]
+        records = []
+        for point in volumes:
+            volume = self._record(point.name)
+            if volume is None:
+                raise NotFound(f"get {point.name}: no such volume")
+            self.driver(volume.driver)
+            records.append(volume)
+        ids = [secrets.token_hex(32) for _ in volumes]
+        # Recorded before any driver is asked: from here on, a crash still unmounts.
+        with self.db.transaction():
+            for mount_id, volume in zip(ids, records, strict=True):
+                self.db.execute(
+                    "INSERT INTO volume_mounts(id, volume, driver, container) VALUES (?,?,?,?)",
+                    (mount_id, volume.name, volume.driver, container_id),
+                )
         try:
-            for point in points:
-                entries.append(await self._mount_one(container_id, point, rootfs))
+            results = await asyncio.gather(
+                *(self._driver_mount(v, i) for v, i in zip(records, ids, strict=True)),
+                return_exceptions=True,
+            )
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+            for point, path in zip(volumes, results, strict=True):
+                assert isinstance(path, str)
+                point.source = path
+                self._emit(
+                    "mount",
+                    point.name,
+                    driver=point.driver,
+                    container=container_id,
+                    destination=point.destination,
+                    **{"read/write": str(point.rw).lower()},
+                    propagation=point.propagation,
+                )
+                if point.copy_data:
+                    source = copyup.source_dir(rootfs, point.destination)
+                    if source is not None:
+                        await copyup.copy_up(source, path)
+                    point.copy_data = False  # once per container, as Docker does at create
+            entries = [await self._entry(point) for point in points]
         except BaseException:
             await self.unmount(container_id)
             raise
@@ -506,7 +547,12 @@ class VolumeService:
             )
         return mp.sort_for_mounting(entries, lambda e: e["destination"])
 
-    async def _mount_one(self, container_id: str, point: MountPoint, rootfs: str) -> dict[str, Any]:
+    async def _driver_mount(self, volume: Volume, mount_id: str) -> str:
+        async with self._lock(volume.name):
+            return await self.driver(volume.driver).mount(volume.name, mount_id)
+
+    async def _entry(self, point: MountPoint) -> dict[str, Any]:
+        """The OCI mount entry of a mount point (its volume mounted already)."""
         if point.type == mp.TMPFS:
             options = mp.merge_tmpfs_options([*mp.TMPFS_DEFAULTS, *point.tmpfs_options.split(",")])
             return {
@@ -516,17 +562,14 @@ class VolumeService:
                 "options": options,
             }
         if point.type == mp.BIND:
-            source = point.source
-            if not os.path.exists(source):
+            if not os.path.exists(point.source):
                 if not point.create_source:
                     raise InvalidArgument(
                         f'invalid mount config for type "bind": bind source path does not '
-                        f"exist: {source}"
+                        f"exist: {point.source}"
                     )
-                await asyncio.to_thread(os.makedirs, source, 0o755, True)
-            _check_propagation(source, point.propagation)
-        else:
-            source = await self._mount_volume(container_id, point, rootfs)
+                await asyncio.to_thread(os.makedirs, point.source, 0o755, True)
+            _check_propagation(point.source, point.propagation)
         options = ["bind" if point.non_recursive else "rbind"]
         if not point.rw:
             modes = point.mode.split(",")
@@ -536,67 +579,42 @@ class VolumeService:
         return {
             "destination": point.destination,
             "type": "bind",
-            "source": source,
+            "source": point.source,
             "options": options,
         }
 
-    async def _mount_volume(self, container_id: str, point: MountPoint, rootfs: str) -> str:
-        volume = self._record(point.name)
-        if volume is None:
-            raise NotFound(f"get {point.name}: no such volume")
-        driver = self.driver(volume.driver)
-        mount_id = secrets.token_hex(32)
-        async with self._lock(point.name):
-            # Recorded before the driver is asked: a crash from here on still unmounts.
-            with self.db.transaction():
-                self.db.execute(
-                    "INSERT INTO volume_mounts(id, volume, driver, container) VALUES (?,?,?,?)",
-                    (mount_id, volume.name, volume.driver, container_id),
-                )
-            try:
-                path = await driver.mount(volume.name, mount_id)
-            except BaseException:
-                await self._unmount_id(mount_id, volume.name, volume.driver, container_id)
-                raise
-        self._emit(
-            "mount",
-            volume.name,
-            driver=volume.driver,
-            container=container_id,
-            destination=point.destination,
-            **{"read/write": str(point.rw).lower()},
-            propagation=point.propagation,
-        )
-        point.source = path
-        if point.copy_data:
-            source = copyup.source_dir(rootfs, point.destination)
-            if source is not None:
-                await copyup.copy_up(source, path)
-            point.copy_data = False  # once per container, as Docker does at create
-        return path
-
     async def unmount(self, container_id: str) -> None:
-        """Pair every outstanding Mount of the container with its Unmount."""
+        """Pair every outstanding Mount of the container with its Unmount. An id whose
+        Unmount fails stays recorded: the next unmount of the container, or `restore()`,
+        tries it again."""
         rows = self.db.all(
-            "SELECT id, volume, driver FROM volume_mounts WHERE container=?", (container_id,)
+            "SELECT id, volume, driver, container FROM volume_mounts WHERE container=?",
+            (container_id,),
         )
-        for row in rows:
-            await self._unmount_id(row["id"], row["volume"], row["driver"], container_id)
+        await self._unmount(rows)
 
-    async def _unmount_id(
-        self, mount_id: str, volume: str, driver_name: str, container: str
-    ) -> None:
-        driver = self.drivers.get(driver_name)
-        if driver is not None:
+    async def _unmount(self, rows: list[Any]) -> None:
+        async def one(row: Any) -> bool:
+            driver = self.drivers.get(row["driver"])
+            if driver is None:
+                return True  # the driver is gone: nothing can be paired any more
             try:
-                await driver.unmount(volume, mount_id)
+                async with self._lock(row["volume"]):
+                    await driver.unmount(row["volume"], row["id"])
             except DockyardError as e:
-                # Kept: the next unmount of this container (or restore) tries again.
-                log.warning("unmounting volume %s (%s): %s", volume, mount_id[:12], e.message)
-                return
+                log.warning("unmounting volume %s (%s): %s", row["volume"], row["id"][:12], e)
+                return False
+            return True
+
+        done = await asyncio.gather(*(one(row) for row in rows))
+        paired = [row for row, ok in zip(rows, done, strict=True) if ok]
+        if not paired:
+            return
         with self.db.transaction():
-            self.db.execute("DELETE FROM volume_mounts WHERE id=?", (mount_id,))
-        self._emit("unmount", volume, driver=driver_name, container=container)
+            for row in paired:
+                self.db.execute("DELETE FROM volume_mounts WHERE id=?", (row["id"],))
+        for row in paired:
+            self._emit("unmount", row["volume"], driver=row["driver"], container=row["container"])
 
     # -- engine start -----------------------------------------------------------
 
@@ -615,9 +633,8 @@ class VolumeService:
                 log.warning("volume %s is gone from driver %s: forgotten", volume.name, driver.name)
                 with self.db.transaction():
                     self.db.execute("DELETE FROM volumes WHERE name=?", (volume.name,))
-        for row in self.db.all("SELECT id, volume, driver, container FROM volume_mounts"):
-            if row["container"] not in running:
-                await self._unmount_id(row["id"], row["volume"], row["driver"], row["container"])
+        rows = self.db.all("SELECT id, volume, driver, container FROM volume_mounts")
+        await self._unmount([row for row in rows if row["container"] not in running])
 
 
 def _check_propagation(source: str, propagation: str) -> None:
