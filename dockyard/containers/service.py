@@ -237,6 +237,7 @@ class ContainerService:
         )
         directory = self.dir(container)
         try:
+            self._check_name_free(name)  # again: another create may have taken it meanwhile
             os.makedirs(directory)
             self.rootfs.create(os.path.join(directory, "rootfs"))
             with self.db.transaction():

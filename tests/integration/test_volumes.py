@@ -168,6 +168,19 @@ def test_invalid_mount_specs_are_400_with_dockers_messages(
     assert volume_names(daemon) == before  # nothing half-created
 
 
+def test_a_refused_create_leaves_no_volume_behind(daemon: Daemon, name: str) -> None:
+    daemon.cli("create", "--name", name, IMAGE, "true", check=True)
+    try:
+        before = volume_names(daemon)
+        result = daemon.cli(
+            "create", "--name", name, "-v", "/anon", "-v", f"{name}x:/n", IMAGE, "true"
+        )
+        assert result.returncode == 125 and "is already in use" in result.stderr
+        assert volume_names(daemon) == before
+    finally:
+        daemon.cli("rm", name, check=True)
+
+
 def test_unknown_volume_driver_is_404(daemon: Daemon, name: str) -> None:
     status, body = daemon.api("POST", "/v1.45/volumes/create", {"Name": name, "Driver": "nope"})
     assert (status, body["message"]) == (
@@ -265,6 +278,13 @@ def test_docker_py_volumes_and_mounts(client, daemon: Daemon, tmp_path: Path, na
         remove=True,
     )
     assert output == b"from the host\nro\n"
+    output = client.containers.run(
+        IMAGE,
+        "sh -c 'cat /d/file; echo x > /d/file 2>/dev/null || echo refused'",
+        volumes={name: {"bind": "/d", "mode": "ro"}},
+        remove=True,
+    )
+    assert output == b"v\nrefused\n"
     # docker-py also lists the bind targets in Config.Volumes: no anonymous volume came of it.
     assert volume_names(daemon) == before
     output = client.containers.run(
@@ -303,7 +323,10 @@ def test_bind_mounts(daemon: Daemon, tmp_path: Path) -> None:
         "cat /www/index.html; touch /www/x",
     )
     assert result.stdout == "hi" and "Read-only file system" in result.stderr
-    written = daemon.cli("run", "--rm", "-v", f"{site}:/www", IMAGE, "sh", "-c", "echo w > /www/w")
+    # z and Z (SELinux relabelling) are accepted and change nothing here.
+    written = daemon.cli(
+        "run", "--rm", "-v", f"{site}:/www:z", IMAGE, "sh", "-c", "echo w > /www/w"
+    )
     assert written.returncode == 0 and (site / "w").read_text() == "w\n"
     # A missing host path is created for -v ...
     missing = tmp_path / "made" / "by" / "run"
