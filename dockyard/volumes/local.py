@@ -234,9 +234,3 @@ class LocalDriver:
 
     async def capabilities(self) -> Capabilities:
         return Capabilities(scope="local")
-
-    # -- beyond the protocol --------------------------------------------------
-
-    def options(self, name: str) -> dict[str, str]:
-        """The driver options a volume was created with."""
-        return self._options(name) if self._exists(name) else {}

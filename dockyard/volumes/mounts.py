@@ -138,7 +138,8 @@ def _check_target(kind: str, target: str) -> None:
         raise _config_error(kind, f"invalid mount path: '{target}' mount path must be absolute")
 
 
-def _clean(path: str) -> str:
+def clean(path: str) -> str:
+    """An absolute, normalised container path."""
     return "/" + posixpath.normpath(path).lstrip("/")
 
 
@@ -165,9 +166,9 @@ def parse_bind(raw: str, volume_driver: str = "") -> MountPoint:
             raise _config_error(kind, f"invalid mount path: '{source}' mount path must be absolute")
     except InvalidArgument as e:
         raise InvalidArgument(f"invalid volume specification: '{raw}': {e.message}") from None
-    point = MountPoint(type=kind, destination=_clean(target), mode=mode, rw=read_write(mode))
+    point = MountPoint(type=kind, destination=clean(target), mode=mode, rw=read_write(mode))
     if kind == BIND:
-        point.source = _clean(source)
+        point.source = clean(source)
         point.propagation = _propagation(mode) or DEFAULT_PROPAGATION
         point.create_source = True
     else:
@@ -194,7 +195,7 @@ def parse_mount(spec: dict[str, Any], *, source_exists: Any = os.path.exists) ->
             raise NotImplementedByEngine(f"mounts of type {kind!r} are not supported by Dockyard")
         raise _config_error(kind, "mount type unknown")
     _check_target(kind, target)
-    point = MountPoint(type=kind, destination=_clean(target), rw=not read_only)
+    point = MountPoint(type=kind, destination=clean(target), rw=not read_only)
     if kind == BIND:
         if not source:
             raise _config_error(kind, "field Source must not be empty")
@@ -208,7 +209,7 @@ def parse_mount(spec: dict[str, Any], *, source_exists: Any = os.path.exists) ->
         create = bool((bind_options or {}).get("CreateMountpoint"))
         if not source_exists(source) and not create:
             raise _config_error(kind, f"bind source path does not exist: {source}")
-        point.source = _clean(source)
+        point.source = clean(source)
         point.propagation = propagation or DEFAULT_PROPAGATION
         point.create_source = create
         point.non_recursive = bool((bind_options or {}).get("NonRecursive"))

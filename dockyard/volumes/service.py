@@ -154,10 +154,8 @@ class VolumeService:
         async with self._locks.setdefault(name, asyncio.Lock()):
             yield
 
-    def _record(self, name: str) -> Volume | None:
-        row = self.db.one("SELECT * FROM volumes WHERE name=?", (name,))
-        if row is None:
-            return None
+    @staticmethod
+    def _from_row(row: Any) -> Volume:
         return Volume(
             name=row["name"],
             driver=row["driver"],
@@ -166,9 +164,12 @@ class VolumeService:
             options=json.loads(row["options"]),
         )
 
+    def _record(self, name: str) -> Volume | None:
+        row = self.db.one("SELECT * FROM volumes WHERE name=?", (name,))
+        return None if row is None else self._from_row(row)
+
     def _records(self) -> list[Volume]:
-        names = [row["name"] for row in self.db.all("SELECT name FROM volumes ORDER BY name")]
-        return [v for v in (self._record(n) for n in names) if v is not None]
+        return [self._from_row(row) for row in self.db.all("SELECT * FROM volumes ORDER BY name")]
 
     def _insert(self, volume: Volume, *, adopt: bool = False) -> None:
         """Record a volume. A volume found at a driver (`adopt`) never replaces a record; a
@@ -404,7 +405,7 @@ class VolumeService:
         On failure, volumes this call created are removed again.
         """
         volume_driver = host_config.get("VolumeDriver") or ""
-        tmpfs = {mp._clean(dest): data for dest, data in (host_config.get("Tmpfs") or {}).items()}
+        tmpfs = {mp.clean(dest): data for dest, data in (host_config.get("Tmpfs") or {}).items()}
         for dest, data in (host_config.get("Tmpfs") or {}).items():
             mp.parse_tmpfs(dest, data or "")
         points: dict[str, MountPoint] = {}
@@ -539,7 +540,7 @@ class VolumeService:
         for dest, data in tmpfs.items():
             entries.append(
                 {
-                    "destination": mp._clean(dest),
+                    "destination": mp.clean(dest),
                     "type": "tmpfs",
                     "source": "tmpfs",
                     "options": mp.parse_tmpfs(dest, data or ""),
