@@ -126,13 +126,19 @@ def mount_with_options(source: str, target: str, fstype: str | None, options: st
     """Mount like mount(8) -t FSTYPE -o OPTIONS SOURCE TARGET."""
     flags, data = parse_options(options)
     base = flags & ~(PROPAGATION | MS_REC) | (flags & MS_REC if flags & MS_BIND else 0)
-    if not flags & MS_REMOUNT or data:
+    fresh = not flags & MS_REMOUNT or bool(data)
+    if fresh:
         mount(source, target, fstype if fstype not in ("", "none") else None, base, data)
-    if flags & PROPAGATION:
-        mount("", target, None, flags & (PROPAGATION | MS_REC))
-    if base & (MS_BIND | MS_RDONLY) == MS_BIND | MS_RDONLY:
-        # A bind mount ignores MS_RDONLY until it is remounted.
-        mount("", target, None, base | MS_REMOUNT)
+    try:
+        if flags & PROPAGATION:
+            mount("", target, None, flags & (PROPAGATION | MS_REC))
+        if base & (MS_BIND | MS_RDONLY) == MS_BIND | MS_RDONLY:
+            # A bind mount ignores MS_RDONLY until it is remounted.
+            mount("", target, None, base | MS_REMOUNT)
+    except OSError:
+        if fresh:
+            unmount(target)  # never leave a mount without the options it was asked for
+        raise
 
 
 def is_mountpoint(path: str) -> bool:
