@@ -31,6 +31,8 @@ from dockyard.runtime.monitor import Conmon
 from dockyard.snapshots.layers import LayerStore
 from dockyard.snapshots.rootfs import RootfsManager
 from dockyard.state.db import Database
+from dockyard.volumes.local import LocalDriver
+from dockyard.volumes.service import VolumeService
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +111,9 @@ class Engine:
         self.layers = LayerStore(os.path.join(root, "layers"), self.db)
         self.rootfs = RootfsManager(self.layers)
         self.images = ImageService(self.db, self.content, self.layers, self.events)
+        self.volumes = VolumeService(
+            self.db, [LocalDriver(os.path.join(root, "volumes"))], self.events
+        )
         runtime_state = os.path.join(config.exec_root, "runtime")
         self.runtimes = {
             name: oci.Runtime(info, os.path.join(runtime_state, name))
@@ -137,6 +142,7 @@ class Engine:
                 init_binary=self.facts.init_binary,
                 seccomp=self._seccomp,
             ),
+            self.volumes,
         )
         self.execs = ExecService(self.containers)
 
@@ -160,6 +166,9 @@ class Engine:
 
     async def start(self) -> None:
         await self.containers.restore()
+        await self.volumes.restore(
+            {c.id for c in self.containers.all() if c.state.status in ("running", "paused")}
+        )
 
     async def close(self) -> None:
         await self.containers.shutdown()

@@ -19,6 +19,7 @@ from dockyard.containers.model import (
 )
 from dockyard.images.oci import ZERO_TIME
 from dockyard.units import human_duration
+from dockyard.volumes.mounts import MountPoint
 
 
 def parse_time(text: str) -> float:
@@ -107,6 +108,25 @@ def network_settings(container: Container, *, summary: bool = False) -> dict[str
     }
 
 
+def mount_points(container: Container) -> list[dict[str, Any]]:
+    """`Mounts`: the container's volumes, binds and `--mount` tmpfs (not `--tmpfs`)."""
+    return [_mount_point(point) for point in container.mounts]
+
+
+def _mount_point(point: MountPoint) -> dict[str, Any]:
+    data: dict[str, Any] = {"Type": point.type}
+    if point.name:
+        data["Name"] = point.name
+    data["Source"] = point.source
+    data["Destination"] = point.destination
+    if point.driver:
+        data["Driver"] = point.driver
+    data["Mode"] = point.mode
+    data["RW"] = point.rw
+    data["Propagation"] = point.propagation
+    return data
+
+
 def inspect(container: Container, *, paths: Any, exec_ids: list[str]) -> dict[str, Any]:
     state = container.state
     status = state.status
@@ -150,7 +170,7 @@ def inspect(container: Container, *, paths: Any, exec_ids: list[str]) -> dict[st
                 "MergedDir": f"{paths.persist}/rootfs/merged",
             },
         },
-        "Mounts": [],
+        "Mounts": mount_points(container),
         "Config": container.config,
         "NetworkSettings": network_settings(container),
     }
@@ -174,7 +194,7 @@ def summary(container: Container, image_name: str) -> dict[str, Any]:
         "Status": status_text(container),
         "HostConfig": {"NetworkMode": container.host_config.get("NetworkMode", "bridge")},
         "NetworkSettings": network_settings(container, summary=True),
-        "Mounts": [],
+        "Mounts": mount_points(container),
     }
 
 

@@ -76,6 +76,10 @@ def _matches(eng: Any, container: Container, wanted: filters.Filters) -> bool:
             return False
         if key == "health" and "none" not in values:
             return False
+        if key == "volume" and not any(
+            v in (point.name, point.destination) for point in container.mounts for v in values
+        ):
+            return False
     return True
 
 
@@ -207,7 +211,9 @@ async def wait(request: web.Request) -> web.StreamResponse:
 async def remove(request: web.Request) -> web.StreamResponse:
     eng = engine(request)
     container = eng.containers.get(request.match_info["id"])
-    await eng.containers.remove(container.id, force=query_bool(request, "force"))
+    await eng.containers.remove(
+        container.id, force=query_bool(request, "force"), volumes=query_bool(request, "v")
+    )
     eng.execs.forget_container(container.id)
     return web.Response(status=204)
 

@@ -132,7 +132,7 @@ async def info(request: web.Request) -> web.StreamResponse:
             "DriverStatus": [["Backing Filesystem", "overlayfs"], ["Engine", "Dockyard"]],
             "DockerRootDir": facts["data_root"],
             "Plugins": {
-                "Volume": [],
+                "Volume": eng.volumes.driver_names(),
                 "Network": ["host", "null"],
                 "Authorization": None,
                 "Log": ["json-file"],

@@ -64,6 +64,13 @@ RUN_OPTIONS = [
     click.option("--sysctl", multiple=True, help="Namespaced kernel parameter (key=value)."),
     click.option("--oom-kill-disable", is_flag=True, help="Disable the OOM killer."),
     click.option("--oom-score-adj", type=int, help="OOM score adjustment."),
+    click.option(
+        "-v", "--volume", multiple=True, help="Bind mount or volume (SRC:DST[:MODE], or DST)."
+    ),
+    click.option("--mount", multiple=True, help="Mount (type=bind|volume|tmpfs,src=,dst=,...)."),
+    click.option("--tmpfs", multiple=True, help="tmpfs mount (DST[:OPTIONS])."),
+    click.option("--volumes-from", multiple=True, help="Mount the volumes of a container."),
+    click.option("--volume-driver", help="Volume driver for the container's volumes."),
 ]
 
 
@@ -115,6 +122,13 @@ def _devices(values: tuple[str, ...]) -> list[dict[str, str]]:
 
 
 def create_body(image: str, command: tuple[str, ...], o: dict[str, Any]) -> dict[str, Any]:
+    from dockyard.cli import mountflags
+
+    try:
+        volumes, binds = mountflags.volume_flags(o["volume"])
+        mounts = [mountflags.mount_flag(m) for m in o["mount"]]
+    except mountflags.MountFlagError as e:
+        raise click.UsageError(f"invalid argument for --mount flag: {e}") from None
     env = []
     for path in o["env_file"]:
         env += read_env_file(path)
@@ -166,6 +180,11 @@ def create_body(image: str, command: tuple[str, ...], o: dict[str, Any]) -> dict
         "Sysctls": dict(s.partition("=")[::2] for s in o["sysctl"]) or None,
         "OomKillDisable": o["oom_kill_disable"] or None,
         "OomScoreAdj": o["oom_score_adj"] or 0,
+        "Binds": binds or None,
+        "Mounts": mounts or None,
+        "Tmpfs": mountflags.tmpfs_flags(o["tmpfs"]) or None,
+        "VolumesFrom": list(o["volumes_from"]) or None,
+        "VolumeDriver": o["volume_driver"] or "",
     }
     body: dict[str, Any] = {
         "Image": image,
@@ -182,6 +201,7 @@ def create_body(image: str, command: tuple[str, ...], o: dict[str, Any]) -> dict
         "AttachStdout": attach,
         "AttachStderr": attach,
         "ExposedPorts": {p if "/" in p else p + "/tcp": {} for p in o["expose"]},
+        "Volumes": volumes,
         "HostConfig": host_config,
     }
     if o["entrypoint"] is not None:
@@ -472,7 +492,12 @@ def _ps_row(item: dict[str, Any], no_trunc: bool) -> dict[str, Any]:
         "State": item["State"],
         "Labels": ",".join(f"{k}={v}" for k, v in (item.get("Labels") or {}).items()),
         "Networks": ",".join((item.get("NetworkSettings") or {}).get("Networks") or {}),
-        "Mounts": "",
+        "Mounts": ",".join(
+            _truncate(m.get("Name") or m.get("Source", ""), 15)
+            if not no_trunc
+            else m.get("Name") or m.get("Source", "")
+            for m in item.get("Mounts") or []
+        ),
         "Size": "",
     }
 
@@ -675,7 +700,9 @@ def top(ctx: Context, container: str, ps_args: tuple[str, ...]) -> None:
 
 @click.command("inspect")
 @click.option("-f", "--format", "fmt", help="Go template.")
-@click.option("--type", "kind", type=click.Choice(["container", "image"]), help="Object type.")
+@click.option(
+    "--type", "kind", type=click.Choice(["container", "image", "volume"]), help="Object type."
+)
 @click.argument("names", nargs=-1, required=True)
 @pass_context
 def inspect(ctx: Context, fmt: str | None, kind: str | None, names: tuple[str, ...]) -> None:
@@ -685,9 +712,12 @@ def inspect(ctx: Context, fmt: str | None, kind: str | None, names: tuple[str, .
     failed = False
     for name in names:
         found = None
-        for path in ([f"/containers/{name}/json"] if kind != "image" else []) + (
-            [f"/images/{name}/json"] if kind != "container" else []
-        ):
+        paths = {
+            "container": f"/containers/{name}/json",
+            "image": f"/images/{name}/json",
+            "volume": f"/volumes/{name}",
+        }
+        for path in [paths[kind]] if kind else paths.values():
             status, body = client.request("GET", path, check=False)
             if status == 200:
                 found = json.loads(body)

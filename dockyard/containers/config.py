@@ -339,7 +339,7 @@ def normalise_host_config(
     raw: dict[str, Any], *, ncpu: int, runtimes: tuple[str, ...], default_runtime: str
 ) -> dict[str, Any]:
     hc = dict(raw)
-    for unsupported in ("Binds", "Mounts", "VolumesFrom", "Tmpfs", "Links"):
+    for unsupported in ("Links",):
         if hc.get(unsupported):
             raise NotImplementedByEngine(f"{unsupported} is not supported by Dockyard yet")
     for unsupported in ("PortBindings",):
@@ -431,6 +431,11 @@ def normalise_host_config(
     for key, value in defaults.items():
         if hc.get(key) is None:
             hc[key] = value
+    # Mount specs are parsed by the volume service at create; only their JSON shape here.
+    for listed in ("Binds", "VolumesFrom", "Mounts"):
+        if hc[listed] is not None and not isinstance(hc[listed], list):
+            raise InvalidArgument(f"invalid JSON: {listed} must be a list")
+    hc["Tmpfs"] = _dict(hc["Tmpfs"], "Tmpfs") or None
     for entry in hc.get("Devices") or []:
         entry = _dict(entry, "Devices")
         if not entry.get("PathOnHost"):

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from dockyard.images.oci import ZERO_TIME
+from dockyard.volumes.mounts import MountPoint
 
 CREATED = "created"
 RUNNING = "running"
@@ -65,6 +66,7 @@ class Container:
     args: list[str]
     state: State = field(default_factory=State)
     runtime: str = ""
+    mounts: list[MountPoint] = field(default_factory=list)  # volumes, binds, tmpfs; sorted
 
     @property
     def short_id(self) -> str:
@@ -85,4 +87,5 @@ class Container:
     def from_json(cls, text: str) -> Container:
         data = json.loads(text)
         state = State(**data.pop("state"))
-        return cls(state=state, **data)
+        mounts = [MountPoint.from_dict(m) for m in data.pop("mounts", [])]
+        return cls(state=state, mounts=mounts, **data)

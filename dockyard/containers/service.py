@@ -56,6 +56,8 @@ from dockyard.runtime.monitor import Conmon, Monitor, Paths
 from dockyard.runtime.oci import Runtime
 from dockyard.snapshots.rootfs import RootfsManager
 from dockyard.state.db import Database
+from dockyard.volumes.mounts import MountPoint
+from dockyard.volumes.service import VolumeService
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +103,7 @@ class ContainerService:
         monitors: dict[str, Conmon],
         events: EventBus,
         settings: ContainerSettings,
+        volumes: VolumeService,
     ) -> None:
         self.db = db
         self.images = images
@@ -109,6 +112,7 @@ class ContainerService:
         self.monitors = monitors
         self.events = events
         self.settings = settings
+        self.volumes = volumes
         self._containers: dict[str, Container] = {}
         self._live: dict[str, _Live] = {}
         os.makedirs(settings.data_root, exist_ok=True)
@@ -120,6 +124,7 @@ class ContainerService:
         images.container_chains = lambda: {
             c.chain_id for c in self._containers.values() if c.chain_id
         }
+        volumes.container_mounts = lambda: {c.id: c.mounts for c in self._containers.values()}
 
     # -- lookup --------------------------------------------------------------
 
@@ -210,6 +215,9 @@ class ContainerService:
             self._check_name_free(name)
         else:
             name = self._generate_name()
+        mounts = await self.volumes.prepare(
+            effective.config.get("Volumes") or {}, effective.host_config, self._volumes_from
+        )
         container_id = secrets.token_hex(32)
         if not effective.config["Hostname"]:
             effective.config["Hostname"] = container_id[:12]
@@ -225,9 +233,11 @@ class ContainerService:
             args=effective.args,
             state=State(),
             runtime=effective.host_config["Runtime"],
+            mounts=mounts,
         )
         directory = self.dir(container)
         try:
+            self._check_name_free(name)  # again: another create may have taken it meanwhile
             os.makedirs(directory)
             self.rootfs.create(os.path.join(directory, "rootfs"))
             with self.db.transaction():
@@ -244,10 +254,19 @@ class ContainerService:
                 )
         except BaseException:
             shutil.rmtree(directory, ignore_errors=True)
+            await self.volumes.release(mounts, remove_anonymous=True)
             raise
         self._containers[container.id] = container
         self.emit(container, "create")
         return container
+
+    def _volumes_from(self, ref: str) -> list[MountPoint]:
+        """The mount points of the container `--volumes-from` names (copies)."""
+        try:
+            source = self.get(ref)
+        except NotFound as e:
+            raise InvalidArgument(e.message) from None
+        return [MountPoint.from_dict(point.to_dict()) for point in source.mounts]
 
     def _check_name_free(self, name: str, exclude: str | None = None) -> None:
         for other in self._containers.values():
@@ -309,6 +328,9 @@ class ContainerService:
             )
             hostname = container.config.get("Hostname") or container.short_id
             files = etcfiles.write(self.dir(container), hc, hostname)
+            user_mounts = await self.volumes.mount(
+                container.id, container.mounts, hc.get("Tmpfs") or {}, merged
+            )
             caps = cfg.capabilities(hc)
             seccomp_profile = None
             if cfg.security_option(hc, "seccomp") != "unconfined" and not hc.get("Privileged"):
@@ -328,6 +350,7 @@ class ContainerService:
                     init_binary=self.settings.init_binary if init else None,
                     nofile_limit=self.settings.nofile_limit,
                     cgroup_namespace=self.settings.cgroup_layout.mode == "v2",
+                    mounts=user_mounts,
                 ),
             )
             os.makedirs(paths.bundle, exist_ok=True)
@@ -352,7 +375,7 @@ class ContainerService:
             message = e.message if isinstance(e, DockyardError) else str(e)
             if created_in_runtime:
                 await runtime.delete(container.id)
-            self._release(container)
+            await self._release(container)
             container.state.error = message
             container.state.exit_code = _start_failure_code(message)
             if container.state.status != CREATED:
@@ -361,7 +384,7 @@ class ContainerService:
             live.exited.set()
             self._fail_attachers(container)
             if container.host_config.get("AutoRemove"):
-                await self._remove(container)
+                await self._remove(container, volumes=True)
             raise Unavailable(message) from e
         container.state = State(
             status=RUNNING,
@@ -392,8 +415,9 @@ class ContainerService:
             if not future.done():
                 future.set_result(None)
 
-    def _release(self, container: Container) -> None:
-        """Free what a started container held on the host (mount, cgroup, bundle)."""
+    async def _release(self, container: Container) -> None:
+        """Free what a started container held on the host (volumes, mount, cgroup, bundle)."""
+        await self.volumes.unmount(container.id)
         self.rootfs.unmount(os.path.join(self.dir(container), "rootfs"))
         cgroups.remove_empty(self.settings.cgroup_layout, self.cgroup_path(container))
         shutil.rmtree(self.paths(container).bundle, ignore_errors=True)
@@ -420,7 +444,7 @@ class ContainerService:
         if code is None:
             code, error = 255, "container monitor exited without recording an exit code"
         await self.runtimes[container.runtime].delete(container.id)
-        self._release(container)
+        await self._release(container)
         state = container.state
         state.status = EXITED
         state.exit_code = code
@@ -449,7 +473,7 @@ class ContainerService:
             live = self.live(container)
             async with live.lock:
                 if container.id in self._containers and not container.state.running:
-                    await self._remove(container)
+                    await self._remove(container, volumes=True)
 
     def _should_restart(self, container: Container) -> bool:
         state = container.state
@@ -611,7 +635,7 @@ class ContainerService:
 
     # -- remove --------------------------------------------------------------
 
-    async def remove(self, ref: str, *, force: bool = False) -> None:
+    async def remove(self, ref: str, *, force: bool = False, volumes: bool = False) -> None:
         container = self.get(ref)
         live = self.live(container)
         if container.state.status == REMOVING:
@@ -632,19 +656,21 @@ class ContainerService:
         async with live.lock:
             if container.id not in self._containers:
                 return
-            await self._remove(container)
+            await self._remove(container, volumes=volumes)
 
-    async def _remove(self, container: Container) -> None:
-        """Delete a stopped container and everything it owns (lock held)."""
+    async def _remove(self, container: Container, *, volumes: bool = False) -> None:
+        """Delete a stopped container and everything it owns (lock held); with `volumes`,
+        its anonymous volumes too."""
         container.state.status = REMOVING
         live = self.live(container)
         await self.runtimes[container.runtime].delete(container.id)
-        self._release(container)
+        await self._release(container)
         self.rootfs.remove(os.path.join(self.dir(container), "rootfs"))
         shutil.rmtree(self.dir(container), ignore_errors=True)
         with self.db.transaction():
             self.db.execute("DELETE FROM containers WHERE id=?", (container.id,))
         self._containers.pop(container.id, None)
+        await self.volumes.release(container.mounts, remove_anonymous=volumes)
         self.emit(container, "destroy")
         for future in live.removed_waiters + live.exit_waiters:
             if not future.done():
@@ -832,7 +858,9 @@ class ContainerService:
                     self._schedule_restart(container)
             elif state.status == REMOVING:
                 async with self.live(container).lock:
-                    await self._remove(container)
+                    await self._remove(
+                        container, volumes=bool(container.host_config.get("AutoRemove"))
+                    )
             elif state.status == EXITED:
                 # Docker on daemon start: `always` restarts even manually stopped
                 # containers, `unless-stopped` only those that were not.

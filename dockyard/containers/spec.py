@@ -65,6 +65,8 @@ class SpecInputs:
     netns_path: str | None = None
     nofile_limit: int = 1 << 20
     cgroup_namespace: bool = False
+    # The user's volumes, binds and tmpfs mounts as OCI entries, parents first.
+    mounts: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _env(container: Container, hostname: str) -> list[str]:
@@ -241,7 +243,25 @@ def _mounts(container: Container, inputs: SpecInputs) -> list[dict[str, Any]]:
                 "options": ["bind", "ro", "rprivate"],
             }
         )
-    return mounts
+    # A user mount replaces the default at its destination (and /dev replaces all under it).
+    user = {m["destination"] for m in inputs.mounts}
+    mounts = [
+        m
+        for m in mounts
+        if m["destination"] not in user
+        and not ("/dev" in user and m["destination"].startswith("/dev/"))
+    ]
+    return mounts + inputs.mounts
+
+
+def _rootfs_propagation(mounts: list[dict[str, Any]]) -> str | None:
+    """Shared or slave bind mounts need the container's root to propagate too (as Docker)."""
+    options = {o for m in mounts for o in m.get("options", [])}
+    if options & {"shared", "rshared"}:
+        return "shared"
+    if options & {"slave", "rslave"}:
+        return "rslave"
+    return None
 
 
 def generate(container: Container, inputs: SpecInputs) -> dict[str, Any]:
@@ -295,6 +315,9 @@ def generate(container: Container, inputs: SpecInputs) -> dict[str, Any]:
             linux["seccomp"] = inputs.seccomp
     if hc.get("Sysctls"):
         linux["sysctl"] = dict(hc["Sysctls"])
+    propagation = _rootfs_propagation(inputs.mounts)
+    if propagation:
+        linux["rootfsPropagation"] = propagation
     spec: dict[str, Any] = {
         "ociVersion": OCI_VERSION,
         "process": process,

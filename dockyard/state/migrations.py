@@ -32,4 +32,21 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX containers_image ON containers(image_id)
     """,
+    # 2: volumes and the outstanding Mount ids of their drivers
+    """
+    CREATE TABLE volumes (
+        name TEXT PRIMARY KEY,
+        driver TEXT NOT NULL,
+        created TEXT NOT NULL,           -- RFC 3339
+        labels TEXT NOT NULL,            -- JSON object or null; never sent to the driver
+        options TEXT NOT NULL            -- JSON object or null: the driver options given
+    );
+    CREATE TABLE volume_mounts (
+        id TEXT PRIMARY KEY,             -- 64-hex id sent to the driver's Mount, then Unmount
+        volume TEXT NOT NULL,
+        driver TEXT NOT NULL,
+        container TEXT NOT NULL          -- the container whose start mounted it
+    );
+    CREATE INDEX volume_mounts_container ON volume_mounts(container)
+    """,
 ]

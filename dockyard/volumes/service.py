@@ -1,0 +1,653 @@
+"""The volume manager: records, references, and Mount/Unmount pairing over the drivers.
+
+Records (name, driver, labels, options) live in the database; the data lives
+with the driver. A volume is in use while any container's record names it
+(the containers' mount points are the references, so they need no table of
+their own): such a volume cannot be removed.
+
+Mounting follows the plugin protocol: each container start mounts each of
+its volumes with a fresh 64-hex id, written to `volume_mounts` *before* the
+driver is asked, and forgotten only after the driver's unmount returned. So
+an engine crash at any point leaves ids that `restore()` unmounts once the
+container is known not to run; a driver sees every Mount paired with one
+Unmount (an Unmount may repeat after a crash, which drivers ignore).
+
+At container create, `prepare()` turns the request's Binds, Mounts, Tmpfs,
+VolumesFrom and Config.Volumes into mount points, creating named volumes
+that are missing and the anonymous ones; at start, `mount()` mounts them,
+fills empty volumes with the image's content (copy-up) and returns the OCI
+mount entries; at exit, `unmount()` pairs every mount.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from dockyard import mount as host_mount
+from dockyard.errors import (
+    Conflict,
+    DockyardError,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
+from dockyard.events.bus import EventBus
+from dockyard.state.db import Database
+from dockyard.volumes import copyup
+from dockyard.volumes import mounts as mp
+from dockyard.volumes.driver import VolumeDriver
+from dockyard.volumes.mounts import MountPoint
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DRIVER = "local"
+ANONYMOUS_LABEL = "com.docker.volume.anonymous"
+
+# container id -> its mount points, for every container (the volume references)
+ContainerMounts = Callable[[], dict[str, list[MountPoint]]]
+
+
+@dataclass
+class Volume:
+    name: str
+    driver: str
+    created: str  # RFC 3339, seconds
+    labels: dict[str, str] | None
+    options: dict[str, str] | None
+    mountpoint: str = ""
+    scope: str = "local"
+    status: dict[str, Any] | None = None
+
+    @property
+    def anonymous(self) -> bool:
+        return ANONYMOUS_LABEL in (self.labels or {})
+
+
+@dataclass
+class Usage:
+    """A `/system/df` volume row: the volume, its size on disk (-1 unknown) and references."""
+
+    volume: Volume
+    size: int
+    ref_count: int
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _name_matches(pattern: str, name: str) -> bool:
+    if pattern == name:
+        return True
+    try:
+        return re.search(pattern, name) is not None
+    except re.error:
+        return False
+
+
+def _labels_match(labels: dict[str, str], wanted: list[str], negate: bool) -> bool:
+    for item in wanted:
+        key, sep, value = item.partition("=")
+        present = key in labels and (not sep or labels[key] == value)
+        if present == negate:
+            return False
+    return True
+
+
+def _bool_filter(values: list[str], key: str) -> bool:
+    if len(values) != 1 or values[0].lower() not in ("true", "false", "1", "0"):
+        raise InvalidArgument(f"invalid filter '{key}={','.join(values)}'")
+    return values[0].lower() in ("true", "1")
+
+
+def _size(path: str) -> int:
+    """Bytes used by regular files under `path`, hard links counted once (-1 if unreadable)."""
+    if not os.path.isdir(path):
+        return -1
+    total = 0
+    seen: set[tuple[int, int]] = set()
+    for directory, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(directory, name))
+            except OSError:
+                continue
+            if st.st_nlink > 1:
+                if (st.st_dev, st.st_ino) in seen:
+                    continue
+                seen.add((st.st_dev, st.st_ino))
+            total += st.st_size
+    return total
+
+
+class VolumeService:
+    def __init__(self, db: Database, drivers: list[VolumeDriver], events: EventBus) -> None:
+        self.db = db
+        self.drivers = {d.name: d for d in drivers}
+        self.events = events
+        self.container_mounts: ContainerMounts = dict
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # -- drivers and records --------------------------------------------------
+
+    def driver(self, name: str) -> VolumeDriver:
+        driver = self.drivers.get(name or DEFAULT_DRIVER)
+        if driver is None:
+            raise NotFound(f'error looking up volume plugin {name}: plugin "{name}" not found')
+        return driver
+
+    def driver_names(self) -> list[str]:
+        return sorted(self.drivers)
+
+    @contextlib.asynccontextmanager
+    async def _lock(self, name: str) -> AsyncIterator[None]:
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            yield
+
+    @staticmethod
+    def _from_row(row: Any) -> Volume:
+        return Volume(
+            name=row["name"],
+            driver=row["driver"],
+            created=row["created"],
+            labels=json.loads(row["labels"]),
+            options=json.loads(row["options"]),
+        )
+
+    def _record(self, name: str) -> Volume | None:
+        row = self.db.one("SELECT * FROM volumes WHERE name=?", (name,))
+        return None if row is None else self._from_row(row)
+
+    def _records(self) -> list[Volume]:
+        return [self._from_row(row) for row in self.db.all("SELECT * FROM volumes ORDER BY name")]
+
+    def _insert(self, volume: Volume, *, adopt: bool = False) -> None:
+        """Record a volume. A volume found at a driver (`adopt`) never replaces a record; a
+        created one replaces what a concurrent listing may have adopted meanwhile."""
+        verb = "INSERT OR IGNORE" if adopt else "INSERT OR REPLACE"
+        with self.db.transaction():
+            self.db.execute(
+                f"{verb} INTO volumes(name, driver, created, labels, options) VALUES (?,?,?,?,?)",
+                (
+                    volume.name,
+                    volume.driver,
+                    volume.created,
+                    json.dumps(volume.labels),
+                    json.dumps(volume.options),
+                ),
+            )
+
+    def _emit(self, action: str, name: str, **attributes: str) -> None:
+        self.events.emit("volume", action, name, attributes)
+
+    async def _describe(self, volume: Volume) -> Volume:
+        """The record completed with what its driver says (mountpoint, status, scope)."""
+        driver = self.drivers.get(volume.driver)
+        if driver is None:
+            return volume
+        try:
+            info = await driver.get(volume.name)
+            scope = (await driver.capabilities()).scope.lower()
+        except DockyardError as e:
+            log.warning("volume %s: driver %s: %s", volume.name, volume.driver, e.message)
+            return volume
+        volume.scope = scope if scope in ("local", "global") else "local"
+        if info is not None:
+            volume.mountpoint = info.mountpoint
+            volume.status = info.status
+        return volume
+
+    async def _adopt(self, name: str) -> Volume | None:
+        """A volume a driver has but the engine has no record of (made outside, or before a
+        crash): recorded now, as Docker's store does when it finds one."""
+        for driver in self.drivers.values():
+            try:
+                info = await driver.get(name)
+            except DockyardError:
+                continue
+            if info is not None:
+                volume = Volume(name, driver.name, _now(), None, None)
+                self._insert(volume, adopt=True)
+                return volume
+        return None
+
+    # -- references -----------------------------------------------------------
+
+    def users(self, name: str) -> list[str]:
+        """IDs of the containers that reference the volume."""
+        return sorted(
+            cid
+            for cid, points in self.container_mounts().items()
+            if any(p.type == mp.VOLUME and p.name == name for p in points)
+        )
+
+    # -- create, inspect, list, remove, prune ---------------------------------
+
+    async def create(
+        self,
+        name: str,
+        driver_name: str = "",
+        options: dict[str, str] | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> Volume:
+        if not name:
+            labels = {**(labels or {}), ANONYMOUS_LABEL: ""}
+        volume, _ = await self._ensure(name, driver_name, options, labels)
+        return await self._describe(volume)
+
+    async def _ensure(
+        self,
+        name: str,
+        driver_name: str,
+        options: dict[str, str] | None,
+        labels: dict[str, str] | None,
+    ) -> tuple[Volume, bool]:
+        """The volume `name` (a new anonymous one if empty), created if missing; and whether
+        this call created it."""
+        name = name or secrets.token_hex(32)
+        async with self._lock(name):
+            existing = self._record(name) or await self._adopt(name)
+            if existing is not None:
+                if driver_name and driver_name != existing.driver:
+                    self.driver(driver_name)  # an unknown driver is reported as such
+                    raise Conflict(
+                        f"create {name}: driver '{existing.driver}' already has volume "
+                        f"'{name}': volume name must be unique"
+                    )
+                return existing, False
+            driver = self.driver(driver_name)
+            try:
+                await driver.create(name, dict(options or {}))
+            except DockyardError as e:
+                raise type(e)(f"create {name}: {e.message}") from e
+            volume = Volume(name, driver.name, _now(), labels, options)
+            try:
+                self._insert(volume)
+            except BaseException:
+                await driver.remove(name)
+                raise
+        self._emit("create", name, driver=driver.name)
+        return volume, True
+
+    async def get(self, name: str) -> Volume:
+        volume = self._record(name) or await self._adopt(name)
+        if volume is None:
+            raise NotFound(f"get {name}: no such volume")
+        return await self._describe(volume)
+
+    async def find(self, filters: dict[str, list[str]]) -> tuple[list[Volume], list[str]]:
+        for key in filters:
+            if key not in ("dangling", "driver", "label", "label!", "name"):
+                raise InvalidArgument(f"invalid filter '{key}'")
+        warnings = []
+        known = {v.name for v in self._records()}
+        for driver in self.drivers.values():
+            try:
+                for info in await driver.list():
+                    if info.name not in known:
+                        known.add(info.name)
+                        self._insert(Volume(info.name, driver.name, _now(), None, None), adopt=True)
+            except DockyardError as e:
+                warnings.append(f"list {driver.name}: {e.message}")
+        used = {p.name for points in self.container_mounts().values() for p in points}
+        result = []
+        for volume in self._records():
+            if not self._matches(volume, filters, used):
+                continue
+            result.append(await self._describe(volume))
+        return result, warnings
+
+    def _matches(self, volume: Volume, filters: dict[str, list[str]], used: set[str]) -> bool:
+        if filters.get("driver") and volume.driver not in filters["driver"]:
+            return False
+        if filters.get("name") and not any(_name_matches(n, volume.name) for n in filters["name"]):
+            return False
+        labels = volume.labels or {}
+        if filters.get("label") and not _labels_match(labels, filters["label"], False):
+            return False
+        if filters.get("label!") and not _labels_match(labels, filters["label!"], True):
+            return False
+        if "dangling" in filters:
+            dangling = _bool_filter(filters["dangling"], "dangling")
+            if (volume.name not in used) != dangling:
+                return False
+        return True
+
+    async def remove(self, name: str, *, force: bool = False) -> None:
+        """Remove a volume no container references; `force` also forgets it when the
+        driver fails, and makes an unknown name no error."""
+        volume = self._record(name) or await self._adopt(name)
+        if volume is None:
+            if force:
+                return
+            raise NotFound(f"get {name}: no such volume")
+        async with self._lock(name):
+            users = self.users(name)
+            if users:
+                raise Conflict(f"remove {name}: volume is in use - [{', '.join(users)}]")
+            try:
+                await self.driver(volume.driver).remove(name)
+            except DockyardError as e:
+                if not force:
+                    raise type(e)(f"remove {name}: {e.message}") from e
+                log.warning("forgetting volume %s its driver failed to remove: %s", name, e)
+            with self.db.transaction():
+                self.db.execute("DELETE FROM volumes WHERE name=?", (name,))
+        self._emit("destroy", name, driver=volume.driver)
+
+    async def prune(self, filters: dict[str, list[str]], *, all: bool) -> tuple[list[str], int]:
+        """Remove unused local volumes without driver options: anonymous ones, or all."""
+        for key in filters:
+            if key not in ("label", "label!", "all"):
+                raise InvalidArgument(f"invalid filter '{key}'")
+        if "all" in filters:
+            if len(filters["all"]) > 1:
+                raise InvalidArgument(
+                    f"invalid filter 'all={','.join(filters['all'])}': only one value is expected"
+                )
+            all = all or _bool_filter(filters["all"], "all")
+        used = {p.name for points in self.container_mounts().values() for p in points}
+        removed, reclaimed = [], 0
+        for volume in self._records():
+            if volume.driver != DEFAULT_DRIVER or volume.options or volume.name in used:
+                continue
+            if not all and not volume.anonymous:
+                continue
+            labels = volume.labels or {}
+            if filters.get("label") and not _labels_match(labels, filters["label"], False):
+                continue
+            if filters.get("label!") and not _labels_match(labels, filters["label!"], True):
+                continue
+            described = await self._describe(volume)
+            size = await asyncio.to_thread(_size, described.mountpoint)
+            try:
+                await self.remove(volume.name)
+            except DockyardError as e:
+                log.warning("prune: could not remove volume %s: %s", volume.name, e.message)
+                continue
+            removed.append(volume.name)
+            reclaimed += max(size, 0)
+        self._emit("prune", "", reclaimed=str(reclaimed))
+        return removed, reclaimed
+
+    async def usage(self) -> list[Usage]:
+        """Volume rows for `system df`: size on disk and number of containers using it."""
+        volumes, _ = await self.find({})
+        rows = []
+        for volume in volumes:
+            if volume.driver == DEFAULT_DRIVER and not volume.options:
+                size = await asyncio.to_thread(_size, volume.mountpoint)
+            else:
+                size = -1  # a mount from elsewhere (tmpfs, NFS, ...): not this host's disk
+            rows.append(Usage(volume, size, len(self.users(volume.name))))
+        return rows
+
+    # -- containers: create ---------------------------------------------------
+
+    async def prepare(
+        self,
+        config_volumes: dict[str, Any],
+        host_config: dict[str, Any],
+        volumes_from: Callable[[str], list[MountPoint]],
+    ) -> list[MountPoint]:
+        """A new container's mount points, with the volumes they name created as needed.
+
+        On failure, volumes this call created are removed again.
+        """
+        volume_driver = host_config.get("VolumeDriver") or ""
+        tmpfs = {mp.clean(dest): data for dest, data in (host_config.get("Tmpfs") or {}).items()}
+        for dest, data in (host_config.get("Tmpfs") or {}).items():
+            mp.parse_tmpfs(dest, data or "")
+        points: dict[str, MountPoint] = {}
+        inherited: set[str] = set()  # from --volumes-from: their volumes exist already
+        explicit: set[str] = set()
+        for spec in host_config.get("VolumesFrom") or []:
+            ref, mode = mp.parse_volumes_from(spec)
+            for point in volumes_from(ref):
+                points[point.destination] = replace(
+                    point, rw=point.rw and mp.read_write(mode), copy_data=False
+                )
+                inherited.add(point.destination)
+        for raw in host_config.get("Binds") or []:
+            if not isinstance(raw, str):
+                raise InvalidArgument("invalid JSON: Binds entries must be strings")
+            point = mp.parse_bind(raw, volume_driver)
+            if point.destination in explicit or point.destination in tmpfs:
+                raise mp.duplicate(point.destination)
+            if point.type == mp.VOLUME and (point.driver or DEFAULT_DRIVER) == DEFAULT_DRIVER:
+                point.mode = point.mode or "z"
+            explicit.add(point.destination)
+            points[point.destination] = point
+        for spec in host_config.get("Mounts") or []:
+            point = mp.parse_mount(spec)
+            if point.destination in explicit:
+                raise mp.duplicate(str(spec.get("Target")))
+            if point.type == mp.VOLUME and (point.driver or DEFAULT_DRIVER) == DEFAULT_DRIVER:
+                point.mode = "z"
+            explicit.add(point.destination)
+            points[point.destination] = point
+        inherited -= explicit
+        for dest in config_volumes:
+            point = mp.parse_bind(dest)
+            if point.destination in points or point.destination in tmpfs:
+                continue  # docker-py lists bind targets here too: not anonymous volumes
+            point.driver, point.mode = volume_driver, ""
+            points[point.destination] = point
+        created: list[str] = []
+        try:
+            for point in points.values():
+                if point.type != mp.VOLUME or point.destination in inherited:
+                    continue
+                labels = dict(point.volume_labels) or None
+                if point.anonymous:
+                    labels = {**(labels or {}), ANONYMOUS_LABEL: ""}
+                volume, new = await self._ensure(
+                    point.name, point.driver, point.volume_options or None, labels
+                )
+                if new:
+                    created.append(volume.name)
+                point.name, point.driver = volume.name, volume.driver
+                point.source = (await self._describe(volume)).mountpoint
+        except BaseException:
+            for name in created:
+                with contextlib.suppress(DockyardError):
+                    await self.remove(name)
+            raise
+        return mp.sort_for_mounting(list(points.values()), lambda p: p.destination)
+
+    async def release(self, points: list[MountPoint], *, remove_anonymous: bool) -> None:
+        """A container is gone: with `remove_anonymous`, remove its anonymous volumes unless
+        another container still uses them (`rm -v`, `--rm`)."""
+        if not remove_anonymous:
+            return
+        for point in points:
+            if point.type != mp.VOLUME or not point.anonymous:
+                continue
+            try:
+                await self.remove(point.name)
+            except Conflict:
+                pass  # still used by another container (--volumes-from): not an error
+            except DockyardError as e:
+                log.warning("removing volume %s: %s", point.name, e.message)
+
+    # -- containers: start and stop -------------------------------------------
+
+    async def mount(
+        self,
+        container_id: str,
+        points: list[MountPoint],
+        tmpfs: dict[str, str],
+        rootfs: str,
+    ) -> list[dict[str, Any]]:
+        """Mount a starting container's volumes and return its OCI mount entries, parents
+        before children. Copy-up runs once per mount point. On failure everything this
+        call mounted is unmounted again."""
+        volumes = [p for p in points if p.type == mp.VOLUME]
+        records = []
+        for point in volumes:
+            volume = self._record(point.name)
+            if volume is None:
+                raise NotFound(f"get {point.name}: no such volume")
+            self.driver(volume.driver)
+            records.append(volume)
+        ids = [secrets.token_hex(32) for _ in volumes]
+        # Recorded before any driver is asked: from here on, a crash still unmounts.
+        with self.db.transaction():
+            for mount_id, volume in zip(ids, records, strict=True):
+                self.db.execute(
+                    "INSERT INTO volume_mounts(id, volume, driver, container) VALUES (?,?,?,?)",
+                    (mount_id, volume.name, volume.driver, container_id),
+                )
+        try:
+            results = await asyncio.gather(
+                *(self._driver_mount(v, i) for v, i in zip(records, ids, strict=True)),
+                return_exceptions=True,
+            )
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+            for point, path in zip(volumes, results, strict=True):
+                assert isinstance(path, str)
+                point.source = path
+                self._emit(
+                    "mount",
+                    point.name,
+                    driver=point.driver,
+                    container=container_id,
+                    destination=point.destination,
+                    **{"read/write": str(point.rw).lower()},
+                    propagation=point.propagation,
+                )
+                if point.copy_data:
+                    source = copyup.source_dir(rootfs, point.destination)
+                    if source is not None:
+                        await copyup.copy_up(source, path)
+                    point.copy_data = False  # once per container, as Docker does at create
+            entries = [await self._entry(point) for point in points]
+        except BaseException:
+            await self.unmount(container_id)
+            raise
+        for dest, data in tmpfs.items():
+            entries.append(
+                {
+                    "destination": mp.clean(dest),
+                    "type": "tmpfs",
+                    "source": "tmpfs",
+                    "options": mp.parse_tmpfs(dest, data or ""),
+                }
+            )
+        return mp.sort_for_mounting(entries, lambda e: e["destination"])
+
+    async def _driver_mount(self, volume: Volume, mount_id: str) -> str:
+        async with self._lock(volume.name):
+            return await self.driver(volume.driver).mount(volume.name, mount_id)
+
+    async def _entry(self, point: MountPoint) -> dict[str, Any]:
+        """The OCI mount entry of a mount point (its volume mounted already)."""
+        if point.type == mp.TMPFS:
+            options = mp.merge_tmpfs_options([*mp.TMPFS_DEFAULTS, *point.tmpfs_options.split(",")])
+            return {
+                "destination": point.destination,
+                "type": "tmpfs",
+                "source": "tmpfs",
+                "options": options,
+            }
+        if point.type == mp.BIND:
+            if not os.path.exists(point.source):
+                if not point.create_source:
+                    raise InvalidArgument(
+                        f'invalid mount config for type "bind": bind source path does not '
+                        f"exist: {point.source}"
+                    )
+                await asyncio.to_thread(os.makedirs, point.source, 0o755, True)
+            _check_propagation(point.source, point.propagation)
+        options = ["bind" if point.non_recursive else "rbind"]
+        if not point.rw:
+            modes = point.mode.split(",")
+            options.append("rro" if "rro" in modes or "ro-force-recursive" in modes else "ro")
+        if point.propagation:
+            options.append(point.propagation)
+        return {
+            "destination": point.destination,
+            "type": "bind",
+            "source": point.source,
+            "options": options,
+        }
+
+    async def unmount(self, container_id: str) -> None:
+        """Pair every outstanding Mount of the container with its Unmount. An id whose
+        Unmount fails stays recorded: the next unmount of the container, or `restore()`,
+        tries it again."""
+        rows = self.db.all(
+            "SELECT id, volume, driver, container FROM volume_mounts WHERE container=?",
+            (container_id,),
+        )
+        await self._unmount(rows)
+
+    async def _unmount(self, rows: list[Any]) -> None:
+        async def one(row: Any) -> bool:
+            driver = self.drivers.get(row["driver"])
+            if driver is None:
+                return True  # the driver is gone: nothing can be paired any more
+            try:
+                async with self._lock(row["volume"]):
+                    await driver.unmount(row["volume"], row["id"])
+            except DockyardError as e:
+                log.warning("unmounting volume %s (%s): %s", row["volume"], row["id"][:12], e)
+                return False
+            return True
+
+        done = await asyncio.gather(*(one(row) for row in rows))
+        paired = [row for row, ok in zip(rows, done, strict=True) if ok]
+        if not paired:
+            return
+        with self.db.transaction():
+            for row in paired:
+                self.db.execute("DELETE FROM volume_mounts WHERE id=?", (row["id"],))
+        for row in paired:
+            self._emit("unmount", row["volume"], driver=row["driver"], container=row["container"])
+
+    # -- engine start -----------------------------------------------------------
+
+    async def restore(self, running: set[str]) -> None:
+        """After a restart: drop records the drivers no longer have, and unmount every
+        mount of a container that is not running (it died, or the engine did mid-start)."""
+        for volume in self._records():
+            driver = self.drivers.get(volume.driver)
+            if driver is None:
+                continue
+            try:
+                missing = await driver.get(volume.name) is None
+            except DockyardError:
+                continue
+            if missing and not self.users(volume.name):
+                log.warning("volume %s is gone from driver %s: forgotten", volume.name, driver.name)
+                with self.db.transaction():
+                    self.db.execute("DELETE FROM volumes WHERE name=?", (volume.name,))
+        rows = self.db.all("SELECT id, volume, driver, container FROM volume_mounts")
+        await self._unmount([row for row in rows if row["container"] not in running])
+
+
+def _check_propagation(source: str, propagation: str) -> None:
+    """Shared and slave propagation need a source mount that propagates (as Docker checks)."""
+    if propagation not in ("shared", "rshared", "slave", "rslave"):
+        return
+    point, tags = host_mount.mount_of(source)
+    shared = any(t.startswith("shared:") for t in tags)
+    slave = any(t.startswith("master:") for t in tags)
+    if propagation in ("shared", "rshared") and not shared:
+        raise Unavailable(f"path {source} is mounted on {point} but it is not a shared mount")
+    if not (shared or slave):
+        raise Unavailable(
+            f"path {source} is mounted on {point} but it is not a shared or slave mount"
+        )
