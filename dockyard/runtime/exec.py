@@ -183,6 +183,7 @@ async def start(
                 pass_fds=passed,
                 env=env,
                 start_new_session=True,
+                cwd=workdir,
             )
         finally:
             for fd in (sync_w, start_r, attach_w):

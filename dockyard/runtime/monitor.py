@@ -158,6 +158,8 @@ class Conmon:
                 stderr=subprocess.PIPE,
                 pass_fds=(write_fd,),
                 env={"_OCI_SYNCPIPE": str(write_fd), "PATH": os.environ.get("PATH", "")},
+                # conmon drops an "oom" marker in its working directory on cgroup v1.
+                cwd=paths.persist,
                 start_new_session=True,
             )
         finally:
