@@ -32,4 +32,12 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX containers_image ON containers(image_id)
     """,
+    # 2: managed plugins
+    """
+    CREATE TABLE plugins (
+        id TEXT PRIMARY KEY,             -- 64 hex
+        name TEXT NOT NULL UNIQUE,       -- familiar reference with tag: "acme/vol:latest"
+        record TEXT NOT NULL             -- JSON: config, settings, enabled, monitor
+    )
+    """,
 ]
