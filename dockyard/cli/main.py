@@ -66,6 +66,7 @@ COMMANDS = {
     "import": "images:import_",
     **{name: "system" for name in ("info", "version", "events", "system")},
     "daemon": "daemon",
+    "plugin": "plugins:plugin",
 }
 
 
