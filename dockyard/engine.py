@@ -26,6 +26,7 @@ from dockyard.content.store import ContentStore
 from dockyard.errors import InvalidArgument, Unavailable
 from dockyard.events.bus import EventBus
 from dockyard.images.service import ImageService
+from dockyard.logs.plugin import PluginLogging
 from dockyard.plugins import check, protocol, runspec
 from dockyard.plugins.authorization import Authorization
 from dockyard.plugins.check import CheckReport
@@ -170,6 +171,9 @@ class Engine:
         )
         self.authorization = Authorization(self.plugins, list(config.authorization_plugins))
         managed.on_disable.append(lambda plugin: self.authorization.drop(plugin.name))
+        self.containers.logging = PluginLogging(
+            self.plugins, os.path.join(config.exec_root, "logging")
+        )
 
     def _engine_id(self) -> str:
         path = os.path.join(self.config.data_root, "engine-id")
