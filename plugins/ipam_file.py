@@ -66,7 +66,7 @@ class FileIpam(IpamPlugin):
             if any(pool.overlaps(t) for t in taken):
                 raise PluginError(f"pool {pool} overlaps a pool in use")
         else:
-            pool = next(
+            found = next(
                 (
                     s
                     for s in self.range.subnets(new_prefix=self.prefix)
@@ -74,8 +74,9 @@ class FileIpam(IpamPlugin):
                 ),
                 None,
             )
-            if pool is None:
+            if found is None:
                 raise PluginError(f"no free /{self.prefix} left in {self.range}")
+            pool = found
         sub = ipaddress.ip_network(req.sub_pool) if req.sub_pool else pool
         if not sub.subnet_of(pool):  # type: ignore[arg-type]
             raise PluginError(f"sub-pool {sub} is not inside {pool}")
@@ -102,9 +103,10 @@ class FileIpam(IpamPlugin):
             if str(address) in used:
                 raise PluginError(f"{address} is already allocated")
         else:
-            address = next((a for a in sub.hosts() if str(a) not in used), None)
-            if address is None:
+            free = next((a for a in sub.hosts() if str(a) not in used), None)
+            if free is None:
                 raise PluginError(f"no free address left in {sub}")
+            address = free
         record["used"].append(str(address))
         self._save()
         return RequestAddressReply(address=f"{address}/{pool.prefixlen}", data={})
