@@ -53,7 +53,7 @@ def chain() -> Iterator[tuple[PluginDaemon, BarePlugin, BarePlugin, list[str]]]:
 def test_requests_pass_the_chain_in_order(
     chain: tuple[PluginDaemon, BarePlugin, BarePlugin, list[str]],
 ) -> None:
-    daemon, a, b, log = chain
+    daemon, a, _b, log = chain
     log.clear()
     status, body = daemon.api("GET", "/v1.45/version")
     assert status == 200 and body["ApiVersion"]
@@ -68,7 +68,7 @@ def test_requests_pass_the_chain_in_order(
 def test_a_deny_stops_the_chain_and_the_handler(
     chain: tuple[PluginDaemon, BarePlugin, BarePlugin, list[str]],
 ) -> None:
-    daemon, a, b, log = chain
+    daemon, _a, _b, log = chain
     log.clear()
     status, body = daemon.api("GET", "/v1.45/volumes")
     assert status == 403
@@ -87,7 +87,7 @@ def test_a_deny_stops_the_chain_and_the_handler(
 def test_request_details_sent_to_plugins(
     chain: tuple[PluginDaemon, BarePlugin, BarePlugin, list[str]],
 ) -> None:
-    daemon, a, b, log = chain
+    daemon, a, b, _log = chain
     status, _ = daemon.api(
         "POST",
         "/v1.45/containers/create?name=authz-probe",
@@ -128,7 +128,7 @@ def test_request_details_sent_to_plugins(
 def test_a_plugin_that_goes_away_fails_requests_closed(
     chain: tuple[PluginDaemon, BarePlugin, BarePlugin, list[str]],
 ) -> None:
-    daemon, a, b, log = chain
+    daemon, _a, b, _log = chain
     b.stop()
     start = time.monotonic()
     status, body = daemon.api("GET", "/v1.45/containers/json")

@@ -113,13 +113,13 @@ def test_ipam_errors_come_in_error_and_network_404_is_optional(tmp_path: Path) -
         client = client_for(sock)
 
         async def go() -> None:
-            with pytest.raises(PluginError, match="IpamDriver.RequestPool: pool exhausted"):
+            with pytest.raises(PluginError, match=r"IpamDriver\.RequestPool: pool exhausted"):
                 await IpamDriverClient(client).request_pool(
                     RequestPoolRequest(address_space="local")
                 )
             network = NetworkDriverClient(client)
             await network.program_external_connectivity("n" * 64, "e" * 64, {})
-            with pytest.raises(PluginError, match="NetworkDriver.Leave: busy"):
+            with pytest.raises(PluginError, match=r"NetworkDriver\.Leave: busy"):
                 await network.leave("n" * 64, "e" * 64)
 
         run(_with(client, go()))

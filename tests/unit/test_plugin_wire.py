@@ -172,7 +172,7 @@ def test_config_json_in_any_case_is_read_into_dockers_shape() -> None:
 def test_malformed_config_json_is_refused(changes: dict[str, object], message: str) -> None:
     with pytest.raises(InvalidArgument, match=message):
         plugin_config.parse(_config(**changes))
-    with pytest.raises(InvalidArgument, match="invalid plugin config.json"):
+    with pytest.raises(InvalidArgument, match=r"invalid plugin config\.json"):
         plugin_config.parse(b"{not json")
 
 
