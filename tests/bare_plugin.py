@@ -50,6 +50,7 @@ class BarePlugin:
         self.lock = threading.Lock()
         self.server: socketserver.BaseServer | None = None
         self.address = ""
+        self.connections: set[socket.socket] = set()
 
     def paths(self) -> list[str]:
         with self.lock:
@@ -67,6 +68,16 @@ class BarePlugin:
 
             def log_message(self, *args: Any) -> None:
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                with plugin.lock:
+                    plugin.connections.add(self.connection)
+
+            def finish(self) -> None:
+                with plugin.lock:
+                    plugin.connections.discard(self.connection)
+                super().finish()
 
             def address_string(self) -> str:
                 return "plugin-client"
@@ -123,6 +134,12 @@ class BarePlugin:
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
+            with self.lock:  # like a process that exits: kept-alive connections go too
+                for connection in list(self.connections):
+                    try:
+                        connection.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
             if isinstance(self.server, socketserver.UnixStreamServer):
                 try:
                     os.unlink(self.address)

@@ -457,6 +457,9 @@ class ManagedPlugins:
                 leave_stdin_open=False,
             )
             created = True
+            # Recorded at once: a daemon stopped from here on adopts this monitor.
+            plugin.monitor_pid, plugin.monitor_start = mon.pid, mon.start_time
+            self._save(plugin)
             await runtime.start(plugin.id)
             await self._wait_for_socket(plugin, mon)
         except (DockyardError, OSError) as e:
@@ -465,9 +468,10 @@ class ManagedPlugins:
                     await runtime.kill(plugin.id, 9, all=True)
                 await runtime.delete(plugin.id)
             self._release(plugin)
+            plugin.monitor_pid = plugin.monitor_start = 0
+            self._save(plugin)
             message = e.message if isinstance(e, DockyardError) else str(e)
             raise Unavailable(f"plugin {plugin.name} failed to start: {message}") from e
-        plugin.monitor_pid, plugin.monitor_start = mon.pid, mon.start_time
         live = self._live_of(plugin)
         live.started = time.monotonic()
         live.watcher = asyncio.ensure_future(self._watch(plugin, mon))
