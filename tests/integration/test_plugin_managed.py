@@ -351,3 +351,21 @@ def test_plugin_endpoints_errors(daemon: PluginDaemon) -> None:
     )
     result = daemon.docker("plugin", "inspect", "nothere")
     assert result.returncode != 0
+
+
+def test_the_docker_cli_manages_plugins(daemon: PluginDaemon, busybox_tar: Path) -> None:
+    logs = daemon.base / "logs"
+    logs.mkdir()
+    source = make_plugin_dir(daemon.base, busybox_tar, plugin_config(logs))
+    assert daemon.docker("plugin", "create", "dy/x", str(source)).returncode == 0
+    assert daemon.docker("plugin", "set", "dy/x", "LOG_DIR=/logs").returncode == 0
+    assert daemon.docker("plugin", "enable", "dy/x").returncode == 0
+    shown = daemon.docker(
+        "plugin", "inspect", "-f", "{{.Enabled}} {{.Config.Interface.Socket}}", "dy/x"
+    )
+    assert shown.stdout.strip() == "true rotate.sock"
+    refused = daemon.docker("plugin", "rm", "dy/x")
+    assert refused.returncode != 0 and "is enabled" in refused.stderr
+    assert daemon.docker("plugin", "disable", "dy/x").returncode == 0
+    assert daemon.docker("plugin", "rm", "dy/x").returncode == 0
+    assert daemon.docker("plugin", "ls", "-q").stdout.strip() == ""
