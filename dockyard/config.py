@@ -35,6 +35,15 @@ class DaemonConfig:
     debug: bool = False
     pidfile: str | None = None
     raw: dict[str, Any] = field(default_factory=dict)  # the whole daemon.json, for later keys
+    # Plugins: authorization chain; discovery directories (Docker's by default; tests
+    # point them at private directories); retry window and call-timeout bound, seconds.
+    authorization_plugins: list[str] = field(default_factory=list)
+    plugin_socket_dirs: list[str] = field(default_factory=lambda: ["/run/docker/plugins"])
+    plugin_spec_dirs: list[str] = field(
+        default_factory=lambda: ["/etc/docker/plugins", "/usr/lib/docker/plugins"]
+    )
+    plugin_retry_timeout: float = 30.0
+    plugin_call_timeout: float = 120.0
 
     @property
     def unix_socket(self) -> str:
@@ -54,6 +63,11 @@ _KEYS = {
     "init-path": "init_path",
     "debug": "debug",
     "pidfile": "pidfile",
+    "authorization-plugins": "authorization_plugins",
+    "plugin-socket-dirs": "plugin_socket_dirs",
+    "plugin-spec-dirs": "plugin_spec_dirs",
+    "plugin-retry-timeout": "plugin_retry_timeout",
+    "plugin-call-timeout": "plugin_call_timeout",
 }
 
 

@@ -18,6 +18,7 @@ from aiohttp import web
 from dockyard.api.app import create_app
 from dockyard.config import DaemonConfig
 from dockyard.engine import Engine
+from dockyard.errors import DockyardError
 
 log = logging.getLogger("dockyard")
 
@@ -47,7 +48,14 @@ def _listen(path: str) -> socket.socket:
 async def serve(config: DaemonConfig) -> None:
     sock = _listen(config.unix_socket)
     engine = Engine(config)
-    await engine.start()
+    try:
+        await engine.start()
+    except BaseException:
+        # e.g. a configured authorization plugin is missing: no half-started daemon.
+        await engine.close()
+        sock.close()
+        os.unlink(config.unix_socket)
+        raise
     app = create_app(engine)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
@@ -91,4 +99,7 @@ def run(config: DaemonConfig) -> None:
     )
     if os.geteuid() != 0:
         raise SystemExit("dockyard daemon must run as root")
-    asyncio.run(serve(config))
+    try:
+        asyncio.run(serve(config))
+    except DockyardError as e:
+        raise SystemExit(f"dockyard daemon: {e.message}") from None

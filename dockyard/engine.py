@@ -26,6 +26,12 @@ from dockyard.content.store import ContentStore
 from dockyard.errors import InvalidArgument, Unavailable
 from dockyard.events.bus import EventBus
 from dockyard.images.service import ImageService
+from dockyard.logs.plugin import PluginLogging
+from dockyard.plugins import check, protocol, runspec
+from dockyard.plugins.authorization import Authorization
+from dockyard.plugins.check import CheckReport
+from dockyard.plugins.managed import ManagedPlugins, ManagedSettings
+from dockyard.plugins.service import PluginService, PluginSettings
 from dockyard.runtime import cgroups, oci, seccomp
 from dockyard.runtime.monitor import Conmon
 from dockyard.snapshots.layers import LayerStore
@@ -145,6 +151,35 @@ class Engine:
             self.volumes,
         )
         self.execs = ExecService(self.containers)
+        managed = ManagedPlugins(
+            self.db,
+            self.events,
+            self.runtimes,
+            self.monitors,
+            self.facts.default_runtime,
+            ManagedSettings(
+                data_root=os.path.join(root, "plugins"),
+                exec_root=os.path.join(config.exec_root, "plugins"),
+                cgroup_parent=config.cgroup_parent,
+                cgroup_layout=self.facts.cgroups,
+                nofile_limit=self.facts.nofile_limit,
+                timeout_cap=config.plugin_call_timeout,
+            ),
+        )
+        self.plugins = PluginService(
+            PluginSettings(
+                socket_dirs=tuple(config.plugin_socket_dirs),
+                spec_dirs=tuple(config.plugin_spec_dirs),
+                retry_window=config.plugin_retry_timeout,
+                timeout_cap=config.plugin_call_timeout,
+            ),
+            managed,
+        )
+        self.authorization = Authorization(self.plugins, list(config.authorization_plugins))
+        managed.on_disable.append(lambda plugin: self.authorization.drop(plugin.name))
+        self.containers.logging = PluginLogging(
+            self.plugins, os.path.join(config.exec_root, "logging")
+        )
 
     def _engine_id(self) -> str:
         path = os.path.join(self.config.data_root, "engine-id")
@@ -165,13 +200,17 @@ class Engine:
         return _default_seccomp(self.facts.seccomp_profile, tuple(sorted(capabilities)))
 
     async def start(self) -> None:
+        # Plugins first: containers' log drivers and the authorization chain use them.
+        await self.plugins.managed.restore()
         await self.containers.restore()
         await self.volumes.restore(
             {c.id for c in self.containers.all() if c.state.status in ("running", "paused")}
         )
+        await self.authorization.start()
 
     async def close(self) -> None:
         await self.containers.shutdown()
+        await self.plugins.close()
         cgroups.remove_empty(self.facts.cgroups, "/" + self.config.cgroup_parent)
         self.db.close()
 
@@ -195,7 +234,25 @@ class Engine:
             "seccomp_profile": self.facts.seccomp_profile,
             "init_binary": self.facts.init_binary,
             "data_root": self.config.data_root,
+            "plugins": {
+                "Volume": self.plugins.names(protocol.VOLUME),
+                "Network": self.plugins.names(protocol.NETWORK) + self.plugins.names(protocol.IPAM),
+                "Authorization": list(self.authorization.names),
+                "Log": self.plugins.names(protocol.LOG),
+            },
         }
+
+    async def check_plugin(self, name: str) -> CheckReport:
+        """Run the conformance checker against the plugin `name` as the engine sees it."""
+        managed = self.plugins.managed.lookup(name)
+        if managed is not None:
+            plugin = self.plugins.managed.plugin(managed)
+            fifo_dirs = (self.plugins.managed.logging_dir(managed), runspec.LOGGING_DIR)
+            return await check.run(
+                plugin.client, kinds=list(plugin.implements), fifo_dirs=fifo_dirs
+            )
+        plugin = await self.plugins.legacy.get(name)
+        return await check.run(plugin.client)
 
 
 @lru_cache(maxsize=32)

@@ -3,6 +3,6 @@
 set -eu
 cd "$(dirname "$0")/.."
 ./install.sh --tests
-.venv/bin/ruff check dockyard tests
+.venv/bin/ruff check dockyard tests bench plugins
 .venv/bin/mypy
 exec .venv/bin/pytest -q "$@"

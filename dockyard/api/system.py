@@ -1,4 +1,4 @@
-"""System routes: ping, version, info, events, and the swarm/plugin stubs clients probe."""
+"""System routes: ping, version, info, events, and the swarm stubs clients probe."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from dockyard.api.app import (
     json_response,
 )
 from dockyard.api.streams import JSONStream
-from dockyard.errors import InvalidArgument, NotFound
+from dockyard.errors import InvalidArgument
 from dockyard.events.bus import Event
 from dockyard.images.oci import host_arch, now_rfc3339
 
@@ -132,10 +132,10 @@ async def info(request: web.Request) -> web.StreamResponse:
             "DriverStatus": [["Backing Filesystem", "overlayfs"], ["Engine", "Dockyard"]],
             "DockerRootDir": facts["data_root"],
             "Plugins": {
-                "Volume": eng.volumes.driver_names(),
-                "Network": ["host", "null"],
-                "Authorization": None,
-                "Log": ["json-file"],
+                "Volume": [*eng.volumes.driver_names(), *facts["plugins"]["Volume"]],
+                "Network": ["host", "null", *facts["plugins"]["Network"]],
+                "Authorization": facts["plugins"]["Authorization"] or None,
+                "Log": ["json-file", *facts["plugins"]["Log"]],
             },
             "MemoryLimit": True,
             "SwapLimit": True,
@@ -301,13 +301,3 @@ for _prefix in ("/swarm", "/services", "/tasks", "/nodes", "/secrets", "/configs
     for _method in ("GET", "POST", "DELETE"):
         routes.add(_method, _prefix, _swarm)
         routes.add(_method, _prefix + "/{rest:.*}", _swarm)
-
-
-@routes.get("/plugins")
-async def plugins(request: web.Request) -> web.StreamResponse:
-    return json_response([])
-
-
-@routes.get("/plugins/{name:.+}/json")
-async def plugin_inspect(request: web.Request) -> web.StreamResponse:
-    raise NotFound(f'plugin "{request.match_info["name"]}" not found')

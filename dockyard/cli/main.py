@@ -67,6 +67,7 @@ COMMANDS = {
     **{name: "system" for name in ("info", "version", "events", "system")},
     "daemon": "daemon",
     "volume": "volumes",
+    "plugin": "plugins:plugin",
 }
 
 

@@ -31,6 +31,11 @@ def info(ctx: Context, fmt: str | None) -> None:
         f" Images: {data['Images']}",
         f" Server Version: {data['ServerVersion']} (Dockyard)",
         f" Storage Driver: {data['Driver']}",
+        " Plugins:",
+        *(
+            f"  {kind}: {' '.join(data['Plugins'].get(kind) or []) or '(none)'}"
+            for kind in ("Volume", "Network", "Log", "Authorization")
+        ),
         f" Logging Driver: {data['LoggingDriver']}",
         f" Cgroup Driver: {data['CgroupDriver']}",
         f" Cgroup Version: {data['CgroupVersion']} ({data.get('CgroupMode', '')})",

@@ -336,7 +336,12 @@ def _ulimits(ulimits: Any) -> list[dict[str, Any]]:
 
 
 def normalise_host_config(
-    raw: dict[str, Any], *, ncpu: int, runtimes: tuple[str, ...], default_runtime: str
+    raw: dict[str, Any],
+    *,
+    ncpu: int,
+    runtimes: tuple[str, ...],
+    default_runtime: str,
+    log_drivers: tuple[str, ...] = LOG_DRIVERS,
 ) -> dict[str, Any]:
     hc = dict(raw)
     for unsupported in ("Links",):
@@ -351,7 +356,7 @@ def normalise_host_config(
         raise NotImplementedByEngine("publishing ports is not supported by Dockyard yet")
     log = _dict(hc.get("LogConfig"), "LogConfig")
     log_type = log.get("Type") or "json-file"
-    if log_type not in LOG_DRIVERS:
+    if log_type not in log_drivers:  # plugin drivers are resolved by the caller
         raise InvalidArgument(f"logger: no log driver named '{log_type}' is registered")
     hc["LogConfig"] = {"Type": log_type, "Config": _dict(log.get("Config"), "LogConfig.Config")}
     mode = hc.get("NetworkMode") or "default"
@@ -457,6 +462,7 @@ def effective(
     ncpu: int,
     runtimes: tuple[str, ...],
     default_runtime: str,
+    log_drivers: tuple[str, ...] = LOG_DRIVERS,
 ) -> Effective:
     """The container's configuration: request merged over image, defaults filled, validated."""
     host_config = normalise_host_config(
@@ -464,6 +470,7 @@ def effective(
         ncpu=ncpu,
         runtimes=runtimes,
         default_runtime=default_runtime,
+        log_drivers=log_drivers,
     )
     entrypoint = _strslice(request.get("Entrypoint"), "Entrypoint")
     cmd = _strslice(request.get("Cmd"), "Cmd")

@@ -24,7 +24,7 @@ import shutil
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dockyard.containers import config as cfg
 from dockyard.containers import etcfiles, names, signals, spec, users
@@ -58,6 +58,9 @@ from dockyard.snapshots.rootfs import RootfsManager
 from dockyard.state.db import Database
 from dockyard.volumes.mounts import MountPoint
 from dockyard.volumes.service import VolumeService
+
+if TYPE_CHECKING:
+    from dockyard.logs.plugin import PluginLogging
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +123,8 @@ class ContainerService:
         for row in db.all("SELECT record FROM containers"):
             container = Container.from_json(row["record"])
             self._containers[container.id] = container
+        # Delivers output to log-driver plugins; set by the engine.
+        self.logging: PluginLogging | None = None
         images.image_users = self.image_users
         images.container_chains = lambda: {
             c.chain_id for c in self._containers.values() if c.chain_id
@@ -202,6 +207,13 @@ class ContainerService:
         if not isinstance(image_name, str) or not image_name:
             raise InvalidArgument("config cannot be empty in order to create a container")
         image = self.images.resolve(image_name)
+        log_drivers: tuple[str, ...] = cfg.LOG_DRIVERS
+        log_config = cfg._dict((request.get("HostConfig") or {}).get("LogConfig"), "LogConfig")
+        driver = log_config.get("Type") or ""
+        if self.logging is not None and self.logging.is_plugin_driver(driver):
+            await self.logging.resolve(driver)
+            self.logging.validate_options(cfg._dict(log_config.get("Config"), "LogConfig.Config"))
+            log_drivers = (*log_drivers, driver)
         effective = cfg.effective(
             request,
             image.run_config,
@@ -209,6 +221,7 @@ class ContainerService:
             ncpu=self.settings.ncpu,
             runtimes=tuple(self.runtimes),
             default_runtime=self.settings.default_runtime,
+            log_drivers=log_drivers,
         )
         if name:
             name = names.validate(name)
@@ -358,6 +371,8 @@ class ContainerService:
                 json.dump(oci_spec, f)
             if os.path.exists(os.path.join(runtime.state_dir, container.id)):
                 await runtime.delete(container.id)  # a leftover of an earlier crash
+            if self.logging is not None:
+                await self.logging.start(container, paths.log, self.dir(container))
             stdin = bool(container.config.get("OpenStdin"))
             mon, pid = await conmon.create(
                 container.id,
@@ -376,6 +391,8 @@ class ContainerService:
             if created_in_runtime:
                 await runtime.delete(container.id)
             await self._release(container)
+            if self.logging is not None:
+                await self.logging.stop(container.id)
             container.state.error = message
             container.state.exit_code = _start_failure_code(message)
             if container.state.status != CREATED:
@@ -445,6 +462,8 @@ class ContainerService:
             code, error = 255, "container monitor exited without recording an exit code"
         await self.runtimes[container.runtime].delete(container.id)
         await self._release(container)
+        if self.logging is not None:
+            await self.logging.stop(container.id)
         state = container.state
         state.status = EXITED
         state.exit_code = code
@@ -717,6 +736,13 @@ class ContainerService:
         tail: int | None = None,
     ) -> AsyncIterator[k8sfile.LogEntry]:
         container = self.get(ref)
+        reader = await self.logging.reader(container) if self.logging is not None else None
+        if reader is not None and self.logging is not None:
+            async for plugin_entry in self.logging.read(
+                reader, container, follow=follow, since_ns=since_ns, until_ns=until_ns, tail=tail
+            ):
+                yield plugin_entry
+            return
         path = self.paths(container).log
         live = self.live(container)
         if not os.path.exists(path) and (not follow or not container.state.running):
@@ -847,6 +873,12 @@ class ContainerService:
                     live.exited.clear()
                     live.started_mono = time.monotonic()
                     live.watcher = asyncio.ensure_future(self._watch(container, mon))
+                    if self.logging is not None:
+                        try:
+                            paths = self.paths(container)
+                            await self.logging.start(container, paths.log, self.dir(container))
+                        except DockyardError as e:
+                            log.warning("log driver of %s: %s", container.short_id, e.message)
                     continue
                 async with self.live(container).lock:
                     await self._on_exit(container)
@@ -871,6 +903,8 @@ class ContainerService:
 
     async def shutdown(self) -> None:
         """Stop watching; containers keep running under their monitors."""
+        if self.logging is not None:
+            await self.logging.shutdown()
         for live in self._live.values():
             for task in (live.watcher, live.restart_task):
                 if task is not None:

@@ -49,4 +49,12 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX volume_mounts_container ON volume_mounts(container)
     """,
+    # 3: managed plugins
+    """
+    CREATE TABLE plugins (
+        id TEXT PRIMARY KEY,             -- 64 hex
+        name TEXT NOT NULL UNIQUE,       -- familiar reference with tag: "acme/vol:latest"
+        record TEXT NOT NULL             -- JSON: config, settings, enabled, monitor
+    )
+    """,
 ]

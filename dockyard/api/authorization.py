@@ -1,0 +1,71 @@
+"""The authorization middleware: every API request through the AuthZ plugin chain.
+
+HTTP in, HTTP out; the decisions are the engine's (`plugins.authorization`).
+The request phase runs before the handler; the response phase sees the
+response the client would get (a handler's error rendered first, so plugins
+see its real status), and can still stop a one-shot response. Streamed and
+hijacked responses (logs, events, attach, exec) are already on the wire when
+the handler returns, as in Docker: only their request is really checked.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from dockyard.api.app import Handler, engine, error_response
+from dockyard.errors import DockyardError, NotModified
+from dockyard.plugins.authorization import ApiRequest, flatten_headers, sends_body
+
+log = logging.getLogger(__name__)
+
+
+@web.middleware
+async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    chain = engine(request).authorization
+    if not chain.active:
+        return await handler(request)
+    body = b""
+    if sends_body(request.path, request.headers.get("Content-Type", "")):
+        chain.check_body_size(request.content_length)
+        body = await request.read()  # aiohttp keeps it for the handler
+        chain.check_body_size(len(body))
+    message = await chain.authorize_request(
+        ApiRequest(
+            method=request.method,
+            uri=request.raw_path,
+            headers=flatten_headers(list(request.headers.items())),
+            body=body,
+        )
+    )
+    failed = False
+    try:
+        resp = await handler(request)
+    except NotModified:
+        resp = web.Response(status=304)
+    except DockyardError as e:
+        resp, failed = error_response(e.status, e.message), True
+    headers = flatten_headers(list(resp.headers.items()))
+    if resp.prepared:
+        try:
+            await chain.authorize_response(message, resp.status, headers, b"")
+        except DockyardError as e:
+            log.warning(
+                "%s %s: streamed response not withdrawn: %s", request.method, request.path, e
+            )
+        return resp
+    out = b""
+    if (
+        isinstance(resp, web.Response)
+        and isinstance(resp.body, bytes)
+        and sends_body(request.path, resp.headers.get("Content-Type", ""))
+    ):
+        out = resp.body
+    try:
+        await chain.authorize_response(message, resp.status, headers, out)
+    except DockyardError:
+        if failed:
+            return resp  # the handler's own error wins
+        raise
+    return resp

@@ -1,0 +1,171 @@
+"""A plugin written without the SDK: the stdlib's HTTP server on a unix socket or TCP.
+
+It records every request (method, path, headers, body) and answers from a
+table of canned replies, so tests check the engine against the protocol and
+not against Dockyard's own SDK. A reply is a JSON-able value (200), or a
+`Raw(status, body, delay)` for errors, garbage, empty bodies and hangs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import socketserver
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+
+
+@dataclass
+class Raw:
+    status: int = 200
+    body: bytes = b""
+    delay: float = 0.0
+
+
+@dataclass
+class Call:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body.strip() else None
+
+
+Reply = Any  # JSON-able, Raw, or a callable taking the Call
+
+
+class BarePlugin:
+    def __init__(self, implements: list[str], replies: dict[str, Reply] | None = None) -> None:
+        self.replies: dict[str, Reply] = {"/Plugin.Activate": {"Implements": implements}}
+        self.replies.update(replies or {})
+        self.calls: list[Call] = []
+        self.lock = threading.Lock()
+        self.server: socketserver.BaseServer | None = None
+        self.address = ""
+        self.connections: set[socket.socket] = set()
+
+    def paths(self) -> list[str]:
+        with self.lock:
+            return [c.path for c in self.calls]
+
+    def calls_to(self, path: str) -> list[Call]:
+        with self.lock:
+            return [c for c in self.calls if c.path == path]
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        plugin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def setup(self) -> None:
+                super().setup()
+                with plugin.lock:
+                    plugin.connections.add(self.connection)
+
+            def finish(self) -> None:
+                with plugin.lock:
+                    plugin.connections.discard(self.connection)
+                super().finish()
+
+            def address_string(self) -> str:
+                return "plugin-client"
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                call = Call("POST", self.path, dict(self.headers.items()), body)
+                with plugin.lock:
+                    plugin.calls.append(call)
+                reply = plugin.replies.get(self.path, Raw(404, b'{"Err":"no such method"}'))
+                if callable(reply):
+                    reply = reply(call)
+                if not isinstance(reply, Raw):
+                    reply = Raw(200, json.dumps(reply).encode())
+                if reply.delay:
+                    time.sleep(reply.delay)
+                try:
+                    self.send_response(reply.status)
+                    self.send_header("Content-Type", "application/vnd.docker.plugins.v1.1+json")
+                    self.send_header("Content-Length", str(len(reply.body)))
+                    self.end_headers()
+                    self.wfile.write(reply.body)
+                except OSError:
+                    pass
+
+        return Handler
+
+    def serve_unix(self, path: str) -> BarePlugin:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if os.path.exists(path):
+            os.unlink(path)
+
+        class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+            daemon_threads = True
+
+        self.server = Server(path, self._handler())
+        self.address = path
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def serve_tcp(self) -> BarePlugin:
+        class Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self.server = Server(("127.0.0.1", 0), self._handler())
+        host, port = self.server.server_address[:2]
+        self.address = f"{host}:{port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            with self.lock:  # like a process that exits: kept-alive connections go too
+                for connection in list(self.connections):
+                    try:
+                        connection.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+            if isinstance(self.server, socketserver.UnixStreamServer):
+                try:
+                    os.unlink(self.address)
+                except FileNotFoundError:
+                    pass
+            self.server = None
+
+    def __enter__(self) -> BarePlugin:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def bind_dead_socket(path: str) -> None:
+    """A socket file nobody listens on (connection refused)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(path)
+    s.close()

@@ -1,0 +1,202 @@
+"""Authorization plugins around every API request, with real daemons.
+
+Plugins: the example policy plugin (SDK, a separate process) and recording
+plugins written without the SDK.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.bare_plugin import BarePlugin, Call
+from tests.plugin_env import EXAMPLES, PluginDaemon, PluginProcess
+
+
+def _recorder(name: str, log: list[str], deny_path: str = "") -> BarePlugin:
+    def request(call: Call) -> dict[str, object]:
+        log.append(f"{name}:req")
+        uri = call.json["RequestUri"]
+        if deny_path and deny_path in uri:
+            return {"Allow": False, "Msg": f"{name} says no"}
+        return {"Allow": True}
+
+    def response(call: Call) -> dict[str, object]:
+        log.append(f"{name}:res")
+        return {"Allow": True}
+
+    return BarePlugin(
+        ["authz"], {"/AuthZPlugin.AuthZReq": request, "/AuthZPlugin.AuthZRes": response}
+    )
+
+
+@pytest.fixture
+def chain() -> Iterator[tuple[PluginDaemon, BarePlugin, BarePlugin, list[str]]]:
+    daemon = PluginDaemon()
+    log: list[str] = []
+    a = _recorder("a", log, deny_path="/volumes").serve_unix(daemon.sock("a"))
+    b = _recorder("b", log, deny_path="/networks").serve_unix(daemon.sock("b"))
+    try:
+        daemon.start_with("--authorization-plugin", "a", "--authorization-plugin", "b")
+        yield daemon, a, b, log
+    finally:
+        daemon.cleanup()
+        a.stop()
+        b.stop()
+
+
+def test_requests_pass_the_chain_in_order(
+    chain: tuple[PluginDaemon, BarePlugin, BarePlugin, list[str]],
+) -> None:
+    daemon, a, _b, log = chain
+    log.clear()
+    status, body = daemon.api("GET", "/v1.45/version")
+    assert status == 200 and body["ApiVersion"]
+    assert log == ["a:req", "b:req", "a:res", "b:res"]
+    request = a.calls_to("/AuthZPlugin.AuthZRes")[-1].json
+    assert request["RequestMethod"] == "GET" and request["RequestUri"] == "/v1.45/version"
+    assert request["ResponseStatusCode"] == 200
+    assert json.loads(base64.b64decode(request["ResponseBody"]))["ApiVersion"] == body["ApiVersion"]
+    assert request["ResponseHeaders"]["Content-Type"] == "application/json"
+
+
+def test_a_deny_stops_the_chain_and_the_handler(
+    chain: tuple[PluginDaemon, BarePlugin, BarePlugin, list[str]],
+) -> None:
+    daemon, _a, _b, log = chain
+    log.clear()
+    status, body = daemon.api("GET", "/v1.45/volumes")
+    assert status == 403
+    assert body == {"message": "authorization denied by plugin a: a says no"}
+    assert log == ["a:req"]
+    log.clear()
+    status, body = daemon.api("GET", "/v1.45/networks?filters=%7B%7D")
+    assert (status, body["message"]) == (403, "authorization denied by plugin b: b says no")
+    assert log == ["a:req", "b:req"]
+    # the docker CLI shows the message as it does for Docker
+    result = daemon.docker("network", "ls")
+    assert result.returncode != 0
+    assert "authorization denied by plugin b: b says no" in result.stderr
+
+
+def test_request_details_sent_to_plugins(
+    chain: tuple[PluginDaemon, BarePlugin, BarePlugin, list[str]],
+) -> None:
+    daemon, a, b, _log = chain
+    status, _ = daemon.api(
+        "POST",
+        "/v1.45/containers/create?name=authz-probe",
+        {"Image": "no-such-image:1"},
+        headers={
+            "Content-Type": "application/json",
+            "X-Registry-Auth": "c2VjcmV0",
+            "X-Custom": "1",
+        },
+    )
+    assert status == 404  # the handler's own error still reaches the client
+    sent = [
+        c.json for c in a.calls_to("/AuthZPlugin.AuthZReq") if "authz-probe" in c.json["RequestUri"]
+    ][-1]
+    assert sent["RequestUri"] == "/v1.45/containers/create?name=authz-probe"
+    assert json.loads(base64.b64decode(sent["RequestBody"])) == {"Image": "no-such-image:1"}
+    assert sent["RequestHeaders"]["X-Custom"] == "1"
+    assert "X-Registry-Auth" not in sent["RequestHeaders"]
+    response = [
+        c.json for c in b.calls_to("/AuthZPlugin.AuthZRes") if "authz-probe" in c.json["RequestUri"]
+    ][-1]
+    assert response["ResponseStatusCode"] == 404
+    # /auth bodies (credentials) are never sent
+    daemon.api(
+        "POST",
+        "/v1.45/auth",
+        {"username": "u", "password": "p"},
+        headers={"Content-Type": "application/json"},
+    )
+    auth = [
+        c.json
+        for c in a.calls_to("/AuthZPlugin.AuthZReq")
+        if c.json["RequestUri"].endswith("/auth")
+    ]
+    assert auth and "RequestBody" not in auth[-1]
+
+
+def test_a_plugin_that_goes_away_fails_requests_closed(
+    chain: tuple[PluginDaemon, BarePlugin, BarePlugin, list[str]],
+) -> None:
+    daemon, _a, b, _log = chain
+    b.stop()
+    start = time.monotonic()
+    status, body = daemon.api("GET", "/v1.45/containers/json")
+    assert time.monotonic() - start < 10  # the retry window is 3 s in these daemons
+    assert status == 500
+    assert body["message"].startswith(
+        "plugin b failed with error: AuthZPlugin.AuthZReq: connecting to unix://"
+    )
+
+
+def test_a_missing_plugin_stops_the_daemon_from_starting() -> None:
+    daemon = PluginDaemon()
+    try:
+        with pytest.raises(RuntimeError, match="plugin 'nothere' not found"):
+            daemon.start_with("--authorization-plugin", "nothere")
+    finally:
+        daemon.cleanup()
+
+
+def test_the_policy_example_plugin(tmp_path: Path, busybox_tar: Path) -> None:
+    policy = tmp_path / "policy.json"
+    policy.write_text(
+        json.dumps(
+            {
+                "default": "allow",
+                "rules": [
+                    {
+                        "methods": ["POST"],
+                        "path": "^/containers/create$",
+                        "body": {"HostConfig.Privileged": True},
+                        "action": "deny",
+                        "message": "privileged containers are not allowed",
+                    },
+                    {
+                        "methods": ["DELETE"],
+                        "path": "^/images/",
+                        "action": "deny",
+                        "message": "ask the release team",
+                    },
+                ],
+            }
+        )
+    )
+    daemon = PluginDaemon()
+    plugin = PluginProcess(
+        f"{EXAMPLES}/authz_policy.py:PolicyPlugin",
+        daemon.sock("policy"),
+        {"POLICY_FILE": str(policy)},
+    )
+    try:
+        daemon.start_with(authorization_plugins=["policy"])
+        daemon.cli("import", str(busybox_tar), "demo/busybox:1", check=True)
+        ok = daemon.cli("run", "--rm", "demo/busybox:1", "echo", "allowed")
+        assert ok.returncode == 0 and ok.stdout.strip() == "allowed"
+        refused = daemon.cli("run", "--rm", "--privileged", "demo/busybox:1", "true")
+        assert refused.returncode == 125
+        assert (
+            "authorization denied by plugin policy: privileged containers are not allowed"
+            in refused.stderr
+        )
+        refused = daemon.docker("rmi", "demo/busybox:1")
+        assert "authorization denied by plugin policy: ask the release team" in refused.stderr
+        assert daemon.cli("images", "-q").stdout.strip()  # the image is still there
+        policy.write_text("{broken")  # a broken policy fails closed
+        time.sleep(0.05)
+        denied = daemon.api("GET", "/v1.45/info")
+        assert denied[0] == 403 and "is invalid" in denied[1]["message"]
+    finally:
+        policy.write_text(json.dumps({"default": "allow"}))
+        daemon.cleanup()
+        plugin.stop()

@@ -1,0 +1,222 @@
+"""`dockyard plugin check` against the example plugins (SDK), against plugins written
+without the SDK (unix socket, and TCP found through a .spec file), and against a
+plugin that breaks the protocol."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.bare_plugin import BarePlugin, Call, Raw
+from tests.harness import REPO
+from tests.plugin_env import EXAMPLES, PluginDaemon, PluginProcess
+
+
+def check(*args: str, host: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {"DOCKYARD_HOST": host} if host else {}
+    import os
+
+    return subprocess.run(
+        [sys.executable, "-m", "dockyard", "plugin", "check", *args],
+        cwd=REPO,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+class MemoryVolumes:
+    """A correct VolumeDriver as canned handlers (no SDK)."""
+
+    def __init__(self, root: Path, *, broken: bool = False) -> None:
+        self.root = root
+        self.volumes: set[str] = set()
+        self.broken = broken
+
+    def replies(self) -> dict[str, Any]:
+        def create(call: Call) -> dict[str, Any]:
+            self.volumes.add(call.json["Name"])
+            return {}
+
+        def remove(call: Call) -> Any:
+            if call.json["Name"] not in self.volumes:
+                return Raw(500, b'{"Err":"no such volume"}')
+            self.volumes.discard(call.json["Name"])
+            return {}
+
+        def mount(call: Call) -> Any:
+            if call.json["Name"] not in self.volumes and not self.broken:
+                return {"Err": "no such volume"}
+            return {
+                "Mountpoint": "relative/path" if self.broken else f"{self.root}/{call.json['Name']}"
+            }
+
+        def get(call: Call) -> Any:
+            name = call.json["Name"]
+            if name in self.volumes or self.broken:
+                return {"Volume": {"Name": name, "Mountpoint": f"{self.root}/{name}"}}
+            return {"Err": "no such volume"}
+
+        return {
+            "/VolumeDriver.Capabilities": {"Capabilities": {"Scope": "local"}},
+            "/VolumeDriver.Create": create,
+            "/VolumeDriver.Remove": remove,
+            "/VolumeDriver.Mount": mount,
+            "/VolumeDriver.Unmount": {},
+            "/VolumeDriver.Path": {"Mountpoint": ""},
+            "/VolumeDriver.Get": get,
+            "/VolumeDriver.List": lambda call: {
+                "Volumes": [{"Name": n} for n in sorted(self.volumes)]
+            },
+        }
+
+
+def test_a_plugin_without_the_sdk_on_a_unix_socket(tmp_path: Path) -> None:
+    with BarePlugin(["VolumeDriver"], MemoryVolumes(tmp_path).replies()).serve_unix(
+        str(tmp_path / "mem.sock")
+    ) as plugin:
+        result = check(str(tmp_path / "mem.sock"))
+    assert result.returncode == 0, result.stdout
+    assert "Implements: VolumeDriver" in result.stdout
+    assert "PASS  Create with null Opts" in result.stdout
+    assert "0 failed" in result.stdout
+    # the calls follow the order an engine makes
+    volume_calls = [p for p in plugin.paths() if p.startswith("/VolumeDriver.")]
+    assert volume_calls[:4] == [
+        "/VolumeDriver.Capabilities",
+        "/VolumeDriver.Get",
+        "/VolumeDriver.Create",
+        "/VolumeDriver.Get",
+    ]
+
+
+def test_protocol_violations_are_reported(tmp_path: Path) -> None:
+    replies = MemoryVolumes(tmp_path, broken=True).replies()
+    replies["/VolumeDriver.Unmount"] = Raw(200, b"")  # an empty 200 is a failure
+    with BarePlugin(["VolumeDriver", "Frobnicator"], replies).serve_unix(
+        str(tmp_path / "bad.sock")
+    ):
+        result = check("--json", str(tmp_path / "bad.sock"))
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    failed = {r["check"]: r["detail"] for r in report["results"] if r["status"] == "fail"}
+    assert failed["Get of an unknown volume"] == "returned a volume"
+    assert "not an absolute path" in failed["Mount"]
+    assert "empty body" in failed["Unmount"]
+    warned = [r["check"] for r in report["results"] if r["status"] == "warn"]
+    assert "known kinds" in warned
+
+
+def test_a_tcp_plugin_found_through_a_spec_file(busybox_tar: Path) -> None:
+    daemon = PluginDaemon()
+    replies = {
+        "/AuthZPlugin.AuthZReq": lambda call: {"Allow": True},
+        "/AuthZPlugin.AuthZRes": {"allow": True},  # keys in any case
+    }
+    with BarePlugin(["authz"], replies).serve_tcp() as plugin:
+        (daemon.spec_dir / "tcpauthz.spec").write_text(f"tcp://{plugin.address}\n")
+        try:
+            daemon.start_with(authorization_plugins=["tcpauthz"])
+            local = check(str(daemon.spec_dir / "tcpauthz.spec"))
+            assert local.returncode == 0, local.stdout
+            assert f"at tcp://{plugin.address}" in local.stdout
+            # by name: the daemon finds it as it would for use, and runs the checks
+            remote = check("tcpauthz", host=daemon.host)
+            assert remote.returncode == 0, remote.stdout + remote.stderr
+            assert "PASS  AuthZRes: allowed" in remote.stdout
+            assert daemon.api("GET", "/v1.45/_ping")[0] == 200  # and it authorizes requests
+            assert any(
+                c.json["RequestUri"] == "/v1.45/_ping"
+                for c in plugin.calls_to("/AuthZPlugin.AuthZReq")
+            )
+        finally:
+            daemon.cleanup()
+
+
+@pytest.fixture
+def examples(tmp_path: Path) -> Iterator[dict[str, str]]:
+    sockets = {}
+    processes = []
+    env = {
+        "VOLUME_ROOT": str(tmp_path / "volumes"),
+        "IPAM_STATE": str(tmp_path / "ipam" / "state.json"),
+        "LOG_DIR": str(tmp_path / "logs"),
+        "POLICY_FILE": str(tmp_path / "policy.json"),
+    }
+    (tmp_path / "policy.json").write_text(json.dumps({"default": "allow"}))
+    for name, target in (
+        ("snap", "volume_snap.py:SnapshotVolumes"),
+        ("fileipam", "ipam_file.py:FileIpam"),
+        ("rotate", "log_rotate.py:RotatingLogs"),
+        ("policy", "authz_policy.py:PolicyPlugin"),
+    ):
+        sockets[name] = str(tmp_path / f"{name}.sock")
+        processes.append(PluginProcess(f"{EXAMPLES}/{target}", sockets[name], env))
+    try:
+        yield sockets
+    finally:
+        for process in processes:
+            process.stop()
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "count"),
+    [
+        ("snap", "VolumeDriver", 17),
+        ("fileipam", "IpamDriver", 13),
+        ("rotate", "LogDriver", 8),
+        ("policy", "authz", 5),
+    ],
+)
+def test_the_example_plugins_pass(
+    examples: dict[str, str], name: str, kind: str, count: int
+) -> None:
+    result = check(examples[name])
+    assert result.returncode == 0, result.stdout
+    assert f"Implements: {kind}" in result.stdout
+    assert f"{count} passed, 0 failed, 0 warnings" in result.stdout
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")
+def test_the_bridge_network_example_passes_in_a_private_netns(tmp_path: Path) -> None:
+    import os
+    import signal
+    import time
+
+    sock = str(tmp_path / "vbridge.sock")
+    proc = subprocess.Popen(
+        [
+            "unshare",
+            "--net",
+            sys.executable,
+            "-m",
+            "dockyard.sdk",
+            "run",
+            f"{EXAMPLES}/net_bridge.py:BridgeNetwork",
+            "--socket",
+            sock,
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not os.path.exists(sock) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        result = check(sock)
+        assert result.returncode == 0, result.stdout
+        assert "PASS  Join: interface dyc" in result.stdout
+        assert "ProgramExternalConnectivity: not implemented (404)" in result.stdout
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)

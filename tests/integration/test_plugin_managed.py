@@ -1,0 +1,371 @@
+"""Managed plugins: create from a directory, settings, enable/disable/rm, references,
+restarts, events, and refusal of hostile or malformed input.
+
+The plugin is the example rotating-file log plugin in a busybox root
+filesystem; Python and the SDK come from the host through the config's
+mounts, which exercises Mounts, Env and settable fields on the way.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import sys
+import sysconfig
+import tarfile
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.bare_plugin import wait_for
+from tests.harness import REPO
+from tests.plugin_env import PluginDaemon
+
+NAME = "dy/rotate:1"
+
+
+def plugin_config(logs: Path, **changes: Any) -> dict[str, Any]:
+    site = sysconfig.get_paths()["purelib"]
+    python = os.path.realpath(sys.executable)
+    ro = {"type": "bind", "options": ["rbind", "ro"]}
+    config: dict[str, Any] = {
+        "description": "rotating log files",
+        "documentation": "https://example.invalid/rotate",
+        "entrypoint": [
+            python,
+            "-m",
+            "dockyard.sdk",
+            "run",
+            "/dockyard/plugins/log_rotate.py:RotatingLogs",
+            "--socket",
+            "/run/docker/plugins/rotate.sock",
+        ],
+        "workdir": "/",
+        "interface": {"types": ["docker.logdriver/1.0"], "socket": "rotate.sock"},
+        "env": [
+            {"name": "LOG_DIR", "value": "/logs", "settable": ["value"]},
+            {"name": "PYTHONPATH", "value": f"/dockyard:{site}"},
+            {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+        ],
+        "mounts": [
+            {"source": "/usr", "destination": "/usr", **ro},
+            {"source": "/lib", "destination": "/lib", **ro},
+            {"source": "/lib64", "destination": "/lib64", **ro},
+            {"source": site, "destination": site, **ro},
+            *(
+                [{"source": sys.base_prefix, "destination": sys.base_prefix, **ro}]
+                if not sys.base_prefix.startswith("/usr")
+                else []
+            ),
+            {"source": str(REPO), "destination": "/dockyard", **ro},
+            {
+                "name": "logs",
+                "source": str(logs),
+                "destination": "/logs",
+                "type": "bind",
+                "options": ["rbind", "rw"],
+                "settable": ["source"],
+            },
+        ],
+        "linux": {"capabilities": ["CAP_SYSLOG"]},
+    }
+    config.update(changes)
+    return config
+
+
+def make_plugin_dir(base: Path, busybox_tar: Path, config: dict[str, Any]) -> Path:
+    directory = base / "plugin-src"
+    (directory / "rootfs").mkdir(parents=True)
+    with tarfile.open(busybox_tar) as tar:
+        tar.extractall(directory / "rootfs", filter="fully_trusted")
+    (directory / "config.json").write_text(json.dumps(config))
+    return directory
+
+
+@pytest.fixture
+def daemon(busybox_tar: Path) -> Iterator[PluginDaemon]:
+    d = PluginDaemon()
+    d.start_with()
+    d.cli("import", str(busybox_tar), "demo/busybox:1", check=True)
+    yield d
+    d.cleanup()
+
+
+def inspect(daemon: PluginDaemon, name: str = NAME) -> dict[str, Any]:
+    status, body = daemon.api("GET", f"/v1.45/plugins/{name}/json")
+    assert status == 200, body
+    return body  # type: ignore[no-any-return]
+
+
+def plugin_pid(daemon: PluginDaemon, plugin_id: str) -> int:
+    """The plugin process's pid (0 while it is being started again)."""
+    try:
+        path = daemon.exec_root / "plugins" / plugin_id[:12] / "bundle" / "pidfile"
+        return int(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def test_lifecycle_settings_references_and_events(daemon: PluginDaemon, busybox_tar: Path) -> None:
+    logs, other_logs = daemon.base / "logs", daemon.base / "logs2"
+    logs.mkdir()
+    other_logs.mkdir()
+    source = make_plugin_dir(daemon.base, busybox_tar, plugin_config(logs))
+    since = str(time.time())
+    assert daemon.cli("plugin", "create", NAME, str(source)).returncode == 0
+    listed = daemon.cli("plugin", "ls")
+    assert "dy/rotate:1" in listed.stdout and "rotating log files" in listed.stdout
+    assert "false" in listed.stdout.splitlines()[1]
+    body = inspect(daemon)
+    assert body["Enabled"] is False
+    assert body["Settings"]["Env"] == [
+        "LOG_DIR=/logs",
+        f"PYTHONPATH=/dockyard:{sysconfig.get_paths()['purelib']}",
+        "PYTHONDONTWRITEBYTECODE=1",
+    ]
+    assert body["Config"]["Interface"]["Types"] == ["docker.logdriver/1.0"]
+    assert body["Config"]["Rootfs" if "Rootfs" in body["Config"] else "rootfs"]["diff_ids"][
+        0
+    ].startswith("sha256:")
+    assert inspect(daemon, "dy/rotate:1")["Id"] == inspect(daemon, body["Id"][:10])["Id"]
+    # the docker CLI sees the same
+    docker_ls = daemon.docker("plugin", "ls", "--format", "{{.Name}} {{.Enabled}}")
+    assert docker_ls.stdout.strip() == "dy/rotate:1 false"
+
+    # settings change only while disabled, only settable fields
+    assert (
+        daemon.cli(
+            "plugin", "set", NAME, "LOG_DIR=/logs/sub", f"logs.source={other_logs}"
+        ).returncode
+        == 0
+    )
+    (other_logs / "sub").mkdir()
+    body = inspect(daemon)
+    assert "LOG_DIR=/logs/sub" in body["Settings"]["Env"]
+    assert [m["Source"] for m in body["Settings"]["Mounts"] if m["Name"] == "logs"] == [
+        str(other_logs)
+    ]
+    refused = daemon.cli("plugin", "set", NAME, "PYTHONPATH=/x")
+    assert refused.returncode != 0 and "not settable" in refused.stderr
+
+    assert daemon.cli("plugin", "enable", NAME).returncode == 0
+    body = inspect(daemon)
+    assert body["Enabled"] is True
+    socket_path = daemon.exec_root / "plugins" / body["Id"][:12] / "sock" / "rotate.sock"
+    assert socket_path.is_socket()
+    assert (
+        "cannot set on an active plugin" in daemon.cli("plugin", "set", NAME, "LOG_DIR=/x").stderr
+    )
+    assert daemon.api("POST", f"/v1.45/plugins/{NAME}/enable")[0] == 409
+    info = daemon.api("GET", "/v1.45/info")[1]
+    assert NAME in info["Plugins"]["Log"]
+    assert f"  Log: json-file {NAME}" in daemon.cli("info").stdout.splitlines()
+
+    # a running container's logger holds a reference
+    daemon.cli(
+        "run",
+        "-d",
+        "--name",
+        "talker",
+        "--log-driver",
+        NAME,
+        "demo/busybox:1",
+        "sh",
+        "-c",
+        "echo hello-plugin; sleep 300",
+        check=True,
+    )
+    cid = daemon.api("GET", "/v1.45/containers/talker/json")[1]["Id"]
+    log_file = other_logs / "sub" / f"{cid}.log"
+    assert wait_for(lambda: log_file.exists() and b"hello-plugin" in log_file.read_bytes())
+    assert daemon.cli("logs", "talker").stdout.strip() == "hello-plugin"
+    status, error = daemon.api("POST", f"/v1.45/plugins/{NAME}/disable")
+    assert (status, error["message"]) == (409, f"plugin {NAME} is in use")
+    status, error = daemon.api("DELETE", f"/v1.45/plugins/{NAME}")
+    assert (status, error["message"]) == (409, f"plugin {NAME} is in use")
+    daemon.cli("stop", "-t", "0", "talker", check=True)
+    status, error = daemon.api("DELETE", f"/v1.45/plugins/{NAME}")
+    assert status == 409 and "is enabled" in error["message"]
+    assert daemon.cli("plugin", "disable", NAME).returncode == 0
+    assert not socket_path.exists()
+    assert daemon.cli("plugin", "enable", NAME).returncode == 0
+    assert daemon.cli("plugin", "rm", "-f", NAME).returncode == 0
+    assert daemon.api("GET", f"/v1.45/plugins/{NAME}/json")[0] == 404
+    assert not (daemon.data_root / "plugins" / body["Id"]).exists()
+    assert daemon.leftovers()["mounts"] == []
+    events = daemon.cli(
+        "events", "--since", since, "--until", str(time.time()), "-f", "type=plugin"
+    )
+    actions = [line.split()[2] for line in events.stdout.splitlines()]
+    # `rm -f` of an enabled plugin stops it without a "disable" event, as in Docker
+    assert actions == ["create", "enable", "disable", "enable", "remove"]
+
+
+def test_plugin_survives_crashes_and_daemon_restarts(
+    daemon: PluginDaemon, busybox_tar: Path
+) -> None:
+    logs = daemon.base / "logs"
+    logs.mkdir()
+    daemon.cli(
+        "plugin",
+        "create",
+        NAME,
+        str(make_plugin_dir(daemon.base, busybox_tar, plugin_config(logs))),
+        check=True,
+    )
+    daemon.cli("plugin", "enable", NAME, check=True)
+    plugin_id = inspect(daemon)["Id"]
+    first = plugin_pid(daemon, plugin_id)
+    os.kill(first, signal.SIGKILL)  # the plugin dies while enabled: it is started again
+    assert wait_for(lambda: plugin_pid(daemon, plugin_id) not in (0, first), 20)
+    assert inspect(daemon)["Enabled"] is True
+    assert wait_for(
+        lambda: (daemon.exec_root / "plugins" / plugin_id[:12] / "sock" / "rotate.sock").is_socket()
+    )
+    second = plugin_pid(daemon, plugin_id)
+    daemon.stop()
+    assert os.path.exists(f"/proc/{second}")  # plugins keep running, like containers
+    daemon.start("--config-file", str(daemon.config_file))
+    assert inspect(daemon)["Enabled"] is True
+    assert plugin_pid(daemon, plugin_id) == second
+    result = daemon.cli(
+        "run", "--rm", "--log-driver", NAME, "demo/busybox:1", "echo", "after-restart"
+    )
+    assert result.returncode == 0, result.stderr
+    assert wait_for(lambda: any(b"after-restart" in p.read_bytes() for p in logs.glob("*.log")))
+    check = daemon.cli("plugin", "check", NAME)
+    assert check.returncode == 0, check.stdout
+    assert "StopLogging (drains the FIFO)" in check.stdout and "0 failed" in check.stdout
+
+
+def test_enable_fails_when_no_socket_appears(daemon: PluginDaemon, busybox_tar: Path) -> None:
+    config = plugin_config(daemon.base, entrypoint=["/bin/sleep", "300"])
+    daemon.cli(
+        "plugin",
+        "create",
+        "dy/mute",
+        str(make_plugin_dir(daemon.base, busybox_tar, config)),
+        check=True,
+    )
+    started = time.monotonic()
+    result = daemon.cli("plugin", "enable", "dy/mute")
+    assert result.returncode != 0
+    assert "plugin dy/mute:latest failed to start: no socket rotate.sock after 10s" in result.stderr
+    assert time.monotonic() - started < 20
+    assert inspect(daemon, "dy/mute")["Enabled"] is False
+    assert daemon.leftovers()["mounts"] == []
+
+
+def _tar(entries: list[tuple[str, bytes | None, dict[str, Any]]]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data, extra in entries:
+            info = tarfile.TarInfo(name)
+            for key, value in extra.items():
+                setattr(info, key, value)
+            if data is not None:
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buffer.getvalue()
+
+
+GOOD_CONFIG = json.dumps(
+    {"entrypoint": ["/bin/true"], "interface": {"types": ["docker.authz/1.0"], "socket": "a.sock"}}
+).encode()
+DIR = {"type": tarfile.DIRTYPE}
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        ([("rootfs/", None, DIR), ("rootfs/bin/x", b"x", {})], "config not found"),
+        ([("config.json", GOOD_CONFIG, {})], "no rootfs found"),
+        ([("config.json", b"{nope", {}), ("rootfs/x", b"x", {})], "invalid plugin config.json"),
+        (
+            [
+                (
+                    "config.json",
+                    b'{"interface": {"types": ["docker.authz/1.0"]}, "entrypoint": ["/x"]}',
+                    {},
+                ),
+                ("rootfs/x", b"", {}),
+            ],
+            "Interface.Socket is empty",
+        ),
+        ([("config.json", GOOD_CONFIG, {}), ("rootfs/../../escape", b"x", {})], "outside"),
+        ([("config.json", GOOD_CONFIG, {}), ("rootfs/a/../../../escape", b"x", {})], "outside"),
+        (
+            [
+                ("config.json", GOOD_CONFIG, {}),
+                ("rootfs/link", None, {"type": tarfile.SYMTYPE, "linkname": "/etc"}),
+                ("rootfs/link/passwd", b"x", {}),
+            ],
+            "symlink",
+        ),
+        (
+            [
+                ("config.json", GOOD_CONFIG, {}),
+                ("rootfs/hard", None, {"type": tarfile.LNKTYPE, "linkname": "etc/passwd"}),
+            ],
+            "links outside rootfs",
+        ),
+    ],
+)
+def test_hostile_or_malformed_uploads_are_refused(
+    daemon: PluginDaemon, entries: list[Any], message: str
+) -> None:
+    status, body = daemon.api(
+        "POST",
+        "/v1.45/plugins/create?name=dy/bad",
+        _tar(entries),
+        headers={"Content-Type": "application/x-tar"},
+    )
+    assert status == 400, body
+    assert message in body["message"]
+    assert daemon.api("GET", "/v1.45/plugins")[1] == []
+    assert [p.name for p in (daemon.data_root / "plugins").iterdir()] == ["storage"]
+    assert not (Path("/etc") / "escape").exists() and not Path("/escape").exists()
+
+
+def test_plugin_endpoints_errors(daemon: PluginDaemon) -> None:
+    assert daemon.api("GET", "/v1.45/plugins/nothere/json") == (
+        404,
+        {"message": 'plugin "nothere" not found'},
+    )
+    assert daemon.api("POST", "/v1.45/plugins/nothere/enable")[0] == 404
+    assert daemon.api("DELETE", "/v1.45/plugins/nothere")[0] == 404
+    assert daemon.api("POST", "/v1.45/plugins/nothere/push")[0] == 404
+    status, body = daemon.api("POST", "/v1.45/plugins/pull?remote=x/y")
+    assert status == 501 and "registry" in body["message"]
+    assert (
+        daemon.api(
+            "GET", "/v1.45/plugins?filters=" + urllib.parse.quote(json.dumps({"nope": ["x"]}))
+        )[0]
+        == 400
+    )
+    result = daemon.docker("plugin", "inspect", "nothere")
+    assert result.returncode != 0
+
+
+def test_the_docker_cli_manages_plugins(daemon: PluginDaemon, busybox_tar: Path) -> None:
+    logs = daemon.base / "logs"
+    logs.mkdir()
+    source = make_plugin_dir(daemon.base, busybox_tar, plugin_config(logs))
+    assert daemon.docker("plugin", "create", "dy/x", str(source)).returncode == 0
+    assert daemon.docker("plugin", "set", "dy/x", "LOG_DIR=/logs").returncode == 0
+    assert daemon.docker("plugin", "enable", "dy/x").returncode == 0
+    shown = daemon.docker(
+        "plugin", "inspect", "-f", "{{.Enabled}} {{.Config.Interface.Socket}}", "dy/x"
+    )
+    assert shown.stdout.strip() == "true rotate.sock"
+    refused = daemon.docker("plugin", "rm", "dy/x")
+    assert refused.returncode != 0 and "is enabled" in refused.stderr
+    assert daemon.docker("plugin", "disable", "dy/x").returncode == 0
+    assert daemon.docker("plugin", "rm", "dy/x").returncode == 0
+    assert daemon.docker("plugin", "ls", "-q").stdout.strip() == ""

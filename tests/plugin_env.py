@@ -1,0 +1,90 @@
+"""Daemons whose plugin discovery looks only at private directories, and plugin processes.
+
+Discovery never looks at the host's /run/docker/plugins or /etc/docker/plugins
+in tests: each daemon gets `<base>/plugins` (sockets) and `<base>/spec`
+(spec files) through its daemon.json, with a short retry window and call
+timeout so failure paths take seconds, not minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.harness import REPO, Daemon, new_base
+
+
+class PluginDaemon(Daemon):
+    def __init__(self, base: Path | None = None) -> None:
+        super().__init__(base or new_base())
+        self.socket_dir = self.base / "plugins"
+        self.spec_dir = self.base / "spec"
+        self.socket_dir.mkdir(parents=True, exist_ok=True)
+        self.spec_dir.mkdir(parents=True, exist_ok=True)
+        self.config_file = self.base / "daemon.json"
+
+    def start_with(self, *extra: str, **config: Any) -> None:
+        settings = {
+            "plugin-socket-dirs": [str(self.socket_dir)],
+            "plugin-spec-dirs": [str(self.spec_dir)],
+            "plugin-retry-timeout": 3,
+            "plugin-call-timeout": 5,
+            **{k.replace("_", "-"): v for k, v in config.items()},
+        }
+        self.config_file.write_text(json.dumps(settings))
+        self.start("--config-file", str(self.config_file), *extra)
+
+    def sock(self, name: str) -> str:
+        return str(self.socket_dir / f"{name}.sock")
+
+
+class PluginProcess:
+    """An SDK plugin (`FILE.py:CLASS` or `module:CLASS`) served by a real process."""
+
+    def __init__(self, target: str, socket_path: str, env: dict[str, str] | None = None) -> None:
+        self.socket = socket_path
+        self.log = Path(socket_path).with_suffix(".log")
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "dockyard.sdk", "run", target, "--socket", socket_path],
+                cwd=REPO,
+                env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+                stdout=log,
+                stderr=log,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"plugin exited: {self.log.read_text()}")
+            try:
+                with socket.socket(socket.AF_UNIX) as s:
+                    s.connect(socket_path)
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"plugin did not start: {self.log.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self) -> PluginProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+EXAMPLES = REPO / "plugins"
