@@ -25,7 +25,11 @@ from dockyard.containers.service import ContainerService, ContainerSettings
 from dockyard.content.store import ContentStore
 from dockyard.errors import InvalidArgument, Unavailable
 from dockyard.events.bus import EventBus
+from dockyard.images.archive import Archives
 from dockyard.images.service import ImageService
+from dockyard.registry.client import RegistryService, RegistrySettings
+from dockyard.registry.pull import Puller
+from dockyard.registry.push import Pusher
 from dockyard.runtime import cgroups, oci, seccomp
 from dockyard.runtime.monitor import Conmon
 from dockyard.snapshots.layers import LayerStore
@@ -109,6 +113,18 @@ class Engine:
         self.layers = LayerStore(os.path.join(root, "layers"), self.db)
         self.rootfs = RootfsManager(self.layers)
         self.images = ImageService(self.db, self.content, self.layers, self.events)
+        self.registry = RegistryService(
+            RegistrySettings(
+                insecure=list(config.insecure_registries),
+                certs_dirs=tuple(config.registry_certs_dirs),
+                max_concurrent_downloads=max(1, config.max_concurrent_downloads),
+                max_concurrent_uploads=max(1, config.max_concurrent_uploads),
+                upload_chunk_size=max(1 << 16, config.registry_chunk_size),
+            )
+        )
+        self.puller = Puller(self.registry, self.images, self.events)
+        self.pusher = Pusher(self.registry, self.images, self.events)
+        self.archives = Archives(self.images, self.events)
         runtime_state = os.path.join(config.exec_root, "runtime")
         self.runtimes = {
             name: oci.Runtime(info, os.path.join(runtime_state, name))
@@ -160,8 +176,11 @@ class Engine:
 
     async def start(self) -> None:
         await self.containers.restore()
+        # Blobs and layers of pulls and loads cut short by a crash were never recorded.
+        self.images.collect_garbage()
 
     async def close(self) -> None:
+        await self.registry.close()
         await self.containers.shutdown()
         cgroups.remove_empty(self.facts.cgroups, "/" + self.config.cgroup_parent)
         self.db.close()
