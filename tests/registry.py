@@ -51,6 +51,10 @@ def wait_port(port: int, timeout: float = 20) -> None:
 # -- certificates -------------------------------------------------------------
 
 
+def openssl(*args: str) -> bytes:
+    return subprocess.run(["openssl", *args], check=True, capture_output=True).stdout
+
+
 @dataclass
 class CA:
     cert: Path
@@ -60,12 +64,10 @@ class CA:
 def make_ca(directory: Path, name: str = "Dockyard Test CA") -> CA:
     directory.mkdir(parents=True, exist_ok=True)
     ca = CA(directory / "ca.crt", directory / "ca.key")
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "2"]
-        + ["-keyout", str(ca.key), "-out", str(ca.cert), "-subj", f"/CN={name}"]
-        + ["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=keyCertSign"],
-        check=True,
-        capture_output=True,
+    openssl(
+        *("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "2"),
+        *("-keyout", str(ca.key), "-out", str(ca.cert), "-subj", f"/CN={name}"),
+        *("-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=keyCertSign"),
     )
     return ca
 
@@ -75,17 +77,13 @@ def server_cert(ca: CA, directory: Path) -> tuple[Path, Path]:
     key, csr, cert = directory / "server.key", directory / "server.csr", directory / "server.crt"
     ext = directory / "server.ext"
     ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
-    subprocess.run(
-        ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr)]
-        + ["-subj", "/CN=127.0.0.1"],
-        check=True,
-        capture_output=True,
+    openssl(
+        *("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr)),
+        *("-subj", "/CN=127.0.0.1"),
     )
-    subprocess.run(
-        ["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca.cert), "-CAkey", str(ca.key)]
-        + ["-CAcreateserial", "-out", str(cert), "-days", "2", "-sha256", "-extfile", str(ext)],
-        check=True,
-        capture_output=True,
+    openssl(
+        *("x509", "-req", "-in", str(csr), "-CA", str(ca.cert), "-CAkey", str(ca.key)),
+        *("-CAcreateserial", "-out", str(cert), "-days", "2", "-sha256", "-extfile", str(ext)),
     )
     return cert, key
 
@@ -122,17 +120,11 @@ class TokenServer:
         base.mkdir(parents=True, exist_ok=True)
         self.key = base / "token.key"
         self.cert = base / "token.crt"
-        subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"]
-            + ["-keyout", str(self.key), "-out", str(self.cert), "-subj", "/CN=token-signer"],
-            check=True,
-            capture_output=True,
+        openssl(
+            *("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
+            *("-keyout", str(self.key), "-out", str(self.cert), "-subj", "/CN=token-signer"),
         )
-        der = subprocess.run(
-            ["openssl", "x509", "-in", str(self.cert), "-outform", "DER"],
-            check=True,
-            capture_output=True,
-        ).stdout
+        der = openssl("x509", "-in", str(self.cert), "-outform", "DER")
         self._x5c = base64.b64encode(der).decode()
         self.issued: list[dict[str, Any]] = []
         self.refused = 0
@@ -141,7 +133,7 @@ class TokenServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 server._handle(self)
 
             def log_message(self, *args: Any) -> None:
@@ -188,7 +180,9 @@ class TokenServer:
             "access": access,
         }
         header_json = {"typ": "JWT", "alg": "RS256", "x5c": [self._x5c]}
-        signing_input = f"{_b64url(json.dumps(header_json).encode())}.{_b64url(json.dumps(claims).encode())}"
+        signing_input = (
+            f"{_b64url(json.dumps(header_json).encode())}.{_b64url(json.dumps(claims).encode())}"
+        )
         signature = subprocess.run(
             ["openssl", "dgst", "-sha256", "-sign", str(self.key)],
             input=signing_input.encode(),
@@ -391,7 +385,10 @@ class OCILayout:
             "mediaType": "application/vnd.oci.image.index.v1+json",
             "manifests": entries,
         }
-        return {"mediaType": "application/vnd.oci.image.index.v1+json", **self.blob(json.dumps(index).encode())}
+        return {
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            **self.blob(json.dumps(index).encode()),
+        }
 
     def tag(self, descriptor: dict[str, Any], name: str) -> None:
         entry = {k: v for k, v in descriptor.items() if k != "platform"}
@@ -399,3 +396,49 @@ class OCILayout:
         self.entries.append(entry)
         index = {"schemaVersion": 2, "manifests": self.entries}
         (self.path / "index.json").write_text(json.dumps(index))
+
+
+# -- the daemon's store ---------------------------------------------------------------
+
+
+def store_problems(data_root: Path) -> list[str]:
+    """What is wrong with a daemon's image store (empty when it is consistent).
+
+    Every blob hashes to its name, nothing is left in the ingest area or half
+    unpacked, and every image's config, manifest and unpacked layers are
+    there. (A manifest's layer blob may be absent when the pull found that
+    layer already unpacked and skipped downloading it, as Docker does.)
+    """
+    import sqlite3
+
+    problems = []
+    blobs = data_root / "content" / "blobs" / "sha256"
+    for blob in blobs.iterdir():
+        digest = hashlib.sha256()
+        with blob.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        if digest.hexdigest() != blob.name:
+            problems.append(f"blob {blob.name} does not match its content")
+    problems += [f"ingest leftover {p.name}" for p in (data_root / "content" / "ingest").iterdir()]
+    problems += [f"half-unpacked layer {p.name}" for p in (data_root / "layers").glob("tmp-*")]
+    db = sqlite3.connect(f"file:{data_root / 'dockyard.db'}?mode=ro", uri=True)
+    try:
+        layers = {row[0] for row in db.execute("SELECT chain_id FROM layers")}
+        for image_id, manifest_digest in db.execute("SELECT id, manifest_digest FROM images"):
+            for digest in (image_id, manifest_digest):
+                if not (blobs / digest.removeprefix("sha256:")).exists():
+                    problems.append(f"image {image_id}: blob {digest} missing")
+            config = json.loads((blobs / image_id.removeprefix("sha256:")).read_bytes())
+            chain = ""
+            for diff_id in config["rootfs"]["diff_ids"]:
+                chain = diff_id if not chain else digest_of(f"{chain} {diff_id}".encode())
+                if chain not in layers:
+                    problems.append(f"image {image_id}: layer {chain} not unpacked")
+    finally:
+        db.close()
+    return problems
+
+
+def blob_names(data_root: Path) -> set[str]:
+    return {p.name for p in (data_root / "content" / "blobs" / "sha256").iterdir()}

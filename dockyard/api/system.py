@@ -311,3 +311,37 @@ async def plugins(request: web.Request) -> web.StreamResponse:
 @routes.get("/plugins/{name:.+}/json")
 async def plugin_inspect(request: web.Request) -> web.StreamResponse:
     raise NotFound(f'plugin "{request.match_info["name"]}" not found')
+
+
+@routes.get("/system/df")
+async def disk_usage(request: web.Request) -> web.StreamResponse:
+    from dockyard.api import container_json
+    from dockyard.api.images import summary_json
+    from dockyard.usage import disk_usage as usage
+
+    kinds = set(request.query.getall("type", ())) or {"container", "image", "volume", "build-cache"}
+    for kind in kinds:
+        if kind not in ("container", "image", "volume", "build-cache"):
+            raise InvalidArgument(f"unknown object type: {kind}")
+    found = await usage(engine(request), images="image" in kinds, containers="container" in kinds)
+    images = []
+    for row in found.images:
+        summary = summary_json(row.image, row.containers)
+        summary["SharedSize"] = row.shared
+        images.append(summary)
+    containers = []
+    for usage_row in found.containers:
+        container = usage_row.container
+        summary = container_json.summary(container, container.config.get("Image", ""))
+        summary["SizeRw"] = usage_row.size_rw
+        summary["SizeRootFs"] = usage_row.size_root_fs
+        containers.append(summary)
+    return json_response(
+        {
+            "LayersSize": found.layers_size,
+            "Images": images if "image" in kinds else None,
+            "Containers": containers if "container" in kinds else None,
+            "Volumes": [] if "volume" in kinds else None,
+            "BuildCache": [] if "build-cache" in kinds else None,
+        }
+    )

@@ -167,7 +167,12 @@ class ImageService:
             ref = reference.parse(name)
         except InvalidArgument:
             ref = None
-        if ref is not None:
+        if ref is not None and ref.digest:
+            by_digest = Reference(ref.domain, ref.path, None, ref.digest)
+            row = self.db.one("SELECT image_id FROM repo_digests WHERE ref=?", (str(by_digest),))
+            if row:
+                return str(row["image_id"])
+        elif ref is not None:
             row = self.db.one("SELECT image_id FROM tags WHERE ref=?", (str(ref),))
             if row:
                 return str(row["image_id"])

@@ -36,7 +36,7 @@ from dockyard.events.bus import EventBus
 from dockyard.images import oci
 from dockyard.images.reference import Reference
 from dockyard.images.service import Image, ImageService, LayerBlob
-from dockyard.layers.compression import compress_gzip
+from dockyard.layers.compression import compress_gzip, open_decompressed
 from dockyard.registry.auth import Credentials
 from dockyard.registry.client import (
     RegistryError,
@@ -155,16 +155,22 @@ class Pusher:
         return body, oci.MANIFEST, [*blobs, config_blob]
 
     async def _compressed(self, diff_id: str, report: Report) -> LayerBlob:
-        """The gzip form of a layer, made once and kept."""
-        for blob in self.images.layer_blobs(diff_id):
+        """The gzip form of a layer, made once (from any stored form) and kept."""
+        stored = self.images.layer_blobs(diff_id)
+        for blob in stored:
             if blob.media_type in (oci.LAYER_GZIP, oci.DOCKER_LAYER_GZIP):
                 return blob
-        if not self.content.exists(diff_id):
-            raise InvalidArgument(f"layer {diff_id} is not stored uncompressed; cannot push it")
+        if not stored and not self.content.exists(diff_id):
+            raise InvalidArgument(f"layer {diff_id} has no stored blob; cannot push it")
+        source = diff_id if self.content.exists(diff_id) else stored[0].digest
 
         def compress() -> tuple[str, int]:
-            with self.content.open(diff_id) as raw, self.content.writer() as writer:
-                compress_gzip(raw, writer.write)
+            with (
+                self.content.open(source) as raw,
+                open_decompressed(raw) as tar,
+                self.content.writer() as writer,
+            ):
+                compress_gzip(tar, writer.write)
                 return writer.commit(), writer.size
 
         digest, size = await asyncio.to_thread(compress)
