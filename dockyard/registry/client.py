@@ -87,6 +87,11 @@ def decode_error(status: int, reason: str, body: bytes) -> RegistryError:
             first = errors[0]
             code = str(first.get("code") or "UNKNOWN")
             return RegistryError(status, code, error_text(code, str(first.get("message") or "")))
+        code = {401: "UNAUTHORIZED", 403: "DENIED", 404: "NOT_FOUND"}.get(status, "UNKNOWN")
+        # Token servers answer in their own shapes ({"details": ...} on Docker Hub).
+        for key in ("details", "error_description", "message", "error"):
+            if isinstance(data, dict) and isinstance(data.get(key), str) and data[key]:
+                return RegistryError(status, code, error_text(code, data[key]))
     except (json.JSONDecodeError, UnicodeDecodeError):
         pass
     text = body.decode(errors="replace").strip()[:200]
