@@ -53,7 +53,9 @@ class Challenge:
 
 
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-_PARAM = re.compile(rf'\s*({_TOKEN})\s*=\s*(?:"((?:[^"\\]|\\.)*)"|({_TOKEN}))\s*')
+# Unquoted values are read up to the next comma or space: registries in the
+# wild send unquoted URLs, which RFC 7235 tokens would not allow.
+_PARAM = re.compile(rf'\s*({_TOKEN})\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]+))\s*')
 _SCHEME = re.compile(rf"\s*({_TOKEN})(?:\s+|$)")
 
 
