@@ -162,11 +162,7 @@ async def info(request: web.Request) -> web.StreamResponse:
             "NCPU": os.cpu_count() or 1,
             "MemTotal": _mem_total(),
             "IndexServerAddress": "https://index.docker.io/v1/",
-            "RegistryConfig": {
-                "IndexConfigs": {},
-                "InsecureRegistryCIDRs": ["127.0.0.0/8"],
-                "Mirrors": [],
-            },
+            "RegistryConfig": _registry_config(eng.config.insecure_registries),
             "HttpProxy": os.environ.get("HTTP_PROXY", ""),
             "HttpsProxy": os.environ.get("HTTPS_PROXY", ""),
             "NoProxy": os.environ.get("NO_PROXY", ""),
@@ -200,6 +196,19 @@ async def info(request: web.Request) -> web.StreamResponse:
             "Warnings": warnings,
         }
     )
+
+
+def _registry_config(insecure: list[str]) -> dict[str, Any]:
+    """Docker's RegistryConfig: loopback and CIDR entries as CIDRs, host names as indexes."""
+    cidrs = ["::1/128", "127.0.0.0/8"]
+    indexes: dict[str, Any] = {}
+    for entry in insecure:
+        if "/" in entry:
+            cidrs.append(entry)
+        else:
+            indexes[entry] = {"Name": entry, "Mirrors": [], "Secure": False, "Official": False}
+    indexes["docker.io"] = {"Name": "docker.io", "Mirrors": [], "Secure": True, "Official": True}
+    return {"IndexConfigs": indexes, "InsecureRegistryCIDRs": cidrs, "Mirrors": []}
 
 
 def _parse_time(value: str | None, name: str) -> int | None:

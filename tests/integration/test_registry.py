@@ -31,6 +31,7 @@ def _inspect(daemon: Daemon, name: str) -> dict:
 
 
 def test_docker_run_pulls_an_image_skopeo_pushed(daemon: Daemon, app_image: str) -> None:
+    daemon.cli("rmi", app_image)  # other tests may have pulled it into this shared daemon
     run = daemon.docker("run", "--rm", app_image)
     assert run.returncode == 0, run.stderr
     assert run.stdout == "hello from the registry\n"
