@@ -38,6 +38,7 @@ from tests.harness import Daemon, build_busybox_rootfs  # noqa: E402
 from tests.registry import OCILayout, Registry, skopeo, tar_of  # noqa: E402
 
 CACHE = Path("/var/tmp/dockyard-bench/ship")
+OPERATIONS = ("pull", "push", "save", "load", "push, compressing", "import")
 WORDS = (
     b"container image layer registry manifest digest config blob tarball overlay "
     b"snapshot runtime namespace cgroup socket daemon client stream progress "
@@ -159,7 +160,7 @@ def measure_engine(
     engine: Engine, cache: Path, base: Path, runs: int, source: str
 ) -> dict[str, list[float]]:
     """pull, push, save, load, import through one engine's CLI."""
-    rows: dict[str, list[float]] = {k: [] for k in ("pull", "push", "save", "load", "import")}
+    rows: dict[str, list[float]] = {k: [] for k in OPERATIONS}
     for i in range(runs):
         engine.quiet("rmi", "-f", source)
         engine.quiet("image", "prune", "-a", "-f")
@@ -178,6 +179,17 @@ def measure_engine(
         engine.quiet("image", "prune", "-a", "-f")
         rows["load"].append(timed(lambda a=archive: engine.cmd("load", "-i", str(a))))
         archive.unlink()
+        # Loaded from an archive, the layers are uncompressed: this push compresses them.
+        target = Registry(base / f"push-loaded-{engine.name}-{i}").start()
+        try:
+            pushed = f"{target.host}/bench/loaded:1"
+            engine.cmd("tag", source, pushed)
+            rows["push, compressing"].append(
+                timed(lambda p=pushed: engine.cmd("push", *engine.tls_flag, p))
+            )
+            engine.quiet("rmi", pushed)
+        finally:
+            target.cleanup()
         name = f"bench/imported:{i}"
         rows["import"].append(
             timed(lambda n=name: engine.cmd("import", str(cache / "rootfs.tar"), n))
@@ -250,7 +262,7 @@ def main() -> None:
             f"\nShip bench: {mb:.0f} MB image ({layers} tag, 5 layers), median of {args.runs} "
             f"runs, registry on 127.0.0.1; MB/s of the uncompressed image"
         )
-        for op in ("pull", "push", "save", "load", "import"):
+        for op in OPERATIONS:
             print(f"\n{op}")
             baseline = statistics.median(results["dockyard"][op])
             for name, rows in results.items():

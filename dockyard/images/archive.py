@@ -103,7 +103,7 @@ class Archives:
     async def save(self, names: list[str]) -> AsyncIterator[bytes]:
         """The archive of `names`, chunk by chunk; names are resolved before the first."""
         plan = self._plan(names)
-        layers: dict[str, int] = {}  # DiffID -> uncompressed size
+        layers: dict[str, _LayerSource] = {}
         for entry in plan:
             for diff_id in entry.image.diff_ids:
                 if diff_id not in layers:
@@ -113,14 +113,23 @@ class Archives:
         async for chunk in produce_in_thread(self._write(plan, layers)):
             yield chunk
 
-    async def _uncompressed(self, diff_id: str) -> int:
-        """Size of the layer's uncompressed blob, made (and verified) from a compressed one."""
+    async def _uncompressed(self, diff_id: str) -> _LayerSource:
+        """Where the layer's uncompressed tar comes from, and its size.
+
+        The uncompressed blob when stored; else a compressed one whose tar size
+        is known (recorded when it was unpacked and its DiffID checked), which
+        is decompressed while the archive is written; else one is decompressed
+        now, verified against the DiffID and kept.
+        """
         if self.content.exists(diff_id):
-            return self.content.size(diff_id)
-        sources = self.images.layer_blobs(diff_id)
-        if not sources:
+            return _LayerSource(self.content.path(diff_id), self.content.size(diff_id), False)
+        stored = self.images.layer_blobs(diff_id)
+        if not stored:
             raise NotFound(f"layer {diff_id} has no stored blob")
-        source = sources[0]
+        for blob in stored:
+            if blob.diff_size is not None:
+                return _LayerSource(self.content.path(blob.digest), blob.diff_size, True)
+        source = stored[0]
 
         def decompress() -> int:
             with (
@@ -134,10 +143,12 @@ class Archives:
                 return writer.size
 
         size = await in_thread(decompress, lambda _size: None)
-        self.images.add_layer_blob(LayerBlob(diff_id, diff_id, oci.LAYER, size))
-        return size
+        self.images.add_layer_blob(LayerBlob(diff_id, diff_id, oci.LAYER, size, size))
+        return _LayerSource(self.content.path(diff_id), size, False)
 
-    def _write(self, plan: list[_Saved], layers: dict[str, int]) -> Generator[bytes, None, None]:
+    def _write(
+        self, plan: list[_Saved], layers: dict[str, _LayerSource]
+    ) -> Generator[bytes, None, None]:
         """The tar stream (blocking: runs in a worker thread)."""
         yield _dir("blobs/")
         yield _dir("blobs/sha256/")
@@ -153,10 +164,10 @@ class Archives:
             for diff_id in image.diff_ids:
                 path = "blobs/sha256/" + diff_id.removeprefix("sha256:")
                 layer_paths.append(path)
-                descriptors.append(oci.descriptor(oci.LAYER, diff_id, layers[diff_id]))
+                descriptors.append(oci.descriptor(oci.LAYER, diff_id, layers[diff_id].size))
                 if path not in written:
                     written.add(path)
-                    yield from _file_from(path, self.content.path(diff_id), layers[diff_id])
+                    yield from _file_from(path, layers[diff_id])
             config_path = "blobs/sha256/" + image.id.removeprefix("sha256:")
             if config_path not in written:
                 written.add(config_path)
@@ -314,10 +325,11 @@ class Archives:
         }.get(kind, oci.LAYER)
         if media_type == oci.LAYER and digest != diff_id:
             raise _bad(f"invalid diffID for layer {number}: expected {diff_id}, got {digest}")
+        diff_size = size if media_type == oci.LAYER else None
         if not self.layers.has(chain):
             lease.chains.add(chain)
 
-            def unpack() -> Staged:
+            def unpack() -> tuple[Staged, int]:
                 with self.content.open(digest) as raw, open_decompressed(raw) as tar:
                     digesting = DigestingReader(tar)
                     staged = self.layers.stage(digesting, parent)  # type: ignore[arg-type]
@@ -327,11 +339,11 @@ class Archives:
                         f"invalid diffID for layer {number}: expected {diff_id}, "
                         f"got {digesting.digest}"
                     )
-                return staged
+                return staged, digesting.size
 
-            staged = await in_thread(unpack, self.layers.discard)
+            staged, diff_size = await in_thread(unpack, lambda r: self.layers.discard(r[0]))
             self.layers.publish(staged, chain, diff_id, parent)
-        self.images.add_layer_blob(LayerBlob(diff_id, digest, media_type, size))
+        self.images.add_layer_blob(LayerBlob(diff_id, digest, media_type, size, diff_size))
         return oci.descriptor(media_type, digest, size)
 
     def _size(self, diff_ids: list[str]) -> int:
@@ -373,17 +385,31 @@ def _file(name: str, data: bytes) -> Generator[bytes, None, None]:
     yield _header(name, len(data), tarfile.REGTYPE, 0o644) + data + _padding(len(data))
 
 
-def _file_from(name: str, path: str, size: int) -> Generator[bytes, None, None]:
-    yield _header(name, size, tarfile.REGTYPE, 0o644)
-    remaining = size
-    with open(path, "rb") as f:
-        while remaining:
-            data = f.read(min(_CHUNK * 4, remaining))
-            if not data:
-                raise NotFound(f"blob {path} is shorter than recorded")
-            remaining -= len(data)
-            yield data
-    yield _padding(size)
+@dataclass(frozen=True)
+class _LayerSource:
+    path: str
+    size: int  # of the uncompressed tar
+    compressed: bool
+
+
+def _file_from(name: str, source: _LayerSource) -> Generator[bytes, None, None]:
+    yield _header(name, source.size, tarfile.REGTYPE, 0o644)
+    remaining = source.size
+    with open(source.path, "rb") as raw:
+        stream = open_decompressed(raw) if source.compressed else raw
+        try:
+            while remaining:
+                data = stream.read(min(_CHUNK * 4, remaining))
+                if not data:
+                    raise NotFound(f"layer {name} is shorter than recorded")
+                remaining -= len(data)
+                yield data
+            if source.compressed and stream.read(1):
+                raise NotFound(f"layer {name} is longer than recorded")
+        finally:
+            if stream is not raw:
+                stream.close()
+    yield _padding(source.size)
 
 
 def _blob_path(digest: str) -> str:

@@ -83,6 +83,7 @@ class LayerBlob:
     digest: str
     media_type: str
     size: int
+    diff_size: int | None = None  # bytes of the uncompressed tar, when known
 
 
 # (container id, running) pairs of the containers that use an image
@@ -304,9 +305,10 @@ class ImageService:
     def add_layer_blob(self, blob: LayerBlob) -> None:
         with self.db.transaction():
             self.db.execute(
-                "INSERT OR IGNORE INTO layer_blobs(diff_id, digest, media_type, size) "
-                "VALUES (?,?,?,?)",
-                (blob.diff_id, blob.digest, blob.media_type, blob.size),
+                "INSERT INTO layer_blobs(diff_id, digest, media_type, size, diff_size) "
+                "VALUES (?,?,?,?,?) ON CONFLICT(diff_id, digest) DO UPDATE SET "
+                "diff_size=coalesce(excluded.diff_size, layer_blobs.diff_size)",
+                (blob.diff_id, blob.digest, blob.media_type, blob.size, blob.diff_size),
             )
 
     def layer_blobs(self, diff_id: str) -> list[LayerBlob]:
@@ -316,7 +318,7 @@ class ImageService:
             (diff_id,),
         )
         return [
-            LayerBlob(r["diff_id"], r["digest"], r["media_type"], r["size"])
+            LayerBlob(r["diff_id"], r["digest"], r["media_type"], r["size"], r["diff_size"])
             for r in rows
             if self.content.exists(r["digest"])
         ]

@@ -393,7 +393,9 @@ def compress_gzip(source: BinaryIO, write: Callable[[bytes], object], *, level: 
     number of members; Go's, zlib's and Python's readers all read them
     through). Members carry no name and a zero mtime, so the same input gives
     the same bytes. zlib releases the GIL, so the members really compress in
-    parallel; a few are kept in flight to bound memory.
+    parallel; a few are kept in flight to bound memory. Level 1 by default:
+    layers are compressed once and kept, and the deflate levels above it cost
+    several times the CPU for a few percent of size.
     """
     workers = os.cpu_count() or 1
     pending: collections.deque[concurrent.futures.Future[bytes]] = collections.deque()
@@ -413,6 +415,14 @@ def compress_gzip(source: BinaryIO, write: Callable[[bytes], object], *, level: 
             write(pending.popleft().result())
 
 
+_PROBE = 64 << 10
+
+
 def _gzip_member(data: bytes, level: int) -> bytes:
+    # Data that does not compress (already compressed files, random bytes) is
+    # stored instead: deflating it costs the most time and saves nothing. A
+    # probe of the member's start decides.
+    if len(data) > _PROBE and len(zlib.compress(data[:_PROBE], 1)) > _PROBE * 0.95:
+        level = 0
     compressor = zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
     return compressor.compress(data) + compressor.flush()

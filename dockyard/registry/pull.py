@@ -133,12 +133,13 @@ class Puller:
                 await self._store(lease, document.body, document.digest)
             config_digest = config_desc["digest"]
             known = self.images.exists(config_digest)
+            diff_sizes: dict[str, int] = {}
             if known:
                 image = self.images.resolve(config_digest)
             else:
                 config = await self._config(repo, config_desc, lease)
                 diff_ids = _diff_ids(config, len(layer_descs))
-                await self._layers(repo, layer_descs, diff_ids, lease, report)
+                diff_sizes = await self._layers(repo, layer_descs, diff_ids, lease, report)
                 top_chain = chain_ids(diff_ids)[-1] if diff_ids else None
                 size = sum(layer.size for layer in self.layers.stack(top_chain))
                 image = self.images.record(config_digest, manifest.digest, size)
@@ -150,7 +151,9 @@ class Puller:
             for desc, diff_id in zip(layer_descs, image.diff_ids, strict=False):
                 media_type = str(desc.get("mediaType", ""))
                 self.images.add_layer_blob(
-                    LayerBlob(diff_id, desc["digest"], media_type, desc["size"])
+                    LayerBlob(
+                        diff_id, desc["digest"], media_type, desc["size"], diff_sizes.get(diff_id)
+                    )
                 )
                 self.images.add_blob_source(desc["digest"], ref.repository)
             self.images.add_repo_digest(image.id, repo_digest)
@@ -250,8 +253,10 @@ class Puller:
         diff_ids: list[str],
         lease: Lease,
         report: Report,
-    ) -> None:
+    ) -> dict[str, int]:
+        """Download and unpack what is missing; returns the unpacked layers' tar sizes."""
         chains = chain_ids(diff_ids)
+        sizes: dict[str, int] = {}
         lease.chains.update(chains)
         lease.blobs.update(d["digest"] for d in descs)
         limit = asyncio.Semaphore(self.registry.settings.max_concurrent_downloads)
@@ -274,8 +279,9 @@ class Puller:
                     download = downloads.get(desc["digest"])
                     if download is not None:
                         await download
-                    await self._unpack(desc, diff_id, chain, parent, report)
+                    sizes[diff_id] = await self._unpack(desc, diff_id, chain, parent, report)
                 parent = chain
+            return sizes
         finally:
             for task in downloads.values():
                 task.cancel()
@@ -308,7 +314,8 @@ class Puller:
 
     async def _unpack(
         self, desc: dict[str, Any], diff_id: str, chain: str, parent: str | None, report: Report
-    ) -> None:
+    ) -> int:
+        """Unpack one layer from its blob, checking its DiffID; returns the tar's size."""
         digest = desc["digest"]
         item = short_id(digest)
         loop = asyncio.get_running_loop()
@@ -316,7 +323,7 @@ class Puller:
         def threadsafe(event: Event) -> None:
             loop.call_soon_threadsafe(report, event)
 
-        def unpack() -> Staged:
+        def unpack() -> tuple[Staged, int]:
             meter = Meter(threadsafe, item, "Extracting", self.content.size(digest))
             with self.content.open(digest) as raw:
                 counted = _Counted(raw, meter)
@@ -329,11 +336,12 @@ class Puller:
                     f"failed to register layer {digest}: its content has DiffID "
                     f"{digesting.digest}, but the image config says {diff_id}"
                 )
-            return staged
+            return staged, digesting.size
 
-        staged = await in_thread(unpack, self.layers.discard)
+        staged, size = await in_thread(unpack, lambda result: self.layers.discard(result[0]))
         self.layers.publish(staged, chain, diff_id, parent)
         report(Event("Pull complete", item))
+        return size
 
 
 def _diff_ids(config: Any, layer_count: int) -> list[str]:

@@ -45,6 +45,7 @@ MIGRATIONS: list[str] = [
         digest TEXT NOT NULL,            -- a blob in the content store holding it
         media_type TEXT NOT NULL,        -- how it is compressed
         size INTEGER NOT NULL,
+        diff_size INTEGER,               -- bytes of the uncompressed tar, when known
         PRIMARY KEY (diff_id, digest)
     );
     CREATE TABLE blob_sources (
