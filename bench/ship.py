@@ -270,9 +270,7 @@ def main() -> None:
                     continue
                 seconds = statistics.median(rows[op])
                 ratio = (
-                    ""
-                    if name == "dockyard"
-                    else f"   dockyard is x{seconds / baseline:.2f} as fast"
+                    "" if name == "dockyard" else f"   {seconds / baseline:.2f}x dockyard's time"
                 )
                 print(f"  {name:<12} {seconds:7.2f} s  {mb / seconds:8.1f} MB/s{ratio}")
     finally:

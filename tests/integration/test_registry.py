@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -308,5 +309,46 @@ def test_chunked_upload_and_prune_of_pulled_content(
         assert "deleted:" in pruned.stdout
         assert blob_names(d.data_root) == set()
         assert not [p for p in (d.data_root / "layers").iterdir() if p.name not in ("l", "empty")]
+    finally:
+        d.cleanup()
+
+
+def test_unreachable_registry_is_a_clear_error(daemon: Daemon) -> None:
+    from tests.registry import free_port
+
+    host = f"127.0.0.1:{free_port()}"  # nothing listens there
+    result = daemon.cli("pull", f"{host}/team/app:1")
+    assert result.returncode == 1
+    assert f'Get "http://{host}/v2/"' in result.stderr and "connect" in result.stderr.lower()
+
+
+def test_disk_full_mid_pull_leaves_a_consistent_store(
+    busybox_tar: Path, registry: Registry, tmp_path: Path
+) -> None:
+    layout = OCILayout(tmp_path / "huge")
+    layers = [
+        busybox_tar.read_bytes(),
+        *(tar_of({f"f{i}": os.urandom(20 << 20)}) for i in range(3)),
+    ]
+    descriptor = layout.image(layers)
+    layout.tag(descriptor, "1")
+    name = f"{registry.host}/huge/app:1"
+    skopeo("copy", "--dest-tls-verify=false", f"oci:{layout.path}:1", f"docker://{name}")
+    d = Daemon(new_base())
+    try:
+        d.data_root.mkdir(parents=True)
+        # 48 MiB: the 60 MiB of incompressible layers cannot fit, blobs plus unpacked.
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(d.data_root)], check=True
+        )
+        d.start()
+        result = d.cli("pull", name)
+        assert result.returncode == 1
+        assert "No space left on device" in result.stderr
+        assert name not in d.cli("images", "--format", "{{.Repository}}:{{.Tag}}").stdout
+        assert store_problems(d.data_root) == []
+        assert blob_names(d.data_root) == set()
+        # What the failed pull wrote is gone, so the space is back.
+        assert shutil.disk_usage(d.data_root).used < 8 << 20
     finally:
         d.cleanup()
