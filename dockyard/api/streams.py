@@ -162,13 +162,14 @@ def progress_message(event: Event) -> dict[str, Any]:
     if event.aux is not None:
         return {"progressDetail": {}, "aux": event.aux}
     message: dict[str, Any] = {"status": event.status}
-    if event.id:
+    if event.id and event.detail:
         detail: dict[str, int] = {}
         if event.current is not None:
             detail["current"] = event.current
         if event.total:
             detail["total"] = event.total
         message["progressDetail"] = detail
+    if event.id:
         message["id"] = event.id
     return message
 

@@ -67,14 +67,17 @@ _DONE = ("Pull complete", "Already exists", "Pushed", "Layer already exists", "M
 
 
 def _bars(messages: Iterator[dict[str, Any]]) -> list[dict[str, Any]]:
-    from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
+    from rich.progress import BarColumn, Progress, TaskID, TextColumn
+
+    from dockyard.units import human_size
 
     aux = []
     tasks: dict[str, TaskID] = {}
+    later: list[str] = []  # status lines that come once the bars are drawn go below them
     with Progress(
-        TextColumn("{task.fields[item]}: {task.description:<18}"),
+        TextColumn("{task.fields[item]}: {task.description:<22}"),
         BarColumn(bar_width=40),
-        DownloadColumn(),
+        TextColumn("{task.fields[bytes]}"),
     ) as progress:
         for message in messages:
             _check(message)
@@ -86,23 +89,28 @@ def _bars(messages: Iterator[dict[str, Any]]) -> list[dict[str, Any]]:
                 continue
             status = message.get("status", "")
             item = message.get("id")
-            if not item:
-                progress.console.print(status, markup=False)
+            if not item or "progressDetail" not in message:
+                line = f"{item}: {status}" if item else status
+                if tasks:
+                    later.append(line)
+                else:
+                    progress.console.print(line, markup=False)
                 continue
             detail = message.get("progressDetail") or {}
             if item not in tasks:
-                tasks[item] = progress.add_task(status, item=item, total=None)
+                tasks[item] = progress.add_task(status, item=item, total=None, bytes="")
             task = tasks[item]
-            if status.startswith(_DONE):
+            if "current" in detail:
+                total = detail.get("total") or None
+                shown = human_size(detail["current"]) + (f"/{human_size(total)}" if total else "")
+                progress.update(
+                    task, description=status, total=total, completed=detail["current"], bytes=shown
+                )
+            elif status.startswith(_DONE):
                 total = progress.tasks[task].total or 1
                 progress.update(task, description=status, total=total, completed=total)
-            elif "current" in detail:
-                progress.update(
-                    task,
-                    description=status,
-                    total=detail.get("total") or None,
-                    completed=detail["current"],
-                )
             else:
                 progress.update(task, description=status)
+    for line in later:
+        print(line)
     return aux

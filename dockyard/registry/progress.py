@@ -24,6 +24,7 @@ class Event:
     current: int | None = None
     total: int | None = None
     aux: dict[str, Any] | None = None
+    detail: bool = True  # a per-item progress line (False: a status line about `id`)
 
 
 Report = Callable[[Event], None]

@@ -110,7 +110,7 @@ class Puller:
             if e.http_status in (401, 403, 404):
                 raise NotFound(not_found_message(e, ref)) from None
             raise
-        report(Event(f"Pulling from {ref.path}", ref.digest or ref.tag or "latest"))
+        report(Event(f"Pulling from {ref.path}", ref.digest or ref.tag or "latest", detail=False))
         manifest = top
         while manifest.media_type in oci.INDEX_TYPES:
             entry = select(manifest.doc, wanted)
