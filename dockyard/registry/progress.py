@@ -39,7 +39,10 @@ def short_id(digest: str) -> str:
 
 
 class Meter:
-    """Byte progress of one item, reported no more often than every `_INTERVAL` seconds."""
+    """Byte progress of one item, reported no more often than every `_INTERVAL` seconds.
+
+    A total of 0 means unknown (a layer being compressed while it is sent).
+    """
 
     def __init__(self, report: Report, item: str, status: str, total: int) -> None:
         self._report = report
@@ -52,6 +55,6 @@ class Meter:
     def add(self, count: int) -> None:
         self.current += count
         now = time.monotonic()
-        if now - self._last >= _INTERVAL or self.current >= self.total:
+        if now - self._last >= _INTERVAL or 0 < self.total <= self.current:
             self._last = now
             self._report(Event(self._status, self._item, self.current, self.total))

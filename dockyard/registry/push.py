@@ -16,21 +16,25 @@ and the registry's `Docker-Content-Digest` is checked against ours.
 Which manifest: an image whose stored manifest lists only compressed,
 stored blobs (a pulled image) is pushed byte for byte, so its digest is
 preserved. Otherwise (an imported image, whose layers are stored
-uncompressed) an OCI manifest with gzip layers is made; each layer is
-compressed once and the result kept beside the uncompressed blob (the
-DiffID -> blob map), so pushing again sends the same bytes.
+uncompressed) an OCI manifest with gzip layers is made. A layer without a
+gzip form is compressed while it is uploaded (one streamed `PATCH`, as
+Docker does, closed by `PUT ?digest=` once the digest is known) and the
+compressed bytes are kept beside the uncompressed blob (the DiffID -> blob
+map), so pushing again sends the same bytes and finds them already there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from yarl import URL
 
-from dockyard.content.store import sha256_digest
+from dockyard.content.store import DigestingReader, sha256_digest
 from dockyard.errors import InvalidArgument, NotFound, Unavailable
 from dockyard.events.bus import EventBus
 from dockyard.images import oci
@@ -101,18 +105,52 @@ class Pusher:
     async def _push_image(
         self, repo: Repository, ref: Reference, image: Image, report: Report
     ) -> None:
-        body, media_type, blobs = await self._manifest(image, report)
         limit = asyncio.Semaphore(self.registry.settings.max_concurrent_uploads)
-        layers = [blob for blob in blobs if blob.layer]
-        for blob in reversed(layers):
-            report(Event("Preparing", short_id(blob.digest)))
-        tasks = [asyncio.create_task(self._blob(repo, blob, limit, report)) for blob in blobs]
+        stored = self.images.manifest(image)
+        config = stored["config"]
+        config_blob = Blob(config["digest"], config["size"], config["mediaType"], False)
+        layers = stored.get("layers") or []
+        verbatim = all(
+            d.get("mediaType") in _COMPRESSED and self.content.exists(d["digest"]) for d in layers
+        )
+        jobs: list[Coroutine[Any, Any, Blob]] = []
+        items: list[str] = []
+        if verbatim:
+            for d in layers:
+                blob = Blob(d["digest"], d["size"], d["mediaType"], True)
+                jobs.append(self._blob(repo, blob, limit, report))
+                items.append(short_id(blob.digest))
+        else:
+            for diff_id in image.diff_ids:
+                gzipped = self._gzip_form(diff_id)
+                if gzipped is None:
+                    jobs.append(self._compress_and_upload(repo, diff_id, limit, report))
+                    items.append(short_id(diff_id))
+                else:
+                    blob = Blob(gzipped.digest, gzipped.size, oci.LAYER_GZIP, True)
+                    jobs.append(self._blob(repo, blob, limit, report))
+                    items.append(short_id(blob.digest))
+        for item in reversed(items):
+            report(Event("Preparing", item))
+        tasks = [
+            asyncio.create_task(job)
+            for job in [*jobs, self._blob(repo, config_blob, limit, report)]
+        ]
         try:
-            await asyncio.gather(*tasks)
+            blobs = await asyncio.gather(*tasks)
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        if verbatim:
+            body = self.content.read(image.manifest_digest)
+            media_type = str(stored.get("mediaType") or oci.MANIFEST)
+        else:
+            descriptors = [oci.descriptor(b.media_type, b.digest, b.size) for b in blobs[:-1]]
+            config_desc = oci.descriptor(oci.CONFIG, config["digest"], config["size"])
+            body = oci.canonical_json(oci.manifest(config_desc, descriptors))
+            media_type = oci.MANIFEST
+            await asyncio.to_thread(self.content.put, body)
         digest = sha256_digest(body)
         url = await repo.url(f"manifests/{ref.tag}")
         async with repo.request(
@@ -130,59 +168,99 @@ class Pusher:
         report(Event(f"{ref.tag}: digest: {digest} size: {len(body)}"))
         report(Event("", aux={"Tag": ref.tag, "Digest": digest, "Size": len(body)}))
 
-    # -- the manifest to push --------------------------------------------------
-
-    async def _manifest(self, image: Image, report: Report) -> tuple[bytes, str, list[Blob]]:
-        stored = self.images.manifest(image)
-        config = stored["config"]
-        config_blob = Blob(config["digest"], config["size"], config["mediaType"], False)
-        layers = stored.get("layers") or []
-        if all(
-            d.get("mediaType") in _COMPRESSED and self.content.exists(d["digest"]) for d in layers
-        ):
-            body = self.content.read(image.manifest_digest)
-            blobs = [Blob(d["digest"], d["size"], d["mediaType"], True) for d in layers]
-            return body, str(stored.get("mediaType") or oci.MANIFEST), [*blobs, config_blob]
-        descriptors = []
-        blobs = []
-        for diff_id in image.diff_ids:
-            blob = await self._compressed(diff_id, report)
-            descriptors.append(oci.descriptor(oci.LAYER_GZIP, blob.digest, blob.size))
-            blobs.append(Blob(blob.digest, blob.size, oci.LAYER_GZIP, True))
-        config_desc = oci.descriptor(oci.CONFIG, config["digest"], config["size"])
-        body = oci.canonical_json(oci.manifest(config_desc, descriptors))
-        await asyncio.to_thread(self.content.put, body)
-        return body, oci.MANIFEST, [*blobs, config_blob]
-
-    async def _compressed(self, diff_id: str, report: Report) -> LayerBlob:
-        """The gzip form of a layer, made once (from any stored form) and kept."""
-        stored = self.images.layer_blobs(diff_id)
-        for blob in stored:
+    def _gzip_form(self, diff_id: str) -> LayerBlob | None:
+        for blob in self.images.layer_blobs(diff_id):
             if blob.media_type in (oci.LAYER_GZIP, oci.DOCKER_LAYER_GZIP):
                 return blob
+        return None
+
+    async def _compress_and_upload(
+        self, repo: Repository, diff_id: str, limit: asyncio.Semaphore, report: Report
+    ) -> Blob:
+        """Gzip a layer while uploading it (one streamed PATCH), keeping the result.
+
+        The compressed digest is only known at the end, which is all the
+        upload protocol needs (`PUT ?digest=` closes it). Compression runs on
+        worker threads, writing each member both to the content store and to
+        a bounded queue that the request body reads, so compressing and
+        sending overlap.
+        """
+        stored = self.images.layer_blobs(diff_id)
         if not stored and not self.content.exists(diff_id):
             raise InvalidArgument(f"layer {diff_id} has no stored blob; cannot push it")
         source = diff_id if self.content.exists(diff_id) else stored[0].digest
+        item = short_id(diff_id)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=8)
+        stop = threading.Event()
 
-        def compress() -> tuple[str, int]:
-            with (
-                self.content.open(source) as raw,
-                open_decompressed(raw) as tar,
-                self.content.writer() as writer,
-            ):
-                compress_gzip(tar, writer.write)
-                return writer.commit(), writer.size
+        def emit(chunk: bytes) -> None:
+            if stop.is_set():
+                raise Unavailable("upload cancelled")
+            asyncio.run_coroutine_threadsafe(queue.put(chunk), loop).result()
 
-        digest, size = await asyncio.to_thread(compress)
-        blob = LayerBlob(diff_id, digest, oci.LAYER_GZIP, size)
-        self.images.add_layer_blob(blob)
-        return blob
+        def compress() -> tuple[str, int, int]:
+            try:
+                with (
+                    self.content.open(source) as raw,
+                    open_decompressed(raw) as tar,
+                    self.content.writer() as writer,
+                ):
+                    counted = DigestingReader(tar)
+
+                    def tee(chunk: bytes) -> None:
+                        writer.write(chunk)
+                        emit(chunk)
+
+                    compress_gzip(counted, tee)  # type: ignore[arg-type]
+                    return writer.commit(), writer.size, counted.size
+            finally:
+                if not stop.is_set():
+                    asyncio.run_coroutine_threadsafe(queue.put(None), loop).result()
+
+        async with limit:
+            location = await self._new_upload(repo)
+            meter = Meter(report, item, "Pushing", 0)
+            producer = loop.run_in_executor(None, compress)
+
+            async def body() -> AsyncIterator[bytes]:
+                while (chunk := await queue.get()) is not None:
+                    meter.add(len(chunk))
+                    yield chunk
+
+            try:
+                async with repo.request(
+                    "PATCH",
+                    location,
+                    headers={"Content-Type": "application/octet-stream"},
+                    body=body,
+                    ok=(202,),
+                ) as resp:
+                    location = resolve_location(location, resp.headers.get("Location", ""))
+                digest, size, diff_size = await producer
+                async with repo.request(
+                    "PUT",
+                    with_query(location, digest=digest),
+                    headers={"Content-Length": "0"},
+                    ok=(201,),
+                ):
+                    pass
+            except BaseException:
+                stop.set()
+                while not queue.empty():
+                    queue.get_nowait()
+                await asyncio.gather(producer, return_exceptions=True)
+                await self._cancel_upload(repo, location)
+                raise
+        self.images.add_layer_blob(LayerBlob(diff_id, digest, oci.LAYER_GZIP, size, diff_size))
+        report(Event("Pushed", item))
+        return Blob(digest, size, oci.LAYER_GZIP, True)
 
     # -- blobs ---------------------------------------------------------------
 
     async def _blob(
         self, repo: Repository, blob: Blob, limit: asyncio.Semaphore, report: Report
-    ) -> None:
+    ) -> Blob:
         item = short_id(blob.digest)
         async with limit:
             url = await repo.url(f"blobs/{blob.digest}")
@@ -191,10 +269,10 @@ class Pusher:
             if exists:
                 if blob.layer:
                     report(Event("Layer already exists", item))
-                return
+                return blob
             location = await self._start_upload(repo, blob, report)
             if location is None:
-                return
+                return blob
             try:
                 await self._upload(repo, location, blob, report)
             except BaseException:
@@ -202,6 +280,7 @@ class Pusher:
                 raise
         if blob.layer:
             report(Event("Pushed", item))
+        return blob
 
     async def _start_upload(self, repo: Repository, blob: Blob, report: Report) -> URL | None:
         """An upload session, or None when the blob was mounted from another repository."""
@@ -220,6 +299,10 @@ class Pusher:
                         report(Event(f"Mounted from {path}", short_id(blob.digest)))
                     return None
                 return resolve_location(url, resp.headers.get("Location", ""))
+        return await self._new_upload(repo)
+
+    async def _new_upload(self, repo: Repository) -> URL:
+        uploads = await repo.url("blobs/uploads/")
         async with repo.request(
             "POST", uploads, headers={"Content-Length": "0"}, ok=(202,)
         ) as resp:
