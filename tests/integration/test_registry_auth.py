@@ -115,6 +115,12 @@ def test_bearer_token_auth_with_the_token_service(
     assert login.returncode == 0, login.stderr
     pushed = daemon.cli("push", name)
     assert pushed.returncode == 0, pushed.stderr
+    # The docker CLI logs in through POST /auth the same way.
+    docker_login = daemon.docker(
+        "login", token_registry.host, "-u", "bob", "--password-stdin", input=b"builder"
+    )
+    assert docker_login.returncode == 0, docker_login.stderr
+    assert "Login Succeeded" in docker_login.stdout
     daemon.cli("rmi", name, check=True)
     issued = len(token_server.issued)
     pulled = daemon.cli("pull", name)
