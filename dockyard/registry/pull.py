@@ -136,8 +136,10 @@ class Puller:
             diff_sizes: dict[str, int] = {}
             if known:
                 image = self.images.resolve(config_digest)
+                _check_platform(ref, platform, image.config)
             else:
                 config = await self._config(repo, config_desc, lease)
+                _check_platform(ref, platform, config)
                 diff_ids = _diff_ids(config, len(layer_descs))
                 diff_sizes = await self._layers(repo, layer_descs, diff_ids, lease, report)
                 top_chain = chain_ids(diff_ids)[-1] if diff_ids else None
@@ -342,6 +344,18 @@ class Puller:
         self.layers.publish(staged, chain, diff_id, parent)
         report(Event("Pull complete", item))
         return size
+
+
+def _check_platform(ref: Reference, wanted: Platform | None, config: Any) -> None:
+    """A platform asked for must be the image's, as Docker checks it."""
+    if wanted is None or not isinstance(config, dict):
+        return
+    found = Platform.of(config)
+    if not wanted.matches(found):
+        raise NotFound(
+            f"image with reference {ref.familiar()} was found but its platform ({found}) "
+            f"does not match the specified platform ({wanted})"
+        )
 
 
 def _diff_ids(config: Any, layer_count: int) -> list[str]:

@@ -148,6 +148,10 @@ def test_multi_arch_index_pulls_the_host_platform_and_skips_attestations(
     missing = daemon.cli("pull", "--platform", "linux/s390x", f"{name}:1")
     assert missing.returncode == 1
     assert "no matching manifest for linux/s390x in the manifest list entries" in missing.stderr
+    # A single-platform manifest asked for as another platform is refused, as Docker does.
+    wrong = daemon.cli("pull", "--platform", "linux/arm64", f"{name}@{amd64['digest']}")
+    assert wrong.returncode == 1
+    assert "does not match the specified platform (linux/arm64/v8)" in wrong.stderr
     # distribution inspect lists the platforms without the attestation.
     status, found = daemon.api("GET", f"/v1.45/distribution/{name}:1/json")
     assert status == 200 and found["Descriptor"]["digest"] == index["digest"]
