@@ -23,6 +23,8 @@ import subprocess
 import tarfile
 import threading
 import time
+import urllib.error
+import urllib.request
 import warnings
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -442,3 +444,91 @@ def store_problems(data_root: Path) -> list[str]:
 
 def blob_names(data_root: Path) -> set[str]:
     return {p.name for p in (data_root / "content" / "blobs" / "sha256").iterdir()}
+
+
+# -- a front that sends blob downloads elsewhere -------------------------------------
+
+
+class RedirectingFront:
+    """A registry front (Basic auth) that redirects blob GETs to a storage host.
+
+    Everything else is forwarded to the real registry behind it; blob
+    downloads get a 307 to a second server on another port (another origin,
+    as a CDN would be), which records any Authorization header it receives.
+    """
+
+    def __init__(self, upstream: Registry, user: str, password: str) -> None:
+        self.port = free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        self.storage_port = free_port()
+        self.storage_auth: list[str] = []
+        self.storage_requests = 0
+        expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        front = self
+
+        def forward(handler: BaseHTTPRequestHandler, path: str, head: bool) -> None:
+            request = urllib.request.Request(
+                f"http://{upstream.host}{path}",
+                headers={"Accept": handler.headers.get("Accept", "*/*")},
+                method="HEAD" if head else "GET",
+            )
+            try:
+                with urllib.request.urlopen(request) as resp:
+                    status, headers, body = resp.status, resp.headers, resp.read()
+            except urllib.error.HTTPError as e:
+                status, headers, body = e.code, e.headers, e.read()
+            handler.send_response(status)
+            for key in ("Content-Type", "Docker-Content-Digest", "Content-Length"):
+                if headers.get(key):
+                    handler.send_header(key, headers[key])
+            handler.end_headers()
+            if not head:
+                handler.wfile.write(body)
+
+        class Front(BaseHTTPRequestHandler):
+            def handle_one(self, head: bool) -> None:
+                if self.headers.get("Authorization") != expected:
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="front"')
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if "/blobs/sha256:" in self.path and not head:
+                    self.send_response(307)
+                    location = f"http://127.0.0.1:{front.storage_port}{self.path}"
+                    self.send_header("Location", location)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                forward(self, self.path, head)
+
+            def do_GET(self) -> None:
+                self.handle_one(False)
+
+            def do_HEAD(self) -> None:
+                self.handle_one(True)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        class Storage(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                front.storage_requests += 1
+                if self.headers.get("Authorization"):
+                    front.storage_auth.append(self.headers["Authorization"])
+                forward(self, self.path, False)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._servers = [
+            ThreadingHTTPServer(("127.0.0.1", self.port), Front),
+            ThreadingHTTPServer(("127.0.0.1", self.storage_port), Storage),
+        ]
+        for server in self._servers:
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()

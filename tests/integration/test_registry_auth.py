@@ -9,7 +9,7 @@ import docker
 import pytest
 
 from tests.harness import Daemon
-from tests.registry import Registry, TokenServer, skopeo, store_problems
+from tests.registry import RedirectingFront, Registry, TokenServer, skopeo, store_problems
 
 
 def _config(daemon: Daemon) -> dict:
@@ -135,3 +135,23 @@ def test_bearer_token_auth_with_the_token_service(
     denied = daemon.cli("pull", name)
     assert denied.returncode == 1
     assert "pull access denied for" in denied.stderr
+
+
+def test_blob_redirects_to_another_host_carry_no_authorization(
+    daemon: Daemon, registry: Registry, app_image: str
+) -> None:
+    front = RedirectingFront(registry, "carol", "s3cret")
+    try:
+        name = app_image.replace(registry.host, front.host)
+        login = daemon.cli("login", front.host, "-u", "carol", "--password-stdin", input=b"s3cret")
+        assert login.returncode == 0, login.stderr
+        daemon.cli("rmi", name)
+        pulled = daemon.cli("pull", name)
+        assert pulled.returncode == 0, pulled.stderr
+        assert front.storage_requests >= 1  # blobs really came through the redirect
+        assert front.storage_auth == []  # and the password never left the registry's origin
+        assert daemon.cli("run", "--rm", name).stdout == "hello from the registry\n"
+        daemon.cli("rmi", name, check=True)
+        daemon.cli("logout", front.host, check=True)
+    finally:
+        front.stop()
