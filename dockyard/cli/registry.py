@@ -46,12 +46,17 @@ def pull(ctx: Context, platform: str, quiet: bool, name: str) -> None:
 
 
 @click.command("push")
+@click.option("-a", "--all-tags", is_flag=True, help="Push every tag of the repository.")
 @click.option("-q", "--quiet", is_flag=True, help="Suppress progress output.")
 @click.argument("name")
 @pass_context
-def push(ctx: Context, quiet: bool, name: str) -> None:
+def push(ctx: Context, all_tags: bool, quiet: bool, name: str) -> None:
     """Upload an image to a registry."""
     repo, tag = reference.split_repo_tag(name, None)
+    if all_tags and tag:
+        fail("tag can't be used with --all-tags/-a", 125)
+    if not all_tags and not tag and "@" not in repo:
+        tag = "latest"
     messages = ctx.client.json_stream(
         "POST",
         f"/images/{repo}/push",

@@ -356,3 +356,16 @@ def test_disk_full_mid_pull_leaves_a_consistent_store(
         assert shutil.disk_usage(d.data_root).used < 8 << 20
     finally:
         d.cleanup()
+
+
+def test_push_all_tags_of_a_repository(daemon: Daemon, repo: str) -> None:
+    for tag in ("a", "b"):
+        daemon.cli("tag", "demo/busybox:1", f"{repo}:{tag}", check=True)
+    missing = daemon.cli("push", repo)  # no tag means latest, as with docker
+    assert missing.returncode == 1
+    assert f"An image does not exist locally with the tag: {repo}:latest" in missing.stderr
+    pushed = daemon.cli("push", "-a", repo)
+    assert pushed.returncode == 0, pushed.stderr
+    assert "a: digest: sha256:" in pushed.stdout and "b: digest: sha256:" in pushed.stdout
+    tags = json.loads(skopeo("list-tags", "--tls-verify=false", f"docker://{repo}").stdout)
+    assert sorted(tags["Tags"]) == ["a", "b"]

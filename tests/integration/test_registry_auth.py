@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
+import os
+import tarfile
+from pathlib import Path
 
 import docker
 import pytest
 
 from tests.harness import Daemon
-from tests.registry import RedirectingFront, Registry, TokenServer, skopeo, store_problems
+from tests.registry import (
+    OCILayout,
+    RedirectingFront,
+    Registry,
+    TokenServer,
+    skopeo,
+    store_problems,
+    tar_of,
+)
 
 
 def _config(daemon: Daemon) -> dict:
@@ -138,20 +150,36 @@ def test_bearer_token_auth_with_the_token_service(
 
 
 def test_blob_redirects_to_another_host_carry_no_authorization(
-    daemon: Daemon, registry: Registry, app_image: str
+    daemon: Daemon, registry: Registry, busybox_tar: Path, tmp_path: Path
 ) -> None:
+    layout = OCILayout(tmp_path / "redirect")
+    unique = tar_of({"id": os.urandom(8).hex().encode()})
+    layout.tag(layout.image([busybox_tar.read_bytes(), unique], cmd=["cat", "/id"]), "1")
+    skopeo(
+        "copy",
+        "--dest-tls-verify=false",
+        f"oci:{layout.path}:1",
+        f"docker://{registry.host}/cdn/app:1",
+    )
     front = RedirectingFront(registry, "carol", "s3cret")
     try:
-        name = app_image.replace(registry.host, front.host)
+        name = f"{front.host}/cdn/app:1"
         login = daemon.cli("login", front.host, "-u", "carol", "--password-stdin", input=b"s3cret")
         assert login.returncode == 0, login.stderr
-        daemon.cli("rmi", name)
         pulled = daemon.cli("pull", name)
         assert pulled.returncode == 0, pulled.stderr
-        assert front.storage_requests >= 1  # blobs really came through the redirect
-        assert front.storage_auth == []  # and the password never left the registry's origin
-        assert daemon.cli("run", "--rm", name).stdout == "hello from the registry\n"
+        # The config and the new layer came through the redirect, without the password.
+        assert front.storage_requests >= 2
+        assert front.storage_auth == []
+        assert daemon.cli("run", "--rm", name).stdout == unique_id(unique)
         daemon.cli("rmi", name, check=True)
         daemon.cli("logout", front.host, check=True)
     finally:
         front.stop()
+
+
+def unique_id(layer: bytes) -> str:
+    with tarfile.open(fileobj=io.BytesIO(layer)) as tar:
+        member = tar.extractfile("id")
+        assert member is not None
+        return member.read().decode()
