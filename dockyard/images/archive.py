@@ -33,7 +33,7 @@ from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from dockyard.content.store import DigestingReader, validate_digest
+from dockyard.content.store import ContentStore, DigestingReader, validate_digest
 from dockyard.errors import InvalidArgument, NotFound
 from dockyard.events.bus import EventBus
 from dockyard.images import oci, reference
@@ -570,7 +570,9 @@ class _Archive:
         except (ValueError, UnicodeDecodeError) as e:
             raise _bad(f"{name} is not valid JSON: {e}") from None
 
-    def store(self, content: Any, name: str, lease: Lease, digest: str | None = None) -> str:
+    def store(
+        self, content: ContentStore, name: str, lease: Lease, digest: str | None = None
+    ) -> str:
         """Move an archive file into the content store (it was hashed on the way in)."""
         entry = self.entry(name)
         if digest is not None and entry.digest != digest:
