@@ -34,6 +34,13 @@ class DaemonConfig:
     init_path: str | None = None
     debug: bool = False
     pidfile: str | None = None
+    insecure_registries: list[str] = field(default_factory=list)  # hosts or CIDRs
+    registry_certs_dirs: list[str] = field(
+        default_factory=lambda: ["/etc/docker/certs.d", "/etc/dockyard/certs.d"]
+    )
+    max_concurrent_downloads: int = 3
+    max_concurrent_uploads: int = 5
+    registry_chunk_size: int = 16 << 20  # blobs larger than this are uploaded in chunks
     raw: dict[str, Any] = field(default_factory=dict)  # the whole daemon.json, for later keys
     # Plugins: authorization chain; discovery directories (Docker's by default; tests
     # point them at private directories); retry window and call-timeout bound, seconds.
@@ -68,6 +75,11 @@ _KEYS = {
     "plugin-spec-dirs": "plugin_spec_dirs",
     "plugin-retry-timeout": "plugin_retry_timeout",
     "plugin-call-timeout": "plugin_call_timeout",
+    "insecure-registries": "insecure_registries",
+    "registry-certs-dirs": "registry_certs_dirs",
+    "max-concurrent-downloads": "max_concurrent_downloads",
+    "max-concurrent-uploads": "max_concurrent_uploads",
+    "registry-chunk-size": "registry_chunk_size",
 }
 
 

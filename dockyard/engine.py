@@ -25,6 +25,7 @@ from dockyard.containers.service import ContainerService, ContainerSettings
 from dockyard.content.store import ContentStore
 from dockyard.errors import InvalidArgument, Unavailable
 from dockyard.events.bus import EventBus
+from dockyard.images.archive import Archives
 from dockyard.images.service import ImageService
 from dockyard.logs.plugin import PluginLogging
 from dockyard.plugins import check, protocol, runspec
@@ -32,6 +33,9 @@ from dockyard.plugins.authorization import Authorization
 from dockyard.plugins.check import CheckReport
 from dockyard.plugins.managed import ManagedPlugins, ManagedSettings
 from dockyard.plugins.service import PluginService, PluginSettings
+from dockyard.registry.client import RegistryService, RegistrySettings
+from dockyard.registry.pull import Puller
+from dockyard.registry.push import Pusher
 from dockyard.runtime import cgroups, oci, seccomp
 from dockyard.runtime.monitor import Conmon
 from dockyard.snapshots.layers import LayerStore
@@ -120,6 +124,18 @@ class Engine:
         self.volumes = VolumeService(
             self.db, [LocalDriver(os.path.join(root, "volumes"))], self.events
         )
+        self.registry = RegistryService(
+            RegistrySettings(
+                insecure=list(config.insecure_registries),
+                certs_dirs=tuple(config.registry_certs_dirs),
+                max_concurrent_downloads=max(1, config.max_concurrent_downloads),
+                max_concurrent_uploads=max(1, config.max_concurrent_uploads),
+                upload_chunk_size=max(1 << 16, config.registry_chunk_size),
+            )
+        )
+        self.puller = Puller(self.registry, self.images, self.events)
+        self.pusher = Pusher(self.registry, self.images, self.events)
+        self.archives = Archives(self.images, self.events)
         runtime_state = os.path.join(config.exec_root, "runtime")
         self.runtimes = {
             name: oci.Runtime(info, os.path.join(runtime_state, name))
@@ -207,8 +223,11 @@ class Engine:
             {c.id for c in self.containers.all() if c.state.status in ("running", "paused")}
         )
         await self.authorization.start()
+        # Blobs and layers of pulls and loads cut short by a crash were never recorded.
+        self.images.collect_garbage()
 
     async def close(self) -> None:
+        await self.registry.close()
         await self.containers.shutdown()
         await self.plugins.close()
         cgroups.remove_empty(self.facts.cgroups, "/" + self.config.cgroup_parent)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import BinaryIO, TypeVar
 
 T = TypeVar("T")
@@ -58,3 +59,58 @@ async def iterate_blocking(reader: Callable[[], bytes]) -> AsyncIterator[bytes]:
         if not chunk:
             return
         yield chunk
+
+
+async def produce_in_thread(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """Yield what a blocking generator produces, each step run in a worker thread.
+
+    If the consumer stops early, the generator is closed (in a thread), so its
+    files and clean-up run.
+    """
+    loop = asyncio.get_running_loop()
+    done = object()
+    try:
+        while True:
+            chunk = await loop.run_in_executor(None, next, chunks, done)
+            if chunk is done:
+                return
+            yield chunk  # type: ignore[misc]
+    finally:
+        await loop.run_in_executor(None, chunks.close)  # type: ignore[attr-defined]
+
+
+async def in_thread(fn: Callable[[], T], undo: Callable[[T], object]) -> T:
+    """Run `fn()` in a worker thread; if the caller is cancelled, undo what it made.
+
+    A thread cannot be stopped, so a cancelled caller returns at once while
+    the thread runs to its end; `undo` is then applied to its result (in a
+    thread), so nothing made for a cancelled operation outlives it.
+    """
+    loop = asyncio.get_running_loop()
+    lock = threading.Lock()
+    state = {"cancelled": False, "finished": False}
+
+    def run() -> T:
+        result = fn()
+        with lock:
+            state["finished"] = True
+            if state["cancelled"]:
+                undo(result)
+        return result
+
+    future = loop.run_in_executor(None, run)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        with lock:
+            state["cancelled"] = True
+            finished = state["finished"]
+        if finished:
+            future.add_done_callback(
+                lambda f: (
+                    None
+                    if f.cancelled() or f.exception()
+                    else loop.run_in_executor(None, undo, f.result())
+                )
+            )
+        raise

@@ -101,7 +101,8 @@ class Daemon:
     def cli(
         self, *args: str, input: bytes | None = None, check: bool = False, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "DOCKYARD_HOST": self.host}
+        # Registry logins go to this daemon's own docker config dir, shared with docker().
+        env = {**os.environ, "DOCKYARD_HOST": self.host, "DOCKER_CONFIG": str(self.base / "docker")}
         result = subprocess.run(
             [sys.executable, "-m", "dockyard", *args],
             env=env,

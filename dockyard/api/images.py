@@ -1,4 +1,4 @@
-"""Image routes: list, inspect, history, tag, remove, prune, import."""
+"""Image routes: list, inspect, history, tag, remove, prune, import, pull, push, save, load."""
 
 from __future__ import annotations
 
@@ -8,13 +8,17 @@ from typing import Any
 from aiohttp import web
 
 from dockyard.api import filters
-from dockyard.api.app import Routes, engine, json_response, query_bool, read_json
+from dockyard.api.app import Routes, engine, json_response, query_bool
 from dockyard.api.container_json import parse_time
-from dockyard.api.streams import JSONStream
+from dockyard.api.distribution import registry_credentials
+from dockyard.api.streams import JSONStream, progress_stream
 from dockyard.errors import DockyardError, InvalidArgument, NotImplementedByEngine
 from dockyard.images import reference
 from dockyard.images.oci import ZERO_TIME
+from dockyard.images.platform import Platform
+from dockyard.images.reference import Reference
 from dockyard.images.service import Image
+from dockyard.registry.progress import Report
 
 routes = Routes()
 
@@ -54,7 +58,7 @@ def inspect_json(image: Image) -> dict[str, Any]:
     return {
         "Id": image.id,
         "RepoTags": [t.familiar() for t in image.tags],
-        "RepoDigests": [],
+        "RepoDigests": [d.familiar() for d in image.repo_digests],
         "Parent": "",
         "Comment": (config.get("history") or [{}])[-1].get("comment", ""),
         "Created": image.created or ZERO_TIME,
@@ -80,7 +84,7 @@ def summary_json(image: Image, containers: int) -> dict[str, Any]:
         "Id": image.id,
         "ParentId": "",
         "RepoTags": [t.familiar() for t in image.tags],
-        "RepoDigests": [],
+        "RepoDigests": [d.familiar() for d in image.repo_digests],
         "Created": int(parse_time(image.created)) if image.created else 0,
         "Size": image.size,
         "VirtualSize": image.size,
@@ -217,14 +221,85 @@ async def create(request: web.Request) -> web.StreamResponse:
         await stream.send({"status": image.id})
         return await stream.finish()
     if request.query.get("fromImage"):
-        raise NotImplementedByEngine(
-            "pulling images from a registry is not supported by Dockyard yet; "
-            "use `dockyard import` or `docker load`"
-        )
+        return await _pull(request)
     raise InvalidArgument("either fromImage or fromSrc must be given")
 
 
-@routes.post("/auth")
-async def auth(request: web.Request) -> web.StreamResponse:
-    await read_json(request)
-    raise NotImplementedByEngine("registry login is not supported by Dockyard yet")
+def pull_reference(from_image: str, tag: str) -> Reference:
+    """fromImage plus tag (a tag, or a digest as the docker CLI sends it) as one reference."""
+    if tag:
+        separator = "@" if ":" in tag else ":"
+        return reference.parse(f"{from_image}{separator}{tag}")
+    return reference.parse(from_image)
+
+
+async def _pull(request: web.Request) -> web.StreamResponse:
+    eng = engine(request)
+    ref = pull_reference(request.query["fromImage"], request.query.get("tag", ""))
+    text = request.query.get("platform", "")
+    platform = Platform.parse(text) if text else None
+    credentials = registry_credentials(request)
+
+    async def pull(report: Report) -> Image:
+        return await eng.puller.pull(ref, platform=platform, credentials=credentials, report=report)
+
+    stream, _ = await progress_stream(request, pull)
+    return await stream.finish()
+
+
+@routes.post("/images/{name:.+}/push")
+async def push(request: web.Request) -> web.StreamResponse:
+    eng = engine(request)
+    name, tag = reference.split_repo_tag(request.match_info["name"], request.query.get("tag"))
+    ref = reference.parse(name, default_tag=None)
+    if ref.digest:
+        raise InvalidArgument("cannot push a digest reference")
+    if tag:
+        ref = ref.with_tag(tag)
+    credentials = registry_credentials(request)
+
+    async def push(report: Report) -> None:
+        await eng.pusher.push(ref, credentials=credentials, report=report)
+
+    stream, _ = await progress_stream(request, push)
+    return await stream.finish()
+
+
+@routes.get("/images/get")
+async def save_many(request: web.Request) -> web.StreamResponse:
+    return await _save(request, list(request.query.getall("names", ())))
+
+
+@routes.get("/images/{name:.+}/get")
+async def save_one(request: web.Request) -> web.StreamResponse:
+    return await _save(request, [request.match_info["name"]])
+
+
+async def _save(request: web.Request, names: list[str]) -> web.StreamResponse:
+    if not names:
+        raise InvalidArgument("no image names given")
+    archive = engine(request).archives.save(names)
+    first = await archive.__anext__()  # resolves every name before the reply starts
+    resp = web.StreamResponse(status=200)
+    resp.headers["Content-Type"] = "application/x-tar"
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    await resp.write(first)
+    async for chunk in archive:
+        await resp.write(chunk)
+    await resp.write_eof()
+    return resp
+
+
+@routes.post("/images/load")
+async def load(request: web.Request) -> web.StreamResponse:
+    stream = JSONStream(request)
+    try:
+        loaded = await engine(request).archives.load(_body(request))
+    except DockyardError as e:
+        await stream.error(e.message)
+        return await stream.finish()
+    for ref, image_id in loaded:
+        text = f"Loaded image: {ref.familiar()}" if ref else f"Loaded image ID: {image_id}"
+        await stream.send({"stream": text + "\n"})
+    return await stream.finish()

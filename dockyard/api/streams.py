@@ -11,13 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import struct
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from dockyard.api.app import api_version
+from dockyard.errors import DockyardError
+from dockyard.registry.progress import Event, Report
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
 RAW = "application/vnd.docker.raw-stream"
@@ -148,3 +155,67 @@ class JSONStream:
         await self.start()
         await self.resp.write_eof()
         return self.resp
+
+
+def progress_message(event: Event) -> dict[str, Any]:
+    """A transfer event as one of Docker's JSON progress messages (spec §3.5)."""
+    if event.aux is not None:
+        return {"progressDetail": {}, "aux": event.aux}
+    message: dict[str, Any] = {"status": event.status}
+    if event.id and event.detail:
+        detail: dict[str, int] = {}
+        if event.current is not None:
+            detail["current"] = event.current
+        if event.total:
+            detail["total"] = event.total
+        message["progressDetail"] = detail
+    if event.id:
+        message["id"] = event.id
+    return message
+
+
+async def progress_stream(
+    request: web.Request, work: Callable[[Report], Coroutine[Any, Any, T]]
+) -> tuple[JSONStream, T | None]:
+    """Run `work(report)` while streaming the events it reports.
+
+    The reply starts with the first event: an error before it is an ordinary
+    error reply with its status code (Docker answers an unknown repository
+    with a 404 before streaming), an error after it ends the stream as an
+    error message. A client that goes away cancels the work.
+    """
+    stream = JSONStream(request)
+    queue: asyncio.Queue[Event] = asyncio.Queue()
+    task = asyncio.create_task(work(queue.put_nowait))
+    try:
+        while not task.done() or not queue.empty():
+            if queue.empty():
+                getter = asyncio.ensure_future(queue.get())
+                await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    continue
+                event = getter.result()
+            else:
+                event = queue.get_nowait()
+            try:
+                await stream.send(progress_message(event))
+            except ConnectionError:
+                log.info("client went away during %s %s; cancelling", request.method, request.path)
+                raise
+        try:
+            return stream, task.result()
+        except DockyardError as e:
+            if not stream.started:
+                raise
+            await stream.error(e.message)
+        except Exception as e:
+            if not stream.started:
+                raise
+            log.exception("%s %s failed", request.method, request.path)
+            await stream.error(f"internal error: {type(e).__name__}: {e}")
+        return stream, None
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

@@ -162,11 +162,7 @@ async def info(request: web.Request) -> web.StreamResponse:
             "NCPU": os.cpu_count() or 1,
             "MemTotal": _mem_total(),
             "IndexServerAddress": "https://index.docker.io/v1/",
-            "RegistryConfig": {
-                "IndexConfigs": {},
-                "InsecureRegistryCIDRs": ["127.0.0.0/8"],
-                "Mirrors": [],
-            },
+            "RegistryConfig": _registry_config(eng.config.insecure_registries),
             "HttpProxy": os.environ.get("HTTP_PROXY", ""),
             "HttpsProxy": os.environ.get("HTTPS_PROXY", ""),
             "NoProxy": os.environ.get("NO_PROXY", ""),
@@ -200,6 +196,19 @@ async def info(request: web.Request) -> web.StreamResponse:
             "Warnings": warnings,
         }
     )
+
+
+def _registry_config(insecure: list[str]) -> dict[str, Any]:
+    """Docker's RegistryConfig: loopback and CIDR entries as CIDRs, host names as indexes."""
+    cidrs = ["::1/128", "127.0.0.0/8"]
+    indexes: dict[str, Any] = {}
+    for entry in insecure:
+        if "/" in entry:
+            cidrs.append(entry)
+        else:
+            indexes[entry] = {"Name": entry, "Mirrors": [], "Secure": False, "Official": False}
+    indexes["docker.io"] = {"Name": "docker.io", "Mirrors": [], "Secure": True, "Official": True}
+    return {"IndexConfigs": indexes, "InsecureRegistryCIDRs": cidrs, "Mirrors": []}
 
 
 def _parse_time(value: str | None, name: str) -> int | None:
@@ -301,3 +310,42 @@ for _prefix in ("/swarm", "/services", "/tasks", "/nodes", "/secrets", "/configs
     for _method in ("GET", "POST", "DELETE"):
         routes.add(_method, _prefix, _swarm)
         routes.add(_method, _prefix + "/{rest:.*}", _swarm)
+
+
+@routes.get("/system/df")
+async def disk_usage(request: web.Request) -> web.StreamResponse:
+    from dockyard.api import container_json
+    from dockyard.api.images import summary_json
+    from dockyard.usage import disk_usage as usage
+
+    kinds = set(request.query.getall("type", ())) or {"container", "image", "volume", "build-cache"}
+    for kind in kinds:
+        if kind not in ("container", "image", "volume", "build-cache"):
+            raise InvalidArgument(f"unknown object type: {kind}")
+    found = await usage(engine(request), images="image" in kinds, containers="container" in kinds)
+    images = []
+    for row in found.images:
+        summary = summary_json(row.image, row.containers)
+        summary["SharedSize"] = row.shared
+        images.append(summary)
+    containers = []
+    for usage_row in found.containers:
+        container = usage_row.container
+        summary = container_json.summary(container, container.config.get("Image", ""))
+        summary["SizeRw"] = usage_row.size_rw
+        summary["SizeRootFs"] = usage_row.size_root_fs
+        containers.append(summary)
+    volumes = []
+    if "volume" in kinds:
+        from dockyard.api.volumes import volume_json
+
+        volumes = [volume_json(row.volume, row) for row in await engine(request).volumes.usage()]
+    return json_response(
+        {
+            "LayersSize": found.layers_size,
+            "Images": images if "image" in kinds else None,
+            "Containers": containers if "container" in kinds else None,
+            "Volumes": volumes if "volume" in kinds else None,
+            "BuildCache": [] if "build-cache" in kinds else None,
+        }
+    )

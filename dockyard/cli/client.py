@@ -64,7 +64,9 @@ class Response:
     def __init__(self, sock: socket.socket, method: str) -> None:
         self.sock = sock
         self._method = method
-        self._buf = b""
+        # A bytearray: appending to it is amortised O(1), where bytes would copy
+        # the whole buffer on every receive (quadratic on big streamed bodies).
+        self._buf = bytearray()
         head = self._until(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         self.status = int(lines[0].split()[1])
@@ -74,22 +76,26 @@ class Response:
             self.headers[key.strip().lower()] = value.strip()
 
     def _fill(self) -> bool:
-        chunk = self.sock.recv(65536)
+        chunk = self.sock.recv(1 << 20)
         self._buf += chunk
         return bool(chunk)
 
     def _until(self, marker: bytes) -> bytes:
-        while marker not in self._buf:
+        start = 0
+        while (found := self._buf.find(marker, start)) == -1:
+            start = max(0, len(self._buf) - len(marker) + 1)
             if not self._fill():
                 raise APIError(500, "the daemon closed the connection")
-        data, _, self._buf = self._buf.partition(marker)
+        data = bytes(self._buf[:found])
+        del self._buf[: found + len(marker)]
         return data
 
     def _exactly(self, size: int) -> bytes:
         while len(self._buf) < size:
             if not self._fill():
                 raise APIError(500, "the daemon closed the connection mid-reply")
-        data, self._buf = self._buf[:size], self._buf[size:]
+        data = bytes(self._buf[:size])
+        del self._buf[:size]
         return data
 
     def chunks(self) -> Iterator[bytes]:
@@ -109,11 +115,9 @@ class Response:
                 yield self._exactly(remaining)
         else:
             if self._buf:
-                yield self._buf
-                self._buf = b""
+                yield self._take()
             while self._fill():
-                yield self._buf
-                self._buf = b""
+                yield self._take()
 
     def read(self) -> bytes:
         try:
@@ -121,10 +125,14 @@ class Response:
         finally:
             self.close()
 
+    def _take(self) -> bytes:
+        data = bytes(self._buf)
+        self._buf.clear()
+        return data
+
     def leftover(self) -> bytes:
         """Bytes already received past the headers (for upgraded connections)."""
-        data, self._buf = self._buf, b""
-        return data
+        return self._take()
 
     def close(self) -> None:
         self.sock.close()

@@ -1,7 +1,8 @@
-"""Image commands: import, images, tag, rmi, image inspect/history/prune."""
+"""Image commands: import, images, tag, rmi, save, load, image inspect/history/prune."""
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -10,6 +11,7 @@ import click
 from dockyard.cli.client import APIError
 from dockyard.cli.containers import _print_rows, show
 from dockyard.cli.main import Context, fail, pass_context
+from dockyard.cli.registry import pull, push
 from dockyard.units import ago, human_size
 
 _IMAGE_HEADERS = {
@@ -82,6 +84,7 @@ def import_(
     "-f", "--filter", "filters", multiple=True, help="Filter (dangling=, label=, reference=)."
 )
 @click.option("--no-trunc", is_flag=True, help="Don't truncate output.")
+@click.option("--digests", is_flag=True, help="Show digests.")
 @click.option("--format", "fmt", help="Go template or 'json'.")
 @click.argument("repository", required=False)
 @pass_context
@@ -91,6 +94,7 @@ def images(
     quiet: bool,
     filters: tuple[str, ...],
     no_trunc: bool,
+    digests: bool,
     fmt: str | None,
     repository: str | None,
 ) -> None:
@@ -107,6 +111,14 @@ def images(
         image_id = item["Id"] if no_trunc else item["Id"].removeprefix("sha256:")[:12]
         for tag in item["RepoTags"] or ["<none>:<none>"]:
             repo, name = _split(tag)
+            digest = next(
+                (
+                    d.partition("@")[2]
+                    for d in item.get("RepoDigests") or []
+                    if d.startswith(repo + "@")
+                ),
+                "<none>",
+            )
             rows.append(
                 {
                     "Repository": repo,
@@ -115,7 +127,7 @@ def images(
                     "CreatedSince": ago(item["Created"]) if item["Created"] else "N/A",
                     "CreatedAt": str(item["Created"]),
                     "Size": human_size(item["Size"]),
-                    "Digest": "<none>",
+                    "Digest": digest,
                     "Containers": str(item.get("Containers", "N/A")),
                 }
             )
@@ -123,7 +135,10 @@ def images(
         for image_id in dict.fromkeys(r["ID"] for r in rows):
             click.echo(image_id)
         return
-    _print_rows(fmt or _IMAGE_DEFAULT, rows, _IMAGE_HEADERS)
+    default = _IMAGE_DEFAULT
+    if digests:
+        default = default.replace("{{.Tag}}\t", "{{.Tag}}\t{{.Digest}}\t")
+    _print_rows(fmt or default, rows, _IMAGE_HEADERS)
 
 
 @click.command("tag")
@@ -248,8 +263,59 @@ def prune(ctx: Context, prune_all: bool, force: bool) -> None:
     click.echo(f"Total reclaimed space: {human_size(result.get('SpaceReclaimed', 0))}")
 
 
+@click.command("save")
+@click.option("-o", "--output", help="Write to a file instead of stdout.")
+@click.argument("images", nargs=-1, required=True)
+@pass_context
+def save(ctx: Context, output: str | None, images: tuple[str, ...]) -> None:
+    """Save images to a tar archive (Docker 25's layout: manifest.json plus OCI layout)."""
+    if output is None and sys.stdout.isatty():
+        fail("Cowardly refusing to save to a terminal. Use the -o flag or redirect", 1)
+    chunks = ctx.client.stream("GET", "/images/get", params={"names": list(images)})
+    if output is None:
+        for chunk in chunks:
+            sys.stdout.buffer.write(chunk)
+        return
+    tmp = f"{output}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+        os.replace(tmp, output)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@click.command("load")
+@click.option("-i", "--input", "source", help="Read from a tar archive file instead of stdin.")
+@click.option("-q", "--quiet", is_flag=True, help="Suppress the load output.")
+@pass_context
+def load(ctx: Context, source: str | None, quiet: bool) -> None:
+    """Load images from a tar archive (docker save, podman, skopeo, OCI layouts)."""
+    from dockyard.cli.progress import StreamError, show
+
+    stream = open(source, "rb") if source else sys.stdin.buffer  # noqa: SIM115
+    try:
+        messages = ctx.client.json_stream(
+            "POST",
+            "/images/load",
+            params={"quiet": quiet},
+            raw=stream,
+            headers={"Content-Type": "application/x-tar"},
+        )
+        show(messages)
+    except StreamError as e:
+        fail(str(e), 1)
+    finally:
+        if source:
+            stream.close()
+
+
 image = click.Group("image", help="Manage images.")
-for _command in (import_, tag, image_inspect, history, prune):
+for _command in (import_, tag, image_inspect, history, prune, save, load):
     image.add_command(_command)
 image.add_command(images, "ls")
 image.add_command(rmi, "rm")
+image.add_command(pull)
+image.add_command(push)

@@ -64,6 +64,8 @@ COMMANDS = {
     "exec": "containers:exec_",
     **{name: "images" for name in ("images", "tag", "rmi", "history", "image")},
     "import": "images:import_",
+    **{name: "registry" for name in ("pull", "push", "login", "logout")},
+    **{name: "images" for name in ("save", "load")},
     **{name: "system" for name in ("info", "version", "events", "system")},
     "daemon": "daemon",
     "volume": "volumes",

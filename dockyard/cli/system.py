@@ -107,6 +107,115 @@ def events(
             )
 
 
+@click.command("df")
+@click.option("-v", "--verbose", is_flag=True, help="Show detailed information.")
+@click.option("--format", "fmt", help="Go template or 'json'.")
+@pass_context
+def df(ctx: Context, verbose: bool, fmt: str | None) -> None:
+    """Show disk usage of images, containers and volumes."""
+    from dockyard.cli.containers import _print_rows
+    from dockyard.units import human_size
+
+    data = ctx.client.json("GET", "/system/df")
+    images = data.get("Images") or []
+    containers = data.get("Containers") or []
+    volumes = data.get("Volumes") or []
+    used_images = [i for i in images if i.get("Containers", 0) > 0]
+    image_size = data.get("LayersSize", 0)
+    unused = sum(
+        i["Size"] - max(i.get("SharedSize", 0), 0) for i in images if not i.get("Containers")
+    )
+    running = [c for c in containers if c.get("State") == "running"]
+    container_size = sum(c.get("SizeRw", 0) for c in containers)
+    idle = sum(c.get("SizeRw", 0) for c in containers if c.get("State") != "running")
+    volume_size = sum(max((v.get("UsageData") or {}).get("Size", 0), 0) for v in volumes)
+
+    def reclaimable(part: int, whole: int) -> str:
+        percent = f" ({100 * part // whole}%)" if whole else ""
+        return human_size(part) + percent
+
+    rows = [
+        {
+            "Type": "Images",
+            "TotalCount": str(len(images)),
+            "Active": str(len(used_images)),
+            "Size": human_size(image_size),
+            "Reclaimable": reclaimable(min(unused, image_size), image_size),
+        },
+        {
+            "Type": "Containers",
+            "TotalCount": str(len(containers)),
+            "Active": str(len(running)),
+            "Size": human_size(container_size),
+            "Reclaimable": reclaimable(idle, container_size),
+        },
+        {
+            "Type": "Local Volumes",
+            "TotalCount": str(len(volumes)),
+            "Active": str(sum(1 for v in volumes if (v.get("UsageData") or {}).get("RefCount"))),
+            "Size": human_size(volume_size),
+            "Reclaimable": reclaimable(0, volume_size),
+        },
+        {
+            "Type": "Build Cache",
+            "TotalCount": "0",
+            "Active": "0",
+            "Size": "0B",
+            "Reclaimable": "0B",
+        },
+    ]
+    if fmt == "json":
+        for row in rows:
+            click.echo(json.dumps(row))
+        return
+    headers = {
+        "Type": "TYPE",
+        "TotalCount": "TOTAL",
+        "Active": "ACTIVE",
+        "Size": "SIZE",
+        "Reclaimable": "RECLAIMABLE",
+    }
+    default = "table {{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}"
+    _print_rows(fmt or default, rows, headers)
+    if verbose:
+        click.echo("\nImages space usage:\n")
+        _print_rows(
+            "table {{.Repository}}\t{{.ID}}\t{{.Size}}\t{{.Shared}}\t{{.Containers}}",
+            [
+                {
+                    "Repository": ", ".join(i.get("RepoTags") or ["<none>"]),
+                    "ID": i["Id"].removeprefix("sha256:")[:12],
+                    "Size": human_size(i["Size"]),
+                    "Shared": human_size(max(i.get("SharedSize", 0), 0)),
+                    "Containers": str(i.get("Containers", 0)),
+                }
+                for i in images
+            ],
+            {
+                "Repository": "REPOSITORY",
+                "ID": "IMAGE ID",
+                "Size": "SIZE",
+                "Shared": "SHARED SIZE",
+                "Containers": "CONTAINERS",
+            },
+        )
+        click.echo("\nContainers space usage:\n")
+        _print_rows(
+            "table {{.ID}}\t{{.Image}}\t{{.Size}}\t{{.Names}}",
+            [
+                {
+                    "ID": c["Id"][:12],
+                    "Image": c["Image"],
+                    "Size": human_size(c.get("SizeRw", 0)),
+                    "Names": c["Names"][0].lstrip("/"),
+                }
+                for c in containers
+            ],
+            {"ID": "CONTAINER ID", "Image": "IMAGE", "Size": "SIZE", "Names": "NAMES"},
+        )
+
+
 system = click.Group("system", help="Manage Dockyard.")
 system.add_command(info)
 system.add_command(events)
+system.add_command(df)

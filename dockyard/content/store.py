@@ -40,6 +40,47 @@ class DigestMismatch(InvalidArgument):
     pass
 
 
+class DigestingReader:
+    """A read-only stream that hashes and counts what is read through it.
+
+    Used where a digest has to be checked on data that is consumed by
+    something else (a DiffID while a layer is applied, a file while an
+    archive is unpacked).
+    """
+
+    def __init__(self, source: BinaryIO) -> None:
+        self._source = source
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self._hash.hexdigest()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._source.read(size)
+        self._hash.update(data)
+        self.size += len(data)
+        return data
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> DigestingReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
 class Writer:
     """A blob being ingested. Use as a context manager; call `commit()` to publish."""
 
@@ -120,6 +161,26 @@ class ContentStore:
 
     def writer(self, expected: str | None = None, size: int | None = None) -> Writer:
         return Writer(self, expected, size)
+
+    def staging_dir(self) -> str:
+        """A private directory in the ingest area (same filesystem; swept at start-up)."""
+        return tempfile.mkdtemp(dir=self.ingest_dir)
+
+    def adopt(self, path: str, digest: str) -> None:
+        """Publish a file whose digest the caller has just computed while writing it.
+
+        `path` must be in the ingest area; it is moved, not copied.
+        """
+        target = self.path(digest)
+        if os.path.exists(target):
+            os.unlink(path)
+            return
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(path, target)
 
     def put(self, data: bytes, expected: str | None = None) -> str:
         with self.writer(expected, len(data) if expected else None) as w:

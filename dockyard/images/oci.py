@@ -23,6 +23,22 @@ DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
 DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+DOCKER_FOREIGN_LAYER = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+SCHEMA1_TYPES = (
+    "application/vnd.docker.distribution.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v1+prettyjws",
+)
+
+INDEX_TYPES = (INDEX, DOCKER_LIST)
+IMAGE_MANIFEST_TYPES = (MANIFEST, DOCKER_MANIFEST)
+MANIFEST_TYPES = INDEX_TYPES + IMAGE_MANIFEST_TYPES
+CONFIG_TYPES = (CONFIG, DOCKER_CONFIG)
+UNCOMPRESSED_LAYER_TYPES = (LAYER, DOCKER_LAYER)
+# What a registry is asked for: without the index types it may choose a platform itself.
+ACCEPT = ", ".join(MANIFEST_TYPES)
+
+ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
+ANNOTATION_IMAGE_NAME = "io.containerd.image.name"
 
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}
 
@@ -47,6 +63,31 @@ def rfc3339(ns: int) -> str:
 
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+def document_type(doc: Any, content_type: str = "") -> str:
+    """The media type of a manifest or index document (spec §2.1's sniffing rules).
+
+    The document's own `mediaType` wins, and must agree with the transport's
+    Content-Type when both are known; without either, the shape decides.
+    """
+    if not isinstance(doc, dict):
+        raise ValueError("not a JSON object")
+    declared = doc.get("mediaType")
+    content_type = content_type.split(";")[0].strip()
+    if isinstance(declared, str) and declared:
+        if content_type in MANIFEST_TYPES + SCHEMA1_TYPES and content_type != declared:
+            raise ValueError(f"mediaType {declared} does not match Content-Type {content_type}")
+        return declared
+    if content_type in MANIFEST_TYPES + SCHEMA1_TYPES:
+        return content_type
+    if doc.get("schemaVersion") == 1:
+        return SCHEMA1_TYPES[0]
+    if isinstance(doc.get("manifests"), list):
+        return INDEX
+    if isinstance(doc.get("config"), dict) and isinstance(doc.get("layers"), list):
+        return MANIFEST
+    raise ValueError("neither an image manifest nor an index")
 
 
 def descriptor(media_type: str, digest: str, size: int) -> dict[str, Any]:

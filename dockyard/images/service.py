@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -40,6 +41,7 @@ class Image:
     size: int
     added: float
     tags: list[Reference] = field(default_factory=list)
+    repo_digests: list[Reference] = field(default_factory=list)
 
     @property
     def short_id(self) -> str:
@@ -59,6 +61,29 @@ class Image:
     def run_config(self) -> dict[str, Any]:
         """The config's `config` object: Env, Cmd, Entrypoint, WorkingDir, ..."""
         return dict(self.config.get("config") or {})
+
+
+@dataclass
+class Lease:
+    """Content an operation in progress (pull, load) has stored but not yet recorded.
+
+    Garbage collection keeps leased blobs and layers; an operation that fails
+    drops its lease and collects, which removes what it alone had stored.
+    """
+
+    blobs: set[str] = field(default_factory=set)
+    chains: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class LayerBlob:
+    """A blob in the content store that holds one layer, in some compression."""
+
+    diff_id: str
+    digest: str
+    media_type: str
+    size: int
+    diff_size: int | None = None  # bytes of the uncompressed tar, when known
 
 
 # (container id, running) pairs of the containers that use an image
@@ -82,6 +107,7 @@ class ImageService:
         self.image_users: ImageUsers = lambda image_id: []
         self.container_chains: ContainerChains = set
         self._configs: dict[str, dict[str, Any]] = {}
+        self._leases: list[Lease] = []
 
     # -- lookup --------------------------------------------------------------
 
@@ -99,6 +125,12 @@ class ImageService:
                 "SELECT ref FROM tags WHERE image_id=? ORDER BY tagged", (image_id,)
             )
         ]
+        digests = [
+            reference.parse(r["ref"])
+            for r in self.db.all(
+                "SELECT ref FROM repo_digests WHERE image_id=? ORDER BY added", (image_id,)
+            )
+        ]
         return Image(
             row["id"],
             row["manifest_digest"],
@@ -107,6 +139,7 @@ class ImageService:
             row["size"],
             row["added"],
             tags,
+            digests,
         )
 
     def resolve(self, name: str) -> Image:
@@ -135,7 +168,12 @@ class ImageService:
             ref = reference.parse(name)
         except InvalidArgument:
             ref = None
-        if ref is not None:
+        if ref is not None and ref.digest:
+            by_digest = Reference(ref.domain, ref.path, None, ref.digest)
+            row = self.db.one("SELECT image_id FROM repo_digests WHERE ref=?", (str(by_digest),))
+            if row:
+                return str(row["image_id"])
+        elif ref is not None:
             row = self.db.one("SELECT image_id FROM tags WHERE ref=?", (str(ref),))
             if row:
                 return str(row["image_id"])
@@ -219,10 +257,22 @@ class ImageService:
         """Store a config and manifest for layers already in the stores; returns the image."""
         config_bytes = oci.canonical_json(config)
         config_digest = self.content.put(config_bytes)
-        manifest = oci.manifest(
-            oci.descriptor(oci.CONFIG, config_digest, len(config_bytes)), layers
-        )
+        return self.add_stored(config_digest, len(config_bytes), layers, size)
+
+    def add_stored(
+        self, config_digest: str, config_size: int, layers: list[dict[str, Any]], size: int
+    ) -> Image:
+        """Write a manifest for a config and layers already stored (exact config bytes kept)."""
+        manifest = oci.manifest(oci.descriptor(oci.CONFIG, config_digest, config_size), layers)
         manifest_digest = self.content.put(oci.canonical_json(manifest))
+        return self.record(config_digest, manifest_digest, size)
+
+    def record(self, config_digest: str, manifest_digest: str, size: int) -> Image:
+        """Record an image whose config, manifest and layers are all stored already.
+
+        An image that exists keeps the manifest it was first recorded with.
+        """
+        config = json.loads(self.content.read(config_digest))
         with self.db.transaction():
             self.db.execute(
                 "INSERT OR IGNORE INTO images(id, manifest_digest, created, size, added) "
@@ -230,6 +280,72 @@ class ImageService:
                 (config_digest, manifest_digest, config.get("created") or "", size, time.time()),
             )
         return self._load(config_digest)
+
+    def manifest(self, image: Image) -> dict[str, Any]:
+        manifest: dict[str, Any] = json.loads(self.content.read(image.manifest_digest))
+        return manifest
+
+    # -- what registries and archives taught us -------------------------------
+
+    def add_repo_digest(self, image_id: str, ref: Reference) -> None:
+        """Remember that `ref` (repository@digest) names this image in a registry."""
+        with self.db.transaction():
+            self.db.execute(
+                "INSERT INTO repo_digests(ref, image_id, added) VALUES (?,?,?) "
+                "ON CONFLICT(ref) DO UPDATE SET image_id=excluded.image_id",
+                (str(ref), image_id, time.time()),
+            )
+
+    def has_repo_digest(self, image_id: str, ref: Reference) -> bool:
+        row = self.db.one(
+            "SELECT 1 FROM repo_digests WHERE ref=? AND image_id=?", (str(ref), image_id)
+        )
+        return row is not None
+
+    def add_layer_blob(self, blob: LayerBlob) -> None:
+        with self.db.transaction():
+            self.db.execute(
+                "INSERT INTO layer_blobs(diff_id, digest, media_type, size, diff_size) "
+                "VALUES (?,?,?,?,?) ON CONFLICT(diff_id, digest) DO UPDATE SET "
+                "diff_size=coalesce(excluded.diff_size, layer_blobs.diff_size)",
+                (blob.diff_id, blob.digest, blob.media_type, blob.size, blob.diff_size),
+            )
+
+    def layer_blobs(self, diff_id: str) -> list[LayerBlob]:
+        """The stored blobs holding a layer, compressed forms first."""
+        rows = self.db.all(
+            "SELECT * FROM layer_blobs WHERE diff_id=? ORDER BY digest=diff_id, rowid",
+            (diff_id,),
+        )
+        return [
+            LayerBlob(r["diff_id"], r["digest"], r["media_type"], r["size"], r["diff_size"])
+            for r in rows
+            if self.content.exists(r["digest"])
+        ]
+
+    def add_blob_source(self, digest: str, repository: str) -> None:
+        with self.db.transaction():
+            self.db.execute(
+                "INSERT OR IGNORE INTO blob_sources(digest, repository) VALUES (?,?)",
+                (digest, repository),
+            )
+
+    def blob_sources(self, digest: str) -> list[str]:
+        rows = self.db.all("SELECT repository FROM blob_sources WHERE digest=?", (digest,))
+        return [r["repository"] for r in rows]
+
+    @contextmanager
+    def lease(self) -> Iterator[Lease]:
+        """Protect what an operation stores until it is recorded; undo it on failure."""
+        lease = Lease()
+        self._leases.append(lease)
+        try:
+            yield lease
+        except BaseException:
+            self._leases.remove(lease)
+            self.collect_garbage()
+            raise
+        self._leases.remove(lease)
 
     # -- tags ----------------------------------------------------------------
 
@@ -310,6 +426,7 @@ class ImageService:
     def _delete(self, image: Image, report: list[dict[str, str]]) -> None:
         with self.db.transaction():
             self.db.execute("DELETE FROM tags WHERE image_id=?", (image.id,))
+            self.db.execute("DELETE FROM repo_digests WHERE image_id=?", (image.id,))
             self.db.execute("DELETE FROM images WHERE id=?", (image.id,))
         self._configs.pop(image.id, None)
         report.append({"Deleted": image.id})
@@ -331,23 +448,43 @@ class ImageService:
         return report, max(0, before - self.disk_usage())
 
     def disk_usage(self) -> int:
-        return sum(layer.size for layer in self.layers.all())
+        """Bytes of unpacked layers plus the blobs in the content store."""
+        blobs = 0
+        for digest in self.content.digests():
+            try:
+                blobs += self.content.size(digest)
+            except NotFound:
+                pass
+        return sum(layer.size for layer in self.layers.all()) + blobs
 
     def collect_garbage(self) -> None:
-        """Drop layers and blobs that no image or container references."""
+        """Drop layers and blobs that no image, container or operation in progress references.
+
+        A layer's blobs in other compressions (kept so that pushing again
+        sends the same bytes) live as long as the layer does.
+        """
         live_chains: set[str] = set()
         live_blobs: set[str] = set()
+        live_diffs: set[str] = set()
         for row in self.db.all("SELECT id, manifest_digest FROM images"):
             image = self._load(row["id"])
             for chain in chain_ids(image.diff_ids):
                 live_chains.add(chain)
+            live_diffs.update(image.diff_ids)
             live_blobs.add(image.id)
             live_blobs.add(image.manifest_digest)
+            live_blobs.update(ref.digest for ref in image.repo_digests if ref.digest)
             try:
                 manifest = json.loads(self.content.read(image.manifest_digest))
             except NotFound:
                 continue
             live_blobs.update(layer["digest"] for layer in manifest.get("layers", []))
+        for lease in self._leases:
+            live_blobs |= lease.blobs
+            live_chains |= lease.chains
+        for row in self.db.all("SELECT diff_id, digest FROM layer_blobs"):
+            if row["diff_id"] in live_diffs:
+                live_blobs.add(row["digest"])
         for top in self.container_chains():
             current: str | None = top
             while current:
@@ -357,9 +494,13 @@ class ImageService:
         for layer in self.layers.all():
             if layer.chain_id not in live_chains:
                 self.layers.remove(layer.chain_id)
-        for digest in list(self.content.digests()):
-            if digest not in live_blobs:
-                self.content.delete(digest)
+        dead = [digest for digest in self.content.digests() if digest not in live_blobs]
+        for digest in dead:
+            self.content.delete(digest)
+        with self.db.transaction():
+            for digest in dead:
+                self.db.execute("DELETE FROM layer_blobs WHERE digest=?", (digest,))
+                self.db.execute("DELETE FROM blob_sources WHERE digest=?", (digest,))
 
 
 def _canonical_or_none(name: str) -> str | None:

@@ -18,13 +18,16 @@ input), while I/O errors of the underlying stream pass through unchanged.
 from __future__ import annotations
 
 import bz2
+import collections
+import concurrent.futures
 import enum
 import io
 import lzma
+import os
 import queue
 import threading
 import zlib
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
 import zstandard
@@ -376,3 +379,50 @@ class _ZstdFramed(io.RawIOBase):
             if value & 1:
                 self._skip += 4 if self._checksum else 0
                 self._state, self._want = "magic", 4
+
+
+# -- compression ------------------------------------------------------------------
+
+_MEMBER = 1 << 20  # input bytes per gzip member when compressing in parallel
+
+
+def compress_gzip(source: BinaryIO, write: Callable[[bytes], object], *, level: int = 1) -> None:
+    """Gzip `source` into `write`, compressing 1 MiB members on every core (as pigz does).
+
+    The output is a valid multi-member gzip stream (RFC 1952 allows any
+    number of members; Go's, zlib's and Python's readers all read them
+    through). Members carry no name and a zero mtime, so the same input gives
+    the same bytes. zlib releases the GIL, so the members really compress in
+    parallel; a few are kept in flight to bound memory. Level 1 by default:
+    layers are compressed once and kept, and the deflate levels above it cost
+    several times the CPU for a few percent of size.
+    """
+    workers = os.cpu_count() or 1
+    pending: collections.deque[concurrent.futures.Future[bytes]] = collections.deque()
+    with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="gzip") as pool:
+        started = False
+        while True:
+            chunk = source.read(_MEMBER)
+            if not chunk and started:
+                break
+            started = True
+            pending.append(pool.submit(_gzip_member, chunk, level))
+            if len(pending) > 2 * workers:
+                write(pending.popleft().result())
+            if not chunk:
+                break
+        while pending:
+            write(pending.popleft().result())
+
+
+_PROBE = 64 << 10
+
+
+def _gzip_member(data: bytes, level: int) -> bytes:
+    # Data that does not compress (already compressed files, random bytes) is
+    # stored instead: deflating it costs the most time and saves nothing. A
+    # probe of the member's start decides.
+    if len(data) > _PROBE and len(zlib.compress(data[:_PROBE], 1)) > _PROBE * 0.95:
+        level = 0
+    compressor = zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    return compressor.compress(data) + compressor.flush()

@@ -57,4 +57,26 @@ MIGRATIONS: list[str] = [
         record TEXT NOT NULL             -- JSON: config, settings, enabled, monitor
     )
     """,
+    # 4: what registries and archives taught us: repo digests, compressed forms, blob sources
+    """
+    CREATE TABLE repo_digests (
+        ref TEXT PRIMARY KEY,            -- canonical "127.0.0.1:5000/team/app@sha256:<top digest>"
+        image_id TEXT NOT NULL REFERENCES images(id),
+        added REAL NOT NULL
+    );
+    CREATE INDEX repo_digests_image ON repo_digests(image_id);
+    CREATE TABLE layer_blobs (
+        diff_id TEXT NOT NULL,           -- the uncompressed layer
+        digest TEXT NOT NULL,            -- a blob in the content store holding it
+        media_type TEXT NOT NULL,        -- how it is compressed
+        size INTEGER NOT NULL,
+        diff_size INTEGER,               -- bytes of the uncompressed tar, when known
+        PRIMARY KEY (diff_id, digest)
+    );
+    CREATE TABLE blob_sources (
+        digest TEXT NOT NULL,
+        repository TEXT NOT NULL,        -- canonical repository known to hold the blob
+        PRIMARY KEY (digest, repository)
+    )
+    """,
 ]

@@ -25,7 +25,13 @@ def test_import_records_a_real_oci_manifest(daemon: Daemon, busybox_tar: Path) -
     blobs = daemon.data_root / "content" / "blobs" / "sha256"
     config = json.loads((blobs / image_id.removeprefix("sha256:")).read_bytes())
     assert config["rootfs"]["diff_ids"] == inspect["RootFS"]["Layers"]
-    manifests = [json.loads(p.read_bytes()) for p in blobs.iterdir() if p.stat().st_size < 4096]
+    manifests = []
+    for path in blobs.iterdir():
+        if path.stat().st_size < 4096:
+            try:
+                manifests.append(json.loads(path.read_bytes()))
+            except ValueError:  # a small compressed layer of some other image
+                pass
     manifest = next(
         m
         for m in manifests
