@@ -34,6 +34,16 @@ class DaemonConfig:
     init_path: str | None = None
     debug: bool = False
     pidfile: str | None = None
+    # Networking: Docker's keys, then Dockyard's own (see dockyard.network.manager).
+    bridge: str = "dockyard0"
+    bip: str | None = None
+    default_address_pools: list[dict[str, Any]] | None = None
+    mtu: int = 1500
+    ip_forward: bool = True
+    ip_masq: bool = True
+    nftables_table: str = "dockyard"
+    bridge_prefix: str = "br-"
+    veth_prefix: str = "veth"
     raw: dict[str, Any] = field(default_factory=dict)  # the whole daemon.json, for later keys
 
     @property
@@ -54,6 +64,15 @@ _KEYS = {
     "init-path": "init_path",
     "debug": "debug",
     "pidfile": "pidfile",
+    "bridge": "bridge",
+    "bip": "bip",
+    "default-address-pools": "default_address_pools",
+    "mtu": "mtu",
+    "ip-forward": "ip_forward",
+    "ip-masq": "ip_masq",
+    "nftables-table": "nftables_table",
+    "bridge-prefix": "bridge_prefix",
+    "veth-prefix": "veth_prefix",
 }
 
 

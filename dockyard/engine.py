@@ -26,6 +26,7 @@ from dockyard.content.store import ContentStore
 from dockyard.errors import InvalidArgument, Unavailable
 from dockyard.events.bus import EventBus
 from dockyard.images.service import ImageService
+from dockyard.network.manager import NetworkConfig, NetworkManager
 from dockyard.runtime import cgroups, oci, seccomp
 from dockyard.runtime.monitor import Conmon
 from dockyard.snapshots.layers import LayerStore
@@ -119,6 +120,7 @@ class Engine:
             name: Conmon(self.facts.conmon, runtime, socket_dir)
             for name, runtime in self.runtimes.items()
         }
+        self.network = NetworkManager(self.db, self.events, network_config(config))
         self.containers = ContainerService(
             self.db,
             self.images,
@@ -137,6 +139,7 @@ class Engine:
                 init_binary=self.facts.init_binary,
                 seccomp=self._seccomp,
             ),
+            self.network,
         )
         self.execs = ExecService(self.containers)
 
@@ -159,10 +162,13 @@ class Engine:
         return _default_seccomp(self.facts.seccomp_profile, tuple(sorted(capabilities)))
 
     async def start(self) -> None:
+        await self.network.start()
         await self.containers.restore()
+        await self.network.reconcile()
 
     async def close(self) -> None:
         await self.containers.shutdown()
+        await self.network.close()
         cgroups.remove_empty(self.facts.cgroups, "/" + self.config.cgroup_parent)
         self.db.close()
 
@@ -192,3 +198,18 @@ class Engine:
 @lru_cache(maxsize=32)
 def _default_seccomp(path: str, capabilities: tuple[str, ...]) -> dict[str, Any]:
     return seccomp.to_oci(seccomp.load_profile(path), capabilities=capabilities)
+
+
+def network_config(config: DaemonConfig) -> NetworkConfig:
+    return NetworkConfig(
+        exec_root=config.exec_root,
+        bridge=config.bridge,
+        bip=config.bip,
+        default_address_pools=config.default_address_pools,
+        mtu=config.mtu,
+        ip_forward=config.ip_forward,
+        ip_masq=config.ip_masq,
+        nftables_table=config.nftables_table,
+        bridge_prefix=config.bridge_prefix,
+        veth_prefix=config.veth_prefix,
+    )

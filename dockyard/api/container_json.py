@@ -57,57 +57,30 @@ def command_text(container: Container) -> str:
     )
 
 
-def ports(container: Container) -> dict[str, Any]:
-    exposed = container.config.get("ExposedPorts") or {}
-    if container.state.status not in (RUNNING, PAUSED):
-        return {}
-    return {port: None for port in exposed}
+def port_list(container: Container, network: dict[str, Any]) -> list[dict[str, Any]]:
+    """`Ports` of the container list: published bindings, then exposed-only ports."""
+    result: list[dict[str, Any]] = []
+    published = network.get("Ports") or {}
+    for key in sorted(set(published) | set(container.config.get("ExposedPorts") or {})):
+        number, _, proto = key.partition("/")
+        bindings = published.get(key)
+        if not bindings:
+            result.append({"PrivatePort": int(number), "Type": proto})
+        for binding in bindings or []:
+            result.append(
+                {
+                    "IP": binding["HostIp"],
+                    "PrivatePort": int(number),
+                    "PublicPort": int(binding["HostPort"]),
+                    "Type": proto,
+                }
+            )
+    return result
 
 
-def network_settings(container: Container, *, summary: bool = False) -> dict[str, Any]:
-    mode = container.host_config.get("NetworkMode", "bridge")
-    endpoint = {
-        "IPAMConfig": None,
-        "Links": None,
-        "Aliases": None,
-        "MacAddress": "",
-        "DriverOpts": None,
-        "NetworkID": "",
-        "EndpointID": "",
-        "Gateway": "",
-        "IPAddress": "",
-        "IPPrefixLen": 0,
-        "IPv6Gateway": "",
-        "GlobalIPv6Address": "",
-        "GlobalIPv6PrefixLen": 0,
-        "DNSNames": None,
-    }
-    networks = {mode: endpoint} if mode in ("bridge", "host", "none") else {}
-    if summary:
-        return {"Networks": networks}
-    return {
-        "Bridge": "",
-        "SandboxID": "",
-        "SandboxKey": "",
-        "HairpinMode": False,
-        "LinkLocalIPv6Address": "",
-        "LinkLocalIPv6PrefixLen": 0,
-        "Ports": ports(container),
-        "SecondaryIPAddresses": None,
-        "SecondaryIPv6Addresses": None,
-        "EndpointID": "",
-        "Gateway": "",
-        "GlobalIPv6Address": "",
-        "GlobalIPv6PrefixLen": 0,
-        "IPAddress": "",
-        "IPPrefixLen": 0,
-        "IPv6Gateway": "",
-        "MacAddress": "",
-        "Networks": networks,
-    }
-
-
-def inspect(container: Container, *, paths: Any, exec_ids: list[str]) -> dict[str, Any]:
+def inspect(
+    container: Container, *, paths: Any, exec_ids: list[str], network: dict[str, Any]
+) -> dict[str, Any]:
     state = container.state
     status = state.status
     return {
@@ -152,15 +125,11 @@ def inspect(container: Container, *, paths: Any, exec_ids: list[str]) -> dict[st
         },
         "Mounts": [],
         "Config": container.config,
-        "NetworkSettings": network_settings(container),
+        "NetworkSettings": network,
     }
 
 
-def summary(container: Container, image_name: str) -> dict[str, Any]:
-    exposed = container.config.get("ExposedPorts") or {}
-    port_list = [
-        {"PrivatePort": int(port.split("/")[0]), "Type": port.split("/")[1]} for port in exposed
-    ]
+def summary(container: Container, image_name: str, network: dict[str, Any]) -> dict[str, Any]:
     return {
         "Id": container.id,
         "Names": ["/" + container.name],
@@ -168,12 +137,12 @@ def summary(container: Container, image_name: str) -> dict[str, Any]:
         "ImageID": container.image_id,
         "Command": command_text(container),
         "Created": int(parse_time(container.created)),
-        "Ports": port_list,
+        "Ports": port_list(container, network),
         "Labels": container.labels,
         "State": container.state.status,
         "Status": status_text(container),
         "HostConfig": {"NetworkMode": container.host_config.get("NetworkMode", "bridge")},
-        "NetworkSettings": network_settings(container, summary=True),
+        "NetworkSettings": {"Networks": network["Networks"]},
         "Mounts": [],
     }
 

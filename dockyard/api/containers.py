@@ -101,7 +101,11 @@ async def list_containers(request: web.Request) -> web.StreamResponse:
             continue
         if not _matches(eng, container, wanted):
             continue
-        result.append(container_json.summary(container, container.config.get("Image", "")))
+        result.append(
+            container_json.summary(
+                container, container.config.get("Image", ""), eng.network.settings(container)
+            )
+        )
         if 0 < limit <= len(result):
             break
     return json_response(result)
@@ -123,6 +127,7 @@ def _inspect(request: web.Request, container: Container) -> dict[str, Any]:
         container,
         paths=eng.containers.paths(container),
         exec_ids=eng.execs.for_container(container.id),
+        network=eng.network.settings(container),
     )
     if query_bool(request, "size"):
         data["SizeRw"] = 0

@@ -14,6 +14,7 @@ from typing import Any
 HOST_RESOLV = "/etc/resolv.conf"
 HOST_HOSTS = "/etc/hosts"
 FALLBACK_DNS = ["8.8.8.8", "8.8.4.4"]
+EMBEDDED_DNS = "127.0.0.11"
 
 
 def _read(path: str) -> str:
@@ -24,8 +25,14 @@ def _read(path: str) -> str:
         return ""
 
 
-def resolv_conf(host_config: dict[str, Any], host_text: str | None = None) -> str:
-    """resolv.conf for a container: the host's minus loopback resolvers, or --dns/--dns-search."""
+def resolv_conf(
+    host_config: dict[str, Any], host_text: str | None = None, *, embedded_dns: bool = False
+) -> str:
+    """resolv.conf for a container: the host's minus loopback resolvers, or --dns/--dns-search.
+
+    With `embedded_dns` (user-defined networks) the only nameserver is the daemon's
+    DNS server at 127.0.0.11, which forwards what it does not know to the others.
+    """
     text = _read(HOST_RESOLV) if host_text is None else host_text
     if host_config.get("NetworkMode") == "host" and not (
         host_config.get("Dns") or host_config.get("DnsSearch") or host_config.get("DnsOptions")
@@ -47,6 +54,9 @@ def resolv_conf(host_config: dict[str, Any], host_text: str | None = None) -> st
     nameservers = list(host_config.get("Dns") or []) or nameservers or FALLBACK_DNS
     search = list(host_config.get("DnsSearch") or []) or search
     options = list(host_config.get("DnsOptions") or []) or options
+    if embedded_dns:
+        nameservers = [EMBEDDED_DNS]
+        options = [o for o in options if not o.startswith("ndots:")] + ["ndots:0"]
     lines = [f"nameserver {ns}" for ns in nameservers]
     if search and search != ["."]:
         lines.append("search " + " ".join(search))
@@ -78,12 +88,23 @@ def hosts(host_config: dict[str, Any], hostname: str, addresses: list[str] | Non
     return "\n".join(lines) + "\n"
 
 
-def write(dir: str, host_config: dict[str, Any], hostname: str) -> dict[str, str]:
-    """Write the three files; returns container path -> host path for the bind mounts."""
+def write(
+    dir: str,
+    host_config: dict[str, Any],
+    hostname: str,
+    *,
+    addresses: list[str] | None = None,
+    embedded_dns: bool = False,
+) -> dict[str, str]:
+    """Write the three files; returns container path -> host path for the bind mounts.
+
+    `addresses` are the container's own (one `hosts` line each, with its host
+    name); `embedded_dns` points resolv.conf at the daemon's DNS server.
+    """
     files = {
         "/etc/hostname": (hostname + "\n"),
-        "/etc/hosts": hosts(host_config, hostname),
-        "/etc/resolv.conf": resolv_conf(host_config),
+        "/etc/hosts": hosts(host_config, hostname, addresses),
+        "/etc/resolv.conf": resolv_conf(host_config, embedded_dns=embedded_dns),
     }
     mounts = {}
     for target, content in files.items():

@@ -65,6 +65,8 @@ class Container:
     args: list[str]
     state: State = field(default_factory=State)
     runtime: str = ""
+    # Networks the container is attached to: name -> EndpointSettings as requested.
+    networks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def short_id(self) -> str:

@@ -50,6 +50,7 @@ from dockyard.events.bus import EventBus
 from dockyard.images.oci import now_rfc3339
 from dockyard.images.service import ImageService
 from dockyard.logs import k8sfile
+from dockyard.network.manager import NetworkManager
 from dockyard.runtime import cgroups, monitor
 from dockyard.runtime.attach import AttachConnection
 from dockyard.runtime.monitor import Conmon, Monitor, Paths
@@ -101,6 +102,7 @@ class ContainerService:
         monitors: dict[str, Conmon],
         events: EventBus,
         settings: ContainerSettings,
+        network: NetworkManager,
     ) -> None:
         self.db = db
         self.images = images
@@ -109,6 +111,8 @@ class ContainerService:
         self.monitors = monitors
         self.events = events
         self.settings = settings
+        self.network = network
+        network.containers = self
         self._containers: dict[str, Container] = {}
         self._live: dict[str, _Live] = {}
         os.makedirs(settings.data_root, exist_ok=True)
@@ -181,6 +185,10 @@ class ContainerService:
             )
         self.live(container).changed.set()
 
+    def networks_changed(self, container: Container) -> None:
+        """Record a container's network attachments after connect/disconnect."""
+        self._save(container)
+
     def emit(self, container: Container, action: str, **extra: str) -> None:
         attributes = {
             **container.labels,
@@ -213,6 +221,9 @@ class ContainerService:
         container_id = secrets.token_hex(32)
         if not effective.config["Hostname"]:
             effective.config["Hostname"] = container_id[:12]
+        networks = self.network.requested_networks(
+            effective.host_config, request.get("NetworkingConfig")
+        )
         container = Container(
             id=container_id,
             name=name,
@@ -225,6 +236,7 @@ class ContainerService:
             args=effective.args,
             state=State(),
             runtime=effective.host_config["Runtime"],
+            networks=networks,
         )
         directory = self.dir(container)
         try:
@@ -307,8 +319,18 @@ class ContainerService:
             user = users.resolve(
                 merged, container.config.get("User") or "", list(hc.get("GroupAdd") or [])
             )
-            hostname = container.config.get("Hostname") or container.short_id
-            files = etcfiles.write(self.dir(container), hc, hostname)
+            network = await self.network.setup(container)
+            hostname = network.hostname or container.config.get("Hostname") or container.short_id
+            files = etcfiles.write(
+                self.dir(container),
+                hc,
+                hostname,
+                addresses=network.addresses,
+                embedded_dns=network.embedded_dns,
+            )
+            if network.shared_dir:  # --network container:<id> shares its /etc files too
+                for name in ("hosts", "resolv.conf"):
+                    files[f"/etc/{name}"] = os.path.join(network.shared_dir, name)
             caps = cfg.capabilities(hc)
             seccomp_profile = None
             if cfg.security_option(hc, "seccomp") != "unconfined" and not hc.get("Privileged"):
@@ -328,6 +350,7 @@ class ContainerService:
                     init_binary=self.settings.init_binary if init else None,
                     nofile_limit=self.settings.nofile_limit,
                     cgroup_namespace=self.settings.cgroup_layout.mode == "v2",
+                    netns_path=network.netns_path,
                 ),
             )
             os.makedirs(paths.bundle, exist_ok=True)
@@ -352,6 +375,7 @@ class ContainerService:
             message = e.message if isinstance(e, DockyardError) else str(e)
             if created_in_runtime:
                 await runtime.delete(container.id)
+            await self.network.teardown(container)
             self._release(container)
             container.state.error = message
             container.state.exit_code = _start_failure_code(message)
@@ -420,6 +444,7 @@ class ContainerService:
         if code is None:
             code, error = 255, "container monitor exited without recording an exit code"
         await self.runtimes[container.runtime].delete(container.id)
+        await self.network.teardown(container)
         self._release(container)
         state = container.state
         state.status = EXITED
