@@ -64,6 +64,7 @@ COMMANDS = {
     "exec": "containers:exec_",
     **{name: "images" for name in ("images", "tag", "rmi", "history", "image")},
     "import": "images:import_",
+    **{name: "networks" for name in ("network", "port")},
     **{name: "system" for name in ("info", "version", "events", "system")},
     "daemon": "daemon",
 }

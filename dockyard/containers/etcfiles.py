@@ -95,11 +95,14 @@ def write(
     *,
     addresses: list[str] | None = None,
     embedded_dns: bool = False,
+    in_place: bool = False,
 ) -> dict[str, str]:
     """Write the three files; returns container path -> host path for the bind mounts.
 
     `addresses` are the container's own (one `hosts` line each, with its host
     name); `embedded_dns` points resolv.conf at the daemon's DNS server.
+    `in_place` rewrites the files of a running container (its bind mounts pin
+    the inodes, so the files are truncated and written, not replaced).
     """
     files = {
         "/etc/hostname": (hostname + "\n"),
@@ -109,10 +112,14 @@ def write(
     mounts = {}
     for target, content in files.items():
         path = os.path.join(dir, os.path.basename(target))
+        mounts[target] = path
+        if in_place:
+            with open(path, "w") as f:
+                f.write(content)
+            continue
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
             f.write(content)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-        mounts[target] = path
     return mounts

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyroute2 import NetlinkError
 
+from dockyard.containers import etcfiles
 from dockyard.errors import (
     Conflict,
     DockyardError,
@@ -874,6 +875,7 @@ class NetworkManager:
                         raise
                 if self._uses_dns(container.id):
                     await self.dns.serve(container.id, sandbox)
+                self._rewrite_etc_files(container)
             else:
                 container.networks[network.name] = normal
             self.containers.networks_changed(container)
@@ -903,12 +905,29 @@ class NetworkManager:
                         await self._choose_gateway(container, ipr)
                 if not self._uses_dns(container.id):
                     self.dns.stop(container.id)
+                self._rewrite_etc_files(container)
             else:
                 for endpoint in endpoints:
                     await self._remove_endpoint(endpoint, None)
                 container.networks.pop(network.name, None)
             self.containers.networks_changed(container)
         self.emit(network, "disconnect", container=container.id)
+
+    def _rewrite_etc_files(self, container: Container) -> None:
+        """/etc/hosts and resolv.conf of a running container after its networks changed."""
+        assert self.containers is not None
+        endpoints = self.container_endpoints(container.id)
+        try:
+            etcfiles.write(
+                self.containers.dir(container),
+                container.host_config,
+                container.config.get("Hostname") or container.short_id,
+                addresses=[e.ip for e in endpoints if e.ip],
+                embedded_dns=self._uses_dns(container.id),
+                in_place=True,
+            )
+        except OSError as e:
+            log.warning("cannot update /etc files of %s: %s", container.short_id, e)
 
     # -- what inspect shows ----------------------------------------------------
 
