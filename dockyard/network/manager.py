@@ -557,7 +557,11 @@ class NetworkManager:
         if primary.driver in ("host", "null"):
             return {primary.name: {"NetworkID": primary.id}}
         result: dict[str, dict[str, Any]] = {}
-        wanted = [(mode, endpoints_config.pop(mode, None) or _pop_any(endpoints_config, primary))]
+        primary_settings = None
+        for key in (mode, "default", primary.name, primary.id):
+            if key in endpoints_config:
+                primary_settings = endpoints_config.pop(key) or primary_settings
+        wanted = [(mode, primary_settings)]
         wanted += list(endpoints_config.items())
         for ref, settings in wanted:
             network = self.get(ref)
@@ -1059,13 +1063,6 @@ class NetworkManager:
             for line in text.splitlines()
             if line.startswith("nameserver") and len(line.split()) > 1
         ]
-
-
-def _pop_any(endpoints_config: dict[str, Any], network: Network) -> Any:
-    for key in (network.name, network.id):
-        if key in endpoints_config:
-            return endpoints_config.pop(key)
-    return None
 
 
 def _string_map(value: Any, name: str) -> dict[str, str]:
