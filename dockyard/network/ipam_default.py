@@ -144,11 +144,12 @@ class DefaultIpam:
             chosen = ip
             next_offset = row["next"]
         else:
-            space = Net(row["sub_pool"]) if row["sub_pool"] else network
+            gateway = (options or {}) == GATEWAY_REQUEST
+            # A gateway comes from the whole subnet, other addresses from the --ip-range.
+            space = Net(row["sub_pool"]) if row["sub_pool"] and not gateway else network
             usable = _usable(space, network)
             if not usable:
                 raise Forbidden("No available addresses on this pool")
-            gateway = (options or {}) == GATEWAY_REQUEST
             first, count = usable
             start = 0 if gateway else row["next"] % count
             found = None

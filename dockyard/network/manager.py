@@ -553,18 +553,24 @@ class NetworkManager:
                     else "conflicting options: custom host-to-IP mapping and the network mode"
                 )
             return {}
-        primary = self.get(mode)
-        if primary.driver in ("host", "null"):
+        try:
+            primary: Network | None = self.get(mode)
+        except NotFound:
+            primary = None  # as in Docker, an unknown network fails the start, not the create
+        if primary is not None and primary.driver in ("host", "null"):
             return {primary.name: {"NetworkID": primary.id}}
-        result: dict[str, dict[str, Any]] = {}
         primary_settings = None
-        for key in (mode, "default", primary.name, primary.id):
+        keys = [mode, "default", *((primary.name, primary.id) if primary else ())]
+        for key in keys:
             if key in endpoints_config:
                 primary_settings = endpoints_config.pop(key) or primary_settings
-        wanted = [(mode, primary_settings)]
-        wanted += list(endpoints_config.items())
-        for ref, settings in wanted:
-            network = self.get(ref)
+        result: dict[str, dict[str, Any]] = {}
+        for ref, settings in [(mode, primary_settings), *endpoints_config.items()]:
+            try:
+                network = self.get(ref)
+            except NotFound:
+                result[ref] = {"NetworkID": "", **(settings or {})}
+                continue
             if network.driver in ("host", "null"):
                 raise InvalidArgument(
                     "container cannot be connected to host or none networks and other networks"
