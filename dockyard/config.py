@@ -42,8 +42,8 @@ class DaemonConfig:
     ip_forward: bool = True
     ip_masq: bool = True
     nftables_table: str = "dockyard"
-    bridge_prefix: str = "br-"
-    veth_prefix: str = "veth"
+    bridge_prefix: str = "dy-"
+    veth_prefix: str = "dyv"
     raw: dict[str, Any] = field(default_factory=dict)  # the whole daemon.json, for later keys
 
     @property

@@ -91,8 +91,10 @@ class NetworkConfig:
     ip_forward: bool = True  # switch on the host's net.ipv4.ip_forward (ip-forward)
     ip_masq: bool = True  # (ip-masq)
     nftables_table: str = "dockyard"  # Dockyard: the nftables table owned by this daemon
-    bridge_prefix: str = "br-"  # Dockyard: user-defined network bridges
-    veth_prefix: str = "veth"  # Dockyard: host ends of veth pairs
+    # Dockyard's own prefixes differ from Docker's and Podman's ("br-", "veth"): the daemon
+    # deletes devices with its prefixes that it does not own at start-up.
+    bridge_prefix: str = "dy-"  # Dockyard: user-defined network bridges
+    veth_prefix: str = "dyv"  # Dockyard: host ends of veth pairs
 
 
 @dataclass
@@ -330,6 +332,7 @@ class NetworkManager:
 
     async def close(self) -> None:
         self.dns.stop_all()
+        self.bridge.close()
 
     # -- drivers, IPAM -------------------------------------------------------
 
@@ -632,8 +635,7 @@ class NetworkManager:
             return self._shared_setup(container, mode.split(":", 1)[1])
         sandbox = self.sandbox_path(container.id)
         try:
-            await netns.create(sandbox)
-            async with await netns.netlink(sandbox) as ipr:
+            async with await netns.create(sandbox) as ipr:
                 for name, settings in container.networks.items():
                     network = self._network_for(name, settings)
                     await self._attach(container, network, settings, sandbox, ipr)

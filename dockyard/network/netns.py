@@ -96,10 +96,10 @@ def _loopback_up() -> None:
         fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sh", b"lo", flags | IFF_UP))
 
 
-async def create(path: str) -> None:
-    """A new network namespace with loopback up, bind-mounted at `path`."""
+async def create(path: str) -> AsyncIPRoute:
+    """A new network namespace with loopback up, bind-mounted at `path`; and netlink into it."""
 
-    def run() -> None:
+    def run() -> socket.socket:
         home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
         try:
             _check(_libc.unshare(CLONE_NEWNET), "unshare")
@@ -111,16 +111,18 @@ async def create(path: str) -> None:
                     f"mount {path}",
                 )
                 _loopback_up()
+                return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0)
             finally:
                 _libc.setns(home, CLONE_NEWNET)
         finally:
             os.close(home)
 
     try:
-        await _on_thread(run)
+        sock = await _on_thread(run)
     except BaseException:
         destroy(path)
         raise
+    return AsyncIPRoute(fileno=sock.detach(), groups=0)
 
 
 def destroy(path: str) -> None:

@@ -99,6 +99,18 @@ class BridgeDriver:
         self.default_mtu = default_mtu
         self.networks: dict[str, _Network] = {}
         self._deferred = True
+        self._netlink: Any = None  # one rtnetlink connection to the host's namespace, kept open
+        self._bridges: dict[str, int] = {}  # bridge name -> interface index
+
+    async def _host(self) -> Any:
+        if self._netlink is None:
+            self._netlink = await netns.netlink()
+        return self._netlink
+
+    def close(self) -> None:
+        if self._netlink is not None:
+            self._netlink.close()
+            self._netlink = None
 
     def _name(self, prefix: str, ident: str) -> str:
         return prefix + ident[: IFNAMSIZ - len(prefix)]
@@ -180,25 +192,26 @@ class BridgeDriver:
 
     async def _ensure_bridge(self, network: _Network) -> None:
         gateway = ipaddress.ip_interface(network.gateway)
-        async with await netns.netlink() as ipr:
-            found = await ipr.link_lookup(ifname=network.bridge)
-            if found:
-                index = found[0]
-            else:
-                await ipr.link(
-                    "add",
-                    ifname=network.bridge,
-                    kind="bridge",
-                    address=mac_for(str(gateway.ip)),
-                    mtu=network.mtu,
-                )
-                index = (await ipr.link_lookup(ifname=network.bridge))[0]
-            addresses = [a.get("address") async for a in await ipr.get_addr(index=index, family=2)]
-            if str(gateway.ip) not in addresses:
-                await ipr.addr(
-                    "add", index=index, address=str(gateway.ip), prefixlen=gateway.network.prefixlen
-                )
-            await ipr.link("set", index=index, state="up")
+        ipr = await self._host()
+        found = await ipr.link_lookup(ifname=network.bridge)
+        if found:
+            index = found[0]
+        else:
+            await ipr.link(
+                "add",
+                ifname=network.bridge,
+                kind="bridge",
+                address=mac_for(str(gateway.ip)),
+                mtu=network.mtu,
+            )
+            index = (await ipr.link_lookup(ifname=network.bridge))[0]
+        addresses = [a.get("address") async for a in await ipr.get_addr(index=index, family=2)]
+        if str(gateway.ip) not in addresses:
+            await ipr.addr(
+                "add", index=index, address=str(gateway.ip), prefixlen=gateway.network.prefixlen
+            )
+        await ipr.link("set", index=index, state="up")
+        self._bridges[network.bridge] = index
         _sysctl(network.bridge, "forwarding", "1")
         _sysctl(network.bridge, "route_localnet", "1")
 
@@ -208,9 +221,9 @@ class BridgeDriver:
             return
         for ep in network.endpoints.values():
             ep.held.close()
-        async with await netns.netlink() as ipr:
-            with contextlib.suppress(NetlinkError):
-                await ipr.link("del", ifname=network.bridge)
+        self._bridges.pop(network.bridge, None)
+        with contextlib.suppress(NetlinkError):
+            await (await self._host()).link("del", ifname=network.bridge)
         await self._sync()
 
     def _network(self, network_id: str) -> _Network:
@@ -263,25 +276,27 @@ class BridgeDriver:
         if ep is None:
             raise NotFound(f"endpoint {endpoint_id} not found")
         gateway = "" if network.internal else network.gateway.split("/")[0]
-        async with await netns.netlink() as ipr:
-            if await ipr.link_lookup(ifname=ep.veth):
-                return JoinResponse(src_name=ep.peer, gateway=gateway)  # replayed at start-up
-            bridge = await ipr.link_lookup(ifname=network.bridge)
-            if not bridge:
-                raise Unavailable(f"bridge {network.bridge} of network {network_id} is gone")
-            fd = os.open(sandbox_key, os.O_RDONLY)
-            try:
-                await ipr.link(
-                    "add",
-                    ifname=ep.veth,
-                    kind="veth",
-                    master=bridge[0],
-                    mtu=network.mtu,
-                    state="up",
-                    peer={"ifname": ep.peer, "net_ns_fd": fd, "mtu": network.mtu},
-                )
-            finally:
-                os.close(fd)
+        ipr = await self._host()
+        if self._deferred and await ipr.link_lookup(ifname=ep.veth):
+            return JoinResponse(src_name=ep.peer, gateway=gateway)  # replayed at start-up
+        bridge = self._bridges.get(network.bridge)
+        if bridge is None:
+            raise Unavailable(f"bridge {network.bridge} of network {network_id} is gone")
+        fd = os.open(sandbox_key, os.O_RDONLY)
+        try:
+            await ipr.link(
+                "add",
+                ifname=ep.veth,
+                kind="veth",
+                master=bridge,
+                mtu=network.mtu,
+                state="up",
+                peer={"ifname": ep.peer, "net_ns_fd": fd, "mtu": network.mtu},
+            )
+        except NetlinkError as e:
+            raise Unavailable(f"cannot create interface {ep.veth}: {e}") from e
+        finally:
+            os.close(fd)
         return JoinResponse(src_name=ep.peer, gateway=gateway)
 
     async def leave(self, network_id: str, endpoint_id: str) -> None:

@@ -1,0 +1,297 @@
+"""Networking figures: the cost of a bridge per container, connection rate and throughput.
+
+Usage (root): .venv/bin/python bench/network.py [--runs 30] [--connections 200] [--mib 256]
+
+Starts a private Dockyard daemon (its own bridges, subnets and nftables table)
+and prints:
+
+* `run --rm IMG true` on the default bridge and with `--network none`, run
+  alternately; the difference of the medians is what networking costs a
+  container (target: under 20 ms);
+* container to container on a user-defined network: connections per second
+  (a busybox `nc` per connection, so process start-up is part of each one;
+  the same loop against the container's own loopback is shown as the floor)
+  and throughput of one TCP stream;
+* host to a published port on 127.0.0.1 (DNAT): connections per second and
+  throughput from a client on the host, beside the container's address
+  reached directly (no NAT).
+
+When a Docker daemon (/var/run/docker.sock) or podman is installed and
+working, the same measurements run against them, with ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.harness import Daemon, build_busybox_rootfs  # noqa: E402
+
+IMAGE = "bench/busybox:1"
+ECHO = ["nc", "-ll", "-p", "5432", "-e", "cat"]
+SINK = ["nc", "-ll", "-p", "5001", "-e", "sh", "-c", "cat > /dev/null"]
+
+
+class Engine:
+    """One engine under test, driven through its command line."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        self.name = name
+        self.argv = argv
+        self.env = env
+
+    def run(self, *args: str, check: bool = True) -> str:
+        result = subprocess.run([*self.argv, *args], env=self.env, capture_output=True, text=True)
+        if check and result.returncode != 0:
+            raise RuntimeError(f"{self.name} {' '.join(args)}: {result.stderr.strip()}")
+        return result.stdout
+
+    def ip(self, container: str, network: str) -> str:
+        template = f'{{{{(index .NetworkSettings.Networks "{network}").IPAddress}}}}'
+        return self.run("inspect", "-f", template, container).strip()
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1000
+
+
+def median_ms(samples: list[float]) -> str:
+    return f"median {statistics.median(samples):7.1f} ms  min {min(samples):7.1f}"
+
+
+def other_engines(tar: Path) -> list[Engine]:
+    engines = []
+    if shutil.which("docker") and os.path.exists("/var/run/docker.sock"):
+        env = {**os.environ, "DOCKER_HOST": "unix:///var/run/docker.sock"}
+        if subprocess.run(["docker", "info"], env=env, capture_output=True).returncode == 0:
+            engines.append(Engine("dockerd", ["docker"], env))
+    if shutil.which("podman"):
+        engines.append(Engine("podman", ["podman"], dict(os.environ)))
+    for engine in engines:
+        engine.run("import", str(tar), IMAGE)
+    return engines
+
+
+def startup_cost(engines: list[Engine], client: object, runs: int) -> dict[str, float]:
+    """Alternate default-bridge and --network none runs; return cost per engine."""
+    print(f"\nrun --rm IMG true: default bridge vs --network none ({runs} runs each, alternating)")
+    costs = {}
+    for engine in engines:
+        bridge: list[float] = []
+        none: list[float] = []
+        engine.run("run", "--rm", IMAGE, "true")
+        for _ in range(runs):
+            bridge.append(timed(lambda e=engine: e.run("run", "--rm", IMAGE, "true")))
+            none.append(
+                timed(lambda e=engine: e.run("run", "--rm", "--network", "none", IMAGE, "true"))
+            )
+        cost = statistics.median(bridge) - statistics.median(none)
+        costs[engine.name] = cost
+        print(f"  {engine.name:<24} bridge {median_ms(bridge)}   none {median_ms(none)}")
+        print(f"  {'':<24} networking cost per container: {cost:+.1f} ms")
+    if client is not None:
+        bridge, none = [], []
+        for _ in range(runs):
+            bridge.append(timed(lambda: client.containers.run(IMAGE, "true", remove=True)))  # type: ignore[attr-defined]
+            none.append(
+                timed(
+                    lambda: client.containers.run(  # type: ignore[attr-defined]
+                        IMAGE, "true", remove=True, network_mode="none"
+                    )
+                )
+            )
+        cost = statistics.median(bridge) - statistics.median(none)
+        costs["docker-py -> Dockyard"] = cost
+        print(
+            f"  {'docker-py -> Dockyard':<24} bridge {median_ms(bridge)}   none {median_ms(none)}"
+        )
+        print(f"  {'':<24} networking cost per container: {cost:+.1f} ms")
+    return costs
+
+
+def container_to_container(engine: Engine, connections: int, mib: int) -> dict[str, float]:
+    net = "benchnet"
+    engine.run("network", "create", net)
+    try:
+        engine.run("run", "-d", "--name", "bench-echo", "--network", net, IMAGE, *ECHO)
+        engine.run("run", "-d", "--name", "bench-sink", "--network", net, IMAGE, *SINK)
+        engine.run("run", "-d", "--name", "bench-client", "--network", net, IMAGE, "sleep", "3600")
+        engine.run("run", "-d", "--name", "bench-local", IMAGE, "sh", "-c", " ".join(ECHO))
+        time.sleep(0.5)
+        loop = "i=0; while [ $i -lt {n} ]; do echo x | nc {host} 5432 >/dev/null; i=$((i+1)); done"
+        base = statistics.median(
+            [timed(lambda: engine.run("exec", "bench-client", "true")) for _ in range(5)]
+        )
+        remote = timed(
+            lambda: engine.run(
+                "exec", "bench-client", "sh", "-c", loop.format(n=connections, host="bench-echo")
+            )
+        )
+        engine.run("exec", "-d", "bench-client", "sh", "-c", " ".join(ECHO))
+        time.sleep(0.3)
+        local = timed(
+            lambda: engine.run(
+                "exec", "bench-client", "sh", "-c", loop.format(n=connections, host="127.0.0.1")
+            )
+        )
+        stream = f"dd if=/dev/zero bs=1M count={mib} 2>/dev/null | nc bench-sink 5001"
+        copy = timed(lambda: engine.run("exec", "bench-client", "sh", "-c", stream))
+        rate = connections / ((remote - base) / 1000)
+        floor = connections / ((local - base) / 1000)
+        throughput = mib / ((copy - base) / 1000)
+        print(
+            f"  {engine.name:<24} {rate:8.0f} conn/s over the bridge "
+            f"({floor:.0f} conn/s on the container's loopback)   {throughput:8.0f} MiB/s"
+        )
+        return {"rate": rate, "throughput": throughput}
+    finally:
+        engine.run(
+            "rm", "-f", "bench-echo", "bench-sink", "bench-client", "bench-local", check=False
+        )
+        engine.run("network", "rm", net, check=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _connections(host: str, port: int, count: int) -> float:
+    start = time.perf_counter()
+    for _ in range(count):
+        with socket.create_connection((host, port), timeout=5) as s:
+            s.sendall(b"x\n")
+            s.recv(16)
+    return count / (time.perf_counter() - start)
+
+
+def _throughput(host: str, port: int, mib: int) -> float:
+    chunk = b"\0" * (1 << 20)
+    start = time.perf_counter()
+    with socket.create_connection((host, port), timeout=30) as s:
+        for _ in range(mib):
+            s.sendall(chunk)
+        s.shutdown(socket.SHUT_WR)
+        s.recv(1)
+    return mib / (time.perf_counter() - start)
+
+
+def _wait_port(host: str, port: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{host}:{port} does not answer")
+
+
+def host_to_published(engine: Engine, connections: int, mib: int) -> dict[str, float]:
+    echo_port, sink_port = _free_port(), _free_port()
+    try:
+        engine.run(
+            "run", "-d", "--name", "bench-echo", "-p", f"127.0.0.1:{echo_port}:5432", IMAGE, *ECHO
+        )
+        engine.run(
+            "run", "-d", "--name", "bench-sink", "-p", f"127.0.0.1:{sink_port}:5001", IMAGE, *SINK
+        )
+        _wait_port("127.0.0.1", echo_port)
+        _wait_port("127.0.0.1", sink_port)
+        echo_ip, sink_ip = engine.ip("bench-echo", "bridge"), engine.ip("bench-sink", "bridge")
+        rate = _connections("127.0.0.1", echo_port, connections)
+        direct_rate = _connections(echo_ip, 5432, connections)
+        throughput = _throughput("127.0.0.1", sink_port, mib)
+        direct_throughput = _throughput(sink_ip, 5001, mib)
+        print(
+            f"  {engine.name:<24} {rate:8.0f} conn/s  {throughput:8.0f} MiB/s via 127.0.0.1 "
+            f"(container address directly: {direct_rate:.0f} conn/s, "
+            f"{direct_throughput:.0f} MiB/s)"
+        )
+        return {"rate": rate, "throughput": throughput}
+    finally:
+        engine.run("rm", "-f", "bench-echo", "bench-sink", check=False)
+
+
+def ratios(title: str, results: dict[str, dict[str, float]], baseline: str) -> None:
+    if len(results) < 2 or baseline not in results:
+        return
+    print(f"  {title} ratios to {baseline}:")
+    for name, figures in results.items():
+        if name == baseline:
+            continue
+        parts = [f"{key} x{figures[key] / results[baseline][key]:.2f}" for key in figures]
+        print(f"    {name:<22} {', '.join(parts)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--connections", type=int, default=200)
+    parser.add_argument("--mib", type=int, default=256)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("run as root")
+    base = Path(tempfile.mkdtemp(prefix="dyb-", dir="/tmp"))
+    daemon = Daemon(base)
+    try:
+        daemon.start()
+        tar = build_busybox_rootfs(base)
+        daemon.cli("import", str(tar), IMAGE, check=True)
+        ours = Engine(
+            "dockyard CLI",
+            [sys.executable, "-m", "dockyard"],
+            {**os.environ, "DOCKYARD_HOST": daemon.host},
+        )
+        via_docker = Engine(
+            "docker CLI -> Dockyard",
+            ["docker"],
+            {**os.environ, "DOCKER_HOST": daemon.host, "DOCKER_CONFIG": str(base / "docker")},
+        )
+        others = other_engines(tar)
+        import docker
+
+        client = docker.DockerClient(base_url=daemon.host)
+        print(
+            "Dockyard network bench; comparing with "
+            + (", ".join(e.name for e in others) or "no other engine (none running here)")
+        )
+        costs = startup_cost([ours, via_docker, *others], client, args.runs)
+        for name in ("dockerd", "podman"):
+            if name in costs and "docker CLI -> Dockyard" in costs:
+                print(f"  networking cost, {name}: {costs[name]:+.1f} ms")
+
+        print(f"\ncontainer to container ({args.connections} connections, {args.mib} MiB stream)")
+        c2c = {
+            e.name: container_to_container(e, args.connections, args.mib)
+            for e in [via_docker, *others]
+        }
+        ratios("container to container", c2c, "docker CLI -> Dockyard")
+
+        print(f"\nhost to published port ({args.connections} connections, {args.mib} MiB stream)")
+        h2p = {
+            e.name: host_to_published(e, args.connections, args.mib) for e in [via_docker, *others]
+        }
+        ratios("host to published port", h2p, "docker CLI -> Dockyard")
+        client.close()
+    finally:
+        daemon.cleanup()
+
+
+if __name__ == "__main__":
+    main()
