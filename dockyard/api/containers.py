@@ -76,6 +76,12 @@ def _matches(eng: Any, container: Container, wanted: filters.Filters) -> bool:
             return False
         if key == "health" and "none" not in values:
             return False
+        if key == "network" and not any(
+            v in container.networks
+            or any(s.get("NetworkID", "").startswith(v) for s in container.networks.values())
+            for v in values
+        ):
+            return False
     return True
 
 

@@ -133,7 +133,7 @@ async def info(request: web.Request) -> web.StreamResponse:
             "DockerRootDir": facts["data_root"],
             "Plugins": {
                 "Volume": [],
-                "Network": ["host", "null"],
+                "Network": ["bridge", "host", "null"],
                 "Authorization": None,
                 "Log": ["json-file"],
             },

@@ -65,7 +65,13 @@ def resolv_conf(
     return "\n".join(lines) + "\n"
 
 
-def hosts(host_config: dict[str, Any], hostname: str, addresses: list[str] | None = None) -> str:
+def hosts(
+    host_config: dict[str, Any],
+    hostname: str,
+    addresses: list[str] | None = None,
+    host_gateway: str = "",
+) -> str:
+    """`--add-host NAME:host-gateway` maps NAME to `host_gateway` (the default bridge's address)."""
     if host_config.get("NetworkMode") == "host":
         base = _read(HOST_HOSTS)
     else:
@@ -81,7 +87,9 @@ def hosts(host_config: dict[str, Any], hostname: str, addresses: list[str] | Non
     for entry in host_config.get("ExtraHosts") or []:
         name, _, address = entry.partition(":")
         if address == "host-gateway":
-            continue
+            if not host_gateway:
+                continue
+            address = host_gateway
         lines.append(f"{address}\t{name}")
     for address in addresses or []:
         lines.append(f"{address}\t{hostname}")
@@ -96,6 +104,7 @@ def write(
     addresses: list[str] | None = None,
     embedded_dns: bool = False,
     in_place: bool = False,
+    host_gateway: str = "",
 ) -> dict[str, str]:
     """Write the three files; returns container path -> host path for the bind mounts.
 
@@ -106,7 +115,7 @@ def write(
     """
     files = {
         "/etc/hostname": (hostname + "\n"),
-        "/etc/hosts": hosts(host_config, hostname, addresses),
+        "/etc/hosts": hosts(host_config, hostname, addresses, host_gateway),
         "/etc/resolv.conf": resolv_conf(host_config, embedded_dns=embedded_dns),
     }
     mounts = {}

@@ -327,6 +327,7 @@ class ContainerService:
                 hostname,
                 addresses=network.addresses,
                 embedded_dns=network.embedded_dns,
+                host_gateway=network.host_gateway,
             )
             if network.shared_dir:  # --network container:<id> shares its /etc files too
                 for name in ("hosts", "resolv.conf"):

@@ -106,6 +106,7 @@ class Setup:
     embedded_dns: bool = False
     shared_dir: str | None = None  # container:<id>: that container's directory
     hostname: str | None = None
+    host_gateway: str = ""  # what `--add-host NAME:host-gateway` means
 
 
 class NetworkManager:
@@ -627,10 +628,10 @@ class NetworkManager:
         mode = container.host_config.get("NetworkMode") or "bridge"
         if mode == "host":
             await self._attach_record_only(container, "host")
-            return Setup()
+            return Setup(host_gateway=self.host_gateway())
         if mode == "none":
             await self._attach_record_only(container, "none")
-            return Setup()
+            return Setup(host_gateway=self.host_gateway())
         if mode.startswith("container:"):
             return self._shared_setup(container, mode.split(":", 1)[1])
         sandbox = self.sandbox_path(container.id)
@@ -650,7 +651,15 @@ class NetworkManager:
             netns_path=sandbox,
             addresses=[e.ip for e in endpoints if e.ip],
             embedded_dns=self._uses_dns(container.id),
+            host_gateway=self.host_gateway(),
         )
+
+    def host_gateway(self) -> str:
+        """The default bridge's address: how containers reach the host."""
+        for network in self.networks.values():
+            if network.predefined and network.driver == "bridge" and network.pools:
+                return network.pools[0].gateway.split("/")[0]
+        return ""
 
     def _network_for(self, name: str, settings: dict[str, Any]) -> Network:
         network_id = settings.get("NetworkID") or ""
@@ -937,6 +946,7 @@ class NetworkManager:
                 addresses=[e.ip for e in endpoints if e.ip],
                 embedded_dns=self._uses_dns(container.id),
                 in_place=True,
+                host_gateway=self.host_gateway(),
             )
         except OSError as e:
             log.warning("cannot update /etc files of %s: %s", container.short_id, e)

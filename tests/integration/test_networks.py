@@ -526,3 +526,96 @@ def test_kill9_keeps_traffic_flowing_and_restart_leaks_nothing(own_daemon: Daemo
     assert "elements" not in d.nft_ruleset()
     assert d.leftovers()["mounts"] == []
     assert not list((d.exec_root / "netns").iterdir())
+
+
+@contextlib.contextmanager
+def upstream_dns(address: str, name: str, answer: str) -> Iterator[list[str]]:
+    """A DNS server on the host's loopback that knows one name; yields the names asked."""
+    import threading
+
+    from dnslib import RR, A, DNSRecord
+
+    asked: list[str] = []
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((address, 53))
+    sock.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                data, peer = sock.recvfrom(4096)
+            except TimeoutError:
+                continue
+            query = DNSRecord.parse(data)
+            qname = str(query.q.qname).rstrip(".")
+            asked.append(qname)
+            reply = query.reply()
+            if qname == name and query.q.qtype == 1:
+                reply.add_answer(RR(query.q.qname, 1, rdata=A(answer), ttl=60))
+            sock.sendto(reply.pack(), peer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield asked
+    finally:
+        stop.set()
+        thread.join()
+        sock.close()
+
+
+def test_unknown_names_are_forwarded_to_the_containers_dns_servers(
+    daemon: Daemon, net: Any
+) -> None:
+    appnet = net.network()
+    server = f"127.0.0.{secrets.randbelow(200) + 20}"
+    with upstream_dns(server, "outside.example", "192.0.2.77") as asked:
+        result = daemon.cli(
+            "run",
+            "--rm",
+            "--network",
+            appnet,
+            "--dns",
+            server,
+            "--add-host",
+            "gw:host-gateway",
+            "--hostname",
+            "inside",
+            IMAGE,
+            "sh",
+            "-c",
+            "nslookup outside.example; cat /etc/resolv.conf /etc/hosts; hostname",
+        )
+    # The container asked 127.0.0.11; the daemon forwarded from the host to --dns (a loopback
+    # address of the host, which the container itself could never reach).
+    assert "192.0.2.77" in result.stdout, result.stdout + result.stderr
+    assert "outside.example" in asked
+    assert "nameserver 127.0.0.11" in result.stdout and server not in result.stdout
+    bridge = json.loads(daemon.cli("network", "inspect", "bridge").stdout)[0]
+    gateway = bridge["IPAM"]["Config"][0]["Gateway"]
+    assert f"{gateway}\tgw" in result.stdout
+    assert result.stdout.strip().endswith("inside")
+
+
+def test_many_containers_leave_no_device_rule_or_address_behind(daemon: Daemon, net: Any) -> None:
+    appnet = net.network()
+    links, rules, allocations = daemon.links(), daemon.nft_ruleset(), daemon.allocations()
+    for network in ("bridge", appnet, "bridge", appnet, "none"):
+        for _ in range(3):
+            port = _free_port()
+            result = daemon.cli(
+                "run",
+                "--rm",
+                "--network",
+                network,
+                *(["-p", f"127.0.0.1:{port}:80"] if network != "none" else []),
+                IMAGE,
+                "true",
+            )
+            assert result.returncode == 0, result.stderr
+    time.sleep(0.3)  # the kernel frees a sandbox's interfaces in the background
+    assert daemon.links() == links
+    assert daemon.nft_ruleset() == rules
+    assert daemon.allocations() == allocations
+    assert not list((daemon.exec_root / "netns").iterdir())
