@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import time
 from datetime import datetime
@@ -18,6 +19,8 @@ from dockyard.containers.model import (
     Container,
 )
 from dockyard.images.oci import ZERO_TIME
+from dockyard.network.driver import PROTOCOL_NAMES, PortBinding
+from dockyard.network.manager import NetworkManager
 from dockyard.units import human_duration
 
 
@@ -76,6 +79,85 @@ def port_list(container: Container, network: dict[str, Any]) -> list[dict[str, A
                 }
             )
     return result
+
+
+def network_settings(container: Container, manager: NetworkManager) -> dict[str, Any]:
+    """`NetworkSettings` of container inspect, as docker fills it."""
+    running = container.state.running
+    by_network = {e.network_id: e for e in manager.container_endpoints(container.id)}
+    networks: dict[str, Any] = {}
+    top: dict[str, Any] = {}
+    for name, requested in container.networks.items():
+        network = manager.networks.get(requested.get("NetworkID") or "")
+        endpoint = by_network.get(network.id) if network else None
+        dns_names = None
+        if network is not None and network.user_defined and network.driver == "bridge":
+            dns_names = [container.name, container.short_id, *(requested.get("Aliases") or [])]
+        entry = {
+            "IPAMConfig": requested.get("IPAMConfig"),
+            "Links": requested.get("Links"),
+            "Aliases": requested.get("Aliases"),
+            "MacAddress": endpoint.mac if endpoint else "",
+            "DriverOpts": requested.get("DriverOpts"),
+            "GwPriority": 0,
+            "NetworkID": network.id if network else requested.get("NetworkID", ""),
+            "EndpointID": endpoint.id if endpoint else "",
+            "Gateway": endpoint.gateway if endpoint else "",
+            "IPAddress": endpoint.ip if endpoint else "",
+            "IPPrefixLen": endpoint.prefix_len if endpoint else 0,
+            "IPv6Gateway": "",
+            "GlobalIPv6Address": "",
+            "GlobalIPv6PrefixLen": 0,
+            "DNSNames": dns_names,
+        }
+        networks[name] = entry
+        if name == "bridge" and endpoint is not None:
+            top = {
+                "EndpointID": endpoint.id,
+                "Gateway": endpoint.gateway,
+                "IPAddress": endpoint.ip,
+                "IPPrefixLen": endpoint.prefix_len,
+                "MacAddress": endpoint.mac,
+            }
+    port_map: dict[str, Any] = {}
+    published = [
+        PortBinding.from_wire(p)
+        for e in manager.container_endpoints(container.id)
+        if e.external
+        for p in e.ports
+    ]
+    if running:
+        for key in container.config.get("ExposedPorts") or {}:
+            port_map[key] = None
+        for binding in published:
+            key = f"{binding.port}/{PROTOCOL_NAMES.get(binding.proto, 'tcp')}"
+            port_map.setdefault(key, None)
+            port_map[key] = [
+                *(port_map[key] or []),
+                {"HostIp": binding.host_ip or "0.0.0.0", "HostPort": str(binding.host_port)},
+            ]
+    sandbox = manager.sandbox_path(container.id)
+    has_sandbox = running and os.path.ismount(sandbox)
+    return {
+        "Bridge": "",
+        "SandboxID": container.id if has_sandbox else "",
+        "SandboxKey": sandbox if has_sandbox else "",
+        "HairpinMode": False,
+        "LinkLocalIPv6Address": "",
+        "LinkLocalIPv6PrefixLen": 0,
+        "Ports": port_map,
+        "SecondaryIPAddresses": None,
+        "SecondaryIPv6Addresses": None,
+        "EndpointID": top.get("EndpointID", ""),
+        "Gateway": top.get("Gateway", ""),
+        "GlobalIPv6Address": "",
+        "GlobalIPv6PrefixLen": 0,
+        "IPAddress": top.get("IPAddress", ""),
+        "IPPrefixLen": top.get("IPPrefixLen", 0),
+        "IPv6Gateway": "",
+        "MacAddress": top.get("MacAddress", ""),
+        "Networks": networks,
+    }
 
 
 def inspect(

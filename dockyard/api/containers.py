@@ -109,7 +109,9 @@ async def list_containers(request: web.Request) -> web.StreamResponse:
             continue
         result.append(
             container_json.summary(
-                container, container.config.get("Image", ""), eng.network.settings(container)
+                container,
+                container.config.get("Image", ""),
+                container_json.network_settings(container, eng.network),
             )
         )
         if 0 < limit <= len(result):
@@ -133,7 +135,7 @@ def _inspect(request: web.Request, container: Container) -> dict[str, Any]:
         container,
         paths=eng.containers.paths(container),
         exec_ids=eng.execs.for_container(container.id),
-        network=eng.network.settings(container),
+        network=container_json.network_settings(container, eng.network),
     )
     if query_bool(request, "size"):
         data["SizeRw"] = 0

@@ -28,7 +28,6 @@ import contextlib
 import ipaddress
 import logging
 import os
-import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -43,12 +42,11 @@ from dockyard.errors import (
     Forbidden,
     InvalidArgument,
     NotFound,
-    NotImplementedByEngine,
     Unavailable,
 )
 from dockyard.events.bus import EventBus
 from dockyard.images.oci import now_rfc3339
-from dockyard.network import netns, ports
+from dockyard.network import netns, ports, requests
 from dockyard.network.dns import EmbeddedDNS
 from dockyard.network.driver import (
     EXPOSED_PORTS,
@@ -59,7 +57,6 @@ from dockyard.network.driver import (
     IPAMData,
     JoinResponse,
     NetworkDriver,
-    PortBinding,
 )
 from dockyard.network.drivers.bridge import BRIDGE_NAME, MASQUERADE, MTU, BridgeDriver
 from dockyard.network.drivers.host import NoInterfaceDriver
@@ -76,7 +73,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PREDEFINED = ("bridge", "host", "none")
-_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 
 
 @dataclass
@@ -436,45 +432,29 @@ class NetworkManager:
     # -- network create / remove / prune ---------------------------------------
 
     async def create(self, request: dict[str, Any]) -> Network:
-        name = request.get("Name")
-        if not isinstance(name, str) or not name:
-            raise InvalidArgument("network name is required")
-        if not _NAME.match(name):
-            raise InvalidArgument(
-                f"invalid network name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
-            )
-        if any(n.name == name for n in self.networks.values()):
-            raise Conflict(f"network with name {name} already exists")
-        driver_name = request.get("Driver") or "bridge"
-        if driver_name in ("host", "null"):
-            raise Forbidden(f'only one instance of "{driver_name}" network is allowed')
-        if driver_name not in self.drivers:
-            raise NotFound(f'plugin "{driver_name}" not found')
-        ipam = request.get("IPAM") or {}
-        if not isinstance(ipam, dict):
-            raise InvalidArgument("invalid JSON: IPAM must be an object")
-        ipam_driver = ipam.get("Driver") or "default"
-        if ipam_driver not in self.ipams:
-            raise NotFound(f'plugin "{ipam_driver}" not found')
-        if request.get("EnableIPv6"):
-            raise NotImplementedByEngine("IPv6 networks are not supported by Dockyard yet")
-        configs = _ipam_configs(ipam.get("Config"))
-        options = _string_map(request.get("Options"), "Options")
-        labels = _string_map(request.get("Labels"), "Labels")
+        wanted = requests.network_create(request)
+        if any(n.name == wanted.name for n in self.networks.values()):
+            raise Conflict(f"network with name {wanted.name} already exists")
+        if wanted.driver in ("host", "null"):
+            raise Forbidden(f'only one instance of "{wanted.driver}" network is allowed')
+        for kind, known in ((wanted.driver, self.drivers), (wanted.ipam_driver, self.ipams)):
+            if kind not in known:
+                raise NotFound(f'plugin "{kind}" not found')
         network = Network(
             id=secrets.token_hex(32),
-            name=name,
-            driver=driver_name,
+            name=wanted.name,
+            driver=wanted.driver,
             created=now_rfc3339(),
-            scope=request.get("Scope") or "local",
-            internal=bool(request.get("Internal")),
-            attachable=bool(request.get("Attachable")),
-            ingress=bool(request.get("Ingress")),
-            options=options,
-            labels=labels,
-            ipam_driver=ipam_driver,
-            ipam_options=_string_map(ipam.get("Options"), "IPAM.Options"),
+            scope=wanted.scope,
+            internal=wanted.internal,
+            attachable=wanted.attachable,
+            ingress=wanted.ingress,
+            options=wanted.options,
+            labels=wanted.labels,
+            ipam_driver=wanted.ipam_driver,
+            ipam_options=wanted.ipam_options,
         )
+        configs = wanted.ipam_configs
         await self._allocate_pools(network, configs or [{}], explicit=bool(configs))
         try:
             await self._driver(network).create_network(
@@ -579,48 +559,8 @@ class NetworkManager:
                 raise InvalidArgument(
                     "container cannot be connected to host or none networks and other networks"
                 )
-            result[network.name] = self.validate_settings(network, settings or {})
+            result[network.name] = requests.endpoint_settings(network, settings or {})
         return result
-
-    def validate_settings(self, network: Network, settings: dict[str, Any]) -> dict[str, Any]:
-        aliases = settings.get("Aliases") or []
-        if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
-            raise InvalidArgument("invalid JSON: Aliases must be a list of strings")
-        ipam_config = settings.get("IPAMConfig") or {}
-        if not isinstance(ipam_config, dict):
-            raise InvalidArgument("invalid JSON: IPAMConfig must be an object")
-        static = ipam_config.get("IPv4Address") or ""
-        if network.predefined:
-            if aliases:
-                raise InvalidArgument(
-                    "network-scoped alias is supported only for containers in user defined networks"
-                )
-            if static:
-                raise InvalidArgument(
-                    "user specified IP address is supported on user defined networks only"
-                )
-        if static:
-            try:
-                address = ipaddress.IPv4Address(static)
-            except ValueError:
-                raise InvalidArgument(f"invalid IPv4 address: {static}") from None
-            if not any(address in ipaddress.ip_network(p.subnet) for p in network.pools):
-                raise InvalidArgument(
-                    f"no configured subnet or ip-range contain the IP address {static}"
-                )
-            if not any(c.get("Subnet") for c in network.ipam_config if c) or not network.pools:
-                raise InvalidArgument(
-                    "user specified IP address is supported only when connecting to networks "
-                    "with user configured subnets"
-                )
-        return {
-            "IPAMConfig": {"IPv4Address": static} if static else None,
-            "Links": settings.get("Links") or None,
-            "Aliases": list(aliases) or None,
-            "MacAddress": settings.get("MacAddress") or "",
-            "DriverOpts": settings.get("DriverOpts") or None,
-            "NetworkID": network.id,
-        }
 
     # -- container start / stop hooks ----------------------------------------
 
@@ -881,7 +821,7 @@ class NetworkManager:
             raise Forbidden(
                 f"endpoint with name {container.name} already exists in network {network.name}"
             )
-        normal = self.validate_settings(network, settings)
+        normal = requests.endpoint_settings(network, settings)
         async with self.containers.live(container).lock:
             if container.state.running:
                 sandbox = self.sandbox_path(container.id)
@@ -951,88 +891,6 @@ class NetworkManager:
         except OSError as e:
             log.warning("cannot update /etc files of %s: %s", container.short_id, e)
 
-    # -- what inspect shows ----------------------------------------------------
-
-    def published(self, container: Container) -> list[PortBinding]:
-        return [
-            PortBinding.from_wire(p)
-            for e in self.container_endpoints(container.id)
-            if e.external
-            for p in e.ports
-        ]
-
-    def settings(self, container: Container) -> dict[str, Any]:
-        """`NetworkSettings` of container inspect, as docker fills it."""
-        running = container.state.running
-        by_network = {e.network_id: e for e in self.container_endpoints(container.id)}
-        networks: dict[str, Any] = {}
-        top: dict[str, Any] = {}
-        for name, requested in container.networks.items():
-            network = self.networks.get(requested.get("NetworkID") or "")
-            endpoint = by_network.get(network.id) if network else None
-            dns_names = None
-            if network is not None and network.user_defined and network.driver == "bridge":
-                dns_names = [container.name, container.short_id, *(requested.get("Aliases") or [])]
-            entry = {
-                "IPAMConfig": requested.get("IPAMConfig"),
-                "Links": requested.get("Links"),
-                "Aliases": requested.get("Aliases"),
-                "MacAddress": endpoint.mac if endpoint else "",
-                "DriverOpts": requested.get("DriverOpts"),
-                "GwPriority": 0,
-                "NetworkID": network.id if network else requested.get("NetworkID", ""),
-                "EndpointID": endpoint.id if endpoint else "",
-                "Gateway": endpoint.gateway if endpoint else "",
-                "IPAddress": endpoint.ip if endpoint else "",
-                "IPPrefixLen": endpoint.prefix_len if endpoint else 0,
-                "IPv6Gateway": "",
-                "GlobalIPv6Address": "",
-                "GlobalIPv6PrefixLen": 0,
-                "DNSNames": dns_names,
-            }
-            networks[name] = entry
-            if name == "bridge" and endpoint is not None:
-                top = {
-                    "EndpointID": endpoint.id,
-                    "Gateway": endpoint.gateway,
-                    "IPAddress": endpoint.ip,
-                    "IPPrefixLen": endpoint.prefix_len,
-                    "MacAddress": endpoint.mac,
-                }
-        port_map: dict[str, Any] = {}
-        if running:
-            for key in container.config.get("ExposedPorts") or {}:
-                port_map[key] = None
-            for binding in self.published(container):
-                key = f"{binding.port}/{ports.proto_name(binding.proto)}"
-                port_map.setdefault(key, None)
-                port_map[key] = [
-                    *(port_map[key] or []),
-                    {"HostIp": binding.host_ip or "0.0.0.0", "HostPort": str(binding.host_port)},
-                ]
-        sandbox = self.sandbox_path(container.id)
-        has_sandbox = running and netns.is_mounted(sandbox)
-        return {
-            "Bridge": "",
-            "SandboxID": container.id if has_sandbox else "",
-            "SandboxKey": sandbox if has_sandbox else "",
-            "HairpinMode": False,
-            "LinkLocalIPv6Address": "",
-            "LinkLocalIPv6PrefixLen": 0,
-            "Ports": port_map,
-            "SecondaryIPAddresses": None,
-            "SecondaryIPv6Addresses": None,
-            "EndpointID": top.get("EndpointID", ""),
-            "Gateway": top.get("Gateway", ""),
-            "GlobalIPv6Address": "",
-            "GlobalIPv6PrefixLen": 0,
-            "IPAddress": top.get("IPAddress", ""),
-            "IPPrefixLen": top.get("IPPrefixLen", 0),
-            "IPv6Gateway": "",
-            "MacAddress": top.get("MacAddress", ""),
-            "Networks": networks,
-        }
-
     # -- DNS answers (dns.Answers) -------------------------------------------
 
     def lookup(self, container_id: str, name: str) -> list[str] | None:
@@ -1081,74 +939,3 @@ class NetworkManager:
             for line in text.splitlines()
             if line.startswith("nameserver") and len(line.split()) > 1
         ]
-
-
-def _string_map(value: Any, name: str) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise InvalidArgument(f"invalid JSON: {name} must be an object")
-    return {str(k): str(v) for k, v in value.items()}
-
-
-def _ipam_configs(raw: Any) -> list[dict[str, Any]]:
-    if not raw:
-        return []
-    if not isinstance(raw, list):
-        raise InvalidArgument("invalid JSON: IPAM.Config must be a list")
-    configs: list[dict[str, Any]] = []
-    for entry in raw:
-        if not isinstance(entry, dict):
-            raise InvalidArgument("invalid JSON: IPAM.Config entries must be objects")
-        subnet_text = entry.get("Subnet") or ""
-        gateway = entry.get("Gateway") or ""
-        ip_range = entry.get("IPRange") or ""
-        aux = entry.get("AuxiliaryAddresses") or entry.get("AuxAddress") or {}
-        if not subnet_text:
-            if gateway or ip_range or aux:
-                raise InvalidArgument("invalid IPAM config: Gateway and IPRange need a Subnet")
-            configs.append({})
-            continue
-        subnet = _network(subnet_text, "subnet")
-        if ip_range:
-            sub = _network(ip_range, "ip-range")
-            if not sub.subnet_of(subnet):
-                raise InvalidArgument(f"no matching subnet for range {ip_range}")
-        if gateway and _address(gateway, "gateway") not in subnet:
-            raise InvalidArgument(f"no matching subnet for gateway {gateway}")
-        for name, address in aux.items():
-            if _address(address, "aux-address") not in subnet:
-                raise InvalidArgument(f"no matching subnet for aux-address {address} ({name})")
-        configs.append(
-            {
-                "Subnet": str(subnet),
-                "Gateway": gateway,
-                "IPRange": str(_network(ip_range, "ip-range")) if ip_range else "",
-                "AuxiliaryAddresses": dict(aux),
-            }
-        )
-    return configs
-
-
-def _network(text: str, what: str) -> ipaddress.IPv4Network:
-    try:
-        network = ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        raise InvalidArgument(f"invalid {what}: invalid CIDR address: {text}") from None
-    if network.version != 4:
-        raise NotImplementedByEngine("IPv6 networks are not supported by Dockyard yet")
-    if str(network) != text:
-        raise InvalidArgument(f"invalid {what} {text}: it should be {network}")
-    assert isinstance(network, ipaddress.IPv4Network)
-    return network
-
-
-def _address(text: str, what: str) -> ipaddress.IPv4Address:
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        raise InvalidArgument(f"invalid {what} address: {text}") from None
-    if address.version != 4:
-        raise NotImplementedByEngine("IPv6 networks are not supported by Dockyard yet")
-    assert isinstance(address, ipaddress.IPv4Address)
-    return address
