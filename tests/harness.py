@@ -50,7 +50,7 @@ class Daemon:
         self.bridge_prefix = f"dy{tag}n"
         self.veth_prefix = f"dy{tag}v"
         self.nft_table = f"dockyard_test_{tag}"
-        self.net_octet = _free_octet()
+        self.net_octet = free_octet()
         self.config_file = base / "daemon.json"
         self.config: dict[str, Any] = {
             "bridge": self.bridge,
@@ -268,7 +268,7 @@ def _ip(*args: str) -> list[str]:
     return subprocess.run(["ip", *args], capture_output=True, text=True).stdout.splitlines()
 
 
-def _free_octet() -> int:
+def free_octet() -> int:
     """A second octet X such that 10.X.0.0/16 is not routed on this host yet."""
     import ipaddress
     import random

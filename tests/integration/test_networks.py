@@ -619,3 +619,39 @@ def test_many_containers_leave_no_device_rule_or_address_behind(daemon: Daemon, 
     assert daemon.nft_ruleset() == rules
     assert daemon.allocations() == allocations
     assert not list((daemon.exec_root / "netns").iterdir())
+
+
+def test_daemon_start_removes_what_no_record_owns(own_daemon: Daemon) -> None:
+    """Leftovers of a crash half way (devices, a sandbox, an address) are cleaned at start."""
+    import sqlite3
+
+    d = own_daemon
+    links, allocations = d.links(), d.allocations()
+    stray_veth, stray_bridge = f"{d.veth_prefix}0bad", f"{d.bridge_prefix}0bad"
+    subprocess.run(
+        [
+            "ip",
+            "link",
+            "add",
+            stray_veth,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            f"dyx{secrets.token_hex(3)}",
+        ],
+        check=True,
+    )
+    subprocess.run(["ip", "link", "add", stray_bridge, "type", "bridge"], check=True)
+    sandbox = d.exec_root / "netns" / secrets.token_hex(32)
+    sandbox.touch()
+    subprocess.run(["unshare", f"--net={sandbox}", "true"], check=True)
+    pool = allocations[0][0]
+    stray_address = f"10.{d.net_octet}.0.200"
+    with sqlite3.connect(d.data_root / "dockyard.db") as conn:
+        conn.execute("INSERT INTO ipam_addresses VALUES (?, ?)", (pool, stray_address))
+    d.kill9()
+    d.start()
+    assert d.links() == links
+    assert d.allocations() == allocations
+    assert not sandbox.exists() and d.leftovers()["mounts"] == []

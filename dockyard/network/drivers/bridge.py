@@ -20,6 +20,7 @@ working during start-up.
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import logging
 import os
@@ -277,8 +278,6 @@ class BridgeDriver:
             raise NotFound(f"endpoint {endpoint_id} not found")
         gateway = "" if network.internal else network.gateway.split("/")[0]
         ipr = await self._host()
-        if self._deferred and await ipr.link_lookup(ifname=ep.veth):
-            return JoinResponse(src_name=ep.peer, gateway=gateway)  # replayed at start-up
         bridge = self._bridges.get(network.bridge)
         if bridge is None:
             raise Unavailable(f"bridge {network.bridge} of network {network_id} is gone")
@@ -294,6 +293,8 @@ class BridgeDriver:
                 peer={"ifname": ep.peer, "net_ns_fd": fd, "mtu": network.mtu},
             )
         except NetlinkError as e:
+            if e.code == errno.EEXIST and await ipr.link_lookup(ifname=ep.veth):
+                return JoinResponse(src_name=ep.peer, gateway=gateway)  # joined already (replay)
             raise Unavailable(f"cannot create interface {ep.veth}: {e}") from e
         finally:
             os.close(fd)
