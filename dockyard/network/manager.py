@@ -57,6 +57,7 @@ from dockyard.network.driver import (
     IPAMData,
     JoinResponse,
     NetworkDriver,
+    PortBinding,
 )
 from dockyard.network.drivers.bridge import BRIDGE_NAME, MASQUERADE, MTU, BridgeDriver
 from dockyard.network.drivers.host import NoInterfaceDriver
@@ -718,8 +719,14 @@ class NetworkManager:
             else:
                 await ipr.route("add", dst=route.destination, gateway=route.next_hop)
 
-    async def _choose_gateway(self, container: Container, ipr: Any) -> None:
-        """Give the container a default route and publish its ports through one endpoint."""
+    async def _choose_gateway(
+        self, container: Container, ipr: Any, previous: list[dict[str, Any]] | None = None
+    ) -> None:
+        """Give the container a default route and publish its ports through one endpoint.
+
+        `previous`: the ports the former gateway endpoint published; the same host
+        ports are asked for again, so a moved gateway keeps its published ports.
+        """
         endpoints = self.container_endpoints(container.id)
         if any(e.external for e in endpoints):
             return
@@ -745,6 +752,10 @@ class NetworkManager:
             container.config.get("ExposedPorts"),
             bool(hc.get("PublishAllPorts")),
         )
+        if previous:
+            requests = [PortBinding.from_wire(p) for p in previous]
+            for request in requests:
+                request.ip = ""
         endpoint.external = True
         self._save_endpoint(endpoint)
         driver = self._driver(network)
@@ -858,12 +869,13 @@ class NetworkManager:
             if endpoints and container.state.running:
                 sandbox = self.sandbox_path(container.id)
                 async with await netns.netlink(sandbox) as ipr:
+                    published = [p for e in endpoints if e.external for p in e.ports]
                     was_gateway = any(e.external for e in endpoints)
                     for endpoint in endpoints:
                         await self._remove_endpoint(endpoint, ipr)
                     container.networks.pop(network.name, None)
                     if was_gateway:
-                        await self._choose_gateway(container, ipr)
+                        await self._choose_gateway(container, ipr, published)
                 if not self._uses_dns(container.id):
                     self.dns.stop(container.id)
                 self._rewrite_etc_files(container)

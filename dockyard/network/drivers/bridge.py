@@ -19,6 +19,7 @@ working during start-up.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import ipaddress
@@ -102,6 +103,9 @@ class BridgeDriver:
         self._deferred = True
         self._netlink: Any = None  # one rtnetlink connection to the host's namespace, kept open
         self._bridges: dict[str, int] = {}  # bridge name -> interface index
+        # Held around every change of published ports and the firewall write that follows,
+        # so the table and the endpoints' ports always agree.
+        self._lock = asyncio.Lock()
 
     async def _host(self) -> Any:
         if self._netlink is None:
@@ -124,7 +128,8 @@ class BridgeDriver:
     async def _sync(self) -> None:
         if self._deferred:
             return
-        await self.firewall.apply(self.rules(), self.forwards())
+        async with self._lock:  # the table is written from the state as it is now
+            await self.firewall.apply(self.rules(), self.forwards())
 
     def rules(self) -> list[BridgeRules]:
         return [
@@ -324,23 +329,25 @@ class BridgeDriver:
             for request in requests:
                 request.ip = ep.ip
             held = ports.Held(bindings=requests)
-        try:
-            if not self._deferred:
-                await self.firewall.add([_forward(b) for b in held.bindings])
-        except BaseException:
-            held.close()
-            raise
-        ep.held = held
+        async with self._lock:
+            try:
+                if not self._deferred:
+                    await self.firewall.add([_forward(b) for b in held.bindings])
+            except BaseException:
+                held.close()
+                raise
+            ep.held = held
 
     async def revoke_external_connectivity(self, network_id: str, endpoint_id: str) -> None:
         network = self.networks.get(network_id)
         ep = network.endpoints.get(endpoint_id) if network else None
         if ep is None or not ep.held.bindings:
             return
-        bindings, ep.held = ep.held, ports.Held()
-        bindings.close()
-        if not self._deferred:
-            await self.firewall.delete([_forward(b) for b in bindings.bindings])
+        async with self._lock:
+            bindings, ep.held = ep.held, ports.Held()
+            bindings.close()
+            if not self._deferred:
+                await self.firewall.delete([_forward(b) for b in bindings.bindings])
 
 
 def _forward(binding: PortBinding) -> Forward:
