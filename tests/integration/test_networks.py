@@ -655,3 +655,38 @@ def test_daemon_start_removes_what_no_record_owns(own_daemon: Daemon) -> None:
     assert d.links() == links
     assert d.allocations() == allocations
     assert not sandbox.exists() and d.leftovers()["mounts"] == []
+
+
+def test_docker_py_create_with_networking_config_and_published_port(
+    client: Any, daemon: Daemon, net: Any
+) -> None:
+    """The low-level calls compose makes: create with EndpointsConfig aliases, then start."""
+    network = net.network()
+    api = client.api
+    port = _free_port()
+    created = api.create_container(
+        IMAGE,
+        ECHO_SERVER,
+        name="c-" + secrets.token_hex(4),
+        ports=[5432],
+        host_config=api.create_host_config(port_bindings={5432: port}, network_mode=network),
+        networking_config=api.create_networking_config(
+            {network: api.create_endpoint_config(aliases=["store"])}
+        ),
+    )
+    net.containers.append(created["Id"])
+    api.start(created["Id"])
+    attrs = api.inspect_container(created["Id"])
+    assert attrs["NetworkSettings"]["Networks"][network]["Aliases"] == ["store"]
+    assert attrs["NetworkSettings"]["Ports"]["5432/tcp"] == [
+        {"HostIp": "0.0.0.0", "HostPort": str(port)}
+    ]
+    assert _talk(daemon, "", "store", network=network) == "hi"
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"ping\n")
+        assert s.recv(16) == b"ping\n"
+    listed = api.containers(filters={"network": network})
+    assert [c["Id"] for c in listed] == [created["Id"]]
+    assert listed[0]["Ports"] == [
+        {"IP": "0.0.0.0", "PrivatePort": 5432, "PublicPort": port, "Type": "tcp"}
+    ]
