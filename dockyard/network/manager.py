@@ -53,6 +53,7 @@ from dockyard.network.driver import (
     GENERIC,
     INTERNAL,
     PORT_MAP,
+    PROTOCOLS,
     EndpointInterface,
     IPAMData,
     JoinResponse,
@@ -72,8 +73,6 @@ if TYPE_CHECKING:
     from dockyard.containers.service import ContainerService
 
 log = logging.getLogger(__name__)
-
-PREDEFINED = ("bridge", "host", "none")
 
 
 @dataclass
@@ -290,7 +289,7 @@ class NetworkManager:
             network.id,
             endpoint.id,
             EndpointInterface(endpoint.address, "", endpoint.mac),
-            self._endpoint_options(endpoint),
+            self._endpoint_options(self.find_container(endpoint.container_id)),
         )
         if endpoint.address:
             await driver.join(network.id, endpoint.id, sandbox, {})
@@ -364,15 +363,18 @@ class NetworkManager:
                 subnet = config.get("Subnet") or ""
                 ip_range = config.get("IPRange") or ""
                 rejected = []
-                while True:
-                    pool = await ipam.request_pool(
-                        space, subnet, ip_range, dict(network.ipam_options)
-                    )
-                    if subnet or explicit or not self._overlaps_host_route(pool.pool):
-                        break
-                    rejected.append(pool.pool_id)
-                for pool_id in rejected:
-                    await ipam.release_pool(pool_id)
+                try:
+                    while True:
+                        pool = await ipam.request_pool(
+                            space, subnet, ip_range, dict(network.ipam_options)
+                        )
+                        if subnet or explicit or not self._overlaps_host_route(pool.pool):
+                            break
+                        rejected.append(pool.pool_id)  # kept until the end: asked again, IPAM
+                        # must hand out another one
+                finally:
+                    for pool_id in rejected:
+                        await ipam.release_pool(pool_id)
                 lease = PoolLease(pool.pool_id, pool.pool, ip_range=ip_range)
                 leases.append(lease)
                 gateway = config.get("Gateway") or ""
@@ -667,7 +669,7 @@ class NetworkManager:
                 network.id,
                 endpoint.id,
                 EndpointInterface(endpoint.address, "", requested_mac),
-                self._endpoint_options(endpoint),
+                self._endpoint_options(container),
             )
             endpoint.mac = requested_mac or (reply.mac_address if reply else "")
             joined = await driver.join(network.id, endpoint.id, sandbox, {})
@@ -682,8 +684,21 @@ class NetworkManager:
             raise
         return endpoint
 
-    def _endpoint_options(self, endpoint: Endpoint) -> dict[str, Any]:
-        return {EXPOSED_PORTS: [], PORT_MAP: []}
+    def _endpoint_options(self, container: Container | None) -> dict[str, Any]:
+        """CreateEndpoint's options: the container's exposed and published ports."""
+        if container is None:
+            return {EXPOSED_PORTS: [], PORT_MAP: []}
+        hc = container.host_config
+        requested = ports.requested(
+            hc.get("PortBindings"),
+            container.config.get("ExposedPorts"),
+            bool(hc.get("PublishAllPorts")),
+        )
+        exposed = []
+        for key in container.config.get("ExposedPorts") or {}:
+            number, _, proto = key.partition("/")
+            exposed.append({"Proto": PROTOCOLS.get(proto, PROTOCOLS["tcp"]), "Port": int(number)})
+        return {EXPOSED_PORTS: exposed, PORT_MAP: [r.to_wire() for r in requested]}
 
     def _next_ifname(self, container_id: str, prefix: str) -> str:
         taken = {e.ifname for e in self.container_endpoints(container_id)}
