@@ -577,6 +577,8 @@ class NetworkManager:
             return Setup(host_gateway=self.host_gateway())
         if mode.startswith("container:"):
             return self._shared_setup(container, mode.split(":", 1)[1])
+        if not container.networks:  # a container created before networks existed
+            container.networks = self.requested_networks(container.host_config, None)
         sandbox = self.sandbox_path(container.id)
         try:
             async with await netns.create(sandbox) as ipr:
