@@ -690,3 +690,15 @@ def test_docker_py_create_with_networking_config_and_published_port(
     assert listed[0]["Ports"] == [
         {"IP": "0.0.0.0", "PrivatePort": 5432, "PublicPort": port, "Type": "tcp"}
     ]
+
+
+def test_failed_network_create_leaves_nothing(daemon: Daemon) -> None:
+    links, allocations = daemon.links(), daemon.allocations()
+    status, body = daemon.api(
+        "POST",
+        "/v1.45/networks/create",
+        {"Name": "too-big-mtu", "Options": {"com.docker.network.driver.mtu": "999999"}},
+    )
+    assert status == 500 and "cannot set up bridge" in body["message"]
+    assert daemon.api("GET", "/v1.45/networks/too-big-mtu")[0] == 404
+    assert (daemon.links(), daemon.allocations()) == (links, allocations)

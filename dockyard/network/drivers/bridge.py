@@ -186,14 +186,25 @@ class BridgeDriver:
             str(generic.get(MASQUERADE, "true")).lower() != "false",
             mtu,
         )
-        if network_id in self.networks:
+        replay = network_id in self.networks
+        if replay:
             network.endpoints = self.networks[network_id].endpoints
-        await self._ensure_bridge(network)
-        self.networks[network_id] = network
+        ipr = await self._host()
+        existed = bool(await ipr.link_lookup(ifname=bridge))
         try:
+            try:
+                await self._ensure_bridge(network)
+            except (NetlinkError, OSError) as e:
+                raise Unavailable(f"cannot set up bridge {bridge}: {e}") from e
+            self.networks[network_id] = network
             await self._sync()
         except BaseException:
-            self.networks.pop(network_id, None)
+            if not replay:
+                self.networks.pop(network_id, None)
+            if not existed:  # a failed create leaves no device behind
+                self._bridges.pop(bridge, None)
+                with contextlib.suppress(NetlinkError):
+                    await ipr.link("del", ifname=bridge)
             raise
 
     async def _ensure_bridge(self, network: _Network) -> None:
