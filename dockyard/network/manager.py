@@ -568,6 +568,17 @@ class NetworkManager:
     # -- container start / stop hooks ----------------------------------------
 
     async def setup(self, container: Container) -> Setup:
+        started = time.perf_counter()
+        setup = await self._setup(container)
+        log.debug(
+            "network setup of %s (%s): %.2f ms",
+            container.short_id,
+            container.host_config.get("NetworkMode"),
+            (time.perf_counter() - started) * 1e3,
+        )
+        return setup
+
+    async def _setup(self, container: Container) -> Setup:
         mode = container.host_config.get("NetworkMode") or "bridge"
         if mode == "host":
             await self._attach_record_only(container, "host")
@@ -792,11 +803,18 @@ class NetworkManager:
 
     async def teardown(self, container: Container) -> None:
         """Undo `setup` (or what a failed setup got to); never raises."""
+        started = time.perf_counter()
         self.dns.stop(container.id)
         for endpoint in self.container_endpoints(container.id):
             await self._remove_endpoint(endpoint, None)
         with contextlib.suppress(OSError):
             netns.destroy(self.sandbox_path(container.id))
+        log.debug(
+            "network teardown of %s (%s): %.2f ms",
+            container.short_id,
+            container.host_config.get("NetworkMode"),
+            (time.perf_counter() - started) * 1e3,
+        )
 
     async def _remove_endpoint(self, endpoint: Endpoint, ipr: Any) -> None:
         """Revoke, leave, delete, release (with `ipr`: take the interface out of the sandbox)."""
