@@ -52,6 +52,13 @@ def _http_get(port: int, host: str = "127.0.0.1", path: str = "/hostname") -> st
             time.sleep(0.1)
 
 
+def _settled(daemon: Daemon, links: list[str]) -> None:
+    """Wait (bounded) for the kernel to free stopped sandboxes' interfaces in the background."""
+    deadline = time.monotonic() + 10
+    while daemon.links() != links and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def _talk(daemon: Daemon, container: str, target: str, *, network: str | None = None) -> str:
     """Send "hi" to the echo server at `target` from `container` (exec) or a new container."""
     script = f"echo hi | nc -w 2 {target} 5432"
@@ -205,7 +212,7 @@ def test_taken_host_port_fails_the_start_and_leaks_nothing(own_daemon: Daemon) -
     assert _inspect(d, "web")["State"]["Status"] == "created"
     bridge = json.loads(d.cli("network", "inspect", "bridge").stdout)[0]
     assert bridge["Containers"] == {}
-    time.sleep(0.3)  # the kernel frees a sandbox's interfaces in the background
+    _settled(d, links)
     assert (d.links(), d.nft_ruleset(), d.allocations()) == (links, rules, allocations)
     assert d.leftovers()["mounts"] == []
     # The same container starts once the port is free, on the port it asked for.
@@ -512,6 +519,9 @@ def test_kill9_keeps_traffic_flowing_and_restart_leaks_nothing(own_daemon: Daemo
     os.kill(app["State"]["Pid"], signal.SIGKILL)
     time.sleep(0.5)
     d.start()
+    deadline = time.monotonic() + 20
+    while _inspect(d, "app")["State"]["Status"] != "exited" and time.monotonic() < deadline:
+        time.sleep(0.1)  # its monitor may still be recording the exit
     assert _inspect(d, "app")["State"]["Status"] == "exited"
     app_addresses = {n["IPAddress"] for n in app["NetworkSettings"]["Networks"].values()}
     assert {a for _, a in d.allocations()} == {a for _, a in allocations} - app_addresses
@@ -520,7 +530,7 @@ def test_kill9_keeps_traffic_flowing_and_restart_leaks_nothing(own_daemon: Daemo
     assert _talk(d, "", "database", network="appnet") == "hi"
     d.cli("rm", "-f", "db", "web", "app", check=True)
     d.cli("network", "rm", "appnet", check=True)
-    time.sleep(0.3)  # the kernel frees a sandbox's interfaces in the background
+    _settled(d, baseline_links)
     assert d.links() == baseline_links
     assert d.allocations() == baseline_allocations
     assert "elements" not in d.nft_ruleset()
@@ -614,7 +624,7 @@ def test_many_containers_leave_no_device_rule_or_address_behind(daemon: Daemon, 
                 "true",
             )
             assert result.returncode == 0, result.stderr
-    time.sleep(0.3)  # the kernel frees a sandbox's interfaces in the background
+    _settled(daemon, links)
     assert daemon.links() == links
     assert daemon.nft_ruleset() == rules
     assert daemon.allocations() == allocations
