@@ -547,6 +547,11 @@ class ContainerService:
             container.state.stopped_by_user = True
             self._save(container)
             return
+        if container.state.status == RESTARTING:
+            # A restart is starting it right now (its network set up, ...): let it finish,
+            # then stop what it started.
+            async with live.lock:
+                pass
         if container.state.status not in (RUNNING, PAUSED):
             raise NotModified("container already stopped")
         container.state.stopped_by_user = True

@@ -59,11 +59,11 @@ def _settled(daemon: Daemon, links: list[str]) -> None:
         time.sleep(0.05)
 
 
-def _talk(daemon: Daemon, container: str, target: str, *, network: str | None = None) -> str:
-    """Send "hi" to the echo server at `target` from `container` (exec) or a new container."""
+def _talk(daemon: Daemon, target: str, *, inside: str = "", network: str = "") -> str:
+    """Send "hi" to the echo server at `target`: from `inside`, or a new container on `network`."""
     script = f"echo hi | nc -w 2 {target} 5432"
-    if network is None:
-        result = daemon.cli("exec", container, "sh", "-c", script)
+    if inside:
+        result = daemon.cli("exec", inside, "sh", "-c", script)
     else:
         result = daemon.cli("run", "--rm", "--network", network, IMAGE, "sh", "-c", script)
     return result.stdout.strip()
@@ -74,8 +74,9 @@ def net(daemon: Daemon) -> Iterator[Any]:
     """Creates networks and containers for one test and removes them afterwards."""
 
     class Scope:
-        networks: list[str] = []
-        containers: list[str] = []
+        def __init__(self) -> None:
+            self.networks: list[str] = []
+            self.containers: list[str] = []
 
         def network(self, *flags: str) -> str:
             name = "n-" + secrets.token_hex(4)
@@ -90,7 +91,6 @@ def net(daemon: Daemon) -> Iterator[Any]:
             return name
 
     scope = Scope()
-    scope.networks, scope.containers = [], []
     yield scope
     if scope.containers:
         daemon.cli("rm", "-f", *scope.containers)
@@ -107,7 +107,7 @@ def test_containers_on_a_network_find_each_other_by_name_alias_and_short_id(
     address = info["NetworkSettings"]["Networks"][appnet]["IPAddress"]
     assert address.startswith(daemon.subnet(7).rsplit(".", 2)[0])
     for target in (db, "database", info["Id"][:12]):
-        assert _talk(daemon, "", target, network=appnet) == "hi", target
+        assert _talk(daemon, target, network=appnet) == "hi", target
     lookup = daemon.cli(
         "run",
         "--rm",
@@ -128,10 +128,10 @@ def test_containers_on_different_networks_cannot_reach_each_other(daemon: Daemon
     first, second = net.network(), net.network()
     server = net.run("--network", first, IMAGE, *ECHO_SERVER)
     address = _inspect(daemon, server)["NetworkSettings"]["Networks"][first]["IPAddress"]
-    assert _talk(daemon, "", address, network=first) == "hi"
-    assert _talk(daemon, "", address, network=second) == ""
-    assert _talk(daemon, "", server, network=second) == ""  # nor is its name known there
-    assert _talk(daemon, "", address, network="bridge") == ""
+    assert _talk(daemon, address, network=first) == "hi"
+    assert _talk(daemon, address, network=second) == ""
+    assert _talk(daemon, server, network=second) == ""  # nor is its name known there
+    assert _talk(daemon, address, network="bridge") == ""
 
 
 def test_published_port_answers_on_the_hosts_loopback(daemon: Daemon, net: Any) -> None:
@@ -305,17 +305,17 @@ def test_connect_and_disconnect_change_what_a_running_container_reaches(
     backend, frontend = net.network(), net.network()
     db = net.run("--network", backend, "--network-alias", "database", IMAGE, *ECHO_SERVER)
     app = net.run("--network", frontend, IMAGE, "sleep", "300")
-    assert _talk(daemon, app, "database") == ""
+    assert _talk(daemon, "database", inside=app) == ""
     network = client.networks.get(backend)
     network.connect(app, aliases=["app-alias"])
-    assert _talk(daemon, app, "database") == "hi"
-    assert _talk(daemon, app, db) == "hi"
+    assert _talk(daemon, "database", inside=app) == "hi"
+    assert _talk(daemon, db, inside=app) == "hi"
     # The others now find it by its alias on that network too.
     lookup = daemon.cli("exec", db, "nslookup", "app-alias").stdout
     app_ip = _inspect(daemon, app)["NetworkSettings"]["Networks"][backend]["IPAddress"]
     assert app_ip and app_ip in lookup
     network.disconnect(app)
-    assert _talk(daemon, app, "database") == ""
+    assert _talk(daemon, "database", inside=app) == ""
     assert backend not in _inspect(daemon, app)["NetworkSettings"]["Networks"]
     # A created (not started) container can be connected too, as compose does.
     created = "c-" + secrets.token_hex(4)
@@ -504,7 +504,7 @@ def test_kill9_keeps_traffic_flowing_and_restart_leaks_nothing(own_daemon: Daemo
     assert _http_get(port).strip() == hostname  # the kernel keeps forwarding without the daemon
     d.start()
     assert _http_get(port).strip() == hostname
-    assert _talk(d, "app", "database") == "hi"  # the DNS server serves the sandbox again
+    assert _talk(d, "database", inside="app") == "hi"  # the DNS server serves the sandbox again
     for name in ("db", "web", "app"):
         after = _inspect(d, name)["NetworkSettings"]
         assert (
@@ -527,7 +527,7 @@ def test_kill9_keeps_traffic_flowing_and_restart_leaks_nothing(own_daemon: Daemo
     assert {a for _, a in d.allocations()} == {a for _, a in allocations} - app_addresses
     appnet = json.loads(d.cli("network", "inspect", "appnet").stdout)[0]
     assert [c["Name"] for c in appnet["Containers"].values()] == ["db"]
-    assert _talk(d, "", "database", network="appnet") == "hi"
+    assert _talk(d, "database", network="appnet") == "hi"
     d.cli("rm", "-f", "db", "web", "app", check=True)
     d.cli("network", "rm", "appnet", check=True)
     _settled(d, baseline_links)
@@ -691,7 +691,7 @@ def test_docker_py_create_with_networking_config_and_published_port(
     assert attrs["NetworkSettings"]["Ports"]["5432/tcp"] == [
         {"HostIp": "0.0.0.0", "HostPort": str(port)}
     ]
-    assert _talk(daemon, "", "store", network=network) == "hi"
+    assert _talk(daemon, "store", network=network) == "hi"
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.sendall(b"ping\n")
         assert s.recv(16) == b"ping\n"

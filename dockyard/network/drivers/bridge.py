@@ -166,6 +166,8 @@ class BridgeDriver:
         generic = dict(options.get(GENERIC) or {})
         if not ipv4_data or not ipv4_data[0].gateway:
             raise InvalidArgument("bridge networks need an IPv4 pool with a gateway")
+        if len(ipv4_data) > 1:
+            raise InvalidArgument("bridge driver doesn't support multiple subnets")
         data = ipv4_data[0]
         try:
             mtu = int(generic.get(MTU) or self.default_mtu)
