@@ -41,6 +41,16 @@ class DaemonConfig:
     max_concurrent_downloads: int = 3
     max_concurrent_uploads: int = 5
     registry_chunk_size: int = 16 << 20  # blobs larger than this are uploaded in chunks
+    # Networking: Docker's keys, then Dockyard's own (see dockyard.network.manager).
+    bridge: str = "dockyard0"
+    bip: str | None = None
+    default_address_pools: list[dict[str, Any]] | None = None
+    mtu: int = 1500
+    ip_forward: bool = True
+    ip_masq: bool = True
+    nftables_table: str = "dockyard"
+    bridge_prefix: str = "dy-"
+    veth_prefix: str = "dyv"
     raw: dict[str, Any] = field(default_factory=dict)  # the whole daemon.json, for later keys
     # Plugins: authorization chain; discovery directories (Docker's by default; tests
     # point them at private directories); retry window and call-timeout bound, seconds.
@@ -80,6 +90,15 @@ _KEYS = {
     "max-concurrent-downloads": "max_concurrent_downloads",
     "max-concurrent-uploads": "max_concurrent_uploads",
     "registry-chunk-size": "registry_chunk_size",
+    "bridge": "bridge",
+    "bip": "bip",
+    "default-address-pools": "default_address_pools",
+    "mtu": "mtu",
+    "ip-forward": "ip_forward",
+    "ip-masq": "ip_masq",
+    "nftables-table": "nftables_table",
+    "bridge-prefix": "bridge_prefix",
+    "veth-prefix": "veth_prefix",
 }
 
 

@@ -28,6 +28,7 @@ from dockyard.events.bus import EventBus
 from dockyard.images.archive import Archives
 from dockyard.images.service import ImageService
 from dockyard.logs.plugin import PluginLogging
+from dockyard.network.manager import NetworkConfig, NetworkManager
 from dockyard.plugins import check, protocol, runspec
 from dockyard.plugins.authorization import Authorization
 from dockyard.plugins.check import CheckReport
@@ -146,6 +147,7 @@ class Engine:
             name: Conmon(self.facts.conmon, runtime, socket_dir)
             for name, runtime in self.runtimes.items()
         }
+        self.network = NetworkManager(self.db, self.events, network_config(config))
         self.containers = ContainerService(
             self.db,
             self.images,
@@ -165,6 +167,7 @@ class Engine:
                 seccomp=self._seccomp,
             ),
             self.volumes,
+            self.network,
         )
         self.execs = ExecService(self.containers)
         managed = ManagedPlugins(
@@ -218,7 +221,9 @@ class Engine:
     async def start(self) -> None:
         # Plugins first: containers' log drivers and the authorization chain use them.
         await self.plugins.managed.restore()
+        await self.network.start()
         await self.containers.restore()
+        await self.network.reconcile()
         await self.volumes.restore(
             {c.id for c in self.containers.all() if c.state.status in ("running", "paused")}
         )
@@ -230,6 +235,7 @@ class Engine:
         await self.registry.close()
         await self.containers.shutdown()
         await self.plugins.close()
+        await self.network.close()
         cgroups.remove_empty(self.facts.cgroups, "/" + self.config.cgroup_parent)
         self.db.close()
 
@@ -277,3 +283,18 @@ class Engine:
 @lru_cache(maxsize=32)
 def _default_seccomp(path: str, capabilities: tuple[str, ...]) -> dict[str, Any]:
     return seccomp.to_oci(seccomp.load_profile(path), capabilities=capabilities)
+
+
+def network_config(config: DaemonConfig) -> NetworkConfig:
+    return NetworkConfig(
+        exec_root=config.exec_root,
+        bridge=config.bridge,
+        bip=config.bip,
+        default_address_pools=config.default_address_pools,
+        mtu=config.mtu,
+        ip_forward=config.ip_forward,
+        ip_masq=config.ip_masq,
+        nftables_table=config.nftables_table,
+        bridge_prefix=config.bridge_prefix,
+        veth_prefix=config.veth_prefix,
+    )

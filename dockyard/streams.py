@@ -9,6 +9,7 @@ control, so large uploads are never held in memory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -39,16 +40,24 @@ async def consume_in_thread(source: AsyncIterator[bytes], consumer: Callable[[Bi
 
     task = loop.run_in_executor(None, run)
     try:
-        async for chunk in source:
-            if task.done():
-                break
-            writer.write(chunk)
-            await writer.drain()
-    except (BrokenPipeError, ConnectionResetError):
-        pass
-    finally:
-        writer.close()
-    return await task
+        try:
+            async for chunk in source:
+                if task.done():
+                    break
+                writer.write(chunk)
+                await writer.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        finally:
+            writer.close()
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        # A thread cannot be cancelled: let the consumer see the end of its input
+        # and finish before unwinding, so nothing it stores lands after the
+        # caller has already cleaned up.
+        with contextlib.suppress(BaseException):
+            await task
+        raise
 
 
 async def iterate_blocking(reader: Callable[[], bytes]) -> AsyncIterator[bytes]:

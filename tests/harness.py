@@ -44,9 +44,31 @@ class Daemon:
         self.host = "unix://" + self.socket
         self.log_path = base / "daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        # Networking of its own: bridge and veth names, subnets and nftables table.
+        tag = secrets.token_hex(2)
+        self.bridge = f"dy{tag}0"
+        self.bridge_prefix = f"dy{tag}n"
+        self.veth_prefix = f"dy{tag}v"
+        self.nft_table = f"dockyard_test_{tag}"
+        self.net_octet = free_octet()
+        self.config_file = base / "daemon.json"
+        self.config: dict[str, Any] = {
+            "bridge": self.bridge,
+            "bip": f"10.{self.net_octet}.0.1/24",
+            "default-address-pools": [{"base": f"10.{self.net_octet}.128.0/17", "size": 24}],
+            "bridge-prefix": self.bridge_prefix,
+            "veth-prefix": self.veth_prefix,
+            "nftables-table": self.nft_table,
+            "ip-forward": False,  # the host's global switch stays as it is
+        }
+
+    def subnet(self, n: int) -> str:
+        """A /24 for a test's own network, inside this daemon's private range."""
+        return f"10.{self.net_octet}.{n}.0/24"
 
     def start(self, *extra: str) -> None:
         self.exec_root.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(json.dumps(self.config))
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
             [
@@ -62,6 +84,8 @@ class Daemon:
                 str(self.exec_root),
                 "--cgroup-parent",
                 self.cgroup_parent,
+                "--config-file",
+                str(self.config_file),
                 *extra,
             ],
             stdout=log,
@@ -175,6 +199,30 @@ class Daemon:
         ).stdout.split()
         return {"mounts": mounts, "cgroups": cgroups, "monitors": monitors}
 
+    def links(self) -> list[str]:
+        """Host network devices of this daemon (its bridges and veths)."""
+        prefixes = (self.bridge, self.bridge_prefix, self.veth_prefix)
+        names = [line.split(":")[1].strip().split("@")[0] for line in _ip("-o", "link", "show")]
+        return sorted(n for n in names if n.startswith(prefixes))
+
+    def nft_ruleset(self) -> str:
+        result = subprocess.run(
+            ["nft", "list", "table", "ip", self.nft_table], capture_output=True, text=True
+        )
+        return result.stdout if result.returncode == 0 else ""
+
+    def allocations(self) -> list[tuple[str, str]]:
+        """The daemon's IPAM allocations, from its database."""
+        import sqlite3
+
+        conn = sqlite3.connect(self.data_root / "dockyard.db")
+        try:
+            return conn.execute(
+                "SELECT pool_id, address FROM ipam_addresses ORDER BY 1, 2"
+            ).fetchall()
+        finally:
+            conn.close()
+
     def cleanup(self) -> None:
         """Kill whatever still runs and remove the daemon's files."""
         import docker
@@ -198,6 +246,9 @@ class Daemon:
         for target in reversed(_mount_points()):
             if target.startswith(str(self.base)):
                 subprocess.run(["umount", "-l", target], capture_output=True)
+        for link in self.links():
+            subprocess.run(["ip", "link", "del", link], capture_output=True)
+        subprocess.run(["nft", "delete", "table", "ip", self.nft_table], capture_output=True)
         for root in Path("/sys/fs/cgroup").iterdir():
             parent = root / self.cgroup_parent
             if parent.exists():
@@ -212,6 +263,33 @@ class Daemon:
                 except OSError:
                     pass
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _ip(*args: str) -> list[str]:
+    return subprocess.run(["ip", *args], capture_output=True, text=True).stdout.splitlines()
+
+
+def free_octet() -> int:
+    """A second octet X such that 10.X.0.0/16 is not routed on this host yet."""
+    import ipaddress
+    import random
+
+    routed = []
+    for line in _ip("-4", "route", "show", "table", "all"):
+        word = line.split()[0] if line.split() else ""
+        if word in ("local", "broadcast", "unreachable", "blackhole"):
+            word = line.split()[1]
+        try:
+            routed.append(ipaddress.ip_network(word if word != "default" else "0.0.0.0/32"))
+        except ValueError:
+            continue
+    choices = list(range(128, 255))
+    random.shuffle(choices)
+    for octet in choices:
+        candidate = ipaddress.ip_network(f"10.{octet}.0.0/16")
+        if not any(candidate.overlaps(r) for r in routed if r.prefixlen > 0):
+            return octet
+    raise RuntimeError("no free 10.X.0.0/16 range for a test daemon")
 
 
 def _mount_points() -> list[str]:

@@ -8,7 +8,6 @@ timeout so failure paths take seconds, not minutes.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -28,7 +27,6 @@ class PluginDaemon(Daemon):
         self.spec_dir = self.base / "spec"
         self.socket_dir.mkdir(parents=True, exist_ok=True)
         self.spec_dir.mkdir(parents=True, exist_ok=True)
-        self.config_file = self.base / "daemon.json"
 
     def start_with(self, *extra: str, **config: Any) -> None:
         settings = {
@@ -38,8 +36,9 @@ class PluginDaemon(Daemon):
             "plugin-call-timeout": 5,
             **{k.replace("_", "-"): v for k, v in config.items()},
         }
-        self.config_file.write_text(json.dumps(settings))
-        self.start("--config-file", str(self.config_file), *extra)
+        # The harness writes self.config (the daemon's private networking) at start.
+        self.config.update(settings)
+        self.start(*extra)
 
     def sock(self, name: str) -> str:
         return str(self.socket_dir / f"{name}.sock")

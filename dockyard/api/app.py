@@ -182,6 +182,7 @@ def create_app(engine_: Engine) -> web.Application:
         distribution,
         exec,
         images,
+        networks,
         plugins,
         system,
         volumes,
@@ -190,7 +191,7 @@ def create_app(engine_: Engine) -> web.Application:
     app = web.Application(middlewares=[_middleware, authorization.middleware], client_max_size=0)
     app[ENGINE] = engine_
     app.on_response_prepare.append(_on_prepare)
-    for module in (system, containers, exec, images, distribution, volumes, plugins):
+    for module in (system, containers, exec, images, distribution, networks, volumes, plugins):
         for method, path, handler in module.routes.entries:
             app.router.add_route(method, path, handler)
             app.router.add_route(method, r"/v{version:[0-9]+\.[0-9]+}" + path, handler)

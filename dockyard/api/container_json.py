@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import time
 from datetime import datetime
@@ -18,6 +19,8 @@ from dockyard.containers.model import (
     Container,
 )
 from dockyard.images.oci import ZERO_TIME
+from dockyard.network.driver import PROTOCOL_NAMES, PortBinding
+from dockyard.network.manager import NetworkManager
 from dockyard.units import human_duration
 from dockyard.volumes.mounts import MountPoint
 
@@ -58,52 +61,102 @@ def command_text(container: Container) -> str:
     )
 
 
-def ports(container: Container) -> dict[str, Any]:
-    exposed = container.config.get("ExposedPorts") or {}
-    if container.state.status not in (RUNNING, PAUSED):
-        return {}
-    return {port: None for port in exposed}
+def port_list(container: Container, network: dict[str, Any]) -> list[dict[str, Any]]:
+    """`Ports` of the container list: published bindings, then exposed-only ports."""
+    result: list[dict[str, Any]] = []
+    published = network.get("Ports") or {}
+    for key in sorted(set(published) | set(container.config.get("ExposedPorts") or {})):
+        number, _, proto = key.partition("/")
+        bindings = published.get(key)
+        if not bindings:
+            result.append({"PrivatePort": int(number), "Type": proto})
+        for binding in bindings or []:
+            result.append(
+                {
+                    "IP": binding["HostIp"],
+                    "PrivatePort": int(number),
+                    "PublicPort": int(binding["HostPort"]),
+                    "Type": proto,
+                }
+            )
+    return result
 
 
-def network_settings(container: Container, *, summary: bool = False) -> dict[str, Any]:
-    mode = container.host_config.get("NetworkMode", "bridge")
-    endpoint = {
-        "IPAMConfig": None,
-        "Links": None,
-        "Aliases": None,
-        "MacAddress": "",
-        "DriverOpts": None,
-        "NetworkID": "",
-        "EndpointID": "",
-        "Gateway": "",
-        "IPAddress": "",
-        "IPPrefixLen": 0,
-        "IPv6Gateway": "",
-        "GlobalIPv6Address": "",
-        "GlobalIPv6PrefixLen": 0,
-        "DNSNames": None,
-    }
-    networks = {mode: endpoint} if mode in ("bridge", "host", "none") else {}
-    if summary:
-        return {"Networks": networks}
+def network_settings(container: Container, manager: NetworkManager) -> dict[str, Any]:
+    """`NetworkSettings` of container inspect, as docker fills it."""
+    running = container.state.running
+    by_network = {e.network_id: e for e in manager.container_endpoints(container.id)}
+    networks: dict[str, Any] = {}
+    top: dict[str, Any] = {}
+    for name, requested in container.networks.items():
+        network = manager.networks.get(requested.get("NetworkID") or "")
+        endpoint = by_network.get(network.id) if network else None
+        dns_names = None
+        if network is not None and network.user_defined and network.driver == "bridge":
+            dns_names = [container.name, container.short_id, *(requested.get("Aliases") or [])]
+        entry = {
+            "IPAMConfig": requested.get("IPAMConfig"),
+            "Links": requested.get("Links"),
+            "Aliases": requested.get("Aliases"),
+            "MacAddress": endpoint.mac if endpoint else "",
+            "DriverOpts": requested.get("DriverOpts"),
+            "GwPriority": 0,
+            "NetworkID": network.id if network else requested.get("NetworkID", ""),
+            "EndpointID": endpoint.id if endpoint else "",
+            "Gateway": endpoint.gateway if endpoint else "",
+            "IPAddress": endpoint.ip if endpoint else "",
+            "IPPrefixLen": endpoint.prefix_len if endpoint else 0,
+            "IPv6Gateway": "",
+            "GlobalIPv6Address": "",
+            "GlobalIPv6PrefixLen": 0,
+            "DNSNames": dns_names,
+        }
+        networks[name] = entry
+        if name == "bridge" and endpoint is not None:
+            top = {
+                "EndpointID": endpoint.id,
+                "Gateway": endpoint.gateway,
+                "IPAddress": endpoint.ip,
+                "IPPrefixLen": endpoint.prefix_len,
+                "MacAddress": endpoint.mac,
+            }
+    port_map: dict[str, Any] = {}
+    published = [
+        PortBinding.from_wire(p)
+        for e in manager.container_endpoints(container.id)
+        if e.external
+        for p in e.ports
+    ]
+    if running:
+        for key in container.config.get("ExposedPorts") or {}:
+            port_map[key] = None
+        for binding in published:
+            key = f"{binding.port}/{PROTOCOL_NAMES.get(binding.proto, 'tcp')}"
+            port_map.setdefault(key, None)
+            port_map[key] = [
+                *(port_map[key] or []),
+                {"HostIp": binding.host_ip or "0.0.0.0", "HostPort": str(binding.host_port)},
+            ]
+    sandbox = manager.sandbox_path(container.id)
+    has_sandbox = running and os.path.ismount(sandbox)
     return {
         "Bridge": "",
-        "SandboxID": "",
-        "SandboxKey": "",
+        "SandboxID": container.id if has_sandbox else "",
+        "SandboxKey": sandbox if has_sandbox else "",
         "HairpinMode": False,
         "LinkLocalIPv6Address": "",
         "LinkLocalIPv6PrefixLen": 0,
-        "Ports": ports(container),
+        "Ports": port_map,
         "SecondaryIPAddresses": None,
         "SecondaryIPv6Addresses": None,
-        "EndpointID": "",
-        "Gateway": "",
+        "EndpointID": top.get("EndpointID", ""),
+        "Gateway": top.get("Gateway", ""),
         "GlobalIPv6Address": "",
         "GlobalIPv6PrefixLen": 0,
-        "IPAddress": "",
-        "IPPrefixLen": 0,
+        "IPAddress": top.get("IPAddress", ""),
+        "IPPrefixLen": top.get("IPPrefixLen", 0),
         "IPv6Gateway": "",
-        "MacAddress": "",
+        "MacAddress": top.get("MacAddress", ""),
         "Networks": networks,
     }
 
@@ -127,7 +180,9 @@ def _mount_point(point: MountPoint) -> dict[str, Any]:
     return data
 
 
-def inspect(container: Container, *, paths: Any, exec_ids: list[str]) -> dict[str, Any]:
+def inspect(
+    container: Container, *, paths: Any, exec_ids: list[str], network: dict[str, Any]
+) -> dict[str, Any]:
     state = container.state
     status = state.status
     return {
@@ -172,15 +227,11 @@ def inspect(container: Container, *, paths: Any, exec_ids: list[str]) -> dict[st
         },
         "Mounts": mount_points(container),
         "Config": container.config,
-        "NetworkSettings": network_settings(container),
+        "NetworkSettings": network,
     }
 
 
-def summary(container: Container, image_name: str) -> dict[str, Any]:
-    exposed = container.config.get("ExposedPorts") or {}
-    port_list = [
-        {"PrivatePort": int(port.split("/")[0]), "Type": port.split("/")[1]} for port in exposed
-    ]
+def summary(container: Container, image_name: str, network: dict[str, Any]) -> dict[str, Any]:
     return {
         "Id": container.id,
         "Names": ["/" + container.name],
@@ -188,12 +239,12 @@ def summary(container: Container, image_name: str) -> dict[str, Any]:
         "ImageID": container.image_id,
         "Command": command_text(container),
         "Created": int(parse_time(container.created)),
-        "Ports": port_list,
+        "Ports": port_list(container, network),
         "Labels": container.labels,
         "State": container.state.status,
         "Status": status_text(container),
         "HostConfig": {"NetworkMode": container.host_config.get("NetworkMode", "bridge")},
-        "NetworkSettings": network_settings(container, summary=True),
+        "NetworkSettings": {"Networks": network["Networks"]},
         "Mounts": mount_points(container),
     }
 

@@ -80,6 +80,12 @@ def _matches(eng: Any, container: Container, wanted: filters.Filters) -> bool:
             v in (point.name, point.destination) for point in container.mounts for v in values
         ):
             return False
+        if key == "network" and not any(
+            v in container.networks
+            or any(s.get("NetworkID", "").startswith(v) for s in container.networks.values())
+            for v in values
+        ):
+            return False
     return True
 
 
@@ -105,7 +111,13 @@ async def list_containers(request: web.Request) -> web.StreamResponse:
             continue
         if not _matches(eng, container, wanted):
             continue
-        result.append(container_json.summary(container, container.config.get("Image", "")))
+        result.append(
+            container_json.summary(
+                container,
+                container.config.get("Image", ""),
+                container_json.network_settings(container, eng.network),
+            )
+        )
         if 0 < limit <= len(result):
             break
     return json_response(result)
@@ -127,6 +139,7 @@ def _inspect(request: web.Request, container: Container) -> dict[str, Any]:
         container,
         paths=eng.containers.paths(container),
         exec_ids=eng.execs.for_container(container.id),
+        network=container_json.network_settings(container, eng.network),
     )
     if query_bool(request, "size"):
         data["SizeRw"] = 0

@@ -133,7 +133,7 @@ async def info(request: web.Request) -> web.StreamResponse:
             "DockerRootDir": facts["data_root"],
             "Plugins": {
                 "Volume": [*eng.volumes.driver_names(), *facts["plugins"]["Volume"]],
-                "Network": ["host", "null", *facts["plugins"]["Network"]],
+                "Network": ["bridge", "host", "null", *facts["plugins"]["Network"]],
                 "Authorization": facts["plugins"]["Authorization"] or None,
                 "Log": ["json-file", *facts["plugins"]["Log"]],
             },
@@ -331,7 +331,11 @@ async def disk_usage(request: web.Request) -> web.StreamResponse:
     containers = []
     for usage_row in found.containers:
         container = usage_row.container
-        summary = container_json.summary(container, container.config.get("Image", ""))
+        summary = container_json.summary(
+            container,
+            container.config.get("Image", ""),
+            container_json.network_settings(container, engine(request).network),
+        )
         summary["SizeRw"] = usage_row.size_rw
         summary["SizeRootFs"] = usage_row.size_root_fs
         containers.append(summary)

@@ -41,7 +41,11 @@ RUN_OPTIONS = [
         "--security-opt", multiple=True, help="Security option (no-new-privileges, seccomp=...)."
     ),
     click.option("--privileged", is_flag=True, help="Give extended privileges."),
-    click.option("--network", "--net", "network", help="bridge | host | none"),
+    click.option("--network", "--net", "network", help="bridge | host | none | NETWORK"),
+    click.option("--network-alias", multiple=True, help="Network-scoped alias."),
+    click.option("--ip", help="IPv4 address on the network (e.g. 172.30.100.104)."),
+    click.option("-p", "--publish", multiple=True, help="Publish a port ([ip:][hostPort:]port)."),
+    click.option("-P", "--publish-all", is_flag=True, help="Publish all exposed ports."),
     click.option("-i", "--interactive", is_flag=True, help="Keep STDIN open."),
     click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-TTY."),
     click.option("--stop-signal", help="Signal to stop the container."),
@@ -185,6 +189,8 @@ def create_body(image: str, command: tuple[str, ...], o: dict[str, Any]) -> dict
         "Tmpfs": mountflags.tmpfs_flags(o["tmpfs"]) or None,
         "VolumesFrom": list(o["volumes_from"]) or None,
         "VolumeDriver": o["volume_driver"] or "",
+        "PortBindings": port_bindings(o["publish"]),
+        "PublishAllPorts": o["publish_all"],
     }
     body: dict[str, Any] = {
         "Image": image,
@@ -200,10 +206,20 @@ def create_body(image: str, command: tuple[str, ...], o: dict[str, Any]) -> dict
         "AttachStdin": interactive and attach,
         "AttachStdout": attach,
         "AttachStderr": attach,
-        "ExposedPorts": {p if "/" in p else p + "/tcp": {} for p in o["expose"]},
+        "ExposedPorts": {
+            **{p if "/" in p else p + "/tcp": {} for p in o["expose"]},
+            **{port: {} for port in host_config["PortBindings"]},
+        },
         "Volumes": volumes,
         "HostConfig": host_config,
     }
+    network = o["network"] or "default"
+    if o["network_alias"] or o["ip"]:
+        settings: dict[str, Any] = {"Aliases": list(o["network_alias"])}
+        if o["ip"]:
+            settings["IPAMConfig"] = {"IPv4Address": o["ip"]}
+        name = "bridge" if network == "default" else network
+        body["NetworkingConfig"] = {"EndpointsConfig": {name: settings}}
     if o["entrypoint"] is not None:
         body["Entrypoint"] = [o["entrypoint"]] if o["entrypoint"] else []
     if o["stop_signal"]:
@@ -211,6 +227,34 @@ def create_body(image: str, command: tuple[str, ...], o: dict[str, Any]) -> dict
     if stop_timeout is not None:
         body["StopTimeout"] = stop_timeout
     return body
+
+
+def port_bindings(values: tuple[str, ...]) -> dict[str, list[dict[str, str]]]:
+    """`-p [ip:][hostPort:]containerPort[/proto]` as Docker's PortBindings."""
+    bindings: dict[str, list[dict[str, str]]] = {}
+    for value in values:
+        spec, _, proto = value.partition("/")
+        parts = spec.rsplit(":", 2)
+        host_ip, host_port = "", ""
+        if len(parts) == 3:
+            host_ip, host_port, container_port = parts
+        elif len(parts) == 2:
+            host_port, container_port = parts
+        else:
+            container_port = parts[0]
+        host_ip = host_ip.strip("[]")
+        first, sep, last = container_port.partition("-")
+        if not first.isdigit() or (sep and not last.isdigit()):
+            raise click.UsageError(f"invalid containerPort: {container_port}")
+        numbers = list(range(int(first), int(last) + 1)) if sep else [int(first)]
+        host_first, host_sep, _ = host_port.partition("-")
+        for offset, number in enumerate(numbers):
+            port = host_port
+            if sep and host_port and host_sep:
+                port = str(int(host_first) + offset)
+            key = f"{number}/{proto or 'tcp'}"
+            bindings.setdefault(key, []).append({"HostIp": host_ip, "HostPort": port})
+    return bindings
 
 
 def _create(client: Client, image: str, command: tuple[str, ...], options: dict[str, Any]) -> str:
@@ -701,7 +745,10 @@ def top(ctx: Context, container: str, ps_args: tuple[str, ...]) -> None:
 @click.command("inspect")
 @click.option("-f", "--format", "fmt", help="Go template.")
 @click.option(
-    "--type", "kind", type=click.Choice(["container", "image", "volume"]), help="Object type."
+    "--type",
+    "kind",
+    type=click.Choice(["container", "image", "volume", "network"]),
+    help="Object type.",
 )
 @click.argument("names", nargs=-1, required=True)
 @pass_context
@@ -716,8 +763,9 @@ def inspect(ctx: Context, fmt: str | None, kind: str | None, names: tuple[str, .
             "container": f"/containers/{name}/json",
             "image": f"/images/{name}/json",
             "volume": f"/volumes/{name}",
+            "network": f"/networks/{name}",
         }
-        for path in [paths[kind]] if kind else paths.values():
+        for path in [p for k, p in paths.items() if kind in (None, k)]:
             status, body = client.request("GET", path, check=False)
             if status == 200:
                 found = json.loads(body)

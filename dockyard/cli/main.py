@@ -66,6 +66,7 @@ COMMANDS = {
     "import": "images:import_",
     **{name: "registry" for name in ("pull", "push", "login", "logout")},
     **{name: "images" for name in ("save", "load")},
+    **{name: "networks" for name in ("network", "port")},
     **{name: "system" for name in ("info", "version", "events", "system")},
     "daemon": "daemon",
     "volume": "volumes",

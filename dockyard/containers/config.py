@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from dockyard.containers import signals
-from dockyard.errors import InvalidArgument, NotFound, NotImplementedByEngine
+from dockyard.errors import InvalidArgument, NotImplementedByEngine
+from dockyard.network import ports
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_SHM_SIZE = 64 << 20
@@ -347,26 +348,17 @@ def normalise_host_config(
     for unsupported in ("Links",):
         if hc.get(unsupported):
             raise NotImplementedByEngine(f"{unsupported} is not supported by Dockyard yet")
-    for unsupported in ("PortBindings",):
-        if hc.get(unsupported):
-            raise NotImplementedByEngine(
-                "publishing ports is not supported by Dockyard yet (bridge networking is coming)"
-            )
-    if hc.get("PublishAllPorts"):
-        raise NotImplementedByEngine("publishing ports is not supported by Dockyard yet")
+    hc["PortBindings"] = ports.validate(hc.get("PortBindings"))
+    hc["PublishAllPorts"] = bool(hc.get("PublishAllPorts"))
     log = _dict(hc.get("LogConfig"), "LogConfig")
     log_type = log.get("Type") or "json-file"
     if log_type not in log_drivers:  # plugin drivers are resolved by the caller
         raise InvalidArgument(f"logger: no log driver named '{log_type}' is registered")
     hc["LogConfig"] = {"Type": log_type, "Config": _dict(log.get("Config"), "LogConfig.Config")}
     mode = hc.get("NetworkMode") or "default"
-    if mode == "default":
-        mode = "bridge"
-    if mode not in ("bridge", "host", "none"):
-        if mode.startswith("container:"):
-            raise NotImplementedByEngine("--network container: is not supported by Dockyard yet")
-        raise NotFound(f"network {mode} not found")
-    hc["NetworkMode"] = mode
+    if not isinstance(mode, str):
+        raise InvalidArgument("invalid JSON: NetworkMode must be a string")
+    hc["NetworkMode"] = "bridge" if mode == "default" else mode  # checked by the network manager
     hc["AutoRemove"] = bool(hc.get("AutoRemove"))
     hc["RestartPolicy"] = _restart_policy(
         _dict(hc.get("RestartPolicy"), "RestartPolicy"), hc["AutoRemove"]
@@ -489,7 +481,11 @@ def effective(
             f"the working directory '{working_dir}' is invalid, it needs to be an absolute path"
         )
     exposed: dict[str, dict[str, Any]] = {}
-    for source in (image_config.get("ExposedPorts"), request.get("ExposedPorts")):
+    for source in (
+        image_config.get("ExposedPorts"),
+        request.get("ExposedPorts"),
+        host_config["PortBindings"],  # a published port is an exposed one, as in Docker
+    ):
         for port in _dict(source, "ExposedPorts"):
             exposed[port_key(port)] = {}
     labels = {
@@ -543,6 +539,8 @@ def effective(
         config["StopTimeout"] = stop_timeout
     if healthcheck:
         config["Healthcheck"] = healthcheck
+    if host_config["NetworkMode"].startswith("container:") and request.get("Hostname"):
+        raise InvalidArgument("conflicting options: hostname and the network mode")
     if host_config["UTSMode"] == "host" and (request.get("Hostname") or request.get("Domainname")):
         raise InvalidArgument("Conflicting options: hostname and the UTS mode")
     return Effective(config, host_config, argv[0], argv[1:])

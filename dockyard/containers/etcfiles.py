@@ -14,6 +14,7 @@ from typing import Any
 HOST_RESOLV = "/etc/resolv.conf"
 HOST_HOSTS = "/etc/hosts"
 FALLBACK_DNS = ["8.8.8.8", "8.8.4.4"]
+EMBEDDED_DNS = "127.0.0.11"
 
 
 def _read(path: str) -> str:
@@ -24,8 +25,14 @@ def _read(path: str) -> str:
         return ""
 
 
-def resolv_conf(host_config: dict[str, Any], host_text: str | None = None) -> str:
-    """resolv.conf for a container: the host's minus loopback resolvers, or --dns/--dns-search."""
+def resolv_conf(
+    host_config: dict[str, Any], host_text: str | None = None, *, embedded_dns: bool = False
+) -> str:
+    """resolv.conf for a container: the host's minus loopback resolvers, or --dns/--dns-search.
+
+    With `embedded_dns` (user-defined networks) the only nameserver is the daemon's
+    DNS server at 127.0.0.11, which forwards what it does not know to the others.
+    """
     text = _read(HOST_RESOLV) if host_text is None else host_text
     if host_config.get("NetworkMode") == "host" and not (
         host_config.get("Dns") or host_config.get("DnsSearch") or host_config.get("DnsOptions")
@@ -47,6 +54,9 @@ def resolv_conf(host_config: dict[str, Any], host_text: str | None = None) -> st
     nameservers = list(host_config.get("Dns") or []) or nameservers or FALLBACK_DNS
     search = list(host_config.get("DnsSearch") or []) or search
     options = list(host_config.get("DnsOptions") or []) or options
+    if embedded_dns:
+        nameservers = [EMBEDDED_DNS]
+        options = [o for o in options if not o.startswith("ndots:")] + ["ndots:0"]
     lines = [f"nameserver {ns}" for ns in nameservers]
     if search and search != ["."]:
         lines.append("search " + " ".join(search))
@@ -55,7 +65,13 @@ def resolv_conf(host_config: dict[str, Any], host_text: str | None = None) -> st
     return "\n".join(lines) + "\n"
 
 
-def hosts(host_config: dict[str, Any], hostname: str, addresses: list[str] | None = None) -> str:
+def hosts(
+    host_config: dict[str, Any],
+    hostname: str,
+    addresses: list[str] | None = None,
+    host_gateway: str = "",
+) -> str:
+    """`--add-host NAME:host-gateway` maps NAME to `host_gateway` (the default bridge's address)."""
     if host_config.get("NetworkMode") == "host":
         base = _read(HOST_HOSTS)
     else:
@@ -71,27 +87,48 @@ def hosts(host_config: dict[str, Any], hostname: str, addresses: list[str] | Non
     for entry in host_config.get("ExtraHosts") or []:
         name, _, address = entry.partition(":")
         if address == "host-gateway":
-            continue
+            if not host_gateway:
+                continue
+            address = host_gateway
         lines.append(f"{address}\t{name}")
     for address in addresses or []:
         lines.append(f"{address}\t{hostname}")
     return "\n".join(lines) + "\n"
 
 
-def write(dir: str, host_config: dict[str, Any], hostname: str) -> dict[str, str]:
-    """Write the three files; returns container path -> host path for the bind mounts."""
+def write(
+    dir: str,
+    host_config: dict[str, Any],
+    hostname: str,
+    *,
+    addresses: list[str] | None = None,
+    embedded_dns: bool = False,
+    in_place: bool = False,
+    host_gateway: str = "",
+) -> dict[str, str]:
+    """Write the three files; returns container path -> host path for the bind mounts.
+
+    `addresses` are the container's own (one `hosts` line each, with its host
+    name); `embedded_dns` points resolv.conf at the daemon's DNS server.
+    `in_place` rewrites the files of a running container (its bind mounts pin
+    the inodes, so the files are truncated and written, not replaced).
+    """
     files = {
         "/etc/hostname": (hostname + "\n"),
-        "/etc/hosts": hosts(host_config, hostname),
-        "/etc/resolv.conf": resolv_conf(host_config),
+        "/etc/hosts": hosts(host_config, hostname, addresses, host_gateway),
+        "/etc/resolv.conf": resolv_conf(host_config, embedded_dns=embedded_dns),
     }
     mounts = {}
     for target, content in files.items():
         path = os.path.join(dir, os.path.basename(target))
+        mounts[target] = path
+        if in_place:
+            with open(path, "w") as f:
+                f.write(content)
+            continue
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
             f.write(content)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-        mounts[target] = path
     return mounts

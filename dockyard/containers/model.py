@@ -67,6 +67,8 @@ class Container:
     state: State = field(default_factory=State)
     runtime: str = ""
     mounts: list[MountPoint] = field(default_factory=list)  # volumes, binds, tmpfs; sorted
+    # Networks the container is attached to: name -> EndpointSettings as requested.
+    networks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def short_id(self) -> str:

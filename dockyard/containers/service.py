@@ -50,6 +50,7 @@ from dockyard.events.bus import EventBus
 from dockyard.images.oci import now_rfc3339
 from dockyard.images.service import ImageService
 from dockyard.logs import k8sfile
+from dockyard.network.manager import NetworkManager
 from dockyard.runtime import cgroups, monitor
 from dockyard.runtime.attach import AttachConnection
 from dockyard.runtime.monitor import Conmon, Monitor, Paths
@@ -107,6 +108,7 @@ class ContainerService:
         events: EventBus,
         settings: ContainerSettings,
         volumes: VolumeService,
+        network: NetworkManager,
     ) -> None:
         self.db = db
         self.images = images
@@ -116,6 +118,8 @@ class ContainerService:
         self.events = events
         self.settings = settings
         self.volumes = volumes
+        self.network = network
+        network.containers = self
         self._containers: dict[str, Container] = {}
         self._live: dict[str, _Live] = {}
         os.makedirs(settings.data_root, exist_ok=True)
@@ -191,6 +195,10 @@ class ContainerService:
             )
         self.live(container).changed.set()
 
+    def networks_changed(self, container: Container) -> None:
+        """Record a container's network attachments after connect/disconnect."""
+        self._save(container)
+
     def emit(self, container: Container, action: str, **extra: str) -> None:
         attributes = {
             **container.labels,
@@ -234,6 +242,9 @@ class ContainerService:
         container_id = secrets.token_hex(32)
         if not effective.config["Hostname"]:
             effective.config["Hostname"] = container_id[:12]
+        networks = self.network.requested_networks(
+            effective.host_config, request.get("NetworkingConfig")
+        )
         container = Container(
             id=container_id,
             name=name,
@@ -247,6 +258,7 @@ class ContainerService:
             state=State(),
             runtime=effective.host_config["Runtime"],
             mounts=mounts,
+            networks=networks,
         )
         directory = self.dir(container)
         try:
@@ -339,8 +351,19 @@ class ContainerService:
             user = users.resolve(
                 merged, container.config.get("User") or "", list(hc.get("GroupAdd") or [])
             )
-            hostname = container.config.get("Hostname") or container.short_id
-            files = etcfiles.write(self.dir(container), hc, hostname)
+            network = await self.network.setup(container)
+            hostname = network.hostname or container.config.get("Hostname") or container.short_id
+            files = etcfiles.write(
+                self.dir(container),
+                hc,
+                hostname,
+                addresses=network.addresses,
+                embedded_dns=network.embedded_dns,
+                host_gateway=network.host_gateway,
+            )
+            if network.shared_dir:  # --network container:<id> shares its /etc files too
+                for name in ("hosts", "resolv.conf"):
+                    files[f"/etc/{name}"] = os.path.join(network.shared_dir, name)
             user_mounts = await self.volumes.mount(
                 container.id, container.mounts, hc.get("Tmpfs") or {}, merged
             )
@@ -364,6 +387,7 @@ class ContainerService:
                     nofile_limit=self.settings.nofile_limit,
                     cgroup_namespace=self.settings.cgroup_layout.mode == "v2",
                     mounts=user_mounts,
+                    netns_path=network.netns_path,
                 ),
             )
             os.makedirs(paths.bundle, exist_ok=True)
@@ -390,6 +414,7 @@ class ContainerService:
             message = e.message if isinstance(e, DockyardError) else str(e)
             if created_in_runtime:
                 await runtime.delete(container.id)
+            await self.network.teardown(container)
             await self._release(container)
             if self.logging is not None:
                 await self.logging.stop(container.id)
@@ -461,6 +486,7 @@ class ContainerService:
         if code is None:
             code, error = 255, "container monitor exited without recording an exit code"
         await self.runtimes[container.runtime].delete(container.id)
+        await self.network.teardown(container)
         await self._release(container)
         if self.logging is not None:
             await self.logging.stop(container.id)
@@ -564,6 +590,11 @@ class ContainerService:
             container.state.stopped_by_user = True
             self._save(container)
             return
+        if container.state.status == RESTARTING:
+            # A restart is starting it right now (its network set up, ...): let it finish,
+            # then stop what it started.
+            async with live.lock:
+                pass
         if container.state.status not in (RUNNING, PAUSED):
             raise NotModified("container already stopped")
         container.state.stopped_by_user = True

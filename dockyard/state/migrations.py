@@ -79,4 +79,33 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (digest, repository)
     )
     """,
+    # 5: networks, their endpoints, and the default IPAM's pools and addresses
+    """
+    CREATE TABLE networks (
+        id TEXT PRIMARY KEY,             -- 64 hex
+        name TEXT NOT NULL UNIQUE,
+        created REAL NOT NULL,
+        record TEXT NOT NULL             -- JSON: driver, options, labels, IPAM config, pools
+    );
+    CREATE TABLE endpoints (
+        id TEXT PRIMARY KEY,             -- 64 hex
+        network_id TEXT NOT NULL REFERENCES networks(id),
+        container_id TEXT NOT NULL,
+        record TEXT NOT NULL,            -- JSON: address, MAC, aliases, interface, ports
+        UNIQUE (network_id, container_id)
+    );
+    CREATE INDEX endpoints_container ON endpoints(container_id);
+    CREATE TABLE ipam_pools (
+        id TEXT PRIMARY KEY,             -- "<address space>/<pool>[/<sub pool>]"
+        address_space TEXT NOT NULL,
+        pool TEXT NOT NULL,              -- CIDR
+        sub_pool TEXT NOT NULL,          -- CIDR or ''
+        next INTEGER NOT NULL            -- where the next free-address search starts
+    );
+    CREATE TABLE ipam_addresses (
+        pool_id TEXT NOT NULL REFERENCES ipam_pools(id),
+        address TEXT NOT NULL,           -- plain IP
+        PRIMARY KEY (pool_id, address)
+    )
+    """,
 ]

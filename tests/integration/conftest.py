@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import secrets
 import shutil
 import tempfile
@@ -71,10 +70,8 @@ def tls_daemon(busybox_tar: Path, tls_registry: Registry, test_ca: CA) -> Iterat
     """A daemon that trusts the test CA for the TLS registry (through its certs.d dir)."""
     d = Daemon(new_base())
     certs = certs_dir_for(d.base, tls_registry, test_ca)
-    config = d.base / "daemon.json"
-    d.base.mkdir(parents=True, exist_ok=True)
-    config.write_text(json.dumps({"registry-certs-dirs": [str(certs)]}))
-    d.start("--config-file", str(config))
+    d.config["registry-certs-dirs"] = [str(certs)]
+    d.start()
     d.cli("import", str(busybox_tar), "demo/busybox:1", check=True)
     yield d
     d.cleanup()

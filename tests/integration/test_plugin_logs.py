@@ -265,7 +265,7 @@ def test_no_output_lost_or_repeated_across_a_daemon_restart(
         time.sleep(0.8)
         daemon.stop()  # the container keeps running and printing
         time.sleep(0.8)
-        daemon.start("--config-file", str(daemon.config_file))
+        daemon.start()
         assert daemon.cli("wait", "counter").stdout.strip() == "0"
         log = logs_dir / f"{cid}.log"
         assert wait_for(lambda: log.exists() and b'"59"' in log.read_bytes())

@@ -231,7 +231,7 @@ def test_plugin_survives_crashes_and_daemon_restarts(
     second = plugin_pid(daemon, plugin_id)
     daemon.stop()
     assert os.path.exists(f"/proc/{second}")  # plugins keep running, like containers
-    daemon.start("--config-file", str(daemon.config_file))
+    daemon.start()
     assert inspect(daemon)["Enabled"] is True
     assert plugin_pid(daemon, plugin_id) == second
     result = daemon.cli(

@@ -286,10 +286,8 @@ def test_chunked_upload_and_prune_of_pulled_content(
 ) -> None:
     d = Daemon(new_base())
     try:
-        d.base.mkdir(parents=True, exist_ok=True)
-        config = d.base / "daemon.json"
-        config.write_text(json.dumps({"registry-chunk-size": 256 << 10}))
-        d.start("--config-file", str(config))
+        d.config["registry-chunk-size"] = 256 << 10
+        d.start()
         d.cli("import", str(busybox_tar), "demo/busybox:1", check=True)
         name = f"{registry.host}/chunked/app:1"
         d.cli("tag", "demo/busybox:1", name, check=True)

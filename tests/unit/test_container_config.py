@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from dockyard.containers import config as cfg
-from dockyard.errors import InvalidArgument, NotFound
+from dockyard.errors import InvalidArgument
 
 IMAGE = {
     "Env": ["PATH=/usr/bin:/bin", "LANG=C"],
@@ -97,9 +97,11 @@ def test_invalid_host_config_is_refused(host_config: dict[str, Any], message: st
         effective({"HostConfig": host_config})
 
 
-def test_unknown_network_is_not_found() -> None:
-    with pytest.raises(NotFound, match="network nosuchnet not found"):
-        effective({"HostConfig": {"NetworkMode": "nosuchnet"}})
+def test_network_modes_pass_through_for_the_network_layer() -> None:
+    # Whether a named network exists is checked at start, as moby does (a 404 at
+    # create would make the docker CLI try to pull an image).
+    for mode in ("appnet", "container:abc", "host", "none"):
+        assert effective({"HostConfig": {"NetworkMode": mode}}).host_config["NetworkMode"] == mode
 
 
 def test_relative_workdir_and_bad_stop_signal_are_refused() -> None:

@@ -1,0 +1,156 @@
+"""Network routes: list, inspect, create, remove, prune, connect, disconnect (Docker's shapes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from dockyard.api import filters
+from dockyard.api.app import Routes, engine, json_response, read_json
+from dockyard.api.system import _parse_time
+from dockyard.errors import InvalidArgument
+from dockyard.images.oci import rfc3339
+from dockyard.network.manager import NetworkManager
+from dockyard.network.model import Network
+
+routes = Routes()
+
+_FILTERS = ("driver", "id", "label", "name", "scope", "type", "dangling")
+_PRUNE_FILTERS = ("until", "label", "label!")
+
+
+def render(manager: NetworkManager, network: Network, *, containers: bool = True) -> dict[str, Any]:
+    attached: dict[str, Any] = {}
+    if containers:
+        for endpoint in manager.endpoints_of(network):
+            container = manager.find_container(endpoint.container_id)
+            attached[endpoint.container_id] = {
+                "Name": container.name if container else "",
+                "EndpointID": endpoint.id,
+                "MacAddress": endpoint.mac,
+                "IPv4Address": endpoint.address,
+                "IPv6Address": "",
+            }
+    return {
+        "Name": network.name,
+        "Id": network.id,
+        "Created": network.created,
+        "Scope": network.scope,
+        "Driver": network.driver,
+        "EnableIPv4": network.driver == "bridge",
+        "EnableIPv6": network.enable_ipv6,
+        "IPAM": {
+            "Driver": network.ipam_driver,
+            "Options": network.ipam_options or None,
+            "Config": network.ipam_config,
+        },
+        "Internal": network.internal,
+        "Attachable": network.attachable,
+        "Ingress": network.ingress,
+        "ConfigFrom": {"Network": ""},
+        "ConfigOnly": False,
+        "Containers": attached,
+        "Options": network.options,
+        "Labels": network.labels,
+    }
+
+
+def _matches(manager: NetworkManager, network: Network, wanted: filters.Filters) -> bool:
+    for key, values in wanted.items():
+        if not values:
+            continue
+        if key == "driver" and network.driver not in values:
+            return False
+        if key == "id" and not any(network.id.startswith(v) for v in values):
+            return False
+        if key == "name" and not any(v in network.name for v in values):
+            return False
+        if key == "label" and not filters.label_matches(network.labels, values):
+            return False
+        if key == "scope" and network.scope not in values:
+            return False
+        if key == "type":
+            for value in values:
+                if value not in ("custom", "builtin"):
+                    raise InvalidArgument(f"invalid filter: 'type'='{value}'")
+            kind = "builtin" if network.predefined else "custom"
+            if kind not in values:
+                return False
+        if key == "dangling":
+            dangling = filters.bool_value(values, key)
+            unused = network.user_defined and not manager.in_use(network)
+            if dangling != unused:
+                return False
+    return True
+
+
+@routes.get("/networks")
+async def list_networks(request: web.Request) -> web.StreamResponse:
+    manager = engine(request).network
+    wanted = filters.parse(request.query.get("filters"), _FILTERS)
+    return json_response(
+        [
+            render(manager, n, containers=False)
+            for n in manager.all()
+            if _matches(manager, n, wanted)
+        ]
+    )
+
+
+@routes.get("/networks/{id}")
+async def inspect(request: web.Request) -> web.StreamResponse:
+    manager = engine(request).network
+    return json_response(render(manager, manager.get(request.match_info["id"])))
+
+
+@routes.post("/networks/create")
+async def create(request: web.Request) -> web.StreamResponse:
+    body = await read_json(request, required=True)
+    network = await engine(request).network.create(body)
+    return json_response({"Id": network.id, "Warning": ""}, 201)
+
+
+@routes.delete("/networks/{id}")
+async def remove(request: web.Request) -> web.StreamResponse:
+    await engine(request).network.remove(request.match_info["id"])
+    return web.Response(status=204)
+
+
+@routes.post("/networks/prune")
+async def prune(request: web.Request) -> web.StreamResponse:
+    wanted = filters.parse(request.query.get("filters"), _PRUNE_FILTERS)
+    until = [_parse_time(v, "until") for v in wanted.get("until", [])]
+
+    def keep(network: Network) -> bool:
+        if until and any(u is not None and network.created > rfc3339(u) for u in until):
+            return True
+        if wanted.get("label") and not filters.label_matches(network.labels, wanted["label"]):
+            return True
+        return bool(
+            wanted.get("label!") and filters.label_matches(network.labels, wanted["label!"])
+        )
+
+    removed = await engine(request).network.prune(keep)
+    return json_response({"NetworksDeleted": removed or None})
+
+
+@routes.post("/networks/{id}/connect")
+async def connect(request: web.Request) -> web.StreamResponse:
+    eng = engine(request)
+    body = await read_json(request, required=True)
+    container = eng.containers.get(str(body.get("Container") or ""))
+    settings = body.get("EndpointConfig") or {}
+    if not isinstance(settings, dict):
+        raise InvalidArgument("invalid JSON: EndpointConfig must be an object")
+    await eng.network.connect(request.match_info["id"], container, settings)
+    return web.Response(status=200)
+
+
+@routes.post("/networks/{id}/disconnect")
+async def disconnect(request: web.Request) -> web.StreamResponse:
+    eng = engine(request)
+    body = await read_json(request, required=True)
+    container = eng.containers.get(str(body.get("Container") or ""))
+    await eng.network.disconnect(request.match_info["id"], container, bool(body.get("Force")))
+    return web.Response(status=200)

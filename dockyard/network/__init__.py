@@ -1,0 +1,1 @@
+"""Networking: networks, endpoints, sandboxes (network namespaces), drivers, IPAM, DNS, ports."""

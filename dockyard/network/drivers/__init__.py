@@ -1,0 +1,1 @@
+"""Built-in network drivers: bridge, host, null. Each implements `NetworkDriver`."""

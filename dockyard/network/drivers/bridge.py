@@ -1,0 +1,373 @@
+"""The `bridge` driver: a Linux bridge per network, a veth pair per endpoint, nftables rules.
+
+Networks: a bridge device named `<bridge-prefix><network id>` (or the option
+`com.docker.network.bridge.name`) holding the gateway address, with IPv4
+forwarding and `route_localnet` switched on for that device only (forwarding
+per device, so the host's global `ip_forward` is the daemon's choice, not the
+driver's). Endpoints: a veth pair whose host end is `<veth-prefix><endpoint id>`,
+enslaved to the bridge, and whose other end is created directly inside the
+sandbox (no namespace move, which costs the kernel a synchronisation). Ports:
+`program_external_connectivity` holds the host ports and adds their DNAT map
+elements; `revoke_external_connectivity` takes them away.
+
+The driver keeps its state in memory; on daemon start-up the manager replays
+`create_network`, `create_endpoint`, `join` and `program_external_connectivity`
+for what still exists, and each of them is idempotent. Until `resume()` is
+called the firewall is not rewritten, so the rules of the previous daemon keep
+working during start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import ipaddress
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyroute2 import NetlinkError
+
+from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound, Unavailable
+from dockyard.network import netns, ports
+from dockyard.network.driver import (
+    GENERIC,
+    INTERNAL,
+    PORT_MAP,
+    Capabilities,
+    EndpointInterface,
+    IPAMData,
+    JoinResponse,
+    PortBinding,
+)
+from dockyard.network.firewall import BridgeRules, Firewall, Forward
+
+log = logging.getLogger(__name__)
+
+BRIDGE_NAME = "com.docker.network.bridge.name"
+MTU = "com.docker.network.driver.mtu"
+MASQUERADE = "com.docker.network.bridge.enable_ip_masquerade"
+IFNAMSIZ = 15
+
+
+@dataclass
+class _Endpoint:
+    id: str
+    address: str
+    mac: str
+    veth: str
+    peer: str
+    held: ports.Held = field(default_factory=ports.Held)
+
+    @property
+    def ip(self) -> str:
+        return self.address.split("/")[0]
+
+
+@dataclass
+class _Network:
+    id: str
+    bridge: str
+    subnet: str
+    gateway: str  # CIDR
+    internal: bool
+    masquerade: bool
+    mtu: int
+    endpoints: dict[str, _Endpoint] = field(default_factory=dict)
+
+
+def mac_for(address: str) -> str:
+    """Docker's classic MAC for an IPv4 address: 02:42 then the address's four bytes."""
+    octets = ipaddress.IPv4Address(address.split("/")[0]).packed
+    return "02:42:" + ":".join(f"{b:02x}" for b in octets)
+
+
+def _sysctl(bridge: str, key: str, value: str) -> None:
+    with open(f"/proc/sys/net/ipv4/conf/{bridge}/{key}", "w") as f:
+        f.write(value)
+
+
+class BridgeDriver:
+    name = "bridge"
+
+    def __init__(
+        self, firewall: Firewall, bridge_prefix: str, veth_prefix: str, default_mtu: int
+    ) -> None:
+        self.firewall = firewall
+        self.bridge_prefix = bridge_prefix
+        self.veth_prefix = veth_prefix
+        self.default_mtu = default_mtu
+        self.networks: dict[str, _Network] = {}
+        self._deferred = True
+        self._netlink: Any = None  # one rtnetlink connection to the host's namespace, kept open
+        self._bridges: dict[str, int] = {}  # bridge name -> interface index
+        # Held around every change of published ports and the firewall write that follows,
+        # so the table and the endpoints' ports always agree.
+        self._lock = asyncio.Lock()
+
+    async def _host(self) -> Any:
+        if self._netlink is None:
+            self._netlink = await netns.netlink()
+        return self._netlink
+
+    def close(self) -> None:
+        if self._netlink is not None:
+            self._netlink.close()
+            self._netlink = None
+
+    def _name(self, prefix: str, ident: str) -> str:
+        return prefix + ident[: IFNAMSIZ - len(prefix)]
+
+    async def resume(self) -> None:
+        """End of start-up: write the firewall from what was replayed."""
+        self._deferred = False
+        await self._sync()
+
+    async def _sync(self) -> None:
+        if self._deferred:
+            return
+        async with self._lock:  # the table is written from the state as it is now
+            await self.firewall.apply(self.rules(), self.forwards())
+
+    def rules(self) -> list[BridgeRules]:
+        return [
+            BridgeRules(n.bridge, n.subnet, n.internal, n.masquerade)
+            for n in self.networks.values()
+        ]
+
+    def forwards(self) -> list[Forward]:
+        return [
+            _forward(binding)
+            for n in self.networks.values()
+            for ep in n.endpoints.values()
+            for binding in ep.held.bindings
+        ]
+
+    def links(self) -> set[str]:
+        """Every device name this driver owns now."""
+        names = {n.bridge for n in self.networks.values()}
+        names |= {ep.veth for n in self.networks.values() for ep in n.endpoints.values()}
+        return names
+
+    async def get_capabilities(self) -> Capabilities:
+        return Capabilities()
+
+    # -- networks ------------------------------------------------------------
+
+    async def create_network(
+        self,
+        network_id: str,
+        options: dict[str, Any],
+        ipv4_data: list[IPAMData],
+        ipv6_data: list[IPAMData],
+    ) -> None:
+        generic = dict(options.get(GENERIC) or {})
+        if not ipv4_data or not ipv4_data[0].gateway:
+            raise InvalidArgument("bridge networks need an IPv4 pool with a gateway")
+        if len(ipv4_data) > 1:
+            raise InvalidArgument("bridge driver doesn't support multiple subnets")
+        data = ipv4_data[0]
+        try:
+            mtu = int(generic.get(MTU) or self.default_mtu)
+        except ValueError:
+            raise InvalidArgument(f"invalid MTU: {generic.get(MTU)}") from None
+        bridge = generic.get(BRIDGE_NAME) or self._name(self.bridge_prefix, network_id)
+        if len(bridge) > IFNAMSIZ:
+            raise InvalidArgument(f"bridge name {bridge!r} is longer than {IFNAMSIZ} characters")
+        for other in self.networks.values():
+            if other.bridge == bridge and other.id != network_id:
+                raise Conflict(f"bridge name {bridge} is already in use by another network")
+        network = _Network(
+            network_id,
+            bridge,
+            str(ipaddress.ip_network(data.pool, strict=False)),
+            data.gateway,
+            bool(options.get(INTERNAL)),
+            str(generic.get(MASQUERADE, "true")).lower() != "false",
+            mtu,
+        )
+        replay = network_id in self.networks
+        if replay:
+            network.endpoints = self.networks[network_id].endpoints
+        ipr = await self._host()
+        existed = bool(await ipr.link_lookup(ifname=bridge))
+        try:
+            try:
+                await self._ensure_bridge(network)
+            except (NetlinkError, OSError) as e:
+                raise Unavailable(f"cannot set up bridge {bridge}: {e}") from e
+            self.networks[network_id] = network
+            await self._sync()
+        except BaseException:
+            if not replay:
+                self.networks.pop(network_id, None)
+            if not existed:  # a failed create leaves no device behind
+                self._bridges.pop(bridge, None)
+                with contextlib.suppress(NetlinkError):
+                    await ipr.link("del", ifname=bridge)
+            raise
+
+    async def _ensure_bridge(self, network: _Network) -> None:
+        gateway = ipaddress.ip_interface(network.gateway)
+        ipr = await self._host()
+        found = await ipr.link_lookup(ifname=network.bridge)
+        if found:
+            index = found[0]
+        else:
+            await ipr.link(
+                "add",
+                ifname=network.bridge,
+                kind="bridge",
+                address=mac_for(str(gateway.ip)),
+                mtu=network.mtu,
+            )
+            index = (await ipr.link_lookup(ifname=network.bridge))[0]
+        addresses = [a.get("address") async for a in await ipr.get_addr(index=index, family=2)]
+        if str(gateway.ip) not in addresses:
+            await ipr.addr(
+                "add", index=index, address=str(gateway.ip), prefixlen=gateway.network.prefixlen
+            )
+        await ipr.link("set", index=index, state="up")
+        self._bridges[network.bridge] = index
+        _sysctl(network.bridge, "forwarding", "1")
+        _sysctl(network.bridge, "route_localnet", "1")
+
+    async def delete_network(self, network_id: str) -> None:
+        network = self.networks.pop(network_id, None)
+        if network is None:
+            return
+        for ep in network.endpoints.values():
+            ep.held.close()
+        self._bridges.pop(network.bridge, None)
+        with contextlib.suppress(NetlinkError):
+            await (await self._host()).link("del", ifname=network.bridge)
+        await self._sync()
+
+    def _network(self, network_id: str) -> _Network:
+        network = self.networks.get(network_id)
+        if network is None:
+            raise NotFound(f"network {network_id} not found")
+        return network
+
+    # -- endpoints -----------------------------------------------------------
+
+    async def create_endpoint(
+        self,
+        network_id: str,
+        endpoint_id: str,
+        interface: EndpointInterface,
+        options: dict[str, Any],
+    ) -> EndpointInterface | None:
+        network = self._network(network_id)
+        if not interface.address:
+            raise InvalidArgument("bridge endpoints need an IPv4 address")
+        mac = interface.mac_address or mac_for(interface.address)
+        previous = network.endpoints.get(endpoint_id)
+        network.endpoints[endpoint_id] = _Endpoint(
+            endpoint_id,
+            interface.address,
+            mac,
+            self._name(self.veth_prefix, endpoint_id),
+            "dy" + endpoint_id[:12],
+            previous.held if previous else ports.Held(),
+        )
+        return None if interface.mac_address else EndpointInterface(mac_address=mac)
+
+    async def endpoint_oper_info(self, network_id: str, endpoint_id: str) -> dict[str, Any]:
+        ep = self._network(network_id).endpoints.get(endpoint_id)
+        if ep is None:
+            return {}
+        return {PORT_MAP: [b.to_wire() for b in ep.held.bindings]}
+
+    async def delete_endpoint(self, network_id: str, endpoint_id: str) -> None:
+        network = self.networks.get(network_id)
+        ep = network.endpoints.pop(endpoint_id, None) if network else None
+        if ep is not None:
+            ep.held.close()
+
+    async def join(
+        self, network_id: str, endpoint_id: str, sandbox_key: str, options: dict[str, Any]
+    ) -> JoinResponse:
+        network = self._network(network_id)
+        ep = network.endpoints.get(endpoint_id)
+        if ep is None:
+            raise NotFound(f"endpoint {endpoint_id} not found")
+        gateway = "" if network.internal else network.gateway.split("/")[0]
+        ipr = await self._host()
+        bridge = self._bridges.get(network.bridge)
+        if bridge is None:
+            raise Unavailable(f"bridge {network.bridge} of network {network_id} is gone")
+        fd = os.open(sandbox_key, os.O_RDONLY)
+        try:
+            await ipr.link(
+                "add",
+                ifname=ep.veth,
+                kind="veth",
+                master=bridge,
+                mtu=network.mtu,
+                state="up",
+                peer={"ifname": ep.peer, "net_ns_fd": fd, "mtu": network.mtu},
+            )
+        except NetlinkError as e:
+            if e.code == errno.EEXIST and await ipr.link_lookup(ifname=ep.veth):
+                return JoinResponse(src_name=ep.peer, gateway=gateway)  # joined already (replay)
+            raise Unavailable(f"cannot create interface {ep.veth}: {e}") from e
+        finally:
+            os.close(fd)
+        return JoinResponse(src_name=ep.peer, gateway=gateway)
+
+    async def leave(self, network_id: str, endpoint_id: str) -> None:
+        return None  # the engine takes the interface out of the sandbox
+
+    async def program_external_connectivity(
+        self, network_id: str, endpoint_id: str, options: dict[str, Any]
+    ) -> None:
+        network = self._network(network_id)
+        ep = network.endpoints.get(endpoint_id)
+        if ep is None:
+            raise NotFound(f"endpoint {endpoint_id} not found")
+        requests = [PortBinding.from_wire(b) for b in options.get(PORT_MAP) or []]
+        if not requests or network.internal:
+            return
+        ep.held.close()
+        try:
+            held = ports.hold(requests, ep.ip)
+        except DockyardError as e:
+            if not self._deferred:
+                raise
+            # Start-up replay: the rules still work without the daemon holding the port.
+            log.warning("cannot hold published ports of endpoint %s: %s", endpoint_id, e.message)
+            for request in requests:
+                request.ip = ep.ip
+            held = ports.Held(bindings=requests)
+        async with self._lock:
+            try:
+                if not self._deferred:
+                    await self.firewall.add([_forward(b) for b in held.bindings])
+            except BaseException:
+                held.close()
+                raise
+            ep.held = held
+
+    async def revoke_external_connectivity(self, network_id: str, endpoint_id: str) -> None:
+        network = self.networks.get(network_id)
+        ep = network.endpoints.get(endpoint_id) if network else None
+        if ep is None or not ep.held.bindings:
+            return
+        async with self._lock:
+            bindings, ep.held = ep.held, ports.Held()
+            bindings.close()
+            if not self._deferred:
+                await self.firewall.delete([_forward(b) for b in bindings.bindings])
+
+
+def _forward(binding: PortBinding) -> Forward:
+    return Forward(
+        ports.proto_name(binding.proto),
+        binding.host_ip or "0.0.0.0",
+        binding.host_port,
+        binding.ip,
+        binding.port,
+    )

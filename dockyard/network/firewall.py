@@ -1,0 +1,166 @@
+"""The daemon's nftables table: NAT, published ports and isolation between networks.
+
+Everything lives in ONE table (`ip <nftables-table>`, configurable so that
+several daemons never touch each other's rules or the host's). Its structure
+is rebuilt atomically from the engine's records whenever networks change (one
+`nft -f` transaction: the old table and the new one never both apply, and
+there is no moment without rules). Published ports are elements of four maps
+(tcp/udp, any host address/one host address), added and deleted atomically
+with their endpoint, so a port mapping never needs a rule handle.
+
+    prerouting, output (nat)   local destination -> dnat through the port maps
+                               (output covers the host itself, 127.0.0.1 included)
+    postrouting (nat)          masquerade what leaves a network; 127.0.0.1 -> container;
+                               hairpin (a container reaching a published port)
+    forward (filter)           a network's bridge accepts what stays inside, replies and
+                               published ports; everything else into it is dropped
+                               (isolation from other networks); internal networks
+                               also drop everything going out
+
+Base chains use policy accept and only ever judge traffic of the daemon's own
+bridges, so the host's and other daemons' traffic is left alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+
+from dockyard.errors import Unavailable
+
+MAPS = {
+    "tcp_any": "inet_service",
+    "udp_any": "inet_service",
+    "tcp_ip": "ipv4_addr . inet_service",
+    "udp_ip": "ipv4_addr . inet_service",
+}
+
+
+@dataclass(frozen=True)
+class BridgeRules:
+    bridge: str
+    subnet: str
+    internal: bool = False
+    masquerade: bool = True
+
+
+@dataclass(frozen=True)
+class Forward:
+    """A published port: host address and port -> container address and port."""
+
+    proto: str  # tcp | udp
+    host_ip: str  # "0.0.0.0": every local address
+    host_port: int
+    ip: str
+    port: int
+
+    @property
+    def map(self) -> str:
+        return f"{self.proto}_{'any' if self.host_ip == '0.0.0.0' else 'ip'}"
+
+    @property
+    def key(self) -> str:
+        if self.host_ip == "0.0.0.0":
+            return str(self.host_port)
+        return f"{self.host_ip} . {self.host_port}"
+
+
+class Firewall:
+    def __init__(self, table: str) -> None:
+        self.table = table
+        self._lock = asyncio.Lock()
+
+    def _structure(self, networks: list[BridgeRules], forwards: list[Forward]) -> str:
+        t = self.table
+        lines = [f"table ip {t} {{}}", f"delete table ip {t}", f"table ip {t} {{"]
+        for name, key in MAPS.items():
+            elements = [f"{f.key} : {f.ip} . {f.port}" for f in forwards if f.map == name]
+            body = f"type {key} : ipv4_addr . inet_service;"
+            if elements:
+                body += " elements = { " + ", ".join(elements) + " };"
+            lines.append(f"  map {name} {{ {body} }}")
+        lines += [
+            "  chain publish {",
+            "    dnat ip to ip daddr . tcp dport map @tcp_ip",
+            "    dnat ip to ip daddr . udp dport map @udp_ip",
+            "    dnat ip to tcp dport map @tcp_any",
+            "    dnat ip to udp dport map @udp_any",
+            "  }",
+            "  chain prerouting {",
+            "    type nat hook prerouting priority dstnat; policy accept;",
+            "    fib daddr type local jump publish",
+            "  }",
+            "  chain output {",
+            "    type nat hook output priority -100; policy accept;",
+            "    fib daddr type local jump publish",
+            "  }",
+            "  chain postrouting {",
+            "    type nat hook postrouting priority srcnat; policy accept;",
+        ]
+        for n in networks:
+            br = json.dumps(n.bridge)
+            lines.append(f"    oifname {br} ip saddr 127.0.0.0/8 masquerade")
+            lines.append(f"    oifname {br} ip saddr {n.subnet} ct status dnat masquerade")
+            if n.masquerade and not n.internal:
+                lines.append(f"    ip saddr {n.subnet} oifname != {br} masquerade")
+        lines += [
+            "  }",
+            "  chain forward {",
+            "    type filter hook forward priority filter; policy accept;",
+        ]
+        for n in networks:
+            br = json.dumps(n.bridge)
+            lines.append(f"    iifname {br} oifname {br} accept")
+            if n.internal:
+                lines.append(f"    oifname {br} drop")
+                lines.append(f"    iifname {br} drop")
+                continue
+            lines.append(f"    oifname {br} ct state established,related accept")
+            lines.append(f"    oifname {br} ct status dnat accept")
+            lines.append(f"    oifname {br} drop")
+        lines += ["  }", "}"]
+        return "\n".join(lines) + "\n"
+
+    async def apply(self, networks: list[BridgeRules], forwards: list[Forward]) -> None:
+        """Replace the whole table in one transaction."""
+        async with self._lock:
+            await _nft(self._structure(networks, forwards))
+
+    async def add(self, forwards: list[Forward]) -> None:
+        if forwards:
+            async with self._lock:
+                await _nft(self._elements("add", forwards))
+
+    async def delete(self, forwards: list[Forward]) -> None:
+        if forwards:
+            async with self._lock:
+                await _nft(self._elements("delete", forwards))
+
+    def _elements(self, verb: str, forwards: list[Forward]) -> str:
+        lines = []
+        for f in forwards:
+            value = f" : {f.ip} . {f.port}" if verb == "add" else ""
+            lines.append(f"{verb} element ip {self.table} {f.map} {{ {f.key}{value} }}")
+        return "\n".join(lines) + "\n"
+
+    async def remove(self) -> None:
+        async with self._lock:
+            await _nft(f"table ip {self.table} {{}}\ndelete table ip {self.table}\n")
+
+
+async def _nft(script: str) -> None:
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            "nft",
+            "-f",
+            "-",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    except FileNotFoundError as e:
+        raise Unavailable("nftables (the nft command) is not installed") from e
+    _out, err = await proc.communicate(script.encode())
+    if proc.returncode:
+        raise Unavailable(f"nftables: {err.decode(errors='replace').strip()}")

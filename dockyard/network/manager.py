@@ -1,0 +1,988 @@
+"""The network manager: networks, endpoints and container sandboxes over the driver interfaces.
+
+It holds the records (`model`), talks to drivers only through `NetworkDriver`
+and to IPAM only through `IpamDriver`, and does the engine's share of the
+protocol: the sandbox (a network namespace per container), moving and
+configuring interfaces in it, routes, the default gateway, `/etc` file
+contents and the embedded DNS server.
+
+Container lifecycle hooks (called by the container service, the container's
+lock held):
+
+    setup(container)     before the runtime creates the container: sandbox,
+                         an endpoint per network (IPAM address, CreateEndpoint,
+                         Join, interface configured), gateway and published
+                         ports, DNS. Any failure undoes everything.
+    teardown(container)  after it stopped: endpoints removed, addresses
+                         released, sandbox unmounted. Never fails.
+
+Start-up: `start()` replays every network to its driver before containers are
+restored; `reconcile()` afterwards replays the endpoints of running
+containers, removes those of dead ones, and deletes sandboxes, devices and
+addresses that no record owns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pyroute2 import NetlinkError
+
+from dockyard.containers import etcfiles
+from dockyard.errors import (
+    Conflict,
+    DockyardError,
+    Forbidden,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
+from dockyard.events.bus import EventBus
+from dockyard.images.oci import now_rfc3339
+from dockyard.network import netns, ports, requests
+from dockyard.network.dns import EmbeddedDNS
+from dockyard.network.driver import (
+    EXPOSED_PORTS,
+    GENERIC,
+    INTERNAL,
+    PORT_MAP,
+    PROTOCOLS,
+    EndpointInterface,
+    IPAMData,
+    JoinResponse,
+    NetworkDriver,
+    PortBinding,
+)
+from dockyard.network.drivers.bridge import BRIDGE_NAME, MASQUERADE, MTU, BridgeDriver
+from dockyard.network.drivers.host import NoInterfaceDriver
+from dockyard.network.firewall import Firewall
+from dockyard.network.ipam import GATEWAY_REQUEST, IpamDriver
+from dockyard.network.ipam_default import DefaultIpam, parse_pools
+from dockyard.network.model import Endpoint, Network, PoolLease
+from dockyard.state.db import Database
+
+if TYPE_CHECKING:
+    from dockyard.containers.model import Container
+    from dockyard.containers.service import ContainerService
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class NetworkConfig:
+    """The daemon's networking settings (daemon.json keys in parentheses)."""
+
+    exec_root: str
+    bridge: str = "dockyard0"  # default bridge device (bridge)
+    bip: str | None = None  # its address, CIDR (bip); None: first free default pool
+    default_address_pools: list[dict[str, Any]] | None = None  # (default-address-pools)
+    mtu: int = 1500  # (mtu)
+    ip_forward: bool = True  # switch on the host's net.ipv4.ip_forward (ip-forward)
+    ip_masq: bool = True  # (ip-masq)
+    nftables_table: str = "dockyard"  # Dockyard: the nftables table owned by this daemon
+    # Dockyard's own prefixes differ from Docker's and Podman's ("br-", "veth"): the daemon
+    # deletes devices with its prefixes that it does not own at start-up.
+    bridge_prefix: str = "dy-"  # Dockyard: user-defined network bridges
+    veth_prefix: str = "dyv"  # Dockyard: host ends of veth pairs
+
+
+@dataclass
+class Setup:
+    """What the container's spec and /etc files need from its networking."""
+
+    netns_path: str | None = None  # None: the runtime makes (none) or skips (host) one
+    addresses: list[str] = field(default_factory=list)
+    embedded_dns: bool = False
+    shared_dir: str | None = None  # container:<id>: that container's directory
+    hostname: str | None = None
+    host_gateway: str = ""  # what `--add-host NAME:host-gateway` means
+
+
+class NetworkManager:
+    def __init__(self, db: Database, events: EventBus, config: NetworkConfig) -> None:
+        self.db = db
+        self.events = events
+        self.config = config
+        self.sandbox_dir = os.path.join(config.exec_root, "netns")
+        os.makedirs(self.sandbox_dir, mode=0o711, exist_ok=True)
+        self.firewall = Firewall(config.nftables_table)
+        self.bridge = BridgeDriver(
+            self.firewall, config.bridge_prefix, config.veth_prefix, config.mtu
+        )
+        self.drivers: dict[str, NetworkDriver] = {
+            "bridge": self.bridge,
+            "host": NoInterfaceDriver("host"),
+            "null": NoInterfaceDriver("null"),
+        }
+        self.ipam = DefaultIpam(db, parse_pools(config.default_address_pools))
+        self.ipams: dict[str, IpamDriver] = {"default": self.ipam}
+        self.dns = EmbeddedDNS(self)
+        self.containers: ContainerService | None = None
+        self.networks: dict[str, Network] = {}
+        self.endpoints: dict[str, Endpoint] = {}
+        for row in db.all("SELECT record FROM networks ORDER BY created"):
+            network = Network.from_json(row["record"])
+            self.networks[network.id] = network
+        for row in db.all("SELECT record FROM endpoints"):
+            endpoint = Endpoint.from_json(row["record"])
+            self.endpoints[endpoint.id] = endpoint
+
+    # -- records -------------------------------------------------------------
+
+    def _save_network(self, network: Network) -> None:
+        with self.db.transaction():
+            self.db.execute(
+                "INSERT INTO networks(id, name, created, record) VALUES (?,?,?,?) "
+                "ON CONFLICT(id) DO UPDATE SET record=excluded.record",
+                (network.id, network.name, time.time(), network.to_json()),
+            )
+        self.networks[network.id] = network
+
+    def _save_endpoint(self, endpoint: Endpoint) -> None:
+        with self.db.transaction():
+            self.db.execute(
+                "INSERT INTO endpoints(id, network_id, container_id, record) VALUES (?,?,?,?) "
+                "ON CONFLICT(id) DO UPDATE SET record=excluded.record",
+                (endpoint.id, endpoint.network_id, endpoint.container_id, endpoint.to_json()),
+            )
+        self.endpoints[endpoint.id] = endpoint
+
+    def _forget_endpoint(self, endpoint: Endpoint) -> None:
+        with self.db.transaction():
+            self.db.execute("DELETE FROM endpoints WHERE id=?", (endpoint.id,))
+        self.endpoints.pop(endpoint.id, None)
+
+    def emit(self, network: Network, action: str, **extra: str) -> None:
+        attributes = {"name": network.name, "type": network.driver, **extra}
+        self.events.emit("network", action, network.id, attributes)
+
+    # -- lookup --------------------------------------------------------------
+
+    def get(self, ref: str) -> Network:
+        """By full ID, exact name, or unique ID prefix (docker's order)."""
+        if ref in self.networks:
+            return self.networks[ref]
+        for network in self.networks.values():
+            if network.name == ref:
+                return network
+        if ref:
+            matches = [n for n in self.networks.values() if n.id.startswith(ref)]
+            if len(matches) == 1:
+                return matches[0]
+            if len(matches) > 1:
+                raise InvalidArgument(f"network {ref} is ambiguous ({len(matches)} matches found)")
+        raise NotFound(f"network {ref} not found")
+
+    def all(self) -> list[Network]:
+        return sorted(self.networks.values(), key=lambda n: n.created)
+
+    def endpoints_of(self, network: Network) -> list[Endpoint]:
+        return [e for e in self.endpoints.values() if e.network_id == network.id]
+
+    def container_endpoints(self, container_id: str) -> list[Endpoint]:
+        return [e for e in self.endpoints.values() if e.container_id == container_id]
+
+    def sandbox_path(self, container_id: str) -> str:
+        return os.path.join(self.sandbox_dir, container_id)
+
+    def find_container(self, container_id: str) -> Container | None:
+        assert self.containers is not None
+        try:
+            return self.containers.get(container_id)
+        except NotFound:
+            return None
+
+    # -- start-up ------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Make sure the predefined networks exist and replay every network to its driver."""
+        if self.config.ip_forward:
+            try:
+                with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
+                    f.write("1")
+            except OSError as e:
+                log.warning("cannot enable IPv4 forwarding: %s", e)
+        names = {n.name for n in self.networks.values()}
+        if "bridge" not in names:
+            await self._create_default_bridge()
+        for name, driver in (("host", "host"), ("none", "null")):
+            if name not in names:
+                network = Network(secrets.token_hex(32), name, driver, now_rfc3339())
+                network.predefined = True
+                self._save_network(network)
+        for network in self.all():
+            try:
+                await self._driver(network).create_network(
+                    network.id, self._driver_options(network), self._ipam_data(network), []
+                )
+            except DockyardError as e:
+                log.error("network %s cannot be restored: %s", network.name, e.message)
+
+    async def _create_default_bridge(self) -> None:
+        config = [{"Subnet": "", "Gateway": ""}]
+        if self.config.bip:
+            try:
+                interface = ipaddress.ip_interface(self.config.bip)
+            except ValueError:
+                raise InvalidArgument(f"invalid bip {self.config.bip!r}") from None
+            config = [{"Subnet": str(interface.network), "Gateway": str(interface.ip)}]
+        options = {
+            "com.docker.network.bridge.default_bridge": "true",
+            "com.docker.network.bridge.enable_icc": "true",
+            MASQUERADE: "true" if self.config.ip_masq else "false",
+            "com.docker.network.bridge.host_binding_ipv4": "0.0.0.0",
+            BRIDGE_NAME: self.config.bridge,
+            MTU: str(self.config.mtu),
+        }
+        network = Network(secrets.token_hex(32), "bridge", "bridge", now_rfc3339(), options=options)
+        network.predefined = True
+        await self._allocate_pools(network, config, explicit=bool(self.config.bip))
+        self._save_network(network)
+
+    async def reconcile(self) -> None:
+        """After containers are restored: keep what runs, remove what no record owns."""
+        assert self.containers is not None
+        live: set[str] = set()
+        for container in self.containers.all():
+            if not container.state.running:
+                continue
+            endpoints = self.container_endpoints(container.id)
+            sandbox = self.sandbox_path(container.id)
+            if not netns.is_mounted(sandbox) and any(e.address for e in endpoints):
+                log.warning("sandbox of running container %s is gone", container.short_id)
+                continue
+            for endpoint in endpoints:
+                if not endpoint.joined:
+                    continue
+                try:
+                    await self._replay(endpoint, sandbox)
+                    live.add(endpoint.id)
+                except DockyardError as e:
+                    log.error("endpoint %s cannot be restored: %s", endpoint.id[:12], e.message)
+            if self._uses_dns(container.id) and netns.is_mounted(sandbox):
+                try:
+                    await self.dns.serve(container.id, sandbox)
+                except OSError as e:
+                    log.error("DNS for %s cannot be restored: %s", container.short_id, e)
+        for endpoint in list(self.endpoints.values()):
+            if endpoint.id not in live:
+                await self._remove_endpoint(endpoint, None)
+        running = {c.id for c in self.containers.all() if c.state.running}
+        for entry in os.listdir(self.sandbox_dir):
+            if entry not in running:
+                netns.destroy(os.path.join(self.sandbox_dir, entry))
+        await self._release_orphan_addresses()
+        await self._delete_stray_links()
+        await self.bridge.resume()
+
+    async def _replay(self, endpoint: Endpoint, sandbox: str) -> None:
+        network = self.networks[endpoint.network_id]
+        driver = self._driver(network)
+        await driver.create_endpoint(
+            network.id,
+            endpoint.id,
+            EndpointInterface(endpoint.address, "", endpoint.mac),
+            self._endpoint_options(self.find_container(endpoint.container_id)),
+        )
+        if endpoint.address:
+            await driver.join(network.id, endpoint.id, sandbox, {})
+        if endpoint.external and endpoint.ports:
+            await driver.program_external_connectivity(
+                network.id, endpoint.id, {PORT_MAP: endpoint.ports}
+            )
+
+    async def _release_orphan_addresses(self) -> None:
+        owned: dict[str, set[str]] = {}
+        for network in self.networks.values():
+            for pool in network.pools:
+                kept = owned.setdefault(pool.pool_id, set())
+                if pool.gateway:
+                    kept.add(pool.gateway.split("/")[0])
+                kept.update(pool.aux.values())
+        for endpoint in self.endpoints.values():
+            if endpoint.pool_id:
+                owned.setdefault(endpoint.pool_id, set()).add(endpoint.ip)
+        for pool_id, addresses in self.ipam.allocated().items():
+            for address in addresses - owned.get(pool_id, set()):
+                await self.ipam.release_address(pool_id, address)
+            if pool_id not in owned:
+                await self.ipam.release_pool(pool_id)
+
+    async def _delete_stray_links(self) -> None:
+        owned = self.bridge.links()
+        prefixes = (self.config.bridge_prefix, self.config.veth_prefix)
+        async with await netns.netlink() as ipr:
+            async for link in await ipr.get_links():
+                name = link.get("ifname") or ""
+                if name in owned or name == self.config.bridge:
+                    continue
+                if name.startswith(prefixes):
+                    with contextlib.suppress(NetlinkError):
+                        await ipr.link("del", index=link["index"])
+
+    async def close(self) -> None:
+        self.dns.stop_all()
+        self.bridge.close()
+
+    # -- drivers, IPAM -------------------------------------------------------
+
+    def _driver(self, network: Network) -> NetworkDriver:
+        driver = self.drivers.get(network.driver)
+        if driver is None:
+            raise NotFound(f'plugin "{network.driver}" not found')
+        return driver
+
+    def _driver_options(self, network: Network) -> dict[str, Any]:
+        options: dict[str, Any] = {GENERIC: dict(network.options)}
+        if network.internal:
+            options[INTERNAL] = True
+        return options
+
+    def _ipam_data(self, network: Network) -> list[IPAMData]:
+        return [
+            IPAMData("LocalDefault", p.subnet, p.gateway, {k: v for k, v in p.aux.items()})
+            for p in network.pools
+        ]
+
+    async def _allocate_pools(
+        self, network: Network, configs: list[dict[str, Any]], *, explicit: bool
+    ) -> None:
+        """IPAM pools, gateway and aux addresses for every subnet (spec §5.3); all or nothing."""
+        ipam = self.ipams[network.ipam_driver]
+        leases: list[PoolLease] = []
+        try:
+            for config in configs:
+                space = (await ipam.get_default_address_spaces()).local
+                subnet = config.get("Subnet") or ""
+                ip_range = config.get("IPRange") or ""
+                rejected = []
+                try:
+                    while True:
+                        pool = await ipam.request_pool(
+                            space, subnet, ip_range, dict(network.ipam_options)
+                        )
+                        if subnet or explicit or not self._overlaps_host_route(pool.pool):
+                            break
+                        rejected.append(pool.pool_id)  # kept until the end: asked again, IPAM
+                        # must hand out another one
+                finally:
+                    for pool_id in rejected:
+                        await ipam.release_pool(pool_id)
+                lease = PoolLease(pool.pool_id, pool.pool, ip_range=ip_range)
+                leases.append(lease)
+                gateway = config.get("Gateway") or ""
+                if gateway:
+                    lease.gateway, _ = await ipam.request_address(
+                        pool.pool_id, gateway, dict(GATEWAY_REQUEST)
+                    )
+                elif pool.data.get("com.docker.network.gateway"):
+                    lease.gateway = pool.data["com.docker.network.gateway"]
+                elif network.driver == "bridge":
+                    lease.gateway, _ = await ipam.request_address(
+                        pool.pool_id, "", dict(GATEWAY_REQUEST)
+                    )
+                for name, address in (config.get("AuxiliaryAddresses") or {}).items():
+                    await ipam.request_address(pool.pool_id, address)
+                    lease.aux[name] = address
+                shown: dict[str, Any] = {"Subnet": pool.pool}
+                if ip_range:
+                    shown["IPRange"] = ip_range
+                if lease.gateway:
+                    shown["Gateway"] = lease.gateway.split("/")[0]
+                if lease.aux:
+                    shown["AuxiliaryAddresses"] = dict(lease.aux)
+                network.ipam_config.append(shown)
+        except BaseException:
+            await self._release_pools(network.ipam_driver, leases)
+            network.ipam_config = []
+            raise
+        network.pools = leases
+
+    async def _release_pools(self, ipam_name: str, leases: list[PoolLease]) -> None:
+        ipam = self.ipams[ipam_name]
+        for lease in leases:
+            with contextlib.suppress(DockyardError):
+                if lease.gateway:
+                    await ipam.release_address(lease.pool_id, lease.gateway.split("/")[0])
+                for address in lease.aux.values():
+                    await ipam.release_address(lease.pool_id, address)
+                await ipam.release_pool(lease.pool_id)
+
+    def _overlaps_host_route(self, cidr: str) -> bool:
+        candidate = ipaddress.ip_network(cidr)
+        try:
+            with open("/proc/net/route") as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            return False
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 8 or fields[1] == "00000000":
+                continue
+            dest = ipaddress.IPv4Address(int(fields[1], 16).to_bytes(4, "little"))
+            mask = ipaddress.IPv4Address(int(fields[7], 16).to_bytes(4, "little"))
+            if candidate.overlaps(ipaddress.ip_network(f"{dest}/{mask}", strict=False)):
+                return True
+        return False
+
+    # -- network create / remove / prune ---------------------------------------
+
+    async def create(self, request: dict[str, Any]) -> Network:
+        wanted = requests.network_create(request)
+        if any(n.name == wanted.name for n in self.networks.values()):
+            raise Conflict(f"network with name {wanted.name} already exists")
+        if wanted.driver in ("host", "null"):
+            raise Forbidden(f'only one instance of "{wanted.driver}" network is allowed')
+        for kind, known in ((wanted.driver, self.drivers), (wanted.ipam_driver, self.ipams)):
+            if kind not in known:
+                raise NotFound(f'plugin "{kind}" not found')
+        network = Network(
+            id=secrets.token_hex(32),
+            name=wanted.name,
+            driver=wanted.driver,
+            created=now_rfc3339(),
+            scope=wanted.scope,
+            internal=wanted.internal,
+            attachable=wanted.attachable,
+            ingress=wanted.ingress,
+            options=wanted.options,
+            labels=wanted.labels,
+            ipam_driver=wanted.ipam_driver,
+            ipam_options=wanted.ipam_options,
+        )
+        configs = wanted.ipam_configs
+        await self._allocate_pools(network, configs or [{}], explicit=bool(configs))
+        try:
+            await self._driver(network).create_network(
+                network.id, self._driver_options(network), self._ipam_data(network), []
+            )
+        except BaseException:
+            await self._release_pools(network.ipam_driver, network.pools)
+            raise
+        self._save_network(network)
+        self.emit(network, "create")
+        return network
+
+    async def remove(self, ref: str) -> None:
+        network = self.get(ref)
+        if network.predefined:
+            raise Forbidden(f"{network.name} is a pre-defined network and cannot be removed")
+        active = self.endpoints_of(network)
+        if active:
+            names = []
+            for endpoint in active:
+                container = self.find_container(endpoint.container_id)
+                names.append(container.name if container else endpoint.container_id[:12])
+            raise Conflict(
+                f"error while removing network: network {network.name} has active endpoints "
+                f"({', '.join(names)})"
+            )
+        await self._driver(network).delete_network(network.id)
+        await self._release_pools(network.ipam_driver, network.pools)
+        with self.db.transaction():
+            self.db.execute("DELETE FROM networks WHERE id=?", (network.id,))
+        self.networks.pop(network.id, None)
+        self.emit(network, "destroy")
+
+    def in_use(self, network: Network) -> bool:
+        assert self.containers is not None
+        if self.endpoints_of(network):
+            return True
+        return any(network.name in c.networks for c in self.containers.all())
+
+    async def prune(self, keep: Any) -> list[str]:
+        """Remove unused user-defined networks for which `keep(network)` is false."""
+        removed = []
+        for network in self.all():
+            if network.predefined or self.in_use(network) or keep(network):
+                continue
+            await self.remove(network.id)
+            removed.append(network.name)
+        return removed
+
+    # -- container create: which networks ------------------------------------
+
+    def requested_networks(
+        self, host_config: dict[str, Any], networking_config: Any
+    ) -> dict[str, dict[str, Any]]:
+        """The container's networks, name -> EndpointSettings, validated (at create)."""
+        mode = host_config.get("NetworkMode") or "bridge"
+        endpoints_config: dict[str, Any] = {}
+        if isinstance(networking_config, dict):
+            raw = networking_config.get("EndpointsConfig")
+            if isinstance(raw, dict):
+                endpoints_config = {
+                    k: v for k, v in raw.items() if isinstance(v, dict) or v is None
+                }
+        if mode in ("host", "none"):
+            return {mode: {"NetworkID": self.get(mode).id}}
+        if mode.startswith("container:"):
+            assert self.containers is not None
+            other = mode.split(":", 1)[1]
+            if not other:
+                raise InvalidArgument("invalid network mode: container: needs a container")
+            self.containers.get(other)
+            if host_config.get("PortBindings") or host_config.get("PublishAllPorts"):
+                raise InvalidArgument(
+                    "conflicting options: port publishing and the container type network mode"
+                )
+            if host_config.get("Dns") or host_config.get("ExtraHosts"):
+                raise InvalidArgument(
+                    "conflicting options: dns and the network mode"
+                    if host_config.get("Dns")
+                    else "conflicting options: custom host-to-IP mapping and the network mode"
+                )
+            return {}
+        try:
+            primary: Network | None = self.get(mode)
+        except NotFound:
+            primary = None  # as in Docker, an unknown network fails the start, not the create
+        if primary is not None and primary.driver in ("host", "null"):
+            return {primary.name: {"NetworkID": primary.id}}
+        primary_settings = None
+        keys = [mode, "default", *((primary.name, primary.id) if primary else ())]
+        for key in keys:
+            if key in endpoints_config:
+                primary_settings = endpoints_config.pop(key) or primary_settings
+        result: dict[str, dict[str, Any]] = {}
+        for ref, settings in [(mode, primary_settings), *endpoints_config.items()]:
+            try:
+                network = self.get(ref)
+            except NotFound:
+                result[ref] = {"NetworkID": "", **(settings or {})}
+                continue
+            if network.driver in ("host", "null"):
+                raise InvalidArgument(
+                    "container cannot be connected to host or none networks and other networks"
+                )
+            result[network.name] = requests.endpoint_settings(network, settings or {})
+        return result
+
+    # -- container start / stop hooks ----------------------------------------
+
+    async def setup(self, container: Container) -> Setup:
+        started = time.perf_counter()
+        setup = await self._setup(container)
+        log.debug(
+            "network setup of %s (%s): %.2f ms",
+            container.short_id,
+            container.host_config.get("NetworkMode"),
+            (time.perf_counter() - started) * 1e3,
+        )
+        return setup
+
+    async def _setup(self, container: Container) -> Setup:
+        mode = container.host_config.get("NetworkMode") or "bridge"
+        if mode == "host":
+            await self._attach_record_only(container, "host")
+            return Setup(host_gateway=self.host_gateway())
+        if mode == "none":
+            await self._attach_record_only(container, "none")
+            return Setup(host_gateway=self.host_gateway())
+        if mode.startswith("container:"):
+            return self._shared_setup(container, mode.split(":", 1)[1])
+        if not container.networks:  # a container created before networks existed
+            container.networks = self.requested_networks(container.host_config, None)
+        sandbox = self.sandbox_path(container.id)
+        try:
+            async with await netns.create(sandbox) as ipr:
+                for name, settings in container.networks.items():
+                    network = self._network_for(name, settings)
+                    await self._attach(container, network, settings, sandbox, ipr)
+                await self._choose_gateway(container, ipr)
+            if self._uses_dns(container.id):
+                await self.dns.serve(container.id, sandbox)
+        except BaseException:
+            await self.teardown(container)
+            raise
+        endpoints = self.container_endpoints(container.id)
+        return Setup(
+            netns_path=sandbox,
+            addresses=[e.ip for e in endpoints if e.ip],
+            embedded_dns=self._uses_dns(container.id),
+            host_gateway=self.host_gateway(),
+        )
+
+    def host_gateway(self) -> str:
+        """The default bridge's address: how containers reach the host."""
+        for network in self.networks.values():
+            if network.predefined and network.driver == "bridge" and network.pools:
+                return network.pools[0].gateway.split("/")[0]
+        return ""
+
+    def _network_for(self, name: str, settings: dict[str, Any]) -> Network:
+        network_id = settings.get("NetworkID") or ""
+        if network_id in self.networks:
+            return self.networks[network_id]
+        return self.get(name)
+
+    async def _attach_record_only(self, container: Container, name: str) -> None:
+        network = self.get(name)
+        endpoint = Endpoint(secrets.token_hex(32), network.id, container.id, joined=True)
+        self._save_endpoint(endpoint)
+
+    def _shared_setup(self, container: Container, ref: str) -> Setup:
+        assert self.containers is not None
+        other = self.containers.get(ref)
+        if not other.state.running or not other.state.pid:
+            raise Conflict(f"cannot join network namespace of a non running container: {ref}")
+        sandbox = self.sandbox_path(other.id)
+        if other.host_config.get("NetworkMode") == "host":
+            path = f"/proc/{other.state.pid}/ns/net"
+        else:
+            path = sandbox if netns.is_mounted(sandbox) else f"/proc/{other.state.pid}/ns/net"
+        return Setup(
+            netns_path=path,
+            shared_dir=self.containers.dir(other),
+            hostname=other.config.get("Hostname") or other.short_id,
+        )
+
+    def _uses_dns(self, container_id: str) -> bool:
+        for endpoint in self.container_endpoints(container_id):
+            network = self.networks.get(endpoint.network_id)
+            if network and network.user_defined and endpoint.address:
+                return True
+        return False
+
+    async def _attach(
+        self,
+        container: Container,
+        network: Network,
+        settings: dict[str, Any],
+        sandbox: str,
+        ipr: Any,
+    ) -> Endpoint:
+        """One endpoint of a container, its interface configured in the sandbox."""
+        driver = self._driver(network)
+        endpoint = Endpoint(
+            secrets.token_hex(32),
+            network.id,
+            container.id,
+            aliases=list(settings.get("Aliases") or []),
+            settings=dict(settings),
+        )
+        try:
+            if network.pools:
+                lease = network.pools[0]
+                static = (settings.get("IPAMConfig") or {}).get("IPv4Address") or ""
+                endpoint.address, _ = await self.ipams[network.ipam_driver].request_address(
+                    lease.pool_id, static
+                )
+                endpoint.pool_id = lease.pool_id
+            self._save_endpoint(endpoint)
+            requested_mac = settings.get("MacAddress") or ""
+            reply = await driver.create_endpoint(
+                network.id,
+                endpoint.id,
+                EndpointInterface(endpoint.address, "", requested_mac),
+                self._endpoint_options(container),
+            )
+            endpoint.mac = requested_mac or (reply.mac_address if reply else "")
+            joined = await driver.join(network.id, endpoint.id, sandbox, {})
+            if joined.src_name:
+                endpoint.ifname = self._next_ifname(container.id, joined.dst_prefix)
+                await self._configure(ipr, joined, endpoint)
+            endpoint.gateway = joined.gateway
+            endpoint.joined = True
+            self._save_endpoint(endpoint)
+        except BaseException:
+            await self._remove_endpoint(endpoint, None)
+            raise
+        return endpoint
+
+    def _endpoint_options(self, container: Container | None) -> dict[str, Any]:
+        """CreateEndpoint's options: the container's exposed and published ports."""
+        if container is None:
+            return {EXPOSED_PORTS: [], PORT_MAP: []}
+        hc = container.host_config
+        requested = ports.requested(
+            hc.get("PortBindings"),
+            container.config.get("ExposedPorts"),
+            bool(hc.get("PublishAllPorts")),
+        )
+        exposed = []
+        for key in container.config.get("ExposedPorts") or {}:
+            number, _, proto = key.partition("/")
+            exposed.append({"Proto": PROTOCOLS.get(proto, PROTOCOLS["tcp"]), "Port": int(number)})
+        return {EXPOSED_PORTS: exposed, PORT_MAP: [r.to_wire() for r in requested]}
+
+    def _next_ifname(self, container_id: str, prefix: str) -> str:
+        taken = {e.ifname for e in self.container_endpoints(container_id)}
+        index = 0
+        while f"{prefix}{index}" in taken:
+            index += 1
+        return f"{prefix}{index}"
+
+    async def _configure(self, ipr: Any, joined: JoinResponse, endpoint: Endpoint) -> None:
+        found = await ipr.link_lookup(ifname=joined.src_name)
+        if not found:
+            # A driver that made the interface on the host: move it in (slower).
+            async with await netns.netlink() as host:
+                index = await host.link_lookup(ifname=joined.src_name)
+                if not index:
+                    raise Unavailable(f"interface {joined.src_name} of the driver does not exist")
+                fd = os.open(self.sandbox_path(endpoint.container_id), os.O_RDONLY)
+                try:
+                    await host.link("set", index=index[0], net_ns_fd=fd)
+                finally:
+                    os.close(fd)
+            found = await ipr.link_lookup(ifname=joined.src_name)
+        index = found[0]
+        link: dict[str, Any] = {"ifname": endpoint.ifname, "state": "up"}
+        if endpoint.mac:
+            link["address"] = endpoint.mac
+        await ipr.link("set", index=index, **link)
+        if endpoint.address:
+            await ipr.addr("add", index=index, address=endpoint.ip, prefixlen=endpoint.prefix_len)
+        for route in joined.static_routes:
+            if route.route_type == 1:
+                await ipr.route("add", dst=route.destination, oif=index)
+            else:
+                await ipr.route("add", dst=route.destination, gateway=route.next_hop)
+
+    async def _choose_gateway(
+        self, container: Container, ipr: Any, previous: list[dict[str, Any]] | None = None
+    ) -> None:
+        """Give the container a default route and publish its ports through one endpoint.
+
+        `previous`: the ports the former gateway endpoint published; the same host
+        ports are asked for again, so a moved gateway keeps its published ports.
+        """
+        endpoints = self.container_endpoints(container.id)
+        if any(e.external for e in endpoints):
+            return
+        order = list(container.networks)
+        candidates = sorted(
+            (e for e in endpoints if e.gateway and e.joined),
+            key=lambda e: (
+                order.index(self.networks[e.network_id].name)
+                if self.networks[e.network_id].name in order
+                else len(order)
+            ),
+        )
+        if not candidates:
+            return
+        endpoint = candidates[0]
+        network = self.networks[endpoint.network_id]
+        with contextlib.suppress(NetlinkError):
+            await ipr.route("del", dst="0.0.0.0/0")
+        await ipr.route("add", dst="0.0.0.0/0", gateway=endpoint.gateway)
+        hc = container.host_config
+        requests = ports.requested(
+            hc.get("PortBindings"),
+            container.config.get("ExposedPorts"),
+            bool(hc.get("PublishAllPorts")),
+        )
+        if previous:
+            requests = [PortBinding.from_wire(p) for p in previous]
+            for request in requests:
+                request.ip = ""
+        endpoint.external = True
+        self._save_endpoint(endpoint)
+        driver = self._driver(network)
+        if requests:
+            try:
+                await driver.program_external_connectivity(
+                    network.id, endpoint.id, {PORT_MAP: [r.to_wire() for r in requests]}
+                )
+            except DockyardError as e:
+                raise Unavailable(
+                    f"driver failed programming external connectivity on endpoint "
+                    f"{container.name} ({endpoint.id}): {e.message}"
+                ) from e
+            info = await driver.endpoint_oper_info(network.id, endpoint.id)
+            endpoint.ports = list(info.get(PORT_MAP) or [])
+            self._save_endpoint(endpoint)
+
+    async def teardown(self, container: Container) -> None:
+        """Undo `setup` (or what a failed setup got to); never raises."""
+        started = time.perf_counter()
+        self.dns.stop(container.id)
+        for endpoint in self.container_endpoints(container.id):
+            await self._remove_endpoint(endpoint, None)
+        with contextlib.suppress(OSError):
+            netns.destroy(self.sandbox_path(container.id))
+        log.debug(
+            "network teardown of %s (%s): %.2f ms",
+            container.short_id,
+            container.host_config.get("NetworkMode"),
+            (time.perf_counter() - started) * 1e3,
+        )
+
+    async def _remove_endpoint(self, endpoint: Endpoint, ipr: Any) -> None:
+        """Revoke, leave, delete, release (with `ipr`: take the interface out of the sandbox)."""
+        network = self.networks.get(endpoint.network_id)
+        if network is not None:
+            driver = self._driver(network)
+            steps = []
+            if endpoint.external:
+                steps.append(driver.revoke_external_connectivity(network.id, endpoint.id))
+            if endpoint.joined:
+                steps.append(driver.leave(network.id, endpoint.id))
+            for step in steps:
+                try:
+                    await step
+                except DockyardError as e:
+                    log.warning("endpoint %s: %s", endpoint.id[:12], e.message)
+            if ipr is not None and endpoint.ifname:
+                with contextlib.suppress(NetlinkError):
+                    await ipr.link("del", ifname=endpoint.ifname)
+            try:
+                await driver.delete_endpoint(network.id, endpoint.id)
+            except DockyardError as e:
+                log.warning("endpoint %s: %s", endpoint.id[:12], e.message)
+            if endpoint.address and endpoint.pool_id:
+                with contextlib.suppress(DockyardError):
+                    await self.ipams[network.ipam_driver].release_address(
+                        endpoint.pool_id, endpoint.ip
+                    )
+        self._forget_endpoint(endpoint)
+
+    # -- connect / disconnect --------------------------------------------------
+
+    async def connect(self, ref: str, container: Container, settings: dict[str, Any]) -> None:
+        assert self.containers is not None
+        network = self.get(ref)
+        mode = container.host_config.get("NetworkMode") or "bridge"
+        if network.driver in ("host", "null") or mode in ("host", "none"):
+            raise Forbidden(
+                "container cannot be disconnected from host network or connected to host network"
+                if "host" in (network.name, mode)
+                else "container sharing network namespace with another container or host cannot "
+                "be connected to any other network"
+            )
+        if mode.startswith("container:"):
+            raise Forbidden(
+                "container sharing network namespace with another container or host cannot be "
+                "connected to any other network"
+            )
+        if network.name in container.networks:
+            raise Forbidden(
+                f"endpoint with name {container.name} already exists in network {network.name}"
+            )
+        normal = requests.endpoint_settings(network, settings)
+        async with self.containers.live(container).lock:
+            if container.state.running:
+                sandbox = self.sandbox_path(container.id)
+                async with await netns.netlink(sandbox) as ipr:
+                    endpoint = await self._attach(container, network, normal, sandbox, ipr)
+                    container.networks[network.name] = normal
+                    try:
+                        await self._choose_gateway(container, ipr)
+                    except BaseException:
+                        container.networks.pop(network.name, None)
+                        await self._remove_endpoint(endpoint, ipr)
+                        raise
+                if self._uses_dns(container.id):
+                    await self.dns.serve(container.id, sandbox)
+                self._rewrite_etc_files(container)
+            else:
+                container.networks[network.name] = normal
+            self.containers.networks_changed(container)
+        self.emit(network, "connect", container=container.id)
+
+    async def disconnect(self, ref: str, container: Container, force: bool = False) -> None:
+        assert self.containers is not None
+        network = self.get(ref)
+        if network.name not in container.networks:
+            raise Forbidden(f"container {container.id} is not connected to network {network.name}")
+        if network.driver in ("host", "null"):
+            raise Forbidden(
+                "container cannot be disconnected from host network or connected to host network"
+            )
+        async with self.containers.live(container).lock:
+            endpoints = [
+                e for e in self.container_endpoints(container.id) if e.network_id == network.id
+            ]
+            if endpoints and container.state.running:
+                sandbox = self.sandbox_path(container.id)
+                async with await netns.netlink(sandbox) as ipr:
+                    published = [p for e in endpoints if e.external for p in e.ports]
+                    was_gateway = any(e.external for e in endpoints)
+                    for endpoint in endpoints:
+                        await self._remove_endpoint(endpoint, ipr)
+                    container.networks.pop(network.name, None)
+                    if was_gateway:
+                        await self._choose_gateway(container, ipr, published)
+                if not self._uses_dns(container.id):
+                    self.dns.stop(container.id)
+                self._rewrite_etc_files(container)
+            else:
+                for endpoint in endpoints:
+                    await self._remove_endpoint(endpoint, None)
+                container.networks.pop(network.name, None)
+            self.containers.networks_changed(container)
+        self.emit(network, "disconnect", container=container.id)
+
+    def _rewrite_etc_files(self, container: Container) -> None:
+        """/etc/hosts and resolv.conf of a running container after its networks changed."""
+        assert self.containers is not None
+        endpoints = self.container_endpoints(container.id)
+        try:
+            etcfiles.write(
+                self.containers.dir(container),
+                container.host_config,
+                container.config.get("Hostname") or container.short_id,
+                addresses=[e.ip for e in endpoints if e.ip],
+                embedded_dns=self._uses_dns(container.id),
+                in_place=True,
+                host_gateway=self.host_gateway(),
+            )
+        except OSError as e:
+            log.warning("cannot update /etc files of %s: %s", container.short_id, e)
+
+    # -- DNS answers (dns.Answers) -------------------------------------------
+
+    def lookup(self, container_id: str, name: str) -> list[str] | None:
+        assert self.containers is not None
+        found: list[str] = []
+        for own in self.container_endpoints(container_id):
+            network = self.networks.get(own.network_id)
+            if network is None or not network.user_defined:
+                continue
+            for endpoint in self.endpoints_of(network):
+                if not endpoint.ip:
+                    continue
+                container = self.find_container(endpoint.container_id)
+                if container is None:
+                    continue
+                names = {
+                    container.name.lower(),
+                    container.short_id,
+                    *map(str.lower, endpoint.aliases),
+                }
+                if name in names and endpoint.ip not in found:
+                    found.append(endpoint.ip)
+        return found or None
+
+    def reverse(self, container_id: str, address: str) -> str | None:
+        networks = {e.network_id for e in self.container_endpoints(container_id)}
+        for endpoint in self.endpoints.values():
+            if endpoint.network_id in networks and endpoint.ip == address:
+                container = self.find_container(endpoint.container_id)
+                network = self.networks.get(endpoint.network_id)
+                if container and network:
+                    return f"{container.name}.{network.name}"
+        return None
+
+    def upstreams(self, container_id: str) -> list[str]:
+        container = self.find_container(container_id)
+        if container is not None and container.host_config.get("Dns"):
+            return list(container.host_config["Dns"])
+        try:
+            with open("/etc/resolv.conf") as f:
+                text = f.read()
+        except OSError:
+            return []
+        return [
+            line.split()[1]
+            for line in text.splitlines()
+            if line.startswith("nameserver") and len(line.split()) > 1
+        ]

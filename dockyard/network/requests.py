@@ -1,0 +1,171 @@
+"""Network create requests: Docker's JSON checked and normalised before anything is allocated."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from dockyard.errors import InvalidArgument, NotImplementedByEngine
+from dockyard.network.model import Network
+
+_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+
+
+@dataclass
+class NetworkCreate:
+    name: str
+    driver: str = "bridge"
+    scope: str = "local"
+    internal: bool = False
+    attachable: bool = False
+    ingress: bool = False
+    options: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    ipam_driver: str = "default"
+    ipam_options: dict[str, str] = field(default_factory=dict)
+    # One entry per subnet ({} when IPAM chooses): Subnet, Gateway, IPRange, AuxiliaryAddresses.
+    ipam_configs: list[dict[str, Any]] = field(default_factory=list)
+
+
+def network_create(request: dict[str, Any]) -> NetworkCreate:
+    """`POST /networks/create`'s body, validated (names, CIDRs, gateways inside subnets...)."""
+    name = request.get("Name")
+    if not isinstance(name, str) or not name:
+        raise InvalidArgument("network name is required")
+    if not _NAME.match(name):
+        raise InvalidArgument(
+            f"invalid network name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+        )
+    if request.get("EnableIPv6"):
+        raise NotImplementedByEngine("IPv6 networks are not supported by Dockyard yet")
+    ipam = request.get("IPAM") or {}
+    if not isinstance(ipam, dict):
+        raise InvalidArgument("invalid JSON: IPAM must be an object")
+    return NetworkCreate(
+        name=name,
+        driver=request.get("Driver") or "bridge",
+        scope=request.get("Scope") or "local",
+        internal=bool(request.get("Internal")),
+        attachable=bool(request.get("Attachable")),
+        ingress=bool(request.get("Ingress")),
+        options=_string_map(request.get("Options"), "Options"),
+        labels=_string_map(request.get("Labels"), "Labels"),
+        ipam_driver=ipam.get("Driver") or "default",
+        ipam_options=_string_map(ipam.get("Options"), "IPAM.Options"),
+        ipam_configs=_ipam_configs(ipam.get("Config")),
+    )
+
+
+def endpoint_settings(network: Network, settings: dict[str, Any]) -> dict[str, Any]:
+    """A container's EndpointSettings for `network`, checked; what inspect echoes back."""
+    aliases = settings.get("Aliases") or []
+    if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+        raise InvalidArgument("invalid JSON: Aliases must be a list of strings")
+    ipam_config = settings.get("IPAMConfig") or {}
+    if not isinstance(ipam_config, dict):
+        raise InvalidArgument("invalid JSON: IPAMConfig must be an object")
+    static = ipam_config.get("IPv4Address") or ""
+    if network.predefined:
+        if aliases:
+            raise InvalidArgument(
+                "network-scoped alias is supported only for containers in user defined networks"
+            )
+        if static:
+            raise InvalidArgument(
+                "user specified IP address is supported on user defined networks only"
+            )
+    if static:
+        try:
+            address = ipaddress.IPv4Address(static)
+        except ValueError:
+            raise InvalidArgument(f"invalid IPv4 address: {static}") from None
+        if not any(address in ipaddress.ip_network(p.subnet) for p in network.pools):
+            raise InvalidArgument(
+                f"no configured subnet or ip-range contain the IP address {static}"
+            )
+        if not any(c.get("Subnet") for c in network.ipam_config if c) or not network.pools:
+            raise InvalidArgument(
+                "user specified IP address is supported only when connecting to networks "
+                "with user configured subnets"
+            )
+    return {
+        "IPAMConfig": {"IPv4Address": static} if static else None,
+        "Links": settings.get("Links") or None,
+        "Aliases": list(aliases) or None,
+        "MacAddress": settings.get("MacAddress") or "",
+        "DriverOpts": settings.get("DriverOpts") or None,
+        "NetworkID": network.id,
+    }
+
+
+def _string_map(value: Any, name: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidArgument(f"invalid JSON: {name} must be an object")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def _ipam_configs(raw: Any) -> list[dict[str, Any]]:
+    if not raw:
+        return []
+    if not isinstance(raw, list):
+        raise InvalidArgument("invalid JSON: IPAM.Config must be a list")
+    configs: list[dict[str, Any]] = []
+    for entry in raw:
+        if not isinstance(entry, dict):
+            raise InvalidArgument("invalid JSON: IPAM.Config entries must be objects")
+        subnet_text = entry.get("Subnet") or ""
+        gateway = entry.get("Gateway") or ""
+        ip_range = entry.get("IPRange") or ""
+        aux = entry.get("AuxiliaryAddresses") or entry.get("AuxAddress") or {}
+        if not subnet_text:
+            if gateway or ip_range or aux:
+                raise InvalidArgument("invalid IPAM config: Gateway and IPRange need a Subnet")
+            configs.append({})
+            continue
+        subnet = _network(subnet_text, "subnet")
+        if ip_range:
+            sub = _network(ip_range, "ip-range")
+            if not sub.subnet_of(subnet):
+                raise InvalidArgument(f"no matching subnet for range {ip_range}")
+        if gateway and _address(gateway, "gateway") not in subnet:
+            raise InvalidArgument(f"no matching subnet for gateway {gateway}")
+        for name, address in aux.items():
+            if _address(address, "aux-address") not in subnet:
+                raise InvalidArgument(f"no matching subnet for aux-address {address} ({name})")
+        configs.append(
+            {
+                "Subnet": str(subnet),
+                "Gateway": gateway,
+                "IPRange": str(_network(ip_range, "ip-range")) if ip_range else "",
+                "AuxiliaryAddresses": dict(aux),
+            }
+        )
+    return configs
+
+
+def _network(text: str, what: str) -> ipaddress.IPv4Network:
+    try:
+        network = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise InvalidArgument(f"invalid {what}: invalid CIDR address: {text}") from None
+    if network.version != 4:
+        raise NotImplementedByEngine("IPv6 networks are not supported by Dockyard yet")
+    if str(network) != text:
+        raise InvalidArgument(f"invalid {what} {text}: it should be {network}")
+    assert isinstance(network, ipaddress.IPv4Network)
+    return network
+
+
+def _address(text: str, what: str) -> ipaddress.IPv4Address:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        raise InvalidArgument(f"invalid {what} address: {text}") from None
+    if address.version != 4:
+        raise NotImplementedByEngine("IPv6 networks are not supported by Dockyard yet")
+    assert isinstance(address, ipaddress.IPv4Address)
+    return address
