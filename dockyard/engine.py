@@ -19,12 +19,15 @@ from functools import lru_cache
 from typing import Any
 
 from dockyard import __version__
+from dockyard.build.bootstrap import Bootstrapper
+from dockyard.build.builder import Builder
 from dockyard.config import DaemonConfig
 from dockyard.containers.execs import ExecService
 from dockyard.containers.service import ContainerService, ContainerSettings
 from dockyard.content.store import ContentStore
 from dockyard.errors import InvalidArgument, Unavailable
 from dockyard.events.bus import EventBus
+from dockyard.images.committer import Committer
 from dockyard.images.service import ImageService
 from dockyard.runtime import cgroups, oci, seccomp
 from dockyard.runtime.monitor import Conmon
@@ -139,6 +142,17 @@ class Engine:
             ),
         )
         self.execs = ExecService(self.containers)
+        self.committer = Committer(self.content, self.layers)
+        self.builder = Builder(
+            self.db,
+            self.images,
+            self.containers,
+            self.rootfs,
+            self.committer,
+            os.path.join(root, "build"),
+        )
+        self.images.extra_roots = self.builder.roots
+        self.bootstrapper = Bootstrapper(self.db, self.images, os.path.join(root, "build"))
 
     def _engine_id(self) -> str:
         path = os.path.join(self.config.data_root, "engine-id")
@@ -160,8 +174,10 @@ class Engine:
 
     async def start(self) -> None:
         await self.containers.restore()
+        await self.builder.recover()
 
     async def close(self) -> None:
+        await self.builder.close()
         await self.containers.shutdown()
         cgroups.remove_empty(self.facts.cgroups, "/" + self.config.cgroup_parent)
         self.db.close()

@@ -176,12 +176,12 @@ class Routes:
 
 
 def create_app(engine_: Engine) -> web.Application:
-    from dockyard.api import containers, exec, images, system
+    from dockyard.api import build, commit, containers, exec, images, system
 
     app = web.Application(middlewares=[_middleware], client_max_size=0)
     app[ENGINE] = engine_
     app.on_response_prepare.append(_on_prepare)
-    for module in (system, containers, exec, images):
+    for module in (system, containers, exec, images, build, commit):
         for method, path, handler in module.routes.entries:
             app.router.add_route(method, path, handler)
             app.router.add_route(method, r"/v{version:[0-9]+\.[0-9]+}" + path, handler)

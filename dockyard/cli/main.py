@@ -66,6 +66,11 @@ COMMANDS = {
     "import": "images:import_",
     **{name: "system" for name in ("info", "version", "events", "system")},
     "daemon": "daemon",
+    "build": "build",
+    "builder": "build",
+    "commit": "commit",
+    "diff": "commit",
+    "bootstrap": "bootstrap",
 }
 
 

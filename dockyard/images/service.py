@@ -65,6 +65,8 @@ class Image:
 ImageUsers = Callable[[str], list[tuple[str, bool]]]
 # chain IDs that containers still stack on
 ContainerChains = Callable[[], set[str]]
+# chain IDs and blob digests that others (the build cache) keep alive
+ExtraRoots = Callable[[], tuple[set[str], set[str]]]
 
 
 class ImageService:
@@ -81,6 +83,7 @@ class ImageService:
         self.events = events
         self.image_users: ImageUsers = lambda image_id: []
         self.container_chains: ContainerChains = set
+        self.extra_roots: ExtraRoots = lambda: (set(), set())
         self._configs: dict[str, dict[str, Any]] = {}
 
     # -- lookup --------------------------------------------------------------
@@ -335,8 +338,8 @@ class ImageService:
 
     def collect_garbage(self) -> None:
         """Drop layers and blobs that no image or container references."""
+        extra_chains, live_blobs = self.extra_roots()
         live_chains: set[str] = set()
-        live_blobs: set[str] = set()
         for row in self.db.all("SELECT id, manifest_digest FROM images"):
             image = self._load(row["id"])
             for chain in chain_ids(image.diff_ids):
@@ -348,7 +351,7 @@ class ImageService:
             except NotFound:
                 continue
             live_blobs.update(layer["digest"] for layer in manifest.get("layers", []))
-        for top in self.container_chains():
+        for top in self.container_chains() | extra_chains:
             current: str | None = top
             while current:
                 live_chains.add(current)
