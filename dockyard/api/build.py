@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,6 +23,7 @@ from dockyard.build.builder import BuildOptions, StepFailed, parse_platform
 from dockyard.errors import DockyardError, InvalidArgument, NotImplementedByEngine
 from dockyard.images import reference
 
+log = logging.getLogger(__name__)
 routes = Routes()
 
 _RESOURCES = {
@@ -138,12 +140,16 @@ async def build(request: web.Request) -> web.StreamResponse:
         raise
     except (ConnectionResetError, RuntimeError):
         return stream.resp  # the client went away mid-build; the build cleaned up
-    except DockyardError as e:
+    except Exception as e:
         if not stream.started:
             raise
-        code = e.code if isinstance(e, StepFailed) else 1
+        if isinstance(e, DockyardError):
+            message = e.message
+        else:  # a bug: the client still gets a proper end of stream
+            log.exception("build failed")
+            message = f"internal error: {type(e).__name__}: {e}"
         try:
-            await stream.error(e.message, code)
+            await stream.error(message, e.code if isinstance(e, StepFailed) else 1)
         except (ConnectionResetError, RuntimeError):
             return stream.resp
     return await stream.finish()

@@ -41,6 +41,7 @@ import json
 import logging
 import os
 import secrets
+import shlex
 import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -630,12 +631,10 @@ class _Build:
         if step.heredocs[0].chomp:
             body = parser.chomp(body)
         if body.startswith("#!"):
-            # A script with its own interpreter: run it from a file outside the
-            # image's filesystem (/dev is a tmpfs in every container).
-            launcher = (
-                'f=/dev/shm/dockyard-heredoc-$$; printf "%s" "$1" > "$f" && chmod 755 "$f" '
-                '&& exec "$f"'
-            )
+            # A script with its own interpreter (`#!/usr/bin/env python3`): the
+            # interpreter reads it from stdin, so nothing lands in the image.
+            interpreter = body[2:].split("\n", 1)[0].strip().split(None, 1)
+            launcher = 'printf "%s" "$1" | exec ' + shlex.join(interpreter) + " /dev/stdin"
             return ["/bin/sh", "-c", launcher, "heredoc", body]
         return [*imageconfig.shell(run_config), body]
 
@@ -731,6 +730,8 @@ class _Build:
         if self.options.remove or self.options.force_remove:
             await self._remove_container(container.id)
             await self.say(f" ---> Removed intermediate container {container.short_id}\n")
+        else:
+            self._keep_container(container.id)  # `rm=0`: kept, as Docker keeps it
         return layer
 
     async def _remove_container(self, container_id: str) -> None:
@@ -967,18 +968,20 @@ class _Build:
             log.warning("built image %s does not have the expected ID %s", image.id, state.id)
         return image
 
+    def _keep_container(self, container_id: str) -> None:
+        with self.b.db.transaction():
+            self.b.db.execute("DELETE FROM build_containers WHERE id=?", (container_id,))
+        self.containers.remove(container_id)
+
     async def cleanup(self) -> None:
+        # What is left is the container of a step that failed or was interrupted.
+        # Unlike Docker, which keeps a failed step's container unless told
+        # `--force-rm`, it always goes: a failed build leaves nothing behind.
         for container_id in list(self.containers):
-            if self.options.remove or self.options.force_remove:
-                try:
-                    await self._remove_container(container_id)
-                except DockyardError as e:
-                    log.warning(
-                        "cannot remove build container %s: %s", container_id[:12], e.message
-                    )
-            else:
-                with self.b.db.transaction():  # kept on request (--rm=false)
-                    self.b.db.execute("DELETE FROM build_containers WHERE id=?", (container_id,))
+            try:
+                await self._remove_container(container_id)
+            except DockyardError as e:
+                log.warning("cannot remove build container %s: %s", container_id[:12], e.message)
         for sandbox in list(self.sandboxes):
             with contextlib.suppress(OSError):
                 await self._release_sandbox(sandbox)

@@ -216,7 +216,13 @@ class Target:
             self._attrs(full_dest, selected.st, is_dir=True)
         links: dict[tuple[int, int], str] = {}
         for rel, src, st in tree.walk(selected):
-            self.put_entry(os.path.join(full_dest, rel), src, st, links)
+            target = os.path.join(full_dest, rel)
+            parent = os.path.dirname(target)
+            if not os.path.isdir(parent):
+                # the parent itself was ignored, but an exception (`!dir/file`)
+                # brings this entry back: its directories get default attributes
+                self.makedirs(os.path.join(dest, os.path.dirname(rel)))
+            self.put_entry(target, src, st, links)
 
     def put_content(self, dest: str, name: str, data: bytes) -> None:
         """A file from a heredoc (`COPY <<EOF /dest`)."""
