@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import os
-import secrets
 import sys
 import tarfile
 import tempfile
@@ -63,7 +62,7 @@ def context_tar(path: str, dockerfile: str | None) -> tuple[IO[bytes], str]:
         fail(f"unable to prepare context: Cannot locate specified Dockerfile: {dockerfile_path}", 1)
     rel = os.path.relpath(dockerfile_path, root)
     outside = rel.startswith("..")
-    name_in_tar = ".dockerfile." + secrets.token_hex(10) if outside else rel
+    name_in_tar = ".dockerfile." + os.urandom(10).hex() if outside else rel
     ignore = _ignore_file(root, None if outside else rel)
     keep = {name_in_tar, ".dockerignore"}
 
