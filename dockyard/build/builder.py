@@ -147,9 +147,9 @@ class Builder:
         self.cache = BuildCache(db)
         self.work_root = work_root
         self.pull: Puller | None = None
-        # chain IDs and blob digests that running builds use but no cache row
-        # or image holds yet, so garbage collection leaves them alone
-        self._pins: dict[str, set[str]] = {}
+        # per running build: what it uses that no cache row or image may hold
+        # yet, kept from garbage collection until the build ends
+        self._pins: dict[str, _Pins] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         os.makedirs(work_root, exist_ok=True)
 
@@ -157,15 +157,15 @@ class Builder:
         """Chain IDs and blobs the builder keeps alive (the cache's and running builds')."""
         chains, blobs = self.cache.refs()
         for pins in list(self._pins.values()):
-            for item in list(pins):
-                (chains if item.startswith("chain:") else blobs).add(item.split(":", 1)[1])
+            chains.update(pins.chains)
+            blobs.update(pins.blobs)
         return chains, blobs
 
     async def build(self, body: AsyncIterator[bytes], options: BuildOptions, emit: Emit) -> Image:
         build_id = secrets.token_hex(8)
         directory = os.path.join(self.work_root, build_id)
         os.makedirs(directory)
-        self._pins[build_id] = set()
+        self._pins[build_id] = _Pins()
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
@@ -223,6 +223,12 @@ def _mounts_under(root: str) -> list[str]:
             if target.startswith(prefix):
                 found.append(target)
     return found
+
+
+@dataclass
+class _Pins:
+    chains: set[str] = field(default_factory=set)
+    blobs: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -428,7 +434,13 @@ class _Build:
         await self.say(f" ---> {ctx.state.short_id}\n")
         for command in stage.commands:
             await self.step_line(command.text)
-            ctx.state = await self._dispatch(ctx, command)
+            try:
+                ctx.state = await self._dispatch(ctx, command)
+            except ConnectionError:
+                raise  # the client went away
+            except OSError as e:
+                # a file that cannot be copied or written: the step fails, not the daemon
+                raise Unavailable(f"{command.keyword} failed: {e}") from e
             await self.say(f" ---> {ctx.state.short_id}\n")
         return ctx
 
@@ -509,16 +521,16 @@ class _Build:
 
     def _pin_state(self, state: State) -> None:
         pins = self.b._pins.get(self.id)
-        if pins is None:
-            return
-        pins.update("chain:" + c for c in chain_ids(state.diff_ids))
-        pins.update("blob:" + layer["digest"] for layer in state.layers)
+        if pins is not None:
+            pins.chains.update(chain_ids(state.diff_ids))
+            pins.blobs.update(layer["digest"] for layer in state.layers)
 
     def _pin_layer(self, chain: str, blob: str) -> None:
+        # called from the committing thread; set.add is atomic
         pins = self.b._pins.get(self.id)
         if pins is not None:
-            pins.add("chain:" + chain)
-            pins.add("blob:" + blob)
+            pins.chains.add(chain)
+            pins.blobs.add(blob)
 
     # -- steps --------------------------------------------------------------
 

@@ -48,7 +48,7 @@ def extract(stream: BinaryIO, root: str) -> None:
             encoding="utf-8",
             errors="surrogateescape",
         ) as tar:
-            for member in tar:
+            while (member := _next(tar)) is not None:
                 if member.isdev():
                     continue  # devices and FIFOs have no place in a context
                 tar.extract(member, root, set_attrs=True, filter=_context_filter)
@@ -59,6 +59,18 @@ def extract(stream: BinaryIO, root: str) -> None:
         raise InvalidArgument("invalid build context: unexpected end of the archive") from None
     while stream.read(1 << 20):
         pass
+
+
+def _next(tar: tarfile.TarFile) -> tarfile.TarInfo | None:
+    try:
+        return tar.next()
+    except tarfile.ReadError as e:
+        # The docker CLI's tar for a Dockerfile outside the context ends right
+        # after the last file's data, without padding or end blocks (Go's reader
+        # accepts that). The file itself was read whole; only the ending is short.
+        if str(e) == "unexpected end of data" and tar.offset > 0:
+            return None
+        raise
 
 
 def _context_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:

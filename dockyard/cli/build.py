@@ -189,6 +189,8 @@ def build(
             if isinstance(aux, dict) and aux.get("ID"):
                 image_id = aux["ID"]
             stream = message.get("stream")
+            if quiet and stream and stream.startswith("sha256:"):
+                image_id = stream.strip()  # with -q the ID is the only output
             if stream:
                 sys.stdout.write(stream)
                 sys.stdout.flush()

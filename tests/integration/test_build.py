@@ -679,3 +679,33 @@ def test_run_steps_use_the_requested_network(daemon: Daemon, tmp_path: Path) -> 
     host_interfaces = len(Path("/proc/net/dev").read_text().splitlines()) - 2
     assert run(daemon, "net/t:host", "cat", "/n") == f"{host_interfaces}\n"
     daemon.cli("rmi", "net/t:none", "net/t:host", check=True)
+
+
+def test_quiet_iidfile_and_a_dockerfile_outside_the_context(daemon: Daemon, tmp_path: Path) -> None:
+    context(tmp_path / "ctx", {"data.txt": "data\n"})
+    (tmp_path / "elsewhere.Dockerfile").write_text(f"FROM {BASE}\nCOPY data.txt /\n")
+    iidfile = tmp_path / "iid"
+    result = daemon.cli(
+        "build",
+        "-q",
+        "--iidfile",
+        str(iidfile),
+        "-f",
+        str(tmp_path / "elsewhere.Dockerfile"),
+        "-t",
+        "quiet/t:1",
+        str(tmp_path / "ctx"),
+    )
+    assert result.returncode == 0, result.stderr
+    image_id = inspect(daemon, "quiet/t:1")["Id"]
+    assert result.stdout == image_id + "\n"  # -q: only the ID
+    assert iidfile.read_text() == image_id
+    assert run(daemon, "quiet/t:1", "cat", "/data.txt") == "data\n"
+    # the Dockerfile travelled in the context under a private name, not copied by `COPY .`
+    (tmp_path / "elsewhere.Dockerfile").write_text(f"FROM {BASE}\nCOPY . /ctx/\n")
+    docker = docker_build(
+        daemon, tmp_path / "ctx", "-f", str(tmp_path / "elsewhere.Dockerfile"), "-t", "quiet/t:2"
+    )
+    assert docker.returncode == 0, docker.stderr
+    assert run(daemon, "quiet/t:2", "ls", "/ctx").split() == ["data.txt"]
+    daemon.cli("rmi", "quiet/t:1", "quiet/t:2", check=True)
