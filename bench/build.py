@@ -196,8 +196,12 @@ def three_apps(engine: Engine, work: Path, *, bases: str, no_cache: bool) -> flo
         for app, extra in (("app1", []), ("app2", ["--build-arg", "PHP=7.4"]), ("app3", [])):
             engine.cmd(*build_args(engine, f"dybench/{app}:1", APPS / app, *flags, *extra))
         for app in ("app1", "app2", "app3"):
-            # podman asks for more open files than this host's hard limit allows
-            limits = ["--ulimit", "host"] if engine.argv[0] == "podman" else []
+            # podman asks for more open files and processes than this host allows
+            limits = (
+                ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096"]
+                if engine.argv[0] == "podman"
+                else []
+            )
             out = engine.cmd("run", "--rm", *limits, f"dybench/{app}:1", "php", "index.php")
             assert "running on PHP" in out, out
 
