@@ -1,11 +1,11 @@
 #!/bin/sh
 # Install Dockyard and what it runs on, on Debian (root). Safe to run again.
-#   ./install.sh          the engine: OCI runtimes, monitor, init, Python package
+#   ./install.sh          the engine: OCI runtimes, monitor, init, mmdebstrap, Python package
 #   ./install.sh --tests  also what the test suite needs
 set -eu
 cd "$(dirname "$0")"
 
-packages="crun runc conmon tini busybox-static procps iproute2 nftables python3 python3-venv python3-pip"
+packages="crun runc conmon tini busybox-static procps iproute2 nftables python3 python3-venv python3-pip mmdebstrap debian-archive-keyring"
 if [ "${1:-}" = "--tests" ]; then
     packages="$packages curl docker-registry skopeo openssl"
 fi

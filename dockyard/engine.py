@@ -19,6 +19,8 @@ from functools import lru_cache
 from typing import Any
 
 from dockyard import __version__
+from dockyard.build.bootstrap import Bootstrapper
+from dockyard.build.builder import Builder
 from dockyard.config import DaemonConfig
 from dockyard.containers.execs import ExecService
 from dockyard.containers.service import ContainerService, ContainerSettings
@@ -26,6 +28,7 @@ from dockyard.content.store import ContentStore
 from dockyard.errors import InvalidArgument, Unavailable
 from dockyard.events.bus import EventBus
 from dockyard.images.archive import Archives
+from dockyard.images.committer import Committer
 from dockyard.images.service import ImageService
 from dockyard.logs.plugin import PluginLogging
 from dockyard.network.manager import NetworkConfig, NetworkManager
@@ -199,6 +202,17 @@ class Engine:
         self.containers.logging = PluginLogging(
             self.plugins, os.path.join(config.exec_root, "logging")
         )
+        self.committer = Committer(self.content, self.layers)
+        self.builder = Builder(
+            self.db,
+            self.images,
+            self.containers,
+            self.rootfs,
+            self.committer,
+            os.path.join(root, "build"),
+        )
+        self.images.extra_roots = self.builder.roots
+        self.bootstrapper = Bootstrapper(self.db, self.images, os.path.join(root, "build"))
 
     def _engine_id(self) -> str:
         path = os.path.join(self.config.data_root, "engine-id")
@@ -228,10 +242,12 @@ class Engine:
             {c.id for c in self.containers.all() if c.state.status in ("running", "paused")}
         )
         await self.authorization.start()
+        await self.builder.recover()
         # Blobs and layers of pulls and loads cut short by a crash were never recorded.
         self.images.collect_garbage()
 
     async def close(self) -> None:
+        await self.builder.close()
         await self.registry.close()
         await self.containers.shutdown()
         await self.plugins.close()

@@ -178,6 +178,8 @@ class Routes:
 def create_app(engine_: Engine) -> web.Application:
     from dockyard.api import (
         authorization,
+        build,
+        commit,
         containers,
         distribution,
         exec,
@@ -191,7 +193,18 @@ def create_app(engine_: Engine) -> web.Application:
     app = web.Application(middlewares=[_middleware, authorization.middleware], client_max_size=0)
     app[ENGINE] = engine_
     app.on_response_prepare.append(_on_prepare)
-    for module in (system, containers, exec, images, distribution, networks, volumes, plugins):
+    for module in (
+        system,
+        containers,
+        exec,
+        images,
+        distribution,
+        networks,
+        volumes,
+        plugins,
+        build,
+        commit,
+    ):
         for method, path, handler in module.routes.entries:
             app.router.add_route(method, path, handler)
             app.router.add_route(method, r"/v{version:[0-9]+\.[0-9]+}" + path, handler)

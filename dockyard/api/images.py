@@ -17,8 +17,9 @@ from dockyard.images import reference
 from dockyard.images.oci import ZERO_TIME
 from dockyard.images.platform import Platform
 from dockyard.images.reference import Reference
-from dockyard.images.service import Image
+from dockyard.images.service import Image, ImageService
 from dockyard.registry.progress import Report
+from dockyard.snapshots.layers import chain_ids
 
 routes = Routes()
 
@@ -134,19 +135,20 @@ async def inspect(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/images/{name:.+}/history")
 async def history(request: web.Request) -> web.StreamResponse:
-    image = engine(request).images.resolve(request.match_info["name"])
+    eng = engine(request)
+    image = eng.images.resolve(request.match_info["name"])
     entries = []
-    layers = iter(image.diff_ids)
+    # Each history entry that is not an empty layer added the next layer.
+    sizes = iter(_layer_sizes(eng.images, image))
     for item in image.config.get("history") or []:
-        if not item.get("empty_layer"):
-            next(layers, None)
+        size = 0 if item.get("empty_layer") else next(sizes, 0)
         entries.append(
             {
                 "Id": "<missing>",
                 "Created": int(parse_time(item.get("created", ""))) if item.get("created") else 0,
                 "CreatedBy": item.get("created_by", ""),
                 "Tags": None,
-                "Size": 0,
+                "Size": size,
                 "Comment": item.get("comment", ""),
             }
         )
@@ -154,8 +156,15 @@ async def history(request: web.Request) -> web.StreamResponse:
     if entries:
         entries[0]["Id"] = image.id
         entries[0]["Tags"] = [t.familiar() for t in image.tags] or None
-        entries[0]["Size"] = image.size
     return json_response(entries)
+
+
+def _layer_sizes(images: ImageService, image: Image) -> list[int]:
+    sizes = []
+    for chain in chain_ids(image.diff_ids):
+        layer = images.layers.get(chain)
+        sizes.append(layer.size if layer else 0)
+    return sizes
 
 
 @routes.post("/images/{name:.+}/tag")

@@ -71,6 +71,11 @@ COMMANDS = {
     "daemon": "daemon",
     "volume": "volumes",
     "plugin": "plugins:plugin",
+    "build": "build",
+    "builder": "build",
+    "commit": "commit",
+    "diff": "commit",
+    "bootstrap": "bootstrap",
 }
 
 

@@ -48,7 +48,7 @@ from dockyard.errors import (
 )
 from dockyard.events.bus import EventBus
 from dockyard.images.oci import now_rfc3339
-from dockyard.images.service import ImageService
+from dockyard.images.service import Image, ImageService
 from dockyard.logs import k8sfile
 from dockyard.network.manager import NetworkManager
 from dockyard.runtime import cgroups, monitor
@@ -210,11 +210,15 @@ class ContainerService:
 
     # -- create --------------------------------------------------------------
 
-    async def create(self, name: str | None, request: dict[str, Any]) -> Container:
+    async def create(
+        self, name: str | None, request: dict[str, Any], *, image: Image | None = None
+    ) -> Container:
+        """Create a container; `image` is given by the builder for a state that is no image."""
         image_name = request.get("Image") or ""
         if not isinstance(image_name, str) or not image_name:
             raise InvalidArgument("config cannot be empty in order to create a container")
-        image = self.images.resolve(image_name)
+        if image is None:
+            image = self.images.resolve(image_name)
         log_drivers: tuple[str, ...] = cfg.LOG_DRIVERS
         log_config = cfg._dict((request.get("HostConfig") or {}).get("LogConfig"), "LogConfig")
         driver = log_config.get("Type") or ""

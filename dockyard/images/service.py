@@ -90,6 +90,8 @@ class LayerBlob:
 ImageUsers = Callable[[str], list[tuple[str, bool]]]
 # chain IDs that containers still stack on
 ContainerChains = Callable[[], set[str]]
+# chain IDs and blob digests that others (the build cache) keep alive
+ExtraRoots = Callable[[], tuple[set[str], set[str]]]
 
 
 class ImageService:
@@ -106,6 +108,7 @@ class ImageService:
         self.events = events
         self.image_users: ImageUsers = lambda image_id: []
         self.container_chains: ContainerChains = set
+        self.extra_roots: ExtraRoots = lambda: (set(), set())
         self._configs: dict[str, dict[str, Any]] = {}
         self._leases: list[Lease] = []
 
@@ -463,8 +466,9 @@ class ImageService:
         A layer's blobs in other compressions (kept so that pushing again
         sends the same bytes) live as long as the layer does.
         """
+        extra_chains, extra_blobs = self.extra_roots()
+        live_blobs: set[str] = set(extra_blobs)
         live_chains: set[str] = set()
-        live_blobs: set[str] = set()
         live_diffs: set[str] = set()
         for row in self.db.all("SELECT id, manifest_digest FROM images"):
             image = self._load(row["id"])
@@ -485,7 +489,7 @@ class ImageService:
         for row in self.db.all("SELECT diff_id, digest FROM layer_blobs"):
             if row["diff_id"] in live_diffs:
                 live_blobs.add(row["digest"])
-        for top in self.container_chains():
+        for top in self.container_chains() | extra_chains:
             current: str | None = top
             while current:
                 live_chains.add(current)

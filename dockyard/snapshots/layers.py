@@ -132,6 +132,21 @@ class LayerStore:
             raise
         return Staged(tmp, result.size)
 
+    def adopt(self, directory: str, size: int) -> Staged:
+        """Stage a directory that already holds a layer in overlay form (moved, not copied).
+
+        A build step's upper directory is its layer: this saves re-extracting
+        the tar that was just written from it. It must be on this filesystem.
+        """
+        tmp = os.path.join(self.root, "tmp-" + secrets.token_hex(8))
+        os.makedirs(tmp)
+        try:
+            os.rename(directory, os.path.join(tmp, "diff"))
+        except OSError:
+            os.rmdir(tmp)
+            raise
+        return Staged(tmp, size)
+
     def publish(self, staged: Staged, chain_id: str, diff_id: str, parent: str | None) -> Layer:
         existing = self.get(chain_id)
         if existing is not None:

@@ -108,4 +108,25 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (pool_id, address)
     )
     """,
+    # 6: the build cache, the containers builds run their steps in, bootstrapped bases
+    """
+    CREATE TABLE build_cache (
+        key TEXT PRIMARY KEY,            -- sha256 of parent state, instruction and its inputs
+        state_id TEXT NOT NULL,          -- sha256 of the resulting image config
+        config TEXT NOT NULL,            -- the resulting image config (its exact bytes)
+        layers TEXT NOT NULL,            -- JSON: manifest descriptors of all its layers
+        size INTEGER NOT NULL,           -- bytes of the layer this step added (0 if none)
+        created REAL NOT NULL,
+        last_used REAL NOT NULL
+    );
+    CREATE TABLE build_containers (
+        id TEXT PRIMARY KEY,             -- a container running a RUN step; removed with the build
+        created REAL NOT NULL
+    );
+    CREATE TABLE bootstraps (
+        key TEXT PRIMARY KEY,            -- sha256 of distribution, suite, mirror, variant, packages
+        image_id TEXT NOT NULL,
+        created REAL NOT NULL
+    )
+    """,
 ]

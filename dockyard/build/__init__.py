@@ -1,0 +1,1 @@
+"""Building images from Dockerfiles, and base images from distribution archives."""

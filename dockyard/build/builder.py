@@ -1,0 +1,1012 @@
+"""Building images from Dockerfiles, the way Docker's classic builder does.
+
+A build, step by step:
+
+1. The context tar is unpacked into `<data-root>/build/<id>/context`; the
+   Dockerfile is read and parsed, and every instruction is checked before
+   anything runs (a syntax error is a 400 naming the line).
+2. The stages the target needs are found (through `FROM <stage>` and
+   `COPY --from`); the others are skipped. `--label`s become a last LABEL.
+3. Each stage starts from a local image, `scratch`, or an earlier stage, runs
+   the base image's ONBUILD triggers, then its instructions. Every step is
+   looked up in the build cache by its key (`cache.key`: the state it starts
+   from, the instruction after variable expansion, and for COPY/ADD the
+   checksum of the sources); a hit reuses the stored result. A miss runs it:
+   * RUN in a container created and started through the container service,
+     like `run` (same runtime, network mode, resource limits), its output
+     streamed; the container's upper directory becomes the layer;
+   * COPY, ADD and WORKDIR on an overlay mount of the stage in a private
+     directory, whose upper directory becomes the layer;
+   * everything else changes only the image config.
+   Results go into the cache as they are made.
+4. The target stage's final state becomes the image, and is tagged.
+
+Output follows Docker's classic builder line by line (`Step N/M : ...`,
+` ---> Using cache`, ` ---> Running in <id>`, `Successfully built <id>`), so
+the docker CLI, docker-py and compose read it as they read Docker's.
+
+A failing or interrupted build leaves no image, tag, container or mount: the
+build's containers are recorded (`build_containers`) in the same transaction
+that creates them and removed on the way out, or at the next daemon start if
+the daemon was killed; the build directory goes the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import hashlib
+import json
+import logging
+import os
+import secrets
+import shlex
+import shutil
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from dockyard import mount
+from dockyard.build import copier, imageconfig, instructions, parser
+from dockyard.build import instructions as ins
+from dockyard.build.cache import BuildCache, State, key
+from dockyard.build.context import BuildContext, Selected, SourceTree, extract
+from dockyard.build.expansion import Lexer
+from dockyard.containers import users
+from dockyard.containers.service import ContainerService
+from dockyard.errors import DockyardError, InvalidArgument, NotFound, Unavailable
+from dockyard.images import oci, reference
+from dockyard.images.committer import Committer, NewLayer
+from dockyard.images.reference import Reference
+from dockyard.images.service import Image, ImageService
+from dockyard.snapshots.layers import chain_ids
+from dockyard.snapshots.rootfs import RootfsManager
+from dockyard.state.db import Database
+from dockyard.streams import consume_in_thread
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[dict[str, Any]], Awaitable[None]]
+# (reference, platform) -> the pulled image; provided by the registry client
+Puller = Callable[[Reference, str], Awaitable[Image]]
+
+# Build arguments every build accepts without an ARG; left out of history and
+# cache keys unless the Dockerfile declares them.
+BUILTIN_ARGS = frozenset(
+    "HTTP_PROXY http_proxy HTTPS_PROXY https_proxy FTP_PROXY ftp_proxy NO_PROXY no_proxy "
+    "ALL_PROXY all_proxy".split()
+)
+_STDERR_START = "\033[91m"
+# Heredoc bodies expand variables but keep their quotes (BuildKit's rule).
+_HEREDOC_LEXER = Lexer(keep_quotes=True)
+_STDERR_END = "\033[0m"
+
+
+class StepFailed(Unavailable):
+    """A build step failed; `code` is its exit code (what the docker CLI exits with)."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class BuildOptions:
+    dockerfile: str = ""
+    tags: list[Reference] = field(default_factory=list)
+    build_args: dict[str, str | None] = field(default_factory=dict)
+    target: str = ""
+    no_cache: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+    remove: bool = True  # remove the step containers (also after a failure)
+    force_remove: bool = False
+    pull: bool = False
+    network_mode: str = ""
+    platform: str = ""
+    quiet: bool = False
+    # resource settings for the RUN containers (HostConfig keys)
+    host_config: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_platform(text: str) -> tuple[str, str, str]:
+    """`linux/amd64[/variant]`; only this host's architecture can run build steps."""
+    if not text:
+        return "linux", oci.host_arch(), ""
+    parts = text.lower().split("/")
+    if len(parts) == 1:
+        parts = ["linux", parts[0]] if parts[0] != "linux" else ["linux", oci.host_arch()]
+    os_name, arch = parts[0], parts[1]
+    variant = parts[2] if len(parts) > 2 else ""
+    if os_name != "linux" or arch != oci.host_arch():
+        raise InvalidArgument(
+            f'"{text}": the platform is not supported by this engine '
+            f"(it builds for linux/{oci.host_arch()})"
+        )
+    return os_name, arch, variant
+
+
+class Builder:
+    """Runs builds; owns the build cache and the build working directories."""
+
+    def __init__(
+        self,
+        db: Database,
+        images: ImageService,
+        containers: ContainerService,
+        rootfs: RootfsManager,
+        committer: Committer,
+        work_root: str,
+    ) -> None:
+        self.db = db
+        self.images = images
+        self.containers = containers
+        self.rootfs = rootfs
+        self.committer = committer
+        self.cache = BuildCache(db)
+        self.work_root = work_root
+        self.pull: Puller | None = None
+        # per running build: what it uses that no cache row or image may hold
+        # yet, kept from garbage collection until the build ends
+        self._pins: dict[str, _Pins] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        os.makedirs(work_root, exist_ok=True)
+
+    def roots(self) -> tuple[set[str], set[str]]:
+        """Chain IDs and blobs the builder keeps alive (the cache's and running builds')."""
+        chains, blobs = self.cache.refs()
+        for pins in list(self._pins.values()):
+            chains.update(pins.chains)
+            blobs.update(pins.blobs)
+        return chains, blobs
+
+    async def build(self, body: AsyncIterator[bytes], options: BuildOptions, emit: Emit) -> Image:
+        build_id = secrets.token_hex(8)
+        directory = os.path.join(self.work_root, build_id)
+        os.makedirs(directory)
+        self._pins[build_id] = _Pins()
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        run = _Build(self, build_id, directory, options, emit)
+        try:
+            return await run.execute(body)
+        except DockyardError:
+            if options.quiet:
+                with contextlib.suppress(OSError, RuntimeError):
+                    await run.flush_quiet()
+            raise
+        finally:
+            await asyncio.shield(run.cleanup())
+            self._pins.pop(build_id, None)
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def recover(self) -> None:
+        """After a crash: remove the step containers and mounts builds left behind."""
+        for row in self.db.all("SELECT id FROM build_containers"):
+            try:
+                await self.containers.remove(row["id"], force=True)
+            except NotFound:
+                pass
+            except DockyardError as e:
+                log.warning("cannot remove build container %s: %s", row["id"][:12], e.message)
+                continue
+            with self.db.transaction():
+                self.db.execute("DELETE FROM build_containers WHERE id=?", (row["id"],))
+        for target in reversed(_mounts_under(self.work_root)):
+            mount.unmount(target)
+        for name in os.listdir(self.work_root):
+            shutil.rmtree(os.path.join(self.work_root, name), ignore_errors=True)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+
+    def prune(self, *, all: bool = False, keep_storage: int = 0) -> tuple[list[str], int]:
+        """Drop build cache records; their layers go unless images use them."""
+        dropped, reclaimed = self.cache.prune(keep_storage=0 if all else keep_storage)
+        self.images.collect_garbage()
+        return dropped, reclaimed
+
+
+def _mounts_under(root: str) -> list[str]:
+    prefix = os.path.abspath(root) + "/"
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            target = line.split()[4].encode().decode("unicode_escape")
+            if target.startswith(prefix):
+                found.append(target)
+    return found
+
+
+@dataclass
+class _Pins:
+    chains: set[str] = field(default_factory=set)
+    blobs: set[str] = field(default_factory=set)
+
+
+@dataclass
+class _StageState:
+    stage: ins.Stage
+    state: State
+    args: dict[str, str | None] = field(default_factory=dict)  # ARGs in scope
+    cmd_set: bool = False
+    author: str = ""
+
+
+class _Build:
+    def __init__(
+        self,
+        builder: Builder,
+        build_id: str,
+        directory: str,
+        options: BuildOptions,
+        emit: Emit,
+    ) -> None:
+        self.b = builder
+        self.id = build_id
+        self.dir = directory
+        self.options = options
+        self._emit = emit
+        self.buffered: list[dict[str, Any]] = []
+        self.lexer = Lexer()
+        self.context: BuildContext | None = None
+        self.meta: dict[str, str | None] = {}  # global ARGs
+        self.referenced: set[str] = set()
+        self.results: dict[int, _StageState] = {}
+        self.stage_names: dict[str, int] = {}
+        self.containers: list[str] = []
+        self.sandboxes: list[str] = []
+        self.step = 0
+        self.total = 0
+        self.platform = parse_platform(options.platform)
+
+    # -- output -------------------------------------------------------------
+
+    async def emit(self, message: dict[str, Any]) -> None:
+        if self.options.quiet:
+            self.buffered.append(message)
+            return
+        await self._emit(message)
+
+    async def say(self, text: str) -> None:
+        await self.emit({"stream": text})
+
+    async def step_line(self, text: str) -> None:
+        self.step += 1
+        await self.say(f"Step {self.step}/{self.total} : {text}\n")
+
+    # -- the build ----------------------------------------------------------
+
+    async def execute(self, body: AsyncIterator[bytes]) -> Image:
+        context_dir = os.path.join(self.dir, "context")
+        os.makedirs(context_dir)
+        await consume_in_thread(body, lambda stream: extract(stream, context_dir))
+        self.context = BuildContext(context_dir)
+        text = await asyncio.to_thread(self.context.read_dockerfile, self.options.dockerfile)
+        dockerfile = parser.parse(text)
+        self.lexer = Lexer(dockerfile.escape)
+        meta_args, stages = instructions.parse_stages(dockerfile)
+        target = self._target(stages)
+        needed = self._needed(stages, target)
+        if self.options.labels:
+            node = parser.Node("LABEL", "")
+            pairs = tuple(sorted(self.options.labels.items()))
+            node.original = "LABEL " + " ".join(f"{k}={v}" for k, v in pairs)
+            target.commands.append(ins.Label(node, pairs=pairs, literal=True))
+        self.total = len(meta_args) + sum(1 + len(s.commands) for s in needed)
+        for warning in dockerfile.warnings:
+            await self.say(f"{_STDERR_START}[WARNING]: {warning}\n{_STDERR_END}")
+        if "syntax" in dockerfile.directives:
+            await self.say(
+                f"{_STDERR_START}[WARNING]: the syntax directive is ignored by the classic "
+                f"builder\n{_STDERR_END}"
+            )
+        self._platform_args()
+        for arg in meta_args:
+            await self.step_line(arg.text)
+            self._global_arg(arg)
+        final: _StageState | None = None
+        for stage in needed:
+            final = await self._stage(stage)
+            self.results[stage.index] = final
+            if stage.name:
+                self.stage_names[stage.name] = stage.index
+            if final.state.id:
+                await self.emit({"aux": {"ID": final.state.id}})
+        unused = sorted(
+            k
+            for k in self.options.build_args
+            if k not in self.referenced and k not in BUILTIN_ARGS and k not in self.meta
+        )
+        if unused:
+            await self.say(
+                f"[Warning] One or more build-args [{' '.join(unused)}] were not consumed\n"
+            )
+        assert final is not None
+        image = await self._image(final.state)
+        await self.say(f"Successfully built {image.short_id}\n")
+        for tag in self.options.tags:
+            self.b.images.tag(image.id, tag)
+            await self.say(f"Successfully tagged {tag.familiar()}\n")
+        if self.options.quiet:
+            await self._emit({"stream": image.id + "\n"})
+        return image
+
+    async def flush_quiet(self) -> None:
+        """On failure with `q`, Docker shows what was held back."""
+        for message in self.buffered:
+            await self._emit(message)
+        self.buffered.clear()
+
+    def _target(self, stages: list[ins.Stage]) -> ins.Stage:
+        if not self.options.target:
+            return stages[-1]
+        for stage in stages:
+            if stage.name == self.options.target.lower():
+                return stage
+        raise InvalidArgument(f'target stage "{self.options.target}" could not be found')
+
+    def _needed(self, stages: list[ins.Stage], target: ins.Stage) -> list[ins.Stage]:
+        """The stages the target depends on, in order; the others are not built."""
+        names = {s.name: s.index for s in stages if s.name}
+        wanted = {target.index}
+        pending = [target]
+        while pending:
+            stage = pending.pop()
+            refs = [stage.start.base] + [
+                c.from_ for c in stage.commands if isinstance(c, ins.Copy) and c.from_
+            ]
+            for ref in refs:
+                deps: list[int] = []
+                if "$" in ref:
+                    deps = list(range(stage.index))  # unknown until expanded: keep them all
+                elif ref.lower() in names and names[ref.lower()] < stage.index:
+                    deps = [names[ref.lower()]]
+                elif ref.isdigit() and int(ref) < stage.index:
+                    deps = [int(ref)]
+                for dep in deps:
+                    if dep not in wanted:
+                        wanted.add(dep)
+                        pending.append(stages[dep])
+        return [s for s in stages if s.index in wanted]
+
+    # -- arguments ----------------------------------------------------------
+
+    def _platform_args(self) -> None:
+        os_name, arch, variant = self.platform
+        platform = f"{os_name}/{arch}" + (f"/{variant}" if variant else "")
+        for prefix in ("TARGET", "BUILD"):
+            self.meta.setdefault(prefix + "PLATFORM", platform)
+            self.meta.setdefault(prefix + "OS", os_name)
+            self.meta.setdefault(prefix + "ARCH", arch)
+            self.meta.setdefault(prefix + "VARIANT", variant)
+
+    def _meta_env(self) -> dict[str, str]:
+        env = {k: v for k, v in self.meta.items() if v is not None}
+        for name, value in self.options.build_args.items():
+            if value is not None and (name in self.meta or name in BUILTIN_ARGS):
+                env[name] = value
+        return env
+
+    def _global_arg(self, arg: ins.Arg) -> None:
+        env = self._meta_env()
+        expanded = arg.expand(lambda word: self.lexer.expand(word, env))
+        for name, default in expanded.pairs:
+            override = self.options.build_args.get(name)
+            self.meta[name] = override if override is not None else default
+
+    def _arg_value(self, name: str, default: str | None) -> str | None:
+        override = self.options.build_args.get(name)
+        if override is not None:
+            return override
+        if default is not None:
+            return default
+        return self.meta.get(name) if name in self.meta else None
+
+    def _allowed(self, ctx: _StageState) -> dict[str, str]:
+        """Build arguments usable in this stage now: declared ARGs, and given proxy args."""
+        values = {k: v for k, v in ctx.args.items() if v is not None}
+        for name in BUILTIN_ARGS:
+            value = self.options.build_args.get(name)
+            if value is not None and name not in values:
+                values[name] = value
+        return values
+
+    def _env(self, ctx: _StageState) -> dict[str, str]:
+        """What variables expand to: the config's Env, then ARGs it does not override."""
+        env = imageconfig.env_map(ctx.state.run_config)
+        for name, value in self._allowed(ctx).items():
+            env.setdefault(name, value)
+        return env
+
+    # -- stages -------------------------------------------------------------
+
+    async def _stage(self, stage: ins.Stage) -> _StageState:
+        await self.step_line(stage.start.text)
+        ctx = await self._from(stage)
+        await self.say(f" ---> {ctx.state.short_id}\n")
+        for command in stage.commands:
+            await self.step_line(command.text)
+            try:
+                ctx.state = await self._dispatch(ctx, command)
+            except ConnectionError:
+                raise  # the client went away
+            except OSError as e:
+                # a file that cannot be copied or written: the step fails, not the daemon
+                raise Unavailable(f"{command.keyword} failed: {e}") from e
+            await self.say(f" ---> {ctx.state.short_id}\n")
+        return ctx
+
+    async def _from(self, stage: ins.Stage) -> _StageState:
+        start = stage.start
+        meta_env = self._meta_env()
+        base = self.lexer.expand(start.base, meta_env)
+        if not base:
+            raise InvalidArgument(f"base name ({start.base}) should not be blank")
+        platform = self.lexer.expand(start.platform, meta_env) if start.platform else ""
+        if platform:
+            parse_platform(platform)
+        parent_index = self.stage_names.get(base.lower())
+        args: dict[str, str | None] = {}
+        if parent_index is not None:
+            parent = self.results[parent_index]
+            config = copy.deepcopy(parent.state.config)
+            state = State(parent.state.id, config, parent.state.layers)
+            args = dict(parent.args)
+            author = parent.author
+        elif base.lower() == "scratch":
+            os_name, arch, variant = self.platform
+            config = {
+                "architecture": arch,
+                "os": os_name,
+                **({"variant": variant} if variant else {}),
+                "config": {},
+                "rootfs": {"type": "layers", "diff_ids": []},
+                "history": [],
+            }
+            state = State("", config, ())
+            author = ""
+        else:
+            image = await self._base_image(base, platform or self.options.platform)
+            config = copy.deepcopy(image.config)
+            manifest = json.loads(self.b.images.content.read(image.manifest_digest))
+            state = State(image.id, config, tuple(manifest.get("layers") or ()))
+            author = ""
+        run_config = imageconfig.begin_stage(state.config.get("config"))
+        triggers = list(run_config.get("OnBuild") or [])
+        run_config.pop("OnBuild", None)
+        state.config["config"] = run_config
+        self._pin_state(state)
+        ctx = _StageState(stage, state, args, author=author)
+        if triggers:
+            plural = "s" if len(triggers) > 1 else ""
+            await self.say(f"# Executing {len(triggers)} build trigger{plural}\n")
+            for text in triggers:
+                trigger = instructions.trigger(text, self.lexer.escape)
+                ctx.state = await self._dispatch(ctx, trigger)
+        return ctx
+
+    async def _base_image(self, name: str, platform: str) -> Image:
+        try:
+            ref = reference.parse(name)
+        except InvalidArgument:
+            raise InvalidArgument(f"invalid reference format: {name}") from None
+        image: Image | None = None
+        if not self.options.pull or self.b.pull is None:
+            try:
+                image = self.b.images.resolve(name)
+            except NotFound:
+                image = None
+        if image is None and self.b.pull is not None:
+            image = await self.b.pull(ref, platform)
+        if image is None:
+            raise NotFound(
+                f"pull access denied for {ref.familiar_repository}, repository does not exist "
+                "or may require 'docker login'"
+            )
+        arch = image.config.get("architecture") or ""
+        if platform and arch and arch != parse_platform(platform)[1]:
+            raise NotFound(
+                f"image with reference {name} was found but does not match the specified "
+                f"platform: wanted {platform}, actual: linux/{arch}"
+            )
+        return image
+
+    def _pin_state(self, state: State) -> None:
+        pins = self.b._pins.get(self.id)
+        if pins is not None:
+            pins.chains.update(chain_ids(state.diff_ids))
+            pins.blobs.update(layer["digest"] for layer in state.layers)
+
+    def _pin_layer(self, chain: str, blob: str) -> None:
+        # called from the committing thread; set.add is atomic
+        pins = self.b._pins.get(self.id)
+        if pins is not None:
+            pins.chains.add(chain)
+            pins.blobs.add(blob)
+
+    # -- steps --------------------------------------------------------------
+
+    async def _dispatch(self, ctx: _StageState, step: ins.Instruction) -> State:
+        env = self._env(ctx)
+        if isinstance(step, ins.Expose):
+            words: list[str] = []
+            for port in step.ports:
+                words += self.lexer.words(port, env)
+            run_config, comment = imageconfig.expose(ctx.state.run_config, words)
+            return await self._metadata(ctx, step, run_config, comment)
+        try:
+            step = step.expand(lambda word: self.lexer.expand(word, env))
+        except InvalidArgument as e:
+            raise InvalidArgument(f"dockerfile error on line {step.line}: {e.message}") from None
+        if isinstance(step, ins.Arg):
+            return await self._arg(ctx, step)
+        if isinstance(step, ins.Run):
+            return await self._run(ctx, step)
+        if isinstance(step, ins.Copy):
+            return await self._copy(ctx, step)
+        if isinstance(step, ins.Workdir):
+            return await self._workdir(ctx, step)
+        if isinstance(step, ins.Maintainer):
+            ctx.author = step.maintainer
+        run_config, comment = imageconfig.apply(ctx.state.run_config, step, cmd_set=ctx.cmd_set)
+        if isinstance(step, ins.Cmd) and not isinstance(step, ins.Entrypoint) and step.command:
+            ctx.cmd_set = True
+        return await self._metadata(ctx, step, run_config, comment)
+
+    async def _arg(self, ctx: _StageState, step: ins.Arg) -> State:
+        parts = []
+        for name, default in step.pairs:
+            ctx.args[name] = self._arg_value(name, default)
+            self.referenced.add(name)
+            parts.append(name if default is None else f"{name}={default}")
+        comment = imageconfig.nop(ctx.state.run_config, "ARG " + " ".join(parts))
+        return await self._metadata(ctx, step, ctx.state.run_config, comment)
+
+    def _cached(self, cache_key: str) -> State | None:
+        if self.options.no_cache:
+            return None
+        state = self.b.cache.get(cache_key)
+        if state is None:
+            return None
+        chain = state.chain_id
+        if chain is not None and not self.b.images.layers.has(chain):
+            return None  # its layers are gone: build it again
+        for layer in state.layers:
+            if not self.b.images.content.exists(layer["digest"]):
+                return None
+        self._pin_state(state)
+        return state
+
+    def _next_state(
+        self,
+        ctx: _StageState,
+        run_config: dict[str, Any],
+        created_by: str,
+        layer: NewLayer | None,
+    ) -> State:
+        config = copy.deepcopy(ctx.state.config)
+        now = oci.now_rfc3339()
+        config["created"] = now
+        config["config"] = run_config
+        entry: dict[str, Any] = {"created": now, "created_by": created_by}
+        if ctx.author:
+            config["author"] = ctx.author
+            entry["author"] = ctx.author
+        layers = ctx.state.layers
+        if layer is None:
+            entry["empty_layer"] = True
+        else:
+            rootfs = config.setdefault("rootfs", {"type": "layers", "diff_ids": []})
+            rootfs["diff_ids"] = [*(rootfs.get("diff_ids") or []), layer.diff_id]
+            layers = (*layers, layer.descriptor)
+        config["history"] = [*(config.get("history") or []), entry]
+        state = State.of(config, layers)
+        self._pin_state(state)
+        return state
+
+    async def _metadata(
+        self, ctx: _StageState, step: ins.Instruction, run_config: dict[str, Any], comment: str
+    ) -> State:
+        cache_key = key(
+            ctx.state, "meta", comment, json.dumps(run_config, sort_keys=True), ctx.author
+        )
+        cached = self._cached(cache_key)
+        if cached is not None:
+            await self.say(" ---> Using cache\n")
+            return cached
+        state = self._next_state(ctx, run_config, comment, None)
+        self.b.cache.put(cache_key, state, 0)
+        return state
+
+    # RUN
+
+    def _run_command(self, ctx: _StageState, step: ins.Run) -> list[str]:
+        run_config = ctx.state.run_config
+        if not step.heredocs:
+            return imageconfig.command_line(step, run_config)
+        heredoc = parser.parse_heredoc(step.command[0])
+        if heredoc is None:
+            # Several heredocs or more than one word: the shell reads them itself.
+            script = step.command[0]
+            for doc in step.heredocs:
+                script += "\n" + doc.content + doc.name
+            return [*imageconfig.shell(run_config), script]
+        body = step.heredocs[0].content
+        if step.heredocs[0].chomp:
+            body = parser.chomp(body)
+        if body.startswith("#!"):
+            # A script with its own interpreter (`#!/usr/bin/env python3`): the
+            # interpreter reads it from stdin, so nothing lands in the image.
+            interpreter = body[2:].split("\n", 1)[0].strip().split(None, 1)
+            launcher = 'printf "%s" "$1" | exec ' + shlex.join(interpreter) + " /dev/stdin"
+            return ["/bin/sh", "-c", launcher, "heredoc", body]
+        return [*imageconfig.shell(run_config), body]
+
+    async def _run(self, ctx: _StageState, step: ins.Run) -> State:
+        command = self._run_command(ctx, step)
+        run_config = ctx.state.run_config
+        env_names = {e.partition("=")[0] for e in run_config.get("Env") or []}
+        args = {k: v for k, v in self._allowed(ctx).items() if k not in env_names}
+        saved = command
+        if args:
+            shown = sorted(
+                f"{k}={v}" for k, v in args.items() if k not in BUILTIN_ARGS or k in ctx.args
+            )
+            saved = [f"|{len(shown)}", *shown, *command]
+        network = self.options.network_mode
+        if step.network not in ("", "default"):
+            network = step.network
+        if network == "default":
+            network = ""
+        cache_key = key(ctx.state, "run", json.dumps(saved), network)
+        cached = self._cached(cache_key)
+        if cached is not None:
+            await self.say(" ---> Using cache\n")
+            return cached
+        env = [*(run_config.get("Env") or []), *(f"{k}={v}" for k, v in sorted(args.items()))]
+        layer = await self._run_container(ctx, command, env, network)
+        state = self._next_state(ctx, run_config, " ".join(saved), layer)
+        self.b.cache.put(cache_key, state, layer.size if layer else 0)
+        return state
+
+    async def _run_container(
+        self, ctx: _StageState, command: list[str], env: list[str], network: str
+    ) -> NewLayer | None:
+        state = ctx.state
+        run_config = state.run_config
+        # The container sees the stage's filesystem and environment, but none of
+        # what the image would do at run time (entrypoint, healthcheck, volumes).
+        image = Image(
+            id=state.id or "scratch",
+            manifest_digest="",
+            config={
+                **state.config,
+                "config": {
+                    k: v
+                    for k, v in run_config.items()
+                    if k in ("Env", "WorkingDir", "User", "Shell")
+                },
+            },
+            created="",
+            size=0,
+            added=0,
+        )
+        host_config = {**self.options.host_config, "NetworkMode": network}
+        request = {
+            "Image": state.id or "scratch",
+            "Cmd": command,
+            "Entrypoint": [],
+            "Env": env,
+            "User": run_config.get("User") or "",
+            "WorkingDir": run_config.get("WorkingDir") or "",
+            "AttachStdout": True,
+            "AttachStderr": True,
+            "HostConfig": host_config,
+        }
+        with self.b.db.transaction():  # the container and its build mark commit together
+            container = await self.b.containers.create(None, request, image=image)
+            self.b.db.execute(
+                "INSERT INTO build_containers(id, created) VALUES (?,?)",
+                (container.id, time.time()),
+            )
+        self.containers.append(container.id)
+        await self.say(f" ---> Running in {container.short_id}\n")
+        waiter = self.b.containers.waiter(container.id, "next-exit")
+        try:
+            await self.b.containers.start(container.id)
+        except DockyardError as e:
+            waiter.cancel()
+            raise StepFailed(e.message, container.state.exit_code or 1) from None
+        async for entry in self.b.containers.logs(container.id, follow=True):
+            text = entry.data.decode(errors="replace")
+            if entry.stream == 2:
+                text = _STDERR_START + text + _STDERR_END
+            await self.say(text)
+        code = await waiter
+        if code != 0:
+            raise StepFailed(
+                f"The command '{' '.join(command)}' returned a non-zero code: {code}", code
+            )
+        upper = self.b.rootfs.upper(os.path.join(self.b.containers.dir(container), "rootfs"))
+        layer = await asyncio.to_thread(
+            self.b.committer.commit, upper, state.chain_id, take=True, pin=self._pin_layer
+        )
+        if self.options.remove or self.options.force_remove:
+            await self._remove_container(container.id)
+            await self.say(f" ---> Removed intermediate container {container.short_id}\n")
+        else:
+            self._keep_container(container.id)  # `rm=0`: kept, as Docker keeps it
+        return layer
+
+    async def _remove_container(self, container_id: str) -> None:
+        try:
+            await self.b.containers.remove(container_id, force=True)
+        except NotFound:
+            pass
+        with self.b.db.transaction():
+            self.b.db.execute("DELETE FROM build_containers WHERE id=?", (container_id,))
+        if container_id in self.containers:
+            self.containers.remove(container_id)
+
+    # COPY / ADD / WORKDIR
+
+    def _sandbox(self) -> str:
+        directory = os.path.join(self.dir, f"fs{len(self.sandboxes)}")
+        self.b.rootfs.create(directory)
+        self.sandboxes.append(directory)
+        return directory
+
+    async def _release_sandbox(self, directory: str) -> None:
+        await asyncio.to_thread(self.b.rootfs.remove, directory)
+        if directory in self.sandboxes:
+            self.sandboxes.remove(directory)
+
+    async def _source_tree(self, ctx: _StageState, step: ins.Copy) -> tuple[SourceTree, str | None]:
+        """Where a COPY reads from; for --from, a sandbox directory to release afterwards."""
+        if not step.from_:
+            assert self.context is not None
+            return self.context.sources(), None
+        name = step.from_
+        index = self.stage_names.get(name.lower())
+        if index is None and name.isdigit():
+            index = int(name)
+            if index >= ctx.stage.index:
+                raise InvalidArgument(
+                    f"invalid from flag value {name}: refers to current build stage"
+                )
+            if index not in self.results:
+                raise InvalidArgument(f"invalid from flag value {name}: index out of bounds")
+        if index is not None:
+            state = self.results[index].state
+        else:
+            image = await self._base_image(name, self.options.platform)
+            state = State(image.id, image.config, ())
+        sandbox = self._sandbox()
+        merged = await asyncio.to_thread(self.b.rootfs.mount, sandbox, state.chain_id)
+        return SourceTree(merged, context=False), sandbox
+
+    async def _copy(self, ctx: _StageState, step: ins.Copy) -> State:
+        downloads: list[copier.Download] = []
+        tree, source_sandbox = await self._source_tree(ctx, step)
+        try:
+            if step.add and any(copier.is_url(s) for s in step.sources):
+                folder = os.path.join(self.dir, "downloads", secrets.token_hex(4))
+                os.makedirs(folder)
+                for source in step.sources:
+                    if copier.is_url(source):
+                        downloads.append(await asyncio.to_thread(copier.download, source, folder))
+            elif any(copier.is_url(s) for s in step.sources):
+                raise InvalidArgument("source can't be a URL for COPY")
+            local = [s for s in step.sources if not copier.is_url(s)]
+            selected, checksum = await asyncio.to_thread(self._select, tree, local, downloads, step)
+            contents = [
+                (c.name, _HEREDOC_LEXER.expand(c.data, self._env(ctx)) if c.expand else c.data)
+                for c in step.contents
+            ]
+            count = len(selected) + len(downloads) + len(contents)
+            if count == 0:
+                raise InvalidArgument(f"{step.keyword} failed: no source files were specified")
+            if count > 1 and not step.dest.endswith("/"):
+                raise InvalidArgument(
+                    f"When using {step.keyword} with more than one source file, the destination "
+                    "must be a directory and end with a /"
+                )
+            hash_text = self._hash_text(checksum, contents, selected, downloads)
+            chown = f"--chown={step.chown} " if step.chown else ""
+            comment = f"{step.keyword} {chown}{hash_text} in {step.dest} "
+            created_by = imageconfig.nop_single(ctx.state.run_config, comment)
+            cache_key = key(
+                ctx.state,
+                step.keyword,
+                comment,
+                step.chmod,
+                step.from_,
+                json.dumps([s for s in step.sources]),
+                str(step.unpack),
+            )
+            cached = self._cached(cache_key)
+            if cached is not None:
+                await self.say(" ---> Using cache\n")
+                return cached
+            dest = self._dest(ctx, step.dest)
+            sandbox = self._sandbox()
+            try:
+                merged = await asyncio.to_thread(self.b.rootfs.mount, sandbox, ctx.state.chain_id)
+                await asyncio.to_thread(
+                    self._write, merged, step, tree, selected, downloads, contents, dest
+                )
+                layer = await self._commit_sandbox(sandbox, ctx.state.chain_id)
+            finally:
+                await self._release_sandbox(sandbox)
+        finally:
+            if source_sandbox is not None:
+                await self._release_sandbox(source_sandbox)
+            for item in downloads:
+                with contextlib.suppress(OSError):
+                    os.unlink(item.path)
+        state = self._next_state(ctx, ctx.state.run_config, created_by, layer)
+        self.b.cache.put(cache_key, state, layer.size if layer else 0)
+        return state
+
+    def _select(
+        self,
+        tree: SourceTree,
+        sources: list[str],
+        downloads: list[copier.Download],
+        step: ins.Copy,
+    ) -> tuple[list[Selected], str]:
+        selected: list[Selected] = []
+        for source in sources:
+            try:
+                selected += tree.select(source)
+            except NotFound as e:
+                raise NotFound(f"{step.keyword} failed: {e.message}") from None
+            except InvalidArgument as e:
+                raise InvalidArgument(f"{step.keyword} failed: {e.message}") from None
+        checksum = tree.checksum(selected, owners=bool(step.from_) and not step.chown)
+        if downloads:
+            extra = SourceTree(os.path.dirname(downloads[0].path), context=False)
+            picked = [extra.select(os.path.basename(d.path))[0] for d in downloads]
+            checksum += extra.checksum(picked, owners=False)
+        return selected, checksum
+
+    @staticmethod
+    def _hash_text(
+        checksum: str,
+        contents: list[tuple[str, str]],
+        selected: list[Selected],
+        downloads: list[copier.Download],
+    ) -> str:
+        digest = hashlib.sha256(checksum.encode())
+        for name, data in contents:
+            digest.update(f"\0{name}\0{data}".encode("utf-8", "surrogateescape"))
+        if len(selected) + len(contents) + len(downloads) > 1:
+            prefix = "multi"
+        elif selected and selected[0].is_dir:
+            prefix = "dir"
+        else:
+            prefix = "file"
+        return f"{prefix}:{digest.hexdigest()}"
+
+    def _dest(self, ctx: _StageState, dest: str) -> str:
+        if dest.startswith("/"):
+            return dest
+        workdir = ctx.state.run_config.get("WorkingDir") or "/"
+        joined = os.path.normpath(os.path.join("/", workdir, dest))
+        return joined + "/" if dest.endswith("/") or dest in (".", "./") else joined
+
+    def _write(
+        self,
+        root: str,
+        step: ins.Copy,
+        tree: SourceTree,
+        selected: list[Selected],
+        downloads: list[copier.Download],
+        contents: list[tuple[str, str]],
+        dest: str,
+    ) -> None:
+        owner = copier.resolve_owner(root, step.chown) if step.chown else None
+        if owner is None and not step.from_:
+            owner = copier.Owner(0, 0)
+        target = copier.Target(root, owner, copier.parse_chmod(step.chmod))
+        unpack = step.add and step.unpack is not False
+        for item in selected:
+            if item.is_dir:
+                target.put_dir(dest, item, tree)
+            elif unpack and copier.is_archive(item.full):
+                target.unpack(dest, item.full)
+            else:
+                target.put_file(dest, item, tree)
+        for download in downloads:
+            extra = SourceTree(os.path.dirname(download.path), context=False)
+            item = extra.select(os.path.basename(download.path))[0]
+            if not download.name and dest.endswith("/"):
+                raise InvalidArgument(f"cannot determine filename for source {download.path}")
+            if step.unpack and copier.is_archive(item.full):
+                target.unpack(dest, item.full)
+            else:
+                target.put_file(dest, item, extra)
+        for name, data in contents:
+            target.put_content(dest, name, data.encode("utf-8", "surrogateescape"))
+
+    async def _commit_sandbox(self, sandbox: str, parent: str | None) -> NewLayer | None:
+        await asyncio.to_thread(self.b.rootfs.unmount, sandbox)
+        return await asyncio.to_thread(
+            self.b.committer.commit,
+            self.b.rootfs.upper(sandbox),
+            parent,
+            take=True,
+            pin=self._pin_layer,
+        )
+
+    async def _workdir(self, ctx: _StageState, step: ins.Workdir) -> State:
+        run_config, created_by = imageconfig.workdir(ctx.state.run_config, step.path)
+        path = run_config["WorkingDir"]
+        user = run_config.get("User") or ""
+        cache_key = key(ctx.state, "WORKDIR", path, user)
+        cached = self._cached(cache_key)
+        if cached is not None:
+            await self.say(" ---> Using cache\n")
+            return cached
+        sandbox = self._sandbox()
+        try:
+            merged = await asyncio.to_thread(self.b.rootfs.mount, sandbox, ctx.state.chain_id)
+            await asyncio.to_thread(_make_workdir, merged, path, user)
+            layer = await self._commit_sandbox(sandbox, ctx.state.chain_id)
+        finally:
+            await self._release_sandbox(sandbox)
+        state = self._next_state(ctx, run_config, created_by, layer)
+        self.b.cache.put(cache_key, state, layer.size if layer else 0)
+        return state
+
+    # -- the result and the cleanup -----------------------------------------
+
+    async def _image(self, state: State) -> Image:
+        if not state.id:
+            raise InvalidArgument("No image was generated. Is your Dockerfile empty?")
+        if self.b.images.exists(state.id):
+            return self.b.images.resolve(state.id)
+        size = sum(layer.size for layer in self.b.images.layers.stack(state.chain_id))
+        image = self.b.images.add(state.config, list(state.layers), size)
+        if image.id != state.id:
+            log.warning("built image %s does not have the expected ID %s", image.id, state.id)
+        return image
+
+    def _keep_container(self, container_id: str) -> None:
+        with self.b.db.transaction():
+            self.b.db.execute("DELETE FROM build_containers WHERE id=?", (container_id,))
+        self.containers.remove(container_id)
+
+    async def cleanup(self) -> None:
+        # What is left is the container of a step that failed or was interrupted.
+        # Unlike Docker, which keeps a failed step's container unless told
+        # `--force-rm`, it always goes: a failed build leaves nothing behind.
+        for container_id in list(self.containers):
+            try:
+                await self._remove_container(container_id)
+            except DockyardError as e:
+                log.warning("cannot remove build container %s: %s", container_id[:12], e.message)
+        for sandbox in list(self.sandboxes):
+            with contextlib.suppress(OSError):
+                await self._release_sandbox(sandbox)
+        await asyncio.to_thread(shutil.rmtree, self.dir, True)
+
+
+def _make_workdir(root: str, path: str, user: str) -> None:
+    """`mkdir -p` the working directory, new directories owned by the stage's USER."""
+    owner = copier.Owner(0, 0)
+    if user:
+        try:
+            resolved = users.resolve(root, user)
+            owner = copier.Owner(resolved.uid, resolved.gid)
+        except InvalidArgument:
+            pass
+    copier.Target(root, owner, None).makedirs(path)
