@@ -2,12 +2,8 @@
 # The README's main job, from a fresh Debian machine: install Dockyard, make the
 # Debian bookworm and bullseye base images from the Debian archive (no registry),
 # build three PHP apps from their Dockerfiles (App1 and App3 on PHP 8.2, App2 on
-# PHP 7.4), run them side by side and ask each one which PHP it runs.
-#
-# Until bridge networking with outbound NAT is in, the builds' RUN steps use the
-# host's network to reach the Debian archive (`--network host`), and the three
-# servers share the host's network on ports 8081-8083 (PORT) instead of
-# publishing their port 80.
+# PHP 7.4), run them side by side on the default bridge, each publishing its
+# port 80 on the host, and ask each one which PHP it runs.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 "$here/../../install.sh"
@@ -16,15 +12,15 @@ run() { say "$@"; "$@"; }
 
 run dockyard bootstrap debian:bookworm      # the first command starts the daemon
 run dockyard bootstrap debian:bullseye
-run dockyard build --network host -t shop/app1:1 "$here/app1"
-run dockyard build --network host -t shop/app2:1 --build-arg PHP=7.4 "$here/app2"
-run dockyard build --network host -t shop/app3:1 "$here/app3"
+run dockyard build -t shop/app1:1 "$here/app1"
+run dockyard build -t shop/app2:1 --build-arg PHP=7.4 "$here/app2"
+run dockyard build -t shop/app3:1 "$here/app3"
 run dockyard images
 
 dockyard rm -f app1 app2 app3 >/dev/null 2>&1 || true
 port=8081
 for app in app1 app2 app3; do
-    run dockyard run -d --name "$app" --network host -e PORT=$port "shop/$app:1"
+    run dockyard run -d --name "$app" -p "$port:80" "shop/$app:1"
     port=$((port + 1))
 done
 sleep 1

@@ -1,10 +1,10 @@
 """Base images from the Debian archive, apt inside RUN, and the README's three PHP apps (slow).
 
-These download from the Debian archive (the mirror this host's apt uses). Until
-bridge networking with outbound NAT is merged, a container's default network is
-an isolated namespace with loopback only, so the builds here use
-`--network host` for their RUN steps to reach the archive, and the apps serve
-on host ports instead of published ones.
+These download from the Debian archive (the mirror this host's apt uses). A
+test daemon leaves the host's global `ip_forward` switch as it is, so outbound
+NAT from its bridge cannot be counted on here: the builds use `--network host`
+for their RUN steps to reach the archive (the README's main job builds on the
+default bridge). The apps are published on the host's loopback as usual.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def test_apt_get_install_inside_run(debian: Daemon, tmp_path: Path) -> None:
         "&& rm -rf /var/lib/apt/lists/*\n"
         'CMD ["hello"]\n'
     )
-    # --network host: the RUN step needs the Debian archive (no NAT until `net` lands)
+    # --network host: the RUN step needs the Debian archive (see the module docstring)
     result = debian.cli(
         "build", "--network", "host", "-t", "hello/deb:1", str(tmp_path), timeout=900
     )
@@ -113,10 +113,8 @@ def test_the_three_apps_answer_with_their_own_php(debian: Daemon) -> None:
             "-d",
             "--name",
             app,
-            "--network",
-            "host",
-            "-e",
-            f"PORT={ports[app]}",
+            "-p",
+            f"127.0.0.1:{ports[app]}:80",
             f"shop/{app}:1",
             check=True,
         )
