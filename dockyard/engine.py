@@ -29,7 +29,9 @@ from dockyard.errors import InvalidArgument, Unavailable
 from dockyard.events.bus import EventBus
 from dockyard.images.archive import Archives
 from dockyard.images.committer import Committer
-from dockyard.images.service import ImageService
+from dockyard.images.platform import Platform
+from dockyard.images.reference import Reference
+from dockyard.images.service import Image, ImageService
 from dockyard.logs.plugin import PluginLogging
 from dockyard.network.manager import NetworkConfig, NetworkManager
 from dockyard.plugins import check, protocol, runspec
@@ -37,6 +39,7 @@ from dockyard.plugins.authorization import Authorization
 from dockyard.plugins.check import CheckReport
 from dockyard.plugins.managed import ManagedPlugins, ManagedSettings
 from dockyard.plugins.service import PluginService, PluginSettings
+from dockyard.registry.auth import Credentials
 from dockyard.registry.client import RegistryService, RegistrySettings
 from dockyard.registry.pull import Puller
 from dockyard.registry.push import Pusher
@@ -212,7 +215,17 @@ class Engine:
             os.path.join(root, "build"),
         )
         self.images.extra_roots = self.builder.roots
+        self.builder.pull = self._pull_for_build
         self.bootstrapper = Bootstrapper(self.db, self.images, os.path.join(root, "build"))
+
+    async def _pull_for_build(self, ref: Reference, platform: str) -> Image:
+        """`FROM` an image that is not here (or `--pull`): pull it anonymously, quietly."""
+        return await self.puller.pull(
+            ref,
+            platform=Platform.parse(platform) if platform else None,
+            credentials=Credentials(),
+            report=lambda event: None,
+        )
 
     def _engine_id(self) -> str:
         path = os.path.join(self.config.data_root, "engine-id")

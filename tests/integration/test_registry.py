@@ -51,6 +51,19 @@ def test_docker_run_pulls_an_image_skopeo_pushed(daemon: Daemon, app_image: str)
     assert store_problems(daemon.data_root) == []
 
 
+def test_build_from_an_image_in_a_registry_pulls_it(
+    daemon: Daemon, app_image: str, tmp_path: Path
+) -> None:
+    daemon.cli("rmi", app_image)
+    (tmp_path / "Dockerfile").write_text(f"FROM {app_image}\nRUN cat /hello.txt > /copy.txt\n")
+    built = daemon.cli("build", "-t", "from-registry:1", str(tmp_path))
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert app_image in daemon.cli("images", "--format", "{{.Repository}}:{{.Tag}}").stdout
+    run = daemon.cli("run", "--rm", "from-registry:1", "cat", "/copy.txt")
+    assert run.stdout == "hello from the registry\n"
+    daemon.cli("rmi", "from-registry:1", check=True)
+
+
 def test_push_is_read_back_by_skopeo_with_the_same_layers(
     daemon: Daemon, repo: str, busybox_tar: Path, tmp_path: Path
 ) -> None:
