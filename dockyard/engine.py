@@ -42,6 +42,7 @@ from dockyard.snapshots.layers import LayerStore
 from dockyard.snapshots.rootfs import RootfsManager
 from dockyard.state.db import Database
 from dockyard.volumes.local import LocalDriver
+from dockyard.volumes.remote import PluginDrivers
 from dockyard.volumes.service import VolumeService
 
 log = logging.getLogger(__name__)
@@ -196,6 +197,7 @@ class Engine:
         self.containers.logging = PluginLogging(
             self.plugins, os.path.join(config.exec_root, "logging")
         )
+        self.volumes.plugins = PluginDrivers(self.plugins)
 
     def _engine_id(self) -> str:
         path = os.path.join(self.config.data_root, "engine-id")

@@ -47,6 +47,16 @@ class Daemon:
 
     def start(self, *extra: str) -> None:
         self.exec_root.mkdir(parents=True, exist_ok=True)
+        # Plugin discovery looks only in this daemon's own directories, never the host's,
+        # and gives up on a missing plugin after 3 s rather than Docker's 30 s.
+        plugin_dirs = (
+            *("--plugin-socket-dir", str(self.base / "plugins")),
+            *("--plugin-spec-dir", str(self.base / "spec")),
+        )
+        if "--config-file" not in extra:
+            config = self.base / "harness-daemon.json"
+            config.write_text(json.dumps({"plugin-retry-timeout": 3}))
+            extra = (*extra, "--config-file", str(config))
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
             [
@@ -62,6 +72,7 @@ class Daemon:
                 str(self.exec_root),
                 "--cgroup-parent",
                 self.cgroup_parent,
+                *plugin_dirs,
                 *extra,
             ],
             stdout=log,

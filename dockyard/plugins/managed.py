@@ -234,6 +234,10 @@ class ManagedPlugins:
         """Host side of the plugin's /run/docker/logging (log-driver FIFOs)."""
         return os.path.join(self.run_dir(plugin), "logging")
 
+    def host_path(self, plugin: ManagedPlugin, path: str) -> str:
+        """A path inside the plugin (a volume's Mountpoint) as the host sees it."""
+        return host_path(self.dir(plugin), plugin.config.propagated_mount, path)
+
     def _paths(self, plugin: ManagedPlugin) -> Paths:
         bundle = os.path.join(self.run_dir(plugin), "bundle")
         return Paths(
@@ -598,6 +602,21 @@ def _normalise(ref: str, *, strict: bool = False) -> str:
     if parsed.digest:
         raise InvalidArgument(f"invalid plugin name {ref!r}: a digest is not allowed")
     return parsed.familiar()
+
+
+def host_path(plugin_dir: str, propagated_mount: str, path: str) -> str:
+    """A path inside a plugin as the host sees it: under `<plugin dir>/propagated-mount`
+    when it lies in the plugin's PropagatedMount (mounts the plugin makes there reach the
+    host), else under its rootfs; never outside both. "" stays ""."""
+    if not path:
+        return ""
+    inside = posixpath.normpath("/" + path)
+    if propagated_mount:
+        base = posixpath.normpath("/" + propagated_mount)
+        if inside == base or inside.startswith(base.rstrip("/") + "/"):
+            rest = inside[len(base) :].lstrip("/")
+            return os.path.join(plugin_dir, "propagated-mount", rest).rstrip("/")
+    return os.path.join(plugin_dir, "rootfs", inside.lstrip("/")).rstrip("/")
 
 
 def _make_shared(path: str) -> None:
