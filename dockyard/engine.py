@@ -33,6 +33,7 @@ from dockyard.logs.plugin import PluginLogging
 from dockyard.plugins import check, loopback, protocol, runspec
 from dockyard.plugins.authorization import Authorization
 from dockyard.plugins.check import CheckReport
+from dockyard.plugins.distribution import PluginDistribution
 from dockyard.plugins.managed import ManagedPlugins, ManagedSettings
 from dockyard.plugins.service import PluginService, PluginSettings
 from dockyard.registry.client import RegistryService, RegistrySettings
@@ -201,6 +202,7 @@ class Engine:
             self.plugins, os.path.join(config.exec_root, "logging")
         )
         self.volumes.plugins = PluginDrivers(self.plugins)
+        self.plugin_distribution = PluginDistribution(self.registry, managed)
 
     def _engine_id(self) -> str:
         path = os.path.join(self.config.data_root, "engine-id")
