@@ -179,7 +179,8 @@ def _accept(remote: str, privileges: list[dict[str, Any]], granted: bool) -> boo
         return True
     click.echo(f'Plugin "{remote}" is requesting the following privileges:')
     for privilege in privileges:
-        click.echo(f" - {privilege['Name']}: {privilege.get('Value') or []}")
+        values = " ".join(str(v) for v in privilege.get("Value") or [])
+        click.echo(f" - {privilege['Name']}: [{values}]")
     try:
         answer = click.prompt(
             "Do you grant the above permissions? [y/N]", default="", show_default=False

@@ -34,6 +34,7 @@ from dockyard.registry.client import RegistryError, RegistryService, Repository
 from dockyard.registry.progress import Event, Report, short_id
 from dockyard.registry.pull import (
     Document,
+    checked_descriptor,
     download_blob,
     fetch_manifest,
     fetch_small_blob,
@@ -92,21 +93,21 @@ class PluginDistribution:
         while manifest.media_type in oci.INDEX_TYPES:
             entry = select(manifest.doc, Platform.host())
             manifest = await fetch_manifest(repo, entry["digest"], entry["digest"])
-        config = manifest.doc.get("config")
-        layers = manifest.doc.get("layers")
-        if not isinstance(config, dict) or config.get("mediaType") != PLUGIN_CONFIG:
-            found = config.get("mediaType") if isinstance(config, dict) else None
+        config = checked_descriptor(manifest.doc.get("config"), "config")
+        if config.get("mediaType") != PLUGIN_CONFIG:
             raise InvalidArgument(
-                f"{ref.familiar()} is not a plugin (config media type {found!r}, not "
-                f"{PLUGIN_CONFIG})"
+                f"{ref.familiar()} is not a plugin (config media type "
+                f"{config.get('mediaType')!r}, not {PLUGIN_CONFIG})"
             )
+        layers = manifest.doc.get("layers")
         if not isinstance(layers, list) or not layers:
             raise InvalidArgument(f"invalid plugin manifest for {ref.familiar()}: no layers")
+        layers = [checked_descriptor(d, f"layer {i}") for i, d in enumerate(layers)]
         for layer in layers:
-            if not isinstance(layer, dict) or layer.get("mediaType") not in _LAYER_TYPES:
+            if layer.get("mediaType") not in _LAYER_TYPES:
                 raise InvalidArgument(
                     f"invalid plugin manifest for {ref.familiar()}: unsupported layer "
-                    f"{layer.get('mediaType') if isinstance(layer, dict) else layer!r}"
+                    f"media type {layer.get('mediaType')!r}"
                 )
         return _Remote(repo, top, manifest, config, layers)
 

@@ -72,7 +72,8 @@ def not_found_message(error: RegistryError, ref: Reference) -> str:
     )
 
 
-def _descriptor(value: Any, what: str) -> dict[str, Any]:
+def checked_descriptor(value: Any, what: str) -> dict[str, Any]:
+    """A manifest's descriptor, refused unless it has a valid sha256 digest and a size."""
     if not isinstance(value, dict):
         raise InvalidArgument(f"invalid manifest: {what} is not a descriptor")
     digest = value.get("digest")
@@ -202,11 +203,11 @@ class Puller:
             manifest = await self._manifest(repo, entry["digest"], entry["digest"])
         if manifest.media_type not in oci.IMAGE_MANIFEST_TYPES:
             raise InvalidArgument(f"unsupported manifest media type {manifest.media_type}")
-        config_desc = _descriptor(manifest.doc.get("config"), "config")
+        config_desc = checked_descriptor(manifest.doc.get("config"), "config")
         layer_descs = manifest.doc.get("layers")
         if not isinstance(layer_descs, list):
             raise InvalidArgument("invalid manifest: no layers")
-        layer_descs = [_descriptor(d, f"layer {i}") for i, d in enumerate(layer_descs)]
+        layer_descs = [checked_descriptor(d, f"layer {i}") for i, d in enumerate(layer_descs)]
         if config_desc.get("mediaType") not in oci.CONFIG_TYPES:
             raise InvalidArgument(
                 f"{ref.familiar()} is not a container image (config media type "
@@ -270,7 +271,7 @@ class Puller:
                 if isinstance(entry, dict) and not is_attestation(entry)
             ]
             return top, platforms
-        config_desc = _descriptor(top.doc.get("config"), "config")
+        config_desc = checked_descriptor(top.doc.get("config"), "config")
         config = await self._config(repo, config_desc, None)
         return top, [Platform.of(config if isinstance(config, dict) else {})]
 

@@ -196,10 +196,10 @@ class VolumeService:
     def _records(self) -> list[Volume]:
         return [self._from_row(row) for row in self.db.all("SELECT * FROM volumes ORDER BY name")]
 
-    def _insert(self, volume: Volume, *, adopt: bool = False) -> bool:
-        """Record a volume; whether it is a new record (which then holds its driver). A
-        volume found at a driver (`adopt`) never replaces a record; a created one replaces
-        what a concurrent listing may have adopted meanwhile."""
+    def _insert(self, volume: Volume, *, adopt: bool = False) -> None:
+        """Record a volume; a new record holds its driver. A volume found at a driver
+        (`adopt`) never replaces a record; a created one replaces what a concurrent listing
+        may have adopted meanwhile."""
         verb = "INSERT OR IGNORE" if adopt else "INSERT OR REPLACE"
         with self.db.transaction():
             known = self.db.one("SELECT 1 FROM volumes WHERE name=?", (volume.name,))
@@ -215,7 +215,6 @@ class VolumeService:
             )
         if known is None:
             self._hold(volume)
-        return known is None
 
     def _forget(self, volume: Volume) -> None:
         with self.db.transaction():
@@ -237,12 +236,14 @@ class VolumeService:
         builtin = self.drivers.get(volume.driver)
         driver: VolumeDriver | None = builtin
         if driver is None and self.plugins is not None:
-            driver = self.plugins.peek(volume.driver)
-            if fresh:
+            if not fresh:
+                driver = self.plugins.peek(volume.driver)
+            else:
                 try:
                     driver = await self.driver(volume.driver, retry=False)
                 except DockyardError as e:
                     log.warning("volume %s: driver %s: %s", volume.name, volume.driver, e.message)
+                    return volume
         if driver is None:
             return volume
         try:

@@ -93,7 +93,8 @@ def test_push_install_use_and_upgrade(
     # without consent nothing is installed
     refused = user.cli("plugin", "install", f"{name}:1", input=b"n\n")
     assert refused.returncode == 1
-    assert "is requesting the following privileges" in refused.stdout
+    assert f'Plugin "{name}:1" is requesting the following privileges:' in refused.stdout
+    assert " - capabilities: [CAP_SYS_ADMIN]" in refused.stdout.splitlines()
     assert "permission denied while installing plugin" in refused.stderr
     assert user.api("GET", "/v1.45/plugins")[1] == []
 
