@@ -339,3 +339,25 @@ def test_the_docker_cli_installs_and_pushes_plugins(
     again = user.docker("plugin", "install", "--alias", "other", name, input=b"n\n")
     assert again.returncode != 0
     assert user.docker("plugin", "ls", "-q").stdout.split() == [inspect(user, name)["Id"][:12]]
+
+
+def test_install_applies_settings_and_leaves_nothing_when_they_fail(
+    daemons: tuple[PluginDaemon, PluginDaemon], busybox_tar: Path, registry: Registry
+) -> None:
+    maker, user = daemons
+    name = f"{registry.host}/myorg/set{time.monotonic_ns() % 10**9}:1"
+    create_plugin(maker, busybox_tar, name, "one")
+    maker.cli("plugin", "push", name, check=True)
+    done = user.cli(
+        "plugin", "install", "--grant-all-permissions", "--disable", "--alias", "dy/set",
+        name, "VOLUME_ROOT=/data/sub",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    body = inspect(user, "dy/set")
+    assert body["Enabled"] is False and "VOLUME_ROOT=/data/sub" in body["Settings"]["Env"]
+    # a setting the plugin does not have: the install is undone, as the docker CLI does
+    failed = user.cli(
+        "plugin", "install", "--grant-all-permissions", "--alias", "dy/bad", name, "NOPE=1"
+    )
+    assert failed.returncode == 1 and "setting 'NOPE' not found" in failed.stderr
+    assert [p["Name"] for p in user.api("GET", "/v1.45/plugins")[1]] == ["dy/set:latest"]
