@@ -8,11 +8,13 @@ daemon was away.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import platform
 import shutil
 import socket
+import tempfile
 import uuid
 from dataclasses import dataclass
 from functools import lru_cache
@@ -34,9 +36,10 @@ from dockyard.images.reference import Reference
 from dockyard.images.service import Image, ImageService
 from dockyard.logs.plugin import PluginLogging
 from dockyard.network.manager import NetworkConfig, NetworkManager
-from dockyard.plugins import check, protocol, runspec
+from dockyard.plugins import check, loopback, protocol, runspec
 from dockyard.plugins.authorization import Authorization
 from dockyard.plugins.check import CheckReport
+from dockyard.plugins.distribution import PluginDistribution
 from dockyard.plugins.managed import ManagedPlugins, ManagedSettings
 from dockyard.plugins.service import PluginService, PluginSettings
 from dockyard.registry.auth import Credentials
@@ -48,7 +51,9 @@ from dockyard.runtime.monitor import Conmon
 from dockyard.snapshots.layers import LayerStore
 from dockyard.snapshots.rootfs import RootfsManager
 from dockyard.state.db import Database
+from dockyard.volumes.local import NAME as LOCAL_DRIVER
 from dockyard.volumes.local import LocalDriver
+from dockyard.volumes.remote import PluginDrivers
 from dockyard.volumes.service import VolumeService
 
 log = logging.getLogger(__name__)
@@ -217,6 +222,8 @@ class Engine:
         self.images.extra_roots = self.builder.roots
         self.builder.pull = self._pull_for_build
         self.bootstrapper = Bootstrapper(self.db, self.images, os.path.join(root, "build"))
+        self.volumes.plugins = PluginDrivers(self.plugins)
+        self.plugin_distribution = PluginDistribution(self.registry, managed)
 
     async def _pull_for_build(self, ref: Reference, platform: str) -> Image:
         """`FROM` an image that is not here (or `--pull`): pull it anonymously, quietly."""
@@ -297,7 +304,10 @@ class Engine:
         }
 
     async def check_plugin(self, name: str) -> CheckReport:
-        """Run the conformance checker against the plugin `name` as the engine sees it."""
+        """Run the conformance checker against the plugin `name` as the engine sees it,
+        or against the built-in driver of that name."""
+        if name == LOCAL_DRIVER:
+            return await self._check_local_driver()
         managed = self.plugins.managed.lookup(name)
         if managed is not None:
             plugin = self.plugins.managed.plugin(managed)
@@ -307,6 +317,17 @@ class Engine:
             )
         plugin = await self.plugins.legacy.get(name)
         return await check.run(plugin.client)
+
+    async def _check_local_driver(self) -> CheckReport:
+        """The built-in `local` driver's code, served on a private socket and checked like
+        any plugin. It runs on a scratch directory: the check creates and removes volumes
+        of its own, and the daemon's volumes are never touched."""
+        scratch = tempfile.mkdtemp(prefix="check-", dir=self.config.data_root)
+        try:
+            async with loopback.exposed(LocalDriver(scratch)) as client:
+                return await check.run(client)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, scratch, True)
 
 
 @lru_cache(maxsize=32)

@@ -4,14 +4,17 @@ It records every request (method, path, headers, body) and answers from a
 table of canned replies, so tests check the engine against the protocol and
 not against Dockyard's own SDK. A reply is a JSON-able value (200), or a
 `Raw(status, body, delay)` for errors, garbage, empty bodies and hangs.
+`DirectoryVolumes` is such a table for a volume driver that really works.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import socketserver
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -169,3 +172,105 @@ def bind_dead_socket(path: str) -> None:
     s = socket.socket(socket.AF_UNIX)
     s.bind(path)
     s.close()
+
+
+class DirectoryVolumes:
+    """A working VolumeDriver written without the SDK, as replies for `BarePlugin`.
+
+    A volume is a directory under `root`; mounts are counted per ID. With `-o
+    tmpfs=SIZE` the directory is a tmpfs, mounted at the first Mount and unmounted
+    at the last Unmount (something provisioned per mount, as real plugins do).
+    Unknown volumes are answered with `Err` ("no such volume"), as most plugins do.
+    """
+
+    def __init__(self, root: str, scope: str = "local") -> None:
+        self.root = root
+        self.scope = scope
+        os.makedirs(root, exist_ok=True)
+        self.volumes: dict[str, dict[str, Any]] = {}
+        self.lock = threading.Lock()
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.root, name)
+
+    def _volume(self, name: str) -> dict[str, Any]:
+        record = self.volumes[name]
+        return {
+            "Name": name,
+            "Mountpoint": self.path(name),
+            "Status": {"mounts": len(record["mounts"]), "tmpfs": record["tmpfs"]},
+        }
+
+    def create(self, call: Call) -> Any:
+        name, opts = call.json["Name"], call.json.get("Opts") or {}
+        if set(opts) - {"tmpfs"}:
+            return {"Err": f"unknown options: {sorted(set(opts) - {'tmpfs'})}"}
+        with self.lock:
+            if name not in self.volumes:
+                os.makedirs(self.path(name), exist_ok=True)
+                self.volumes[name] = {"mounts": set(), "tmpfs": opts.get("tmpfs", "")}
+        return {}
+
+    def remove(self, call: Call) -> Any:
+        name = call.json["Name"]
+        with self.lock:
+            record = self.volumes.get(name)
+            if record is None:
+                return {"Err": "no such volume"}
+            if record["mounts"]:
+                return {"Err": f"volume {name} is in use"}
+            shutil.rmtree(self.path(name), ignore_errors=True)
+            del self.volumes[name]
+        return {}
+
+    def mount(self, call: Call) -> Any:
+        name, mount_id = call.json["Name"], call.json["ID"]
+        with self.lock:
+            record = self.volumes.get(name)
+            if record is None:
+                return {"Err": "no such volume"}
+            if not record["mounts"] and record["tmpfs"]:
+                subprocess.run(
+                    ["mount", "-t", "tmpfs", "-o", f"size={record['tmpfs']}", "tmpfs",
+                     self.path(name)],
+                    check=True,
+                )  # fmt: skip
+            record["mounts"].add(mount_id)
+        return {"Mountpoint": self.path(name)}
+
+    def unmount(self, call: Call) -> Any:
+        name, mount_id = call.json["Name"], call.json["ID"]
+        with self.lock:
+            record = self.volumes.get(name)
+            if record is None or mount_id not in record["mounts"]:
+                return {}
+            record["mounts"].discard(mount_id)
+            if not record["mounts"] and record["tmpfs"]:
+                subprocess.run(["umount", self.path(name)], check=True)
+        return {}
+
+    def get(self, call: Call) -> Any:
+        with self.lock:
+            if call.json["Name"] not in self.volumes:
+                return {"Err": "no such volume"}
+            return {"Volume": self._volume(call.json["Name"])}
+
+    def replies(self) -> dict[str, Reply]:
+        def path(call: Call) -> Any:
+            name = call.json["Name"]
+            return {"Mountpoint": self.path(name) if name in self.volumes else ""}
+
+        def listing(call: Call) -> Any:
+            with self.lock:
+                return {"Volumes": [self._volume(n) for n in sorted(self.volumes)]}
+
+        return {
+            "/VolumeDriver.Capabilities": {"Capabilities": {"Scope": self.scope}},
+            "/VolumeDriver.Create": self.create,
+            "/VolumeDriver.Remove": self.remove,
+            "/VolumeDriver.Mount": self.mount,
+            "/VolumeDriver.Unmount": self.unmount,
+            "/VolumeDriver.Path": path,
+            "/VolumeDriver.Get": self.get,
+            "/VolumeDriver.List": listing,
+        }

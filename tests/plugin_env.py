@@ -8,11 +8,14 @@ timeout so failure paths take seconds, not minutes.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import sysconfig
+import tarfile
 import time
 from pathlib import Path
 from typing import Any
@@ -87,3 +90,61 @@ class PluginProcess:
 
 
 EXAMPLES = REPO / "plugins"
+
+
+def sdk_plugin_config(target: str, socket: str, types: list[str], **changes: Any) -> dict[str, Any]:
+    """A managed plugin's config.json that runs an SDK plugin (`/dockyard/FILE.py:CLASS`)
+    with the host's Python: /usr, /lib, site-packages and the repository are bound
+    read-only into a busybox root filesystem."""
+    site = sysconfig.get_paths()["purelib"]
+    ro = {"type": "bind", "options": ["rbind", "ro"]}
+    config: dict[str, Any] = {
+        "description": f"{target} (SDK example)",
+        "entrypoint": [
+            os.path.realpath(sys.executable),
+            *("-m", "dockyard.sdk", "run", target),
+            *("--socket", f"/run/docker/plugins/{socket}"),
+        ],
+        "interface": {"types": types, "socket": socket},
+        "env": [
+            {"name": "PYTHONPATH", "value": f"/dockyard:{site}"},
+            {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+        ],
+        "mounts": [
+            {"source": "/usr", "destination": "/usr", **ro},
+            {"source": "/lib", "destination": "/lib", **ro},
+            {"source": "/lib64", "destination": "/lib64", **ro},
+            {"source": site, "destination": site, **ro},
+            *(
+                [{"source": sys.base_prefix, "destination": sys.base_prefix, **ro}]
+                if not sys.base_prefix.startswith("/usr")
+                else []
+            ),
+            {"source": str(REPO), "destination": "/dockyard", **ro},
+        ],
+    }
+    config.update(changes)
+    return config
+
+
+def volume_plugin_config(**changes: Any) -> dict[str, Any]:
+    """The example snapshot volume plugin as a managed plugin: volumes under /data, its
+    PropagatedMount; CAP_SYS_ADMIN for the mounts of sized volumes."""
+    config = sdk_plugin_config(
+        "/dockyard/plugins/volume_snap.py:SnapshotVolumes", "snap.sock",
+        ["docker.volumedriver/1.0"],
+        propagatedMount="/data",
+        linux={"capabilities": ["CAP_SYS_ADMIN"]},
+    )  # fmt: skip
+    config["env"].append({"name": "VOLUME_ROOT", "value": "/data", "settable": ["value"]})
+    config.update(changes)
+    return config
+
+
+def make_plugin_dir(directory: Path, busybox_tar: Path, config: dict[str, Any]) -> Path:
+    """`plugin create`'s input: DIR/config.json and DIR/rootfs (busybox)."""
+    (directory / "rootfs").mkdir(parents=True)
+    with tarfile.open(busybox_tar) as tar:
+        tar.extractall(directory / "rootfs", filter="fully_trusted")
+    (directory / "config.json").write_text(json.dumps(config))
+    return directory

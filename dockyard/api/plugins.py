@@ -1,4 +1,4 @@
-"""Plugin routes: managed plugins (`/plugins...`) and the conformance check."""
+"""Plugin routes: managed plugins (`/plugins...`), from and to registries, and the check."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ from aiohttp import web
 
 from dockyard.api import filters
 from dockyard.api.app import Routes, engine, json_response, query_bool, query_int
-from dockyard.errors import InvalidArgument, NotImplementedByEngine
-from dockyard.plugins import config as plugin_config
+from dockyard.api.distribution import registry_credentials
+from dockyard.api.streams import progress_stream
+from dockyard.errors import InvalidArgument
+from dockyard.images import reference
+from dockyard.images.reference import Reference
+from dockyard.plugins.distribution import local_name
 from dockyard.plugins.managed import ManagedPlugin
+from dockyard.registry.progress import Report
 
 routes = Routes()
-
-REGISTRY_PENDING = (
-    "installing, pushing and upgrading plugins through a registry is not supported by "
-    "Dockyard yet; use `plugin create NAME DIR`"
-)
 
 
 def plugin_json(plugin: ManagedPlugin) -> dict[str, Any]:
@@ -54,13 +54,30 @@ async def list_plugins(request: web.Request) -> web.StreamResponse:
     return json_response(out)
 
 
+def _remote(request: web.Request) -> Reference:
+    remote = request.query.get("remote") or ""
+    if not remote:
+        raise InvalidArgument("a remote reference is required (remote=)")
+    return reference.parse(remote)
+
+
+async def _granted(request: web.Request) -> Any:
+    """The privileges the user accepted (the request body, a JSON list; none if empty)."""
+    raw = await request.read()
+    if not raw.strip():
+        return []
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InvalidArgument(f"invalid JSON: {e}") from e
+
+
 @routes.get("/plugins/privileges")
 async def privileges(request: web.Request) -> web.StreamResponse:
-    remote = request.query.get("remote") or ""
-    local = engine(request).plugins.managed.lookup(remote)
-    if local is None:
-        raise NotImplementedByEngine(REGISTRY_PENDING)
-    return json_response(plugin_config.privileges(local.config))
+    found = await engine(request).plugin_distribution.privileges(
+        _remote(request), registry_credentials(request)
+    )
+    return json_response(found)
 
 
 @routes.get("/plugins/{name:.+}/json")
@@ -122,19 +139,47 @@ async def remove(request: web.Request) -> web.StreamResponse:
 
 @routes.post("/plugins/pull")
 async def pull(request: web.Request) -> web.StreamResponse:
-    raise NotImplementedByEngine(REGISTRY_PENDING)
+    """`plugin install`: a disabled plugin, its name in `Docker-Plugin-Name`."""
+    remote = _remote(request)
+    name = local_name(remote, request.query.get("name") or "")
+    granted = await _granted(request)
+    credentials = registry_credentials(request)
+    distribution = engine(request).plugin_distribution
+    distribution.managed.check_available(name)
+
+    async def install(report: Report) -> None:
+        await distribution.install(remote, name, granted, credentials, report)
+
+    stream, _ = await progress_stream(request, install, {"Docker-Plugin-Name": name})
+    return await stream.finish()
 
 
 @routes.post("/plugins/{name:.+}/push")
 async def push(request: web.Request) -> web.StreamResponse:
-    engine(request).plugins.managed.find(request.match_info["name"])
-    raise NotImplementedByEngine(REGISTRY_PENDING)
+    distribution = engine(request).plugin_distribution
+    plugin = distribution.managed.find(request.match_info["name"])
+    credentials = registry_credentials(request)
+
+    async def upload(report: Report) -> None:
+        await distribution.push(plugin, credentials, report)
+
+    stream, _ = await progress_stream(request, upload)
+    return await stream.finish()
 
 
 @routes.post("/plugins/{name:.+}/upgrade")
 async def upgrade(request: web.Request) -> web.StreamResponse:
-    engine(request).plugins.managed.find(request.match_info["name"])
-    raise NotImplementedByEngine(REGISTRY_PENDING)
+    distribution = engine(request).plugin_distribution
+    plugin = distribution.managed.find(request.match_info["name"])
+    remote = _remote(request)
+    granted = await _granted(request)
+    credentials = registry_credentials(request)
+
+    async def replace(report: Report) -> None:
+        await distribution.upgrade(plugin.name, remote, granted, credentials, report)
+
+    stream, _ = await progress_stream(request, replace, {"Docker-Plugin-Name": plugin.name})
+    return await stream.finish()
 
 
 @routes.post("/plugins/{name:.+}/check")

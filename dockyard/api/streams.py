@@ -175,9 +175,11 @@ def progress_message(event: Event) -> dict[str, Any]:
 
 
 async def progress_stream(
-    request: web.Request, work: Callable[[Report], Coroutine[Any, Any, T]]
+    request: web.Request,
+    work: Callable[[Report], Coroutine[Any, Any, T]],
+    headers: dict[str, str] | None = None,
 ) -> tuple[JSONStream, T | None]:
-    """Run `work(report)` while streaming the events it reports.
+    """Run `work(report)` while streaming the events it reports (with extra `headers`).
 
     The reply starts with the first event: an error before it is an ordinary
     error reply with its status code (Docker answers an unknown repository
@@ -185,6 +187,7 @@ async def progress_stream(
     error message. A client that goes away cancels the work.
     """
     stream = JSONStream(request)
+    stream.resp.headers.update(headers or {})
     queue: asyncio.Queue[Event] = asyncio.Queue()
     task = asyncio.create_task(work(queue.put_nowait))
     try:

@@ -257,12 +257,16 @@ class Client:
         params: dict[str, Any] | None = None,
         raw: bytes | BinaryIO | None = None,
         headers: dict[str, str] | None = None,
+        reply_headers: dict[str, str] | None = None,
     ) -> Iterator[bytes]:
-        """The body of a streaming reply, chunk by chunk as it arrives."""
+        """The body of a streaming reply, chunk by chunk as it arrives; the reply's headers
+        (lower-cased names) go into `reply_headers` when given."""
         self._ensure_daemon()
         resp = self._send(method, path, params=params, body=raw, headers=headers)
         if resp.status >= 400:
             raise APIError(resp.status, _error_message(resp.read()))
+        if reply_headers is not None:
+            reply_headers.update(resp.headers)
         try:
             yield from resp.chunks()
         finally:

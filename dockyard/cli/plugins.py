@@ -1,4 +1,4 @@
-"""`dockyard plugin ...`: managed plugins, and the conformance checker."""
+"""`dockyard plugin ...`: managed plugins, from and to registries, and the conformance checker."""
 
 from __future__ import annotations
 
@@ -12,8 +12,14 @@ from typing import Any
 
 import click
 
-from dockyard.cli.containers import _print_rows, show
+from dockyard.cli.client import APIError
+from dockyard.cli.containers import _print_rows
+from dockyard.cli.containers import show as show_json
 from dockyard.cli.main import Context, fail, pass_context
+from dockyard.cli.progress import StreamError, show
+from dockyard.cli.registry import auth_headers
+from dockyard.errors import InvalidArgument
+from dockyard.images import reference
 from dockyard.plugins.check import CheckReport
 
 _HEADERS = {"ID": "ID", "Name": "NAME", "Description": "DESCRIPTION", "Enabled": "ENABLED"}
@@ -76,7 +82,7 @@ def inspect(ctx: Context, fmt: str | None, names: tuple[str, ...]) -> None:
             failed = True
             continue
         results.append(json.loads(body))
-    show(results, fmt)
+    show_json(results, fmt)
     if failed:
         sys.exit(1)
 
@@ -162,6 +168,162 @@ def rm(ctx: Context, force: bool, names: tuple[str, ...]) -> None:
 def set_(ctx: Context, name: str, settings: tuple[str, ...]) -> None:
     """Change settings of a disabled plugin: KEY=VALUE (env, mount.source, device.path, args)."""
     ctx.client.request("POST", f"/plugins/{name}/set", body=list(settings))
+
+
+# -- registries: install, upgrade, push -------------------------------------------
+
+
+def _accept(remote: str, privileges: list[dict[str, Any]], granted: bool) -> bool:
+    """The docker CLI's question before a plugin gets what it asks for."""
+    if granted or not privileges:
+        return True
+    click.echo(f'Plugin "{remote}" is requesting the following privileges:')
+    for privilege in privileges:
+        values = " ".join(str(v) for v in privilege.get("Value") or [])
+        click.echo(f" - {privilege['Name']}: [{values}]")
+    try:
+        answer = click.prompt(
+            "Do you grant the above permissions? [y/N]", default="", show_default=False
+        )
+    except click.Abort:
+        return False
+    return str(answer).strip().lower() in ("y", "yes")
+
+
+def _transfer(
+    ctx: Context,
+    path: str,
+    remote: str,
+    privileges: list[dict[str, Any]],
+    params: dict[str, Any],
+) -> str:
+    """POST a pull or upgrade with the accepted privileges; shows its progress and returns
+    the plugin's name (`Docker-Plugin-Name`)."""
+    reply_headers: dict[str, str] = {}
+    raw = json.dumps(privileges).encode()
+    messages = ctx.client.json_stream(
+        "POST",
+        path,
+        params={"remote": remote, **params},
+        raw=raw,
+        headers={"Content-Type": "application/json", **auth_headers(remote)},
+        reply_headers=reply_headers,
+    )
+    try:
+        show(messages)
+    except StreamError as e:
+        fail(f"Error response from daemon: {e}", 1)
+    return reply_headers.get("docker-plugin-name", "")
+
+
+def _privileges(ctx: Context, remote: str) -> list[dict[str, Any]]:
+    found = ctx.client.json(
+        "GET",
+        "/plugins/privileges",
+        params={"remote": remote},
+        headers=auth_headers(remote),
+    )
+    return list(found or [])
+
+
+@plugin.command("install")
+@click.option("--alias", default="", help="Local name for the plugin.")
+@click.option("--disable", is_flag=True, help="Do not enable the plugin on install.")
+@click.option(
+    "--grant-all-permissions", is_flag=True, help="Grant all permissions the plugin needs."
+)
+@click.argument("remote")
+@click.argument("settings", nargs=-1)
+@pass_context
+def install(
+    ctx: Context,
+    alias: str,
+    disable: bool,
+    grant_all_permissions: bool,
+    remote: str,
+    settings: tuple[str, ...],
+) -> None:
+    """Install a plugin from a registry: REMOTE [KEY=VALUE...] (settings applied before it
+    is enabled)."""
+    privileges = _privileges(ctx, remote)
+    if not _accept(remote, privileges, grant_all_permissions):
+        fail(f"Error: permission denied while installing plugin {remote}", 1)
+    name = _transfer(ctx, "/plugins/pull", remote, privileges, {"name": alias or None})
+    try:
+        if settings:
+            ctx.client.request("POST", f"/plugins/{name}/set", body=list(settings))
+        if not disable:
+            ctx.client.request("POST", f"/plugins/{name}/enable", params={"timeout": 0})
+    except APIError:
+        # As the docker CLI does: a plugin that cannot be set up is not left behind.
+        ctx.client.request("DELETE", f"/plugins/{name}", params={"force": True}, check=False)
+        raise
+    click.echo(f"Installed plugin {remote}")
+
+
+@plugin.command("upgrade")
+@click.option(
+    "--grant-all-permissions", is_flag=True, help="Grant all permissions the plugin needs."
+)
+@click.option(
+    "--skip-remote-check",
+    is_flag=True,
+    help="Do not check that REMOTE is where the plugin was installed from.",
+)
+@click.argument("name")
+@click.argument("remote", required=False)
+@pass_context
+def upgrade(
+    ctx: Context,
+    grant_all_permissions: bool,
+    skip_remote_check: bool,
+    name: str,
+    remote: str | None,
+) -> None:
+    """Upgrade a disabled plugin from a registry (its own reference unless REMOTE)."""
+    current = ctx.client.json("GET", f"/plugins/{name}/json")
+    if current["Enabled"]:
+        fail("Error: the plugin must be disabled before upgrading", 1)
+    remote = remote or current.get("PluginReference") or current["Name"]
+    if not skip_remote_check and not _same_reference(remote, current.get("PluginReference", "")):
+        click.echo(
+            f"Remote reference {remote} does not match the plugin's reference "
+            f"{current.get('PluginReference') or '(none)'}; upgrading may break the plugin."
+        )
+        try:
+            confirmed = click.confirm("Do you really want to upgrade?", default=False)
+        except click.Abort:
+            confirmed = False
+        if not confirmed:
+            fail("Error: upgrade cancelled", 1)
+    privileges = _privileges(ctx, remote)
+    if not _accept(remote, privileges, grant_all_permissions):
+        fail(f"Error: permission denied while upgrading plugin {name}", 1)
+    _transfer(ctx, f"/plugins/{current['Name']}/upgrade", remote, privileges, {})
+    click.echo(f"Upgraded plugin {current['Name']} to {remote}")
+
+
+def _same_reference(a: str, b: str) -> bool:
+    try:
+        return str(reference.parse(a)) == str(reference.parse(b))
+    except InvalidArgument:
+        return False
+
+
+@plugin.command("push")
+@click.argument("name")
+@pass_context
+def push(ctx: Context, name: str) -> None:
+    """Upload a plugin to the registry its name says (REGISTRY/REPO:TAG)."""
+    try:
+        name = reference.parse(name).familiar()
+    except InvalidArgument as e:
+        fail(f"Error: {e.message}", 1)
+    messages = ctx.client.json_stream("POST", f"/plugins/{name}/push", headers=auth_headers(name))
+    try:
+        show(messages)
+    except StreamError as e:
+        fail(f"Error response from daemon: {e}", 1)
 
 
 async def check_local(address: str, timeout: float = 30.0) -> CheckReport:

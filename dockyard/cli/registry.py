@@ -21,8 +21,9 @@ def _host(name: str) -> str:
         return reference.DEFAULT_DOMAIN
 
 
-def _auth_headers(host: str) -> dict[str, str]:
-    return {"X-Registry-Auth": dockerconfig.registry_auth_header(host)}
+def auth_headers(name: str) -> dict[str, str]:
+    """X-Registry-Auth for the registry of the image or plugin reference `name`."""
+    return {"X-Registry-Auth": dockerconfig.registry_auth_header(_host(name))}
 
 
 @click.command("pull")
@@ -36,7 +37,7 @@ def pull(ctx: Context, platform: str, quiet: bool, name: str) -> None:
         "POST",
         "/images/create",
         params={"fromImage": name, "platform": platform or None},
-        headers=_auth_headers(_host(name)),
+        headers=auth_headers(name),
     )
     try:
         show(messages, quiet=quiet)
@@ -61,7 +62,7 @@ def push(ctx: Context, all_tags: bool, quiet: bool, name: str) -> None:
         "POST",
         f"/images/{repo}/push",
         params={"tag": tag},
-        headers=_auth_headers(_host(name)),
+        headers=auth_headers(name),
     )
     try:
         results = show(messages, quiet=quiet)

@@ -205,10 +205,11 @@ class PluginClient:
         *,
         timeout: float | None = None,
         error_key: str | None = "Err",
+        retry: bool = True,
     ) -> M:
         """Call a method and decode its reply into `result`; a non-empty `error_key`
-        field in a 200 reply is a failure too."""
-        reply = await self.request(method, encode_body(args), timeout=timeout)
+        field in a 200 reply is a failure too. `retry=False`: one attempt only."""
+        reply = await self.request(method, encode_body(args), timeout=timeout, retry=retry)
         data = self.check(method, reply)
         if error_key:
             err = lookup(data, error_key)

@@ -313,3 +313,23 @@ def privileges(config: PluginConfig) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def check_privileges(config: PluginConfig, granted: Any) -> None:
+    """`granted` (what the user accepted, Docker's privilege list) must be exactly what the
+    config asks for, names and values compared in any order."""
+
+    def normal(items: Any) -> list[tuple[str, list[str]]]:
+        if not isinstance(items, list):
+            raise InvalidArgument("invalid privileges: expected a list")
+        out = []
+        for item in items:
+            value = item.get("Value") if isinstance(item, dict) else None
+            name = item.get("Name") if isinstance(item, dict) else None
+            if not isinstance(name, str) or not isinstance(value, list | type(None)):
+                raise InvalidArgument(f"invalid privilege {item!r}")
+            out.append((name, sorted(str(v) for v in value or [])))
+        return sorted(out)
+
+    if normal(privileges(config)) != normal(granted if granted is not None else []):
+        raise InvalidArgument("incorrect privileges")

@@ -37,12 +37,13 @@ import shutil
 import socket
 import tarfile
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from dockyard import mount
-from dockyard.content.store import ContentStore
+from dockyard.content.store import ContentStore, DigestingReader
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound, Unavailable
 from dockyard.events.bus import EventBus
 from dockyard.images import oci, reference
@@ -122,6 +123,16 @@ class ManagedPlugin:
         return self.config.kinds()
 
 
+@dataclass(frozen=True)
+class PluginImage:
+    """A plugin image in the plugin blob store: what install and upgrade unpack."""
+
+    manifest: str  # digest of its schema-2 manifest
+    config: PluginConfig
+    layers: list[str]  # blob digests (gzip or plain tars), base first
+    diff_ids: list[str]  # from the config; each layer is checked against its own
+
+
 @dataclass
 class _Live:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -160,12 +171,15 @@ class ManagedPlugins:
         os.makedirs(settings.data_root, mode=0o700, exist_ok=True)
         os.makedirs(settings.exec_root, mode=0o700, exist_ok=True)
         for name in os.listdir(settings.data_root):
-            if name.startswith("tmp-"):  # a create interrupted by a crash
+            if name.startswith("tmp-"):  # a create or install interrupted by a crash
                 shutil.rmtree(os.path.join(settings.data_root, name), ignore_errors=True)
+            else:
+                _finish_upgrade(os.path.join(settings.data_root, name))
         self.blobs = ContentStore(os.path.join(settings.data_root, "storage"))
         self._plugins: dict[str, ManagedPlugin] = {}
         self._live: dict[str, _Live] = {}
         self._refs: dict[str, int] = {}
+        self._pinned: Counter[str] = Counter()  # blobs of pulls in progress
         self._closing: asyncio.Future[None] | None = None
         # Called with a plugin that stops serving (disabled or removed).
         self.on_disable: list[Callable[[ManagedPlugin], None]] = []
@@ -234,6 +248,10 @@ class ManagedPlugins:
         """Host side of the plugin's /run/docker/logging (log-driver FIFOs)."""
         return os.path.join(self.run_dir(plugin), "logging")
 
+    def host_path(self, plugin: ManagedPlugin, path: str) -> str:
+        """A path inside the plugin (a volume's Mountpoint) as the host sees it."""
+        return host_path(self.dir(plugin), plugin.config.propagated_mount, path)
+
     def _paths(self, plugin: ManagedPlugin) -> Paths:
         bundle = os.path.join(self.run_dir(plugin), "bundle")
         return Paths(
@@ -280,49 +298,148 @@ class ManagedPlugins:
 
     # -- create --------------------------------------------------------------
 
-    async def create(self, name: str, body: AsyncIterator[bytes]) -> ManagedPlugin:
-        """A disabled plugin from a tar (optionally compressed) of config.json + rootfs/."""
-        full = _normalise(name, strict=True)
-        if self.lookup(full) is not None:
-            raise Conflict(f'plugin "{full}" already exists')
+    def _new_id(self) -> str:
         plugin_id = secrets.token_hex(32)
         while any(p.id[:12] == plugin_id[:12] for p in self._plugins.values()):
             plugin_id = secrets.token_hex(32)
+        return plugin_id
+
+    def check_available(self, name: str) -> None:
+        """A Conflict if a plugin is named `name` already."""
+        if self.lookup(name) is not None:
+            raise Conflict(f'plugin "{name}" already exists')
+
+    async def create(self, name: str, body: AsyncIterator[bytes]) -> ManagedPlugin:
+        """A disabled plugin from a tar (optionally compressed) of config.json + rootfs/."""
+        full = _normalise(name, strict=True)
+        self.check_available(full)
+        plugin_id = self._new_id()
         tmp = os.path.join(self.settings.data_root, "tmp-" + plugin_id)
         os.makedirs(tmp, mode=0o700)
         try:
             ingested = await consume_in_thread(body, lambda raw: _ingest(raw, tmp, self.blobs))
-            if self.lookup(full) is not None:
-                raise Conflict(f'plugin "{full}" already exists')
-            config = ingested.config
-            plugin = ManagedPlugin(
-                id=plugin_id,
-                name=full,
-                config=config,
-                settings=plugin_config.initial_settings(config),
-                reference="",
-                manifest=ingested.manifest,
-                created=oci.now_rfc3339(),
-                runtime=self.default_runtime,
-            )
-            os.makedirs(os.path.join(tmp, "propagated-mount"))
-            final = self.dir(plugin)
-            os.rename(tmp, final)
-            try:
-                with self.db.transaction():
-                    self.db.execute(
-                        "INSERT INTO plugins(id, name, record) VALUES (?,?,?)",
-                        (plugin.id, plugin.name, plugin.to_json()),
-                    )
-            except BaseException:
-                shutil.rmtree(final, ignore_errors=True)
-                raise
+            plugin = self._register(tmp, plugin_id, full, ingested.config, ingested.manifest, full)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        self._plugins[plugin.id] = plugin
         self._emit(plugin, "create")
         return plugin
+
+    def _register(
+        self,
+        tmp: str,
+        plugin_id: str,
+        name: str,
+        config: PluginConfig,
+        manifest: str,
+        reference: str,
+    ) -> ManagedPlugin:
+        """Record a new, disabled plugin whose rootfs is ready in `tmp`."""
+        self.check_available(name)
+        plugin = ManagedPlugin(
+            id=plugin_id,
+            name=name,
+            config=config,
+            settings=plugin_config.initial_settings(config),
+            reference=reference,
+            manifest=manifest,
+            created=oci.now_rfc3339(),
+            runtime=self.default_runtime,
+        )
+        os.makedirs(os.path.join(tmp, "propagated-mount"))
+        final = self.dir(plugin)
+        os.rename(tmp, final)
+        try:
+            with self.db.transaction():
+                self.db.execute(
+                    "INSERT INTO plugins(id, name, record) VALUES (?,?,?)",
+                    (plugin.id, plugin.name, plugin.to_json()),
+                )
+        except BaseException:
+            shutil.rmtree(final, ignore_errors=True)
+            raise
+        self._plugins[plugin.id] = plugin
+        return plugin
+
+    # -- from a registry: install and upgrade ----------------------------------
+
+    def pin(self, digests: list[str]) -> None:
+        """Keep blobs of a pull in progress from being collected."""
+        self._pinned.update(digests)
+
+    def unpin(self, digests: list[str]) -> None:
+        """Release pinned blobs; those no plugin uses (a pull that failed) are collected."""
+        self._pinned.subtract(digests)
+        self._pinned += Counter()  # drop what reached zero
+        self._collect_blobs()
+
+    async def install(
+        self, name: str, image: PluginImage, granted: Any, reference: str
+    ) -> ManagedPlugin:
+        """A disabled plugin named `name` from an image in the blob store (`plugin
+        install`), if `granted` are exactly the privileges its config asks for."""
+        plugin_config.check_privileges(image.config, granted)
+        full = _normalise(name, strict=True)
+        self.check_available(full)
+        plugin_id = self._new_id()
+        tmp = os.path.join(self.settings.data_root, "tmp-" + plugin_id)
+        os.makedirs(tmp, mode=0o700)
+        try:
+            await asyncio.to_thread(_unpack, self.blobs, image, os.path.join(tmp, "rootfs"))
+            return self._register(tmp, plugin_id, full, image.config, image.manifest, reference)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    async def upgrade(
+        self, ref: str, image: PluginImage, granted: Any, reference: str
+    ) -> ManagedPlugin:
+        """Replace a disabled plugin's rootfs and config with an image's; its ID, name,
+        settings and propagated-mount content stay. The old rootfs is kept until the new
+        one is in place and recorded."""
+        plugin = self.find(ref)
+        live = self._live_of(plugin)
+        async with live.lock:
+            if plugin.enabled:
+                raise Conflict(
+                    f"plugin must be disabled before upgrading: plugin {plugin.name} is enabled"
+                )
+            plugin_config.check_privileges(image.config, granted)
+            rootfs = os.path.join(self.dir(plugin), "rootfs")
+            new, old = rootfs + "-new", rootfs + "-old"
+            shutil.rmtree(new, ignore_errors=True)
+            try:
+                await asyncio.to_thread(_unpack, self.blobs, image, new)
+                _unmount_below(rootfs)  # a plugin disabled by force may have left mounts
+                os.rename(rootfs, old)
+                os.rename(new, rootfs)
+            except BaseException:
+                shutil.rmtree(new, ignore_errors=True)
+                if not os.path.exists(rootfs) and os.path.exists(old):
+                    os.rename(old, rootfs)
+                raise
+            previous = (plugin.config, plugin.manifest, plugin.reference)
+            plugin.config, plugin.manifest, plugin.reference = (
+                image.config,
+                image.manifest,
+                reference,
+            )
+            try:
+                self._save(plugin)
+            except BaseException:
+                plugin.config, plugin.manifest, plugin.reference = previous
+                os.rename(rootfs, new)
+                os.rename(old, rootfs)
+                shutil.rmtree(new, ignore_errors=True)
+                raise
+            await asyncio.to_thread(shutil.rmtree, old, True)
+            self._collect_blobs()
+        return plugin
+
+    def emit_pull(self, remote: str, name: str) -> None:
+        """Docker's event for a plugin pulled (install or upgrade): the remote reference as
+        the actor, the local name as attribute."""
+        self.events.emit("plugin", "pull", remote, {"name": name})
 
     # -- settings ------------------------------------------------------------
 
@@ -409,7 +526,7 @@ class ManagedPlugins:
                 live.add(manifest["config"]["digest"])
                 live.update(layer["digest"] for layer in manifest["layers"])
         for digest in list(self.blobs.digests()):
-            if digest not in live:
+            if digest not in live and not self._pinned[digest]:
                 self.blobs.delete(digest)
 
     # -- running -------------------------------------------------------------
@@ -600,6 +717,33 @@ def _normalise(ref: str, *, strict: bool = False) -> str:
     return parsed.familiar()
 
 
+def host_path(plugin_dir: str, propagated_mount: str, path: str) -> str:
+    """A path inside a plugin as the host sees it: under `<plugin dir>/propagated-mount`
+    when it lies in the plugin's PropagatedMount (mounts the plugin makes there reach the
+    host), else under its rootfs; never outside both. "" stays ""."""
+    if not path:
+        return ""
+    inside = posixpath.normpath("/" + path)
+    if propagated_mount:
+        base = posixpath.normpath("/" + propagated_mount)
+        if inside == base or inside.startswith(base.rstrip("/") + "/"):
+            rest = inside[len(base) :].lstrip("/")
+            return os.path.join(plugin_dir, "propagated-mount", rest).rstrip("/")
+    return os.path.join(plugin_dir, "rootfs", inside.lstrip("/")).rstrip("/")
+
+
+def _finish_upgrade(plugin_dir: str) -> None:
+    """Settle an upgrade a crash interrupted: the old rootfs comes back unless the new one
+    was already in place."""
+    rootfs = os.path.join(plugin_dir, "rootfs")
+    shutil.rmtree(rootfs + "-new", ignore_errors=True)
+    if os.path.isdir(rootfs + "-old"):
+        if os.path.isdir(rootfs):
+            shutil.rmtree(rootfs + "-old", ignore_errors=True)
+        else:
+            os.rename(rootfs + "-old", rootfs)
+
+
 def _make_shared(path: str) -> None:
     """Bind `path` onto itself and make it rshared, so the plugin's mounts there are seen."""
     os.makedirs(path, exist_ok=True)
@@ -617,6 +761,32 @@ def _unmount_below(path: str) -> None:
         if target == prefix or target.startswith(prefix + "/"):
             with contextlib.suppress(OSError):
                 mount.unmount(target)
+
+
+# -- install and upgrade: unpacking an image ------------------------------------
+
+
+def _unpack(blobs: ContentStore, image: PluginImage, target: str) -> None:
+    """The image's rootfs in `target` (created here), each layer checked against its DiffID.
+    Layers are hostile input: the layer applier refuses anything that would escape."""
+    if len(image.layers) != 1:
+        raise InvalidArgument(
+            f"plugin images of {len(image.layers)} layers are not supported (plugin create, "
+            "Dockyard's and Docker's, makes one)"
+        )
+    os.makedirs(target)
+    digest = image.layers[0]
+    with blobs.open(digest) as raw, open_decompressed(raw) as tar:
+        reader = DigestingReader(tar)
+        apply_layer(reader, target)  # type: ignore[arg-type]
+    expected = image.diff_ids[0] if len(image.diff_ids) == 1 else ""
+    # Docker records the compressed blob's digest as the DiffID of plugins it creates.
+    if expected and expected not in (reader.digest, digest):
+        raise InvalidArgument(
+            f"plugin layer {digest}: its content has DiffID {reader.digest}, but the plugin "
+            f"config says {expected}"
+        )
+    os.chmod(target, 0o755)
 
 
 # -- create: reading the upload -----------------------------------------------

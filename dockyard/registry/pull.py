@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from dockyard.content.store import (
+    ContentStore,
     DigestingReader,
     DigestMismatch,
     sha256_digest,
@@ -71,7 +72,8 @@ def not_found_message(error: RegistryError, ref: Reference) -> str:
     )
 
 
-def _descriptor(value: Any, what: str) -> dict[str, Any]:
+def checked_descriptor(value: Any, what: str) -> dict[str, Any]:
+    """A manifest's descriptor, refused unless it has a valid sha256 digest and a size."""
     if not isinstance(value, dict):
         raise InvalidArgument(f"invalid manifest: {what} is not a descriptor")
     digest = value.get("digest")
@@ -83,6 +85,90 @@ def _descriptor(value: Any, what: str) -> dict[str, Any]:
     except InvalidArgument:
         raise InvalidArgument(f"invalid manifest: unsupported digest {digest!r}") from None
     return value
+
+
+async def fetch_manifest(repo: Repository, target: str, expected: str | None) -> Document:
+    """The manifest or index `target` (a tag or digest), verified against `expected` (else
+    the registry's `Docker-Content-Digest`); schema 1 and unknown types are refused."""
+    url = await repo.url(f"manifests/{target}")
+    async with repo.request("GET", url, headers={"Accept": oci.ACCEPT}) as resp:
+        if (resp.content_length or 0) > MAX_MANIFEST_SIZE:
+            raise InvalidArgument(f"manifest {target} is larger than {MAX_MANIFEST_SIZE} bytes")
+        body = await resp.content.read(MAX_MANIFEST_SIZE + 1)
+        announced = resp.headers.get("Docker-Content-Digest", "")
+        content_type = resp.headers.get("Content-Type", "")
+    if len(body) > MAX_MANIFEST_SIZE:
+        raise InvalidArgument(f"manifest {target} is larger than {MAX_MANIFEST_SIZE} bytes")
+    digest = sha256_digest(body)
+    if expected is None and announced.startswith("sha256:"):
+        expected = announced
+    if expected is not None and digest != expected:
+        raise DigestMismatch(
+            f"manifest verification failed for {target}: expected {expected}, got {digest}"
+        )
+    try:
+        doc = json.loads(body)
+        media_type = oci.document_type(doc, content_type)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InvalidArgument(f"invalid manifest {target}: {e}") from None
+    if media_type in oci.SCHEMA1_TYPES:
+        raise InvalidArgument(
+            f"{target}: image manifest schema 1 is not supported (deprecated since Docker "
+            "1.10); push the image again with a current client"
+        )
+    if media_type not in oci.MANIFEST_TYPES:
+        raise InvalidArgument(f"{target}: unsupported manifest media type {media_type}")
+    return Document(digest, media_type, body, doc)
+
+
+async def fetch_small_blob(
+    repo: Repository, desc: dict[str, Any], max_size: int, what: str
+) -> bytes:
+    """A small blob (a config) read into memory, its size and digest verified."""
+    if desc["size"] > max_size:
+        raise InvalidArgument(f"{what} {desc['digest']} is too large")
+    url = await repo.url(f"blobs/{desc['digest']}")
+    async with repo.request("GET", url) as resp:
+        body = await resp.content.read(desc["size"] + 1)
+    if len(body) != desc["size"]:
+        raise DigestMismatch(
+            f"size mismatch for {desc['digest']}: expected {desc['size']} bytes, got {len(body)}"
+        )
+    if sha256_digest(body) != desc["digest"]:
+        raise DigestMismatch(f"digest mismatch for {what} {desc['digest']}")
+    return body
+
+
+async def download_blob(
+    repo: Repository,
+    desc: dict[str, Any],
+    content: ContentStore,
+    limit: asyncio.Semaphore,
+    report: Report,
+) -> None:
+    """Stream a blob into `content` (published only once its size and digest match),
+    reporting byte progress."""
+    digest, size = desc["digest"], desc["size"]
+    item = short_id(digest)
+    async with limit:
+        url = await repo.url(f"blobs/{digest}")
+        async with repo.request("GET", url) as resp:
+            meter = Meter(report, item, "Downloading", size)
+
+            async def body() -> AsyncIterator[bytes]:
+                async for chunk in resp.content.iter_any():
+                    meter.add(len(chunk))
+                    yield chunk
+
+            def store(reader: BinaryIO) -> str:
+                with content.writer(digest, size) as writer:
+                    while chunk := reader.read(_CHUNK):
+                        writer.write(chunk)
+                    return writer.commit()
+
+            await consume_in_thread(body(), store)
+    report(Event("Verifying Checksum", item))
+    report(Event("Download complete", item))
 
 
 class Puller:
@@ -117,11 +203,11 @@ class Puller:
             manifest = await self._manifest(repo, entry["digest"], entry["digest"])
         if manifest.media_type not in oci.IMAGE_MANIFEST_TYPES:
             raise InvalidArgument(f"unsupported manifest media type {manifest.media_type}")
-        config_desc = _descriptor(manifest.doc.get("config"), "config")
+        config_desc = checked_descriptor(manifest.doc.get("config"), "config")
         layer_descs = manifest.doc.get("layers")
         if not isinstance(layer_descs, list):
             raise InvalidArgument("invalid manifest: no layers")
-        layer_descs = [_descriptor(d, f"layer {i}") for i, d in enumerate(layer_descs)]
+        layer_descs = [checked_descriptor(d, f"layer {i}") for i, d in enumerate(layer_descs)]
         if config_desc.get("mediaType") not in oci.CONFIG_TYPES:
             raise InvalidArgument(
                 f"{ref.familiar()} is not a container image (config media type "
@@ -185,60 +271,21 @@ class Puller:
                 if isinstance(entry, dict) and not is_attestation(entry)
             ]
             return top, platforms
-        config_desc = _descriptor(top.doc.get("config"), "config")
+        config_desc = checked_descriptor(top.doc.get("config"), "config")
         config = await self._config(repo, config_desc, None)
         return top, [Platform.of(config if isinstance(config, dict) else {})]
 
     # -- documents -----------------------------------------------------------
 
     async def _manifest(self, repo: Repository, target: str, expected: str | None) -> Document:
-        url = await repo.url(f"manifests/{target}")
-        async with repo.request("GET", url, headers={"Accept": oci.ACCEPT}) as resp:
-            if (resp.content_length or 0) > MAX_MANIFEST_SIZE:
-                raise InvalidArgument(f"manifest {target} is larger than {MAX_MANIFEST_SIZE} bytes")
-            body = await resp.content.read(MAX_MANIFEST_SIZE + 1)
-            announced = resp.headers.get("Docker-Content-Digest", "")
-            content_type = resp.headers.get("Content-Type", "")
-        if len(body) > MAX_MANIFEST_SIZE:
-            raise InvalidArgument(f"manifest {target} is larger than {MAX_MANIFEST_SIZE} bytes")
-        digest = sha256_digest(body)
-        if expected is None and announced.startswith("sha256:"):
-            expected = announced
-        if expected is not None and digest != expected:
-            raise DigestMismatch(
-                f"manifest verification failed for {target}: expected {expected}, got {digest}"
-            )
-        try:
-            doc = json.loads(body)
-            media_type = oci.document_type(doc, content_type)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise InvalidArgument(f"invalid manifest {target}: {e}") from None
-        if media_type in oci.SCHEMA1_TYPES:
-            raise InvalidArgument(
-                f"{target}: image manifest schema 1 is not supported (deprecated since Docker "
-                "1.10); push the image again with a current client"
-            )
-        if media_type not in oci.MANIFEST_TYPES:
-            raise InvalidArgument(f"{target}: unsupported manifest media type {media_type}")
-        return Document(digest, media_type, body, doc)
+        return await fetch_manifest(repo, target, expected)
 
     async def _store(self, lease: Lease, data: bytes, digest: str) -> None:
         lease.blobs.add(digest)
         await asyncio.to_thread(self.content.put, data, digest)
 
     async def _config(self, repo: Repository, desc: dict[str, Any], lease: Lease | None) -> Any:
-        if desc["size"] > MAX_CONFIG_SIZE:
-            raise InvalidArgument(f"image config {desc['digest']} is too large")
-        url = await repo.url(f"blobs/{desc['digest']}")
-        async with repo.request("GET", url) as resp:
-            body = await resp.content.read(desc["size"] + 1)
-        if len(body) != desc["size"]:
-            raise DigestMismatch(
-                f"size mismatch for {desc['digest']}: expected {desc['size']} bytes, "
-                f"got {len(body)}"
-            )
-        if sha256_digest(body) != desc["digest"]:
-            raise DigestMismatch(f"digest mismatch for image config {desc['digest']}")
+        body = await fetch_small_blob(repo, desc, MAX_CONFIG_SIZE, "image config")
         if lease is not None:
             await self._store(lease, body, desc["digest"])
         try:
@@ -292,27 +339,7 @@ class Puller:
     async def _download(
         self, repo: Repository, desc: dict[str, Any], limit: asyncio.Semaphore, report: Report
     ) -> None:
-        digest, size = desc["digest"], desc["size"]
-        item = short_id(digest)
-        async with limit:
-            url = await repo.url(f"blobs/{digest}")
-            async with repo.request("GET", url) as resp:
-                meter = Meter(report, item, "Downloading", size)
-
-                async def body() -> AsyncIterator[bytes]:
-                    async for chunk in resp.content.iter_any():
-                        meter.add(len(chunk))
-                        yield chunk
-
-                def store(reader: BinaryIO) -> str:
-                    with self.content.writer(digest, size) as writer:
-                        while chunk := reader.read(_CHUNK):
-                            writer.write(chunk)
-                        return writer.commit()
-
-                await consume_in_thread(body(), store)
-        report(Event("Verifying Checksum", item))
-        report(Event("Download complete", item))
+        await download_blob(repo, desc, self.content, limit, report)
 
     async def _unpack(
         self, desc: dict[str, Any], diff_id: str, chain: str, parent: str | None, report: Report

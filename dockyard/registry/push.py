@@ -28,13 +28,13 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 from yarl import URL
 
-from dockyard.content.store import DigestingReader, sha256_digest
+from dockyard.content.store import ContentStore, DigestingReader, sha256_digest
 from dockyard.errors import InvalidArgument, NotFound, Unavailable
 from dockyard.events.bus import EventBus
 from dockyard.images import oci
@@ -73,6 +73,7 @@ class Pusher:
         self.images = images
         self.content = images.content
         self.events = events
+        self.uploads = BlobUploads(registry, images.content, images.blob_sources)
 
     async def push(self, ref: Reference, *, credentials: Credentials, report: Report) -> None:
         """Push `ref`'s tag, or every local tag of its repository when it has none."""
@@ -118,7 +119,7 @@ class Pusher:
         if verbatim:
             for d in layers:
                 blob = Blob(d["digest"], d["size"], d["mediaType"], True)
-                jobs.append(self._blob(repo, blob, limit, report))
+                jobs.append(self.uploads.push(repo, blob, limit, report))
                 items.append(short_id(blob.digest))
         else:
             for diff_id in image.diff_ids:
@@ -128,13 +129,13 @@ class Pusher:
                     items.append(short_id(diff_id))
                 else:
                     blob = Blob(gzipped.digest, gzipped.size, oci.LAYER_GZIP, True)
-                    jobs.append(self._blob(repo, blob, limit, report))
+                    jobs.append(self.uploads.push(repo, blob, limit, report))
                     items.append(short_id(blob.digest))
         for item in reversed(items):
             report(Event("Preparing", item))
         tasks = [
             asyncio.create_task(job)
-            for job in [*jobs, self._blob(repo, config_blob, limit, report)]
+            for job in [*jobs, self.uploads.push(repo, config_blob, limit, report)]
         ]
         try:
             blobs = await asyncio.gather(*tasks)
@@ -219,7 +220,7 @@ class Pusher:
                     asyncio.run_coroutine_threadsafe(queue.put(None), loop).result()
 
         async with limit:
-            location = await self._new_upload(repo)
+            location = await self.uploads.new_upload(repo)
             meter = Meter(report, item, "Pushing", 0)
             producer = loop.run_in_executor(None, compress)
 
@@ -250,15 +251,29 @@ class Pusher:
                 while not queue.empty():
                     queue.get_nowait()
                 await asyncio.gather(producer, return_exceptions=True)
-                await self._cancel_upload(repo, location)
+                await self.uploads.cancel(repo, location)
                 raise
         self.images.add_layer_blob(LayerBlob(diff_id, digest, oci.LAYER_GZIP, size, diff_size))
         report(Event("Pushed", item))
         return Blob(digest, size, oci.LAYER_GZIP, True)
 
-    # -- blobs ---------------------------------------------------------------
 
-    async def _blob(
+class BlobUploads:
+    """Uploading the blobs of one content store to repositories: `push` skips what the
+    repository has, mounts what another repository of the registry has (`sources` says
+    where a blob was seen), and uploads the rest."""
+
+    def __init__(
+        self,
+        registry: RegistryService,
+        content: ContentStore,
+        sources: Callable[[str], list[str]] = lambda digest: [],
+    ) -> None:
+        self.registry = registry
+        self.content = content
+        self.sources = sources
+
+    async def push(
         self, repo: Repository, blob: Blob, limit: asyncio.Semaphore, report: Report
     ) -> Blob:
         item = short_id(blob.digest)
@@ -270,22 +285,22 @@ class Pusher:
                 if blob.layer:
                     report(Event("Layer already exists", item))
                 return blob
-            location = await self._start_upload(repo, blob, report)
+            location = await self._start(repo, blob, report)
             if location is None:
                 return blob
             try:
                 await self._upload(repo, location, blob, report)
             except BaseException:
-                await self._cancel_upload(repo, location)
+                await self.cancel(repo, location)
                 raise
         if blob.layer:
             report(Event("Pushed", item))
         return blob
 
-    async def _start_upload(self, repo: Repository, blob: Blob, report: Report) -> URL | None:
+    async def _start(self, repo: Repository, blob: Blob, report: Report) -> URL | None:
         """An upload session, or None when the blob was mounted from another repository."""
         uploads = await repo.url("blobs/uploads/")
-        for source in self.images.blob_sources(blob.digest):
+        for source in self.sources(blob.digest):
             domain, _, path = source.partition("/")
             if domain != repo.host or path == repo.path:
                 continue
@@ -299,9 +314,9 @@ class Pusher:
                         report(Event(f"Mounted from {path}", short_id(blob.digest)))
                     return None
                 return resolve_location(url, resp.headers.get("Location", ""))
-        return await self._new_upload(repo)
+        return await self.new_upload(repo)
 
-    async def _new_upload(self, repo: Repository) -> URL:
+    async def new_upload(self, repo: Repository) -> URL:
         uploads = await repo.url("blobs/uploads/")
         async with repo.request(
             "POST", uploads, headers={"Content-Length": "0"}, ok=(202,)
@@ -368,7 +383,7 @@ class Pusher:
         except ValueError:
             raise Unavailable(f"registry gave an invalid upload Range {uploaded!r}") from None
 
-    async def _cancel_upload(self, repo: Repository, location: URL) -> None:
+    async def cancel(self, repo: Repository, location: URL) -> None:
         try:
             async with repo.request("DELETE", location, ok=(200, 202, 204, 404)):
                 pass

@@ -42,11 +42,13 @@ from dockyard.errors import (
     Unavailable,
 )
 from dockyard.events.bus import EventBus
+from dockyard.plugins.client import PluginError
 from dockyard.state.db import Database
 from dockyard.volumes import copyup
 from dockyard.volumes import mounts as mp
-from dockyard.volumes.driver import VolumeDriver
+from dockyard.volumes.driver import VolumeDriver, VolumeInfo
 from dockyard.volumes.mounts import MountPoint
+from dockyard.volumes.remote import PluginDrivers, RemoteDriver
 
 log = logging.getLogger(__name__)
 
@@ -133,21 +135,44 @@ def _size(path: str) -> int:
 class VolumeService:
     def __init__(self, db: Database, drivers: list[VolumeDriver], events: EventBus) -> None:
         self.db = db
-        self.drivers = {d.name: d for d in drivers}
+        self.drivers = {d.name: d for d in drivers}  # built in: in-process, asked freely
         self.events = events
         self.container_mounts: ContainerMounts = dict
+        # Volume plugins, found by name as Docker finds them; set by the engine.
+        self.plugins: PluginDrivers | None = None
         self._locks: dict[str, asyncio.Lock] = {}
 
     # -- drivers and records --------------------------------------------------
 
-    def driver(self, name: str) -> VolumeDriver:
-        driver = self.drivers.get(name or DEFAULT_DRIVER)
-        if driver is None:
+    async def driver(self, name: str, *, retry: bool = True) -> VolumeDriver:
+        """The driver `name`: a built-in one, else the plugin of that name (waited for
+        during the discovery retry window unless `retry` is false)."""
+        name = name or DEFAULT_DRIVER
+        driver = self.drivers.get(name)
+        if driver is not None:
+            return driver
+        if self.plugins is None:
             raise NotFound(f'error looking up volume plugin {name}: plugin "{name}" not found')
-        return driver
+        try:
+            return await self.plugins.get(name, retry=retry)
+        except NotFound:
+            raise NotFound(
+                f'error looking up volume plugin {name}: plugin "{name}" not found'
+            ) from None
+        except DockyardError as e:
+            raise _prefixed(f"error looking up volume plugin {name}", e) from e
 
     def driver_names(self) -> list[str]:
         return sorted(self.drivers)
+
+    def _hold(self, volume: Volume) -> None:
+        """Each volume of a managed plugin holds a reference on it (Docker's rule)."""
+        if self.plugins is not None and volume.driver not in self.drivers:
+            self.plugins.hold(volume.driver)
+
+    def _unhold(self, volume: Volume) -> None:
+        if self.plugins is not None and volume.driver not in self.drivers:
+            self.plugins.release(volume.driver)
 
     @contextlib.asynccontextmanager
     async def _lock(self, name: str) -> AsyncIterator[None]:
@@ -172,10 +197,12 @@ class VolumeService:
         return [self._from_row(row) for row in self.db.all("SELECT * FROM volumes ORDER BY name")]
 
     def _insert(self, volume: Volume, *, adopt: bool = False) -> None:
-        """Record a volume. A volume found at a driver (`adopt`) never replaces a record; a
-        created one replaces what a concurrent listing may have adopted meanwhile."""
+        """Record a volume; a new record holds its driver. A volume found at a driver
+        (`adopt`) never replaces a record; a created one replaces what a concurrent listing
+        may have adopted meanwhile."""
         verb = "INSERT OR IGNORE" if adopt else "INSERT OR REPLACE"
         with self.db.transaction():
+            known = self.db.one("SELECT 1 FROM volumes WHERE name=?", (volume.name,))
             self.db.execute(
                 f"{verb} INTO volumes(name, driver, created, labels, options) VALUES (?,?,?,?,?)",
                 (
@@ -186,17 +213,44 @@ class VolumeService:
                     json.dumps(volume.options),
                 ),
             )
+        if known is None:
+            self._hold(volume)
+
+    def _forget(self, volume: Volume) -> None:
+        with self.db.transaction():
+            self.db.execute("DELETE FROM volumes WHERE name=?", (volume.name,))
+        self._unhold(volume)
 
     def _emit(self, action: str, name: str, **attributes: str) -> None:
         self.events.emit("volume", action, name, attributes)
 
-    async def _describe(self, volume: Volume) -> Volume:
-        """The record completed with what its driver says (mountpoint, status, scope)."""
-        driver = self.drivers.get(volume.driver)
+    async def _describe(
+        self, volume: Volume, *, fresh: bool = True, info: VolumeInfo | None = None
+    ) -> Volume:
+        """The record completed with what its driver says: mountpoint, status, scope.
+
+        Built-in drivers are asked every time. A plugin is asked (`Get`) only when
+        `fresh`; otherwise what is known is shown without a call (`info` just received,
+        or the mountpoint it last reported), as Docker shows a volume it has just
+        created or listed."""
+        builtin = self.drivers.get(volume.driver)
+        driver: VolumeDriver | None = builtin
+        if driver is None and self.plugins is not None:
+            if not fresh:
+                driver = self.plugins.peek(volume.driver)
+            else:
+                try:
+                    driver = await self.driver(volume.driver, retry=False)
+                except DockyardError as e:
+                    log.warning("volume %s: driver %s: %s", volume.name, volume.driver, e.message)
+                    return volume
         if driver is None:
             return volume
         try:
-            info = await driver.get(volume.name)
+            if builtin is not None or fresh:
+                info = await driver.get(volume.name)
+            elif info is None and isinstance(driver, RemoteDriver):
+                info = VolumeInfo(volume.name, driver.cached_path(volume.name))
             scope = (await driver.capabilities()).scope.lower()
         except DockyardError as e:
             log.warning("volume %s: driver %s: %s", volume.name, volume.driver, e.message)
@@ -207,10 +261,18 @@ class VolumeService:
             volume.status = info.status
         return volume
 
-    async def _adopt(self, name: str) -> Volume | None:
+    async def _all_drivers(self) -> list[VolumeDriver]:
+        """The built-in drivers and every volume plugin a scan finds (activating them)."""
+        found: list[VolumeDriver] = list(self.drivers.values())
+        if self.plugins is not None:
+            found += await self.plugins.all()
+        return found
+
+    async def _adopt(self, name: str) -> tuple[Volume, VolumeInfo] | None:
         """A volume a driver has but the engine has no record of (made outside, or before a
-        crash): recorded now, as Docker's store does when it finds one."""
-        for driver in self.drivers.values():
+        crash): recorded now, as Docker's store does when it finds one. Every driver is
+        asked, the plugins in the discovery directories too (as Docker does)."""
+        for driver in await self._all_drivers():
             try:
                 info = await driver.get(name)
             except DockyardError:
@@ -218,7 +280,7 @@ class VolumeService:
             if info is not None:
                 volume = Volume(name, driver.name, _now(), None, None)
                 self._insert(volume, adopt=True)
-                return volume
+                return self._record(name) or volume, info
         return None
 
     # -- references -----------------------------------------------------------
@@ -242,8 +304,8 @@ class VolumeService:
     ) -> Volume:
         if not name:
             labels = {**(labels or {}), ANONYMOUS_LABEL: ""}
-        volume, _ = await self._ensure(name, driver_name, options, labels)
-        return await self._describe(volume)
+        volume, info, _ = await self._ensure(name, driver_name, options, labels)
+        return await self._describe(volume, fresh=False, info=info)
 
     async def _ensure(
         self,
@@ -251,61 +313,117 @@ class VolumeService:
         driver_name: str,
         options: dict[str, str] | None,
         labels: dict[str, str] | None,
-    ) -> tuple[Volume, bool]:
-        """The volume `name` (a new anonymous one if empty), created if missing; and whether
-        this call created it."""
+    ) -> tuple[Volume, VolumeInfo | None, bool]:
+        """The volume `name` (a new anonymous one if empty), created if missing; what its
+        driver said of it (None if just created); and whether this call created it.
+
+        The driver calls are Docker's: `Get` (of the volume's own driver when it is
+        recorded, else of the driver asked for), then `Create` only if the driver has no
+        such volume. A failed Create leaves no record, and a Create cut short (timed out,
+        connection lost) is followed by a Remove, so no half-made volume remains."""
         name = name or secrets.token_hex(32)
         async with self._lock(name):
-            existing = self._record(name) or await self._adopt(name)
+            existing = self._record(name)
             if existing is not None:
-                if driver_name and driver_name != existing.driver:
-                    self.driver(driver_name)  # an unknown driver is reported as such
-                    raise Conflict(
-                        f"create {name}: driver '{existing.driver}' already has volume "
-                        f"'{name}': volume name must be unique"
-                    )
-                return existing, False
-            driver = self.driver(driver_name)
+                info = await self._still_there(existing, driver_name)
+                if info is not None:
+                    return existing, info, False
+                driver_name = driver_name or existing.driver  # gone from its driver: made again
+            elif not driver_name:
+                adopted = await self._adopt(name)
+                if adopted is not None:
+                    return adopted[0], adopted[1], False
             try:
-                await driver.create(name, dict(options or {}))
+                driver = await self.driver(driver_name)
             except DockyardError as e:
-                raise type(e)(f"create {name}: {e.message}") from e
+                raise _prefixed(f"create {name}", e) from e
+            try:
+                info = await driver.get(name)
+            except DockyardError:
+                info = None  # Docker ignores a failing Get here and goes on to Create
+            if info is None:
+                try:
+                    await driver.create(name, dict(options or {}))
+                except DockyardError as e:
+                    await _discard_half_made(driver, name, e)
+                    raise _prefixed(f"create {name}", e) from e
             volume = Volume(name, driver.name, _now(), labels, options)
             try:
                 self._insert(volume)
             except BaseException:
-                await driver.remove(name)
+                if info is None:
+                    await driver.remove(name)
                 raise
-        self._emit("create", name, driver=driver.name)
-        return volume, True
+        if info is None:
+            self._emit("create", name, driver=driver.name)
+        return volume, info, info is None
+
+    async def _still_there(self, volume: Volume, driver_name: str) -> VolumeInfo | None:
+        """What the recorded volume's driver says of it (Docker's conflict check): a 409 if
+        another driver was asked for; None (and the record dropped) if its driver no longer
+        has it and no container uses it."""
+        name = volume.name
+        conflict = False
+        if driver_name:
+            try:
+                conflict = (await self.driver(driver_name)).name != volume.driver
+            except DockyardError as e:
+                raise _prefixed(f"create {name}", e) from e
+        try:
+            info = await (await self.driver(volume.driver)).get(name)
+        except DockyardError as e:
+            raise Conflict(
+                f"create {name}: found reference to volume '{name}' in driver "
+                f"'{volume.driver}', but got an error while checking the driver: {e.message}"
+            ) from e
+        if info is None and not self.users(name):
+            log.warning("volume %s is gone from driver %s: forgotten", name, volume.driver)
+            self._forget(volume)
+            return None
+        if conflict:
+            raise Conflict(
+                f"create {name}: driver '{volume.driver}' already has volume "
+                f"'{name}': volume name must be unique"
+            )
+        return info or VolumeInfo(name)
 
     async def get(self, name: str) -> Volume:
-        volume = self._record(name) or await self._adopt(name)
-        if volume is None:
-            raise NotFound(f"get {name}: no such volume")
-        return await self._describe(volume)
+        found = self._record(name)
+        if found is None:
+            adopted = await self._adopt(name)
+            if adopted is None:
+                raise NotFound(f"get {name}: no such volume")
+            found = adopted[0]
+        return await self._describe(found)
 
     async def find(self, filters: dict[str, list[str]]) -> tuple[list[Volume], list[str]]:
+        """`volume ls`: the records, with what every driver lists (plugins included, and
+        volumes they have that the engine did not know are recorded); a driver that cannot
+        list is a warning, its recorded volumes are still shown."""
         for key in filters:
             if key not in ("dangling", "driver", "label", "label!", "name"):
                 raise InvalidArgument(f"invalid filter '{key}'")
         warnings = []
-        known = {v.name for v in self._records()}
-        for driver in self.drivers.values():
-            try:
-                for info in await driver.list():
-                    if info.name not in known:
-                        known.add(info.name)
-                        self._insert(Volume(info.name, driver.name, _now(), None, None), adopt=True)
-            except DockyardError as e:
-                warnings.append(f"list {driver.name}: {e.message}")
-        used = {p.name for points in self.container_mounts().values() for p in points}
-        result = []
-        for volume in self._records():
-            if not self._matches(volume, filters, used):
+        drivers = await self._all_drivers()
+        lists = await asyncio.gather(*(d.list() for d in drivers), return_exceptions=True)
+        listed: dict[tuple[str, str], VolumeInfo] = {}
+        for driver, result in zip(drivers, lists, strict=True):
+            if isinstance(result, DockyardError):
+                warnings.append(f"list {driver.name}: {result.message}")
                 continue
-            result.append(await self._describe(volume))
-        return result, warnings
+            if isinstance(result, BaseException):
+                raise result
+            for info in result:
+                listed[(driver.name, info.name)] = info
+                if self._record(info.name) is None:
+                    self._insert(Volume(info.name, driver.name, _now(), None, None), adopt=True)
+        used = {p.name for points in self.container_mounts().values() for p in points}
+        volumes = []
+        for volume in self._records():
+            if self._matches(volume, filters, used):
+                known = listed.get((volume.driver, volume.name))
+                volumes.append(await self._describe(volume, fresh=False, info=known))
+        return volumes, warnings
 
     def _matches(self, volume: Volume, filters: dict[str, list[str]], used: set[str]) -> bool:
         if filters.get("driver") and volume.driver not in filters["driver"]:
@@ -324,25 +442,30 @@ class VolumeService:
         return True
 
     async def remove(self, name: str, *, force: bool = False) -> None:
-        """Remove a volume no container references; `force` also forgets it when the
-        driver fails, and makes an unknown name no error."""
-        volume = self._record(name) or await self._adopt(name)
+        """Remove a volume no container references (its driver is asked `Get`, then
+        `Remove`); `force` also forgets it when the driver fails, and makes an unknown name
+        no error."""
+        volume = self._record(name)
         if volume is None:
-            if force:
-                return
-            raise NotFound(f"get {name}: no such volume")
+            adopted = await self._adopt(name)
+            if adopted is None:
+                if force:
+                    return
+                raise NotFound(f"get {name}: no such volume")
+            volume = adopted[0]
         async with self._lock(name):
             users = self.users(name)
             if users:
                 raise Conflict(f"remove {name}: volume is in use - [{', '.join(users)}]")
             try:
-                await self.driver(volume.driver).remove(name)
+                driver = await self.driver(volume.driver)
+                if await driver.get(name) is not None:
+                    await driver.remove(name)
             except DockyardError as e:
                 if not force:
-                    raise type(e)(f"remove {name}: {e.message}") from e
+                    raise _prefixed(f"remove {name}", e) from e
                 log.warning("forgetting volume %s its driver failed to remove: %s", name, e)
-            with self.db.transaction():
-                self.db.execute("DELETE FROM volumes WHERE name=?", (name,))
+            self._forget(volume)
         self._emit("destroy", name, driver=volume.driver)
 
     async def prune(self, filters: dict[str, list[str]], *, all: bool) -> tuple[list[str], int]:
@@ -451,13 +574,13 @@ class VolumeService:
                 labels = dict(point.volume_labels) or None
                 if point.anonymous:
                     labels = {**(labels or {}), ANONYMOUS_LABEL: ""}
-                volume, new = await self._ensure(
+                volume, info, new = await self._ensure(
                     point.name, point.driver, point.volume_options or None, labels
                 )
                 if new:
                     created.append(volume.name)
                 point.name, point.driver = volume.name, volume.driver
-                point.source = (await self._describe(volume)).mountpoint
+                point.source = (await self._describe(volume, fresh=False, info=info)).mountpoint
         except BaseException:
             for name in created:
                 with contextlib.suppress(DockyardError):
@@ -494,11 +617,13 @@ class VolumeService:
         call mounted is unmounted again."""
         volumes = [p for p in points if p.type == mp.VOLUME]
         records = []
+        drivers: dict[str, VolumeDriver] = {}
         for point in volumes:
             volume = self._record(point.name)
             if volume is None:
                 raise NotFound(f"get {point.name}: no such volume")
-            self.driver(volume.driver)
+            if volume.driver not in drivers:
+                drivers[volume.driver] = await self.driver(volume.driver)
             records.append(volume)
         ids = [secrets.token_hex(32) for _ in volumes]
         # Recorded before any driver is asked: from here on, a crash still unmounts.
@@ -510,7 +635,10 @@ class VolumeService:
                 )
         try:
             results = await asyncio.gather(
-                *(self._driver_mount(v, i) for v, i in zip(records, ids, strict=True)),
+                *(
+                    self._driver_mount(drivers[v.driver], v, i)
+                    for v, i in zip(records, ids, strict=True)
+                ),
                 return_exceptions=True,
             )
             for result in results:
@@ -548,9 +676,9 @@ class VolumeService:
             )
         return mp.sort_for_mounting(entries, lambda e: e["destination"])
 
-    async def _driver_mount(self, volume: Volume, mount_id: str) -> str:
+    async def _driver_mount(self, driver: VolumeDriver, volume: Volume, mount_id: str) -> str:
         async with self._lock(volume.name):
-            return await self.driver(volume.driver).mount(volume.name, mount_id)
+            return await driver.mount(volume.name, mount_id)
 
     async def _entry(self, point: MountPoint) -> dict[str, Any]:
         """The OCI mount entry of a mount point (its volume mounted already)."""
@@ -596,9 +724,13 @@ class VolumeService:
 
     async def _unmount(self, rows: list[Any]) -> None:
         async def one(row: Any) -> bool:
-            driver = self.drivers.get(row["driver"])
-            if driver is None:
+            try:
+                driver = await self.driver(row["driver"])
+            except NotFound:
                 return True  # the driver is gone: nothing can be paired any more
+            except DockyardError as e:
+                log.warning("unmounting volume %s (%s): %s", row["volume"], row["id"][:12], e)
+                return False  # disabled, or not reachable now: paired later
             try:
                 async with self._lock(row["volume"]):
                     await driver.unmount(row["volume"], row["id"])
@@ -620,22 +752,53 @@ class VolumeService:
     # -- engine start -----------------------------------------------------------
 
     async def restore(self, running: set[str]) -> None:
-        """After a restart: drop records the drivers no longer have, and unmount every
+        """After a restart: ask each recorded volume's driver for it (`Get`, the plugin
+        looked up with its retries, as Docker does at start), drop the records drivers no
+        longer have, take the references on managed plugins again, and unmount every
         mount of a container that is not running (it died, or the engine did mid-start)."""
-        for volume in self._records():
-            driver = self.drivers.get(volume.driver)
-            if driver is None:
-                continue
+
+        async def check(volume: Volume) -> None:
             try:
-                missing = await driver.get(volume.name) is None
-            except DockyardError:
-                continue
-            if missing and not self.users(volume.name):
-                log.warning("volume %s is gone from driver %s: forgotten", volume.name, driver.name)
+                info = await (await self.driver(volume.driver)).get(volume.name)
+            except DockyardError as e:
+                log.warning("volume %s: driver %s: %s", volume.name, volume.driver, e.message)
+                self._hold(volume)  # still its plugin's volume as far as anyone knows
+                return
+            if info is None and not self.users(volume.name):
+                log.warning(
+                    "volume %s is gone from driver %s: forgotten", volume.name, volume.driver
+                )
                 with self.db.transaction():
                     self.db.execute("DELETE FROM volumes WHERE name=?", (volume.name,))
+                return
+            self._hold(volume)
+
+        await asyncio.gather(*(check(volume) for volume in self._records()))
         rows = self.db.all("SELECT id, volume, driver, container FROM volume_mounts")
         await self._unmount([row for row in rows if row["container"] not in running])
+
+
+def _prefixed(prefix: str, error: DockyardError) -> DockyardError:
+    """`error` with Docker's `op name: ` prefix, as its typed class from `dockyard.errors`
+    (a PluginError becomes the Unavailable it is)."""
+    for cls in type(error).__mro__:
+        if cls.__module__ == DockyardError.__module__ and issubclass(cls, DockyardError):
+            return cls(f"{prefix}: {error.message}")
+    return DockyardError(f"{prefix}: {error.message}")
+
+
+async def _discard_half_made(driver: VolumeDriver, name: str, error: DockyardError) -> None:
+    """After a Create cut short (timed out, connection lost before the reply) the plugin
+    may have made the volume: remove it, once, so nothing half-made remains. A plugin
+    that answered with an error made nothing."""
+    if not isinstance(driver, RemoteDriver) or not isinstance(error, PluginError):
+        return
+    if error.http_status:
+        return
+    try:
+        await driver.discard(name)
+    except DockyardError as e:
+        log.info("removing volume %s after its failed create: %s", name, e.message)
 
 
 def _check_propagation(source: str, propagation: str) -> None:

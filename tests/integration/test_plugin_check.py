@@ -220,3 +220,23 @@ def test_the_bridge_network_example_passes_in_a_private_netns(tmp_path: Path) ->
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(10)
+
+
+def test_the_built_in_local_driver_passes_the_same_checks(busybox_tar: Path) -> None:
+    daemon = PluginDaemon()
+    try:
+        daemon.start_with()
+        daemon.cli("volume", "create", "mine", check=True)
+        result = check("local", host=daemon.host)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "Implements: VolumeDriver" in result.stdout
+        assert "PASS  second Mount (another ID)" in result.stdout
+        assert "17 passed, 0 failed, 0 warnings" in result.stdout  # as many as the example
+        # on a scratch directory: the daemon's own volumes are untouched, nothing is left
+        assert daemon.cli("volume", "ls", "-q").stdout.split() == ["mine"]
+        assert sorted(p.name for p in (daemon.data_root / "volumes").iterdir()) == ["mine"]
+        assert not [p for p in daemon.data_root.iterdir() if p.name.startswith("check-")]
+        as_json = json.loads(check("--json", "local", host=daemon.host).stdout)
+        assert as_json["plugin"] == "local" and as_json["address"].startswith("unix://")
+    finally:
+        daemon.cleanup()

@@ -341,8 +341,9 @@ def test_plugin_endpoints_errors(daemon: PluginDaemon) -> None:
     assert daemon.api("POST", "/v1.45/plugins/nothere/enable")[0] == 404
     assert daemon.api("DELETE", "/v1.45/plugins/nothere")[0] == 404
     assert daemon.api("POST", "/v1.45/plugins/nothere/push")[0] == 404
-    status, body = daemon.api("POST", "/v1.45/plugins/pull?remote=x/y")
-    assert status == 501 and "registry" in body["message"]
+    status, body = daemon.api("POST", "/v1.45/plugins/pull?remote=127.0.0.1:9/x/y")
+    assert status == 500 and 'Get "http://127.0.0.1:9/v2/"' in body["message"]
+    assert daemon.api("POST", "/v1.45/plugins/pull")[0] == 400  # no remote
     assert (
         daemon.api(
             "GET", "/v1.45/plugins?filters=" + urllib.parse.quote(json.dumps({"nope": ["x"]}))

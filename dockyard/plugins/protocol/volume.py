@@ -90,9 +90,13 @@ class VolumeDriverClient:
             timeout=CREATE_TIMEOUT,
         )
 
-    async def remove(self, name: str) -> None:
+    async def remove(self, name: str, *, retry: bool = True) -> None:
         await self.client.call(
-            "VolumeDriver.Remove", NameRequest(name), ErrReply, timeout=DEFAULT_TIMEOUT
+            "VolumeDriver.Remove",
+            NameRequest(name),
+            ErrReply,
+            timeout=DEFAULT_TIMEOUT,
+            retry=retry,
         )
 
     async def mount(self, name: str, mount_id: str) -> str:
