@@ -12,6 +12,7 @@ import click
 from dockyard.cli import terminal
 from dockyard.cli.client import APIError, Client
 from dockyard.cli.main import Context, fail, pass_context
+from dockyard.cli.output import print_rows, show
 from dockyard.units import UnitError, ago, parse_cpus, parse_duration, parse_size, read_env_file
 
 RUN_OPTIONS = [
@@ -578,19 +579,7 @@ def ps(
             click.echo(item["Id"] if no_trunc else item["Id"][:12])
         return
     rows = [_ps_row(item, no_trunc) for item in items]
-    _print_rows(fmt or _PS_DEFAULT, rows, _PS_HEADERS)
-
-
-def _print_rows(fmt: str, rows: list[dict[str, Any]], headers: dict[str, str]) -> None:
-    from dockyard.cli.template import TemplateError, format_rows
-
-    try:
-        out = format_rows(fmt, rows, headers)
-    except TemplateError as e:
-        fail(f"template parsing error: {e}", 125)
-        return
-    if out:
-        click.echo(out, nl=not out.endswith("\n"))
+    print_rows(fmt or _PS_DEFAULT, rows, _PS_HEADERS)
 
 
 @click.command("logs")
@@ -739,7 +728,7 @@ def top(ctx: Context, container: str, ps_args: tuple[str, ...]) -> None:
     keys = [f"C{i}" for i in range(len(titles))]
     rows = [dict(zip(keys, proc, strict=False)) for proc in result["Processes"]]
     fmt = "table " + "\t".join(f"{{{{.{key}}}}}" for key in keys)
-    _print_rows(fmt, rows, dict(zip(keys, titles, strict=True)))
+    print_rows(fmt, rows, dict(zip(keys, titles, strict=True)))
 
 
 @click.command("inspect")
@@ -778,19 +767,6 @@ def inspect(ctx: Context, fmt: str | None, kind: str | None, names: tuple[str, .
     show(results, fmt)
     if failed:
         sys.exit(1)
-
-
-def show(results: list[Any], fmt: str | None) -> None:
-    from dockyard.cli.template import TemplateError, render
-
-    if fmt:
-        try:
-            for item in results:
-                click.echo(render(fmt.replace("\\t", "\t").replace("\\n", "\n"), item))
-        except TemplateError as e:
-            fail(f"template parsing error: {e}", 125)
-    else:
-        click.echo(json.dumps(results, indent=4))
 
 
 container = click.Group("container", help="Manage containers.")

@@ -9,8 +9,8 @@ from typing import Any
 import click
 
 from dockyard.cli.client import APIError
-from dockyard.cli.containers import _print_rows, show
 from dockyard.cli.main import Context, fail, pass_context
+from dockyard.cli.output import inspect_each, print_rows
 from dockyard.cli.registry import pull, push
 from dockyard.units import ago, human_size
 
@@ -138,7 +138,7 @@ def images(
     default = _IMAGE_DEFAULT
     if digests:
         default = default.replace("{{.Tag}}\t", "{{.Tag}}\t{{.Digest}}\t")
-    _print_rows(fmt or default, rows, _IMAGE_HEADERS)
+    print_rows(fmt or default, rows, _IMAGE_HEADERS)
 
 
 @click.command("tag")
@@ -183,17 +183,7 @@ def rmi(ctx: Context, force: bool, no_prune: bool, images: tuple[str, ...]) -> N
 @pass_context
 def image_inspect(ctx: Context, fmt: str | None, images: tuple[str, ...]) -> None:
     """Display detailed information on one or more images."""
-    results = []
-    failed = False
-    for name in images:
-        try:
-            results.append(ctx.client.json("GET", f"/images/{name}/json"))
-        except APIError as e:
-            click.echo(f"Error response from daemon: {e.message}", err=True)
-            failed = True
-    show(results, fmt)
-    if failed:
-        sys.exit(1)
+    inspect_each(ctx.client, "/images/{name}/json", images, fmt)
 
 
 @click.command("history")
@@ -233,7 +223,7 @@ def history(ctx: Context, no_trunc: bool, quiet: bool, fmt: str | None, image: s
         "Size": "SIZE",
         "Comment": "COMMENT",
     }
-    _print_rows(
+    print_rows(
         fmt or "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}",
         rows,
         headers,

@@ -8,8 +8,8 @@ from typing import Any
 import click
 
 from dockyard.cli.client import APIError
-from dockyard.cli.containers import _print_rows, show
 from dockyard.cli.main import Context, fail, pass_context
+from dockyard.cli.output import inspect_each, print_rows
 
 _HEADERS = {
     "ID": "NETWORK ID",
@@ -132,7 +132,7 @@ def ls(
         }
         for item in items
     ]
-    _print_rows(fmt or _DEFAULT, rows, _HEADERS)
+    print_rows(fmt or _DEFAULT, rows, _HEADERS)
 
 
 @network.command("inspect")
@@ -141,17 +141,7 @@ def ls(
 @pass_context
 def inspect(ctx: Context, fmt: str | None, networks: tuple[str, ...]) -> None:
     """Display detailed information on one or more networks."""
-    results = []
-    failed = False
-    for name in networks:
-        try:
-            results.append(ctx.client.json("GET", f"/networks/{name}"))
-        except APIError as e:
-            click.echo(f"Error response from daemon: {e.message}", err=True)
-            failed = True
-    show(results, fmt)
-    if failed:
-        sys.exit(1)
+    inspect_each(ctx.client, "/networks/{name}", networks, fmt)
 
 
 @network.command("rm")

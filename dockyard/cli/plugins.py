@@ -13,9 +13,9 @@ from typing import Any
 import click
 
 from dockyard.cli.client import APIError
-from dockyard.cli.containers import _print_rows
-from dockyard.cli.containers import show as show_json
 from dockyard.cli.main import Context, fail, pass_context
+from dockyard.cli.output import print_rows
+from dockyard.cli.output import show as show_json
 from dockyard.cli.progress import StreamError, show
 from dockyard.cli.registry import auth_headers
 from dockyard.errors import InvalidArgument
@@ -64,7 +64,7 @@ def ls(
         }
         for item in items
     ]
-    _print_rows(fmt or _DEFAULT, rows, _HEADERS)
+    print_rows(fmt or _DEFAULT, rows, _HEADERS)
 
 
 @plugin.command("inspect")

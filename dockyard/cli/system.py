@@ -8,8 +8,8 @@ import time
 import click
 
 from dockyard import __version__
-from dockyard.cli.containers import show
 from dockyard.cli.main import Context, pass_context
+from dockyard.cli.output import show
 
 
 @click.command("info")
@@ -113,7 +113,7 @@ def events(
 @pass_context
 def df(ctx: Context, verbose: bool, fmt: str | None) -> None:
     """Show disk usage of images, containers and volumes."""
-    from dockyard.cli.containers import _print_rows
+    from dockyard.cli.output import print_rows
     from dockyard.units import human_size
 
     data = ctx.client.json("GET", "/system/df")
@@ -176,10 +176,10 @@ def df(ctx: Context, verbose: bool, fmt: str | None) -> None:
         "Reclaimable": "RECLAIMABLE",
     }
     default = "table {{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}"
-    _print_rows(fmt or default, rows, headers)
+    print_rows(fmt or default, rows, headers)
     if verbose:
         click.echo("\nImages space usage:\n")
-        _print_rows(
+        print_rows(
             "table {{.Repository}}\t{{.ID}}\t{{.Size}}\t{{.Shared}}\t{{.Containers}}",
             [
                 {
@@ -200,7 +200,7 @@ def df(ctx: Context, verbose: bool, fmt: str | None) -> None:
             },
         )
         click.echo("\nContainers space usage:\n")
-        _print_rows(
+        print_rows(
             "table {{.ID}}\t{{.Image}}\t{{.Size}}\t{{.Names}}",
             [
                 {

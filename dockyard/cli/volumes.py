@@ -7,8 +7,8 @@ import sys
 import click
 
 from dockyard.cli.client import APIError
-from dockyard.cli.containers import _print_rows, show
 from dockyard.cli.main import Context, pass_context
+from dockyard.cli.output import inspect_each, print_rows
 from dockyard.units import human_size
 
 _HEADERS = {
@@ -80,7 +80,7 @@ def ls(ctx: Context, quiet: bool, filters: tuple[str, ...], fmt: str | None) -> 
         }
         for v in volumes
     ]
-    _print_rows(fmt or "table {{.Driver}}\t{{.Name}}", rows, _HEADERS)
+    print_rows(fmt or "table {{.Driver}}\t{{.Name}}", rows, _HEADERS)
 
 
 @click.command("inspect")
@@ -89,17 +89,7 @@ def ls(ctx: Context, quiet: bool, filters: tuple[str, ...], fmt: str | None) -> 
 @pass_context
 def inspect(ctx: Context, fmt: str | None, names: tuple[str, ...]) -> None:
     """Display detailed information on one or more volumes."""
-    results = []
-    failed = False
-    for name in names:
-        try:
-            results.append(ctx.client.json("GET", f"/volumes/{name}"))
-        except APIError as e:
-            click.echo(f"Error response from daemon: {e.message}", err=True)
-            failed = True
-    show(results, fmt)
-    if failed:
-        sys.exit(1)
+    inspect_each(ctx.client, "/volumes/{name}", names, fmt)
 
 
 @click.command("rm")
