@@ -27,25 +27,12 @@ from dockyard.state.db import Database
 
 
 @dataclass(frozen=True)
-class State:
+class State(oci.ConfigAccessors):
     """An image state during a build: its config, layers and the ID naming both."""
 
     id: str  # sha256:<hex> of the config bytes ("" for FROM scratch before any step)
     config: dict[str, Any]
     layers: tuple[dict[str, Any], ...]  # manifest descriptors, bottom first
-
-    @property
-    def diff_ids(self) -> list[str]:
-        return list((self.config.get("rootfs") or {}).get("diff_ids") or [])
-
-    @property
-    def chain_id(self) -> str | None:
-        chains = chain_ids(self.diff_ids)
-        return chains[-1] if chains else None
-
-    @property
-    def run_config(self) -> dict[str, Any]:
-        return dict(self.config.get("config") or {})
 
     @property
     def short_id(self) -> str:

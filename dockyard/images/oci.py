@@ -11,6 +11,8 @@ import platform
 import time
 from typing import Any
 
+from dockyard.snapshots.layers import chain_ids
+
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 INDEX = "application/vnd.oci.image.index.v1+json"
 CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -96,3 +98,24 @@ def descriptor(media_type: str, digest: str, size: int) -> dict[str, Any]:
 
 def manifest(config: dict[str, Any], layers: list[dict[str, Any]]) -> dict[str, Any]:
     return {"schemaVersion": 2, "mediaType": MANIFEST, "config": config, "layers": layers}
+
+
+class ConfigAccessors:
+    """What records that carry an image config (`self.config`) read from it."""
+
+    config: dict[str, Any]
+
+    @property
+    def diff_ids(self) -> list[str]:
+        return list((self.config.get("rootfs") or {}).get("diff_ids") or [])
+
+    @property
+    def chain_id(self) -> str | None:
+        """The ChainID of the whole layer stack (None for an image without layers)."""
+        chains = chain_ids(self.diff_ids)
+        return chains[-1] if chains else None
+
+    @property
+    def run_config(self) -> dict[str, Any]:
+        """The config's `config` object: Env, Cmd, Entrypoint, WorkingDir, ..."""
+        return dict(self.config.get("config") or {})

@@ -33,7 +33,7 @@ from dockyard.streams import consume_in_thread
 
 
 @dataclass
-class Image:
+class Image(oci.ConfigAccessors):
     id: str
     manifest_digest: str
     config: dict[str, Any]
@@ -46,21 +46,6 @@ class Image:
     @property
     def short_id(self) -> str:
         return self.id.removeprefix("sha256:")[:12]
-
-    @property
-    def diff_ids(self) -> list[str]:
-        rootfs = self.config.get("rootfs") or {}
-        return list(rootfs.get("diff_ids") or [])
-
-    @property
-    def chain_id(self) -> str | None:
-        chains = chain_ids(self.diff_ids)
-        return chains[-1] if chains else None
-
-    @property
-    def run_config(self) -> dict[str, Any]:
-        """The config's `config` object: Env, Cmd, Entrypoint, WorkingDir, ..."""
-        return dict(self.config.get("config") or {})
 
 
 @dataclass

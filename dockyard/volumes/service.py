@@ -44,6 +44,7 @@ from dockyard.errors import (
 from dockyard.events.bus import EventBus
 from dockyard.plugins.client import PluginError
 from dockyard.state.db import Database
+from dockyard.usage import tree_size
 from dockyard.volumes import copyup
 from dockyard.volumes import mounts as mp
 from dockyard.volumes.driver import VolumeDriver, VolumeInfo
@@ -114,22 +115,7 @@ def _bool_filter(values: list[str], key: str) -> bool:
 
 def _size(path: str) -> int:
     """Bytes used by regular files under `path`, hard links counted once (-1 if unreadable)."""
-    if not os.path.isdir(path):
-        return -1
-    total = 0
-    seen: set[tuple[int, int]] = set()
-    for directory, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                st = os.lstat(os.path.join(directory, name))
-            except OSError:
-                continue
-            if st.st_nlink > 1:
-                if (st.st_dev, st.st_ino) in seen:
-                    continue
-                seen.add((st.st_dev, st.st_ino))
-            total += st.st_size
-    return total
+    return tree_size(path) if os.path.isdir(path) else -1
 
 
 class VolumeService:
