@@ -25,6 +25,7 @@ class Raw:
     status: int = 200
     body: bytes = b""
     delay: float = 0.0
+    die: bool = False  # the plugin exits mid-call: no reply, its socket gone
 
 
 @dataclass
@@ -95,6 +96,10 @@ class BarePlugin:
                     reply = Raw(200, json.dumps(reply).encode())
                 if reply.delay:
                     time.sleep(reply.delay)
+                if reply.die:
+                    plugin.stop()
+                    self.close_connection = True
+                    return
                 try:
                     self.send_response(reply.status)
                     self.send_header("Content-Type", "application/vnd.docker.plugins.v1.1+json")

@@ -215,7 +215,7 @@ def test_the_bridge_network_example_passes_in_a_private_netns(tmp_path: Path) ->
             time.sleep(0.05)
         result = check(sock)
         assert result.returncode == 0, result.stdout
-        assert "PASS  Join: interface dyc" in result.stdout
+        assert "PASS  Join: interface vbc" in result.stdout
         assert "ProgramExternalConnectivity: not implemented (404)" in result.stdout
     finally:
         proc.send_signal(signal.SIGTERM)
