@@ -151,6 +151,10 @@ class BareIpam:
             self.pools.clear()
             self.used.clear()
 
+    def pool_id(self, pool: str) -> str:
+        with self.lock:
+            return next(i for i, p in self.pools.items() if str(p) == pool)
+
     def allocations(self) -> dict[str, list[str]]:
         with self.lock:
             return {str(self.pools[p]): sorted(self.used[p]) for p in self.pools}

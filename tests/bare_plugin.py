@@ -15,7 +15,7 @@ import socketserver
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
@@ -34,6 +34,7 @@ class Call:
     path: str
     headers: dict[str, str]
     body: bytes
+    at: int = field(default_factory=time.monotonic_ns)  # orders calls to several plugins
 
     @property
     def json(self) -> Any:

@@ -10,7 +10,7 @@ remote driver adapter checks on the engine's behalf:
 * `GwAllocCheck` only when the driver advertised `GwAllocChecker`;
 * a CreateEndpoint reply may fill in only what the engine left empty (the
   MAC, typically); changing a supplied value, or a value that does not parse,
-  fails the call after a `DeleteEndpoint`, as Docker rolls it back;
+  fails the call (the manager then rolls back with `DeleteEndpoint`);
 * a Join reply must name an interface (`SrcName`); its gateways must be IP
   addresses and its static routes CIDRs with a next hop when they are of type
   0. Moving the interface into the sandbox is the manager's job.
@@ -95,12 +95,7 @@ class RemoteNetworkDriver:
         try:
             return _filled_in(interface, reply)
         except ValueError as e:
-            method = "NetworkDriver.CreateEndpoint"
-            try:
-                await self.client.delete_endpoint(network_id, endpoint_id)
-            except PluginError as cleanup:
-                raise PluginError(self.name, method, f"{e} (and {cleanup.call_error})") from e
-            raise PluginError(self.name, method, str(e), status=200) from e
+            raise PluginError(self.name, "NetworkDriver.CreateEndpoint", str(e), status=200) from e
 
     async def endpoint_oper_info(self, network_id: str, endpoint_id: str) -> dict[str, Any]:
         return await self.client.endpoint_info(network_id, endpoint_id)
