@@ -301,7 +301,10 @@ class Engine:
         }
 
     async def check_plugin(self, name: str) -> CheckReport:
-        """Run the conformance checker against the plugin `name` as the engine sees it."""
+        """Run the conformance checker against the plugin `name` as the engine sees it, or
+        against the built-in bridge driver (`bridge`) or IPAM (`default`)."""
+        if name in ("bridge", "host", "null", "default"):
+            return await self.network.check_builtin(name)
         managed = self.plugins.managed.lookup(name)
         if managed is not None:
             plugin = self.plugins.managed.plugin(managed)

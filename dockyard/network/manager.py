@@ -80,6 +80,8 @@ from dockyard.network.ipam import GATEWAY_DATA, GATEWAY_REQUEST, IpamDriver
 from dockyard.network.ipam_default import DefaultIpam, parse_pools
 from dockyard.network.ipam_remote import RemoteIpam
 from dockyard.network.model import Endpoint, Network, PoolLease
+from dockyard.plugins import inprocess
+from dockyard.plugins.check import CheckReport
 from dockyard.plugins.protocol import IPAM, NETWORK
 from dockyard.state.db import Database
 
@@ -433,6 +435,37 @@ class NetworkManager:
         if self.plugins is None:
             raise NotFound(f'plugin "{name}" not found')
         return await self.plugins.get(name, kind)
+
+    async def check_builtin(self, name: str) -> CheckReport:
+        """`plugin check bridge|default`: the built-in bridge driver or IPAM through the
+        plugin protocol and the same checks as any plugin (see `plugins.inprocess`). The
+        bridge is checked on a pool of the default IPAM and in a sandbox of its own."""
+        socket = os.path.join(self.config.exec_root, f"check-{secrets.token_hex(4)}.sock")
+        if name == BUILTIN_IPAM:
+            return await inprocess.check_served(name, inprocess.ServedIpamDriver(self.ipam), socket)
+        if name != "bridge":
+            raise InvalidArgument(f"the {name} driver makes no interfaces: nothing to check")
+        pool = await self.ipam.request_pool((await self.ipam.get_default_address_spaces()).local)
+        sandbox = os.path.join(self.sandbox_dir, "check-" + secrets.token_hex(4))
+        try:
+            (await netns.create(sandbox)).close()
+            return await inprocess.check_served(
+                name,
+                inprocess.ServedNetworkDriver(self.bridge),
+                socket,
+                subnet=pool.pool,
+                sandbox=sandbox,
+            )
+        finally:
+            with contextlib.suppress(OSError, NetlinkError):
+                # the interfaces the check left go now, not when the kernel frees the netns
+                async with await netns.netlink(sandbox) as ipr:
+                    async for link in await ipr.get_links():
+                        if link.get("ifname") != "lo":
+                            await ipr.link("del", index=link["index"])
+            with contextlib.suppress(OSError):
+                netns.destroy(sandbox)
+            await self.ipam.release_pool(pool.pool_id)
 
     def plugin_names(self) -> tuple[list[str], list[str]]:
         """Network and IPAM plugins registered or named by a network (for `info`)."""
