@@ -634,6 +634,10 @@ def test_a_managed_ipam_plugin_is_referenced_by_its_networks(
         status, body = daemon.api("POST", f"/v1.45/plugins/{name}/disable")
         assert (status, body["message"]) == (409, f"plugin {name} is in use")
         assert daemon.api("DELETE", f"/v1.45/plugins/{name}")[0] == 409
+        # the reference is the network's: it is taken again when the daemon starts
+        daemon.stop()
+        daemon.start()
+        assert daemon.api("POST", f"/v1.45/plugins/{name}/disable")[0] == 409
         daemon.cli("network", "rm", "mn", check=True)
         assert json.loads((state / "state.json").read_text()) == {}
         daemon.cli("plugin", "disable", name, check=True)
