@@ -207,6 +207,8 @@ class Engine:
         )
         self.authorization = Authorization(self.plugins, list(config.authorization_plugins))
         managed.on_disable.append(lambda plugin: self.authorization.drop(plugin.name))
+        self.network.plugins = self.plugins
+        managed.on_disable.append(lambda plugin: self.network.forget_plugin(plugin.name))
         self.containers.logging = PluginLogging(
             self.plugins, os.path.join(config.exec_root, "logging")
         )
@@ -278,6 +280,7 @@ class Engine:
     def info(self) -> dict[str, Any]:
         """Facts about this engine and host, for `/info` and `/version`."""
         containers = self.containers.all()
+        network_plugins, ipam_plugins = self.network.plugin_names()
         return {
             "id": self.id,
             "name": socket.gethostname(),
@@ -297,17 +300,20 @@ class Engine:
             "data_root": self.config.data_root,
             "plugins": {
                 "Volume": self.plugins.names(protocol.VOLUME),
-                "Network": self.plugins.names(protocol.NETWORK) + self.plugins.names(protocol.IPAM),
+                "Network": _merged(self.plugins.names(protocol.NETWORK), network_plugins),
+                "IPAM": _merged(self.plugins.names(protocol.IPAM), ipam_plugins),
                 "Authorization": list(self.authorization.names),
                 "Log": self.plugins.names(protocol.LOG),
             },
         }
 
     async def check_plugin(self, name: str) -> CheckReport:
-        """Run the conformance checker against the plugin `name` as the engine sees it,
-        or against the built-in driver of that name."""
+        """Run the conformance checker against the plugin `name` as the engine sees it, or
+        against a built-in driver: `local` (volumes), `bridge` (networks), `default` (IPAM)."""
         if name == LOCAL_DRIVER:
             return await self._check_local_driver()
+        if name in ("bridge", "host", "null", "default"):
+            return await self.network.check_builtin(name)
         managed = self.plugins.managed.lookup(name)
         if managed is not None:
             plugin = self.plugins.managed.plugin(managed)
@@ -333,6 +339,10 @@ class Engine:
 @lru_cache(maxsize=32)
 def _default_seccomp(path: str, capabilities: tuple[str, ...]) -> dict[str, Any]:
     return seccomp.to_oci(seccomp.load_profile(path), capabilities=capabilities)
+
+
+def _merged(*names: list[str]) -> list[str]:
+    return list(dict.fromkeys(n for group in names for n in group))
 
 
 def network_config(config: DaemonConfig) -> NetworkConfig:

@@ -1,8 +1,9 @@
 """A network plugin: one Linux bridge per network, one veth pair per endpoint.
 
-CreateNetwork makes a bridge `dyb<network id[:10]>` holding the gateway
-address the engine's IPAM chose; CreateEndpoint makes a veth pair whose host
-end joins the bridge; Join hands the other end to the engine, which moves it
+CreateNetwork makes a bridge `vbr<network id[:10]>` holding the gateway
+address the engine's IPAM chose; CreateEndpoint makes a veth pair
+(`vbh<endpoint id[:10]>` on the host, `vbc...` for the container) whose host end
+joins the bridge; Join hands the other end to the engine, which moves it
 into the container as `eth0` and gives it the endpoint's address, and names
 the bridge's address as the container's gateway. Leave has nothing to do;
 DeleteEndpoint and DeleteNetwork remove the links. Containers on one network
@@ -42,7 +43,7 @@ async def ip(*args: str, check: bool = True) -> None:
 
 
 def bridge_name(network_id: str) -> str:
-    return "dyb" + network_id[:10]
+    return "vbr" + network_id[:10]
 
 
 class BridgeNetwork(NetworkPlugin):
@@ -67,7 +68,7 @@ class BridgeNetwork(NetworkPlugin):
         await ip("link", "del", bridge_name(req.network_id), check=False)
 
     async def create_endpoint(self, req: CreateEndpointRequest) -> None:
-        host, peer = "dyv" + req.endpoint_id[:10], "dyc" + req.endpoint_id[:10]
+        host, peer = "vbh" + req.endpoint_id[:10], "vbc" + req.endpoint_id[:10]
         await ip("link", "add", host, "type", "veth", "peer", "name", peer)
         try:
             await ip("link", "set", host, "master", bridge_name(req.network_id))
@@ -77,11 +78,11 @@ class BridgeNetwork(NetworkPlugin):
             raise
 
     async def delete_endpoint(self, req: EndpointRequest) -> None:
-        await ip("link", "del", "dyv" + req.endpoint_id[:10], check=False)
+        await ip("link", "del", "vbh" + req.endpoint_id[:10], check=False)
 
     def join(self, req: JoinRequest) -> JoinReply:
         return JoinReply(
-            interface_name=InterfaceName("dyc" + req.endpoint_id[:10], "eth"),
+            interface_name=InterfaceName("vbc" + req.endpoint_id[:10], "eth"),
             gateway=self.gateways.get(req.network_id, ""),
         )
 

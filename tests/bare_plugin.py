@@ -18,7 +18,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
@@ -28,6 +28,7 @@ class Raw:
     status: int = 200
     body: bytes = b""
     delay: float = 0.0
+    die: bool = False  # the plugin exits mid-call: no reply, its socket gone
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Call:
     path: str
     headers: dict[str, str]
     body: bytes
+    at: int = field(default_factory=time.monotonic_ns)  # orders calls to several plugins
 
     @property
     def json(self) -> Any:
@@ -98,6 +100,10 @@ class BarePlugin:
                     reply = Raw(200, json.dumps(reply).encode())
                 if reply.delay:
                     time.sleep(reply.delay)
+                if reply.die:
+                    plugin.stop()
+                    self.close_connection = True
+                    return
                 try:
                     self.send_response(reply.status)
                     self.send_header("Content-Type", "application/vnd.docker.plugins.v1.1+json")

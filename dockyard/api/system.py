@@ -134,6 +134,7 @@ async def info(request: web.Request) -> web.StreamResponse:
             "Plugins": {
                 "Volume": [*eng.volumes.driver_names(), *facts["plugins"]["Volume"]],
                 "Network": ["bridge", "host", "null", *facts["plugins"]["Network"]],
+                "IPAM": ["default", *facts["plugins"]["IPAM"]],  # Dockyard's own key
                 "Authorization": facts["plugins"]["Authorization"] or None,
                 "Log": ["json-file", *facts["plugins"]["Log"]],
             },

@@ -34,7 +34,7 @@ def info(ctx: Context, fmt: str | None) -> None:
         " Plugins:",
         *(
             f"  {kind}: {' '.join(data['Plugins'].get(kind) or []) or '(none)'}"
-            for kind in ("Volume", "Network", "Log", "Authorization")
+            for kind in ("Volume", "Network", "IPAM", "Log", "Authorization")
         ),
         f" Logging Driver: {data['LoggingDriver']}",
         f" Cgroup Driver: {data['CgroupDriver']}",

@@ -20,10 +20,19 @@ Start-up: `start()` replays every network to its driver before containers are
 restored; `reconcile()` afterwards replays the endpoints of running
 containers, removes those of dead ones, and deletes sandboxes, devices and
 addresses that no record owns.
+
+Drivers and IPAM drivers that are not built in are plugins (`plugins`, set by
+the engine), looked up by name when first needed and registered with their
+capabilities (`drivers.remote`, `ipam_remote`); each network holds a reference
+on its managed plugins. A plugin is a process of its own that keeps its state
+across daemon restarts: its networks and live endpoints are not replayed to it,
+only an IPAM that asks for it (`RequiresRequestReplay`) gets its pools, gateways
+and addresses requested again, as Docker does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import logging
@@ -49,9 +58,12 @@ from dockyard.images.oci import now_rfc3339
 from dockyard.network import netns, ports, requests
 from dockyard.network.dns import EmbeddedDNS
 from dockyard.network.driver import (
+    ENABLE_IPV4,
+    ENABLE_IPV6,
     EXPOSED_PORTS,
     GENERIC,
     INTERNAL,
+    MAC_ADDRESS,
     PORT_MAP,
     PROTOCOLS,
     EndpointInterface,
@@ -62,17 +74,26 @@ from dockyard.network.driver import (
 )
 from dockyard.network.drivers.bridge import BRIDGE_NAME, MASQUERADE, MTU, BridgeDriver
 from dockyard.network.drivers.host import NoInterfaceDriver
+from dockyard.network.drivers.remote import RemoteNetworkDriver
 from dockyard.network.firewall import Firewall
-from dockyard.network.ipam import GATEWAY_REQUEST, IpamDriver
+from dockyard.network.ipam import GATEWAY_DATA, GATEWAY_REQUEST, IpamDriver
 from dockyard.network.ipam_default import DefaultIpam, parse_pools
+from dockyard.network.ipam_remote import RemoteIpam
 from dockyard.network.model import Endpoint, Network, PoolLease
+from dockyard.plugins import inprocess
+from dockyard.plugins.check import CheckReport
+from dockyard.plugins.protocol import IPAM, NETWORK
 from dockyard.state.db import Database
 
 if TYPE_CHECKING:
     from dockyard.containers.model import Container
     from dockyard.containers.service import ContainerService
+    from dockyard.plugins.service import PluginService
 
 log = logging.getLogger(__name__)
+
+BUILTIN_DRIVERS = ("bridge", "host", "null")
+BUILTIN_IPAM = "default"
 
 
 @dataclass
@@ -123,6 +144,8 @@ class NetworkManager:
         }
         self.ipam = DefaultIpam(db, parse_pools(config.default_address_pools))
         self.ipams: dict[str, IpamDriver] = {"default": self.ipam}
+        self.plugins: PluginService | None = None  # set by the engine
+        self._registering: dict[str, asyncio.Lock] = {}
         self.dns = EmbeddedDNS(self)
         self.containers: ContainerService | None = None
         self.networks: dict[str, Network] = {}
@@ -218,12 +241,60 @@ class NetworkManager:
                 network.predefined = True
                 self._save_network(network)
         for network in self.all():
+            self._hold(network, 1)
+            if network.driver not in BUILTIN_DRIVERS:
+                continue  # a plugin keeps its own networks
             try:
-                await self._driver(network).create_network(
+                await (await self._driver(network)).create_network(
                     network.id, self._driver_options(network), self._ipam_data(network), []
                 )
             except DockyardError as e:
                 log.error("network %s cannot be restored: %s", network.name, e.message)
+        await self._replay_allocations()
+
+    async def _replay_allocations(self) -> None:
+        """Pools, gateways, aux and endpoint addresses requested again from the IPAM
+        plugins that keep no state of their own (`RequiresRequestReplay`), as Docker does
+        at start-up; pool IDs may change."""
+        by_driver: dict[str, list[Network]] = {}
+        for network in self.all():
+            if network.ipam_driver != BUILTIN_IPAM and network.pools:
+                by_driver.setdefault(network.ipam_driver, []).append(network)
+        for name, networks in by_driver.items():
+            try:
+                ipam = await self.ipam_driver(name)
+                if not (await ipam.get_capabilities()).requires_request_replay:
+                    continue
+            except DockyardError as e:
+                log.error("IPAM driver %s cannot be registered: %s", name, e.message)
+                continue
+            for network in networks:
+                try:
+                    await self._replay_pools(ipam, network)
+                except DockyardError as e:
+                    log.error("allocations of network %s: %s", network.name, e.message)
+
+    async def _replay_pools(self, ipam: IpamDriver, network: Network) -> None:
+        renamed: dict[str, str] = {}
+        for lease in network.pools:
+            space = lease.address_space or (await ipam.get_default_address_spaces()).local
+            pool = await ipam.request_pool(
+                space, lease.subnet, lease.ip_range, dict(network.ipam_options)
+            )
+            if lease.gateway and not pool.data.get(GATEWAY_DATA):
+                await ipam.request_address(
+                    pool.pool_id, lease.gateway.split("/")[0], dict(GATEWAY_REQUEST)
+                )
+            for address in lease.aux.values():
+                await ipam.request_address(pool.pool_id, address)
+            renamed[lease.pool_id] = pool.pool_id
+            lease.pool_id = pool.pool_id
+        self._save_network(network)
+        for endpoint in self.endpoints_of(network):
+            if endpoint.address and endpoint.pool_id in renamed:
+                endpoint.pool_id = renamed[endpoint.pool_id]
+                self._save_endpoint(endpoint)
+                await ipam.request_address(endpoint.pool_id, endpoint.ip)
 
     async def _create_default_bridge(self) -> None:
         config = [{"Subnet": "", "Gateway": ""}]
@@ -262,7 +333,9 @@ class NetworkManager:
                 if not endpoint.joined:
                     continue
                 try:
-                    await self._replay(endpoint, sandbox)
+                    network = self.networks.get(endpoint.network_id)
+                    if network is not None and network.driver in BUILTIN_DRIVERS:
+                        await self._replay(endpoint, sandbox)
                     live.add(endpoint.id)
                 except DockyardError as e:
                     log.error("endpoint %s cannot be restored: %s", endpoint.id[:12], e.message)
@@ -284,7 +357,7 @@ class NetworkManager:
 
     async def _replay(self, endpoint: Endpoint, sandbox: str) -> None:
         network = self.networks[endpoint.network_id]
-        driver = self._driver(network)
+        driver = await self._driver(network)
         await driver.create_endpoint(
             network.id,
             endpoint.id,
@@ -333,29 +406,132 @@ class NetworkManager:
 
     # -- drivers, IPAM -------------------------------------------------------
 
-    def _driver(self, network: Network) -> NetworkDriver:
-        driver = self.drivers.get(network.driver)
+    async def _driver(self, network: Network) -> NetworkDriver:
+        return await self.driver(network.driver)
+
+    async def driver(self, name: str) -> NetworkDriver:
+        """The network driver `name`: built in, or a plugin registered on first use."""
+        driver = self.drivers.get(name)
         if driver is None:
-            raise NotFound(f'plugin "{network.driver}" not found')
+            async with self._registering.setdefault(NETWORK + name, asyncio.Lock()):
+                driver = self.drivers.get(name)
+                if driver is None:
+                    plugin = await self._plugin(name, NETWORK)
+                    driver = self.drivers[name] = await RemoteNetworkDriver.activate(plugin)
         return driver
 
+    async def ipam_driver(self, name: str) -> IpamDriver:
+        """The IPAM driver `name`: built in, or a plugin registered on first use."""
+        ipam = self.ipams.get(name)
+        if ipam is None:
+            async with self._registering.setdefault(IPAM + name, asyncio.Lock()):
+                ipam = self.ipams.get(name)
+                if ipam is None:
+                    plugin = await self._plugin(name, IPAM)
+                    ipam = self.ipams[name] = await RemoteIpam.activate(plugin)
+        return ipam
+
+    async def _plugin(self, name: str, kind: str) -> Any:
+        if self.plugins is None:
+            raise NotFound(f'plugin "{name}" not found')
+        return await self.plugins.get(name, kind)
+
+    async def check_builtin(self, name: str) -> CheckReport:
+        """`plugin check bridge|default`: the built-in bridge driver or IPAM through the
+        plugin protocol and the same checks as any plugin (see `plugins.inprocess`). The
+        bridge is checked on a pool of the default IPAM and in a sandbox of its own."""
+        socket = os.path.join(self.config.exec_root, f"check-{secrets.token_hex(4)}.sock")
+        if name == BUILTIN_IPAM:
+            return await inprocess.check_served(name, inprocess.ServedIpamDriver(self.ipam), socket)
+        if name != "bridge":
+            raise InvalidArgument(f"the {name} driver makes no interfaces: nothing to check")
+        pool = await self.ipam.request_pool((await self.ipam.get_default_address_spaces()).local)
+        sandbox = os.path.join(self.sandbox_dir, "check-" + secrets.token_hex(4))
+        try:
+            (await netns.create(sandbox)).close()
+            return await inprocess.check_served(
+                name,
+                inprocess.ServedNetworkDriver(self.bridge),
+                socket,
+                subnet=pool.pool,
+                sandbox=sandbox,
+            )
+        finally:
+            with contextlib.suppress(OSError, NetlinkError):
+                # the interfaces the check left go now, not when the kernel frees the netns
+                async with await netns.netlink(sandbox) as ipr:
+                    async for link in await ipr.get_links():
+                        if link.get("ifname") != "lo":
+                            await ipr.link("del", index=link["index"])
+            with contextlib.suppress(OSError):
+                netns.destroy(sandbox)
+            await self.ipam.release_pool(pool.pool_id)
+
+    def plugin_names(self) -> tuple[list[str], list[str]]:
+        """Network and IPAM plugins registered or named by a network (for `info`)."""
+        drivers = [*self.drivers, *(n.driver for n in self.all())]
+        ipams = [*self.ipams, *(n.ipam_driver for n in self.all())]
+        return (
+            [d for d in dict.fromkeys(drivers) if d not in BUILTIN_DRIVERS],
+            [i for i in dict.fromkeys(ipams) if i != BUILTIN_IPAM],
+        )
+
+    def forget_plugin(self, name: str) -> None:
+        """A plugin stopped serving (disabled, removed): register it again on next use."""
+        for registry in (self.drivers, self.ipams):
+            found = registry.get(name)
+            if isinstance(found, RemoteNetworkDriver | RemoteIpam):
+                registry.pop(name, None)
+
+    def _hold(self, network: Network, count: int) -> None:
+        """Take (1) or give back (-1) the network's references on its managed plugins."""
+        if self.plugins is None:
+            return
+        names = [n for n in (network.driver,) if n not in BUILTIN_DRIVERS]
+        names += [n for n in (network.ipam_driver,) if n != BUILTIN_IPAM]
+        for name in names:
+            managed = self.plugins.managed.lookup(name)
+            if managed is None:
+                continue
+            if count > 0:
+                self.plugins.managed.acquire(managed.id)
+            else:
+                self.plugins.managed.release(managed.id)
+
     def _driver_options(self, network: Network) -> dict[str, Any]:
-        options: dict[str, Any] = {GENERIC: dict(network.options)}
+        options: dict[str, Any] = {
+            ENABLE_IPV4: True,
+            ENABLE_IPV6: network.enable_ipv6,
+            GENERIC: dict(network.options),
+        }
         if network.internal:
             options[INTERNAL] = True
         return options
 
     def _ipam_data(self, network: Network) -> list[IPAMData]:
-        return [
-            IPAMData("LocalDefault", p.subnet, p.gateway, {k: v for k, v in p.aux.items()})
-            for p in network.pools
-        ]
+        data = []
+        for pool in network.pools:
+            prefix = pool.subnet.split("/")[1]
+            aux = {name: f"{address}/{prefix}" for name, address in pool.aux.items()}
+            data.append(
+                IPAMData(pool.address_space or "LocalDefault", pool.subnet, pool.gateway, aux)
+            )
+        return data
 
     async def _allocate_pools(
-        self, network: Network, configs: list[dict[str, Any]], *, explicit: bool
+        self,
+        network: Network,
+        configs: list[dict[str, Any]],
+        *,
+        explicit: bool,
+        skip_gateway: bool = False,
     ) -> None:
-        """IPAM pools, gateway and aux addresses for every subnet (spec §5.3); all or nothing."""
-        ipam = self.ipams[network.ipam_driver]
+        """IPAM pools, gateway and aux addresses for every subnet (spec §5.3); all or nothing.
+
+        `skip_gateway`: the network driver said it needs no gateway address (GwAllocCheck);
+        one the user asked for is still requested."""
+        ipam = await self.ipam_driver(network.ipam_driver)
+        await ipam.get_default_address_spaces()  # the network's space (always local here)
         leases: list[PoolLease] = []
         try:
             for config in configs:
@@ -375,16 +551,16 @@ class NetworkManager:
                 finally:
                     for pool_id in rejected:
                         await ipam.release_pool(pool_id)
-                lease = PoolLease(pool.pool_id, pool.pool, ip_range=ip_range)
+                lease = PoolLease(pool.pool_id, pool.pool, ip_range=ip_range, address_space=space)
                 leases.append(lease)
                 gateway = config.get("Gateway") or ""
                 if gateway:
                     lease.gateway, _ = await ipam.request_address(
                         pool.pool_id, gateway, dict(GATEWAY_REQUEST)
                     )
-                elif pool.data.get("com.docker.network.gateway"):
-                    lease.gateway = pool.data["com.docker.network.gateway"]
-                elif network.driver == "bridge":
+                elif pool.data.get(GATEWAY_DATA):
+                    lease.gateway = pool.data[GATEWAY_DATA]
+                elif not skip_gateway:
                     lease.gateway, _ = await ipam.request_address(
                         pool.pool_id, "", dict(GATEWAY_REQUEST)
                     )
@@ -406,14 +582,24 @@ class NetworkManager:
         network.pools = leases
 
     async def _release_pools(self, ipam_name: str, leases: list[PoolLease]) -> None:
-        ipam = self.ipams[ipam_name]
+        """Gateway, aux addresses, then the pool, each on its own: one refusal does not
+        keep the rest (a failure is logged; the allocation is the IPAM driver's to lose)."""
+        try:
+            ipam = await self.ipam_driver(ipam_name)
+        except DockyardError as e:
+            log.warning("cannot release pools at IPAM driver %s: %s", ipam_name, e.message)
+            return
         for lease in leases:
-            with contextlib.suppress(DockyardError):
-                if lease.gateway:
-                    await ipam.release_address(lease.pool_id, lease.gateway.split("/")[0])
-                for address in lease.aux.values():
+            gateway = [lease.gateway.split("/")[0]] if lease.gateway else []
+            for address in [*gateway, *lease.aux.values()]:
+                try:
                     await ipam.release_address(lease.pool_id, address)
+                except DockyardError as e:
+                    log.warning("releasing %s of pool %s: %s", address, lease.pool_id, e.message)
+            try:
                 await ipam.release_pool(lease.pool_id)
+            except DockyardError as e:
+                log.warning("releasing pool %s: %s", lease.pool_id, e.message)
 
     def _overlaps_host_route(self, cidr: str) -> bool:
         candidate = ipaddress.ip_network(cidr)
@@ -440,9 +626,7 @@ class NetworkManager:
             raise Conflict(f"network with name {wanted.name} already exists")
         if wanted.driver in ("host", "null"):
             raise Forbidden(f'only one instance of "{wanted.driver}" network is allowed')
-        for kind, known in ((wanted.driver, self.drivers), (wanted.ipam_driver, self.ipams)):
-            if kind not in known:
-                raise NotFound(f'plugin "{kind}" not found')
+        driver = await self.driver(wanted.driver)
         network = Network(
             id=secrets.token_hex(32),
             name=wanted.name,
@@ -457,16 +641,25 @@ class NetworkManager:
             ipam_driver=wanted.ipam_driver,
             ipam_options=wanted.ipam_options,
         )
+        options = self._driver_options(network)
+        skip_ipv4 = False
+        if isinstance(driver, RemoteNetworkDriver):
+            skip_ipv4, _ = await driver.gw_alloc_check(options)
         configs = wanted.ipam_configs
-        await self._allocate_pools(network, configs or [{}], explicit=bool(configs))
+        await self._allocate_pools(
+            network, configs or [{}], explicit=bool(configs), skip_gateway=skip_ipv4
+        )
         try:
-            await self._driver(network).create_network(
-                network.id, self._driver_options(network), self._ipam_data(network), []
-            )
+            await driver.create_network(network.id, options, self._ipam_data(network), [])
         except BaseException:
+            if network.driver not in BUILTIN_DRIVERS:
+                # A plugin that timed out or died may have made it anyway.
+                with contextlib.suppress(DockyardError):
+                    await driver.delete_network(network.id)
             await self._release_pools(network.ipam_driver, network.pools)
             raise
         self._save_network(network)
+        self._hold(network, 1)
         self.emit(network, "create")
         return network
 
@@ -484,11 +677,12 @@ class NetworkManager:
                 f"error while removing network: network {network.name} has active endpoints "
                 f"({', '.join(names)})"
             )
-        await self._driver(network).delete_network(network.id)
+        await (await self._driver(network)).delete_network(network.id)
         await self._release_pools(network.ipam_driver, network.pools)
         with self.db.transaction():
             self.db.execute("DELETE FROM networks WHERE id=?", (network.id,))
         self.networks.pop(network.id, None)
+        self._hold(network, -1)
         self.emit(network, "destroy")
 
     def in_use(self, network: Network) -> bool:
@@ -659,38 +853,49 @@ class NetworkManager:
         sandbox: str,
         ipr: Any,
     ) -> Endpoint:
-        """One endpoint of a container, its interface configured in the sandbox."""
-        driver = self._driver(network)
+        """One endpoint of a container, its interface configured in the sandbox (spec §4.10:
+        IPAM address, CreateEndpoint, Join, the interface moved in and configured). A failure
+        at any step undoes the steps before it: Leave after a Join, DeleteEndpoint once
+        CreateEndpoint was sent (a plugin that timed out may have done it), the address."""
+        driver = await self._driver(network)
+        ipam = await self.ipam_driver(network.ipam_driver)
         endpoint = Endpoint(
             secrets.token_hex(32),
             network.id,
             container.id,
             aliases=list(settings.get("Aliases") or []),
             settings=dict(settings),
+            mac=settings.get("MacAddress") or "",
+            pending=True,
         )
         try:
+            address_options: dict[str, str] = {}
+            if (await ipam.get_capabilities()).requires_mac_address:
+                endpoint.mac = endpoint.mac or _random_mac()
+                address_options[MAC_ADDRESS] = endpoint.mac
             if network.pools:
                 lease = network.pools[0]
                 static = (settings.get("IPAMConfig") or {}).get("IPv4Address") or ""
-                endpoint.address, _ = await self.ipams[network.ipam_driver].request_address(
-                    lease.pool_id, static
+                endpoint.address, _ = await ipam.request_address(
+                    lease.pool_id, static, address_options
                 )
                 endpoint.pool_id = lease.pool_id
+            endpoint.pending = False
             self._save_endpoint(endpoint)
-            requested_mac = settings.get("MacAddress") or ""
+            options = self._endpoint_options(container)
             reply = await driver.create_endpoint(
                 network.id,
                 endpoint.id,
-                EndpointInterface(endpoint.address, "", requested_mac),
-                self._endpoint_options(container),
+                EndpointInterface(endpoint.address, "", endpoint.mac),
+                {**options, **(settings.get("DriverOpts") or {})},
             )
-            endpoint.mac = requested_mac or (reply.mac_address if reply else "")
-            joined = await driver.join(network.id, endpoint.id, sandbox, {})
+            endpoint.mac = endpoint.mac or (reply.mac_address if reply else "")
+            joined = await driver.join(network.id, endpoint.id, sandbox, options)
+            endpoint.joined = True  # from here on a failure needs a Leave
             if joined.src_name:
                 endpoint.ifname = self._next_ifname(container.id, joined.dst_prefix)
                 await self._configure(ipr, joined, endpoint)
             endpoint.gateway = joined.gateway
-            endpoint.joined = True
             self._save_endpoint(endpoint)
         except BaseException:
             await self._remove_endpoint(endpoint, None)
@@ -714,6 +919,7 @@ class NetworkManager:
         return {EXPOSED_PORTS: exposed, PORT_MAP: [r.to_wire() for r in requested]}
 
     def _next_ifname(self, container_id: str, prefix: str) -> str:
+        """`prefix` and the lowest index no other interface of the container has."""
         taken = {e.ifname for e in self.container_endpoints(container_id)}
         index = 0
         while f"{prefix}{index}" in taken:
@@ -786,17 +992,20 @@ class NetworkManager:
                 request.ip = ""
         endpoint.external = True
         self._save_endpoint(endpoint)
-        driver = self._driver(network)
-        if requests:
+        driver = await self._driver(network)
+        # The gateway endpoint is always programmed (Docker does; a plugin may answer 404);
+        # the built-in bridge has nothing to do without ports.
+        if requests or network.driver not in BUILTIN_DRIVERS:
+            options = {**self._endpoint_options(container)}
+            options[PORT_MAP] = [r.to_wire() for r in requests]
             try:
-                await driver.program_external_connectivity(
-                    network.id, endpoint.id, {PORT_MAP: [r.to_wire() for r in requests]}
-                )
+                await driver.program_external_connectivity(network.id, endpoint.id, options)
             except DockyardError as e:
                 raise Unavailable(
                     f"driver failed programming external connectivity on endpoint "
                     f"{container.name} ({endpoint.id}): {e.message}"
                 ) from e
+        if requests:
             info = await driver.endpoint_oper_info(network.id, endpoint.id)
             endpoint.ports = list(info.get(PORT_MAP) or [])
             self._save_endpoint(endpoint)
@@ -820,29 +1029,36 @@ class NetworkManager:
         """Revoke, leave, delete, release (with `ipr`: take the interface out of the sandbox)."""
         network = self.networks.get(endpoint.network_id)
         if network is not None:
-            driver = self._driver(network)
-            steps = []
-            if endpoint.external:
-                steps.append(driver.revoke_external_connectivity(network.id, endpoint.id))
-            if endpoint.joined:
-                steps.append(driver.leave(network.id, endpoint.id))
-            for step in steps:
-                try:
-                    await step
-                except DockyardError as e:
-                    log.warning("endpoint %s: %s", endpoint.id[:12], e.message)
+            try:
+                driver: NetworkDriver | None = await self._driver(network)
+            except DockyardError as e:
+                log.warning("endpoint %s: %s", endpoint.id[:12], e.message)
+                driver = None
+            if driver is not None:
+                steps = []
+                if endpoint.external:
+                    steps.append(driver.revoke_external_connectivity)
+                if endpoint.joined:
+                    steps.append(driver.leave)
+                for step in steps:
+                    try:
+                        await step(network.id, endpoint.id)
+                    except DockyardError as e:
+                        log.warning("endpoint %s: %s", endpoint.id[:12], e.message)
             if ipr is not None and endpoint.ifname:
                 with contextlib.suppress(NetlinkError):
                     await ipr.link("del", ifname=endpoint.ifname)
-            try:
-                await driver.delete_endpoint(network.id, endpoint.id)
-            except DockyardError as e:
-                log.warning("endpoint %s: %s", endpoint.id[:12], e.message)
+            if driver is not None and not endpoint.pending:
+                try:
+                    await driver.delete_endpoint(network.id, endpoint.id)
+                except DockyardError as e:
+                    log.warning("endpoint %s: %s", endpoint.id[:12], e.message)
             if endpoint.address and endpoint.pool_id:
-                with contextlib.suppress(DockyardError):
-                    await self.ipams[network.ipam_driver].release_address(
-                        endpoint.pool_id, endpoint.ip
-                    )
+                try:
+                    ipam = await self.ipam_driver(network.ipam_driver)
+                    await ipam.release_address(endpoint.pool_id, endpoint.ip)
+                except DockyardError as e:
+                    log.warning("endpoint %s: %s", endpoint.id[:12], e.message)
         self._forget_endpoint(endpoint)
 
     # -- connect / disconnect --------------------------------------------------
@@ -986,3 +1202,10 @@ class NetworkManager:
             for line in text.splitlines()
             if line.startswith("nameserver") and len(line.split()) > 1
         ]
+
+
+def _random_mac() -> str:
+    """A random unicast, locally administered MAC (for IPAM drivers that require one)."""
+    raw = bytearray(secrets.token_bytes(6))
+    raw[0] = (raw[0] & 0xFE) | 0x02
+    return ":".join(f"{b:02x}" for b in raw)

@@ -21,6 +21,7 @@ class PoolLease:
     gateway: str = ""  # CIDR
     ip_range: str = ""
     aux: dict[str, str] = field(default_factory=dict)  # name -> plain IP
+    address_space: str = ""  # "": the default IPAM's LocalDefault (records from before plugins)
 
 
 @dataclass
@@ -69,6 +70,7 @@ class Endpoint:
     aliases: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)  # the EndpointSettings requested
     joined: bool = False  # interface in place; false while being set up or torn down
+    pending: bool = False  # CreateEndpoint not sent yet (nothing to delete at the driver)
     external: bool = False  # the container's gateway endpoint (publishes its ports)
     ports: list[dict[str, Any]] = field(default_factory=list)  # published, libnetwork form
 

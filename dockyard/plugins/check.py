@@ -94,11 +94,15 @@ class Checker:
         kinds: list[str] | None = None,
         fifo_dirs: tuple[str, str] | None = None,
         timeout: float = TIMEOUT,
+        subnet: str | None = None,
+        sandbox: str | None = None,
     ) -> None:
         self.client = client
         self.declared = kinds  # managed plugins: from config.json, no Activate needed
         self.fifo_dirs = fifo_dirs  # (host dir, the same dir as the plugin sees it)
         self.timeout = timeout
+        self.subnet = subnet  # the network check's pool (default: a random 10.213.x.0/24)
+        self.sandbox = sandbox  # a real netns for Join (drivers that make the interface in it)
         self.report = CheckReport(client.name, str(client.endpoint))
         self.tag = "dockyard-check-" + secrets.token_hex(4)
 
@@ -314,7 +318,7 @@ class Checker:
                 k, "GetCapabilities connectivity scope", FAIL, f"ConnectivityScope {conn!r}"
             )
         nid, eid = secrets.token_hex(32), secrets.token_hex(32)
-        pool = ipaddress.ip_network(f"10.213.{secrets.randbelow(250)}.0/24")
+        pool = ipaddress.ip_network(self.subnet or f"10.213.{secrets.randbelow(250)}.0/24")
         gateway = f"{pool[1]}/{pool.prefixlen}"
         address = f"{pool[2]}/{pool.prefixlen}"
         await self.refused(
@@ -380,7 +384,7 @@ class Checker:
                     {
                         "NetworkID": nid,
                         "EndpointID": eid,
-                        "SandboxKey": f"/var/run/docker/netns/{eid[:12]}",
+                        "SandboxKey": self.sandbox or f"/var/run/docker/netns/{eid[:12]}",
                         "Options": {},
                     },
                     quiet=True,
@@ -713,6 +717,11 @@ async def run(
     kinds: list[str] | None = None,
     fifo_dirs: tuple[str, str] | None = None,
     timeout: float = TIMEOUT,
+    subnet: str | None = None,
+    sandbox: str | None = None,
 ) -> CheckReport:
     """Check the plugin behind `client`; `kinds` for managed plugins (from config.json)."""
-    return await Checker(client, kinds=kinds, fifo_dirs=fifo_dirs, timeout=timeout).run()
+    checker = Checker(
+        client, kinds=kinds, fifo_dirs=fifo_dirs, timeout=timeout, subnet=subnet, sandbox=sandbox
+    )
+    return await checker.run()

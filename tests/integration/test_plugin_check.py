@@ -215,7 +215,7 @@ def test_the_bridge_network_example_passes_in_a_private_netns(tmp_path: Path) ->
             time.sleep(0.05)
         result = check(sock)
         assert result.returncode == 0, result.stdout
-        assert "PASS  Join: interface dyc" in result.stdout
+        assert "PASS  Join: interface vbc" in result.stdout
         assert "ProgramExternalConnectivity: not implemented (404)" in result.stdout
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -240,3 +240,26 @@ def test_the_built_in_local_driver_passes_the_same_checks(busybox_tar: Path) -> 
         assert as_json["plugin"] == "local" and as_json["address"].startswith("unix://")
     finally:
         daemon.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "count"), [("bridge", "NetworkDriver", 15), ("default", "IpamDriver", 13)]
+)
+def test_the_builtin_drivers_pass(daemon: Any, name: str, kind: str, count: int) -> None:
+    """The built-in bridge driver and IPAM, served over the protocol by the daemon for the
+    check: the same checks as any plugin, on a pool of the daemon's and in a sandbox."""
+    links, ruleset, allocations = daemon.links(), daemon.nft_ruleset(), daemon.allocations()
+    result = check(name, host=daemon.host)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"Implements: {kind}" in result.stdout
+    assert f"{count} passed, 0 failed, 0 warnings" in result.stdout, result.stdout
+    if name == "bridge":
+        assert "PASS  Join: interface" in result.stdout
+    # nothing of the check is left behind
+    assert (daemon.links(), daemon.nft_ruleset(), daemon.allocations()) == (
+        links,
+        ruleset,
+        allocations,
+    )
+    refused = check("host", host=daemon.host)
+    assert refused.returncode != 0 and "nothing to check" in refused.stderr
