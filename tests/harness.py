@@ -237,6 +237,8 @@ class Daemon:
                 client = docker.DockerClient(base_url=self.host, timeout=60)
                 for container in client.containers.list(all=True):
                     container.remove(force=True)
+                for plugin in client.plugins.list():
+                    plugin.remove(force=True)  # managed plugins outlive the daemon otherwise
                 client.close()
             except Exception:
                 pass
@@ -248,6 +250,14 @@ class Daemon:
                 os.kill(int(pid), signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        # Whatever still runs in this daemon's cgroups (containers whose monitor was
+        # killed above keep running without it) goes too.
+        for procs in Path("/sys/fs/cgroup").glob(f"*/{self.cgroup_parent}/**/cgroup.procs"):
+            for pid in procs.read_text().split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
         for target in reversed(_mount_points()):
             if target.startswith(str(self.base)):
                 subprocess.run(["umount", "-l", target], capture_output=True)
@@ -257,16 +267,17 @@ class Daemon:
         for root in Path("/sys/fs/cgroup").iterdir():
             parent = root / self.cgroup_parent
             if parent.exists():
-                for child in parent.iterdir():
-                    if child.is_dir():
+                # deepest first: a cgroup can only go once its children have
+                dirs = [parent, *(p for p in parent.rglob("*") if p.is_dir())]
+                for child in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
+                    for _ in range(50):  # killed processes take a moment to leave
                         try:
                             child.rmdir()
+                            break
+                        except FileNotFoundError:
+                            break
                         except OSError:
-                            pass
-                try:
-                    parent.rmdir()
-                except OSError:
-                    pass
+                            time.sleep(0.02)
         shutil.rmtree(self.base, ignore_errors=True)
 
 
