@@ -414,8 +414,10 @@ class ContainerService:
             await self._connect_attachers(container, conmon)
             live.exited.clear()
             await runtime.start(container.id)
-        except (DockyardError, OSError) as e:
-            message = e.message if isinstance(e, DockyardError) else str(e)
+        except Exception as e:  # whatever failed, nothing the start allocated may stay
+            message = e.message if isinstance(e, DockyardError) else str(e) or type(e).__name__
+            if not isinstance(e, DockyardError | OSError):
+                log.exception("starting %s failed", container.short_id)
             if created_in_runtime:
                 await runtime.delete(container.id)
             await self.network.teardown(container)
@@ -489,11 +491,20 @@ class ContainerService:
         error = ""
         if code is None:
             code, error = 255, "container monitor exited without recording an exit code"
-        await self.runtimes[container.runtime].delete(container.id)
-        await self.network.teardown(container)
-        await self._release(container)
+        # Each release is attempted even if an earlier one fails: the exit must be
+        # recorded whatever the host has left to clean.
+        steps = [
+            self.runtimes[container.runtime].delete(container.id),
+            self.network.teardown(container),
+            self._release(container),
+        ]
         if self.logging is not None:
-            await self.logging.stop(container.id)
+            steps.append(self.logging.stop(container.id))
+        for step in steps:
+            try:
+                await step
+            except Exception:
+                log.exception("releasing exited container %s", container.short_id)
         state = container.state
         state.status = EXITED
         state.exit_code = code
