@@ -547,11 +547,23 @@ class VolumeService:
             points[point.destination] = point
         inherited -= explicit
         for dest in config_volumes:
-            point = mp.parse_bind(dest)
-            if point.destination in points or point.destination in tmpfs:
+            # A key is only ever a destination (an image's VOLUME, or `-v /path`): never
+            # parse it as `SRC:DST`, or an image could bind-mount the host into itself.
+            destination = mp.clean(dest)
+            if not destination.startswith("/"):
+                raise InvalidArgument(
+                    f"invalid volume specification: '{dest}': invalid mount config for type "
+                    f"\"volume\": invalid mount path: '{dest}' mount path must be absolute"
+                )
+            if destination in points or destination in tmpfs:
                 continue  # docker-py lists bind targets here too: not anonymous volumes
-            point.driver, point.mode = volume_driver, ""
-            points[point.destination] = point
+            points[destination] = MountPoint(
+                type=mp.VOLUME,
+                destination=destination,
+                driver=volume_driver,
+                anonymous=True,
+                copy_data=True,
+            )
         created: list[str] = []
         try:
             for point in points.values():

@@ -567,3 +567,20 @@ def test_system_df_volume_rows(tmp_path: Path) -> None:
         assert rows == {"used": (5000, 1), "idle": (0, 0)}
 
     asyncio.run(scenario())
+
+
+def test_an_image_volume_is_only_ever_a_destination(daemon: Daemon, busybox_tar: Path) -> None:
+    """An image's `VOLUME "/:/host"` names a directory, never a bind of the host's root."""
+    result = daemon.cli(
+        "import", "--change", 'VOLUME ["/:/host"]', str(busybox_tar), "hostile/volume:1"
+    )
+    assert result.returncode == 0, result.stderr
+    try:
+        inside = daemon.cli(
+            "run", "--rm", "hostile/volume:1", "sh", "-c", "ls /host 2>&1; ls -d '/:/host'"
+        )
+        assert inside.returncode == 0, inside.stderr
+        assert "No such file or directory" in inside.stdout  # no /host at all
+        assert "/:/host" in inside.stdout  # the literal path is the anonymous volume
+    finally:
+        daemon.cli("rmi", "hostile/volume:1")
