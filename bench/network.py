@@ -60,10 +60,10 @@ def release_image(engine: Engine) -> None:
     engine.cmd("rmi", IMAGE, check=False)
 
 
-def startup_cost(engines_: list[Engine], client: Any, runs: int, baseline: str) -> None:
+def startup_cost(compared: list[Engine], client: Any, runs: int, baseline: str) -> None:
     """Default-bridge and --network none runs, alternating; what the bridge costs."""
     runners: dict[str, tuple[Callable[[], object], Callable[[], object]]] = {}
-    for engine in engines_:
+    for engine in compared:
         runners[engine.name] = (
             lambda e=engine: e.cmd("run", "--rm", IMAGE, "true"),
             lambda e=engine: e.cmd("run", "--rm", "--network", "none", IMAGE, "true"),
