@@ -25,7 +25,6 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 from functools import partial
 from pathlib import Path
 
@@ -34,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from bench import engines  # noqa: E402
 from bench.engines import Engine  # noqa: E402
-from tests.harness import Daemon, build_busybox_rootfs  # noqa: E402
+from tests.harness import Daemon, build_busybox_rootfs, new_base  # noqa: E402
 
 BASE = "dybench/busybox:1"
 APPS = REPO / "examples" / "three-apps"
@@ -167,11 +166,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--no-apps", action="store_true", help="skip the three-apps scenario")
-    args = parser.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("run as root")
-    base = Path(tempfile.mkdtemp(prefix="dyb-", dir="/tmp"))
-    daemon = Daemon(base)
+    args = engines.parse_as_root(parser)
+    daemon = Daemon(new_base())
+    base = daemon.base
     dockerd, podman = engines.dockerd(), engines.podman(base)
     others = [
         *([dockerd.variant("dockerd (classic builder)", DOCKER_BUILDKIT="0")] if dockerd else []),

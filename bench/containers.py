@@ -19,7 +19,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench import engines  # noqa: E402
-from tests.harness import Daemon, build_busybox_rootfs  # noqa: E402
+from tests.harness import Daemon, build_busybox_rootfs, new_base  # noqa: E402
 
 IMAGE = f"dybench/busybox:{os.getpid()}"  # its own name: the others' stores are shared
 
@@ -43,13 +42,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--ps-containers", type=int, default=40)
-    args = parser.parse_args()
+    args = engines.parse_as_root(parser)
     runs = args.runs
-    if os.geteuid() != 0:
-        raise SystemExit("run as root")
 
-    base = Path(tempfile.mkdtemp(prefix="dyb-", dir="/tmp"))
-    daemon = Daemon(base)
+    daemon = Daemon(new_base())
+    base = daemon.base
     others: list[engines.Engine] = []
     try:
         daemon.start()

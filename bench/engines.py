@@ -15,6 +15,7 @@ median to a baseline row's.
 
 from __future__ import annotations
 
+import argparse
 import os
 import resource
 import shutil
@@ -26,7 +27,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from tests.harness import REPO, Daemon, build_busybox_rootfs
 
@@ -61,6 +62,14 @@ class Engine:
     def variant(self, name: str, **env: str) -> Engine:
         """The same command line under another name, with more environment."""
         return Engine(name, self.argv, {**self.env, **env})
+
+
+def parse_as_root(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """A benchmark's options; it starts daemons and containers, so it runs as root."""
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("run as root")
+    return args
 
 
 # -- Dockyard ----------------------------------------------------------------
@@ -204,16 +213,18 @@ def report(
     rows: Mapping[str, Sequence[float]],
     baseline: str | None = None,
     *,
-    unit: str = "ms",
+    unit: Literal["ms", "s"] = "ms",
     digits: int = 1,
     megabytes: float | None = None,
 ) -> None:
     """Median, min and max of each row's samples (milliseconds), shown in `unit`
     ("ms" or "s"), with MB/s for `megabytes` of work, and each row's median as a
     multiple of (and difference to) the baseline row's."""
+    if not rows:
+        return
     scale = {"ms": 1.0, "s": 1000.0}[unit]
-    base = statistics.median(rows[baseline]) if baseline in rows else None
-    print(f"\n{title}" + (f"   [xN: median / median of {baseline}]" if base else ""))
+    base = statistics.median(rows[baseline]) if baseline is not None and baseline in rows else None
+    print(f"\n{title}" + (f"   [xN: median / median of {baseline}]" if base is not None else ""))
     width = max(len(label) for label in rows)
     size = 7 + digits
     for label, samples in rows.items():

@@ -27,7 +27,6 @@ import os
 import socket
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -38,7 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from bench import engines  # noqa: E402
 from bench.engines import Engine  # noqa: E402
-from tests.harness import Daemon, build_busybox_rootfs  # noqa: E402
+from tests.harness import Daemon, build_busybox_rootfs, new_base  # noqa: E402
 
 IMAGE = f"bench/net-busybox:{os.getpid()}"  # its own name: engines' stores are shared
 ECHO = ["nc", "-ll", "-p", "5432", "-e", "cat"]
@@ -249,11 +248,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--connections", type=int, default=200)
     parser.add_argument("--mib", type=int, default=256)
-    args = parser.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("run as root")
-    base = Path(tempfile.mkdtemp(prefix="dyb-", dir="/tmp"))
-    daemon = Daemon(base)
+    args = engines.parse_as_root(parser)
+    daemon = Daemon(new_base())
+    base = daemon.base
     others: list[Engine] = []
     try:
         daemon.start("--debug")  # the daemon logs how long each network setup/teardown takes

@@ -29,7 +29,6 @@ import argparse
 import os
 import secrets
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -55,10 +54,8 @@ def engine_runs(engine: Engine, networks: dict[str, str]) -> dict[str, Callable[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=30)
-    args = parser.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("run as root")
-    daemon = PluginDaemon(Path(tempfile.mkdtemp(prefix="dyb-", dir="/tmp")))
+    args = engines.parse_as_root(parser)
+    daemon = PluginDaemon()
     tag = secrets.token_hex(2)
     prefix = f"bn{tag}"
     processes: list[PluginProcess] = []

@@ -293,9 +293,7 @@ def main() -> None:
         default=("authz", "logs", "volumes"),
         help="Which figures to take (all by default).",
     )
-    args = parser.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("run as root")
+    args = engines.parse_as_root(parser)
     base = Path(tempfile.mkdtemp(prefix="dyb-img-", dir="/tmp"))
     try:
         tar = build_busybox_rootfs(base)

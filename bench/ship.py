@@ -20,7 +20,6 @@ import argparse
 import gzip
 import io
 import json
-import os
 import random
 import shutil
 import sys
@@ -195,9 +194,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--size-mb", type=int, default=200)
-    args = parser.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("run as root")
+    args = engines.parse_as_root(parser)
     cache = build_image(args.size_mb)
     size = image_bytes(cache)
     mb = size / 1e6

@@ -27,14 +27,13 @@ import secrets
 import statistics
 import sys
 import tarfile
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench import engines  # noqa: E402
-from tests.harness import Daemon, build_busybox_rootfs  # noqa: E402
+from tests.harness import Daemon, build_busybox_rootfs, new_base  # noqa: E402
 
 IMAGE = f"dybench/busybox:{os.getpid()}"  # their own names: the others' stores are shared
 PAYLOAD = f"dybench/payload:{os.getpid()}"
@@ -71,12 +70,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--payload-mb", type=int, default=100)
-    args = parser.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("run as root")
+    args = engines.parse_as_root(parser)
 
-    base = Path(tempfile.mkdtemp(prefix="dyv-", dir="/tmp"))
-    daemon = Daemon(base)
+    daemon = Daemon(new_base())
+    base = daemon.base
     others: list[engines.Engine] = []
     volumes = [f"benchvol{i}" for i in range(10)]
     try:
