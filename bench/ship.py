@@ -114,6 +114,15 @@ def image_bytes(cache: Path) -> int:
 INSECURE = {"podman": ["--tls-verify=false"]}
 
 
+def forget(engine: Engine, image: str) -> None:
+    """The image and its layers gone, for a cold pull or load. A Docker daemon's or
+    podman's store is shared with other users: `image prune -a` there would remove
+    their images too, and `rmi` alone removes layers no other image uses."""
+    engine.cmd("rmi", "-f", image, check=False)
+    if engine.argv[0] == sys.executable:  # our private daemon
+        engine.cmd("image", "prune", "-a", "-f", check=False)
+
+
 def measure_engine(
     engine: Engine, cache: Path, base: Path, runs: int, source: str
 ) -> dict[str, list[float]]:
@@ -122,8 +131,7 @@ def measure_engine(
     insecure = INSECURE.get(engine.name, [])
     slug = engine.name.split()[0]
     for i in range(runs):
-        engine.cmd("rmi", "-f", source, check=False)
-        engine.cmd("image", "prune", "-a", "-f", check=False)
+        forget(engine, source)
         rows["pull"].append(engines.timed(lambda: engine.cmd("pull", *insecure, source)))
         target = Registry(base / f"push-{slug}-{i}").start()
         try:
@@ -137,8 +145,7 @@ def measure_engine(
         rows["save"].append(
             engines.timed(lambda a=archive: engine.cmd("save", "-o", str(a), source))
         )
-        engine.cmd("rmi", "-f", source, check=False)
-        engine.cmd("image", "prune", "-a", "-f", check=False)
+        forget(engine, source)
         rows["load"].append(engines.timed(lambda a=archive: engine.cmd("load", "-i", str(a))))
         archive.unlink()
         # Loaded from an archive, the layers are uncompressed: this push compresses them.
@@ -157,7 +164,7 @@ def measure_engine(
             engines.timed(lambda n=name: engine.cmd("import", str(cache / "rootfs.tar"), n))
         )
         engine.cmd("rmi", name, check=False)
-    engine.cmd("rmi", "-f", source, check=False)
+    forget(engine, source)
     return rows
 
 
