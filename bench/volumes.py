@@ -86,6 +86,7 @@ def main() -> None:
             engine.cmd("import", str(busybox), IMAGE)
             engine.cmd("import", "-c", "VOLUME /payload", str(payload), PAYLOAD)
             for volume in volumes:
+                engine.cmd("volume", "rm", "-f", volume, check=False)  # left by an aborted run
                 engine.cmd("volume", "create", volume)
         print(f"Dockyard volume bench: {args.runs} runs each; {engines.beside(others)}")
 
