@@ -24,185 +24,130 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
-import shutil
 import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.harness import Daemon, build_busybox_rootfs  # noqa: E402
+from bench import engines  # noqa: E402
+from bench.engines import Engine  # noqa: E402
+from tests.harness import Daemon, build_busybox_rootfs, new_base  # noqa: E402
 
 IMAGE = f"bench/net-busybox:{os.getpid()}"  # its own name: engines' stores are shared
 ECHO = ["nc", "-ll", "-p", "5432", "-e", "cat"]
 SINK = ["nc", "-ll", "-p", "5001", "-e", "sh", "-c", "cat > /dev/null"]
+HOLDER = "bench-net-holder"
 
 
-class Engine:
-    """One engine under test, driven through its command line."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str]) -> None:
-        self.name = name
-        self.argv = argv
-        self.env = env
-        self.image = IMAGE
-        self.run_flags: list[str] = []  # inserted after `run` (podman needs limits here)
-        self.tar: Path | None = None  # to import the image again if it vanished
-
-    def ensure_image(self) -> None:
-        """Another user of a shared image store (podman's) may remove images at any time."""
-        if self.tar and self.run("image", "inspect", self.image, check=False) in ("", "[]\n"):
-            self.run("import", str(self.tar), IMAGE)
-        if self.tar:  # a container using it keeps `image prune` away from it
-            self.run("rm", "-f", "bench-net-holder", check=False)
-            self.run("create", "--name", "bench-net-holder", self.image, "true", check=False)
-
-    def run(self, *args: str, check: bool = True) -> str:
-        if args and args[0] == "run":
-            args = ("run", *self.run_flags, *args[1:])
-        result = subprocess.run([*self.argv, *args], env=self.env, capture_output=True, text=True)
-        if check and result.returncode != 0:
-            raise RuntimeError(f"{self.name} {' '.join(args)}: {result.stderr.strip()}")
-        return result.stdout
-
-    def ip(self, container: str) -> str:
-        """The address on the default network."""
-        return self.run("inspect", "-f", "{{.NetworkSettings.IPAddress}}", container).strip()
+def ensure_image(engine: Engine, tar: Path) -> None:
+    """Another user of a shared image store (podman's) may remove images at any time."""
+    if engine.cmd("image", "inspect", IMAGE, check=False) in ("", "[]\n"):
+        engine.cmd("import", str(tar), IMAGE)
+    # A container using it keeps `image prune` away from it.
+    engine.cmd("rm", "-f", HOLDER, check=False)
+    engine.cmd("create", "--name", HOLDER, IMAGE, "true", check=False)
 
 
-def timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return (time.perf_counter() - start) * 1000
+def release_image(engine: Engine) -> None:
+    engine.cmd("rm", "-f", HOLDER, check=False)
+    engine.cmd("rmi", IMAGE, check=False)
 
 
-def median_ms(samples: list[float]) -> str:
-    return f"median {statistics.median(samples):7.1f} ms  min {min(samples):7.1f}"
-
-
-def other_engines(tar: Path) -> list[Engine]:
-    engines = []
-    if shutil.which("docker") and os.path.exists("/var/run/docker.sock"):
-        env = {**os.environ, "DOCKER_HOST": "unix:///var/run/docker.sock"}
-        if subprocess.run(["docker", "info"], env=env, capture_output=True).returncode == 0:
-            engines.append(Engine("dockerd", ["docker"], env))
-    if shutil.which("podman"):
-        podman = Engine("podman", ["podman"], dict(os.environ))
-        podman.image = "localhost/" + IMAGE
-        engines.append(podman)
-    working = []
-    for engine in engines:
-        engine.tar = tar
-        engine.run("import", str(tar), IMAGE)
-        if engine.name == "podman" and not _works(engine):
-            # Podman's defaults ask for more than this host allows (crun on hybrid cgroups,
-            # RLIMIT_NOFILE/NPROC above the hard limits): use runc and the host's limits.
-            nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-            engine.argv = ["podman", "--runtime", "runc"]
-            engine.run_flags = ["--ulimit", f"nofile={nofile}:{nofile}"]
-            engine.run_flags += ["--ulimit", "nproc=16384:16384"]
-        if _works(engine):
-            working.append(engine)
-        else:
-            print(f"({engine.name} is installed but cannot run containers here; left out)")
-    return working
-
-
-def _works(engine: Engine) -> bool:
-    try:
-        engine.run("run", "--rm", "--network", "none", engine.image, "true")
-        return True
-    except RuntimeError:
-        return False
-
-
-def startup_cost(engines: list[Engine], client: Any, runs: int) -> dict[str, float]:
-    """Alternate default-bridge and --network none runs; return the cost per engine."""
-    print(f"\nrun --rm IMG true: default bridge vs --network none ({runs} runs each, alternating)")
+def startup_cost(compared: list[Engine], client: Any, runs: int, baseline: str) -> None:
+    """Default-bridge and --network none runs, alternating; what the bridge costs."""
     runners: dict[str, tuple[Callable[[], object], Callable[[], object]]] = {}
-    for engine in engines:
-        engine.ensure_image()
+    for engine in compared:
         runners[engine.name] = (
-            lambda e=engine: e.run("run", "--rm", e.image, "true"),
-            lambda e=engine: e.run("run", "--rm", "--network", "none", e.image, "true"),
+            lambda e=engine: e.cmd("run", "--rm", IMAGE, "true"),
+            lambda e=engine: e.cmd("run", "--rm", "--network", "none", IMAGE, "true"),
         )
-    runners["docker-py -> Dockyard"] = (
+    runners[engines.DOCKER_PY] = (
         lambda: client.containers.run(IMAGE, "true", remove=True),
         lambda: client.containers.run(IMAGE, "true", remove=True, network_mode="none"),
     )
-    costs = {}
+    bridge: dict[str, list[float]] = {}
+    none: dict[str, list[float]] = {}
     for name, (with_bridge, without) in runners.items():
-        with_bridge()
-        bridge: list[float] = []
-        none: list[float] = []
-        for _ in range(runs):
-            bridge.append(timed(with_bridge))
-            none.append(timed(without))
-        cost = statistics.median(bridge) - statistics.median(none)
-        costs[name] = cost
-        print(f"  {name:<24} bridge {median_ms(bridge)}   none {median_ms(none)}")
+        samples = engines.alternating({"bridge": with_bridge, "none": without}, runs)
+        bridge[name], none[name] = samples["bridge"], samples["none"]
+    title = f"run --rm IMG true ({runs} runs each, alternating the two networks)"
+    engines.report(f"{title}: default bridge", bridge, baseline)
+    engines.report(f"{title}: --network none", none, baseline)
+    print("\nnetworking cost per container (median on the default bridge - with --network none)")
+    for name in runners:
+        cost = statistics.median(bridge[name]) - statistics.median(none[name])
         print(
-            f"  {'':<24} networking cost per container: {cost:+.1f} ms "
-            f"(difference of the minimums: {min(bridge) - min(none):+.1f} ms)"
+            f"  {name:<24} {cost:+6.1f} ms "
+            f"(difference of the minimums: {min(bridge[name]) - min(none[name]):+.1f} ms)"
         )
-    return costs
 
 
-def in_daemon(log_path: Path) -> None:
-    """The daemon's own time for networking, from its debug log (free of client noise)."""
-    figures: dict[str, list[float]] = {"setup": [], "teardown": []}
-    for line in log_path.read_text().splitlines():
-        for kind, samples in figures.items():
-            if f"network {kind} of " in line and "(bridge)" in line:
-                samples.append(float(line.rsplit(": ", 1)[1].split()[0]))
-    if figures["setup"] and figures["teardown"]:
-        print(
-            f"  inside the daemon, default bridge: setup {median_ms(figures['setup'])}, "
-            f"teardown {median_ms(figures['teardown'])} ({len(figures['setup'])} containers)"
-        )
+def in_daemon(log_path: Path, networks: Mapping[str, str]) -> None:
+    """The daemon's own setup/teardown time per container on each network (label: name),
+    from its debug log (free of client noise)."""
+    lines = log_path.read_text().splitlines()
+    rows: dict[str, list[float]] = {}
+    for label, name in networks.items():
+        for kind in ("setup", "teardown"):
+            rows[f"{label}: {kind}"] = [
+                float(line.rsplit(": ", 1)[1].split()[0])
+                for line in lines
+                if f"network {kind} of " in line and f"({name}):" in line
+            ]
+    engines.report(
+        "inside the daemon (network setup / teardown per container)",
+        {label: samples for label, samples in rows.items() if samples},
+        digits=2,
+    )
+
+
+def ip(engine: Engine, container: str) -> str:
+    """The address on the default network."""
+    return engine.cmd("inspect", "-f", "{{.NetworkSettings.IPAddress}}", container).strip()
 
 
 def container_to_container(engine: Engine, connections: int, mib: int) -> dict[str, float]:
     net = "benchnet"
-    engine.ensure_image()
-    engine.run("network", "create", net)
+    engine.cmd("network", "create", net)
     try:
-        engine.run("run", "-d", "--name", "bench-echo", "--network", net, engine.image, *ECHO)
-        engine.run("run", "-d", "--name", "bench-sink", "--network", net, engine.image, *SINK)
-        engine.run(
-            "run", "-d", "--name", "bench-client", "--network", net, engine.image, "sleep", "3600"
-        )
-        engine.run("exec", "-d", "bench-client", *ECHO)
+        engine.cmd("run", "-d", "--name", "bench-echo", "--network", net, IMAGE, *ECHO)
+        engine.cmd("run", "-d", "--name", "bench-sink", "--network", net, IMAGE, *SINK)
+        engine.cmd("run", "-d", "--name", "bench-client", "--network", net, IMAGE, "sleep", "3600")
+        engine.cmd("exec", "-d", "bench-client", *ECHO)
         time.sleep(0.5)
-        echo_ip = engine.run(
+        echo_ip = engine.cmd(
             "inspect",
             "-f",
             f'{{{{(index .NetworkSettings.Networks "{net}").IPAddress}}}}',
             "bench-echo",
         ).strip()
-        base = statistics.median(
-            [timed(lambda: engine.run("exec", "bench-client", "true")) for _ in range(5)]
-        )
 
         def per_second(script: str) -> float:
-            looped = f"i=0; while [ $i -lt {connections} ]; do {script}; i=$((i+1)); done"
-            elapsed = timed(lambda: engine.run("exec", "bench-client", "sh", "-c", looped))
-            return connections / ((elapsed - base) / 1000)
+            # Two loops, of N and 2N connections, in one exec each: their difference is
+            # N connections without the cost of exec itself.
+            def loop(n: int) -> float:
+                looped = f"i=0; while [ $i -lt {n} ]; do {script}; i=$((i+1)); done"
+                return engines.timed(lambda: engine.cmd("exec", "bench-client", "sh", "-c", looped))
+
+            return connections / ((loop(2 * connections) - loop(connections)) / 1000)
 
         rate = per_second(f"echo x | nc {echo_ip} 5432 >/dev/null")
         floor = per_second("echo x | nc 127.0.0.1 5432 >/dev/null")
         by_name = per_second("echo x | nc bench-echo 5432 >/dev/null")
+        base = statistics.median(
+            [engines.timed(lambda: engine.cmd("exec", "bench-client", "true")) for _ in range(5)]
+        )
         stream = f"dd if=/dev/zero bs=1M count={mib} 2>/dev/null | nc bench-sink 5001"
         # busybox nc may exit non-zero when the sink closes first; the bytes were sent.
-        copy = timed(lambda: engine.run("exec", "bench-client", "sh", "-c", stream, check=False))
+        copy = engines.timed(
+            lambda: engine.cmd("exec", "bench-client", "sh", "-c", stream, check=False)
+        )
         throughput = mib / ((copy - base) / 1000)
         print(
             f"  {engine.name:<24} {rate:6.0f} conn/s to the address ({floor:.0f} on the "
@@ -210,8 +155,8 @@ def container_to_container(engine: Engine, connections: int, mib: int) -> dict[s
         )
         return {"rate": rate, "by name": by_name, "throughput": throughput}
     finally:
-        engine.run("rm", "-f", "bench-echo", "bench-sink", "bench-client", check=False)
-        engine.run("network", "rm", net, check=False)
+        engine.cmd("rm", "-f", "bench-echo", "bench-sink", "bench-client", check=False)
+        engine.cmd("network", "rm", net, check=False)
 
 
 def _free_port() -> int:
@@ -253,31 +198,30 @@ def _wait_port(host: str, port: int) -> None:
 
 def host_to_published(engine: Engine, connections: int, mib: int) -> dict[str, float]:
     echo_port, sink_port = _free_port(), _free_port()
-    engine.ensure_image()
     try:
-        engine.run(
+        engine.cmd(
             "run",
             "-d",
             "--name",
             "bench-echo",
             "-p",
             f"127.0.0.1:{echo_port}:5432",
-            engine.image,
+            IMAGE,
             *ECHO,
         )
-        engine.run(
+        engine.cmd(
             "run",
             "-d",
             "--name",
             "bench-sink",
             "-p",
             f"127.0.0.1:{sink_port}:5001",
-            engine.image,
+            IMAGE,
             *SINK,
         )
         _wait_port("127.0.0.1", echo_port)
         _wait_port("127.0.0.1", sink_port)
-        echo_ip, sink_ip = engine.ip("bench-echo"), engine.ip("bench-sink")
+        echo_ip, sink_ip = ip(engine, "bench-echo"), ip(engine, "bench-sink")
         rate = _connections("127.0.0.1", echo_port, connections)
         direct_rate = _connections(echo_ip, 5432, connections)
         throughput = _throughput("127.0.0.1", sink_port, mib)
@@ -289,7 +233,7 @@ def host_to_published(engine: Engine, connections: int, mib: int) -> dict[str, f
         )
         return {"rate": rate, "throughput": throughput}
     finally:
-        engine.run("rm", "-f", "bench-echo", "bench-sink", check=False)
+        engine.cmd("rm", "-f", "bench-echo", "bench-sink", check=False)
 
 
 def ratios(title: str, results: dict[str, dict[str, float]], baseline: str) -> None:
@@ -308,57 +252,43 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--connections", type=int, default=200)
     parser.add_argument("--mib", type=int, default=256)
-    args = parser.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("run as root")
-    base = Path(tempfile.mkdtemp(prefix="dyb-", dir="/tmp"))
-    daemon = Daemon(base)
+    args = engines.parse_as_root(parser)
+    daemon = Daemon(new_base())
+    base = daemon.base
     others: list[Engine] = []
     try:
         daemon.start("--debug")  # the daemon logs how long each network setup/teardown takes
         tar = build_busybox_rootfs(base)
-        daemon.cli("import", str(tar), IMAGE, check=True)
-        ours = Engine(
-            "dockyard CLI",
-            [sys.executable, "-m", "dockyard"],
-            {**os.environ, "DOCKYARD_HOST": daemon.host},
-        )
-        via_docker = Engine(
-            "docker CLI -> Dockyard",
-            ["docker"],
-            {**os.environ, "DOCKER_HOST": daemon.host, "DOCKER_CONFIG": str(base / "docker")},
-        )
-        others += other_engines(tar)
-        import docker
-
-        client = docker.DockerClient(base_url=daemon.host)
-        print(
-            "Dockyard network bench; comparing with "
-            + (", ".join(e.name for e in others) or "no other engine (none running here)")
-        )
-        costs = startup_cost([ours, via_docker, *others], client, args.runs)
-        in_daemon(daemon.log_path)
-        for name in ("dockerd", "podman"):
-            if name in costs and "docker CLI -> Dockyard" in costs:
-                print(f"  networking cost, {name}: {costs[name]:+.1f} ms")
+        ours, via_docker = engines.dockyard_cli(daemon), engines.docker_cli(daemon)
+        ours.cmd("import", str(tar), IMAGE)
+        others += engines.others(base)
+        client = engines.docker_py(daemon)
+        print(f"Dockyard network bench; {engines.beside(others)}")
+        for engine in others:
+            ensure_image(engine, tar)
+        startup_cost([ours, via_docker, *others], client, args.runs, via_docker.name)
+        in_daemon(daemon.log_path, {"default bridge": "bridge"})
 
         print(f"\ncontainer to container ({args.connections} connections, {args.mib} MiB stream)")
+        for engine in others:
+            ensure_image(engine, tar)
         c2c = {
             e.name: container_to_container(e, args.connections, args.mib)
             for e in [via_docker, *others]
         }
-        ratios("container to container", c2c, "docker CLI -> Dockyard")
+        ratios("container to container", c2c, via_docker.name)
 
         print(f"\nhost to published port ({args.connections} connections, {args.mib} MiB stream)")
+        for engine in others:
+            ensure_image(engine, tar)
         h2p = {
             e.name: host_to_published(e, args.connections, args.mib) for e in [via_docker, *others]
         }
-        ratios("host to published port", h2p, "docker CLI -> Dockyard")
+        ratios("host to published port", h2p, via_docker.name)
         client.close()
     finally:
         for engine in others:
-            engine.run("rm", "-f", "bench-net-holder", check=False)
-            engine.run("rmi", engine.image, check=False)
+            release_image(engine)
         daemon.cleanup()
 
 

@@ -28,60 +28,25 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import statistics
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.network import IMAGE, Engine, median_ms, other_engines, timed  # noqa: E402
+from bench import engines  # noqa: E402
+from bench.engines import Engine  # noqa: E402
+from bench.network import IMAGE, ensure_image, in_daemon, release_image  # noqa: E402
 from tests.bare_network import BareIpam, VethNetwork, links_with  # noqa: E402
 from tests.bare_plugin import BarePlugin  # noqa: E402
 from tests.harness import build_busybox_rootfs  # noqa: E402
 from tests.plugin_env import EXAMPLES, PluginDaemon, PluginProcess  # noqa: E402
 
 
-def alternate(runners: dict[str, Callable[[], object]], runs: int) -> dict[str, list[float]]:
-    for run in runners.values():
-        run()  # warm up: plugin activation, page cache
-    samples: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(runs):
-        for name, run in runners.items():
-            samples[name].append(timed(run))
-    return samples
-
-
-def report(title: str, samples: dict[str, list[float]], baseline: str) -> None:
-    print(f"\n{title}")
-    base = statistics.median(samples[baseline])
-    for name, values in samples.items():
-        med = statistics.median(values)
-        extra = "" if name == baseline else f"   {med - base:+6.1f} ms over {baseline}"
-        print(f"  {name:<38} {median_ms(values)}{extra}")
-
-
-def in_daemon(log: Path, networks: dict[str, str]) -> None:
-    """The daemon's own setup/teardown time per network, from its debug log."""
-    print("\ninside the daemon (network setup / teardown per container)")
-    for label, name in networks.items():
-        figures: dict[str, list[float]] = {"setup": [], "teardown": []}
-        for line in log.read_text().splitlines():
-            for kind, values in figures.items():
-                if f"network {kind} of " in line and f"({name}):" in line:
-                    values.append(float(line.rsplit(": ", 1)[1].split()[0]))
-        if figures["setup"]:
-            print(
-                f"  {label:<38} setup {median_ms(figures['setup'])}   "
-                f"teardown {median_ms(figures['teardown'])}"
-            )
-
-
 def engine_runs(engine: Engine, networks: dict[str, str]) -> dict[str, Callable[[], object]]:
     return {
-        label: (lambda n=net: engine.run("run", "--rm", "--network", n, engine.image, "true"))
+        label: (lambda n=net: engine.cmd("run", "--rm", "--network", n, IMAGE, "true"))
         for label, net in networks.items()
     }
 
@@ -89,10 +54,8 @@ def engine_runs(engine: Engine, networks: dict[str, str]) -> dict[str, Callable[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=30)
-    args = parser.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("run as root")
-    daemon = PluginDaemon(Path(tempfile.mkdtemp(prefix="dyb-", dir="/tmp")))
+    args = engines.parse_as_root(parser)
+    daemon = PluginDaemon()
     tag = secrets.token_hex(2)
     prefix = f"bn{tag}"
     processes: list[PluginProcess] = []
@@ -132,42 +95,43 @@ def main() -> None:
             "no-SDK plugins (veth + in-memory IPAM)": "barenet",
             "--network none": "none",
         }
-        ours = Engine(
-            "dockyard",
-            [sys.executable, "-m", "dockyard"],
-            {**os.environ, "DOCKYARD_HOST": daemon.host},
+        ours = engines.dockyard_cli(daemon)
+        others += engines.others(daemon.base)
+        print(
+            f"run --rm --network NET IMG true, {args.runs} runs each, alternating; "
+            + engines.beside(others)
         )
-        print(f"run --rm --network NET IMG true, {args.runs} runs each, alternating")
-        samples = alternate(engine_runs(ours, networks), args.runs)
-        report("Dockyard", samples, "built-in bridge + default IPAM")
+        samples = engines.alternating(engine_runs(ours, networks), args.runs)
+        engines.report(f"Dockyard ({ours.name})", samples, "built-in bridge + default IPAM")
+        bridges = {ours.name: samples["built-in bridge + default IPAM"]}
         in_daemon(daemon.log_path, {k: v for k, v in networks.items() if v != "none"})
         before = len(bare[0].calls) + len(bare[1].calls)
-        ours.run("run", "--rm", "--network", "barenet", IMAGE, "true")
+        ours.cmd("run", "--rm", "--network", "barenet", IMAGE, "true")
         calls = [c.path for c in sorted([*bare[0].calls, *bare[1].calls], key=lambda c: c.at)]
         print(f"\nplugin calls per container start and stop: {len(calls) - before}")
         print("  " + " ".join(p.split(".", 1)[1] for p in calls[before:]))
 
-        others += other_engines(tar)
         for engine in others:
-            engine.ensure_image()
+            ensure_image(engine, tar)
             theirs = {"bridge network": f"dybench-{tag}", "--network none": "none"}
-            engine.run("network", "create", "--subnet", daemon.subnet(12), theirs["bridge network"])
+            engine.cmd("network", "create", "--subnet", daemon.subnet(12), theirs["bridge network"])
             try:
                 if engine.name == "dockerd":
                     theirs |= docker_plugin_network(engine, tag, daemon.subnet(13), processes)
-                report(
-                    engine.name, alternate(engine_runs(engine, theirs), args.runs), "bridge network"
-                )
+                samples = engines.alternating(engine_runs(engine, theirs), args.runs)
+                engines.report(engine.name, samples, "bridge network")
+                bridges[engine.name] = samples["bridge network"]
                 if engine.name == "podman":
                     print("  (podman has no remote network plugins: its bridge is shown for scale)")
             finally:
                 for name in theirs.values():
                     if name != "none":
-                        engine.run("network", "rm", name, check=False)
+                        engine.cmd("network", "rm", name, check=False)
+        if others:
+            engines.report("each engine's own bridge, side by side", bridges, ours.name)
     finally:
         for engine in others:
-            engine.run("rm", "-f", "bench-net-holder", check=False)
-            engine.run("rmi", engine.image, check=False)
+            release_image(engine)
         for name in ("bnet", "sdknet", "sdkdefault", "barenet"):
             daemon.cli("network", "rm", name)
         for process in processes:
@@ -187,7 +151,7 @@ def docker_plugin_network(
     socket = f"/run/docker/plugins/{name}.sock"
     processes.append(PluginProcess(f"{EXAMPLES}/net_bridge.py:BridgeNetwork", socket))
     network = f"dybench-plugin-{tag}"
-    engine.run("network", "create", "-d", name, "--subnet", subnet, network)
+    engine.cmd("network", "create", "-d", name, "--subnet", subnet, network)
     return {"SDK network plugin + default IPAM": network}
 
 

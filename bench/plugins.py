@@ -36,16 +36,15 @@ import os
 import shutil
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench import engines  # noqa: E402
 from tests.harness import build_busybox_rootfs  # noqa: E402
 from tests.plugin_env import (  # noqa: E402
     EXAMPLES,
@@ -55,7 +54,7 @@ from tests.plugin_env import (  # noqa: E402
     volume_plugin_config,
 )
 
-IMAGE = "bench/busybox:1"
+IMAGE = f"dybench/busybox:{os.getpid()}"  # its own name: the others' stores are shared
 ALLOW_ALL = REPO / "bench" / "allow_all.py"
 
 
@@ -71,28 +70,6 @@ def unix_get(path: str, sock: str) -> int:
     resp.read()
     conn.close()
     return resp.status
-
-
-def measure(fn: Callable[[], object], runs: int) -> list[float]:
-    fn()
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1000)
-    return samples
-
-
-def report(title: str, rows: dict[str, list[float]], baseline: str, unit: str = "ms") -> None:
-    print(f"\n{title}")
-    base = statistics.median(rows[baseline])
-    for label, samples in rows.items():
-        med = statistics.median(samples)
-        extra = f"  +{med - base:.3f} {unit} (x{med / base:.2f})" if label != baseline else ""
-        print(
-            f"  {label:<44} median {med:8.3f} {unit}   min {min(samples):8.3f}   "
-            f"max {max(samples):8.3f}{extra}"
-        )
 
 
 def bench_authz(requests: int, tar: Path) -> None:
@@ -127,7 +104,7 @@ def bench_authz(requests: int, tar: Path) -> None:
             )
             daemon.start_with(authorization_plugins=chain)
             for path in ("/_ping", "/v1.45/containers/json", "/v1.45/info"):
-                results.setdefault(path, {})[label] = measure(
+                results.setdefault(path, {})[label] = engines.measure(
                     lambda path=path, sock=daemon.socket: unix_get(path, sock), requests
                 )
         finally:
@@ -136,7 +113,12 @@ def bench_authz(requests: int, tar: Path) -> None:
                 plugin.stop()
     shutil.rmtree(policy_dir, ignore_errors=True)
     for path, rows in results.items():
-        report(f"GET {path} ({requests} requests, one connection each)", rows, "no authorization")
+        engines.report(
+            f"GET {path} ({requests} requests, one connection each)",
+            rows,
+            "no authorization",
+            digits=3,
+        )
 
 
 def bench_logs(runs: int, tar: Path) -> None:
@@ -145,24 +127,23 @@ def bench_logs(runs: int, tar: Path) -> None:
     plugin = None
     try:
         daemon.start_with()
-        daemon.cli("import", str(tar), IMAGE, check=True)
+        ours = engines.dockyard_cli(daemon)
+        ours.cmd("import", str(tar), IMAGE)
         plugin = PluginProcess(
             f"{EXAMPLES}/log_rotate.py:RotatingLogs", daemon.sock("rotate"), {"LOG_DIR": str(logs)}
         )
-        argv = [sys.executable, "-m", "dockyard", "run", "--rm"]
-        env = {**os.environ, "DOCKYARD_HOST": daemon.host}
 
         def run(*extra: str) -> None:
-            subprocess.run(
-                [*argv, *extra, IMAGE, "echo", "hi"], env=env, check=True, capture_output=True
-            )
+            ours.cmd("run", "--rm", *extra, IMAGE, "echo", "hi")
 
         rows = {
-            "json-file (built-in)": measure(run, runs),
-            "rotate (example log plugin)": measure(lambda: run("--log-driver", "rotate"), runs),
+            "json-file (built-in)": engines.measure(run, runs),
+            "rotate (example log plugin)": engines.measure(
+                lambda: run("--log-driver", "rotate"), runs
+            ),
         }
-        report(
-            f"run --rm {IMAGE} echo hi ({runs} runs, dockyard CLI)", rows, "json-file (built-in)"
+        engines.report(
+            f"run --rm IMG echo hi ({runs} runs, dockyard CLI)", rows, "json-file (built-in)"
         )
         lines = 20000
         script = f"seq 1 {lines}"
@@ -175,12 +156,7 @@ def bench_logs(runs: int, tar: Path) -> None:
             for _ in range(3):
                 name = f"flood{time.monotonic_ns()}"
                 start = time.perf_counter()
-                subprocess.run(
-                    [*argv[:-1], "--name", name, *extra, IMAGE, "sh", "-c", script],
-                    env=env,
-                    check=True,
-                    capture_output=True,
-                )
+                ours.cmd("run", "--name", name, *extra, IMAGE, "sh", "-c", script)
                 if extra:
                     cid = daemon.api("GET", f"/v1.45/containers/{name}/json")[1]["Id"]
                     target = logs / f"{cid}.log"
@@ -192,64 +168,13 @@ def bench_logs(runs: int, tar: Path) -> None:
                 samples.append((time.perf_counter() - start) * 1000)
                 daemon.cli("rm", name)
             rows[label] = samples
-        report(
+        engines.report(
             f"{lines} lines of output until delivered (run, 3 runs)", rows, "json-file (built-in)"
         )
     finally:
         daemon.cleanup()
         if plugin is not None:
             plugin.stop()
-
-
-class Engine:
-    """An engine driven through its command line."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str]) -> None:
-        self.name, self.argv, self.env = name, argv, env
-
-    def __call__(self, *args: str) -> str:
-        result = subprocess.run([*self.argv, *args], env=self.env, capture_output=True)
-        if result.returncode != 0:
-            raise RuntimeError(
-                f"{self.name}: {' '.join(args)}: {result.stderr.decode(errors='replace')}"
-            )
-        return result.stdout.decode()
-
-
-def _podman(base: Path, plugin_socket: str) -> Engine | None:
-    """podman with runc, rlimits this host grants, and the volume plugin declared."""
-    import resource
-
-    if not shutil.which("podman"):
-        return None
-    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    conf = base / "containers.conf"
-    conf.write_text(
-        "[containers]\n"
-        f'default_ulimits = ["nofile={nofile}:{nofile}", "nproc=4096:4096"]\n'
-        "[engine]\n"
-        'runtime = "runc"\n'
-        "[engine.volume_plugins]\n"
-        f'snap = "{plugin_socket}"\n'
-    )
-    engine = Engine("podman", ["podman"], {**os.environ, "CONTAINERS_CONF": str(conf)})
-    try:
-        engine("info")
-    except RuntimeError:
-        return None
-    return engine
-
-
-def _dockerd() -> Engine | None:
-    sock = "/var/run/docker.sock"
-    if not (shutil.which("docker") and os.path.exists(sock)):
-        return None
-    engine = Engine("dockerd", ["docker"], {**os.environ, "DOCKER_HOST": "unix://" + sock})
-    try:
-        engine("info")
-    except RuntimeError:
-        return None
-    return engine
 
 
 async def _mount_pairs(socket_path: str, volume: str, pairs: int) -> float:
@@ -276,19 +201,12 @@ async def _mount_pairs(socket_path: str, volume: str, pairs: int) -> float:
 def bench_volumes(runs: int, tar: Path) -> None:
     daemon = PluginDaemon()
     plugin = None
-    others: list[Engine] = []
+    others: list[engines.Engine] = []
     docker_link = Path("/run/docker/plugins/dyb-snap.sock")
     try:
         daemon.start_with()
-        ours = Engine(
-            "dockyard CLI",
-            [sys.executable, "-m", "dockyard"],
-            {**os.environ, "DOCKYARD_HOST": daemon.host},
-        )
-        via_docker = Engine(
-            "docker CLI -> Dockyard", ["docker"], {**os.environ, "DOCKER_HOST": daemon.host}
-        )
-        ours("import", str(tar), IMAGE)
+        ours, via_docker = engines.dockyard_cli(daemon), engines.docker_cli(daemon)
+        ours.cmd("import", str(tar), IMAGE)
         plugin = PluginProcess(
             f"{EXAMPLES}/volume_snap.py:SnapshotVolumes",
             daemon.sock("snap"),
@@ -296,13 +214,13 @@ def bench_volumes(runs: int, tar: Path) -> None:
         )
         # the same plugin code as a managed plugin, run by Dockyard itself
         source = make_plugin_dir(daemon.base / "snap-src", tar, volume_plugin_config())
-        ours("plugin", "create", "bench/snap", str(source))
-        ours("plugin", "enable", "bench/snap")
+        ours.cmd("plugin", "create", "bench/snap", str(source))
+        ours.cmd("plugin", "enable", "bench/snap")
         drivers = {"local": "local", "snap": "snap", "managed": "bench/snap"}
         for label, driver in drivers.items():
-            ours("volume", "create", "-d", driver, f"bench-{label}")
-        podman = _podman(daemon.base, daemon.sock("snap"))
-        dockerd = _dockerd()
+            ours.cmd("volume", "create", "-d", driver, f"bench-{label}")
+        podman = engines.podman(daemon.base, volume_plugins={"snap": daemon.sock("snap")})
+        dockerd = engines.dockerd()
         if dockerd is not None:
             docker_link.parent.mkdir(parents=True, exist_ok=True)
             docker_link.unlink(missing_ok=True)
@@ -311,48 +229,53 @@ def bench_volumes(runs: int, tar: Path) -> None:
             if engine is None:
                 continue
             others.append(engine)
-            engine("import", str(tar), IMAGE)
-            engine("volume", "create", "bench-local")
-            engine("volume", "create", "--driver", snap, "bench-snap")
-        print(
-            f"\nPlugin volume bench: {runs} runs each; comparing with "
-            f"{', '.join(e.name for e in others) or 'no other engine (none running here)'}"
-        )
-        rows: dict[str, list[float]] = {}
+            engine.cmd("import", str(tar), IMAGE)
+            engine.cmd("volume", "create", "bench-local")
+            engine.cmd("volume", "create", "--driver", snap, "bench-snap")
+        print(f"\nPlugin volume bench: {runs} runs each; {engines.beside(others)}")
+        by_engine: dict[str, dict[str, list[float]]] = {}
         for engine in (ours, via_docker, *others):
             labels = list(drivers) if engine in (ours, via_docker) else ["local", "snap"]
             # Interleaved (local, plugin, local, plugin, ...) so that drift in the host's
             # speed during the runs does not land on one side of the difference.
-            for label in labels:
-                engine("run", "--rm", "--network", "none", "-v", f"bench-{label}:/d", IMAGE, "true")
-            for _ in range(runs):
-                for label in labels:
-                    start = time.perf_counter()
-                    engine(
-                        "run", "--rm", "--network", "none", "-v", f"bench-{label}:/d", IMAGE, "true"
+            by_engine[engine.name] = engines.alternating(
+                {
+                    label: lambda e=engine, v=f"bench-{label}:/d": e.cmd(
+                        "run", "--rm", "--network", "none", "-v", v, IMAGE, "true"
                     )
-                    samples = rows.setdefault(f"{engine.name}: {label}", [])
-                    samples.append((time.perf_counter() - start) * 1000)
+                    for label in labels
+                },
+                runs,
+            )
         pairs = 500
         per_pair = asyncio.run(_mount_pairs(daemon.sock("snap"), "bench-snap", pairs))
         print(
             f"\nMount + Unmount through the remote driver (the plugin's part of a container "
             f"start), {pairs} pairs: {per_pair:.2f} ms per pair"
         )
-        print(f"\nrun --rm --network none -v VOLUME:/d {IMAGE} true ({runs} runs)")
-        for label, samples in rows.items():
-            med = statistics.median(samples)
-            engine_name = label.partition(":")[0]
-            base = statistics.median(rows[f"{engine_name}: local"])
-            extra = f"  +{med - base:6.1f} ms over local" if not label.endswith(": local") else ""
-            print(
-                f"  {label:<44} median {med:8.1f} ms   min {min(samples):8.1f}   "
-                f"max {max(samples):8.1f}{extra}"
+        described = {
+            "local": "the built-in local driver",
+            "snap": "the example plugin (snap, a plugin process)",
+            "managed": "the same plugin, managed by Dockyard",
+        }
+        for label in drivers:
+            engines.report(
+                f"run --rm --network none -v VOLUME:/d IMG true, VOLUME of {described[label]} "
+                f"({runs} runs)",
+                {name: rows[label] for name, rows in by_engine.items() if label in rows},
+                via_docker.name,
             )
+        print("\nthe plugin's cost per container start (median - median with a local volume)")
+        for name, rows in by_engine.items():
+            local = statistics.median(rows["local"])
+            for label, samples in rows.items():
+                if label != "local":
+                    cost = statistics.median(samples) - local
+                    print(f"  {name + ': ' + label:<34} {cost:+6.1f} ms")
     finally:
         for engine in others:
-            for args in (("volume", "rm", "-f", "bench-local", "bench-snap"), ("rmi", IMAGE)):
-                subprocess.run([*engine.argv, *args], env=engine.env, capture_output=True)
+            engine.cmd("volume", "rm", "-f", "bench-local", "bench-snap", check=False)
+            engine.cmd("rmi", IMAGE, check=False)
         docker_link.unlink(missing_ok=True)
         daemon.cleanup()
         if plugin is not None:
@@ -370,9 +293,7 @@ def main() -> None:
         default=("authz", "logs", "volumes"),
         help="Which figures to take (all by default).",
     )
-    args = parser.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("run as root")
+    args = engines.parse_as_root(parser)
     base = Path(tempfile.mkdtemp(prefix="dyb-img-", dir="/tmp"))
     try:
         tar = build_busybox_rootfs(base)

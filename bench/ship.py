@@ -8,9 +8,10 @@ files, half incompressible, half text-like, and the same files as one
 rootfs tarball for `import`). Each run starts Debian's docker-registry on
 127.0.0.1 (a fresh one for every push, so nothing is mounted or skipped),
 a private Dockyard daemon, and times each operation through the dockyard
-CLI, printing seconds and MB/s (of the uncompressed image) as medians over
-the runs, beside `skopeo copy` doing the same transfer and, when a Docker
-daemon or podman is installed and working, their figures with ratios.
+CLI, printing seconds (median, min, max over the runs) and MB/s (of the
+uncompressed image, at the median), beside `skopeo copy` doing the same
+transfer and, when a Docker daemon or podman is installed and working,
+their figures with ratios.
 """
 
 from __future__ import annotations
@@ -19,21 +20,18 @@ import argparse
 import gzip
 import io
 import json
-import os
 import random
 import shutil
-import statistics
-import subprocess
 import sys
 import tarfile
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench import engines  # noqa: E402
+from bench.engines import Engine  # noqa: E402
 from tests.harness import Daemon, build_busybox_rootfs  # noqa: E402
 from tests.registry import OCILayout, Registry, skopeo, tar_of  # noqa: E402
 
@@ -112,48 +110,17 @@ def image_bytes(cache: Path) -> int:
     return total
 
 
-def timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+# What push and pull need for a plain-HTTP registry on the loopback, by engine.
+INSECURE = {"podman": ["--tls-verify=false"]}
 
 
-def run(argv: list[str], env: dict[str, str] | None = None) -> None:
-    result = subprocess.run(argv, env=env, capture_output=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)}: {result.stderr.decode(errors='replace')}")
-
-
-class Engine:
-    """A docker-compatible command line (dockyard, docker, podman) and its environment."""
-
-    def __init__(
-        self, name: str, argv: list[str], env: dict[str, str], tls_flag: list[str]
-    ) -> None:
-        self.name = name
-        self.argv = argv
-        self.env = env
-        self.tls_flag = tls_flag  # what push/pull need for a plain-HTTP loopback registry
-
-    def cmd(self, *args: str) -> None:
-        run([*self.argv, *args], self.env)
-
-    def quiet(self, *args: str) -> None:
-        subprocess.run([*self.argv, *args], env=self.env, capture_output=True)
-
-
-def other_engines() -> list[Engine]:
-    engines = []
-    sock = "/var/run/docker.sock"
-    if shutil.which("docker") and os.path.exists(sock):
-        env = {**os.environ, "DOCKER_HOST": "unix://" + sock}
-        if subprocess.run(["docker", "info"], env=env, capture_output=True).returncode == 0:
-            engines.append(Engine("dockerd", ["docker"], env, []))
-    if shutil.which("podman"):
-        env = dict(os.environ)
-        if subprocess.run(["podman", "info"], env=env, capture_output=True).returncode == 0:
-            engines.append(Engine("podman", ["podman"], env, ["--tls-verify=false"]))
-    return engines
+def forget(engine: Engine, image: str) -> None:
+    """The image and its layers gone, for a cold pull or load. A Docker daemon's or
+    podman's store is shared with other users: `image prune -a` there would remove
+    their images too, and `rmi` alone removes layers no other image uses."""
+    engine.cmd("rmi", "-f", image, check=False)
+    if engine.argv[0] == sys.executable:  # our private daemon
+        engine.cmd("image", "prune", "-a", "-f", check=False)
 
 
 def measure_engine(
@@ -161,40 +128,43 @@ def measure_engine(
 ) -> dict[str, list[float]]:
     """pull, push, save, load, import through one engine's CLI."""
     rows: dict[str, list[float]] = {k: [] for k in OPERATIONS}
+    insecure = INSECURE.get(engine.name, [])
+    slug = engine.name.split()[0]
     for i in range(runs):
-        engine.quiet("rmi", "-f", source)
-        engine.quiet("image", "prune", "-a", "-f")
-        rows["pull"].append(timed(lambda: engine.cmd("pull", *engine.tls_flag, source)))
-        target = Registry(base / f"push-{engine.name}-{i}").start()
+        forget(engine, source)
+        rows["pull"].append(engines.timed(lambda: engine.cmd("pull", *insecure, source)))
+        target = Registry(base / f"push-{slug}-{i}").start()
         try:
             pushed = f"{target.host}/bench/pushed:1"
             engine.cmd("tag", source, pushed)
-            rows["push"].append(timed(lambda p=pushed: engine.cmd("push", *engine.tls_flag, p)))
-            engine.quiet("rmi", pushed)
+            rows["push"].append(engines.timed(lambda p=pushed: engine.cmd("push", *insecure, p)))
+            engine.cmd("rmi", pushed, check=False)
         finally:
             target.cleanup()
-        archive = base / f"save-{engine.name}.tar"
-        rows["save"].append(timed(lambda a=archive: engine.cmd("save", "-o", str(a), source)))
-        engine.quiet("rmi", "-f", source)
-        engine.quiet("image", "prune", "-a", "-f")
-        rows["load"].append(timed(lambda a=archive: engine.cmd("load", "-i", str(a))))
+        archive = base / f"save-{slug}.tar"
+        rows["save"].append(
+            engines.timed(lambda a=archive: engine.cmd("save", "-o", str(a), source))
+        )
+        forget(engine, source)
+        rows["load"].append(engines.timed(lambda a=archive: engine.cmd("load", "-i", str(a))))
         archive.unlink()
         # Loaded from an archive, the layers are uncompressed: this push compresses them.
-        target = Registry(base / f"push-loaded-{engine.name}-{i}").start()
+        target = Registry(base / f"push-loaded-{slug}-{i}").start()
         try:
             pushed = f"{target.host}/bench/loaded:1"
             engine.cmd("tag", source, pushed)
             rows["push, compressing"].append(
-                timed(lambda p=pushed: engine.cmd("push", *engine.tls_flag, p))
+                engines.timed(lambda p=pushed: engine.cmd("push", *insecure, p))
             )
-            engine.quiet("rmi", pushed)
+            engine.cmd("rmi", pushed, check=False)
         finally:
             target.cleanup()
         name = f"bench/imported:{i}"
         rows["import"].append(
-            timed(lambda n=name: engine.cmd("import", str(cache / "rootfs.tar"), n))
+            engines.timed(lambda n=name: engine.cmd("import", str(cache / "rootfs.tar"), n))
         )
-        engine.quiet("rmi", name)
+        engine.cmd("rmi", name, check=False)
+    forget(engine, source)
     return rows
 
 
@@ -203,7 +173,7 @@ def measure_skopeo(cache: Path, base: Path, runs: int, source: str) -> dict[str,
     for i in range(runs):
         out = base / f"skopeo-pull-{i}"
         rows["pull"].append(
-            timed(
+            engines.timed(
                 lambda o=out: skopeo(
                     "copy", "--src-tls-verify=false", f"docker://{source}", f"oci:{o}:1"
                 )
@@ -213,7 +183,7 @@ def measure_skopeo(cache: Path, base: Path, runs: int, source: str) -> dict[str,
         target = Registry(base / f"skopeo-push-{i}").start()
         try:
             rows["push"].append(
-                timed(
+                engines.timed(
                     lambda t=target: skopeo(
                         "copy",
                         "--dest-tls-verify=false",
@@ -231,9 +201,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--size-mb", type=int, default=200)
-    args = parser.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("run as root")
+    args = engines.parse_as_root(parser)
     cache = build_image(args.size_mb)
     size = image_bytes(cache)
     mb = size / 1e6
@@ -244,35 +212,24 @@ def main() -> None:
         source = f"{registry.host}/bench/image:1"
         skopeo("copy", "--dest-tls-verify=false", f"oci:{cache / 'layout'}:1", f"docker://{source}")
         daemon.start()
-        ours = Engine(
-            "dockyard",
-            [sys.executable, "-m", "dockyard"],
-            {**os.environ, "DOCKYARD_HOST": daemon.host, "DOCKER_CONFIG": str(base / "docker")},
-            [],
-        )
-        results = {"dockyard": measure_engine(ours, cache, base, args.runs, source)}
+        ours = engines.dockyard_cli(daemon)
+        others = engines.others(base)
+        print(f"Ship bench: {args.runs} runs; {engines.beside(others)}")
+        results = {ours.name: measure_engine(ours, cache, base, args.runs, source)}
         results["skopeo copy"] = measure_skopeo(cache, base, args.runs, source)
-        for engine in other_engines():
+        for engine in others:
             try:
                 results[engine.name] = measure_engine(engine, cache, base, args.runs, source)
             except RuntimeError as e:
                 print(f"({engine.name} skipped: {e})")
         layers = len(json.loads((cache / "layout" / "index.json").read_text())["manifests"])
         print(
-            f"\nShip bench: {mb:.0f} MB image ({layers} tag, 5 layers), median of {args.runs} "
-            f"runs, registry on 127.0.0.1; MB/s of the uncompressed image"
+            f"\n{mb:.0f} MB image ({layers} tag, 5 layers), {args.runs} runs, registry on "
+            f"127.0.0.1; MB/s of the uncompressed image"
         )
         for op in OPERATIONS:
-            print(f"\n{op}")
-            baseline = statistics.median(results["dockyard"][op])
-            for name, rows in results.items():
-                if not rows.get(op):
-                    continue
-                seconds = statistics.median(rows[op])
-                ratio = (
-                    "" if name == "dockyard" else f"   {seconds / baseline:.2f}x dockyard's time"
-                )
-                print(f"  {name:<12} {seconds:7.2f} s  {mb / seconds:8.1f} MB/s{ratio}")
+            rows = {name: by_op[op] for name, by_op in results.items() if by_op.get(op)}
+            engines.report(op, rows, ours.name, unit="s", digits=2, megabytes=mb)
     finally:
         daemon.cleanup()
         registry.cleanup()
