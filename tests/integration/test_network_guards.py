@@ -10,12 +10,21 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 import socket
 import subprocess
 from collections.abc import Iterator
 
 from tests.harness import Daemon
-from tests.integration.test_networks import HTTP_SERVER, IMAGE, _free_port, _http_get, _inspect
+from tests.integration.test_networks import (
+    ECHO_SERVER,
+    HTTP_SERVER,
+    IMAGE,
+    _free_port,
+    _http_get,
+    _inspect,
+    _talk,
+)
 
 
 def _sh(*args: str) -> subprocess.CompletedProcess[str]:
@@ -95,3 +104,76 @@ def test_peers_on_a_bridge_reach_neither_loopback_nor_ports_published_on_it(
     finally:
         listener.close()
         daemon.cli("rm", "-f", web)
+
+
+def _refused(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+    except OSError:
+        return True
+    return False
+
+
+def test_bridge_options_enable_icc_and_host_binding_ipv4(daemon: Daemon) -> None:
+    name = "icc-" + secrets.token_hex(3)
+    ports = [_free_port(), _free_port()]
+    options = (
+        "-o", "com.docker.network.bridge.enable_icc=false",
+        "-o", "com.docker.network.bridge.host_binding_ipv4=127.0.0.1",
+    )  # fmt: skip
+    daemon.cli("network", "create", *options, name, check=True)
+    server, other = name + "-s", name + "-o"
+    try:
+        daemon.cli(
+            "run", "-d", "--name", server, "--network", name, "-p", f"{ports[0]}:5432",
+            IMAGE, *ECHO_SERVER, check=True,
+        )  # fmt: skip
+        daemon.cli(
+            "run", "-d", "--name", other, "--network", name, IMAGE, "sleep", "60", check=True
+        )
+        address = _inspect(daemon, server)["NetworkSettings"]["Networks"][name]["IPAddress"]
+        # No traffic between the network's containers, by address or by name...
+        assert _talk(daemon, address, inside=other) == ""
+        assert _talk(daemon, server, inside=other) == ""
+        # ... while the host still reaches the published port, on the network's host address only.
+        assert daemon.cli("port", server).stdout.split() == [
+            "5432/tcp",
+            "->",
+            f"127.0.0.1:{ports[0]}",
+        ]
+        with socket.create_connection(("127.0.0.1", ports[0]), timeout=5) as s:
+            s.sendall(b"hi\n")
+            assert s.recv(3) == b"hi\n"
+        assert _refused(_gateway(daemon, name), ports[0])
+        # An explicit HostIp still wins over the network's default.
+        explicit = daemon.cli(
+            "run", "-d", "--network", name, "-p", f"0.0.0.0:{ports[1]}:5432", IMAGE, *ECHO_SERVER,
+            check=True,
+        ).stdout.strip()  # fmt: skip
+        assert daemon.cli("port", explicit).stdout.split()[-1] == f"0.0.0.0:{ports[1]}"
+        daemon.cli("rm", "-f", explicit)
+    finally:
+        daemon.cli("rm", "-f", server, other)
+        daemon.cli("network", "rm", name)
+    # A network with icc on lets its containers talk (the control case).
+    control = daemon.cli("network", "create", name, check=True)
+    assert control.returncode == 0
+    try:
+        daemon.cli(
+            "run", "-d", "--name", server, "--network", name, IMAGE, *ECHO_SERVER, check=True
+        )
+        assert _talk(daemon, server, network=name) == "hi"
+    finally:
+        daemon.cli("rm", "-f", server)
+        daemon.cli("network", "rm", name)
+
+
+def test_bad_bridge_options_are_refused(daemon: Daemon) -> None:
+    for option in (
+        "com.docker.network.bridge.enable_icc=maybe",
+        "com.docker.network.bridge.host_binding_ipv4=not-an-address",
+        "com.docker.network.bridge.enable_ip_masquerade=sometimes",
+    ):
+        result = daemon.cli("network", "create", "-o", option, "bad-" + secrets.token_hex(3))
+        assert result.returncode != 0 and option.split("=")[0] in result.stderr, result.stderr
+    assert not [n for n in daemon.cli("network", "ls").stdout.split() if n.startswith("bad-")]

@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 BRIDGE_NAME = "com.docker.network.bridge.name"
 MTU = "com.docker.network.driver.mtu"
 MASQUERADE = "com.docker.network.bridge.enable_ip_masquerade"
+ICC = "com.docker.network.bridge.enable_icc"
+HOST_BINDING = "com.docker.network.bridge.host_binding_ipv4"
 IFNAMSIZ = 15
 
 
@@ -75,6 +77,8 @@ class _Network:
     internal: bool
     masquerade: bool
     mtu: int
+    icc: bool = True  # false: containers of the network cannot talk to each other
+    host_binding: str = "0.0.0.0"  # the host address of ports published without one
     endpoints: dict[str, _Endpoint] = field(default_factory=dict)
 
 
@@ -173,6 +177,15 @@ class BridgeDriver:
             mtu = int(generic.get(MTU) or self.default_mtu)
         except ValueError:
             raise InvalidArgument(f"invalid MTU: {generic.get(MTU)}") from None
+        icc = _flag(generic, ICC)
+        masquerade = _flag(generic, MASQUERADE)
+        host_binding = str(generic.get(HOST_BINDING) or "0.0.0.0")
+        try:
+            ipaddress.IPv4Address(host_binding)
+        except ValueError:
+            raise InvalidArgument(
+                f"invalid {HOST_BINDING} {host_binding!r}: an IPv4 address is required"
+            ) from None
         bridge = generic.get(BRIDGE_NAME) or self._name(self.bridge_prefix, network_id)
         if len(bridge) > IFNAMSIZ:
             raise InvalidArgument(f"bridge name {bridge!r} is longer than {IFNAMSIZ} characters")
@@ -185,8 +198,10 @@ class BridgeDriver:
             str(ipaddress.ip_network(data.pool, strict=False)),
             data.gateway,
             bool(options.get(INTERNAL)),
-            str(generic.get(MASQUERADE, "true")).lower() != "false",
+            masquerade,
             mtu,
+            icc,
+            host_binding,
         )
         replay = network_id in self.networks
         if replay:
@@ -316,6 +331,17 @@ class BridgeDriver:
             raise Unavailable(f"cannot create interface {ep.veth}: {e}") from e
         finally:
             os.close(fd)
+        if not network.icc:
+            # An isolated bridge port forwards only to ports that are not isolated (the
+            # bridge itself, so the host): no traffic between the network's containers.
+            try:
+                await ipr.brport(
+                    "set", index=(await ipr.link_lookup(ifname=ep.veth))[0], isolated=1
+                )
+            except (NetlinkError, IndexError) as e:
+                with contextlib.suppress(NetlinkError):
+                    await ipr.link("del", ifname=ep.veth)
+                raise Unavailable(f"cannot isolate interface {ep.veth}: {e}") from e
         return JoinResponse(src_name=ep.peer, gateway=gateway)
 
     async def leave(self, network_id: str, endpoint_id: str) -> None:
@@ -331,6 +357,8 @@ class BridgeDriver:
         requests = [PortBinding.from_wire(b) for b in options.get(PORT_MAP) or []]
         if not requests or network.internal:
             return
+        for request in requests:
+            request.host_ip = request.host_ip or network.host_binding
         ep.held.close()
         try:
             held = ports.hold(requests, ep.ip)
@@ -361,6 +389,16 @@ class BridgeDriver:
             bindings.close()
             if not self._deferred:
                 await self.firewall.delete([_forward(b) for b in bindings.bindings])
+
+
+def _flag(options: dict[str, Any], key: str) -> bool:
+    """A boolean driver option (default true), parsed like Go's strconv.ParseBool."""
+    value = str(options.get(key, "true")).lower()
+    if value in ("1", "t", "true"):
+        return True
+    if value in ("0", "f", "false"):
+        return False
+    raise InvalidArgument(f"invalid value {options[key]!r} for option {key}: a boolean is required")
 
 
 def _forward(binding: PortBinding) -> Forward:
