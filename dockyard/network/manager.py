@@ -396,7 +396,8 @@ class NetworkManager:
                 name = link.get("ifname") or ""
                 if name in owned or name == self.config.bridge:
                     continue
-                if name.startswith(prefixes):
+                kind = link.get(("linkinfo", "kind"))
+                if name.startswith(prefixes) and kind in ("bridge", "veth"):
                     with contextlib.suppress(NetlinkError):
                         await ipr.link("del", index=link["index"])
 

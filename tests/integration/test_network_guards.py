@@ -177,3 +177,31 @@ def test_bad_bridge_options_are_refused(daemon: Daemon) -> None:
         result = daemon.cli("network", "create", "-o", option, "bad-" + secrets.token_hex(3))
         assert result.returncode != 0 and option.split("=")[0] in result.stderr, result.stderr
     assert not [n for n in daemon.cli("network", "ls").stdout.split() if n.startswith("bad-")]
+
+
+def test_a_hosts_interface_is_never_adopted_nor_deleted(daemon: Daemon) -> None:
+    for kind in (["veth", "peer", "name", f"{daemon.bridge_prefix}hp"], ["bridge"]):
+        device = f"{daemon.bridge_prefix}h{kind[0][0]}"
+        subprocess.run(["ip", "link", "add", device, "type", *kind], check=True)
+        try:
+            name = "adopt-" + secrets.token_hex(3)
+            status, body = daemon.api(
+                "POST",
+                "/v1.45/networks/create",
+                {"Name": name, "Options": {"com.docker.network.bridge.name": device}},
+            )
+            assert status == 409 and "not created by Dockyard" in body["message"], body
+            assert daemon.api("GET", f"/v1.45/networks/{name}")[0] == 404
+            # The host's interface is left as it was: still there, no address added.
+            shown = _sh("ip", "-4", "-o", "addr", "show", "dev", device)
+            assert shown.returncode == 0 and shown.stdout == "", shown
+        finally:
+            _sh("ip", "link", "del", device)
+    # A bridge name of the daemon's own making is still fine, and goes with the network.
+    device, name = f"{daemon.bridge_prefix}own", "own-" + secrets.token_hex(3)
+    daemon.cli(
+        "network", "create", "-o", f"com.docker.network.bridge.name={device}", name, check=True
+    )
+    assert device in daemon.links()
+    daemon.cli("network", "rm", name, check=True)
+    assert device not in daemon.links()

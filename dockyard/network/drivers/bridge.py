@@ -51,7 +51,11 @@ MTU = "com.docker.network.driver.mtu"
 MASQUERADE = "com.docker.network.bridge.enable_ip_masquerade"
 ICC = "com.docker.network.bridge.enable_icc"
 HOST_BINDING = "com.docker.network.bridge.host_binding_ipv4"
+DEFAULT_BRIDGE = "com.docker.network.bridge.default_bridge"
 IFNAMSIZ = 15
+# The alias (IFLA_IFALIAS) of every bridge this driver creates, followed by the network ID:
+# how an interface of ours is told from one of the host's with the same name.
+OWNER = "dockyard network "
 
 
 @dataclass
@@ -77,6 +81,7 @@ class _Network:
     internal: bool
     masquerade: bool
     mtu: int
+    default: bool = False  # the daemon's default bridge: may be a bridge the host made (-b)
     icc: bool = True  # false: containers of the network cannot talk to each other
     host_binding: str = "0.0.0.0"  # the host address of ports published without one
     endpoints: dict[str, _Endpoint] = field(default_factory=dict)
@@ -200,6 +205,7 @@ class BridgeDriver:
             bool(options.get(INTERNAL)),
             masquerade,
             mtu,
+            str(generic.get(DEFAULT_BRIDGE, "")).lower() == "true",
             icc,
             host_binding,
         )
@@ -230,6 +236,7 @@ class BridgeDriver:
         found = await ipr.link_lookup(ifname=network.bridge)
         if found:
             index = found[0]
+            await self._adopt(ipr, index, network)
         else:
             await ipr.link(
                 "add",
@@ -239,6 +246,7 @@ class BridgeDriver:
                 mtu=network.mtu,
             )
             index = (await ipr.link_lookup(ifname=network.bridge))[0]
+            await ipr.link("set", index=index, ifalias=OWNER + network.id)
         addresses = [a.get("address") async for a in await ipr.get_addr(index=index, family=2)]
         if str(gateway.ip) not in addresses:
             await ipr.addr(
@@ -249,6 +257,33 @@ class BridgeDriver:
         _sysctl(network.bridge, "forwarding", "1")
         _sysctl(network.bridge, "route_localnet", "1")
 
+    async def _adopt(self, ipr: Any, index: int, network: _Network) -> None:
+        """Use an existing interface as the network's bridge, if it is ours to use: one
+        this driver made for the network, the host's bridge named as the default bridge
+        (like Docker's -b), or, while start-up replays the records, an unmarked bridge
+        (made before bridges were marked). Never an interface of the host."""
+        link = await _link(ipr, index)
+        alias = link.get("ifalias") or ""
+        if alias == OWNER + network.id:
+            return
+        bridge = link.get(("linkinfo", "kind")) == "bridge"
+        if bridge and network.default:
+            return
+        if bridge and self._deferred and not alias:
+            await ipr.link("set", index=index, ifalias=OWNER + network.id)
+            return
+        raise Conflict(
+            f"cannot create network with bridge name {network.bridge}: an interface with that "
+            "name already exists and was not created by Dockyard for this network"
+        )
+
+    async def _owned(self, ipr: Any, network: _Network) -> int | None:
+        """The index of the network's bridge if this driver made it for the network."""
+        for index in await ipr.link_lookup(ifname=network.bridge):
+            if (await _link(ipr, index)).get("ifalias") == OWNER + network.id:
+                return int(index)
+        return None
+
     async def delete_network(self, network_id: str) -> None:
         network = self.networks.pop(network_id, None)
         if network is None:
@@ -256,8 +291,11 @@ class BridgeDriver:
         for ep in network.endpoints.values():
             ep.held.close()
         self._bridges.pop(network.bridge, None)
+        ipr = await self._host()
         with contextlib.suppress(NetlinkError):
-            await (await self._host()).link("del", ifname=network.bridge)
+            index = await self._owned(ipr, network)
+            if index is not None:  # never an interface of the host's
+                await ipr.link("del", index=index)
         await self._sync()
 
     def _network(self, network_id: str) -> _Network:
@@ -389,6 +427,13 @@ class BridgeDriver:
             bindings.close()
             if not self._deferred:
                 await self.firewall.delete([_forward(b) for b in bindings.bindings])
+
+
+async def _link(ipr: Any, index: int) -> Any:
+    """The RTM_NEWLINK message describing interface `index`."""
+    async for message in await ipr.get_links(index):
+        return message
+    raise NetlinkError(errno.ENODEV, f"no interface with index {index}")
 
 
 def _flag(options: dict[str, Any], key: str) -> bool:
