@@ -146,6 +146,7 @@ class NetworkManager:
         self.ipams: dict[str, IpamDriver] = {"default": self.ipam}
         self.plugins: PluginService | None = None  # set by the engine
         self._registering: dict[str, asyncio.Lock] = {}
+        self._creating: set[str] = set()  # names of networks being created
         self.dns = EmbeddedDNS(self)
         self.containers: ContainerService | None = None
         self.networks: dict[str, Network] = {}
@@ -623,10 +624,19 @@ class NetworkManager:
 
     async def create(self, request: dict[str, Any]) -> Network:
         wanted = requests.network_create(request)
-        if any(n.name == wanted.name for n in self.networks.values()):
+        if wanted.name in self._creating or any(
+            n.name == wanted.name for n in self.networks.values()
+        ):
             raise Conflict(f"network with name {wanted.name} already exists")
         if wanted.driver in ("host", "null"):
             raise Forbidden(f'only one instance of "{wanted.driver}" network is allowed')
+        self._creating.add(wanted.name)  # a concurrent create of the name gets the 409 above
+        try:
+            return await self._create(wanted)
+        finally:
+            self._creating.discard(wanted.name)
+
+    async def _create(self, wanted: requests.NetworkCreate) -> Network:
         driver = await self.driver(wanted.driver)
         network = Network(
             id=secrets.token_hex(32),

@@ -14,6 +14,7 @@ import secrets
 import socket
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 from tests.harness import Daemon
 from tests.integration.test_networks import (
@@ -205,3 +206,22 @@ def test_a_hosts_interface_is_never_adopted_nor_deleted(daemon: Daemon) -> None:
     assert device in daemon.links()
     daemon.cli("network", "rm", name, check=True)
     assert device not in daemon.links()
+
+
+def test_concurrent_creates_of_one_name_give_one_network_and_409s(daemon: Daemon) -> None:
+    links, allocations = daemon.links(), daemon.allocations()
+    name = "race-" + secrets.token_hex(3)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(
+            pool.map(
+                lambda _: daemon.api("POST", "/v1.45/networks/create", {"Name": name}), range(8)
+            )
+        )
+    statuses = sorted(status for status, _ in results)
+    assert statuses == [201] + [409] * 7, results
+    for status, body in results:
+        if status == 409:
+            assert body["message"] == f"network with name {name} already exists"
+    assert len(daemon.links()) == len(links) + 1
+    daemon.cli("network", "rm", name, check=True)
+    assert (daemon.links(), daemon.allocations()) == (links, allocations)
