@@ -13,6 +13,7 @@ import json
 import secrets
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -225,3 +226,24 @@ def test_concurrent_creates_of_one_name_give_one_network_and_409s(daemon: Daemon
     assert len(daemon.links()) == len(links) + 1
     daemon.cli("network", "rm", name, check=True)
     assert (daemon.links(), daemon.allocations()) == (links, allocations)
+
+
+def test_no_veth_outlives_its_container_when_another_shares_the_namespace(
+    daemon: Daemon,
+) -> None:
+    links = daemon.links()
+    owner, sharer = "own-" + secrets.token_hex(3), "shr-" + secrets.token_hex(3)
+    daemon.cli("run", "-d", "--name", owner, IMAGE, "sleep", "600", check=True)
+    try:
+        daemon.cli(
+            "run", "-d", "--name", sharer, "--network", f"container:{owner}",
+            IMAGE, "sleep", "600", check=True,
+        )  # fmt: skip
+        assert len(daemon.links()) == len(links) + 1
+        daemon.cli("rm", "-f", owner, check=True)
+        deadline = time.monotonic() + 10
+        while daemon.links() != links and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert daemon.links() == links
+    finally:
+        daemon.cli("rm", "-f", owner, sharer)

@@ -339,6 +339,10 @@ class BridgeDriver:
         ep = network.endpoints.pop(endpoint_id, None) if network else None
         if ep is not None:
             ep.held.close()
+            # The sandbox may outlive the endpoint (a container sharing it with
+            # --network container:...), and the pair with it: deleted here, as Docker does.
+            with contextlib.suppress(NetlinkError):
+                await (await self._host()).link("del", ifname=ep.veth)
 
     async def join(
         self, network_id: str, endpoint_id: str, sandbox_key: str, options: dict[str, Any]
