@@ -1200,6 +1200,11 @@ class NetworkManager:
         return None
 
     def upstreams(self, container_id: str) -> list[str]:
+        if not any(
+            (network := self.networks.get(e.network_id)) is not None and not network.internal
+            for e in self.container_endpoints(container_id)
+        ):
+            return []  # only on internal networks: no way out, not even through DNS
         container = self.find_container(container_id)
         if container is not None and container.host_config.get("Dns"):
             return list(container.host_config["Dns"])

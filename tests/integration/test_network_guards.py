@@ -26,6 +26,7 @@ from tests.integration.test_networks import (
     _http_get,
     _inspect,
     _talk,
+    upstream_dns,
 )
 
 
@@ -247,3 +248,20 @@ def test_no_veth_outlives_its_container_when_another_shares_the_namespace(
         assert daemon.links() == links
     finally:
         daemon.cli("rm", "-f", owner, sharer)
+
+
+def test_a_container_only_on_internal_networks_gets_no_dns_forwarding(daemon: Daemon) -> None:
+    internal, normal = "int-" + secrets.token_hex(3), "ext-" + secrets.token_hex(3)
+    daemon.cli("network", "create", "--internal", internal, check=True)
+    daemon.cli("network", "create", normal, check=True)
+    server = f"127.0.0.{secrets.randbelow(200) + 20}"
+    try:
+        with upstream_dns(server, "outside.example", "192.0.2.77") as asked:
+            probe = ["--dns", server, IMAGE, "nslookup", "outside.example"]
+            cut_off = daemon.cli("run", "--rm", "--network", internal, *probe)
+            assert "192.0.2.77" not in cut_off.stdout and asked == []
+            # The same container on a network with a way out is answered (the control case).
+            reached = daemon.cli("run", "--rm", "--network", normal, *probe)
+            assert "192.0.2.77" in reached.stdout and "outside.example" in asked
+    finally:
+        daemon.cli("network", "rm", internal, normal)
