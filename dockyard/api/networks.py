@@ -8,7 +8,6 @@ from aiohttp import web
 
 from dockyard.api import filters
 from dockyard.api.app import Routes, engine, json_response, read_json
-from dockyard.api.system import _parse_time
 from dockyard.errors import InvalidArgument
 from dockyard.images.oci import rfc3339
 from dockyard.network.manager import NetworkManager
@@ -120,10 +119,10 @@ async def remove(request: web.Request) -> web.StreamResponse:
 @routes.post("/networks/prune")
 async def prune(request: web.Request) -> web.StreamResponse:
     wanted = filters.parse(request.query.get("filters"), _PRUNE_FILTERS)
-    until = [_parse_time(v, "until") for v in wanted.get("until", [])]
+    until = filters.until(wanted.get("until", []))
 
     def keep(network: Network) -> bool:
-        if until and any(u is not None and network.created > rfc3339(u) for u in until):
+        if until is not None and network.created > rfc3339(until):
             return True
         if wanted.get("label") and not filters.label_matches(network.labels, wanted["label"]):
             return True

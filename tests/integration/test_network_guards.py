@@ -16,6 +16,8 @@ import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import quote
 
 from tests.harness import Daemon
 from tests.integration.test_networks import (
@@ -265,3 +267,21 @@ def test_a_container_only_on_internal_networks_gets_no_dns_forwarding(daemon: Da
             assert "192.0.2.77" in reached.stdout and "outside.example" in asked
     finally:
         daemon.cli("network", "rm", internal, normal)
+
+
+def test_network_prune_until_takes_go_durations(daemon: Daemon) -> None:
+    name = "old-" + secrets.token_hex(3)
+    daemon.cli("network", "create", "--label", f"t={name}", name, check=True)
+
+    def prune(until: str) -> tuple[int, Any]:
+        wanted = json.dumps({"until": [until], "label": [f"t={name}"]})
+        return daemon.api("POST", f"/v1.45/networks/prune?filters={quote(wanted)}")
+
+    try:
+        assert prune("1h30m") == (200, {"NetworksDeleted": None})  # made less than 1h30m ago
+        status, body = prune("10x")
+        assert status == 400 and "until=10x" in body["message"]
+        time.sleep(1.1)
+        assert prune("1s") == (200, {"NetworksDeleted": [name]})
+    finally:
+        daemon.cli("network", "rm", name)
