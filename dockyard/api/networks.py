@@ -134,11 +134,18 @@ async def prune(request: web.Request) -> web.StreamResponse:
     return json_response({"NetworksDeleted": removed or None})
 
 
+def _container_ref(body: dict[str, Any]) -> str:
+    ref = body.get("Container")
+    if not isinstance(ref, str) or not ref:
+        raise InvalidArgument("invalid JSON: Container must be a container name or ID")
+    return ref
+
+
 @routes.post("/networks/{id}/connect")
 async def connect(request: web.Request) -> web.StreamResponse:
     eng = engine(request)
     body = await read_json(request, required=True)
-    container = eng.containers.get(str(body.get("Container") or ""))
+    container = eng.containers.get(_container_ref(body))
     settings = body.get("EndpointConfig") or {}
     if not isinstance(settings, dict):
         raise InvalidArgument("invalid JSON: EndpointConfig must be an object")
@@ -150,6 +157,8 @@ async def connect(request: web.Request) -> web.StreamResponse:
 async def disconnect(request: web.Request) -> web.StreamResponse:
     eng = engine(request)
     body = await read_json(request, required=True)
-    container = eng.containers.get(str(body.get("Container") or ""))
+    container = eng.containers.get(_container_ref(body))
+    if not isinstance(body.get("Force", False), bool):
+        raise InvalidArgument("invalid JSON: Force must be a boolean")
     await eng.network.disconnect(request.match_info["id"], container, bool(body.get("Force")))
     return web.Response(status=200)

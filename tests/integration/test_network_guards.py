@@ -285,3 +285,42 @@ def test_network_prune_until_takes_go_durations(daemon: Daemon) -> None:
         assert prune("1s") == (200, {"NetworksDeleted": [name]})
     finally:
         daemon.cli("network", "rm", name)
+
+
+def test_wrong_json_types_are_400s(daemon: Daemon) -> None:
+    bad_creates = [
+        {"Driver": 3},
+        {"Scope": ["local"]},
+        {"Internal": "yes"},
+        {"Labels": 5},
+        {"Options": {"com.docker.network.driver.mtu": 1500}},
+        {"IPAM": "x"},
+        {"IPAM": {"Driver": 1}},
+        {"IPAM": {"Config": [{"Subnet": 5}]}},
+        {"IPAM": {"Config": [{"Subnet": "10.9.9.0/24", "AuxiliaryAddresses": ["a"]}]}},
+    ]
+    for body in bad_creates:
+        name = "types-" + secrets.token_hex(3)
+        status, reply = daemon.api("POST", "/v1.45/networks/create", {"Name": name, **body})
+        assert status == 400 and "invalid JSON" in reply["message"], (body, status, reply)
+        assert daemon.api("GET", f"/v1.45/networks/{name}")[0] == 404
+    name = "types-" + secrets.token_hex(3)
+    daemon.cli("network", "create", name, check=True)
+    daemon.cli("create", "--name", name, IMAGE, "true", check=True)
+    try:
+        bad_connects = [
+            {"Container": 5},
+            {"Container": name, "EndpointConfig": {"DriverOpts": ["x"]}},
+            {"Container": name, "EndpointConfig": {"MacAddress": 7}},
+            {"Container": name, "EndpointConfig": {"IPAMConfig": {"IPv4Address": 7}}},
+            {"Container": name, "EndpointConfig": {"Links": "a:b"}},
+        ]
+        for body in bad_connects:
+            status, reply = daemon.api("POST", f"/v1.45/networks/{name}/connect", body)
+            assert status == 400 and "invalid JSON" in reply["message"], (body, status, reply)
+        for body in ({"Name": 5}, {"Driver": 3}, {"Labels": {"a": 1}}, {"DriverOpts": 2}):
+            status, reply = daemon.api("POST", "/v1.45/volumes/create", body)
+            assert status == 400 and "invalid JSON" in reply["message"], (body, status, reply)
+    finally:
+        daemon.cli("rm", "-f", name)
+        daemon.cli("network", "rm", name)
