@@ -1174,6 +1174,11 @@ class NetworkManager:
             network = self.networks.get(own.network_id)
             if network is None or not network.user_defined:
                 continue
+            # `name` or `name.<network>` (Docker's embedded DNS owns the network domain).
+            wanted = {name}
+            suffix = "." + network.name.lower()
+            if name.endswith(suffix):
+                wanted.add(name[: -len(suffix)])
             for endpoint in self.endpoints_of(network):
                 if not endpoint.ip:
                     continue
@@ -1185,7 +1190,7 @@ class NetworkManager:
                     container.short_id,
                     *map(str.lower, endpoint.aliases),
                 }
-                if name in names and endpoint.ip not in found:
+                if names & wanted and endpoint.ip not in found:
                     found.append(endpoint.ip)
         return found or None
 

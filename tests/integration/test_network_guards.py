@@ -324,3 +324,26 @@ def test_wrong_json_types_are_400s(daemon: Daemon) -> None:
     finally:
         daemon.cli("rm", "-f", name)
         daemon.cli("network", "rm", name)
+
+
+def test_names_resolve_with_their_network_as_domain(daemon: Daemon) -> None:
+    first, second = "dom-" + secrets.token_hex(3), "dom-" + secrets.token_hex(3)
+    server = "srv-" + secrets.token_hex(3)
+    daemon.cli("network", "create", first, check=True)
+    daemon.cli("network", "create", second, check=True)
+    try:
+        daemon.cli(
+            "run", "-d", "--name", server, "--network", first, "--network-alias", "db",
+            IMAGE, *ECHO_SERVER, check=True,
+        )  # fmt: skip
+        address = _inspect(daemon, server)["NetworkSettings"]["Networks"][first]["IPAddress"]
+        for target in (f"{server}.{first}", f"db.{first}"):
+            assert _talk(daemon, target, network=first) == "hi", target
+        # Not through a network the asker is not on, nor another network's domain.
+        looked_up = daemon.cli(
+            "run", "--rm", "--network", first, IMAGE, "nslookup", f"{server}.{second}"
+        )
+        assert address not in looked_up.stdout
+    finally:
+        daemon.cli("rm", "-f", server)
+        daemon.cli("network", "rm", first, second)
