@@ -1,15 +1,18 @@
-"""Volume operations racing each other on one name: each sees the others' results."""
+"""Volumes under stress: operations racing on one name, failures half way through a mount."""
 
 from __future__ import annotations
 
 import json
 import secrets
+import subprocess
 import threading
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from tests.harness import Daemon
+
+IMAGE = "demo/busybox:1"
 
 
 def test_prune_never_takes_a_volume_created_again_meanwhile(daemon: Daemon) -> None:
@@ -43,3 +46,30 @@ def test_prune_never_takes_a_volume_created_again_meanwhile(daemon: Daemon) -> N
     for name in names:
         daemon.api("DELETE", f"/v1.45/volumes/{name}")
     assert missing == []
+
+
+def test_a_failed_mount_of_a_local_volume_with_options_leaves_no_mount(daemon: Daemon) -> None:
+    name = "m-" + secrets.token_hex(4)
+    daemon.cli("volume", "create", "--opt", "type=tmpfs", "--opt", "device=tmpfs", name, check=True)
+    data = daemon.data_root / "volumes" / name / "_data"
+    # Where the driver keeps the volume's references, something that is not a directory:
+    # recording the reference fails.
+    (data.parent / "mounts").write_text("")
+    try:
+        result = daemon.cli("run", "--rm", "-v", f"{name}:/data", IMAGE, "true")
+        assert result.returncode != 0
+        mounted = subprocess.run(["findmnt", "-n", str(data)], capture_output=True, text=True)
+        assert mounted.stdout == "", mounted.stdout
+    finally:
+        (data.parent / "mounts").unlink()
+        subprocess.run(["umount", "-l", str(data)], capture_output=True)
+        daemon.cli("volume", "rm", name)
+    # With its references' directory back, the volume mounts and works.
+    daemon.cli("volume", "create", "--opt", "type=tmpfs", "--opt", "device=tmpfs", name, check=True)
+    try:
+        used = daemon.cli(
+            "run", "--rm", "-v", f"{name}:/data", IMAGE, "sh", "-c", "grep /data /proc/mounts"
+        )
+        assert "tmpfs" in used.stdout
+    finally:
+        daemon.cli("volume", "rm", name)
