@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
+from datetime import datetime
 
+from dockyard import units
 from dockyard.errors import InvalidArgument
 
 Filters = dict[str, list[str]]
@@ -51,3 +54,29 @@ def bool_value(values: list[str], key: str) -> bool:
     if len(values) != 1 or values[0].lower() not in ("true", "false", "1", "0"):
         raise InvalidArgument(f"invalid filter '{key}={','.join(values)}'")
     return values[0].lower() in ("true", "1")
+
+
+def until(values: list[str], now_ns: int | None = None) -> int | None:
+    """A prune's `until` filter as nanoseconds since the epoch, read as Docker's
+    timetypes.GetTimestamp: a Go duration before now (`10m`, `1h30m`), an RFC 3339
+    time or a date, or unix seconds (fractions allowed)."""
+    if not values:
+        return None
+    if len(values) > 1:
+        raise InvalidArgument("more than one until filter specified")
+    value = values[0].strip()
+    if value not in ("", "0"):  # "0" is the epoch, not a zero duration
+        try:
+            return (time.time_ns() if now_ns is None else now_ns) - units.parse_duration(value)
+        except units.UnitError:
+            pass
+    try:
+        return int(float(value) * 1_000_000_000)
+    except (ValueError, OverflowError):
+        pass
+    try:
+        return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1e9)
+    except (ValueError, OverflowError):
+        raise InvalidArgument(
+            f"invalid filter 'until={value}': failed to parse value as time or duration"
+        ) from None

@@ -8,7 +8,6 @@ from aiohttp import web
 
 from dockyard.api import filters
 from dockyard.api.app import Routes, engine, json_response, read_json
-from dockyard.api.system import _parse_time
 from dockyard.errors import InvalidArgument
 from dockyard.images.oci import rfc3339
 from dockyard.network.manager import NetworkManager
@@ -120,10 +119,10 @@ async def remove(request: web.Request) -> web.StreamResponse:
 @routes.post("/networks/prune")
 async def prune(request: web.Request) -> web.StreamResponse:
     wanted = filters.parse(request.query.get("filters"), _PRUNE_FILTERS)
-    until = [_parse_time(v, "until") for v in wanted.get("until", [])]
+    until = filters.until(wanted.get("until", []))
 
     def keep(network: Network) -> bool:
-        if until and any(u is not None and network.created > rfc3339(u) for u in until):
+        if until is not None and network.created > rfc3339(until):
             return True
         if wanted.get("label") and not filters.label_matches(network.labels, wanted["label"]):
             return True
@@ -135,11 +134,18 @@ async def prune(request: web.Request) -> web.StreamResponse:
     return json_response({"NetworksDeleted": removed or None})
 
 
+def _container_ref(body: dict[str, Any]) -> str:
+    ref = body.get("Container")
+    if not isinstance(ref, str) or not ref:
+        raise InvalidArgument("invalid JSON: Container must be a container name or ID")
+    return ref
+
+
 @routes.post("/networks/{id}/connect")
 async def connect(request: web.Request) -> web.StreamResponse:
     eng = engine(request)
     body = await read_json(request, required=True)
-    container = eng.containers.get(str(body.get("Container") or ""))
+    container = eng.containers.get(_container_ref(body))
     settings = body.get("EndpointConfig") or {}
     if not isinstance(settings, dict):
         raise InvalidArgument("invalid JSON: EndpointConfig must be an object")
@@ -151,6 +157,8 @@ async def connect(request: web.Request) -> web.StreamResponse:
 async def disconnect(request: web.Request) -> web.StreamResponse:
     eng = engine(request)
     body = await read_json(request, required=True)
-    container = eng.containers.get(str(body.get("Container") or ""))
+    container = eng.containers.get(_container_ref(body))
+    if not isinstance(body.get("Force", False), bool):
+        raise InvalidArgument("invalid JSON: Force must be a boolean")
     await eng.network.disconnect(request.match_info["id"], container, bool(body.get("Force")))
     return web.Response(status=200)

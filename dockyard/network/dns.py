@@ -10,7 +10,16 @@ names, `--network-alias` aliases and short IDs resolve to addresses, and
 reverse lookups of those addresses to names. Anything else is forwarded from
 the host's namespace to the container's `--dns` servers or the host's
 resolvers (loopback resolvers such as 127.0.0.53 work, as they are reached
-from the host). After a daemon restart the sockets are created again.
+from the host) -- except for a container only on `--internal` networks,
+which gets SERVFAIL: forwarding would be a way out of a network that has
+none (Docker does the same). After a daemon restart the sockets are created
+again.
+
+A flood of queries cannot exhaust the daemon's file descriptors: at most
+MAX_FORWARDS forwards (one upstream socket each, closed on every path) are
+under way at once, beyond that a query gets SERVFAIL at once; at most
+MAX_TCP_CLIENTS TCP connections are served, each closed when idle for
+TCP_IDLE seconds.
 
 Binding 127.0.0.11:53 directly (Docker redirects from a random port with
 rules inside the namespace) means a process in the container cannot bind the
@@ -35,7 +44,11 @@ log = logging.getLogger(__name__)
 
 ADDRESS = ("127.0.0.11", 53)
 TTL = 600
+UPSTREAM_PORT = 53
 UPSTREAM_TIMEOUT = 3.0
+MAX_FORWARDS = 256
+MAX_TCP_CLIENTS = 128
+TCP_IDLE = 10.0
 
 
 class Answers(Protocol):
@@ -46,7 +59,8 @@ class Answers(Protocol):
 
     def reverse(self, container_id: str, address: str) -> str | None: ...
 
-    def upstreams(self, container_id: str) -> list[str]: ...
+    def upstreams(self, container_id: str) -> list[str]:
+        """Where to forward the container's other queries; [] for none."""
 
 
 @dataclass
@@ -66,6 +80,8 @@ class EmbeddedDNS:
     def __init__(self, answers: Answers) -> None:
         self.answers = answers
         self._servers: dict[str, _Server] = {}
+        self._forwards = 0
+        self._tcp_clients = 0
 
     def serving(self, container_id: str) -> bool:
         return container_id in self._servers
@@ -140,13 +156,19 @@ class EmbeddedDNS:
         local = self.local_answer(container_id, query)
         if local is not None:
             return local
-        for upstream in self.answers.upstreams(container_id):
-            try:
-                if tcp:
-                    return await asyncio.wait_for(_forward_tcp(upstream, query), UPSTREAM_TIMEOUT)
-                return await asyncio.wait_for(_forward_udp(upstream, query), UPSTREAM_TIMEOUT)
-            except (OSError, TimeoutError, asyncio.IncompleteReadError):
-                continue
+        upstreams = self.answers.upstreams(container_id)
+        if not upstreams or self._forwards >= MAX_FORWARDS:
+            return _servfail(query)
+        self._forwards += 1
+        try:
+            for upstream in upstreams:
+                forward = _forward_tcp if tcp else _forward_udp
+                try:
+                    return await asyncio.wait_for(forward(upstream, query), UPSTREAM_TIMEOUT)
+                except (OSError, TimeoutError, asyncio.IncompleteReadError):
+                    continue
+        finally:
+            self._forwards -= 1
         return _servfail(query)
 
     async def _udp_query(
@@ -163,19 +185,26 @@ class EmbeddedDNS:
     async def _tcp_client(
         self, container_id: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        if self._tcp_clients >= MAX_TCP_CLIENTS:
+            writer.close()
+            return
+        self._tcp_clients += 1
         task = asyncio.current_task()
         if task is not None:
             self._track(container_id, task)
         try:
             while True:
-                size = struct.unpack("!H", await reader.readexactly(2))[0]
-                query = await reader.readexactly(size)
+                async with asyncio.timeout(TCP_IDLE):
+                    size = struct.unpack("!H", await reader.readexactly(2))[0]
+                    query = await reader.readexactly(size)
                 reply = await self.answer(container_id, query, tcp=True)
                 writer.write(struct.pack("!H", len(reply)) + reply)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
+                async with asyncio.timeout(TCP_IDLE):
+                    await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
             pass
         finally:
+            self._tcp_clients -= 1
             writer.close()
 
 
@@ -214,7 +243,7 @@ async def _forward_udp(upstream: str, query: bytes) -> bytes:
     loop = asyncio.get_running_loop()
     future: asyncio.Future[bytes] = loop.create_future()
     transport, _ = await loop.create_datagram_endpoint(
-        lambda: _Once(future), remote_addr=(upstream, 53)
+        lambda: _Once(future), remote_addr=(upstream, UPSTREAM_PORT)
     )
     try:
         transport.sendto(query)
@@ -224,7 +253,7 @@ async def _forward_udp(upstream: str, query: bytes) -> bytes:
 
 
 async def _forward_tcp(upstream: str, query: bytes) -> bytes:
-    reader, writer = await asyncio.open_connection(upstream, 53)
+    reader, writer = await asyncio.open_connection(upstream, UPSTREAM_PORT)
     try:
         writer.write(struct.pack("!H", len(query)) + query)
         await writer.drain()

@@ -8,6 +8,10 @@ there is no moment without rules). Published ports are elements of four maps
 (tcp/udp, any host address/one host address), added and deleted atomically
 with their endpoint, so a port mapping never needs a rule handle.
 
+    loopback (raw prerouting)  drop what arrives from outside for 127.0.0.0/8: bridges have
+                               route_localnet on (127.0.0.1-published ports need it), which
+                               would otherwise let a container reach the host's loopback
+                               services (CVE-2020-8558; Docker adds the same rule)
     prerouting, output (nat)   local destination -> dnat through the port maps
                                (output covers the host itself, 127.0.0.1 included)
     postrouting (nat)          masquerade what leaves a network; 127.0.0.1 -> container;
@@ -86,6 +90,10 @@ class Firewall:
             "    dnat ip to ip daddr . udp dport map @udp_ip",
             "    dnat ip to tcp dport map @tcp_any",
             "    dnat ip to udp dport map @udp_any",
+            "  }",
+            "  chain loopback {",
+            "    type filter hook prerouting priority raw; policy accept;",
+            '    ip daddr 127.0.0.0/8 iifname != "lo" fib saddr type != local drop',
             "  }",
             "  chain prerouting {",
             "    type nat hook prerouting priority dstnat; policy accept;",

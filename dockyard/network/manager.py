@@ -146,6 +146,7 @@ class NetworkManager:
         self.ipams: dict[str, IpamDriver] = {"default": self.ipam}
         self.plugins: PluginService | None = None  # set by the engine
         self._registering: dict[str, asyncio.Lock] = {}
+        self._creating: set[str] = set()  # names of networks being created
         self.dns = EmbeddedDNS(self)
         self.containers: ContainerService | None = None
         self.networks: dict[str, Network] = {}
@@ -396,7 +397,8 @@ class NetworkManager:
                 name = link.get("ifname") or ""
                 if name in owned or name == self.config.bridge:
                     continue
-                if name.startswith(prefixes):
+                kind = link.get(("linkinfo", "kind"))
+                if name.startswith(prefixes) and kind in ("bridge", "veth"):
                     with contextlib.suppress(NetlinkError):
                         await ipr.link("del", index=link["index"])
 
@@ -622,10 +624,19 @@ class NetworkManager:
 
     async def create(self, request: dict[str, Any]) -> Network:
         wanted = requests.network_create(request)
-        if any(n.name == wanted.name for n in self.networks.values()):
+        if wanted.name in self._creating or any(
+            n.name == wanted.name for n in self.networks.values()
+        ):
             raise Conflict(f"network with name {wanted.name} already exists")
         if wanted.driver in ("host", "null"):
             raise Forbidden(f'only one instance of "{wanted.driver}" network is allowed')
+        self._creating.add(wanted.name)  # a concurrent create of the name gets the 409 above
+        try:
+            return await self._create(wanted)
+        finally:
+            self._creating.discard(wanted.name)
+
+    async def _create(self, wanted: requests.NetworkCreate) -> Network:
         driver = await self.driver(wanted.driver)
         network = Network(
             id=secrets.token_hex(32),
@@ -1163,6 +1174,11 @@ class NetworkManager:
             network = self.networks.get(own.network_id)
             if network is None or not network.user_defined:
                 continue
+            # `name` or `name.<network>` (Docker's embedded DNS owns the network domain).
+            wanted = {name}
+            suffix = "." + network.name.lower()
+            if name.endswith(suffix):
+                wanted.add(name[: -len(suffix)])
             for endpoint in self.endpoints_of(network):
                 if not endpoint.ip:
                     continue
@@ -1174,7 +1190,7 @@ class NetworkManager:
                     container.short_id,
                     *map(str.lower, endpoint.aliases),
                 }
-                if name in names and endpoint.ip not in found:
+                if names & wanted and endpoint.ip not in found:
                     found.append(endpoint.ip)
         return found or None
 
@@ -1189,6 +1205,11 @@ class NetworkManager:
         return None
 
     def upstreams(self, container_id: str) -> list[str]:
+        if not any(
+            (network := self.networks.get(e.network_id)) is not None and not network.internal
+            for e in self.container_endpoints(container_id)
+        ):
+            return []  # only on internal networks: no way out, not even through DNS
         container = self.find_container(container_id)
         if container is not None and container.host_config.get("Dns"):
             return list(container.host_config["Dns"])

@@ -30,7 +30,7 @@ def requested(
         number, proto = _port_key(key)
         for entry in entries or [{}]:
             entry = entry or {}
-            host_ip = entry.get("HostIp") or "0.0.0.0"
+            host_ip = entry.get("HostIp") or ""  # "": the network's default host address
             start, end = _host_ports(str(entry.get("HostPort") or ""))
             bindings.append(PortBinding(PROTOCOLS[proto], number, "", host_ip, start, end))
     if publish_all:
@@ -38,7 +38,7 @@ def requested(
         for key in exposed or {}:
             number, proto = _port_key(key)
             if (PROTOCOLS[proto], number) not in published:
-                bindings.append(PortBinding(PROTOCOLS[proto], number, "", "0.0.0.0"))
+                bindings.append(PortBinding(PROTOCOLS[proto], number))
     return bindings
 
 

@@ -43,16 +43,18 @@ def network_create(request: dict[str, Any]) -> NetworkCreate:
     ipam = request.get("IPAM") or {}
     if not isinstance(ipam, dict):
         raise InvalidArgument("invalid JSON: IPAM must be an object")
+    for key in ("Internal", "Attachable", "Ingress", "CheckDuplicate", "ConfigOnly"):
+        _typed(request.get(key), bool, key, "a boolean")
     return NetworkCreate(
         name=name,
-        driver=request.get("Driver") or "bridge",
-        scope=request.get("Scope") or "local",
+        driver=_typed(request.get("Driver"), str, "Driver", "a string") or "bridge",
+        scope=_typed(request.get("Scope"), str, "Scope", "a string") or "local",
         internal=bool(request.get("Internal")),
         attachable=bool(request.get("Attachable")),
         ingress=bool(request.get("Ingress")),
         options=_string_map(request.get("Options"), "Options"),
         labels=_string_map(request.get("Labels"), "Labels"),
-        ipam_driver=ipam.get("Driver") or "default",
+        ipam_driver=_typed(ipam.get("Driver"), str, "IPAM.Driver", "a string") or "default",
         ipam_options=_string_map(ipam.get("Options"), "IPAM.Options"),
         ipam_configs=_ipam_configs(ipam.get("Config")),
     )
@@ -66,7 +68,13 @@ def endpoint_settings(network: Network, settings: dict[str, Any]) -> dict[str, A
     ipam_config = settings.get("IPAMConfig") or {}
     if not isinstance(ipam_config, dict):
         raise InvalidArgument("invalid JSON: IPAMConfig must be an object")
-    static = ipam_config.get("IPv4Address") or ""
+    static = _typed(ipam_config.get("IPv4Address"), str, "IPAMConfig.IPv4Address", "a string")
+    static = static or ""
+    links = _typed(settings.get("Links"), list, "Links", "a list")
+    if links and not all(isinstance(link, str) for link in links):
+        raise InvalidArgument("invalid JSON: Links must be a list of strings")
+    _typed(settings.get("MacAddress"), str, "MacAddress", "a string")
+    _string_map(settings.get("DriverOpts"), "DriverOpts")
     if network.predefined:
         if aliases:
             raise InvalidArgument(
@@ -100,12 +108,19 @@ def endpoint_settings(network: Network, settings: dict[str, Any]) -> dict[str, A
     }
 
 
+def _typed(value: Any, kind: type, name: str, what: str) -> Any:
+    """`value` if it is of JSON type `kind` (or absent); else a 400 naming the field."""
+    if value is not None and not isinstance(value, kind):
+        raise InvalidArgument(f"invalid JSON: {name} must be {what}")
+    return value
+
+
 def _string_map(value: Any, name: str) -> dict[str, str]:
     if value is None:
         return {}
-    if not isinstance(value, dict):
-        raise InvalidArgument(f"invalid JSON: {name} must be an object")
-    return {str(k): str(v) for k, v in value.items()}
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise InvalidArgument(f"invalid JSON: {name} must map strings to strings")
+    return dict(value)
 
 
 def _ipam_configs(raw: Any) -> list[dict[str, Any]]:
@@ -117,10 +132,13 @@ def _ipam_configs(raw: Any) -> list[dict[str, Any]]:
     for entry in raw:
         if not isinstance(entry, dict):
             raise InvalidArgument("invalid JSON: IPAM.Config entries must be objects")
+        for key in ("Subnet", "Gateway", "IPRange"):
+            _typed(entry.get(key), str, f"IPAM.Config.{key}", "a string")
         subnet_text = entry.get("Subnet") or ""
         gateway = entry.get("Gateway") or ""
         ip_range = entry.get("IPRange") or ""
         aux = entry.get("AuxiliaryAddresses") or entry.get("AuxAddress") or {}
+        _string_map(aux, "IPAM.Config.AuxiliaryAddresses")
         if not subnet_text:
             if gateway or ip_range or aux:
                 raise InvalidArgument("invalid IPAM config: Gateway and IPRange need a Subnet")

@@ -181,27 +181,36 @@ class LocalDriver:
             self._require(name)
             data = self._data(name)
             options = self._options(name)
-            if (options.get("type") or options.get("device")) and not mount.is_mountpoint(data):
-                device, fstype, o = (
-                    options.get("device", ""),
-                    options.get("type"),
-                    options.get("o", ""),
-                )
-                try:
-                    mount.mount_with_options(device, data, fstype, o)
-                except OSError as e:
-                    flags, extra = mount.parse_options(o)
-                    detail = f", data: {extra}" if extra else ""
-                    raise Unavailable(
-                        f"failed to mount local volume: mount {device}:{data}, flags: {flags:#x}"
-                        f"{detail}: {os.strerror(e.errno or 0).lower()}"
-                    ) from e
+            # The reference is recorded first and the mount made after, so a failure in
+            # between never leaves a mount that no reference will ever release.
+            reference = os.path.join(self._mounts_dir(name), mount_id)
             os.makedirs(self._mounts_dir(name), exist_ok=True)
-            with open(os.path.join(self._mounts_dir(name), mount_id), "w"):
+            new = not os.path.exists(reference)
+            with open(reference, "w"):
                 pass
+            try:
+                if (options.get("type") or options.get("device")) and not mount.is_mountpoint(data):
+                    self._mount(data, options)
+            except BaseException:
+                if new:
+                    os.unlink(reference)
+                raise
             return data
 
         return await self._locked(name, work)
+
+    @staticmethod
+    def _mount(data: str, options: dict[str, str]) -> None:
+        device, fstype, o = options.get("device", ""), options.get("type"), options.get("o", "")
+        try:
+            mount.mount_with_options(device, data, fstype, o)
+        except OSError as e:
+            flags, extra = mount.parse_options(o)
+            detail = f", data: {extra}" if extra else ""
+            raise Unavailable(
+                f"failed to mount local volume: mount {device}:{data}, flags: {flags:#x}"
+                f"{detail}: {os.strerror(e.errno or 0).lower()}"
+            ) from e
 
     async def unmount(self, name: str, mount_id: str) -> None:
         def work() -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -376,10 +377,13 @@ class VolumeService:
     async def get(self, name: str) -> Volume:
         found = self._record(name)
         if found is None:
-            adopted = await self._adopt(name)
-            if adopted is None:
-                raise NotFound(f"get {name}: no such volume")
-            found = adopted[0]
+            async with self._lock(name):  # not while a create or remove of it is under way
+                found = self._record(name)
+                if found is None:
+                    adopted = await self._adopt(name)
+                    if adopted is None:
+                        raise NotFound(f"get {name}: no such volume")
+                    found = adopted[0]
         return await self._describe(found)
 
     async def find(self, filters: dict[str, list[str]]) -> tuple[list[Volume], list[str]]:
@@ -402,7 +406,7 @@ class VolumeService:
             for info in result:
                 listed[(driver.name, info.name)] = info
                 if self._record(info.name) is None:
-                    self._insert(Volume(info.name, driver.name, _now(), None, None), adopt=True)
+                    await self._adopt_listed(driver, info.name)
         used = {p.name for points in self.container_mounts().values() for p in points}
         volumes = []
         for volume in self._records():
@@ -410,6 +414,16 @@ class VolumeService:
                 known = listed.get((volume.driver, volume.name))
                 volumes.append(await self._describe(volume, fresh=False, info=known))
         return volumes, warnings
+
+    async def _adopt_listed(self, driver: VolumeDriver, name: str) -> None:
+        """Record a volume a driver listed and the engine did not know, unless a remove
+        took it away since the listing (a record without data is never made)."""
+        async with self._lock(name):
+            if self._record(name) is not None:
+                return
+            with contextlib.suppress(DockyardError):
+                if await driver.get(name) is not None:
+                    self._insert(Volume(name, driver.name, _now(), None, None), adopt=True)
 
     def _matches(self, volume: Volume, filters: dict[str, list[str]], used: set[str]) -> bool:
         if filters.get("driver") and volume.driver not in filters["driver"]:
@@ -431,15 +445,24 @@ class VolumeService:
         """Remove a volume no container references (its driver is asked `Get`, then
         `Remove`); `force` also forgets it when the driver fails, and makes an unknown name
         no error."""
-        volume = self._record(name)
-        if volume is None:
-            adopted = await self._adopt(name)
-            if adopted is None:
-                if force:
-                    return
-                raise NotFound(f"get {name}: no such volume")
-            volume = adopted[0]
+        await self._remove(name, force=force)
+
+    async def _remove(
+        self, name: str, *, force: bool = False, unless: Callable[[Volume], bool] | None = None
+    ) -> bool:
+        """`remove`, the record read under the volume's lock (so a create or remove of the
+        same name in between is seen); `unless(record)` true: left alone, False returned."""
         async with self._lock(name):
+            volume = self._record(name)
+            if volume is None:
+                adopted = await self._adopt(name)
+                if adopted is None:
+                    if force:
+                        return False
+                    raise NotFound(f"get {name}: no such volume")
+                volume = adopted[0]
+            if unless is not None and unless(volume):
+                return False
             users = self.users(name)
             if users:
                 raise Conflict(f"remove {name}: volume is in use - [{', '.join(users)}]")
@@ -453,6 +476,7 @@ class VolumeService:
                 log.warning("forgetting volume %s its driver failed to remove: %s", name, e)
             self._forget(volume)
         self._emit("destroy", name, driver=volume.driver)
+        return True
 
     async def prune(self, filters: dict[str, list[str]], *, all: bool) -> tuple[list[str], int]:
         """Remove unused local volumes without driver options: anonymous ones, or all."""
@@ -480,7 +504,11 @@ class VolumeService:
             described = await self._describe(volume)
             size = await asyncio.to_thread(_size, described.mountpoint)
             try:
-                await self.remove(volume.name)
+                # Only the volume judged here: not one removed and created again meanwhile.
+                if not await self._remove(
+                    volume.name, unless=functools.partial(_other, judged=volume)
+                ):
+                    continue
             except DockyardError as e:
                 log.warning("prune: could not remove volume %s: %s", volume.name, e.message)
                 continue
@@ -774,6 +802,12 @@ class VolumeService:
         await asyncio.gather(*(check(volume) for volume in self._records()))
         rows = self.db.all("SELECT id, volume, driver, container FROM volume_mounts")
         await self._unmount([row for row in rows if row["container"] not in running])
+
+
+def _other(volume: Volume, judged: Volume) -> bool:
+    """Whether the record `volume` is not the one `judged` (removed and created again)."""
+    fields = ("driver", "created", "labels", "options")
+    return any(getattr(volume, f) != getattr(judged, f) for f in fields)
 
 
 def _prefixed(prefix: str, error: DockyardError) -> DockyardError:

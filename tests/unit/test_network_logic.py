@@ -97,7 +97,7 @@ def test_requested_ports_include_exposed_ones_with_publish_all() -> None:
     requested = ports.requested(bindings, {"80/tcp": {}, "53/udp": {}}, True)
     assert requested == [
         PortBinding(TCP, 80, "", "127.0.0.1", 8080, 8090),
-        PortBinding(UDP, 53, "", "0.0.0.0", 0, 0),
+        PortBinding(UDP, 53, "", "", 0, 0),  # "": the network's default host address
     ]
     with pytest.raises(InvalidArgument):
         ports.validate({"80/tcp": [{"HostPort": "99999"}]})

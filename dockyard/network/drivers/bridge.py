@@ -49,7 +49,13 @@ log = logging.getLogger(__name__)
 BRIDGE_NAME = "com.docker.network.bridge.name"
 MTU = "com.docker.network.driver.mtu"
 MASQUERADE = "com.docker.network.bridge.enable_ip_masquerade"
+ICC = "com.docker.network.bridge.enable_icc"
+HOST_BINDING = "com.docker.network.bridge.host_binding_ipv4"
+DEFAULT_BRIDGE = "com.docker.network.bridge.default_bridge"
 IFNAMSIZ = 15
+# The alias (IFLA_IFALIAS) of every bridge this driver creates, followed by the network ID:
+# how an interface of ours is told from one of the host's with the same name.
+OWNER = "dockyard network "
 
 
 @dataclass
@@ -75,6 +81,9 @@ class _Network:
     internal: bool
     masquerade: bool
     mtu: int
+    default: bool = False  # the daemon's default bridge: may be a bridge the host made (-b)
+    icc: bool = True  # false: containers of the network cannot talk to each other
+    host_binding: str = "0.0.0.0"  # the host address of ports published without one
     endpoints: dict[str, _Endpoint] = field(default_factory=dict)
 
 
@@ -173,6 +182,15 @@ class BridgeDriver:
             mtu = int(generic.get(MTU) or self.default_mtu)
         except ValueError:
             raise InvalidArgument(f"invalid MTU: {generic.get(MTU)}") from None
+        icc = _flag(generic, ICC)
+        masquerade = _flag(generic, MASQUERADE)
+        host_binding = str(generic.get(HOST_BINDING) or "0.0.0.0")
+        try:
+            ipaddress.IPv4Address(host_binding)
+        except ValueError:
+            raise InvalidArgument(
+                f"invalid {HOST_BINDING} {host_binding!r}: an IPv4 address is required"
+            ) from None
         bridge = generic.get(BRIDGE_NAME) or self._name(self.bridge_prefix, network_id)
         if len(bridge) > IFNAMSIZ:
             raise InvalidArgument(f"bridge name {bridge!r} is longer than {IFNAMSIZ} characters")
@@ -185,8 +203,11 @@ class BridgeDriver:
             str(ipaddress.ip_network(data.pool, strict=False)),
             data.gateway,
             bool(options.get(INTERNAL)),
-            str(generic.get(MASQUERADE, "true")).lower() != "false",
+            masquerade,
             mtu,
+            str(generic.get(DEFAULT_BRIDGE, "")).lower() == "true",
+            icc,
+            host_binding,
         )
         replay = network_id in self.networks
         if replay:
@@ -215,6 +236,7 @@ class BridgeDriver:
         found = await ipr.link_lookup(ifname=network.bridge)
         if found:
             index = found[0]
+            await self._adopt(ipr, index, network)
         else:
             await ipr.link(
                 "add",
@@ -224,6 +246,7 @@ class BridgeDriver:
                 mtu=network.mtu,
             )
             index = (await ipr.link_lookup(ifname=network.bridge))[0]
+            await ipr.link("set", index=index, ifalias=OWNER + network.id)
         addresses = [a.get("address") async for a in await ipr.get_addr(index=index, family=2)]
         if str(gateway.ip) not in addresses:
             await ipr.addr(
@@ -234,6 +257,33 @@ class BridgeDriver:
         _sysctl(network.bridge, "forwarding", "1")
         _sysctl(network.bridge, "route_localnet", "1")
 
+    async def _adopt(self, ipr: Any, index: int, network: _Network) -> None:
+        """Use an existing interface as the network's bridge, if it is ours to use: one
+        this driver made for the network, the host's bridge named as the default bridge
+        (like Docker's -b), or, while start-up replays the records, an unmarked bridge
+        (made before bridges were marked). Never an interface of the host."""
+        link = await _link(ipr, index)
+        alias = link.get("ifalias") or ""
+        if alias == OWNER + network.id:
+            return
+        bridge = link.get(("linkinfo", "kind")) == "bridge"
+        if bridge and network.default:
+            return
+        if bridge and self._deferred and not alias:
+            await ipr.link("set", index=index, ifalias=OWNER + network.id)
+            return
+        raise Conflict(
+            f"cannot create network with bridge name {network.bridge}: an interface with that "
+            "name already exists and was not created by Dockyard for this network"
+        )
+
+    async def _owned(self, ipr: Any, network: _Network) -> int | None:
+        """The index of the network's bridge if this driver made it for the network."""
+        for index in await ipr.link_lookup(ifname=network.bridge):
+            if (await _link(ipr, index)).get("ifalias") == OWNER + network.id:
+                return int(index)
+        return None
+
     async def delete_network(self, network_id: str) -> None:
         network = self.networks.pop(network_id, None)
         if network is None:
@@ -241,8 +291,11 @@ class BridgeDriver:
         for ep in network.endpoints.values():
             ep.held.close()
         self._bridges.pop(network.bridge, None)
+        ipr = await self._host()
         with contextlib.suppress(NetlinkError):
-            await (await self._host()).link("del", ifname=network.bridge)
+            index = await self._owned(ipr, network)
+            if index is not None:  # never an interface of the host's
+                await ipr.link("del", index=index)
         await self._sync()
 
     def _network(self, network_id: str) -> _Network:
@@ -286,6 +339,10 @@ class BridgeDriver:
         ep = network.endpoints.pop(endpoint_id, None) if network else None
         if ep is not None:
             ep.held.close()
+            # The sandbox may outlive the endpoint (a container sharing it with
+            # --network container:...), and the pair with it: deleted here, as Docker does.
+            with contextlib.suppress(NetlinkError):
+                await (await self._host()).link("del", ifname=ep.veth)
 
     async def join(
         self, network_id: str, endpoint_id: str, sandbox_key: str, options: dict[str, Any]
@@ -316,6 +373,17 @@ class BridgeDriver:
             raise Unavailable(f"cannot create interface {ep.veth}: {e}") from e
         finally:
             os.close(fd)
+        if not network.icc:
+            # An isolated bridge port forwards only to ports that are not isolated (the
+            # bridge itself, so the host): no traffic between the network's containers.
+            try:
+                await ipr.brport(
+                    "set", index=(await ipr.link_lookup(ifname=ep.veth))[0], isolated=1
+                )
+            except (NetlinkError, IndexError) as e:
+                with contextlib.suppress(NetlinkError):
+                    await ipr.link("del", ifname=ep.veth)
+                raise Unavailable(f"cannot isolate interface {ep.veth}: {e}") from e
         return JoinResponse(src_name=ep.peer, gateway=gateway)
 
     async def leave(self, network_id: str, endpoint_id: str) -> None:
@@ -331,6 +399,8 @@ class BridgeDriver:
         requests = [PortBinding.from_wire(b) for b in options.get(PORT_MAP) or []]
         if not requests or network.internal:
             return
+        for request in requests:
+            request.host_ip = request.host_ip or network.host_binding
         ep.held.close()
         try:
             held = ports.hold(requests, ep.ip)
@@ -361,6 +431,23 @@ class BridgeDriver:
             bindings.close()
             if not self._deferred:
                 await self.firewall.delete([_forward(b) for b in bindings.bindings])
+
+
+async def _link(ipr: Any, index: int) -> Any:
+    """The RTM_NEWLINK message describing interface `index`."""
+    async for message in await ipr.get_links(index):
+        return message
+    raise NetlinkError(errno.ENODEV, f"no interface with index {index}")
+
+
+def _flag(options: dict[str, Any], key: str) -> bool:
+    """A boolean driver option (default true), parsed like Go's strconv.ParseBool."""
+    value = str(options.get(key, "true")).lower()
+    if value in ("1", "t", "true"):
+        return True
+    if value in ("0", "f", "false"):
+        return False
+    raise InvalidArgument(f"invalid value {options[key]!r} for option {key}: a boolean is required")
 
 
 def _forward(binding: PortBinding) -> Forward:
