@@ -216,13 +216,28 @@ class Target:
             self._attrs(full_dest, selected.st, is_dir=True)
         links: dict[tuple[int, int], str] = {}
         for rel, src, st in tree.walk(selected):
-            target = os.path.join(full_dest, rel)
-            parent = os.path.dirname(target)
-            if not os.path.isdir(parent):
-                # the parent itself was ignored, but an exception (`!dir/file`)
-                # brings this entry back: its directories get default attributes
-                self.makedirs(os.path.join(dest, os.path.dirname(rel)))
-            self.put_entry(target, src, st, links)
+            # the parent was ignored, but an exception (`!dir/file`) brings this
+            # entry back: its directories are made with default attributes
+            parent = self._fresh_dirs(full_dest, os.path.dirname(rel))
+            self.put_entry(os.path.join(parent, os.path.basename(rel)), src, st, links)
+
+    def _fresh_dirs(self, base: str, rel: str) -> str:
+        """`base/rel` as real directories: below `base` a symlink in the image is
+        replaced, never followed (it could name any host path)."""
+        current = base
+        for part in [p for p in rel.split("/") if p]:
+            current = os.path.join(current, part)
+            try:
+                if stat.S_ISDIR(os.lstat(current).st_mode):
+                    continue
+                self._clear(current, keep_dir=False)
+            except FileNotFoundError:
+                pass
+            os.mkdir(current, 0o755)
+            os.chmod(current, 0o755)
+            owner = self.owner or Owner(0, 0)
+            os.chown(current, owner.uid, owner.gid)
+        return current
 
     def put_content(self, dest: str, name: str, data: bytes) -> None:
         """A file from a heredoc (`COPY <<EOF /dest`)."""

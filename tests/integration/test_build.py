@@ -709,3 +709,46 @@ def test_quiet_iidfile_and_a_dockerfile_outside_the_context(daemon: Daemon, tmp_
     assert docker.returncode == 0, docker.stderr
     assert run(daemon, "quiet/t:2", "ls", "/ctx").split() == ["data.txt"]
     daemon.cli("rmi", "quiet/t:1", "quiet/t:2", check=True)
+
+
+def test_copy_through_symlinks_in_the_image_stays_in_its_root(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    host = tmp_path / "host"  # a real host directory the image's symlinks name
+    host.mkdir()
+    (host / "secret").write_text("host secret\n")
+    ctx = context(
+        tmp_path / "ctx",
+        {
+            ".dockerignore": "tree/sub\n!tree/sub/kept\n",
+            "x": "from the context\n",
+            "tree/top": "top\n",
+            "tree/sub/kept": "kept\n",
+            "tree/sub/dropped": "dropped\n",
+            "Dockerfile": f"""
+FROM {BASE} AS stage
+RUN mkdir -p {host} && echo stage > {host}/instage && ln -s {host} /hostlink
+
+FROM {BASE}
+RUN ln -s /etc /app && ln -s {host} /out && mkdir /merge && ln -s {host} /merge/sub \\
+ && mkdir -p {host} && echo image > {host}/mine
+COPY x /app/
+COPY x /out/
+COPY x {host}/deep/
+COPY tree /merge/
+COPY --from=stage /hostlink/ /fromstage/
+RUN cat /etc/x /out/x {host}/x {host}/deep/x /merge/top /merge/sub/kept \\
+ && test ! -L /merge/sub && ls /fromstage
+""",
+        },
+    )
+    result = build(daemon, ctx, "-t", "links/t:1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("from the context") == 4
+    assert "kept\n" in result.stdout and "dropped" not in result.stdout
+    assert "host secret" not in result.stdout
+    assert run(daemon, "links/t:1", "ls", "/fromstage") == "instage\n"
+    # Nothing was written to the host directory the symlinks name.
+    assert sorted(p.name for p in host.iterdir()) == ["secret"]
+    assert run(daemon, "links/t:1", "cat", f"{host}/mine") == "image\n"
+    daemon.cli("rmi", "links/t:1", check=True)
