@@ -711,12 +711,14 @@ class _Build:
             "AttachStderr": True,
             "HostConfig": host_config,
         }
-        with self.b.db.transaction():  # the container and its build mark commit together
-            container = await self.b.containers.create(None, request, image=image)
+
+        def mark(container_id: str) -> None:  # commits with the container's record
             self.b.db.execute(
                 "INSERT INTO build_containers(id, created) VALUES (?,?)",
-                (container.id, time.time()),
+                (container_id, time.time()),
             )
+
+        container = await self.b.containers.create(None, request, image=image, record_also=mark)
         self.containers.append(container.id)
         await self.say(f" ---> Running in {container.short_id}\n")
         waiter = self.b.containers.waiter(container.id, "next-exit")
