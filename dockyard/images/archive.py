@@ -241,8 +241,7 @@ class Archives:
             if not all(isinstance(p, str) for p in layer_paths) or not isinstance(repo_tags, list):
                 raise _bad(f"manifest.json entry {number} is malformed")
             refs = [_repo_tag(tag) for tag in repo_tags]
-            config_digest = archive.store(self.content, config_path, lease)
-            config = _config(self.content.read(config_digest), config_path)
+            config_digest, config = archive.config(self.content, config_path, lease)
             diff_ids = _diff_ids(config)
             if len(diff_ids) != len(layer_paths):
                 raise _bad(
@@ -286,8 +285,9 @@ class Archives:
             if not isinstance(config_desc, dict) or not isinstance(layers, list):
                 raise _bad(f"manifest {digest} has no config or layers")
             config_digest = _digest(config_desc)
-            archive.store(self.content, _blob_path(config_digest), lease, config_digest)
-            config = _config(self.content.read(config_digest), config_digest)
+            _, config = archive.config(
+                self.content, _blob_path(config_digest), lease, config_digest
+            )
             diff_ids = _diff_ids(config)
             if len(diff_ids) != len(layers):
                 raise _bad(
@@ -569,6 +569,15 @@ class _Archive:
                 return json.loads(f.read())
         except (ValueError, UnicodeDecodeError) as e:
             raise _bad(f"{name} is not valid JSON: {e}") from None
+
+    def config(
+        self, content: ContentStore, name: str, lease: Lease, digest: str | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        """Store an image config; returns its digest and content (bounded in size)."""
+        if self.entry(name).size > _MAX_DOCUMENT:
+            raise _bad(f"{name} is too large")
+        stored = self.store(content, name, lease, digest)
+        return stored, _config(content.read(stored), name)
 
     def store(
         self, content: ContentStore, name: str, lease: Lease, digest: str | None = None

@@ -40,12 +40,17 @@ from dockyard.images.reference import Reference
 from dockyard.images.service import Image, ImageService, LayerBlob, Lease
 from dockyard.layers.compression import open_decompressed
 from dockyard.registry.auth import Credentials
-from dockyard.registry.client import RegistryError, RegistryService, Repository
+from dockyard.registry.client import (
+    MAX_DOCUMENT_SIZE,
+    RegistryError,
+    RegistryService,
+    Repository,
+    read_limited,
+)
 from dockyard.registry.progress import Event, Meter, Report, short_id
 from dockyard.snapshots.layers import LayerStore, Staged, chain_ids
 from dockyard.streams import consume_in_thread, in_thread
 
-MAX_MANIFEST_SIZE = 4 << 20
 MAX_CONFIG_SIZE = 8 << 20
 _CHUNK = 1 << 20
 
@@ -92,13 +97,9 @@ async def fetch_manifest(repo: Repository, target: str, expected: str | None) ->
     the registry's `Docker-Content-Digest`); schema 1 and unknown types are refused."""
     url = await repo.url(f"manifests/{target}")
     async with repo.request("GET", url, headers={"Accept": oci.ACCEPT}) as resp:
-        if (resp.content_length or 0) > MAX_MANIFEST_SIZE:
-            raise InvalidArgument(f"manifest {target} is larger than {MAX_MANIFEST_SIZE} bytes")
-        body = await resp.content.read(MAX_MANIFEST_SIZE + 1)
+        body = await read_limited(resp, MAX_DOCUMENT_SIZE, f"manifest {target}")
         announced = resp.headers.get("Docker-Content-Digest", "")
         content_type = resp.headers.get("Content-Type", "")
-    if len(body) > MAX_MANIFEST_SIZE:
-        raise InvalidArgument(f"manifest {target} is larger than {MAX_MANIFEST_SIZE} bytes")
     digest = sha256_digest(body)
     if expected is None and announced.startswith("sha256:"):
         expected = announced
@@ -129,7 +130,7 @@ async def fetch_small_blob(
         raise InvalidArgument(f"{what} {desc['digest']} is too large")
     url = await repo.url(f"blobs/{desc['digest']}")
     async with repo.request("GET", url) as resp:
-        body = await resp.content.read(desc["size"] + 1)
+        body = await read_limited(resp, desc["size"], f"{what} {desc['digest']}")
     if len(body) != desc["size"]:
         raise DigestMismatch(
             f"size mismatch for {desc['digest']}: expected {desc['size']} bytes, got {len(body)}"

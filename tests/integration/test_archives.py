@@ -255,6 +255,15 @@ def _hostile(name: str) -> list[tuple[str, bytes | None, str | None]]:
         ]
     if name == "no-manifest":
         return [(config_path, config, None), (layer_path, layer, None)]
+    if name == "huge-config":
+        huge = config[:-1] + b', "padding": "' + b"x" * (9 << 20) + b'"}'
+        huge_path = "blobs/sha256/" + hashlib.sha256(huge).hexdigest()
+        entry = [{**good[0], "Config": huge_path}]
+        return [
+            (huge_path, huge, None),
+            (layer_path, layer, None),
+            ("manifest.json", json.dumps(entry).encode(), None),
+        ]
     raise AssertionError(name)
 
 
@@ -268,6 +277,7 @@ def _hostile(name: str) -> list[tuple[str, bytes | None, str | None]]:
         ("layer-count", "lists 2 layers but its config 1 DiffIDs"),
         ("diffid-mismatch", "invalid diffID for layer 0"),
         ("no-manifest", "does not contain a manifest.json"),
+        ("huge-config", "is too large"),
     ],
 )
 def test_hostile_archives_are_refused_and_leave_nothing(
