@@ -46,9 +46,9 @@ from dockyard.registry.auth import (
     Credentials,
     Token,
     TokenCache,
-    TokenKey,
     parse_challenges,
     token_from_response,
+    token_key,
 )
 
 log = logging.getLogger(__name__)
@@ -340,12 +340,7 @@ class Repository:
             return None
         if challenge.scheme == "basic":
             return None if self.credentials.anonymous else self.credentials.basic()
-        key: TokenKey = (
-            challenge.realm,
-            challenge.params.get("service", ""),
-            tuple(self.scopes),
-            self.credentials.username,
-        )
+        key = token_key(challenge, self.scopes, self.credentials)
         if refresh:
             self.service.tokens.drop(key)
         token = self.service.tokens.get(key)
