@@ -355,8 +355,10 @@ class ImageService:
     def remove(self, name: str, *, force: bool = False, prune: bool = True) -> list[dict[str, str]]:
         """Docker's `rmi`: returns the Untagged/Deleted report.
 
-        By name, the tag goes first; the image itself goes with its last tag,
-        unless a container still uses it (then it stays, untagged). By ID, the
+        By name, the tag or digest reference goes first (a repository's last
+        tag takes that repository's digest references along); the image itself
+        goes with its last reference, unless a container still uses it (then it
+        stays, untagged). By ID, the
         image goes with all its tags, refused while it is still referenced or
         used unless forced (a running container cannot be overridden).
         """
@@ -365,13 +367,23 @@ class ImageService:
         users = self.image_users(image.id)
         ref = None if self._is_id(name, image) else reference.parse(name)
         if ref is not None:
-            if not force and len(image.tags) <= 1 and users:
+            names = [*image.tags, *image.repo_digests]
+            if not force and len(names) <= 1 and users:
                 raise Conflict(
                     f'conflict: unable to remove repository reference "{name}" (must force) - '
                     f"container {users[0][0][:12]} is using its referenced image {image.short_id}"
                 )
-            self._untag(image.id, ref, report)
-            if len(image.tags) > 1 or users:
+            if ref.digest:
+                ref = Reference(ref.domain, ref.path, None, ref.digest)
+                gone = [ref]
+            else:
+                gone = [ref]
+                # The repository's last tag takes its digest references with it.
+                if not any(t.repository == ref.repository for t in image.tags if t != ref):
+                    gone += [d for d in image.repo_digests if d.repository == ref.repository]
+            for item in gone:
+                self._untag(image.id, item, report)
+            if any(n not in gone for n in names) or users:
                 return report
         else:
             for container_id, running in users:
@@ -406,8 +418,10 @@ class ImageService:
         return image.id.removeprefix("sha256:").startswith(name.removeprefix("sha256:"))
 
     def _untag(self, image_id: str, ref: Reference, report: list[dict[str, str]]) -> None:
+        """Remove a tag, or a digest reference (`name@sha256:...`)."""
         with self.db.transaction():
-            self.db.execute("DELETE FROM tags WHERE ref=?", (str(ref),))
+            table = "repo_digests" if ref.digest else "tags"
+            self.db.execute(f"DELETE FROM {table} WHERE ref=?", (str(ref),))
         report.append({"Untagged": ref.familiar()})
         self.events.emit("image", "untag", image_id, {"name": ref.familiar()})
 

@@ -414,3 +414,24 @@ def test_large_manifest_and_config_arrive_whole(
     assert f"Digest: {digest_of(body)}" in pulled.stdout
     assert _inspect(daemon, name)["Config"]["Labels"] == labels
     daemon.cli("rmi", name, check=True)
+
+
+def test_rmi_by_digest_removes_only_that_reference(daemon: Daemon, app_image: str) -> None:
+    daemon.cli("pull", app_image, check=True)
+    image = _inspect(daemon, app_image)
+    repository = app_image.rsplit(":", 1)[0]
+    (by_digest,) = [d for d in image["RepoDigests"] if d.startswith(repository + "@")]
+    removed = daemon.cli("rmi", by_digest)
+    assert removed.returncode == 0, removed.stderr
+    assert removed.stdout.strip() == f"Untagged: {by_digest}"
+    after = _inspect(daemon, app_image)
+    assert after["Id"] == image["Id"] and by_digest not in after["RepoDigests"]
+    # A repository's last tag takes its digest references along (Docker's rule);
+    # the image stays while another name holds it.
+    daemon.cli("pull", app_image, check=True)
+    daemon.cli("tag", app_image, "other/name:1", check=True)
+    removed = daemon.cli("rmi", app_image)
+    assert removed.stdout.split("\n")[:2] == [f"Untagged: {app_image}", f"Untagged: {by_digest}"]
+    left = _inspect(daemon, "other/name:1")
+    assert left["Id"] == image["Id"] and by_digest not in left["RepoDigests"]
+    daemon.cli("rmi", "other/name:1", check=True)
