@@ -183,7 +183,7 @@ async def tag(request: web.Request) -> web.StreamResponse:
 
 @routes.delete("/images/{name:.+}")
 async def remove(request: web.Request) -> web.StreamResponse:
-    report = engine(request).images.remove(
+    report = await engine(request).images.remove(
         request.match_info["name"],
         force=query_bool(request, "force"),
         prune=not query_bool(request, "noprune"),
@@ -197,7 +197,7 @@ async def prune(request: web.Request) -> web.StreamResponse:
     dangling_only = True
     if "dangling" in wanted:
         dangling_only = filters.bool_value(wanted["dangling"], "dangling")
-    report, space = engine(request).images.prune(all=not dangling_only)
+    report, space = await engine(request).images.prune(all=not dangling_only)
     return json_response({"ImagesDeleted": report or None, "SpaceReclaimed": space})
 
 

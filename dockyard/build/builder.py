@@ -207,10 +207,10 @@ class Builder:
             with contextlib.suppress(BaseException):
                 await task
 
-    def prune(self, *, all: bool = False, keep_storage: int = 0) -> tuple[list[str], int]:
+    async def prune(self, *, all: bool = False, keep_storage: int = 0) -> tuple[list[str], int]:
         """Drop build cache records; their layers go unless images use them."""
         dropped, reclaimed = self.cache.prune(keep_storage=0 if all else keep_storage)
-        self.images.collect_garbage()
+        await self.images.collect()
         return dropped, reclaimed
 
 
@@ -522,15 +522,17 @@ class _Build:
     def _pin_state(self, state: State) -> None:
         pins = self.b._pins.get(self.id)
         if pins is not None:
-            pins.chains.update(chain_ids(state.diff_ids))
-            pins.blobs.update(layer["digest"] for layer in state.layers)
+            with self.b.images.gc_lock:  # see ImageService on pins
+                pins.chains.update(chain_ids(state.diff_ids))
+                pins.blobs.update(layer["digest"] for layer in state.layers)
 
     def _pin_layer(self, chain: str, blob: str) -> None:
-        # called from the committing thread; set.add is atomic
+        # called from the committing thread, before the layer is published
         pins = self.b._pins.get(self.id)
         if pins is not None:
-            pins.chains.add(chain)
-            pins.blobs.add(blob)
+            with self.b.images.gc_lock:
+                pins.chains.add(chain)
+                pins.blobs.add(blob)
 
     # -- steps --------------------------------------------------------------
 
@@ -791,6 +793,7 @@ class _Build:
         else:
             image = await self._base_image(name, self.options.platform)
             state = State(image.id, image.config, ())
+            self._pin_state(state)  # its layers stay while they are mounted
         sandbox = self._sandbox()
         merged = await asyncio.to_thread(self.b.rootfs.mount, sandbox, state.chain_id)
         return SourceTree(merged, context=False), sandbox

@@ -752,7 +752,7 @@ class ContainerService:
         live.changed.set()
         self._live.pop(container.id, None)
         if not self.images.exists(container.image_id):
-            self.images.collect_garbage()
+            await self.images.collect()
 
     async def prune(self) -> tuple[list[str], int]:
         removed = []

@@ -18,7 +18,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from dockyard.errors import InvalidArgument, NotFound
@@ -104,8 +104,9 @@ class Writer:
         self._hash.update(data)
         self._file.write(data)
 
-    def commit(self) -> str:
-        """Verify and publish; returns the digest."""
+    def commit(self, pin: Callable[[str], None] | None = None) -> str:
+        """Verify and publish; returns the digest. `pin(digest)` is called just before
+        the blob becomes visible (to keep it from garbage collection)."""
         digest = "sha256:" + self._hash.hexdigest()
         if self._expected_size is not None and self.size != self._expected_size:
             raise DigestMismatch(
@@ -117,6 +118,8 @@ class Writer:
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
+        if pin is not None:
+            pin(digest)
         target = self._store.path(digest)
         if os.path.exists(target):
             os.unlink(self.path)

@@ -103,17 +103,19 @@ class Archives:
     async def save(self, names: list[str]) -> AsyncIterator[bytes]:
         """The archive of `names`, chunk by chunk; names are resolved before the first."""
         plan = self._plan(names)
-        layers: dict[str, _LayerSource] = {}
-        for entry in plan:
-            for diff_id in entry.image.diff_ids:
-                if diff_id not in layers:
-                    layers[diff_id] = await self._uncompressed(diff_id)
-        for entry in plan:
-            self.events.emit("image", "save", entry.image.id, {"name": entry.image.id})
-        async for chunk in produce_in_thread(self._write(plan, layers)):
-            yield chunk
+        with self.images.hold() as lease:  # what is written stays until it is sent
+            layers: dict[str, _LayerSource] = {}
+            for entry in plan:
+                lease.pin(blobs=[entry.image.id, entry.image.manifest_digest])
+                for diff_id in entry.image.diff_ids:
+                    if diff_id not in layers:
+                        layers[diff_id] = await self._uncompressed(diff_id, lease)
+            for entry in plan:
+                self.events.emit("image", "save", entry.image.id, {"name": entry.image.id})
+            async for chunk in produce_in_thread(self._write(plan, layers)):
+                yield chunk
 
-    async def _uncompressed(self, diff_id: str) -> _LayerSource:
+    async def _uncompressed(self, diff_id: str, lease: Lease) -> _LayerSource:
         """Where the layer's uncompressed tar comes from, and its size.
 
         The uncompressed blob when stored; else a compressed one whose tar size
@@ -121,6 +123,7 @@ class Archives:
         is decompressed while the archive is written; else one is decompressed
         now, verified against the DiffID and kept.
         """
+        lease.pin(blobs=[diff_id, *(blob.digest for blob in self.images.layer_blobs(diff_id))])
         if self.content.exists(diff_id):
             return _LayerSource(self.content.path(diff_id), self.content.size(diff_id), False)
         stored = self.images.layer_blobs(diff_id)
@@ -217,7 +220,7 @@ class Archives:
         staging = self.content.staging_dir()
         try:
             archive = await consume_in_thread(body, lambda r: _Archive.unpack(r, staging))
-            with self.images.lease() as lease:
+            async with self.images.lease() as lease:
                 if archive.has("manifest.json"):
                     return await self._load_docker(archive, lease)
                 if archive.has("index.json") and archive.has("oci-layout"):
@@ -315,6 +318,7 @@ class Archives:
         """Unpack (unless present) and store one layer file; returns its descriptor."""
         chain = chain_ids(diff_ids)[number]
         parent = chain_ids(diff_ids)[number - 1] if number else None
+        lease.pin(chains=[chain])  # before looking: see ImageService
         digest = archive.store(self.content, path, lease, expected)
         size = self.content.size(digest)
         with self.content.open(digest) as head_file:
@@ -327,7 +331,6 @@ class Archives:
             raise _bad(f"invalid diffID for layer {number}: expected {diff_id}, got {digest}")
         diff_size = size if media_type == oci.LAYER else None
         if not self.layers.has(chain):
-            lease.chains.add(chain)
 
             def unpack() -> tuple[Staged, int]:
                 with self.content.open(digest) as raw, open_decompressed(raw) as tar:
@@ -586,7 +589,7 @@ class _Archive:
         entry = self.entry(name)
         if digest is not None and entry.digest != digest:
             raise _bad(f"blob {name} does not match its digest {digest}")
-        lease.blobs.add(entry.digest)
+        lease.pin(blobs=[entry.digest])
         if entry.path not in self.stored:
             content.adopt(entry.path, entry.digest)
             self.stored[entry.path] = entry.digest

@@ -215,7 +215,7 @@ class Puller:
                 f"{config_desc.get('mediaType')!r}); Dockyard only runs images"
             )
         repo_digest = Reference(ref.domain, ref.path, None, top.digest)
-        with self.images.lease() as lease:
+        async with self.images.lease() as lease:
             for document in {top.digest: top, manifest.digest: manifest}.values():
                 await self._store(lease, document.body, document.digest)
             config_digest = config_desc["digest"]
@@ -282,7 +282,7 @@ class Puller:
         return await fetch_manifest(repo, target, expected)
 
     async def _store(self, lease: Lease, data: bytes, digest: str) -> None:
-        lease.blobs.add(digest)
+        lease.pin(blobs=[digest])
         await asyncio.to_thread(self.content.put, data, digest)
 
     async def _config(self, repo: Repository, desc: dict[str, Any], lease: Lease | None) -> Any:
@@ -307,8 +307,7 @@ class Puller:
         """Download and unpack what is missing; returns the unpacked layers' tar sizes."""
         chains = chain_ids(diff_ids)
         sizes: dict[str, int] = {}
-        lease.chains.update(chains)
-        lease.blobs.update(d["digest"] for d in descs)
+        lease.pin(blobs=[d["digest"] for d in descs], chains=chains)
         limit = asyncio.Semaphore(self.registry.settings.max_concurrent_downloads)
         downloads: dict[str, asyncio.Task[None]] = {}
         for desc, chain in zip(descs, chains, strict=True):
