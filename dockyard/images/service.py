@@ -486,14 +486,16 @@ class ImageService:
         report.append({"Deleted": image.id})
         self.events.emit("image", "delete", image.id, {"name": image.id})
 
-    async def prune(self, *, all: bool = False) -> tuple[list[dict[str, str]], int]:
-        """Remove dangling images (every unused image with `all`)."""
+    async def prune(
+        self, *, all: bool = False, chosen: Callable[[Image], bool] = lambda image: True
+    ) -> tuple[list[dict[str, str]], int]:
+        """Remove dangling images (every unused image with `all`) that are `chosen`."""
         report: list[dict[str, str]] = []
         before = await asyncio.to_thread(self.disk_usage)
         for image in self.all():
             if image.tags and not all:
                 continue
-            if self.image_users(image.id):
+            if self.image_users(image.id) or not chosen(image):
                 continue
             for tag in image.tags:
                 self._untag(image.id, tag, report)
