@@ -802,12 +802,16 @@ class _Build:
         downloads: list[copier.Download] = []
         tree, source_sandbox = await self._source_tree(ctx, step)
         try:
+            if step.checksum and not all(copier.is_url(s) for s in step.sources):
+                raise InvalidArgument("checksum can't be specified for non-HTTP(S) sources")
             if step.add and any(copier.is_url(s) for s in step.sources):
                 folder = os.path.join(self.dir, "downloads", secrets.token_hex(4))
                 os.makedirs(folder)
                 for source in step.sources:
                     if copier.is_url(source):
-                        downloads.append(await asyncio.to_thread(copier.download, source, folder))
+                        downloads.append(
+                            await asyncio.to_thread(copier.download, source, folder, step.checksum)
+                        )
             elif any(copier.is_url(s) for s in step.sources):
                 raise InvalidArgument("source can't be a URL for COPY")
             local = [s for s in step.sources if not copier.is_url(s)]

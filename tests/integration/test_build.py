@@ -6,6 +6,7 @@ CLI, the docker CLI (classic builder, DOCKER_BUILDKIT=0) and docker-py.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -616,6 +617,30 @@ def test_add_extracts_local_archives_and_downloads_urls(daemon: Daemon, tmp_path
     finally:
         server.shutdown()
     assert run(daemon, "add/t:1", "cat", "/x/inner/file.txt") == "inside\n"
+    good = "sha256:" + hashlib.sha256(b"downloaded\n").hexdigest()
+    bad = "sha256:" + hashlib.sha256(b"something else").hexdigest()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Files)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/dl/file.txt"
+        for checksum, source, error in (
+            (good, url, None),
+            (bad, url, f"digest mismatch for {url}: expected {bad}, got {good}"),
+            ("sha256:12", url, "invalid checksum digest format: sha256:12"),
+            (good, "data.bin", "checksum can't be specified for non-HTTP(S) sources"),
+        ):
+            (tmp_path / "ctx" / "Dockerfile").write_text(
+                f"FROM {BASE}\nADD --checksum={checksum} {source} /c/\n"
+            )
+            checked = build(daemon, tmp_path / "ctx", "-t", "add/t:2")
+            if error is None:
+                assert checked.returncode == 0, checked.stderr
+            else:
+                assert checked.returncode == 1 and error in checked.stderr, checked.stderr
+    finally:
+        server.shutdown()
+    assert run(daemon, "add/t:2", "cat", "/c/file.txt") == "downloaded\n"
+    daemon.cli("rmi", "add/t:2", check=True)
     assert "data.bin" in run(daemon, "add/t:1", "ls", "/y")
     listing = run(daemon, "add/t:1", "ls", "-l", "--full-time", "/dl/file.txt")
     assert listing.startswith("-rw-------") and "2015-10-21" in listing
