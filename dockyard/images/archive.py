@@ -23,6 +23,7 @@ nothing behind.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -346,6 +347,19 @@ class Archives:
 
             staged, diff_size = await in_thread(unpack, lambda r: self.layers.discard(r[0]))
             self.layers.publish(staged, chain, diff_id, parent)
+        elif media_type != oci.LAYER:
+            # The layer is here already, but this blob is new: it must hold that layer.
+
+            def uncompressed_digest() -> tuple[str, int]:
+                with self.content.open(digest) as raw, open_decompressed(raw) as tar:
+                    digesting = DigestingReader(tar)
+                    while digesting.read(_CHUNK):
+                        pass
+                return digesting.digest, digesting.size
+
+            found, diff_size = await asyncio.to_thread(uncompressed_digest)
+            if found != diff_id:
+                raise _bad(f"invalid diffID for layer {number}: expected {diff_id}, got {found}")
         self.images.add_layer_blob(LayerBlob(diff_id, digest, media_type, size, diff_size))
         return oci.descriptor(media_type, digest, size)
 

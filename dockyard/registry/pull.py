@@ -238,6 +238,8 @@ class Puller:
             else:
                 up_to_date = known
             for desc, diff_id in zip(layer_descs, image.diff_ids, strict=False):
+                if diff_id not in diff_sizes:
+                    continue  # not unpacked now: that the blob holds this layer is unchecked
                 media_type = str(desc.get("mediaType", ""))
                 self.images.add_layer_blob(
                     LayerBlob(

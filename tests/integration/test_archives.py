@@ -303,3 +303,36 @@ def test_truncated_archive_is_refused(daemon: Daemon, tmp_path: Path) -> None:
     result = daemon.cli("load", input=data[: len(data) // 2])
     assert result.returncode == 1
     assert "invalid archive" in result.stderr
+
+
+def test_a_new_blob_for_a_layer_already_here_must_hold_that_layer(own_daemon: Daemon) -> None:
+    d = own_daemon
+    layer = tar_of({"id": os.urandom(8).hex().encode()})
+    config = _config([layer])
+
+    def archive(layer_file: bytes, tag: str) -> bytes:
+        config_path = "blobs/sha256/" + hashlib.sha256(config).hexdigest()
+        layer_path = "blobs/sha256/" + hashlib.sha256(layer_file).hexdigest()
+        entry = {"Config": config_path, "RepoTags": [tag], "Layers": [layer_path]}
+        return _tar(
+            [
+                (config_path, config, None),
+                (layer_path, layer_file, None),
+                ("manifest.json", json.dumps([entry]).encode(), None),
+            ]
+        )
+
+    first = d.cli("load", input=archive(layer, "known/layer:1"))
+    assert first.returncode == 0, first.stderr
+    before = blob_names(d.data_root)
+    # Same config (so the layer is unpacked already), but a gzip blob of other content.
+    other = gzip.compress(tar_of({"id": b"something else"}), mtime=0)
+    result = d.cli("load", input=archive(other, "known/layer:2"))
+    assert result.returncode == 1
+    assert "invalid diffID for layer 0" in result.stderr, result.stderr
+    assert blob_names(d.data_root) == before
+    assert "known/layer:2" not in _images(d)
+    # The right content, compressed, is accepted.
+    good = d.cli("load", input=archive(gzip.compress(layer, mtime=0), "known/layer:3"))
+    assert good.returncode == 0, good.stderr
+    assert store_problems(d.data_root) == []
