@@ -24,6 +24,7 @@ from typing import BinaryIO
 from dockyard.errors import InvalidArgument, NotFound
 
 DIGEST_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
+_CHUNK = 1 << 20
 
 
 def validate_digest(digest: str) -> str:
@@ -184,6 +185,20 @@ class ContentStore:
         finally:
             os.close(fd)
         os.rename(path, target)
+
+    def ingest(
+        self,
+        source: BinaryIO,
+        expected: str | None = None,
+        size: int | None = None,
+        pin: Callable[[str], None] | None = None,
+    ) -> tuple[str, int]:
+        """Store everything `source` reads, verified against `expected` and `size` when
+        given; returns the digest and size. Blocking."""
+        with self.writer(expected, size) as writer:
+            while chunk := source.read(_CHUNK):
+                writer.write(chunk)
+            return writer.commit(pin), writer.size
 
     def put(self, data: bytes, expected: str | None = None) -> str:
         with self.writer(expected, len(data) if expected else None) as w:

@@ -136,15 +136,8 @@ class Archives:
         source = stored[0]
 
         def decompress() -> int:
-            with (
-                self.content.open(source.digest) as raw,
-                open_decompressed(raw) as tar,
-                self.content.writer(diff_id) as writer,
-            ):
-                while chunk := tar.read(_CHUNK):
-                    writer.write(chunk)
-                writer.commit()
-                return writer.size
+            with self.content.open(source.digest) as raw, open_decompressed(raw) as tar:
+                return self.content.ingest(tar, diff_id)[1]
 
         size = await in_thread(decompress, lambda _size: None)
         self.images.add_layer_blob(LayerBlob(diff_id, diff_id, oci.LAYER, size, size))

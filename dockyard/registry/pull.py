@@ -52,7 +52,6 @@ from dockyard.snapshots.layers import LayerStore, Staged, chain_ids
 from dockyard.streams import consume_in_thread, in_thread
 
 MAX_CONFIG_SIZE = 8 << 20
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -161,13 +160,7 @@ async def download_blob(
                     meter.add(len(chunk))
                     yield chunk
 
-            def store(reader: BinaryIO) -> str:
-                with content.writer(digest, size) as writer:
-                    while chunk := reader.read(_CHUNK):
-                        writer.write(chunk)
-                    return writer.commit()
-
-            await consume_in_thread(body(), store)
+            await consume_in_thread(body(), lambda reader: content.ingest(reader, digest, size))
     report(Event("Verifying Checksum", item))
     report(Event("Download complete", item))
 
