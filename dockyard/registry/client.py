@@ -17,7 +17,8 @@ host it decides once how to talk to it:
 it answers 401 challenges (Basic, or Bearer with a token for the operation's
 scopes, refreshed on expiry and on `insufficient_scope`), follows redirects
 (aiohttp drops the Authorization header when a redirect leaves the
-registry's origin, e.g. to blob storage), retries idempotent requests on
+registry's origin, e.g. to blob storage; since 3.14.5 also for a same-host
+redirect to another port or scheme, and every copy of the header), retries idempotent requests on
 429/5xx with backoff, and turns the registry's `{"errors": [...]}` bodies
 into `RegistryError`s worded as Docker words them.
 """
