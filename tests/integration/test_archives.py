@@ -336,3 +336,44 @@ def test_a_new_blob_for_a_layer_already_here_must_hold_that_layer(own_daemon: Da
     good = d.cli("load", input=archive(gzip.compress(layer, mtime=0), "known/layer:3"))
     assert good.returncode == 0, good.stderr
     assert store_problems(d.data_root) == []
+
+
+def test_an_image_removed_while_it_is_saved_still_saves_whole(own_daemon: Daemon) -> None:
+    import http.client
+    import socket
+
+    d = own_daemon
+    before = blob_names(d.data_root)
+    layers = [tar_of({f"big{i}": os.urandom(20 << 20)}) for i in range(2)]
+    config = _config(layers)
+    config_path = "blobs/sha256/" + hashlib.sha256(config).hexdigest()
+    paths = ["blobs/sha256/" + hashlib.sha256(t).hexdigest() for t in layers]
+    entry = {"Config": config_path, "RepoTags": ["saved/while:1"], "Layers": paths}
+    entries = [(config_path, config, None)] + [
+        (p, t, None) for p, t in zip(paths, layers, strict=True)
+    ]
+    entries.append(("manifest.json", json.dumps([entry]).encode(), None))
+    d.cli("load", input=_tar(entries), check=True)
+
+    class Conn(http.client.HTTPConnection):
+        def connect(self) -> None:
+            self.sock = socket.socket(socket.AF_UNIX)
+            self.sock.connect(d.socket)
+
+    conn = Conn("localhost", timeout=120)
+    conn.request("GET", "/v1.45/images/get?names=saved/while:1")
+    resp = conn.getresponse()
+    assert resp.status == 200
+    head = resp.read(64 << 10)  # the save has started; most of it is still to come
+    removed = d.cli("rmi", "saved/while:1")
+    assert removed.returncode == 0 and "Deleted:" in removed.stdout, removed.stderr
+    archive = head + resp.read()
+    conn.close()
+    members = _members(archive)
+    for path, layer in zip(paths, layers, strict=True):
+        assert hashlib.sha256(members[path]).digest() == hashlib.sha256(layer).digest()
+    assert "manifest.json" in members
+    # Its content goes at the next collection after the save.
+    d.cli("image", "prune", "-f", check=True)
+    assert blob_names(d.data_root) == before
+    assert store_problems(d.data_root) == []
