@@ -226,7 +226,7 @@ class Archives:
     async def _load_docker(
         self, archive: _Archive, lease: Lease
     ) -> list[tuple[Reference | None, str]]:
-        entries = archive.json("manifest.json")
+        entries = await asyncio.to_thread(archive.json, "manifest.json")
         if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
             raise _bad("manifest.json is not a list of images")
         loaded: list[tuple[Reference | None, str]] = []
@@ -238,7 +238,9 @@ class Archives:
             if not all(isinstance(p, str) for p in layer_paths) or not isinstance(repo_tags, list):
                 raise _bad(f"manifest.json entry {number} is malformed")
             refs = [_repo_tag(tag) for tag in repo_tags]
-            config_digest, config = archive.config(self.content, config_path, lease)
+            config_digest, config = await asyncio.to_thread(
+                archive.config, self.content, config_path, lease
+            )
             diff_ids = _diff_ids(config)
             if len(diff_ids) != len(layer_paths):
                 raise _bad(
@@ -262,7 +264,7 @@ class Archives:
     async def _load_oci(
         self, archive: _Archive, lease: Lease
     ) -> list[tuple[Reference | None, str]]:
-        index = archive.json("index.json")
+        index = await asyncio.to_thread(archive.json, "index.json")
         if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
             raise _bad("index.json is not an image index")
         loaded: list[tuple[Reference | None, str]] = []
@@ -272,18 +274,20 @@ class Archives:
             annotations = entry.get("annotations") or {}
             ref = _oci_name(annotations)
             digest = _digest(entry)
-            document = archive.json(_blob_path(digest), digest)
+            document = await asyncio.to_thread(archive.json, _blob_path(digest), digest)
             while oci.document_type(document) in oci.INDEX_TYPES:
                 digest = _digest(select(document, Platform.host()))
-                document = archive.json(_blob_path(digest), digest)
-            manifest_digest = archive.store(self.content, _blob_path(digest), lease, digest)
+                document = await asyncio.to_thread(archive.json, _blob_path(digest), digest)
+            manifest_digest = await asyncio.to_thread(
+                archive.store, self.content, _blob_path(digest), lease, digest
+            )
             config_desc = document.get("config") if isinstance(document, dict) else None
             layers = document.get("layers") if isinstance(document, dict) else None
             if not isinstance(config_desc, dict) or not isinstance(layers, list):
                 raise _bad(f"manifest {digest} has no config or layers")
             config_digest = _digest(config_desc)
-            _, config = archive.config(
-                self.content, _blob_path(config_digest), lease, config_digest
+            _, config = await asyncio.to_thread(
+                archive.config, self.content, _blob_path(config_digest), lease, config_digest
             )
             diff_ids = _diff_ids(config)
             if len(diff_ids) != len(layers):
@@ -313,7 +317,7 @@ class Archives:
         chain = chain_ids(diff_ids)[number]
         parent = chain_ids(diff_ids)[number - 1] if number else None
         lease.pin(chains=[chain])  # before looking: see ImageService
-        digest = archive.store(self.content, path, lease, expected)
+        digest = await asyncio.to_thread(archive.store, self.content, path, lease, expected)
         size = self.content.size(digest)
         with self.content.open(digest) as head_file:
             kind = detect(head_file.read(HEAD_SIZE))
