@@ -455,8 +455,8 @@ class ImageService:
                         f"conflict: unable to delete {image.short_id} (must be forced) - image is "
                         f"being used by stopped container {users[0][0][:12]}"
                     )
-            for tag in image.tags:
-                self._untag(image.id, tag, report)
+            for name_ref in [*image.tags, *image.repo_digests]:
+                self._untag(image.id, name_ref, report)
         self._delete(image, report)
         if prune:
             await self.collect()

@@ -435,3 +435,10 @@ def test_rmi_by_digest_removes_only_that_reference(daemon: Daemon, app_image: st
     left = _inspect(daemon, "other/name:1")
     assert left["Id"] == image["Id"] and by_digest not in left["RepoDigests"]
     daemon.cli("rmi", "other/name:1", check=True)
+    # By ID, every name goes, digest references too, each reported.
+    daemon.cli("pull", app_image, check=True)
+    removed = daemon.cli("rmi", "-f", image["Id"])
+    assert removed.returncode == 0, removed.stderr
+    assert f"Untagged: {app_image}" in removed.stdout
+    assert f"Untagged: {by_digest}" in removed.stdout
+    assert f"Deleted: {image['Id']}" in removed.stdout
