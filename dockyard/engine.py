@@ -266,7 +266,7 @@ class Engine:
         await self.authorization.start()
         await self.builder.recover()
         # Blobs and layers of pulls and loads cut short by a crash were never recorded.
-        self.images.collect_garbage()
+        await self.images.collect()
 
     async def close(self) -> None:
         await self.builder.close()

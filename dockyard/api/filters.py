@@ -77,6 +77,11 @@ def until(values: list[str], now_ns: int | None = None) -> int | None:
     try:
         return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1e9)
     except (ValueError, OverflowError):
-        raise InvalidArgument(
-            f"invalid filter 'until={value}': failed to parse value as time or duration"
-        ) from None
+        raise InvalidArgument(f'failed to parse value as time or duration: "{value}"') from None
+
+
+def prune_labels_match(labels: dict[str, str], wanted: Filters) -> bool:
+    """Docker's prune rule: every `label` holds, and not every `label!` does."""
+    if wanted.get("label") and not label_matches(labels, wanted["label"]):
+        return False
+    return not (wanted.get("label!") and label_matches(labels, wanted["label!"]))

@@ -183,7 +183,7 @@ async def tag(request: web.Request) -> web.StreamResponse:
 
 @routes.delete("/images/{name:.+}")
 async def remove(request: web.Request) -> web.StreamResponse:
-    report = engine(request).images.remove(
+    report = await engine(request).images.remove(
         request.match_info["name"],
         force=query_bool(request, "force"),
         prune=not query_bool(request, "noprune"),
@@ -193,11 +193,18 @@ async def remove(request: web.Request) -> web.StreamResponse:
 
 @routes.post("/images/prune")
 async def prune(request: web.Request) -> web.StreamResponse:
-    wanted = filters.parse(request.query.get("filters"), ("dangling", "until", "label"))
+    wanted = filters.parse(request.query.get("filters"), ("dangling", "until", "label", "label!"))
     dangling_only = True
     if "dangling" in wanted:
         dangling_only = filters.bool_value(wanted["dangling"], "dangling")
-    report, space = engine(request).images.prune(all=not dangling_only)
+    until = filters.until(wanted.get("until", []))
+
+    def chosen(image: Image) -> bool:
+        if until is not None and (not image.created or parse_time(image.created) * 1e9 > until):
+            return False
+        return filters.prune_labels_match(image.run_config.get("Labels") or {}, wanted)
+
+    report, space = await engine(request).images.prune(all=not dangling_only, chosen=chosen)
     return json_response({"ImagesDeleted": report or None, "SpaceReclaimed": space})
 
 

@@ -124,11 +124,7 @@ async def prune(request: web.Request) -> web.StreamResponse:
     def keep(network: Network) -> bool:
         if until is not None and network.created > rfc3339(until):
             return True
-        if wanted.get("label") and not filters.label_matches(network.labels, wanted["label"]):
-            return True
-        return bool(
-            wanted.get("label!") and filters.label_matches(network.labels, wanted["label!"])
-        )
+        return not filters.prune_labels_match(network.labels, wanted)
 
     removed = await engine(request).network.prune(keep)
     return json_response({"NetworksDeleted": removed or None})

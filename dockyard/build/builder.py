@@ -207,10 +207,10 @@ class Builder:
             with contextlib.suppress(BaseException):
                 await task
 
-    def prune(self, *, all: bool = False, keep_storage: int = 0) -> tuple[list[str], int]:
+    async def prune(self, *, all: bool = False, keep_storage: int = 0) -> tuple[list[str], int]:
         """Drop build cache records; their layers go unless images use them."""
         dropped, reclaimed = self.cache.prune(keep_storage=0 if all else keep_storage)
-        self.images.collect_garbage()
+        await self.images.collect()
         return dropped, reclaimed
 
 
@@ -522,15 +522,17 @@ class _Build:
     def _pin_state(self, state: State) -> None:
         pins = self.b._pins.get(self.id)
         if pins is not None:
-            pins.chains.update(chain_ids(state.diff_ids))
-            pins.blobs.update(layer["digest"] for layer in state.layers)
+            with self.b.images.gc_lock:  # see ImageService on pins
+                pins.chains.update(chain_ids(state.diff_ids))
+                pins.blobs.update(layer["digest"] for layer in state.layers)
 
     def _pin_layer(self, chain: str, blob: str) -> None:
-        # called from the committing thread; set.add is atomic
+        # called from the committing thread, before the layer is published
         pins = self.b._pins.get(self.id)
         if pins is not None:
-            pins.chains.add(chain)
-            pins.blobs.add(blob)
+            with self.b.images.gc_lock:
+                pins.chains.add(chain)
+                pins.blobs.add(blob)
 
     # -- steps --------------------------------------------------------------
 
@@ -711,12 +713,14 @@ class _Build:
             "AttachStderr": True,
             "HostConfig": host_config,
         }
-        with self.b.db.transaction():  # the container and its build mark commit together
-            container = await self.b.containers.create(None, request, image=image)
+
+        def mark(container_id: str) -> None:  # commits with the container's record
             self.b.db.execute(
                 "INSERT INTO build_containers(id, created) VALUES (?,?)",
-                (container.id, time.time()),
+                (container_id, time.time()),
             )
+
+        container = await self.b.containers.create(None, request, image=image, record_also=mark)
         self.containers.append(container.id)
         await self.say(f" ---> Running in {container.short_id}\n")
         waiter = self.b.containers.waiter(container.id, "next-exit")
@@ -789,6 +793,7 @@ class _Build:
         else:
             image = await self._base_image(name, self.options.platform)
             state = State(image.id, image.config, ())
+            self._pin_state(state)  # its layers stay while they are mounted
         sandbox = self._sandbox()
         merged = await asyncio.to_thread(self.b.rootfs.mount, sandbox, state.chain_id)
         return SourceTree(merged, context=False), sandbox
@@ -797,12 +802,16 @@ class _Build:
         downloads: list[copier.Download] = []
         tree, source_sandbox = await self._source_tree(ctx, step)
         try:
+            if step.checksum and not all(copier.is_url(s) for s in step.sources):
+                raise InvalidArgument("checksum can't be specified for non-HTTP(S) sources")
             if step.add and any(copier.is_url(s) for s in step.sources):
                 folder = os.path.join(self.dir, "downloads", secrets.token_hex(4))
                 os.makedirs(folder)
                 for source in step.sources:
                     if copier.is_url(source):
-                        downloads.append(await asyncio.to_thread(copier.download, source, folder))
+                        downloads.append(
+                            await asyncio.to_thread(copier.download, source, folder, step.checksum)
+                        )
             elif any(copier.is_url(s) for s in step.sources):
                 raise InvalidArgument("source can't be a URL for COPY")
             local = [s for s in step.sources if not copier.is_url(s)]

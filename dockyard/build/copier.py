@@ -20,6 +20,7 @@ Runs on a worker thread, on a root nobody else writes to during the step.
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import os
 import posixpath
 import re
@@ -216,13 +217,28 @@ class Target:
             self._attrs(full_dest, selected.st, is_dir=True)
         links: dict[tuple[int, int], str] = {}
         for rel, src, st in tree.walk(selected):
-            target = os.path.join(full_dest, rel)
-            parent = os.path.dirname(target)
-            if not os.path.isdir(parent):
-                # the parent itself was ignored, but an exception (`!dir/file`)
-                # brings this entry back: its directories get default attributes
-                self.makedirs(os.path.join(dest, os.path.dirname(rel)))
-            self.put_entry(target, src, st, links)
+            # the parent was ignored, but an exception (`!dir/file`) brings this
+            # entry back: its directories are made with default attributes
+            parent = self._fresh_dirs(full_dest, os.path.dirname(rel))
+            self.put_entry(os.path.join(parent, os.path.basename(rel)), src, st, links)
+
+    def _fresh_dirs(self, base: str, rel: str) -> str:
+        """`base/rel` as real directories: below `base` a symlink in the image is
+        replaced, never followed (it could name any host path)."""
+        current = base
+        for part in [p for p in rel.split("/") if p]:
+            current = os.path.join(current, part)
+            try:
+                if stat.S_ISDIR(os.lstat(current).st_mode):
+                    continue
+                self._clear(current, keep_dir=False)
+            except FileNotFoundError:
+                pass
+            os.mkdir(current, 0o755)
+            os.chmod(current, 0o755)
+            owner = self.owner or Owner(0, 0)
+            os.chown(current, owner.uid, owner.gid)
+        return current
 
     def put_content(self, dest: str, name: str, data: bytes) -> None:
         """A file from a heredoc (`COPY <<EOF /dest`)."""
@@ -337,16 +353,35 @@ def is_url(source: str) -> bool:
     return source.startswith(("http://", "https://"))
 
 
-def download(url: str, directory: str) -> Download:
-    """Fetch an ADD URL into `directory`; the file gets mode 0600 and the Last-Modified time."""
+_CHECKSUM = re.compile(r"(sha256|sha384|sha512):([0-9a-f]+)")
+_HEX_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}
+
+
+def download(url: str, directory: str, checksum: str = "") -> Download:
+    """Fetch an ADD URL into `directory`; the file gets mode 0600 and the Last-Modified time.
+
+    With `checksum` (`ADD --checksum=sha256:...`), content with another digest is refused.
+    """
+    match = _CHECKSUM.fullmatch(checksum) if checksum else None
+    if checksum and (match is None or len(match.group(2)) != _HEX_LENGTHS[match.group(1)]):
+        raise InvalidArgument(f"invalid checksum digest format: {checksum}")
+    hasher = hashlib.new(match.group(1)) if match else None
     name = posixpath.basename(urllib.parse.urlparse(url).path)
     path = os.path.join(directory, name or "__unnamed__")
     try:
         with urllib.request.urlopen(url, timeout=60) as resp, open(path, "wb") as f:
-            shutil.copyfileobj(resp, f, 1 << 20)
+            while chunk := resp.read(1 << 20):
+                f.write(chunk)
+                if hasher is not None:
+                    hasher.update(chunk)
             modified = resp.headers.get("Last-Modified")
     except OSError as e:
         raise Unavailable(f"failed to download {url}: {e}") from None
+    if match and hasher is not None and hasher.hexdigest() != match.group(2):
+        raise InvalidArgument(
+            f"digest mismatch for {url}: expected {checksum}, got "
+            f"{match.group(1)}:{hasher.hexdigest()}"
+        )
     os.chmod(path, 0o600)
     mtime = None
     if modified:

@@ -202,9 +202,7 @@ class Copy(Instruction):
     chmod: str = ""
     link: bool = False
     unpack: bool | None = None  # ADD --unpack; None: local tars are extracted
-    checksum: str = ""
-    excludes: tuple[str, ...] = ()
-    parents: bool = False
+    checksum: str = ""  # ADD: the digest a downloaded file must have
 
     def expand(self, expand: Expander) -> Self:
         return dataclasses.replace(
@@ -214,7 +212,7 @@ class Copy(Instruction):
             chown=expand(self.chown),
             chmod=expand(self.chmod),
             from_=expand(self.from_),
-            excludes=tuple(expand(e) for e in self.excludes),
+            checksum=expand(self.checksum),
         )
 
 
@@ -552,6 +550,14 @@ def _copy(node: Node) -> Copy:
         if heredoc.chomp:
             data = parser.chomp(data)
         contents.append(Source(heredoc.name, data, heredoc.expand))
+    # BuildKit's flags that change what is copied: refused, never silently ignored.
+    unsupported = ["exclude"] if flags.lists.get("exclude") else []
+    unsupported += ["parents"] if flags.flag("parents") else []
+    for flag in unsupported:
+        raise InvalidArgument(
+            f"{node.keyword.upper()} --{flag} is not supported by this builder "
+            "(it requires BuildKit)"
+        )
     chmod = flags.get("chmod")
     if chmod and not re.fullmatch(r"[0-7]{3,4}|([ugoa]*[-+=][rwxXst]*,?)+", chmod):
         raise InvalidArgument(f"invalid chmod parameter: '{chmod}'")
@@ -567,8 +573,6 @@ def _copy(node: Node) -> Copy:
         link=bool(flags.flag("link")),
         unpack=flags.flag("unpack") if add else None,
         checksum=flags.get("checksum"),
-        excludes=tuple(flags.lists.get("exclude", ())),
-        parents=bool(flags.flag("parents")),
     )
 
 

@@ -233,15 +233,24 @@ def history(ctx: Context, no_trunc: bool, quiet: bool, fmt: str | None, image: s
 @click.command("prune")
 @click.option("-a", "--all", "prune_all", is_flag=True, help="Remove all unused images.")
 @click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation.")
+@click.option(
+    "--filter",
+    "filter_",
+    multiple=True,
+    help="Provide filter values (e.g. 'until=<timestamp>', 'label=<key>=<value>').",
+)
 @pass_context
-def prune(ctx: Context, prune_all: bool, force: bool) -> None:
+def prune(ctx: Context, prune_all: bool, force: bool, filter_: tuple[str, ...]) -> None:
     """Remove unused images."""
     if not force and sys.stdin.isatty():
         click.confirm(
             "WARNING! This will remove all dangling images.\nAre you sure you want to continue?",
             abort=True,
         )
-    filters = {"dangling": {"false" if prune_all else "true": True}}
+    filters: dict[str, dict[str, bool]] = {"dangling": {"false" if prune_all else "true": True}}
+    for item in filter_:
+        key, _, value = item.partition("=")
+        filters.setdefault(key, {})[value] = True
     result = ctx.client.json("POST", "/images/prune", params={"filters": filters})
     deleted = result.get("ImagesDeleted") or []
     if deleted:

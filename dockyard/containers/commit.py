@@ -74,66 +74,72 @@ async def commit(
     pause: bool = True,
 ) -> Image:
     container = containers.get(ref)
-    base_config: dict[str, Any] = {"architecture": oci.host_arch(), "os": "linux"}
-    manifest_layers: list[dict[str, Any]] = []
-    if container.chain_id is not None:
+    async with images.lease() as lease:
+        base_config: dict[str, Any] = {"architecture": oci.host_arch(), "os": "linux"}
+        manifest_layers: list[dict[str, Any]] = []
+        if container.chain_id is not None:
+            try:
+                base = images.resolve(container.image_id)
+            except NotFound:
+                raise Conflict(
+                    f"cannot commit container {container.short_id}: its image was removed"
+                ) from None
+            base_config = copy.deepcopy(base.config)
+            manifest = json.loads(images.content.read(base.manifest_digest))
+            manifest_layers = list(manifest.get("layers") or [])
+            lease.pin(blobs=[layer["digest"] for layer in manifest_layers])
+        run_config = {k: v for k, v in container.config.items() if k in _IMAGE_KEYS and v}
+        for key, value in (config or {}).items():
+            if key in _IMAGE_KEYS and value:
+                run_config[key] = value
+        run_config = apply_changes(run_config, changes or [])
+        paused = False
+        if pause and container.state.status == RUNNING:
+            await containers.pause(container.id)
+            paused = True
         try:
-            base = images.resolve(container.image_id)
-        except NotFound:
-            raise Conflict(
-                f"cannot commit container {container.short_id}: its image was removed"
-            ) from None
-        base_config = copy.deepcopy(base.config)
-        manifest = json.loads(images.content.read(base.manifest_digest))
-        manifest_layers = list(manifest.get("layers") or [])
-    run_config = {k: v for k, v in container.config.items() if k in _IMAGE_KEYS and v}
-    for key, value in (config or {}).items():
-        if key in _IMAGE_KEYS and value:
-            run_config[key] = value
-    run_config = apply_changes(run_config, changes or [])
-    paused = False
-    if pause and container.state.status == RUNNING:
-        await containers.pause(container.id)
-        paused = True
-    try:
-        layer = await asyncio.to_thread(
-            committer.commit, _upper(containers, container.id), container.chain_id, take=False
-        )
-    finally:
-        if paused:
-            with contextlib.suppress(DockyardError):
-                await containers.unpause(container.id)
-    now = oci.now_rfc3339()
-    rootfs = dict(base_config.get("rootfs") or {"type": "layers", "diff_ids": []})
-    diff_ids = list(rootfs.get("diff_ids") or [])
-    history = list(base_config.get("history") or [])
-    entry: dict[str, Any] = {
-        "created": now,
-        "created_by": " ".join([container.path, *container.args]).strip(),
-    }
-    if author:
-        entry["author"] = author
-    if comment:
-        entry["comment"] = comment
-    if layer is None:
-        entry["empty_layer"] = True
-    else:
-        diff_ids.append(layer.diff_id)
-    history.append(entry)
-    new_config = {
-        **{k: v for k, v in base_config.items() if k not in ("config", "rootfs", "history")},
-        "created": now,
-        "config": run_config,
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        "history": history,
-    }
-    if author:
-        new_config["author"] = author
-    if layer is not None:
-        manifest_layers.append(layer.descriptor)
-    chain = layer.chain_id if layer is not None else container.chain_id
-    size = sum(item.size for item in images.layers.stack(chain))
-    image = images.add(new_config, manifest_layers, size)
+            layer = await asyncio.to_thread(
+                committer.commit,
+                _upper(containers, container.id),
+                container.chain_id,
+                take=False,
+                pin=lambda chain, blob: lease.pin(blobs=[blob], chains=[chain]),
+            )
+        finally:
+            if paused:
+                with contextlib.suppress(DockyardError):
+                    await containers.unpause(container.id)
+        now = oci.now_rfc3339()
+        rootfs = dict(base_config.get("rootfs") or {"type": "layers", "diff_ids": []})
+        diff_ids = list(rootfs.get("diff_ids") or [])
+        history = list(base_config.get("history") or [])
+        entry: dict[str, Any] = {
+            "created": now,
+            "created_by": " ".join([container.path, *container.args]).strip(),
+        }
+        if author:
+            entry["author"] = author
+        if comment:
+            entry["comment"] = comment
+        if layer is None:
+            entry["empty_layer"] = True
+        else:
+            diff_ids.append(layer.diff_id)
+        history.append(entry)
+        new_config = {
+            **{k: v for k, v in base_config.items() if k not in ("config", "rootfs", "history")},
+            "created": now,
+            "config": run_config,
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+            "history": history,
+        }
+        if author:
+            new_config["author"] = author
+        if layer is not None:
+            manifest_layers.append(layer.descriptor)
+        chain = layer.chain_id if layer is not None else container.chain_id
+        size = sum(item.size for item in images.layers.stack(chain))
+        image = images.add(new_config, manifest_layers, size)
     if tag is not None:
         images.tag(image.id, tag)
     containers.emit(container, "commit", comment=comment)

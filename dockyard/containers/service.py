@@ -22,7 +22,7 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -211,9 +211,15 @@ class ContainerService:
     # -- create --------------------------------------------------------------
 
     async def create(
-        self, name: str | None, request: dict[str, Any], *, image: Image | None = None
+        self,
+        name: str | None,
+        request: dict[str, Any],
+        *,
+        image: Image | None = None,
+        record_also: Callable[[str], None] | None = None,
     ) -> Container:
-        """Create a container; `image` is given by the builder for a state that is no image."""
+        """Create a container; `image` is given by the builder for a state that is no image,
+        `record_also(id)` writes what must commit with the container's record."""
         image_name = request.get("Image") or ""
         if not isinstance(image_name, str) or not image_name:
             raise InvalidArgument("config cannot be empty in order to create a container")
@@ -281,6 +287,8 @@ class ContainerService:
                         container.to_json(),
                     ),
                 )
+                if record_also is not None:
+                    record_also(container.id)
         except BaseException:
             shutil.rmtree(directory, ignore_errors=True)
             await self.volumes.release(mounts, remove_anonymous=True)
@@ -744,7 +752,7 @@ class ContainerService:
         live.changed.set()
         self._live.pop(container.id, None)
         if not self.images.exists(container.image_id):
-            self.images.collect_garbage()
+            await self.images.collect()
 
     async def prune(self) -> tuple[list[str], int]:
         removed = []

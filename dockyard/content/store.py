@@ -18,12 +18,13 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from dockyard.errors import InvalidArgument, NotFound
 
 DIGEST_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
+_CHUNK = 1 << 20
 
 
 def validate_digest(digest: str) -> str:
@@ -104,8 +105,9 @@ class Writer:
         self._hash.update(data)
         self._file.write(data)
 
-    def commit(self) -> str:
-        """Verify and publish; returns the digest."""
+    def commit(self, pin: Callable[[str], None] | None = None) -> str:
+        """Verify and publish; returns the digest. `pin(digest)` is called just before
+        the blob becomes visible (to keep it from garbage collection)."""
         digest = "sha256:" + self._hash.hexdigest()
         if self._expected_size is not None and self.size != self._expected_size:
             raise DigestMismatch(
@@ -117,6 +119,8 @@ class Writer:
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
+        if pin is not None:
+            pin(digest)
         target = self._store.path(digest)
         if os.path.exists(target):
             os.unlink(self.path)
@@ -181,6 +185,20 @@ class ContentStore:
         finally:
             os.close(fd)
         os.rename(path, target)
+
+    def ingest(
+        self,
+        source: BinaryIO,
+        expected: str | None = None,
+        size: int | None = None,
+        pin: Callable[[str], None] | None = None,
+    ) -> tuple[str, int]:
+        """Store everything `source` reads, verified against `expected` and `size` when
+        given; returns the digest and size. Blocking."""
+        with self.writer(expected, size) as writer:
+            while chunk := source.read(_CHUNK):
+                writer.write(chunk)
+            return writer.commit(pin), writer.size
 
     def put(self, data: bytes, expected: str | None = None) -> str:
         with self.writer(expected, len(data) if expected else None) as w:

@@ -23,6 +23,7 @@ nothing behind.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -103,17 +104,19 @@ class Archives:
     async def save(self, names: list[str]) -> AsyncIterator[bytes]:
         """The archive of `names`, chunk by chunk; names are resolved before the first."""
         plan = self._plan(names)
-        layers: dict[str, _LayerSource] = {}
-        for entry in plan:
-            for diff_id in entry.image.diff_ids:
-                if diff_id not in layers:
-                    layers[diff_id] = await self._uncompressed(diff_id)
-        for entry in plan:
-            self.events.emit("image", "save", entry.image.id, {"name": entry.image.id})
-        async for chunk in produce_in_thread(self._write(plan, layers)):
-            yield chunk
+        with self.images.hold() as lease:  # what is written stays until it is sent
+            layers: dict[str, _LayerSource] = {}
+            for entry in plan:
+                lease.pin(blobs=[entry.image.id, entry.image.manifest_digest])
+                for diff_id in entry.image.diff_ids:
+                    if diff_id not in layers:
+                        layers[diff_id] = await self._uncompressed(diff_id, lease)
+            for entry in plan:
+                self.events.emit("image", "save", entry.image.id, {"name": entry.image.id})
+            async for chunk in produce_in_thread(self._write(plan, layers)):
+                yield chunk
 
-    async def _uncompressed(self, diff_id: str) -> _LayerSource:
+    async def _uncompressed(self, diff_id: str, lease: Lease) -> _LayerSource:
         """Where the layer's uncompressed tar comes from, and its size.
 
         The uncompressed blob when stored; else a compressed one whose tar size
@@ -121,6 +124,7 @@ class Archives:
         is decompressed while the archive is written; else one is decompressed
         now, verified against the DiffID and kept.
         """
+        lease.pin(blobs=[diff_id, *(blob.digest for blob in self.images.layer_blobs(diff_id))])
         if self.content.exists(diff_id):
             return _LayerSource(self.content.path(diff_id), self.content.size(diff_id), False)
         stored = self.images.layer_blobs(diff_id)
@@ -132,15 +136,8 @@ class Archives:
         source = stored[0]
 
         def decompress() -> int:
-            with (
-                self.content.open(source.digest) as raw,
-                open_decompressed(raw) as tar,
-                self.content.writer(diff_id) as writer,
-            ):
-                while chunk := tar.read(_CHUNK):
-                    writer.write(chunk)
-                writer.commit()
-                return writer.size
+            with self.content.open(source.digest) as raw, open_decompressed(raw) as tar:
+                return self.content.ingest(tar, diff_id)[1]
 
         size = await in_thread(decompress, lambda _size: None)
         self.images.add_layer_blob(LayerBlob(diff_id, diff_id, oci.LAYER, size, size))
@@ -217,7 +214,7 @@ class Archives:
         staging = self.content.staging_dir()
         try:
             archive = await consume_in_thread(body, lambda r: _Archive.unpack(r, staging))
-            with self.images.lease() as lease:
+            async with self.images.lease() as lease:
                 if archive.has("manifest.json"):
                     return await self._load_docker(archive, lease)
                 if archive.has("index.json") and archive.has("oci-layout"):
@@ -229,7 +226,7 @@ class Archives:
     async def _load_docker(
         self, archive: _Archive, lease: Lease
     ) -> list[tuple[Reference | None, str]]:
-        entries = archive.json("manifest.json")
+        entries = await asyncio.to_thread(archive.json, "manifest.json")
         if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
             raise _bad("manifest.json is not a list of images")
         loaded: list[tuple[Reference | None, str]] = []
@@ -241,8 +238,9 @@ class Archives:
             if not all(isinstance(p, str) for p in layer_paths) or not isinstance(repo_tags, list):
                 raise _bad(f"manifest.json entry {number} is malformed")
             refs = [_repo_tag(tag) for tag in repo_tags]
-            config_digest = archive.store(self.content, config_path, lease)
-            config = _config(self.content.read(config_digest), config_path)
+            config_digest, config = await asyncio.to_thread(
+                archive.config, self.content, config_path, lease
+            )
             diff_ids = _diff_ids(config)
             if len(diff_ids) != len(layer_paths):
                 raise _bad(
@@ -266,7 +264,7 @@ class Archives:
     async def _load_oci(
         self, archive: _Archive, lease: Lease
     ) -> list[tuple[Reference | None, str]]:
-        index = archive.json("index.json")
+        index = await asyncio.to_thread(archive.json, "index.json")
         if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
             raise _bad("index.json is not an image index")
         loaded: list[tuple[Reference | None, str]] = []
@@ -276,18 +274,21 @@ class Archives:
             annotations = entry.get("annotations") or {}
             ref = _oci_name(annotations)
             digest = _digest(entry)
-            document = archive.json(_blob_path(digest), digest)
+            document = await asyncio.to_thread(archive.json, _blob_path(digest), digest)
             while oci.document_type(document) in oci.INDEX_TYPES:
                 digest = _digest(select(document, Platform.host()))
-                document = archive.json(_blob_path(digest), digest)
-            manifest_digest = archive.store(self.content, _blob_path(digest), lease, digest)
+                document = await asyncio.to_thread(archive.json, _blob_path(digest), digest)
+            manifest_digest = await asyncio.to_thread(
+                archive.store, self.content, _blob_path(digest), lease, digest
+            )
             config_desc = document.get("config") if isinstance(document, dict) else None
             layers = document.get("layers") if isinstance(document, dict) else None
             if not isinstance(config_desc, dict) or not isinstance(layers, list):
                 raise _bad(f"manifest {digest} has no config or layers")
             config_digest = _digest(config_desc)
-            archive.store(self.content, _blob_path(config_digest), lease, config_digest)
-            config = _config(self.content.read(config_digest), config_digest)
+            _, config = await asyncio.to_thread(
+                archive.config, self.content, _blob_path(config_digest), lease, config_digest
+            )
             diff_ids = _diff_ids(config)
             if len(diff_ids) != len(layers):
                 raise _bad(
@@ -315,7 +316,8 @@ class Archives:
         """Unpack (unless present) and store one layer file; returns its descriptor."""
         chain = chain_ids(diff_ids)[number]
         parent = chain_ids(diff_ids)[number - 1] if number else None
-        digest = archive.store(self.content, path, lease, expected)
+        lease.pin(chains=[chain])  # before looking: see ImageService
+        digest = await asyncio.to_thread(archive.store, self.content, path, lease, expected)
         size = self.content.size(digest)
         with self.content.open(digest) as head_file:
             kind = detect(head_file.read(HEAD_SIZE))
@@ -327,7 +329,6 @@ class Archives:
             raise _bad(f"invalid diffID for layer {number}: expected {diff_id}, got {digest}")
         diff_size = size if media_type == oci.LAYER else None
         if not self.layers.has(chain):
-            lease.chains.add(chain)
 
             def unpack() -> tuple[Staged, int]:
                 with self.content.open(digest) as raw, open_decompressed(raw) as tar:
@@ -343,6 +344,19 @@ class Archives:
 
             staged, diff_size = await in_thread(unpack, lambda r: self.layers.discard(r[0]))
             self.layers.publish(staged, chain, diff_id, parent)
+        elif media_type != oci.LAYER:
+            # The layer is here already, but this blob is new: it must hold that layer.
+
+            def uncompressed_digest() -> tuple[str, int]:
+                with self.content.open(digest) as raw, open_decompressed(raw) as tar:
+                    digesting = DigestingReader(tar)
+                    while digesting.read(_CHUNK):
+                        pass
+                return digesting.digest, digesting.size
+
+            found, diff_size = await asyncio.to_thread(uncompressed_digest)
+            if found != diff_id:
+                raise _bad(f"invalid diffID for layer {number}: expected {diff_id}, got {found}")
         self.images.add_layer_blob(LayerBlob(diff_id, digest, media_type, size, diff_size))
         return oci.descriptor(media_type, digest, size)
 
@@ -570,6 +584,15 @@ class _Archive:
         except (ValueError, UnicodeDecodeError) as e:
             raise _bad(f"{name} is not valid JSON: {e}") from None
 
+    def config(
+        self, content: ContentStore, name: str, lease: Lease, digest: str | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        """Store an image config; returns its digest and content (bounded in size)."""
+        if self.entry(name).size > _MAX_DOCUMENT:
+            raise _bad(f"{name} is too large")
+        stored = self.store(content, name, lease, digest)
+        return stored, _config(content.read(stored), name)
+
     def store(
         self, content: ContentStore, name: str, lease: Lease, digest: str | None = None
     ) -> str:
@@ -577,7 +600,7 @@ class _Archive:
         entry = self.entry(name)
         if digest is not None and entry.digest != digest:
             raise _bad(f"blob {name} does not match its digest {digest}")
-        lease.blobs.add(entry.digest)
+        lease.pin(blobs=[entry.digest])
         if entry.path not in self.stored:
             content.adopt(entry.path, entry.digest)
             self.stored[entry.path] = entry.digest

@@ -9,18 +9,31 @@ for extraction.
 Removal follows Docker: untag first, delete the image when its last tag goes,
 refuse while containers use it (a stopped user can be overridden with force,
 a running one cannot). Unreferenced layers and blobs are collected afterwards.
+
+Garbage collection runs on a worker thread, alongside operations that write
+blobs and layers before they record the image that references them (pull,
+load, import, commit, save, build). Such an operation holds a `Lease` and
+pins every blob and layer in it *before* publishing or reusing it; the
+collector holds `gc_lock` from listing what exists to deleting what is dead,
+and pins take the same lock. So a pin either comes first (the item is kept)
+or after the deletion (the operation finds the item gone and writes it
+again); the collector reads leases before the image records, so an image
+recorded just before its lease is dropped is seen in one or the other.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import shutil
+import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from dockyard.content.store import ContentStore
+from dockyard.content.store import ContentStore, sha256_digest
 from dockyard.errors import Conflict, InvalidArgument, NotFound
 from dockyard.events.bus import EventBus
 from dockyard.images import oci, reference
@@ -50,14 +63,21 @@ class Image(oci.ConfigAccessors):
 
 @dataclass
 class Lease:
-    """Content an operation in progress (pull, load) has stored but not yet recorded.
+    """Content an operation in progress has stored or reused but not yet recorded.
 
     Garbage collection keeps leased blobs and layers; an operation that fails
     drops its lease and collects, which removes what it alone had stored.
+    Pin before publishing (or finding) an item: see the module's docstring.
     """
 
+    lock: threading.Lock
     blobs: set[str] = field(default_factory=set)
     chains: set[str] = field(default_factory=set)
+
+    def pin(self, *, blobs: Iterable[str] = (), chains: Iterable[str] = ()) -> None:
+        with self.lock:
+            self.blobs.update(blobs)
+            self.chains.update(chains)
 
 
 @dataclass(frozen=True)
@@ -96,6 +116,8 @@ class ImageService:
         self.extra_roots: ExtraRoots = lambda: (set(), set())
         self._configs: dict[str, dict[str, Any]] = {}
         self._leases: list[Lease] = []
+        self.gc_lock = threading.Lock()  # held by a collection; pins take it too
+        self._collecting = threading.Lock()  # one collection at a time
 
     # -- lookup --------------------------------------------------------------
 
@@ -202,7 +224,7 @@ class ImageService:
             raise InvalidArgument(f"unsupported platform: {platform}")
         run_config = apply_changes({}, changes or [])
 
-        def ingest(raw: BinaryIO) -> tuple[str, int, Any]:
+        def ingest(raw: BinaryIO, lease: Lease) -> tuple[str, int, Any]:
             # The uncompressed tar is hashed and stored while it is unpacked:
             # one pass over the data gives the blob, the DiffID and the layer.
             with self.content.writer() as writer:
@@ -210,20 +232,38 @@ class ImageService:
                 staged = self.layers.stage(tee, None)  # type: ignore[arg-type]
                 try:
                     tee.drain()
-                    digest = writer.commit()
+                    digest = writer.commit(pin=lambda d: lease.pin(blobs=[d], chains=[d]))
                     layer = self.layers.publish(staged, digest, digest, None)
                 except BaseException:
                     self.layers.discard(staged)
                     raise
             return digest, writer.size, layer
 
-        try:
-            diff_id, blob_size, layer = await consume_in_thread(body, ingest)
-        except (OSError, EOFError, ValueError) as e:
-            if isinstance(e, InvalidArgument):
-                raise
-            # Truncated or corrupt compressed input: nothing was published.
-            raise InvalidArgument(f"invalid image tarball: {e}") from e
+        async with self.lease() as lease:
+            try:
+                diff_id, blob_size, layer = await consume_in_thread(
+                    body, lambda raw: ingest(raw, lease)
+                )
+            except (OSError, EOFError, ValueError) as e:
+                if isinstance(e, InvalidArgument):
+                    raise
+                # Truncated or corrupt compressed input: nothing was published.
+                raise InvalidArgument(f"invalid image tarball: {e}") from e
+            image = self._add_imported(diff_id, blob_size, layer.size, arch, run_config, message)
+        if ref is not None:
+            self.tag(image.id, ref)
+        self.events.emit("image", "import", image.id, {"name": image.id})
+        return self._load(image.id)
+
+    def _add_imported(
+        self,
+        diff_id: str,
+        blob_size: int,
+        size: int,
+        arch: str,
+        run_config: dict[str, Any],
+        message: str,
+    ) -> Image:
         created = oci.now_rfc3339()
         config = {
             "architecture": arch or oci.host_arch(),
@@ -235,25 +275,27 @@ class ImageService:
                 {"created": created, "created_by": "", "comment": message or "Imported from -"}
             ],
         }
-        image = self.add(config, [oci.descriptor(oci.LAYER, diff_id, blob_size)], layer.size)
-        if ref is not None:
-            self.tag(image.id, ref)
-        self.events.emit("image", "import", image.id, {"name": image.id})
-        return self._load(image.id)
+        return self.add(config, [oci.descriptor(oci.LAYER, diff_id, blob_size)], size)
 
     def add(self, config: dict[str, Any], layers: list[dict[str, Any]], size: int) -> Image:
         """Store a config and manifest for layers already in the stores; returns the image."""
         config_bytes = oci.canonical_json(config)
-        config_digest = self.content.put(config_bytes)
-        return self.add_stored(config_digest, len(config_bytes), layers, size)
+        with self.hold() as lease:
+            lease.pin(blobs=[sha256_digest(config_bytes)])
+            config_digest = self.content.put(config_bytes)
+            return self.add_stored(config_digest, len(config_bytes), layers, size)
 
     def add_stored(
         self, config_digest: str, config_size: int, layers: list[dict[str, Any]], size: int
     ) -> Image:
         """Write a manifest for a config and layers already stored (exact config bytes kept)."""
-        manifest = oci.manifest(oci.descriptor(oci.CONFIG, config_digest, config_size), layers)
-        manifest_digest = self.content.put(oci.canonical_json(manifest))
-        return self.record(config_digest, manifest_digest, size)
+        manifest = oci.canonical_json(
+            oci.manifest(oci.descriptor(oci.CONFIG, config_digest, config_size), layers)
+        )
+        with self.hold() as lease:
+            lease.pin(blobs=[sha256_digest(manifest)])
+            manifest_digest = self.content.put(manifest)
+            return self.record(config_digest, manifest_digest, size)
 
     def record(self, config_digest: str, manifest_digest: str, size: int) -> Image:
         """Record an image whose config, manifest and layers are all stored already.
@@ -322,18 +364,26 @@ class ImageService:
         rows = self.db.all("SELECT repository FROM blob_sources WHERE digest=?", (digest,))
         return [r["repository"] for r in rows]
 
-    @contextmanager
-    def lease(self) -> Iterator[Lease]:
+    @asynccontextmanager
+    async def lease(self) -> AsyncIterator[Lease]:
         """Protect what an operation stores until it is recorded; undo it on failure."""
-        lease = Lease()
+        try:
+            with self.hold() as lease:
+                yield lease
+        except BaseException:
+            await asyncio.shield(self.collect())
+            raise
+
+    @contextmanager
+    def hold(self) -> Iterator[Lease]:
+        """A lease without clean-up on failure (what it pins is cached content, or
+        recorded before it ends); the next collection removes any leftovers."""
+        lease = Lease(self.gc_lock)
         self._leases.append(lease)
         try:
             yield lease
-        except BaseException:
+        finally:
             self._leases.remove(lease)
-            self.collect_garbage()
-            raise
-        self._leases.remove(lease)
 
     # -- tags ----------------------------------------------------------------
 
@@ -352,11 +402,15 @@ class ImageService:
 
     # -- removal -------------------------------------------------------------
 
-    def remove(self, name: str, *, force: bool = False, prune: bool = True) -> list[dict[str, str]]:
+    async def remove(
+        self, name: str, *, force: bool = False, prune: bool = True
+    ) -> list[dict[str, str]]:
         """Docker's `rmi`: returns the Untagged/Deleted report.
 
-        By name, the tag goes first; the image itself goes with its last tag,
-        unless a container still uses it (then it stays, untagged). By ID, the
+        By name, the tag or digest reference goes first (a repository's last
+        tag takes that repository's digest references along); the image itself
+        goes with its last reference, unless a container still uses it (then it
+        stays, untagged). By ID, the
         image goes with all its tags, refused while it is still referenced or
         used unless forced (a running container cannot be overridden).
         """
@@ -365,13 +419,23 @@ class ImageService:
         users = self.image_users(image.id)
         ref = None if self._is_id(name, image) else reference.parse(name)
         if ref is not None:
-            if not force and len(image.tags) <= 1 and users:
+            names = [*image.tags, *image.repo_digests]
+            if not force and len(names) <= 1 and users:
                 raise Conflict(
                     f'conflict: unable to remove repository reference "{name}" (must force) - '
                     f"container {users[0][0][:12]} is using its referenced image {image.short_id}"
                 )
-            self._untag(image.id, ref, report)
-            if len(image.tags) > 1 or users:
+            if ref.digest:
+                ref = Reference(ref.domain, ref.path, None, ref.digest)
+                gone = [ref]
+            else:
+                gone = [ref]
+                # The repository's last tag takes its digest references with it.
+                if not any(t.repository == ref.repository for t in image.tags if t != ref):
+                    gone += [d for d in image.repo_digests if d.repository == ref.repository]
+            for item in gone:
+                self._untag(image.id, item, report)
+            if any(n not in gone for n in names) or users:
                 return report
         else:
             for container_id, running in users:
@@ -391,11 +455,11 @@ class ImageService:
                         f"conflict: unable to delete {image.short_id} (must be forced) - image is "
                         f"being used by stopped container {users[0][0][:12]}"
                     )
-            for tag in image.tags:
-                self._untag(image.id, tag, report)
+            for name_ref in [*image.tags, *image.repo_digests]:
+                self._untag(image.id, name_ref, report)
         self._delete(image, report)
         if prune:
-            self.collect_garbage()
+            await self.collect()
         return report
 
     def _is_id(self, name: str, image: Image) -> bool:
@@ -406,8 +470,10 @@ class ImageService:
         return image.id.removeprefix("sha256:").startswith(name.removeprefix("sha256:"))
 
     def _untag(self, image_id: str, ref: Reference, report: list[dict[str, str]]) -> None:
+        """Remove a tag, or a digest reference (`name@sha256:...`)."""
         with self.db.transaction():
-            self.db.execute("DELETE FROM tags WHERE ref=?", (str(ref),))
+            table = "repo_digests" if ref.digest else "tags"
+            self.db.execute(f"DELETE FROM {table} WHERE ref=?", (str(ref),))
         report.append({"Untagged": ref.familiar()})
         self.events.emit("image", "untag", image_id, {"name": ref.familiar()})
 
@@ -420,20 +486,22 @@ class ImageService:
         report.append({"Deleted": image.id})
         self.events.emit("image", "delete", image.id, {"name": image.id})
 
-    def prune(self, *, all: bool = False) -> tuple[list[dict[str, str]], int]:
-        """Remove dangling images (every unused image with `all`)."""
+    async def prune(
+        self, *, all: bool = False, chosen: Callable[[Image], bool] = lambda image: True
+    ) -> tuple[list[dict[str, str]], int]:
+        """Remove dangling images (every unused image with `all`) that are `chosen`."""
         report: list[dict[str, str]] = []
-        before = self.disk_usage()
+        before = await asyncio.to_thread(self.disk_usage)
         for image in self.all():
             if image.tags and not all:
                 continue
-            if self.image_users(image.id):
+            if self.image_users(image.id) or not chosen(image):
                 continue
             for tag in image.tags:
                 self._untag(image.id, tag, report)
             self._delete(image, report)
-        self.collect_garbage()
-        return report, max(0, before - self.disk_usage())
+        await self.collect()
+        return report, max(0, before - await asyncio.to_thread(self.disk_usage))
 
     def disk_usage(self) -> int:
         """Bytes of unpacked layers plus the blobs in the content store."""
@@ -445,18 +513,40 @@ class ImageService:
                 pass
         return sum(layer.size for layer in self.layers.all()) + blobs
 
+    async def collect(self) -> None:
+        """Collect garbage on a worker thread."""
+        await asyncio.to_thread(self.collect_garbage)
+
     def collect_garbage(self) -> None:
         """Drop layers and blobs that no image, container or operation in progress references.
 
         A layer's blobs in other compressions (kept so that pushing again
-        sends the same bytes) live as long as the layer does.
+        sends the same bytes) live as long as the layer does. Blocking: run it
+        on a worker thread (`collect()`).
         """
-        extra_chains, extra_blobs = self.extra_roots()
-        live_blobs: set[str] = set(extra_blobs)
+        with self._collecting:
+            with self.gc_lock:
+                trash = self._collect_locked()
+            for path in trash:
+                shutil.rmtree(path, ignore_errors=True)
+
+    def _collect_locked(self) -> list[str]:
+        # What exists first, then what is alive: leases before image records.
+        blobs = list(self.content.digests())
+        layers = self.layers.all()
+        live_blobs: set[str] = set()
         live_chains: set[str] = set()
+        for lease in list(self._leases):
+            live_blobs |= lease.blobs
+            live_chains |= lease.chains
+        extra_chains, extra_blobs = self.extra_roots()
+        live_blobs |= extra_blobs
         live_diffs: set[str] = set()
         for row in self.db.all("SELECT id, manifest_digest FROM images"):
-            image = self._load(row["id"])
+            try:
+                image = self._load(row["id"])
+            except NotFound:
+                continue
             for chain in chain_ids(image.diff_ids):
                 live_chains.add(chain)
             live_diffs.update(image.diff_ids)
@@ -468,9 +558,6 @@ class ImageService:
             except NotFound:
                 continue
             live_blobs.update(layer["digest"] for layer in manifest.get("layers", []))
-        for lease in self._leases:
-            live_blobs |= lease.blobs
-            live_chains |= lease.chains
         for row in self.db.all("SELECT diff_id, digest FROM layer_blobs"):
             if row["diff_id"] in live_diffs:
                 live_blobs.add(row["digest"])
@@ -480,16 +567,20 @@ class ImageService:
                 live_chains.add(current)
                 found = self.layers.get(current)
                 current = found.parent if found else None
-        for layer in self.layers.all():
+        trash = []
+        for layer in layers:
             if layer.chain_id not in live_chains:
-                self.layers.remove(layer.chain_id)
-        dead = [digest for digest in self.content.digests() if digest not in live_blobs]
+                path = self.layers.detach(layer.chain_id)
+                if path is not None:
+                    trash.append(path)
+        dead = [digest for digest in blobs if digest not in live_blobs]
         for digest in dead:
             self.content.delete(digest)
         with self.db.transaction():
             for digest in dead:
                 self.db.execute("DELETE FROM layer_blobs WHERE digest=?", (digest,))
                 self.db.execute("DELETE FROM blob_sources WHERE digest=?", (digest,))
+        return trash
 
 
 def _canonical_or_none(name: str) -> str | None:

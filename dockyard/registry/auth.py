@@ -5,13 +5,16 @@ challenge (spec §5.5): `Basic realm=...` means every request carries the
 user's password; `Bearer realm=...,service=...,scope=...` means a token has
 to be fetched from the realm for the scopes the operation needs (one
 `repository:<name>:pull,push` per repository), then sent on every request
-until it expires. Tokens are cached per realm, service, scope set and user,
-so one pull fetches one token however many blobs it downloads.
+until it expires. Tokens are cached per realm, service, scope set and
+credentials (a digest of all of them: another password for the same user
+must not reuse a token it did not earn), so one pull fetches one token
+however many blobs it downloads.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 import time
 from dataclasses import dataclass
@@ -114,11 +117,22 @@ def token_from_response(data: object) -> Token:
     return Token(value, time.monotonic() + max(1.0, float(lifetime) - _EXPIRY_MARGIN))
 
 
-TokenKey = tuple[str, str, tuple[str, ...], str]  # realm, service, scopes, user
+TokenKey = tuple[str, str, tuple[str, ...], str]  # realm, service, scopes, credentials
+
+
+def token_key(challenge: Challenge, scopes: list[str], credentials: Credentials) -> TokenKey:
+    """What a cached token was issued for: its realm, service, scopes and credentials."""
+    secret = "\0".join((credentials.username, credentials.password, credentials.identity_token))
+    return (
+        challenge.realm,
+        challenge.params.get("service", ""),
+        tuple(scopes),
+        hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest(),
+    )
 
 
 class TokenCache:
-    """Bearer tokens by realm, service, scopes and user, until shortly before they expire."""
+    """Bearer tokens by realm, service, scopes and credentials, until shortly before they expire."""
 
     def __init__(self) -> None:
         self._tokens: dict[TokenKey, Token] = {}

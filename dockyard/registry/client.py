@@ -17,7 +17,8 @@ host it decides once how to talk to it:
 it answers 401 challenges (Basic, or Bearer with a token for the operation's
 scopes, refreshed on expiry and on `insufficient_scope`), follows redirects
 (aiohttp drops the Authorization header when a redirect leaves the
-registry's origin, e.g. to blob storage), retries idempotent requests on
+registry's origin, e.g. to blob storage; since 3.14.5 also for a same-host
+redirect to another port or scheme, and every copy of the header), retries idempotent requests on
 429/5xx with backoff, and turns the registry's `{"errors": [...]}` bodies
 into `RegistryError`s worded as Docker words them.
 """
@@ -46,9 +47,9 @@ from dockyard.registry.auth import (
     Credentials,
     Token,
     TokenCache,
-    TokenKey,
     parse_challenges,
     token_from_response,
+    token_key,
 )
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,26 @@ HUB_AUTH_KEY = "https://index.docker.io/v1/"
 
 _RETRIES = 3
 _MAX_RETRY_AFTER = 10.0
+# What is read into memory from a registry: manifests, indexes, token replies (as Docker).
+MAX_DOCUMENT_SIZE = 4 << 20
+_MAX_ERROR_SIZE = 64 << 10  # of an error reply, the rest ignored
+
+
+async def read_limited(
+    resp: aiohttp.ClientResponse, limit: int, what: str, *, truncate: bool = False
+) -> bytes:
+    """A response body, whole (a read may return fewer bytes than asked for) but never
+    more than `limit` bytes: refused as too large, or with `truncate`, cut there."""
+    if (resp.content_length or 0) > limit and not truncate:
+        raise InvalidArgument(f"{what} is larger than {limit} bytes")
+    body = bytearray()
+    async for chunk in resp.content.iter_chunked(64 << 10):
+        body += chunk
+        if len(body) > limit:
+            if truncate:
+                return bytes(body[:limit])
+            raise InvalidArgument(f"{what} is larger than {limit} bytes")
+    return bytes(body)
 
 
 class RegistryError(DockyardError):
@@ -243,7 +264,7 @@ class RegistryService:
         async with self.session.get(
             url, ssl=endpoint.ssl, timeout=aiohttp.ClientTimeout(total=30)
         ) as resp:
-            await resp.read()
+            await read_limited(resp, _MAX_ERROR_SIZE, "reply", truncate=True)
             if resp.status == 401:
                 self._challenges[endpoint.host] = _challenge(resp.headers)
             elif resp.status == 200:
@@ -264,7 +285,7 @@ class RegistryService:
         endpoint = await self.endpoint(host)
         repo = Repository(self, host, "", credentials, ())
         async with repo.request("GET", endpoint.base / "v2/", ok=(200,)) as resp:
-            await resp.read()
+            await read_limited(resp, _MAX_ERROR_SIZE, "reply", truncate=True)
 
 
 def _describe(error: BaseException) -> str:
@@ -320,12 +341,7 @@ class Repository:
             return None
         if challenge.scheme == "basic":
             return None if self.credentials.anonymous else self.credentials.basic()
-        key: TokenKey = (
-            challenge.realm,
-            challenge.params.get("service", ""),
-            tuple(self.scopes),
-            self.credentials.username,
-        )
+        key = token_key(challenge, self.scopes, self.credentials)
         if refresh:
             self.service.tokens.drop(key)
         token = self.service.tokens.get(key)
@@ -352,7 +368,7 @@ class Repository:
             async with self.service.session.post(
                 realm, data=form, ssl=await self._realm_ssl(realm)
             ) as resp:
-                body = await resp.read()
+                body = await read_limited(resp, MAX_DOCUMENT_SIZE, "token reply")
                 if resp.status not in (404, 405):
                     return self._token_reply(resp.status, resp.reason or "", body)
         params: list[tuple[str, str]] = [("service", service)] if service else []
@@ -365,7 +381,7 @@ class Repository:
         async with self.service.session.get(
             URL(url, encoded=True), headers=headers, ssl=await self._realm_ssl(realm)
         ) as resp:
-            body = await resp.read()
+            body = await read_limited(resp, MAX_DOCUMENT_SIZE, "token reply")
             return self._token_reply(resp.status, resp.reason or "", body)
 
     async def _realm_ssl(self, realm: str) -> ssl.SSLContext | bool:
@@ -423,7 +439,10 @@ class Repository:
                 raise Unavailable(f'{method} "{url}": {_describe(e)}') from None
             if resp.status in ok:
                 return resp
-            payload = await resp.read()
+            try:
+                payload = await read_limited(resp, _MAX_ERROR_SIZE, "reply", truncate=True)
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                payload = b""
             resp.release()
             if resp.status == 401 and not refreshed:
                 challenge = _challenge(resp.headers)

@@ -40,14 +40,18 @@ from dockyard.images.reference import Reference
 from dockyard.images.service import Image, ImageService, LayerBlob, Lease
 from dockyard.layers.compression import open_decompressed
 from dockyard.registry.auth import Credentials
-from dockyard.registry.client import RegistryError, RegistryService, Repository
+from dockyard.registry.client import (
+    MAX_DOCUMENT_SIZE,
+    RegistryError,
+    RegistryService,
+    Repository,
+    read_limited,
+)
 from dockyard.registry.progress import Event, Meter, Report, short_id
 from dockyard.snapshots.layers import LayerStore, Staged, chain_ids
 from dockyard.streams import consume_in_thread, in_thread
 
-MAX_MANIFEST_SIZE = 4 << 20
 MAX_CONFIG_SIZE = 8 << 20
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -92,13 +96,9 @@ async def fetch_manifest(repo: Repository, target: str, expected: str | None) ->
     the registry's `Docker-Content-Digest`); schema 1 and unknown types are refused."""
     url = await repo.url(f"manifests/{target}")
     async with repo.request("GET", url, headers={"Accept": oci.ACCEPT}) as resp:
-        if (resp.content_length or 0) > MAX_MANIFEST_SIZE:
-            raise InvalidArgument(f"manifest {target} is larger than {MAX_MANIFEST_SIZE} bytes")
-        body = await resp.content.read(MAX_MANIFEST_SIZE + 1)
+        body = await read_limited(resp, MAX_DOCUMENT_SIZE, f"manifest {target}")
         announced = resp.headers.get("Docker-Content-Digest", "")
         content_type = resp.headers.get("Content-Type", "")
-    if len(body) > MAX_MANIFEST_SIZE:
-        raise InvalidArgument(f"manifest {target} is larger than {MAX_MANIFEST_SIZE} bytes")
     digest = sha256_digest(body)
     if expected is None and announced.startswith("sha256:"):
         expected = announced
@@ -129,7 +129,7 @@ async def fetch_small_blob(
         raise InvalidArgument(f"{what} {desc['digest']} is too large")
     url = await repo.url(f"blobs/{desc['digest']}")
     async with repo.request("GET", url) as resp:
-        body = await resp.content.read(desc["size"] + 1)
+        body = await read_limited(resp, desc["size"], f"{what} {desc['digest']}")
     if len(body) != desc["size"]:
         raise DigestMismatch(
             f"size mismatch for {desc['digest']}: expected {desc['size']} bytes, got {len(body)}"
@@ -160,13 +160,7 @@ async def download_blob(
                     meter.add(len(chunk))
                     yield chunk
 
-            def store(reader: BinaryIO) -> str:
-                with content.writer(digest, size) as writer:
-                    while chunk := reader.read(_CHUNK):
-                        writer.write(chunk)
-                    return writer.commit()
-
-            await consume_in_thread(body(), store)
+            await consume_in_thread(body(), lambda reader: content.ingest(reader, digest, size))
     report(Event("Verifying Checksum", item))
     report(Event("Download complete", item))
 
@@ -214,7 +208,7 @@ class Puller:
                 f"{config_desc.get('mediaType')!r}); Dockyard only runs images"
             )
         repo_digest = Reference(ref.domain, ref.path, None, top.digest)
-        with self.images.lease() as lease:
+        async with self.images.lease() as lease:
             for document in {top.digest: top, manifest.digest: manifest}.values():
                 await self._store(lease, document.body, document.digest)
             config_digest = config_desc["digest"]
@@ -237,6 +231,8 @@ class Puller:
             else:
                 up_to_date = known
             for desc, diff_id in zip(layer_descs, image.diff_ids, strict=False):
+                if diff_id not in diff_sizes:
+                    continue  # not unpacked now: that the blob holds this layer is unchecked
                 media_type = str(desc.get("mediaType", ""))
                 self.images.add_layer_blob(
                     LayerBlob(
@@ -281,7 +277,7 @@ class Puller:
         return await fetch_manifest(repo, target, expected)
 
     async def _store(self, lease: Lease, data: bytes, digest: str) -> None:
-        lease.blobs.add(digest)
+        lease.pin(blobs=[digest])
         await asyncio.to_thread(self.content.put, data, digest)
 
     async def _config(self, repo: Repository, desc: dict[str, Any], lease: Lease | None) -> Any:
@@ -306,8 +302,7 @@ class Puller:
         """Download and unpack what is missing; returns the unpacked layers' tar sizes."""
         chains = chain_ids(diff_ids)
         sizes: dict[str, int] = {}
-        lease.chains.update(chains)
-        lease.blobs.update(d["digest"] for d in descs)
+        lease.pin(blobs=[d["digest"] for d in descs], chains=chains)
         limit = asyncio.Semaphore(self.registry.settings.max_concurrent_downloads)
         downloads: dict[str, asyncio.Task[None]] = {}
         for desc, chain in zip(descs, chains, strict=True):

@@ -175,16 +175,28 @@ class LayerStore:
         return Layer(chain_id, diff_id, parent, link, size)
 
     def remove(self, chain_id: str) -> None:
+        path = self.detach(chain_id)
+        if path is not None:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def detach(self, chain_id: str) -> str | None:
+        """Forget a layer and move its directory aside (quick); returns it for deletion."""
         layer = self.get(chain_id)
         if layer is None:
-            return
+            return None
         with self.db.transaction():
             self.db.execute("DELETE FROM layers WHERE chain_id=?", (chain_id,))
         try:
             os.unlink(os.path.join(self.links, layer.link))
         except FileNotFoundError:
             pass
-        shutil.rmtree(os.path.dirname(self.dir(chain_id)), ignore_errors=True)
+        final = os.path.dirname(self.dir(chain_id))
+        doomed = os.path.join(self.root, "tmp-" + secrets.token_hex(8))
+        try:
+            os.rename(final, doomed)
+        except FileNotFoundError:
+            return None
+        return doomed
 
     def all(self) -> list[Layer]:
         rows = self.db.all("SELECT * FROM layers")

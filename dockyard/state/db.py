@@ -4,14 +4,19 @@ One SQLite file in WAL mode under the data root holds every record (images,
 tags, layers, containers, ...). Schema changes are numbered migrations applied
 in order at open; `PRAGMA user_version` records how far a database has come.
 
-The daemon is single-process and uses the database from its event-loop thread
-only; statements are short, so they run inline. Multi-statement changes go
-through `transaction()` so that a crash leaves either the old or the new state.
+The daemon is single-process. Statements are short, so they run inline on
+the event loop, but worker threads (pulls, builds, garbage collection) use the
+same connection too. One re-entrant lock serialises them: a statement waits for
+another thread's transaction to finish rather than slipping into it, and a
+transaction belongs to the thread that opened it (nested calls in that thread
+join it). Multi-statement changes go through `transaction()` so that a crash
+leaves either the old or the new state.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -26,7 +31,8 @@ class Database:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA foreign_keys=ON")
-        self._depth = 0
+        self._lock = threading.RLock()
+        self._depth = 0  # of the transaction the lock's holder has open
         self._migrate()
 
     def _migrate(self) -> None:
@@ -39,34 +45,38 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """Run the block atomically; nested calls join the outer transaction."""
-        if self._depth:
-            self._depth += 1
+        """Run the block atomically; nested calls in the same thread join the outer one."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self.conn
+                finally:
+                    self._depth -= 1
+                return
+            self.conn.execute("BEGIN IMMEDIATE")
+            self._depth = 1
             try:
                 yield self.conn
-            finally:
-                self._depth -= 1
-            return
-        self.conn.execute("BEGIN IMMEDIATE")
-        self._depth = 1
-        try:
-            yield self.conn
-        except BaseException:
+            except BaseException:
+                self._depth = 0
+                self.conn.execute("ROLLBACK")
+                raise
             self._depth = 0
-            self.conn.execute("ROLLBACK")
-            raise
-        self._depth = 0
-        self.conn.execute("COMMIT")
+            self.conn.execute("COMMIT")
 
     def execute(self, sql: str, params: tuple | dict = ()) -> sqlite3.Cursor:
-        return self.conn.execute(sql, params)
+        with self._lock:
+            return self.conn.execute(sql, params)
 
     def one(self, sql: str, params: tuple | dict = ()) -> sqlite3.Row | None:
-        row: sqlite3.Row | None = self.conn.execute(sql, params).fetchone()
+        with self._lock:
+            row: sqlite3.Row | None = self.conn.execute(sql, params).fetchone()
         return row
 
     def all(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
-        return self.conn.execute(sql, params).fetchall()
+        with self._lock:
+            return self.conn.execute(sql, params).fetchall()
 
     def close(self) -> None:
         self.conn.close()

@@ -255,6 +255,15 @@ def _hostile(name: str) -> list[tuple[str, bytes | None, str | None]]:
         ]
     if name == "no-manifest":
         return [(config_path, config, None), (layer_path, layer, None)]
+    if name == "huge-config":
+        huge = config[:-1] + b', "padding": "' + b"x" * (9 << 20) + b'"}'
+        huge_path = "blobs/sha256/" + hashlib.sha256(huge).hexdigest()
+        entry = [{**good[0], "Config": huge_path}]
+        return [
+            (huge_path, huge, None),
+            (layer_path, layer, None),
+            ("manifest.json", json.dumps(entry).encode(), None),
+        ]
     raise AssertionError(name)
 
 
@@ -268,6 +277,7 @@ def _hostile(name: str) -> list[tuple[str, bytes | None, str | None]]:
         ("layer-count", "lists 2 layers but its config 1 DiffIDs"),
         ("diffid-mismatch", "invalid diffID for layer 0"),
         ("no-manifest", "does not contain a manifest.json"),
+        ("huge-config", "is too large"),
     ],
 )
 def test_hostile_archives_are_refused_and_leave_nothing(
@@ -293,3 +303,77 @@ def test_truncated_archive_is_refused(daemon: Daemon, tmp_path: Path) -> None:
     result = daemon.cli("load", input=data[: len(data) // 2])
     assert result.returncode == 1
     assert "invalid archive" in result.stderr
+
+
+def test_a_new_blob_for_a_layer_already_here_must_hold_that_layer(own_daemon: Daemon) -> None:
+    d = own_daemon
+    layer = tar_of({"id": os.urandom(8).hex().encode()})
+    config = _config([layer])
+
+    def archive(layer_file: bytes, tag: str) -> bytes:
+        config_path = "blobs/sha256/" + hashlib.sha256(config).hexdigest()
+        layer_path = "blobs/sha256/" + hashlib.sha256(layer_file).hexdigest()
+        entry = {"Config": config_path, "RepoTags": [tag], "Layers": [layer_path]}
+        return _tar(
+            [
+                (config_path, config, None),
+                (layer_path, layer_file, None),
+                ("manifest.json", json.dumps([entry]).encode(), None),
+            ]
+        )
+
+    first = d.cli("load", input=archive(layer, "known/layer:1"))
+    assert first.returncode == 0, first.stderr
+    before = blob_names(d.data_root)
+    # Same config (so the layer is unpacked already), but a gzip blob of other content.
+    other = gzip.compress(tar_of({"id": b"something else"}), mtime=0)
+    result = d.cli("load", input=archive(other, "known/layer:2"))
+    assert result.returncode == 1
+    assert "invalid diffID for layer 0" in result.stderr, result.stderr
+    assert blob_names(d.data_root) == before
+    assert "known/layer:2" not in _images(d)
+    # The right content, compressed, is accepted.
+    good = d.cli("load", input=archive(gzip.compress(layer, mtime=0), "known/layer:3"))
+    assert good.returncode == 0, good.stderr
+    assert store_problems(d.data_root) == []
+
+
+def test_an_image_removed_while_it_is_saved_still_saves_whole(own_daemon: Daemon) -> None:
+    import http.client
+    import socket
+
+    d = own_daemon
+    before = blob_names(d.data_root)
+    layers = [tar_of({f"big{i}": os.urandom(20 << 20)}) for i in range(2)]
+    config = _config(layers)
+    config_path = "blobs/sha256/" + hashlib.sha256(config).hexdigest()
+    paths = ["blobs/sha256/" + hashlib.sha256(t).hexdigest() for t in layers]
+    entry = {"Config": config_path, "RepoTags": ["saved/while:1"], "Layers": paths}
+    entries = [(config_path, config, None)] + [
+        (p, t, None) for p, t in zip(paths, layers, strict=True)
+    ]
+    entries.append(("manifest.json", json.dumps([entry]).encode(), None))
+    d.cli("load", input=_tar(entries), check=True)
+
+    class Conn(http.client.HTTPConnection):
+        def connect(self) -> None:
+            self.sock = socket.socket(socket.AF_UNIX)
+            self.sock.connect(d.socket)
+
+    conn = Conn("localhost", timeout=120)
+    conn.request("GET", "/v1.45/images/get?names=saved/while:1")
+    resp = conn.getresponse()
+    assert resp.status == 200
+    head = resp.read(64 << 10)  # the save has started; most of it is still to come
+    removed = d.cli("rmi", "saved/while:1")
+    assert removed.returncode == 0 and "Deleted:" in removed.stdout, removed.stderr
+    archive = head + resp.read()
+    conn.close()
+    members = _members(archive)
+    for path, layer in zip(paths, layers, strict=True):
+        assert hashlib.sha256(members[path]).digest() == hashlib.sha256(layer).digest()
+    assert "manifest.json" in members
+    # Its content goes at the next collection after the save.
+    d.cli("image", "prune", "-f", check=True)
+    assert blob_names(d.data_root) == before
+    assert store_problems(d.data_root) == []

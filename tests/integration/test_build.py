@@ -6,6 +6,7 @@ CLI, the docker CLI (classic builder, DOCKER_BUILDKIT=0) and docker-py.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -616,6 +617,30 @@ def test_add_extracts_local_archives_and_downloads_urls(daemon: Daemon, tmp_path
     finally:
         server.shutdown()
     assert run(daemon, "add/t:1", "cat", "/x/inner/file.txt") == "inside\n"
+    good = "sha256:" + hashlib.sha256(b"downloaded\n").hexdigest()
+    bad = "sha256:" + hashlib.sha256(b"something else").hexdigest()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Files)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/dl/file.txt"
+        for checksum, source, error in (
+            (good, url, None),
+            (bad, url, f"digest mismatch for {url}: expected {bad}, got {good}"),
+            ("sha256:12", url, "invalid checksum digest format: sha256:12"),
+            (good, "data.bin", "checksum can't be specified for non-HTTP(S) sources"),
+        ):
+            (tmp_path / "ctx" / "Dockerfile").write_text(
+                f"FROM {BASE}\nADD --checksum={checksum} {source} /c/\n"
+            )
+            checked = build(daemon, tmp_path / "ctx", "-t", "add/t:2")
+            if error is None:
+                assert checked.returncode == 0, checked.stderr
+            else:
+                assert checked.returncode == 1 and error in checked.stderr, checked.stderr
+    finally:
+        server.shutdown()
+    assert run(daemon, "add/t:2", "cat", "/c/file.txt") == "downloaded\n"
+    daemon.cli("rmi", "add/t:2", check=True)
     assert "data.bin" in run(daemon, "add/t:1", "ls", "/y")
     listing = run(daemon, "add/t:1", "ls", "-l", "--full-time", "/dl/file.txt")
     assert listing.startswith("-rw-------") and "2015-10-21" in listing
@@ -709,3 +734,46 @@ def test_quiet_iidfile_and_a_dockerfile_outside_the_context(daemon: Daemon, tmp_
     assert docker.returncode == 0, docker.stderr
     assert run(daemon, "quiet/t:2", "ls", "/ctx").split() == ["data.txt"]
     daemon.cli("rmi", "quiet/t:1", "quiet/t:2", check=True)
+
+
+def test_copy_through_symlinks_in_the_image_stays_in_its_root(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    host = tmp_path / "host"  # a real host directory the image's symlinks name
+    host.mkdir()
+    (host / "secret").write_text("host secret\n")
+    ctx = context(
+        tmp_path / "ctx",
+        {
+            ".dockerignore": "tree/sub\n!tree/sub/kept\n",
+            "x": "from the context\n",
+            "tree/top": "top\n",
+            "tree/sub/kept": "kept\n",
+            "tree/sub/dropped": "dropped\n",
+            "Dockerfile": f"""
+FROM {BASE} AS stage
+RUN mkdir -p {host} && echo stage > {host}/instage && ln -s {host} /hostlink
+
+FROM {BASE}
+RUN ln -s /etc /app && ln -s {host} /out && mkdir /merge && ln -s {host} /merge/sub \\
+ && mkdir -p {host} && echo image > {host}/mine
+COPY x /app/
+COPY x /out/
+COPY x {host}/deep/
+COPY tree /merge/
+COPY --from=stage /hostlink/ /fromstage/
+RUN cat /etc/x /out/x {host}/x {host}/deep/x /merge/top /merge/sub/kept \\
+ && test ! -L /merge/sub && ls /fromstage
+""",
+        },
+    )
+    result = build(daemon, ctx, "-t", "links/t:1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("from the context") == 4
+    assert "kept\n" in result.stdout and "dropped" not in result.stdout
+    assert "host secret" not in result.stdout
+    assert run(daemon, "links/t:1", "ls", "/fromstage") == "instage\n"
+    # Nothing was written to the host directory the symlinks name.
+    assert sorted(p.name for p in host.iterdir()) == ["secret"]
+    assert run(daemon, "links/t:1", "cat", f"{host}/mine") == "image\n"
+    daemon.cli("rmi", "links/t:1", check=True)

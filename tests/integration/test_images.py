@@ -5,7 +5,9 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import time
 from pathlib import Path
+from urllib.parse import quote
 
 import docker
 import pytest
@@ -148,3 +150,44 @@ def test_history_lists_the_import(daemon: Daemon) -> None:
     result = daemon.cli("image", "history", "demo/busybox:1")
     assert result.returncode == 0, result.stderr
     assert "Imported from -" in result.stdout
+
+
+def test_prune_until_and_label_filters(daemon: Daemon, busybox_tar: Path) -> None:
+    data = busybox_tar.read_bytes()
+
+    def dangling(label: str) -> str:
+        made = daemon.cli("import", "-c", f"LABEL {label}", "-", input=data, check=True)
+        return made.stdout.strip()
+
+    def ids() -> set[str]:
+        return set(daemon.cli("images", "-q", "--no-trunc").stdout.split())
+
+    old, new = dangling("keep=0"), dangling("keep=1")
+    assert {old, new} <= ids()
+    # Created before a time long ago: none of them.
+    result = daemon.docker("image", "prune", "-f", "--filter", "until=2001-01-01T00:00:00Z")
+    assert result.returncode == 0, result.stderr
+    assert {old, new} <= ids()
+    # Created more than an hour ago (a Go duration): none either.
+    daemon.cli("image", "prune", "-f", "--filter", "until=1h", check=True)
+    assert {old, new} <= ids()
+    # Only those with the label, then only those without it.
+    pruned = daemon.cli("image", "prune", "-f", "--filter", "label=keep=0", check=True)
+    assert old in pruned.stdout and new not in pruned.stdout
+    assert old not in ids() and new in ids()
+    daemon.cli("image", "prune", "-f", "--filter", "label!=keep=1", check=True)
+    assert new in ids()
+    # Before now (a Unix time): gone.
+    later = f"until={time.time() + 5:.3f}"
+    daemon.cli("image", "prune", "-f", "--filter", later, check=True)
+    assert new not in ids()
+    for bad in ("until=yesterday", "until=1h&until=2h", "colour=red"):
+        key, _, value = bad.partition("=")
+        values = value.split("&until=")
+        query = json.dumps({key: {v: True for v in values}})
+        status, body = daemon.api("POST", "/v1.45/images/prune?filters=" + quote(query))
+        assert status == 400, body
+    status, body = daemon.api(
+        "POST", "/v1.45/images/prune?filters=" + quote('{"until":{"yesterday":true}}')
+    )
+    assert body["message"] == 'failed to parse value as time or duration: "yesterday"'

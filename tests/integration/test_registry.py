@@ -380,3 +380,65 @@ def test_push_all_tags_of_a_repository(daemon: Daemon, repo: str) -> None:
     assert "a: digest: sha256:" in pushed.stdout and "b: digest: sha256:" in pushed.stdout
     tags = json.loads(skopeo("list-tags", "--tls-verify=false", f"docker://{repo}").stdout)
     assert sorted(tags["Tags"]) == ["a", "b"]
+
+
+def test_large_manifest_and_config_arrive_whole(
+    daemon: Daemon, registry: Registry, busybox_tar: Path, tmp_path: Path
+) -> None:
+    # Both far larger than one read of the socket: a short read must not truncate them.
+    layout = OCILayout(tmp_path / "large")
+    layer = layout.blob(gzip.compress(busybox_tar.read_bytes(), mtime=0))
+    labels = {f"label.{i}": os.urandom(64).hex() for i in range(6000)}  # ~0.9 MB
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Cmd": ["true"], "Labels": labels},
+        "rootfs": {"type": "layers", "diff_ids": [digest_of(busybox_tar.read_bytes())]},
+    }
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            **layout.blob(json.dumps(config).encode()),
+        },
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", **layer}],
+        "annotations": {f"note.{i}": os.urandom(64).hex() for i in range(3000)},  # ~0.4 MB
+    }
+    body = json.dumps(manifest).encode()
+    layout.tag({"mediaType": manifest["mediaType"], **layout.blob(body)}, "1")
+    name = f"{registry.host}/large/app:1"
+    skopeo("copy", "--dest-tls-verify=false", f"oci:{layout.path}:1", f"docker://{name}")
+    pulled = daemon.cli("pull", name)
+    assert pulled.returncode == 0, pulled.stderr
+    assert f"Digest: {digest_of(body)}" in pulled.stdout
+    assert _inspect(daemon, name)["Config"]["Labels"] == labels
+    daemon.cli("rmi", name, check=True)
+
+
+def test_rmi_by_digest_removes_only_that_reference(daemon: Daemon, app_image: str) -> None:
+    daemon.cli("pull", app_image, check=True)
+    image = _inspect(daemon, app_image)
+    repository = app_image.rsplit(":", 1)[0]
+    (by_digest,) = [d for d in image["RepoDigests"] if d.startswith(repository + "@")]
+    removed = daemon.cli("rmi", by_digest)
+    assert removed.returncode == 0, removed.stderr
+    assert removed.stdout.strip() == f"Untagged: {by_digest}"
+    after = _inspect(daemon, app_image)
+    assert after["Id"] == image["Id"] and by_digest not in after["RepoDigests"]
+    # A repository's last tag takes its digest references along (Docker's rule);
+    # the image stays while another name holds it.
+    daemon.cli("pull", app_image, check=True)
+    daemon.cli("tag", app_image, "other/name:1", check=True)
+    removed = daemon.cli("rmi", app_image)
+    assert removed.stdout.split("\n")[:2] == [f"Untagged: {app_image}", f"Untagged: {by_digest}"]
+    left = _inspect(daemon, "other/name:1")
+    assert left["Id"] == image["Id"] and by_digest not in left["RepoDigests"]
+    daemon.cli("rmi", "other/name:1", check=True)
+    # By ID, every name goes, digest references too, each reported.
+    daemon.cli("pull", app_image, check=True)
+    removed = daemon.cli("rmi", "-f", image["Id"])
+    assert removed.returncode == 0, removed.stderr
+    assert f"Untagged: {app_image}" in removed.stdout
+    assert f"Untagged: {by_digest}" in removed.stdout
+    assert f"Deleted: {image['Id']}" in removed.stdout

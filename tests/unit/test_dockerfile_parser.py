@@ -116,6 +116,15 @@ def test_flags_are_parsed_and_checked() -> None:
         parse_and_check("FROM x\nADD --from=a b c\n")
 
 
+def test_buildkit_copy_flags_that_change_what_is_copied_are_refused() -> None:
+    for line in ("COPY --exclude=*.txt . /dst/", "ADD --exclude=x . /dst/", "COPY --parents a/b /"):
+        flag = "exclude" if "exclude" in line else "parents"
+        with pytest.raises(InvalidArgument, match=f"--{flag} is not supported by this builder"):
+            parse_and_check(f"FROM x\n{line}\n")
+    (add,) = commands("FROM x\nADD --checksum=sha256:abc https://e.x/f /f\n")
+    assert isinstance(add, ins.Copy) and add.checksum == "sha256:abc"
+
+
 def parse_and_check(text: str) -> None:
     ins.parse_stages(parse(text))
 

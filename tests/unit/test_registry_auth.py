@@ -10,7 +10,13 @@ import pytest
 from yarl import URL
 
 from dockyard.api.distribution import credentials_from, registry_host
-from dockyard.registry.auth import Credentials, TokenCache, parse_challenges, token_from_response
+from dockyard.registry.auth import (
+    Credentials,
+    TokenCache,
+    parse_challenges,
+    token_from_response,
+    token_key,
+)
 from dockyard.registry.client import decode_error, is_loopback, resolve_location, with_query
 
 
@@ -56,6 +62,26 @@ def test_token_cache_forgets_expired_tokens() -> None:
     stale.expires = time.monotonic() - 1
     cache.put(key, stale)
     assert cache.get(key) is None
+
+
+def test_a_cached_token_serves_only_what_it_was_issued_for() -> None:
+    (challenge,) = parse_challenges('Bearer realm="https://auth/token",service="reg"')
+    (other_service,) = parse_challenges('Bearer realm="https://auth/token",service="other"')
+    (other_realm,) = parse_challenges('Bearer realm="https://elsewhere/token",service="reg"')
+    scopes = ["repository:a:pull"]
+    alice = Credentials("alice", "right")
+    key = token_key(challenge, scopes, alice)
+    assert key == token_key(challenge, list(scopes), Credentials("alice", "right"))
+    others = [
+        token_key(challenge, scopes, Credentials("alice", "wrong")),
+        token_key(challenge, scopes, Credentials("alice", identity_token="refresh")),
+        token_key(challenge, scopes, Credentials()),
+        token_key(challenge, ["repository:b:pull"], alice),
+        token_key(other_service, scopes, alice),
+        token_key(other_realm, scopes, alice),
+    ]
+    assert key not in others and len(set(others)) == len(others)
+    assert "right" not in repr(key)
 
 
 def test_registry_errors_read_as_docker_prints_them() -> None:
