@@ -32,7 +32,9 @@ from dockyard.plugins.service import PluginService
 
 log = logging.getLogger(__name__)
 
-MAX_BODY = 4 << 20  # larger JSON bodies are refused, not silently left out
+# Docker's maxBodySize. Docker forwards a larger body's request without the body,
+# which lets a big body slip past a policy; here such a request is refused instead.
+MAX_BODY = 1 << 20
 _AUTH_PATH = re.compile(r"^[^/]*/(v\d[\d.]*/)?auth")
 _HIDDEN_HEADERS = {"authorization", "x-registry-auth", "x-registry-config"}
 
@@ -65,12 +67,18 @@ def flatten_headers(pairs: list[tuple[str, str]]) -> dict[str, str]:
     return out
 
 
+def is_json_media(content_type: str) -> bool:
+    """Whether a Content-Type header names `application/json` (parameters allowed)."""
+    return content_type.split(";", 1)[0].strip().lower() == "application/json"
+
+
 def sends_body(path: str, content_type: str) -> bool:
-    """Docker sends bodies only for `application/json`, and never for `/auth`."""
-    if _AUTH_PATH.match(path):
-        return False
-    media = content_type.split(";", 1)[0].strip().lower()
-    return media == "application/json"
+    """Docker sends bodies only for `application/json`, and never for `/auth`.
+
+    The API parses no other JSON body (`read_json_value` refuses it), so what a
+    plugin is shown is what the daemon acts on.
+    """
+    return not _AUTH_PATH.match(path) and is_json_media(content_type)
 
 
 class Authorization:
@@ -98,8 +106,7 @@ class Authorization:
     def check_body_size(length: int | None) -> None:
         if length is not None and length > MAX_BODY:
             raise InvalidArgument(
-                f"request body of {length} bytes is too large for authorization plugins "
-                f"(limit {MAX_BODY} bytes)"
+                f"request body is too large for authorization plugins (limit {MAX_BODY} bytes)"
             )
 
     def message(self, request: ApiRequest) -> Request:

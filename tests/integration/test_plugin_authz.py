@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -200,3 +201,111 @@ def test_the_policy_example_plugin(tmp_path: Path, busybox_tar: Path) -> None:
         policy.write_text(json.dumps({"default": "allow"}))
         daemon.cleanup()
         plugin.stop()
+
+
+def _no_privileged(call: Call) -> dict[str, object]:
+    """A policy: no privileged containers (judged on the body the plugin is shown)."""
+    raw = call.json.get("RequestBody")
+    body = json.loads(base64.b64decode(raw)) if raw else {}
+    if (body.get("HostConfig") or {}).get("Privileged"):
+        return {"Allow": False, "Msg": "no privileged containers"}
+    return {"Allow": True}
+
+
+@pytest.fixture
+def guarded() -> Iterator[tuple[PluginDaemon, BarePlugin]]:
+    daemon = PluginDaemon()
+    guard = BarePlugin(
+        ["authz"],
+        {"/AuthZPlugin.AuthZReq": _no_privileged, "/AuthZPlugin.AuthZRes": {"Allow": True}},
+    ).serve_unix(daemon.sock("guard"))
+    try:
+        daemon.start_with("--authorization-plugin", "guard")
+        yield daemon, guard
+    finally:
+        daemon.cleanup()
+        guard.stop()
+
+
+def _raw_post(daemon: PluginDaemon, path: str, body: Any, headers: dict[str, str]) -> Any:
+    """POST over the daemon's socket exactly as given (bytes, or chunks to send chunked)."""
+    import http.client
+    import socket
+
+    class Conn(http.client.HTTPConnection):
+        def connect(self) -> None:
+            self.sock = socket.socket(socket.AF_UNIX)
+            self.sock.connect(daemon.socket)
+
+    conn = Conn("localhost", timeout=60)
+    try:
+        conn.request(
+            "POST", path, body=body, headers=headers, encode_chunked=not isinstance(body, bytes)
+        )
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read() or b"null")
+    finally:
+        conn.close()
+
+
+def test_a_body_the_plugins_cannot_see_is_never_parsed(
+    guarded: tuple[PluginDaemon, BarePlugin],
+) -> None:
+    daemon, _guard = guarded
+    privileged = json.dumps(
+        {"Image": "no-such-image:1", "HostConfig": {"Privileged": True}}
+    ).encode()
+    create = "/v1.45/containers/create?name=sneaky"
+    status, body = _raw_post(daemon, create, privileged, {"Content-Type": "application/json"})
+    assert (status, body["message"]) == (
+        403,
+        "authorization denied by plugin guard: no privileged containers",
+    )
+    status, body = _raw_post(
+        daemon, create, privileged, {"Content-Type": "Application/JSON; charset=utf-8"}
+    )
+    assert status == 403
+    # Another Content-Type hides the body from the plugins: the daemon must not parse it.
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "application/jsonx"):
+        status, body = _raw_post(daemon, create, privileged, {"Content-Type": content_type})
+        assert (status, body["message"]) == (
+            400,
+            f"unsupported Content-Type header ({content_type}): must be 'application/json'",
+        )
+    status, body = _raw_post(daemon, create, privileged, {})
+    assert (status, body["message"]) == (
+        400,
+        "unsupported Content-Type header (): must be 'application/json'",
+    )
+    assert daemon.api("GET", "/v1.45/containers/json?all=1")[1] == []
+
+
+def test_a_body_too_large_for_the_plugins_is_refused(
+    guarded: tuple[PluginDaemon, BarePlugin],
+) -> None:
+    daemon, guard = guarded
+    padding = "x" * (1 << 20)
+    big = {
+        "Image": "no-such-image:1",
+        "Env": [f"PAD={padding}"],
+        "HostConfig": {"Privileged": True},
+    }
+    data = json.dumps(big).encode()
+    create = "/v1.45/containers/create?name=big"
+    json_type = {"Content-Type": "application/json"}
+    seen = len(guard.calls_to("/AuthZPlugin.AuthZReq"))
+    # with a Content-Length, and chunked (no length to check before reading)
+    for body in (data, iter([data[i : i + 65536] for i in range(0, len(data), 65536)])):
+        status, reply = _raw_post(daemon, create, body, json_type)
+        assert (status, reply["message"]) == (
+            400,
+            "request body is too large for authorization plugins (limit 1048576 bytes)",
+        )
+    assert len(guard.calls_to("/AuthZPlugin.AuthZReq")) == seen  # never judged without its body
+    # up to 1 MiB the body is forwarded whole
+    big["Env"] = [f"PAD={padding[: (1 << 20) - 200]}"]
+    status, reply = _raw_post(daemon, create, json.dumps(big).encode(), json_type)
+    assert (status, reply["message"]) == (
+        403,
+        "authorization denied by plugin guard: no privileged containers",
+    )
