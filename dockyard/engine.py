@@ -206,7 +206,7 @@ class Engine:
             managed,
         )
         self.authorization = Authorization(self.plugins, list(config.authorization_plugins))
-        managed.on_disable.append(lambda plugin: self.authorization.drop(plugin.name))
+        managed.on_disable.append(lambda plugin: self.authorization.drop(plugin.id))
         self.network.plugins = self.plugins
         managed.on_disable.append(lambda plugin: self.network.forget_plugin(plugin.name))
         self.containers.logging = PluginLogging(

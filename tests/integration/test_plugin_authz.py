@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,8 +16,14 @@ from typing import Any
 
 import pytest
 
-from tests.bare_plugin import BarePlugin, Call
-from tests.plugin_env import EXAMPLES, PluginDaemon, PluginProcess
+from tests.bare_plugin import BarePlugin, Call, Raw
+from tests.plugin_env import (
+    EXAMPLES,
+    PluginDaemon,
+    PluginProcess,
+    make_plugin_dir,
+    sdk_plugin_config,
+)
 
 
 def _recorder(name: str, log: list[str], deny_path: str = "") -> BarePlugin:
@@ -309,3 +316,108 @@ def test_a_body_too_large_for_the_plugins_is_refused(
         403,
         "authorization denied by plugin guard: no privileged containers",
     )
+
+
+def _reload(daemon: PluginDaemon, names: list[str]) -> None:
+    assert daemon.proc is not None
+    daemon.config["authorization-plugins"] = names
+    daemon.config_file.write_text(json.dumps(daemon.config))
+    daemon.proc.send_signal(signal.SIGHUP)
+
+
+def _eventually(probe: Any, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        assert time.monotonic() < deadline, "not reached in time"
+        time.sleep(0.1)
+
+
+def test_sighup_reloads_the_authorization_chain() -> None:
+    daemon = PluginDaemon()
+    log: list[str] = []
+    a = _recorder("a", log, deny_path="/volumes").serve_unix(daemon.sock("a"))
+    b = _recorder("b", log, deny_path="/networks").serve_unix(daemon.sock("b"))
+    try:
+        daemon.start_with(authorization_plugins=["a"])
+        assert daemon.api("GET", "/v1.45/volumes")[0] == 403
+        _reload(daemon, ["b"])
+        _eventually(lambda: daemon.api("GET", "/v1.45/volumes")[0] == 200)
+        status, body = daemon.api("GET", "/v1.45/networks")
+        assert (status, body["message"]) == (403, "authorization denied by plugin b: b says no")
+        # a chain naming a plugin that does not exist is refused: the running one stays
+        _reload(daemon, ["nothere"])
+        _eventually(lambda: "configuration not reloaded" in daemon.log_path.read_text())
+        assert "plugin 'nothere' not found" in daemon.log_path.read_text()
+        assert daemon.api("GET", "/v1.45/networks")[0] == 403
+        _reload(daemon, [])
+        _eventually(lambda: daemon.api("GET", "/v1.45/networks")[0] == 200)
+        log.clear()
+        assert daemon.api("GET", "/v1.45/volumes")[0] == 200 and log == []
+    finally:
+        daemon.cleanup()
+        a.stop()
+        b.stop()
+
+
+def test_a_disabled_managed_plugin_leaves_the_chain_by_any_name(
+    tmp_path: Path, busybox_tar: Path
+) -> None:
+    policy = tmp_path / "policy.json"
+    policy.write_text(
+        json.dumps({"rules": [{"path": "^/volumes$", "action": "deny", "message": "no volumes"}]})
+    )
+    config = sdk_plugin_config(
+        "/dockyard/plugins/authz_policy.py:PolicyPlugin", "policy.sock", ["docker.authz/1.0"]
+    )
+    config["mounts"].append(
+        {
+            "source": str(policy),
+            "destination": "/policy.json",
+            "type": "bind",
+            "options": ["rbind", "ro"],
+        }
+    )
+    config["env"].append({"name": "POLICY_FILE", "value": "/policy.json"})
+    daemon = PluginDaemon()
+    try:
+        daemon.start_with()
+        plugin_dir = make_plugin_dir(tmp_path / "plugin", busybox_tar, config)
+        daemon.cli("plugin", "create", "policy", str(plugin_dir), check=True)
+        daemon.cli("plugin", "enable", "policy", check=True)
+        _reload(daemon, ["policy"])  # the chain knows it without its tag
+        _eventually(lambda: daemon.api("GET", "/v1.45/volumes")[0] == 403)
+        assert daemon.api("GET", "/v1.45/volumes")[1]["message"] == (
+            "authorization denied by plugin policy: no volumes"
+        )
+        daemon.cli("plugin", "disable", "policy:latest", check=True)
+        # out of the chain: requests neither judged by it nor failed for want of it
+        assert daemon.api("GET", "/v1.45/volumes")[0] == 200
+        assert daemon.api("GET", "/v1.45/info")[0] == 200
+    finally:
+        daemon.cleanup()
+
+
+def test_a_plugin_answering_an_error_fails_requests_closed() -> None:
+    daemon = PluginDaemon()
+    broken = BarePlugin(
+        ["authz"],
+        {
+            # an error status wins over an "Allow": true in its body
+            "/AuthZPlugin.AuthZReq": lambda call: (
+                Raw(500, b'{"Allow": true, "Err": "policy store down"}')
+                if "/volumes" in call.json["RequestUri"]
+                else {"Allow": True}
+            ),
+            "/AuthZPlugin.AuthZRes": {"Allow": True},
+        },
+    ).serve_unix(daemon.sock("broken"))
+    try:
+        daemon.start_with("--authorization-plugin", "broken")
+        status, body = daemon.api("GET", "/v1.45/volumes")
+        assert (status, body["message"]) == (
+            500,
+            "plugin broken failed with error: AuthZPlugin.AuthZReq: policy store down",
+        )
+    finally:
+        daemon.cleanup()
+        broken.stop()
