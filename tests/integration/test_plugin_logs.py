@@ -271,3 +271,41 @@ def test_no_output_lost_or_repeated_across_a_daemon_restart(
         assert wait_for(lambda: log.exists() and b'"59"' in log.read_bytes())
         numbers = [int(json.loads(line)["log"]) for line in log.read_text().splitlines()]
         assert numbers == list(range(60))
+
+
+def test_output_of_a_container_that_exits_while_the_daemon_is_down_is_delivered(
+    daemon: PluginDaemon, tmp_path: Path
+) -> None:
+    logs_dir = tmp_path / "logs"
+    with PluginProcess(
+        f"{EXAMPLES}/log_rotate.py:RotatingLogs", daemon.sock("rotate"), {"LOG_DIR": str(logs_dir)}
+    ):
+        daemon.cli(
+            "run",
+            "-d",
+            "--name",
+            "short",
+            "--log-driver",
+            "rotate",
+            "demo/busybox:1",
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 20 ]; do echo $i; i=$((i+1)); sleep 0.2; done",
+            check=True,
+        )
+        inspect = daemon.api("GET", "/v1.45/containers/short/json")[1]
+        cid, pid = inspect["Id"], inspect["State"]["Pid"]
+        log = logs_dir / f"{cid}.log"
+        assert wait_for(lambda: log.exists() and b'"0"' in log.read_bytes())
+        daemon.stop()
+        assert b'"19"' not in log.read_bytes()
+        # the container, and its monitor, finish while no daemon runs
+        monitor = int((daemon.exec_root / "containers" / cid / "conmon.pid").read_text())
+        for gone in (pid, monitor):
+            assert wait_for(lambda: not os.path.exists(f"/proc/{gone}"), timeout=30)  # noqa: B023
+        daemon.start()
+        state = daemon.api("GET", "/v1.45/containers/short/json")[1]["State"]
+        assert (state["Status"], state["ExitCode"]) == ("exited", 0)
+        assert wait_for(lambda: b'"19"' in log.read_bytes())
+        numbers = [int(json.loads(line)["log"]) for line in log.read_text().splitlines()]
+        assert numbers == list(range(20))
