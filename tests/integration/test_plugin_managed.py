@@ -12,6 +12,7 @@ import io
 import json
 import os
 import signal
+import subprocess
 import sys
 import sysconfig
 import tarfile
@@ -25,7 +26,7 @@ import pytest
 
 from tests.bare_plugin import wait_for
 from tests.harness import REPO
-from tests.plugin_env import PluginDaemon
+from tests.plugin_env import PluginDaemon, volume_plugin_config
 
 NAME = "dy/rotate:1"
 
@@ -370,3 +371,36 @@ def test_the_docker_cli_manages_plugins(daemon: PluginDaemon, busybox_tar: Path)
     assert daemon.docker("plugin", "disable", "dy/x").returncode == 0
     assert daemon.docker("plugin", "rm", "dy/x").returncode == 0
     assert daemon.docker("plugin", "ls", "-q").stdout.strip() == ""
+
+
+def test_a_restarted_plugin_keeps_the_mounts_it_serves(
+    daemon: PluginDaemon, busybox_tar: Path
+) -> None:
+    source = make_plugin_dir(daemon.base, busybox_tar, volume_plugin_config())
+    daemon.cli("plugin", "create", "dy/snap", str(source), check=True)
+    daemon.cli("plugin", "enable", "dy/snap", check=True)
+    plugin_id = inspect(daemon, "dy/snap")["Id"]
+    daemon.cli("volume", "create", "-d", "dy/snap", "data", check=True)
+    served = daemon.data_root / "plugins" / plugin_id / "propagated-mount" / "volumes" / "data"
+    # what the plugin mounts for a volume in use (a sized volume's loop mount), as the
+    # host sees it through the propagated mount
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "served", str(served)], check=True)
+    try:
+        (served / "in-use").write_text("still here")
+        first = plugin_pid(daemon, plugin_id)
+        os.kill(first, signal.SIGKILL)  # the plugin crashes: it is started again
+        assert wait_for(lambda: plugin_pid(daemon, plugin_id) not in (0, first), 20)
+        assert os.path.ismount(served) and (served / "in-use").read_text() == "still here"
+        daemon.stop()  # a daemon restart that finds the plugin dead starts it again too
+        os.kill(plugin_pid(daemon, plugin_id), signal.SIGKILL)
+        daemon.start()
+        assert inspect(daemon, "dy/snap")["Enabled"] is True
+        assert os.path.ismount(served) and (served / "in-use").read_text() == "still here"
+        # disabled for good: its mounts go, as in Docker
+        daemon.cli("plugin", "disable", "-f", "dy/snap", check=True)
+        assert not os.path.ismount(served)
+    finally:
+        if os.path.ismount(served):
+            subprocess.run(["umount", str(served)], check=False)
+        daemon.cli("volume", "rm", "-f", "data")
+        daemon.cli("plugin", "rm", "-f", "dy/snap")
