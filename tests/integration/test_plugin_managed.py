@@ -26,7 +26,7 @@ import pytest
 
 from tests.bare_plugin import wait_for
 from tests.harness import REPO
-from tests.plugin_env import PluginDaemon, volume_plugin_config
+from tests.plugin_env import PluginDaemon, sdk_plugin_config, volume_plugin_config
 
 NAME = "dy/rotate:1"
 
@@ -404,3 +404,37 @@ def test_a_restarted_plugin_keeps_the_mounts_it_serves(
             subprocess.run(["umount", str(served)], check=False)
         daemon.cli("volume", "rm", "-f", "data")
         daemon.cli("plugin", "rm", "-f", "dy/snap")
+
+
+def test_a_plugin_cannot_be_disabled_under_a_volume_create(
+    daemon: PluginDaemon, busybox_tar: Path
+) -> None:
+    config = sdk_plugin_config(
+        "/dockyard/tests/slow_volumes.py:SlowVolumes", "slow.sock", ["docker.volumedriver/1.0"],
+        propagatedMount="/data",
+    )  # fmt: skip
+    source = make_plugin_dir(daemon.base, busybox_tar, config)
+    daemon.cli("plugin", "create", "dy/slow", str(source), check=True)
+    daemon.cli("plugin", "enable", "dy/slow", check=True)
+    plugin_id = inspect(daemon, "dy/slow")["Id"]
+    creating = daemon.data_root / "plugins" / plugin_id / "propagated-mount" / "creating"
+    create = subprocess.Popen(
+        [sys.executable, "-m", "dockyard", "volume", "create", "-d", "dy/slow", "v1"],
+        cwd=REPO,
+        env={**os.environ, "DOCKYARD_HOST": daemon.host},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert wait_for(creating.exists, 20)  # the plugin is inside Create
+        status, body = daemon.api("POST", "/v1.45/plugins/dy/slow/disable")
+        assert (status, body["message"]) == (409, "plugin dy/slow:latest is in use")
+        _, err = create.communicate(timeout=60)
+        assert create.returncode == 0, err
+        assert daemon.cli("volume", "ls", "-q").stdout.split() == ["v1"]
+    finally:
+        if create.poll() is None:
+            create.kill()
+        daemon.cli("volume", "rm", "-f", "v1")
+        daemon.cli("plugin", "rm", "-f", "dy/slow")
