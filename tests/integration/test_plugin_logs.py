@@ -309,3 +309,27 @@ def test_output_of_a_container_that_exits_while_the_daemon_is_down_is_delivered(
         assert wait_for(lambda: b'"19"' in log.read_bytes())
         numbers = [int(json.loads(line)["log"]) for line in log.read_text().splitlines()]
         assert numbers == list(range(20))
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_an_sdk_log_plugin_rests_when_the_engine_dies(daemon: PluginDaemon, tmp_path: Path) -> None:
+    logs_dir = tmp_path / "logs"
+    with PluginProcess(
+        f"{EXAMPLES}/log_rotate.py:RotatingLogs", daemon.sock("rotate"), {"LOG_DIR": str(logs_dir)}
+    ) as plugin:
+        daemon.cli(
+            "run", "-d", "--name", "orphan", "--log-driver", "rotate", "demo/busybox:1",
+            "sh", "-c", "echo hello; sleep 300",
+            check=True,
+        )  # fmt: skip
+        assert wait_for(lambda: any(b"hello" in p.read_bytes() for p in logs_dir.glob("*.log")))
+        daemon.kill9()  # the FIFO loses its only writer, without StopLogging
+        time.sleep(0.5)
+        before = _cpu_seconds(plugin.proc.pid)
+        time.sleep(2)
+        assert _cpu_seconds(plugin.proc.pid) - before < 0.5  # not spinning on EOF
+        assert plugin.proc.poll() is None
