@@ -13,8 +13,11 @@ engine removes the FIFO after that. `entry.line` has no trailing newline;
         def log(self, info, entry):
             print(info.container_name, entry.source, entry.line.decode(errors="replace"))
 
-Override `read_logs(info, config)` as an async generator of `LogEntry` to
-serve reads; the engine then asks the plugin instead of its own copy.
+Override `read_logs(req)` as an async generator of `LogEntry` to serve reads
+(`req.info` names the container, `req.config` has `since`, `until`, `tail`
+and `follow`); the engine then asks the plugin instead of its own copy. If
+the engine dies without StopLogging, the stream ends at the FIFO's EOF and
+`stopped(info)` is called then.
 """
 
 from __future__ import annotations
