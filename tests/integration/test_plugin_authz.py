@@ -199,6 +199,13 @@ def test_the_policy_example_plugin(tmp_path: Path, busybox_tar: Path) -> None:
         )
         refused = daemon.docker("rmi", "demo/busybox:1")
         assert "authorization denied by plugin policy: ask the release team" in refused.stderr
+        # the engine routes on the decoded path: so does the policy
+        for path in ("/v1.45/%69mages/demo/busybox:1", "/v1.45/images/demo/busybox:1?force=1"):
+            status, body = daemon.api("DELETE", path)
+            assert (status, body["message"]) == (
+                403,
+                "authorization denied by plugin policy: ask the release team",
+            )
         assert daemon.cli("images", "-q").stdout.strip()  # the image is still there
         policy.write_text("{broken")  # a broken policy fails closed
         time.sleep(0.05)
