@@ -440,9 +440,8 @@ class NetworkManager:
         """`plugin check bridge|default`: the built-in bridge driver or IPAM through the
         plugin protocol and the same checks as any plugin (see `plugins.inprocess`). The
         bridge is checked on a pool of the default IPAM and in a sandbox of its own."""
-        socket = os.path.join(self.config.exec_root, f"check-{secrets.token_hex(4)}.sock")
         if name == BUILTIN_IPAM:
-            return await inprocess.check_served(name, inprocess.ServedIpamDriver(self.ipam), socket)
+            return await inprocess.check_served(name, inprocess.ServedIpamDriver(self.ipam))
         if name != "bridge":
             raise InvalidArgument(f"the {name} driver makes no interfaces: nothing to check")
         pool = await self.ipam.request_pool((await self.ipam.get_default_address_spaces()).local)
@@ -452,7 +451,6 @@ class NetworkManager:
             return await inprocess.check_served(
                 name,
                 inprocess.ServedNetworkDriver(self.bridge),
-                socket,
                 subnet=pool.pool,
                 sandbox=sandbox,
             )
