@@ -410,14 +410,14 @@ def test_a_plugin_cannot_be_disabled_under_a_volume_create(
     daemon: PluginDaemon, busybox_tar: Path
 ) -> None:
     config = sdk_plugin_config(
-        "/dockyard/tests/slow_volumes.py:SlowVolumes", "slow.sock", ["docker.volumedriver/1.0"],
+        "/dockyard/tests/slow_plugins.py:SlowVolumes", "slow.sock", ["docker.volumedriver/1.0"],
         propagatedMount="/data",
     )  # fmt: skip
     source = make_plugin_dir(daemon.base, busybox_tar, config)
     daemon.cli("plugin", "create", "dy/slow", str(source), check=True)
     daemon.cli("plugin", "enable", "dy/slow", check=True)
     plugin_id = inspect(daemon, "dy/slow")["Id"]
-    creating = daemon.data_root / "plugins" / plugin_id / "propagated-mount" / "creating"
+    creating = daemon.data_root / "plugins" / plugin_id / "propagated-mount" / "busy"
     create = subprocess.Popen(
         [sys.executable, "-m", "dockyard", "volume", "create", "-d", "dy/slow", "v1"],
         cwd=REPO,
@@ -438,3 +438,41 @@ def test_a_plugin_cannot_be_disabled_under_a_volume_create(
             create.kill()
         daemon.cli("volume", "rm", "-f", "v1")
         daemon.cli("plugin", "rm", "-f", "dy/slow")
+
+
+def test_a_plugin_cannot_be_disabled_under_a_network_create(
+    daemon: PluginDaemon, busybox_tar: Path
+) -> None:
+    config = sdk_plugin_config(
+        "/dockyard/tests/slow_plugins.py:SlowIpam", "slowipam.sock", ["docker.ipamdriver/1.0"]
+    )
+    state = daemon.base / "slowipam-state"
+    state.mkdir()
+    config["mounts"].append(
+        {"source": str(state), "destination": "/state", "type": "bind", "options": ["rbind"]}
+    )
+    config["env"].append({"name": "STATE_DIR", "value": "/state"})
+    source = make_plugin_dir(daemon.base, busybox_tar, config)
+    daemon.cli("plugin", "create", "dy/slowipam", str(source), check=True)
+    daemon.cli("plugin", "enable", "dy/slowipam", check=True)
+    create = subprocess.Popen(
+        [sys.executable, "-m", "dockyard", "network", "create", "--ipam-driver", "dy/slowipam",
+         "--subnet", "10.197.0.0/24", "slownet"],
+        cwd=REPO,
+        env={**os.environ, "DOCKYARD_HOST": daemon.host},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert wait_for((state / "busy").exists, 20)  # the plugin is inside RequestPool
+        status, body = daemon.api("POST", "/v1.45/plugins/dy/slowipam/disable")
+        assert (status, body["message"]) == (409, "plugin dy/slowipam:latest is in use")
+        _, err = create.communicate(timeout=60)
+        assert create.returncode == 0, err
+        assert "slownet" in daemon.cli("network", "ls").stdout
+    finally:
+        if create.poll() is None:
+            create.kill()
+        daemon.cli("network", "rm", "slownet")
+        daemon.cli("plugin", "rm", "-f", "dy/slowipam")
