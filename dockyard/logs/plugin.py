@@ -90,6 +90,7 @@ class PluginLogging:
         self.plugins = plugins
         self.fifo_dir = fifo_dir
         os.makedirs(fifo_dir, mode=0o700, exist_ok=True)
+        os.chmod(fifo_dir, 0o700)  # private even if it was made before with other modes
         self._forwarders: dict[str, _Forwarder] = {}
 
     @staticmethod

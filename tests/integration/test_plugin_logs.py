@@ -70,6 +70,7 @@ class FifoReader:
 @pytest.fixture
 def daemon(busybox_tar: Path) -> Iterator[PluginDaemon]:
     d = PluginDaemon()
+    (d.exec_root / "logging").mkdir(parents=True, mode=0o755)  # left by someone else
     d.start_with()
     d.cli("import", str(busybox_tar), "demo/busybox:1", check=True)
     yield d
@@ -122,6 +123,7 @@ def test_call_sequence_fifo_and_framing(daemon: PluginDaemon) -> None:
         and len(os.path.basename(start["File"])) == 64
     )
     assert reader.events == ["start fifo=True perm=0o700", "stop exists=True"]
+    assert stat.S_IMODE(os.stat(os.path.dirname(start["File"])).st_mode) == 0o700
     assert not os.path.exists(start["File"])  # removed after StopLogging
     assert plugin.calls_to("/LogDriver.StopLogging")[0].json == {"File": start["File"]}
     full = [e for e in reader.entries if not e.partial]
