@@ -1,7 +1,9 @@
 """`dockyard daemon`: the engine serving the Docker Engine API on a unix socket.
 
 On SIGTERM/SIGINT the daemon stops serving and exits; containers keep running
-under their monitors and are adopted by the next daemon (live restore).
+under their monitors and are adopted by the next daemon (live restore). On
+SIGHUP it reads its configuration again and applies what can change live: the
+authorization plugin chain.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import signal
 import socket
 import stat
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -45,7 +48,17 @@ def _listen(path: str) -> socket.socket:
     return sock
 
 
-async def serve(config: DaemonConfig) -> None:
+async def _reload(engine: Engine, reload: Callable[[], DaemonConfig]) -> None:
+    try:
+        config = reload()
+        await engine.authorization.reload(list(config.authorization_plugins))
+    except DockyardError as e:
+        log.error("configuration not reloaded: %s", e.message)
+    else:
+        log.info("configuration reloaded: authorization plugins %s", engine.authorization.names)
+
+
+async def serve(config: DaemonConfig, reload: Callable[[], DaemonConfig] | None = None) -> None:
     sock = _listen(config.unix_socket)
     engine = Engine(config)
     try:
@@ -74,10 +87,21 @@ async def serve(config: DaemonConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[None]] = set()
+    if reload is not None:
+
+        def on_hup() -> None:
+            task = loop.create_task(_reload(engine, reload))
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
     try:
         await stop.wait()
     finally:
         log.info("shutting down")
+        for task in reloads:
+            task.cancel()
         await site.stop()
         await runner.cleanup()
         await engine.close()
@@ -92,7 +116,7 @@ async def serve(config: DaemonConfig) -> None:
                 pass
 
 
-def run(config: DaemonConfig) -> None:
+def run(config: DaemonConfig, reload: Callable[[], DaemonConfig] | None = None) -> None:
     logging.basicConfig(
         level=logging.DEBUG if config.debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -100,6 +124,6 @@ def run(config: DaemonConfig) -> None:
     if os.geteuid() != 0:
         raise SystemExit("dockyard daemon must run as root")
     try:
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, reload))
     except DockyardError as e:
         raise SystemExit(f"dockyard daemon: {e.message}") from None

@@ -36,7 +36,7 @@ from dockyard.images.reference import Reference
 from dockyard.images.service import Image, ImageService
 from dockyard.logs.plugin import PluginLogging
 from dockyard.network.manager import NetworkConfig, NetworkManager
-from dockyard.plugins import check, loopback, protocol, runspec
+from dockyard.plugins import check, inprocess, protocol, runspec
 from dockyard.plugins.authorization import Authorization
 from dockyard.plugins.check import CheckReport
 from dockyard.plugins.distribution import PluginDistribution
@@ -206,7 +206,7 @@ class Engine:
             managed,
         )
         self.authorization = Authorization(self.plugins, list(config.authorization_plugins))
-        managed.on_disable.append(lambda plugin: self.authorization.drop(plugin.name))
+        managed.on_disable.append(lambda plugin: self.authorization.drop(plugin.id))
         self.network.plugins = self.plugins
         managed.on_disable.append(lambda plugin: self.network.forget_plugin(plugin.name))
         self.containers.logging = PluginLogging(
@@ -330,8 +330,10 @@ class Engine:
         of its own, and the daemon's volumes are never touched."""
         scratch = tempfile.mkdtemp(prefix="check-", dir=self.config.data_root)
         try:
-            async with loopback.exposed(LocalDriver(scratch)) as client:
-                return await check.run(client)
+            driver = LocalDriver(scratch)
+            scope = (await driver.capabilities()).scope
+            served = inprocess.ServedVolumeDriver(driver, scope)
+            return await inprocess.check_served(driver.name, served)
         finally:
             await asyncio.to_thread(shutil.rmtree, scratch, True)
 

@@ -17,8 +17,8 @@ The policy is JSON (file named by `POLICY_FILE`, default
 
 Rules are tried in order and the first that matches decides. A rule matches
 when every condition it has holds: `methods` (any of them), `path` (a regular
-expression searched in the request path without its `/v1.NN` prefix and
-query), `users` (the TLS user, when the engine has one), and `body` (dotted
+expression searched in the decoded request path, without its `/v1.NN`
+prefix and query), `users` (the TLS user, when the engine has one), and `body` (dotted
 paths into the JSON request body with the values they must have). A policy
 file that is missing or broken denies everything: a security plugin fails
 closed. Responses are always allowed.
@@ -63,7 +63,9 @@ class Policy:
             self.rules.append(compiled)
 
     def decide(self, req: AuthzRequest) -> tuple[bool, str]:
-        path = _VERSION.sub("", urllib.parse.urlsplit(req.request_uri).path)
+        # The engine sends the raw request target and routes on its decoded path:
+        # match that, or `/%69mages/x` would slip past a rule on `^/images/`.
+        path = _VERSION.sub("", urllib.parse.unquote(urllib.parse.urlsplit(req.request_uri).path))
         body: Any = None
         for rule in self.rules:
             if rule.get("methods") and req.request_method not in rule["methods"]:

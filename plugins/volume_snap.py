@@ -10,7 +10,8 @@ Volumes are directories under `VOLUME_ROOT` (default
   file, mounted (loop) while a container uses it, so it cannot grow beyond it.
 
 Mounts are counted per mount ID: the first Mount prepares the volume, the last
-Unmount releases it, as engines expect.
+Unmount releases it, as engines expect. The IDs are part of the records, so a
+restarted plugin still knows which containers use a volume.
 
     VOLUME_ROOT=/srv/vols python -m dockyard.sdk run \
         plugins/volume_snap.py:SnapshotVolumes --name snap
@@ -63,8 +64,8 @@ class SnapshotVolumes(VolumePlugin):
         if os.path.exists(self.state_path):
             with open(self.state_path) as f:
                 self.volumes = json.load(f)
-        for record in self.volumes.values():
-            record["mounts"] = []  # engines mount again after a plugin restart
+        # Mount IDs are kept: engines do not mount again after a plugin restart, they
+        # unmount each ID they mounted when its container stops.
         self.lock = asyncio.Lock()
 
     def _save(self) -> None:
@@ -140,7 +141,7 @@ class SnapshotVolumes(VolumePlugin):
     async def mount(self, name: str, id: str) -> str:
         async with self.lock:
             record = self._record(name)
-            if not record["mounts"] and record["size"]:
+            if record["size"] and not os.path.ismount(self._dir(name)):  # after a reboot too
                 await asyncio.to_thread(
                     _run, "mount", "-o", "loop", self._image(name), self._dir(name)
                 )

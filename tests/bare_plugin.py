@@ -14,6 +14,7 @@ import os
 import shutil
 import socket
 import socketserver
+import ssl
 import subprocess
 import threading
 import time
@@ -128,12 +129,14 @@ class BarePlugin:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 
-    def serve_tcp(self) -> BarePlugin:
+    def serve_tcp(self, tls: ssl.SSLContext | None = None) -> BarePlugin:
         class Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
             daemon_threads = True
             allow_reuse_address = True
 
         self.server = Server(("127.0.0.1", 0), self._handler())
+        if tls is not None:  # HTTPS: the handshake happens at accept
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         host, port = self.server.server_address[:2]
         self.address = f"{host}:{port}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()

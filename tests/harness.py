@@ -181,7 +181,10 @@ class Daemon:
             if isinstance(body, bytes)
             else (json.dumps(body).encode() if body is not None else None)
         )
-        conn.request(method, path, body=data, headers=headers or {})
+        headers = dict(headers or {})
+        if body is not None and not isinstance(body, bytes):
+            headers.setdefault("Content-Type", "application/json")  # as every client does
+        conn.request(method, path, body=data, headers=headers)
         resp = conn.getresponse()
         content = resp.read()
         conn.close()

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from dockyard.engine import Engine
 from dockyard.errors import DockyardError, InvalidArgument, NotModified
+from dockyard.plugins.authorization import is_json_media
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +56,30 @@ def error_response(status: int, message: str) -> web.Response:
     return json_response({"message": message}, status)
 
 
-async def read_json(request: web.Request, *, required: bool = False) -> dict[str, Any]:
+async def read_json_value(request: web.Request) -> Any:
+    """The JSON request body (None if empty), only if sent as `application/json`.
+
+    Authorization plugins see a body only when it is JSON (`sends_body`): a body
+    sent with any other Content-Type is refused rather than parsed behind their back.
+    """
     raw = await request.read()
     if not raw.strip():
-        if required:
-            raise InvalidArgument("invalid JSON: request body is empty")
-        return {}
+        return None
+    content_type = request.headers.get("Content-Type", "")
+    if not is_json_media(content_type):
+        raise InvalidArgument(
+            f"unsupported Content-Type header ({content_type}): must be 'application/json'"
+        )
     try:
-        data = json.loads(raw)
+        return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InvalidArgument(f"invalid JSON: {e}") from e
+
+
+async def read_json(request: web.Request, *, required: bool = False) -> dict[str, Any]:
+    if required and not (await request.read()).strip():
+        raise InvalidArgument("invalid JSON: request body is empty")
+    data = await read_json_value(request)
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from dockyard.api.app import Handler, engine, error_response
 from dockyard.errors import DockyardError, NotModified
-from dockyard.plugins.authorization import ApiRequest, flatten_headers, sends_body
+from dockyard.plugins.authorization import MAX_BODY, ApiRequest, flatten_headers, sends_body
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +29,12 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
     body = b""
     if sends_body(request.path, request.headers.get("Content-Type", "")):
         chain.check_body_size(request.content_length)
-        body = await request.read()  # aiohttp keeps it for the handler
-        chain.check_body_size(len(body))
+        # Read at most MAX_BODY (+ a chunk): a chunked body has no length to check first.
+        request = request.clone(client_max_size=MAX_BODY)
+        try:
+            body = await request.read()  # aiohttp keeps it for the handler
+        except web.HTTPRequestEntityTooLarge:
+            chain.check_body_size(MAX_BODY + 1)
     message = await chain.authorize_request(
         ApiRequest(
             method=request.method,

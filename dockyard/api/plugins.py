@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
 
 from dockyard.api import filters
-from dockyard.api.app import Routes, engine, json_response, query_bool, query_int
+from dockyard.api.app import (
+    Routes,
+    engine,
+    json_response,
+    query_bool,
+    query_int,
+    read_json_value,
+)
 from dockyard.api.distribution import registry_credentials
 from dockyard.api.streams import progress_stream
 from dockyard.errors import InvalidArgument
@@ -63,13 +69,8 @@ def _remote(request: web.Request) -> Reference:
 
 async def _granted(request: web.Request) -> Any:
     """The privileges the user accepted (the request body, a JSON list; none if empty)."""
-    raw = await request.read()
-    if not raw.strip():
-        return []
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InvalidArgument(f"invalid JSON: {e}") from e
+    granted = await read_json_value(request)
+    return [] if granted is None else granted
 
 
 @routes.get("/plugins/privileges")
@@ -118,11 +119,8 @@ async def disable(request: web.Request) -> web.StreamResponse:
 
 @routes.post("/plugins/{name:.+}/set")
 async def set_(request: web.Request) -> web.StreamResponse:
-    raw = await request.read()
-    try:
-        items = json.loads(raw) if raw.strip() else []
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InvalidArgument(f"invalid JSON: {e}") from e
+    items = await read_json_value(request)
+    items = [] if items is None else items
     if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
         raise InvalidArgument("invalid JSON: expected a list of name=value strings")
     engine(request).plugins.managed.set(request.match_info["name"], items)

@@ -38,4 +38,4 @@ def daemon(config_file: str | None, **flags: object) -> None:
     from dockyard import config
     from dockyard import daemon as server
 
-    server.run(config.load(config_file, flags))
+    server.run(config.load(config_file, flags), reload=lambda: config.load(config_file, flags))

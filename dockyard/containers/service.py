@@ -927,13 +927,11 @@ class ContainerService:
                     live.exited.clear()
                     live.started_mono = time.monotonic()
                     live.watcher = asyncio.ensure_future(self._watch(container, mon))
-                    if self.logging is not None:
-                        try:
-                            paths = self.paths(container)
-                            await self.logging.start(container, paths.log, self.dir(container))
-                        except DockyardError as e:
-                            log.warning("log driver of %s: %s", container.short_id, e.message)
+                    await self._resume_logging(container)
                     continue
+                # It exited while no daemon ran: its log plugin still gets what it wrote
+                # then (the exit below delivers the rest and ends the session).
+                await self._resume_logging(container)
                 async with self.live(container).lock:
                     await self._on_exit(container)
                 await self._after_exit(container)
@@ -954,6 +952,14 @@ class ContainerService:
                 if policy == "always" or (policy == "unless-stopped" and not state.stopped_by_user):
                     state.stopped_by_user = False
                     self._schedule_restart(container)
+
+    async def _resume_logging(self, container: Container) -> None:
+        if self.logging is None:
+            return
+        try:
+            await self.logging.start(container, self.paths(container).log, self.dir(container))
+        except DockyardError as e:
+            log.warning("log driver of %s: %s", container.short_id, e.message)
 
     async def shutdown(self) -> None:
         """Stop watching; containers keep running under their monitors."""

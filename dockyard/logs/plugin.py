@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import secrets
+import stat
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,6 +90,7 @@ class PluginLogging:
         self.plugins = plugins
         self.fifo_dir = fifo_dir
         os.makedirs(fifo_dir, mode=0o700, exist_ok=True)
+        os.chmod(fifo_dir, 0o700)  # private even if it was made before with other modes
         self._forwarders: dict[str, _Forwarder] = {}
 
     @staticmethod
@@ -128,10 +130,13 @@ class PluginLogging:
             return
         plugin = await self.resolve(driver)
         client = LogDriverClient(plugin.client)
-        host_fifo, file = self._fifo(plugin, secrets.token_hex(32))
-        os.makedirs(os.path.dirname(host_fifo), mode=0o700, exist_ok=True)
-        os.mkfifo(host_fifo, 0o700)
-        fd = os.open(host_fifo, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        self.plugins.acquire(plugin)  # before the calls: it cannot be disabled under them
+        try:
+            host_fifo, file = self._fifo(plugin, secrets.token_hex(32))
+            fd = _make_fifo(host_fifo)
+        except BaseException:
+            self.plugins.release(plugin)
+            raise
         forwarder = _Forwarder(
             container.id,
             plugin,
@@ -147,9 +152,10 @@ class PluginLogging:
             await client.start(file, _info(container))
         except BaseException:
             os.close(fd)
-            os.unlink(host_fifo)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(host_fifo)
+            self.plugins.release(plugin)
             raise
-        self.plugins.acquire(plugin)
         self._forwarders[container.id] = forwarder
         forwarder.task = asyncio.ensure_future(self._forward(forwarder))
 
@@ -162,28 +168,32 @@ class PluginLogging:
 
     async def _finish(self, forwarder: _Forwarder, *, stop_logging: bool) -> None:
         forwarder.stopping.set()
-        if forwarder.task is not None:
-            limit = forwarder.plugin.client.timeout(None)
-            try:
-                await asyncio.wait_for(asyncio.shield(forwarder.task), limit)
-            except TimeoutError:
-                log.warning(
-                    "log plugin %s did not read %s's output within %gs; the rest stays in the "
-                    "engine's log",
-                    forwarder.plugin.name,
-                    forwarder.container_id[:12],
-                    limit,
-                )
-                forwarder.task.cancel()
-        if stop_logging:
-            try:
-                await forwarder.driver.stop(forwarder.file)
-            except DockyardError as e:
-                log.warning("%s", e.message)
-        os.close(forwarder.fd)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(forwarder.host_fifo)
-        self.plugins.release(forwarder.plugin)
+        try:
+            if forwarder.task is not None:
+                limit = forwarder.plugin.client.timeout(None)
+                try:
+                    await asyncio.wait_for(asyncio.shield(forwarder.task), limit)
+                except TimeoutError:
+                    log.warning(
+                        "log plugin %s did not read %s's output within %gs; the rest stays in "
+                        "the engine's log",
+                        forwarder.plugin.name,
+                        forwarder.container_id[:12],
+                        limit,
+                    )
+                    forwarder.task.cancel()
+                except Exception:
+                    log.exception("forwarding %s's output", forwarder.container_id[:12])
+            if stop_logging:
+                try:
+                    await forwarder.driver.stop(forwarder.file)
+                except DockyardError as e:
+                    log.warning("%s", e.message)
+        finally:  # whatever happened, no fd, FIFO or plugin reference stays behind
+            os.close(forwarder.fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(forwarder.host_fifo)
+            self.plugins.release(forwarder.plugin)
 
     async def shutdown(self) -> None:
         """Daemon shutdown: deliver what the monitors wrote so far, record the offsets, and
@@ -299,6 +309,24 @@ class PluginLogging:
             newline = b"" if entry.partial and not (meta and meta.last) else b"\n"
             stream = k8sfile.STDERR if entry.source == "stderr" else k8sfile.STDOUT
             yield k8sfile.LogEntry(entry.time_nano, stream, entry.line + newline)
+
+
+def _make_fifo(path: str) -> int:
+    """Create the FIFO and open it (read-write, non-blocking) without following a link:
+    a managed plugin can write in its logging directory and could swap the FIFO for a
+    symlink to a host file between the two steps."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    os.mkfifo(path, 0o700)  # fails if anything, a symlink included, is already there
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        raise
+    if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InvalidArgument(f"log FIFO {path} was replaced by something else")
+    return fd
 
 
 def _wake(future: asyncio.Future[None]) -> None:

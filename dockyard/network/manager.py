@@ -82,6 +82,7 @@ from dockyard.network.ipam_remote import RemoteIpam
 from dockyard.network.model import Endpoint, Network, PoolLease
 from dockyard.plugins import inprocess
 from dockyard.plugins.check import CheckReport
+from dockyard.plugins.managed import ManagedPlugin
 from dockyard.plugins.protocol import IPAM, NETWORK
 from dockyard.state.db import Database
 
@@ -442,9 +443,8 @@ class NetworkManager:
         """`plugin check bridge|default`: the built-in bridge driver or IPAM through the
         plugin protocol and the same checks as any plugin (see `plugins.inprocess`). The
         bridge is checked on a pool of the default IPAM and in a sandbox of its own."""
-        socket = os.path.join(self.config.exec_root, f"check-{secrets.token_hex(4)}.sock")
         if name == BUILTIN_IPAM:
-            return await inprocess.check_served(name, inprocess.ServedIpamDriver(self.ipam), socket)
+            return await inprocess.check_served(name, inprocess.ServedIpamDriver(self.ipam))
         if name != "bridge":
             raise InvalidArgument(f"the {name} driver makes no interfaces: nothing to check")
         pool = await self.ipam.request_pool((await self.ipam.get_default_address_spaces()).local)
@@ -454,7 +454,6 @@ class NetworkManager:
             return await inprocess.check_served(
                 name,
                 inprocess.ServedNetworkDriver(self.bridge),
-                socket,
                 subnet=pool.pool,
                 sandbox=sandbox,
             )
@@ -485,16 +484,20 @@ class NetworkManager:
             if isinstance(found, RemoteNetworkDriver | RemoteIpam):
                 registry.pop(name, None)
 
+    def _managed_plugins(self, network: Network) -> list[ManagedPlugin]:
+        """The managed plugins serving `network` (driver, IPAM)."""
+        if self.plugins is None:
+            return []
+        names = [n for n in (network.driver,) if n not in BUILTIN_DRIVERS]
+        names += [n for n in (network.ipam_driver,) if n != BUILTIN_IPAM]
+        found = [self.plugins.managed.lookup(name) for name in names]
+        return [m for m in found if m is not None]
+
     def _hold(self, network: Network, count: int) -> None:
         """Take (1) or give back (-1) the network's references on its managed plugins."""
         if self.plugins is None:
             return
-        names = [n for n in (network.driver,) if n not in BUILTIN_DRIVERS]
-        names += [n for n in (network.ipam_driver,) if n != BUILTIN_IPAM]
-        for name in names:
-            managed = self.plugins.managed.lookup(name)
-            if managed is None:
-                continue
+        for managed in self._managed_plugins(network):
             if count > 0:
                 self.plugins.managed.acquire(managed.id)
             else:
@@ -652,25 +655,35 @@ class NetworkManager:
             ipam_driver=wanted.ipam_driver,
             ipam_options=wanted.ipam_options,
         )
-        options = self._driver_options(network)
-        skip_ipv4 = False
-        if isinstance(driver, RemoteNetworkDriver):
-            skip_ipv4, _ = await driver.gw_alloc_check(options)
-        configs = wanted.ipam_configs
-        await self._allocate_pools(
-            network, configs or [{}], explicit=bool(configs), skip_gateway=skip_ipv4
-        )
-        try:
-            await driver.create_network(network.id, options, self._ipam_data(network), [])
-        except BaseException:
-            if network.driver not in BUILTIN_DRIVERS:
-                # A plugin that timed out or died may have made it anyway.
-                with contextlib.suppress(DockyardError):
-                    await driver.delete_network(network.id)
-            await self._release_pools(network.ipam_driver, network.pools)
-            raise
-        self._save_network(network)
+        # The network's references on its managed plugins are taken before any call to
+        # them (no await since the driver was found enabled): a `plugin disable` during
+        # the calls is refused as "in use" instead of stopping the plugin under them.
         self._hold(network, 1)
+        try:
+            for managed in self._managed_plugins(network):
+                if not managed.enabled:  # disabled while its driver was being found
+                    raise Unavailable(f"plugin {managed.name} found but disabled")
+            options = self._driver_options(network)
+            skip_ipv4 = False
+            if isinstance(driver, RemoteNetworkDriver):
+                skip_ipv4, _ = await driver.gw_alloc_check(options)
+            configs = wanted.ipam_configs
+            await self._allocate_pools(
+                network, configs or [{}], explicit=bool(configs), skip_gateway=skip_ipv4
+            )
+            try:
+                await driver.create_network(network.id, options, self._ipam_data(network), [])
+            except BaseException:
+                if network.driver not in BUILTIN_DRIVERS:
+                    # A plugin that timed out or died may have made it anyway.
+                    with contextlib.suppress(DockyardError):
+                        await driver.delete_network(network.id)
+                await self._release_pools(network.ipam_driver, network.pools)
+                raise
+            self._save_network(network)
+        except BaseException:
+            self._hold(network, -1)
+            raise
         self.emit(network, "create")
         return network
 

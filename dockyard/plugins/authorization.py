@@ -16,7 +16,11 @@ missing one stops the daemon. Then, per request:
 
 A plugin that cannot be reached or answers garbage fails the request closed:
 500 `plugin NAME failed with error: AuthZPlugin.AuthZReq: DETAIL`. Disabling a
-v2 authz plugin takes it out of the chain.
+v2 authz plugin takes it out of the chain (matched by ID, so `policy` and
+`policy:latest` both go; Docker matches the name only). SIGHUP reloads
+`authorization-plugins` from daemon.json (flags still win over the file); a
+new chain naming a plugin that cannot be found is refused and logged, and the
+running chain stays (Docker exits instead).
 """
 
 from __future__ import annotations
@@ -32,7 +36,9 @@ from dockyard.plugins.service import PluginService
 
 log = logging.getLogger(__name__)
 
-MAX_BODY = 4 << 20  # larger JSON bodies are refused, not silently left out
+# Docker's maxBodySize. Docker forwards a larger body's request without the body,
+# which lets a big body slip past a policy; here such a request is refused instead.
+MAX_BODY = 1 << 20
 _AUTH_PATH = re.compile(r"^[^/]*/(v\d[\d.]*/)?auth")
 _HIDDEN_HEADERS = {"authorization", "x-registry-auth", "x-registry-config"}
 
@@ -65,12 +71,18 @@ def flatten_headers(pairs: list[tuple[str, str]]) -> dict[str, str]:
     return out
 
 
+def is_json_media(content_type: str) -> bool:
+    """Whether a Content-Type header names `application/json` (parameters allowed)."""
+    return content_type.split(";", 1)[0].strip().lower() == "application/json"
+
+
 def sends_body(path: str, content_type: str) -> bool:
-    """Docker sends bodies only for `application/json`, and never for `/auth`."""
-    if _AUTH_PATH.match(path):
-        return False
-    media = content_type.split(";", 1)[0].strip().lower()
-    return media == "application/json"
+    """Docker sends bodies only for `application/json`, and never for `/auth`.
+
+    The API parses no other JSON body (`read_json_value` refuses it), so what a
+    plugin is shown is what the daemon acts on.
+    """
+    return not _AUTH_PATH.match(path) and is_json_media(content_type)
 
 
 class Authorization:
@@ -87,19 +99,34 @@ class Authorization:
         for name in self.names:
             await self.plugins.get(name, AUTHZ)
 
-    def drop(self, name: str) -> None:
-        """Take a plugin out of the chain (a v2 authz plugin was disabled)."""
-        self.names = [n for n in self.names if n != name]
+    async def reload(self, names: list[str]) -> None:
+        """Replace the chain (SIGHUP). Every plugin of the new chain must exist first;
+        if one does not, the error is raised and the running chain stays as it was."""
+        wanted = list(dict.fromkeys(n for n in names if n))
+        for name in wanted:
+            await self.plugins.get(name, AUTHZ)
+        self.names = wanted
 
-    async def _clients(self) -> list[AuthzClient]:
-        return [AuthzClient((await self.plugins.get(n, AUTHZ)).client) for n in list(self.names)]
+    def drop(self, managed_id: str) -> None:
+        """Take a disabled v2 plugin out of the chain, whichever name the chain has
+        for it (`policy`, `policy:latest`, its ID)."""
+        managed = self.plugins.managed
+
+        def other(name: str) -> bool:
+            found = managed.lookup(name)
+            return found is None or found.id != managed_id
+
+        self.names = [n for n in self.names if other(n)]
+
+    async def _clients(self) -> list[tuple[str, AuthzClient]]:
+        """The chain: each plugin with the name it was configured by (Docker's messages)."""
+        return [(n, AuthzClient((await self.plugins.get(n, AUTHZ)).client)) for n in self.names]
 
     @staticmethod
     def check_body_size(length: int | None) -> None:
         if length is not None and length > MAX_BODY:
             raise InvalidArgument(
-                f"request body of {length} bytes is too large for authorization plugins "
-                f"(limit {MAX_BODY} bytes)"
+                f"request body is too large for authorization plugins (limit {MAX_BODY} bytes)"
             )
 
     def message(self, request: ApiRequest) -> Request:
@@ -116,8 +143,8 @@ class Authorization:
     async def authorize_request(self, request: ApiRequest) -> Request:
         """Run the request phase; returns the message for the response phase."""
         message = self.message(request)
-        for client in await self._clients():
-            _verdict(client.name, await client.request(message))
+        for name, client in await self._clients():
+            _verdict(name, await client.request(message))
         return message
 
     async def authorize_response(
@@ -126,8 +153,8 @@ class Authorization:
         message.response_status_code = status
         message.response_headers = headers
         message.response_body = body
-        for client in await self._clients():
-            _verdict(client.name, await client.response(message))
+        for name, client in await self._clients():
+            _verdict(name, await client.response(message))
 
 
 def _verdict(name: str, reply: Reply) -> None:

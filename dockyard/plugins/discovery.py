@@ -9,12 +9,18 @@ enough). The first hit wins. A `.spec` file holds one URL; a `.json` file
 holds `{"Addr": URL, "TLSConfig": {...}}` (its `Name` is ignored: the file
 name names the plugin).
 
+TLS, as Docker: an `https` `.spec` URL is not verified (the file cannot name
+a CA); a `.json` file without `TLSConfig` is verified against the system's
+CAs; with `TLSConfig`, `CAFile`, `CertFile`, `KeyFile` and
+`InsecureSkipVerify` are honoured, and no `CAFile` means no verification.
+
 This module only reads the directories; retries, activation and caching are
 `dockyard.plugins.legacy`'s job.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import stat
@@ -76,9 +82,6 @@ def parse_url(text: str, source: str = "", tls: TLSConfig | None = None) -> Endp
     if scheme in ("tcp", "http", "https"):
         if not parsed.netloc:
             raise InvalidArgument(f"plugin address {text!r} names no host")
-        if scheme == "https" and tls is None:
-            # A .spec file carries no TLS settings: Docker does not verify the certificate.
-            tls = TLSConfig(insecure_skip_verify=True)
         if scheme == "tcp" and tls is not None:
             scheme = "https"
         return Endpoint("https" if scheme == "https" else "tcp", parsed.netloc, tls, source)
@@ -87,7 +90,11 @@ def parse_url(text: str, source: str = "", tls: TLSConfig | None = None) -> Endp
 
 def read_spec(path: str) -> Endpoint:
     with open(path) as f:
-        return parse_url(f.read(), path)
+        endpoint = parse_url(f.read(), path)
+    if endpoint.scheme == "https":
+        # A .spec file carries no TLS settings: Docker does not verify the certificate.
+        endpoint = dataclasses.replace(endpoint, tls=TLSConfig(insecure_skip_verify=True))
+    return endpoint
 
 
 def read_json(path: str) -> Endpoint:
@@ -97,10 +104,10 @@ def read_json(path: str) -> Endpoint:
         spec = _JSONFile.decode(data)
     except (json.JSONDecodeError, UnicodeDecodeError, WireError) as e:
         raise InvalidArgument(f"invalid plugin spec {path}: {e}") from e
-    tls = None
+    tls = None  # an https Addr without TLSConfig is verified against the system's CAs
     if spec.tls_config is not None:
         t = spec.tls_config
-        # Docker: no CA file means no verification, whatever the file says.
+        # Docker: a TLSConfig without a CA file means no verification, whatever it says.
         tls = TLSConfig(t.ca_file, t.cert_file, t.key_file, t.insecure_skip_verify or not t.ca_file)
     return parse_url(spec.addr, path, tls)
 

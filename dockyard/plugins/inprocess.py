@@ -1,21 +1,25 @@
-"""In-process drivers behind the plugin protocol, so the conformance checker checks them.
+"""Built-in drivers behind the plugin protocol, so the conformance checker checks them.
 
-`dockyard plugin check bridge` (or `default`, the built-in IPAM) must judge
-the built-in drivers by the same checks as anyone's plugin. Rather than a
-second set of checks that call Python methods, the driver is wrapped in the
-SDK's plugin class of its kind (each endpoint one method of the driver's
-interface, engine errors answered as the protocol's errors), served on a
-private unix socket for the duration of the check, and checked over the wire
-like any plugin. This is the remote adapters (`network/drivers/remote.py`,
+`dockyard plugin check local|bridge|default` must judge the built-in volume
+driver, bridge driver and IPAM by the same checks as anyone's plugin. Rather
+than a second set of checks that call Python methods, the driver is wrapped
+in the SDK's plugin class of its kind (each endpoint one method of the
+driver's interface, engine errors answered as the protocol's `Err`), served
+on a socket in a private directory for the duration of the check, and
+checked over the wire like any plugin (`exposed`, `check_served`). This is
+the remote adapters (`volumes/remote.py`, `network/drivers/remote.py`,
 `network/ipam_remote.py`) run backwards: what passes here is what the engine
-could also use as a plugin.
+could also use as a plugin. Nothing but the checker ever sees the socket.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from dockyard.errors import DockyardError
@@ -50,6 +54,8 @@ from dockyard.sdk.network import (
 )
 from dockyard.sdk.network import EndpointInterface as WireInterface
 from dockyard.sdk.server import serve
+from dockyard.sdk.volume import Volume, VolumePlugin
+from dockyard.volumes.driver import VolumeDriver
 
 
 @contextlib.contextmanager
@@ -172,24 +178,77 @@ class ServedIpamDriver(IpamPlugin):
             await self.ipam.release_address(req.pool_id, req.address)
 
 
-async def check_served(name: str, plugin: Plugin, socket: str, **options: Any) -> CheckReport:
-    """Serve `plugin` on `socket` while the checker runs against it (options: `check.run`'s)."""
+class ServedVolumeDriver(VolumePlugin):
+    def __init__(self, driver: VolumeDriver, scope: str = "local") -> None:
+        self.driver = driver
+        self.scope = scope  # type: ignore[misc]  # per instance: the driver's own
+
+    async def create(self, name: str, opts: dict[str, str]) -> None:
+        with _refusals():
+            await self.driver.create(name, opts)
+
+    async def remove(self, name: str) -> None:
+        with _refusals():
+            await self.driver.remove(name)
+
+    async def mount(self, name: str, id: str) -> str:
+        with _refusals():
+            return await self.driver.mount(name, id)
+
+    async def unmount(self, name: str, id: str) -> None:
+        with _refusals():
+            await self.driver.unmount(name, id)
+
+    async def path(self, name: str) -> str:
+        with _refusals():
+            return await self.driver.path(name)
+
+    async def get(self, name: str) -> Volume | None:
+        with _refusals():
+            info = await self.driver.get(name)
+        return (
+            None
+            if info is None
+            else Volume(info.name, info.mountpoint, info.created_at, info.status)
+        )
+
+    async def list(self) -> list[Volume]:
+        with _refusals():
+            infos = await self.driver.list()
+        return [Volume(i.name, i.mountpoint, i.created_at, i.status) for i in infos]
+
+
+@contextlib.asynccontextmanager
+async def exposed(name: str, plugin: Plugin) -> AsyncIterator[PluginClient]:
+    """A client of `plugin` served on a socket in a private directory while the block runs."""
+    directory = tempfile.mkdtemp(prefix="dockyard-check-")  # 0700
+    socket = os.path.join(directory, name.replace("/", "_") + ".sock")
     stop = asyncio.Event()
     ready = asyncio.Event()
     server = asyncio.create_task(
         serve(plugin, socket=socket, stop=stop, ready=lambda address: ready.set())
     )
-    waiting = asyncio.create_task(ready.wait())
-    await asyncio.wait((server, waiting), return_when=asyncio.FIRST_COMPLETED)
-    if server.done():
-        waiting.cancel()
-        server.result()  # raises why it could not serve
-    client = PluginClient(name, Endpoint("unix", socket), retry_window=0)
     try:
-        report = await check.run(client, **options)
-        report.address = f"{name} (built in, served on {socket} for the check)"
-        return report
+        waiting = asyncio.create_task(ready.wait())
+        await asyncio.wait((server, waiting), return_when=asyncio.FIRST_COMPLETED)
+        if server.done():
+            waiting.cancel()
+            server.result()  # raises why it could not serve
+        client = PluginClient(name, Endpoint("unix", socket), retry_window=0)
+        try:
+            yield client
+        finally:
+            await client.close()
     finally:
-        await client.close()
         stop.set()
-        await server
+        with contextlib.suppress(Exception):
+            await server
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+async def check_served(name: str, plugin: Plugin, **options: Any) -> CheckReport:
+    """Serve `plugin` privately while the checker runs against it (options: `check.run`'s)."""
+    async with exposed(name, plugin) as client:
+        report = await check.run(client, **options)
+    report.address += " (built in, served privately for the check)"
+    return report

@@ -6,6 +6,8 @@ and monitor (conmon) as containers and waits for its socket; `disable` stops
 it; `remove` deletes it. While enabled, a plugin that dies is started again
 (with a growing delay). Plugins keep running across daemon restarts like
 containers do: at start-up a live monitor is adopted, a dead one restarted.
+What a plugin mounted in its propagated mount (volumes in use) stays mounted
+while it is started again; only a stop for good (disable, remove) unmounts it.
 
 References: volumes, networks and running loggers that use a plugin hold a
 reference (`acquire`/`release`); `disable` and `remove` refuse an in-use
@@ -531,8 +533,12 @@ class ManagedPlugins:
 
     # -- running -------------------------------------------------------------
 
-    async def _start(self, plugin: ManagedPlugin) -> None:
-        """Run the plugin and wait for its socket; on failure nothing keeps running."""
+    async def _start(self, plugin: ManagedPlugin, *, restart: bool = False) -> None:
+        """Run the plugin and wait for its socket; on failure nothing keeps running.
+
+        `restart`: it ran before and may have mounts in its propagated mount that
+        containers still use (a crash, a daemon restart): a failed start keeps them,
+        as Docker does; only a stop (disable, remove) unmounts them."""
         runtime = self.runtimes.get(plugin.runtime) or self.runtimes[self.default_runtime]
         conmon = self.monitors[runtime.name]
         plugin.runtime = runtime.name
@@ -584,7 +590,7 @@ class ManagedPlugins:
                 with contextlib.suppress(DockyardError):
                     await runtime.kill(plugin.id, 9, all=True)
                 await runtime.delete(plugin.id)
-            self._release(plugin)
+            self._release(plugin, unmount=not restart)
             plugin.monitor_pid = plugin.monitor_start = 0
             self._save(plugin)
             message = e.message if isinstance(e, DockyardError) else str(e)
@@ -612,8 +618,11 @@ class ManagedPlugins:
                 )
             await asyncio.sleep(0.1)
 
-    def _release(self, plugin: ManagedPlugin) -> None:
-        _unmount_below(os.path.join(self.dir(plugin), "propagated-mount"))
+    def _release(self, plugin: ManagedPlugin, *, unmount: bool) -> None:
+        """What a plugin process that ended leaves: its cgroup and bundle, and (when it
+        stops for good, not when it is started again) the mounts it made."""
+        if unmount:
+            _unmount_below(os.path.join(self.dir(plugin), "propagated-mount"))
         cgroups.remove_empty(self.settings.cgroup_layout, self._cgroup_path(plugin))
         shutil.rmtree(self._paths(plugin).bundle, ignore_errors=True)
 
@@ -632,7 +641,7 @@ class ManagedPlugins:
                     await asyncio.wait_for(monitor.wait_exit(mon), STOP_WAIT)
                     break
         await runtime.delete(plugin.id)
-        self._release(plugin)
+        self._release(plugin, unmount=True)
         shutil.rmtree(os.path.join(self.run_dir(plugin), "sock"), ignore_errors=True)
         plugin.monitor_pid = plugin.monitor_start = 0
         self._save(plugin)
@@ -659,14 +668,16 @@ class ManagedPlugins:
                 )
                 runtime = self.runtimes.get(plugin.runtime) or self.runtimes[self.default_runtime]
                 await runtime.delete(plugin.id)
-                self._release(plugin)
+                # Volumes it mounted stay mounted for the containers using them, and for
+                # the plugin started again (Docker unmounts only when it will not restart).
+                self._release(plugin, unmount=False)
             await asyncio.sleep(live.delay)
             async with live.lock:
                 if not plugin.enabled:
                     return
                 live.watcher = None
                 try:
-                    await self._start(plugin)
+                    await self._start(plugin, restart=True)
                     self._save(plugin)
                     return  # _start watches the new monitor
                 except DockyardError as e:
@@ -689,7 +700,7 @@ class ManagedPlugins:
                 runtime = self.runtimes.get(plugin.runtime) or self.runtimes[self.default_runtime]
                 await runtime.delete(plugin.id)
                 try:
-                    await self._start(plugin)
+                    await self._start(plugin, restart=True)
                 except DockyardError as e:
                     log.warning("%s", e.message)
                     live.watcher = asyncio.ensure_future(self._watch(plugin, Monitor(0, 0)))

@@ -13,8 +13,11 @@ engine removes the FIFO after that. `entry.line` has no trailing newline;
         def log(self, info, entry):
             print(info.container_name, entry.source, entry.line.decode(errors="replace"))
 
-Override `read_logs(info, config)` as an async generator of `LogEntry` to
-serve reads; the engine then asks the plugin instead of its own copy.
+Override `read_logs(req)` as an async generator of `LogEntry` to serve reads
+(`req.info` names the container, `req.config` has `since`, `until`, `tail`
+and `follow`); the engine then asks the plugin instead of its own copy. If
+the engine dies without StopLogging, the stream ends at the FIFO's EOF and
+`stopped(info)` is called then.
 """
 
 from __future__ import annotations
@@ -111,20 +114,40 @@ class LogPlugin(Plugin):
 
     async def _drain(self, stream: _Stream) -> None:
         async with stream.lock:
-            while True:
+            while stream.fd >= 0:
                 try:
                     data = os.read(stream.fd, 1 << 16)
                 except BlockingIOError:
                     return
                 except OSError:
-                    return
+                    data = b""
                 if not data:
+                    # No writer left (the engine died without StopLogging): a FIFO at EOF
+                    # stays readable, so stop watching it or the loop spins.
+                    await self._ended(stream)
                     return
                 for entry in stream.reader.feed(data):
                     try:
                         await call(self.log, stream.info, entry)
                     except Exception:
                         log.exception("log plugin failed on an entry")
+
+    async def _ended(self, stream: _Stream) -> None:
+        """The writer went away: the stream ends as if stopped."""
+        streams = self._streams_of()
+        file = next((f for f, known in streams.items() if known is stream), None)
+        if file is None:
+            return  # StopLogging is under way and finishes it
+        del streams[file]
+        self._close(stream)
+        await call(self.stopped, stream.info)
+
+    @staticmethod
+    def _close(stream: _Stream) -> None:
+        if stream.fd >= 0:
+            asyncio.get_running_loop().remove_reader(stream.fd)
+            os.close(stream.fd)
+            stream.fd = -1
 
     async def _stop(self, req: StopRequest) -> dict[str, Any]:
         stream = self._streams_of().pop(req.file, None)
@@ -134,7 +157,7 @@ class LogPlugin(Plugin):
         try:
             await self._drain(stream)
         finally:
-            os.close(stream.fd)
+            self._close(stream)
         await call(self.stopped, stream.info)
         return {}
 

@@ -23,10 +23,13 @@ import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dockyard.sdk.base import Plugin
 from dockyard.sdk.server import serve
+
+if TYPE_CHECKING:
+    from dockyard.plugins.check import CheckReport
 
 
 class Running:
@@ -62,13 +65,14 @@ class Running:
         except json.JSONDecodeError:
             return resp.status, raw
 
-    def check(self, timeout: float = 30.0) -> Any:
-        """Run the conformance checker (`dockyard plugin check`) against the plugin."""
+    def check(self, timeout: float = 30.0) -> CheckReport:
+        """Run the conformance checker (`dockyard plugin check`) against the plugin:
+        a report with `.ok`, `.results` and `.render()`."""
         from dockyard.plugins import check
         from dockyard.plugins.client import PluginClient
         from dockyard.plugins.discovery import Endpoint
 
-        async def go() -> Any:
+        async def go() -> CheckReport:
             client = PluginClient("plugin", Endpoint("unix", self.socket), retry_window=0)
             try:
                 return await check.run(client, timeout=timeout)

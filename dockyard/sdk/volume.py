@@ -1,6 +1,7 @@
 """Volume plugins: subclass `VolumePlugin` and override its methods.
 
-An engine calls, in this order: `capabilities()` once; `get(name)` and, if it
+An engine asks the capabilities once (answered from the class's `scope`,
+"local" or "global"); then `get(name)` and, if it
 returns None, `create(name, opts)` when a volume is created; `mount(name, id)`
 at each container start (a fresh 64-hex `id` per mount; count them, several
 containers can mount one volume) and `unmount(name, id)` with the same id at

@@ -26,9 +26,11 @@ plugin that still has volumes cannot be disabled or removed without force.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
+from dockyard.errors import Unavailable
 from dockyard.plugins.client import PluginError
 from dockyard.plugins.legacy import Plugin
 from dockyard.plugins.protocol import VOLUME
@@ -187,3 +189,21 @@ class PluginDrivers:
         plugin = self.plugins.managed.lookup(driver)
         if plugin is not None:
             self.plugins.managed.release(plugin.id)
+
+    @contextlib.contextmanager
+    def calling(self, driver: str) -> Iterator[None]:
+        """A reference on `driver`'s managed plugin while calls are made to it. Taken
+        with no await after the enabled check, so a `disable` either came first (and
+        this refuses) or sees the reference (and refuses itself)."""
+        managed = self.plugins.managed
+        plugin = managed.lookup(driver)
+        if plugin is None:
+            yield
+            return
+        if not plugin.enabled:
+            raise Unavailable(f"plugin {plugin.name} found but disabled")
+        managed.acquire(plugin.id)
+        try:
+            yield
+        finally:
+            managed.release(plugin.id)

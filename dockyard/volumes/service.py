@@ -30,7 +30,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -156,6 +156,17 @@ class VolumeService:
         """Each volume of a managed plugin holds a reference on it (Docker's rule)."""
         if self.plugins is not None and volume.driver not in self.drivers:
             self.plugins.hold(volume.driver)
+
+    @contextlib.contextmanager
+    def _calling(self, driver: VolumeDriver) -> Iterator[None]:
+        """A reference on a managed plugin for the calls that make a volume, taken before
+        them (the volume's own reference comes with its record): no disable can stop the
+        plugin half way, and one that did already is refused here."""
+        if self.plugins is None or driver.name in self.drivers:
+            yield
+            return
+        with self.plugins.calling(driver.name):
+            yield
 
     def _unhold(self, volume: Volume) -> None:
         if self.plugins is not None and volume.driver not in self.drivers:
@@ -324,23 +335,24 @@ class VolumeService:
                 driver = await self.driver(driver_name)
             except DockyardError as e:
                 raise _prefixed(f"create {name}", e) from e
-            try:
-                info = await driver.get(name)
-            except DockyardError:
-                info = None  # Docker ignores a failing Get here and goes on to Create
-            if info is None:
+            with self._calling(driver):
                 try:
-                    await driver.create(name, dict(options or {}))
-                except DockyardError as e:
-                    await _discard_half_made(driver, name, e)
-                    raise _prefixed(f"create {name}", e) from e
-            volume = Volume(name, driver.name, _now(), labels, options)
-            try:
-                self._insert(volume)
-            except BaseException:
+                    info = await driver.get(name)
+                except DockyardError:
+                    info = None  # Docker ignores a failing Get here and goes on to Create
                 if info is None:
-                    await driver.remove(name)
-                raise
+                    try:
+                        await driver.create(name, dict(options or {}))
+                    except DockyardError as e:
+                        await _discard_half_made(driver, name, e)
+                        raise _prefixed(f"create {name}", e) from e
+                volume = Volume(name, driver.name, _now(), labels, options)
+                try:
+                    self._insert(volume)
+                except BaseException:
+                    if info is None:
+                        await driver.remove(name)
+                    raise
         if info is None:
             self._emit("create", name, driver=driver.name)
         return volume, info, info is None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import pytest
 from tests.bare_plugin import BarePlugin, Call, Raw
 from tests.harness import REPO
 from tests.plugin_env import EXAMPLES, PluginDaemon, PluginProcess
+from tests.registry import make_ca, server_cert
 
 
 def check(*args: str, host: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -263,3 +265,29 @@ def test_the_builtin_drivers_pass(daemon: Any, name: str, kind: str, count: int)
     )
     refused = check("host", host=daemon.host)
     assert refused.returncode != 0 and "nothing to check" in refused.stderr
+
+
+def test_https_plugins_are_verified_as_docker_does(tmp_path: Path) -> None:
+    ca = make_ca(tmp_path / "ca")
+    cert, key = server_cert(ca, tmp_path)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    replies = {"/AuthZPlugin.AuthZReq": {"Allow": True}, "/AuthZPlugin.AuthZRes": {"Allow": True}}
+    with BarePlugin(["authz"], replies).serve_tcp(tls) as plugin:
+        url = f"https://{plugin.address}"
+        specs = {
+            # a .json file without TLSConfig: the system's CAs, which do not know ours
+            "system.json": {"Addr": url},
+            "ca.json": {"Addr": url, "TLSConfig": {"CAFile": str(ca.cert)}},
+            "skip.json": {"Addr": url, "TLSConfig": {"InsecureSkipVerify": True}},
+        }
+        for name, spec in specs.items():
+            (tmp_path / name).write_text(json.dumps(spec))
+        (tmp_path / "plain.spec").write_text(url)  # Docker: .spec URLs are not verified
+        refused = check(str(tmp_path / "system.json"))
+        assert refused.returncode != 0
+        assert "CERTIFICATE_VERIFY_FAILED" in refused.stdout + refused.stderr
+        for name in ("ca.json", "skip.json", "plain.spec"):
+            passed = check(str(tmp_path / name))
+            assert passed.returncode == 0, passed.stdout + passed.stderr
+            assert f"at https://{plugin.address}" in passed.stdout

@@ -70,6 +70,7 @@ class FifoReader:
 @pytest.fixture
 def daemon(busybox_tar: Path) -> Iterator[PluginDaemon]:
     d = PluginDaemon()
+    (d.exec_root / "logging").mkdir(parents=True, mode=0o755)  # left by someone else
     d.start_with()
     d.cli("import", str(busybox_tar), "demo/busybox:1", check=True)
     yield d
@@ -122,6 +123,7 @@ def test_call_sequence_fifo_and_framing(daemon: PluginDaemon) -> None:
         and len(os.path.basename(start["File"])) == 64
     )
     assert reader.events == ["start fifo=True perm=0o700", "stop exists=True"]
+    assert stat.S_IMODE(os.stat(os.path.dirname(start["File"])).st_mode) == 0o700
     assert not os.path.exists(start["File"])  # removed after StopLogging
     assert plugin.calls_to("/LogDriver.StopLogging")[0].json == {"File": start["File"]}
     full = [e for e in reader.entries if not e.partial]
@@ -271,3 +273,65 @@ def test_no_output_lost_or_repeated_across_a_daemon_restart(
         assert wait_for(lambda: log.exists() and b'"59"' in log.read_bytes())
         numbers = [int(json.loads(line)["log"]) for line in log.read_text().splitlines()]
         assert numbers == list(range(60))
+
+
+def test_output_of_a_container_that_exits_while_the_daemon_is_down_is_delivered(
+    daemon: PluginDaemon, tmp_path: Path
+) -> None:
+    logs_dir = tmp_path / "logs"
+    with PluginProcess(
+        f"{EXAMPLES}/log_rotate.py:RotatingLogs", daemon.sock("rotate"), {"LOG_DIR": str(logs_dir)}
+    ):
+        daemon.cli(
+            "run",
+            "-d",
+            "--name",
+            "short",
+            "--log-driver",
+            "rotate",
+            "demo/busybox:1",
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 20 ]; do echo $i; i=$((i+1)); sleep 0.2; done",
+            check=True,
+        )
+        inspect = daemon.api("GET", "/v1.45/containers/short/json")[1]
+        cid, pid = inspect["Id"], inspect["State"]["Pid"]
+        log = logs_dir / f"{cid}.log"
+        assert wait_for(lambda: log.exists() and b'"0"' in log.read_bytes())
+        daemon.stop()
+        assert b'"19"' not in log.read_bytes()
+        # the container, and its monitor, finish while no daemon runs
+        monitor = int((daemon.exec_root / "containers" / cid / "conmon.pid").read_text())
+        for gone in (pid, monitor):
+            assert wait_for(lambda: not os.path.exists(f"/proc/{gone}"), timeout=30)  # noqa: B023
+        daemon.start()
+        state = daemon.api("GET", "/v1.45/containers/short/json")[1]["State"]
+        assert (state["Status"], state["ExitCode"]) == ("exited", 0)
+        assert wait_for(lambda: b'"19"' in log.read_bytes())
+        numbers = [int(json.loads(line)["log"]) for line in log.read_text().splitlines()]
+        assert numbers == list(range(20))
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_an_sdk_log_plugin_rests_when_the_engine_dies(daemon: PluginDaemon, tmp_path: Path) -> None:
+    logs_dir = tmp_path / "logs"
+    with PluginProcess(
+        f"{EXAMPLES}/log_rotate.py:RotatingLogs", daemon.sock("rotate"), {"LOG_DIR": str(logs_dir)}
+    ) as plugin:
+        daemon.cli(
+            "run", "-d", "--name", "orphan", "--log-driver", "rotate", "demo/busybox:1",
+            "sh", "-c", "echo hello; sleep 300",
+            check=True,
+        )  # fmt: skip
+        assert wait_for(lambda: any(b"hello" in p.read_bytes() for p in logs_dir.glob("*.log")))
+        daemon.kill9()  # the FIFO loses its only writer, without StopLogging
+        time.sleep(0.5)
+        before = _cpu_seconds(plugin.proc.pid)
+        time.sleep(2)
+        assert _cpu_seconds(plugin.proc.pid) - before < 0.5  # not spinning on EOF
+        assert plugin.proc.poll() is None

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import signal
+import subprocess
 import sys
 import sysconfig
 import tarfile
@@ -25,7 +26,7 @@ import pytest
 
 from tests.bare_plugin import wait_for
 from tests.harness import REPO
-from tests.plugin_env import PluginDaemon
+from tests.plugin_env import PluginDaemon, sdk_plugin_config, volume_plugin_config
 
 NAME = "dy/rotate:1"
 
@@ -370,3 +371,108 @@ def test_the_docker_cli_manages_plugins(daemon: PluginDaemon, busybox_tar: Path)
     assert daemon.docker("plugin", "disable", "dy/x").returncode == 0
     assert daemon.docker("plugin", "rm", "dy/x").returncode == 0
     assert daemon.docker("plugin", "ls", "-q").stdout.strip() == ""
+
+
+def test_a_restarted_plugin_keeps_the_mounts_it_serves(
+    daemon: PluginDaemon, busybox_tar: Path
+) -> None:
+    source = make_plugin_dir(daemon.base, busybox_tar, volume_plugin_config())
+    daemon.cli("plugin", "create", "dy/snap", str(source), check=True)
+    daemon.cli("plugin", "enable", "dy/snap", check=True)
+    plugin_id = inspect(daemon, "dy/snap")["Id"]
+    daemon.cli("volume", "create", "-d", "dy/snap", "data", check=True)
+    served = daemon.data_root / "plugins" / plugin_id / "propagated-mount" / "volumes" / "data"
+    # what the plugin mounts for a volume in use (a sized volume's loop mount), as the
+    # host sees it through the propagated mount
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "served", str(served)], check=True)
+    try:
+        (served / "in-use").write_text("still here")
+        first = plugin_pid(daemon, plugin_id)
+        os.kill(first, signal.SIGKILL)  # the plugin crashes: it is started again
+        assert wait_for(lambda: plugin_pid(daemon, plugin_id) not in (0, first), 20)
+        assert os.path.ismount(served) and (served / "in-use").read_text() == "still here"
+        daemon.stop()  # a daemon restart that finds the plugin dead starts it again too
+        os.kill(plugin_pid(daemon, plugin_id), signal.SIGKILL)
+        daemon.start()
+        assert inspect(daemon, "dy/snap")["Enabled"] is True
+        assert os.path.ismount(served) and (served / "in-use").read_text() == "still here"
+        # disabled for good: its mounts go, as in Docker
+        daemon.cli("plugin", "disable", "-f", "dy/snap", check=True)
+        assert not os.path.ismount(served)
+    finally:
+        if os.path.ismount(served):
+            subprocess.run(["umount", str(served)], check=False)
+        daemon.cli("volume", "rm", "-f", "data")
+        daemon.cli("plugin", "rm", "-f", "dy/snap")
+
+
+def test_a_plugin_cannot_be_disabled_under_a_volume_create(
+    daemon: PluginDaemon, busybox_tar: Path
+) -> None:
+    config = sdk_plugin_config(
+        "/dockyard/tests/slow_plugins.py:SlowVolumes", "slow.sock", ["docker.volumedriver/1.0"],
+        propagatedMount="/data",
+    )  # fmt: skip
+    source = make_plugin_dir(daemon.base, busybox_tar, config)
+    daemon.cli("plugin", "create", "dy/slow", str(source), check=True)
+    daemon.cli("plugin", "enable", "dy/slow", check=True)
+    plugin_id = inspect(daemon, "dy/slow")["Id"]
+    creating = daemon.data_root / "plugins" / plugin_id / "propagated-mount" / "busy"
+    create = subprocess.Popen(
+        [sys.executable, "-m", "dockyard", "volume", "create", "-d", "dy/slow", "v1"],
+        cwd=REPO,
+        env={**os.environ, "DOCKYARD_HOST": daemon.host},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert wait_for(creating.exists, 20)  # the plugin is inside Create
+        status, body = daemon.api("POST", "/v1.45/plugins/dy/slow/disable")
+        assert (status, body["message"]) == (409, "plugin dy/slow:latest is in use")
+        _, err = create.communicate(timeout=60)
+        assert create.returncode == 0, err
+        assert daemon.cli("volume", "ls", "-q").stdout.split() == ["v1"]
+    finally:
+        if create.poll() is None:
+            create.kill()
+        daemon.cli("volume", "rm", "-f", "v1")
+        daemon.cli("plugin", "rm", "-f", "dy/slow")
+
+
+def test_a_plugin_cannot_be_disabled_under_a_network_create(
+    daemon: PluginDaemon, busybox_tar: Path
+) -> None:
+    config = sdk_plugin_config(
+        "/dockyard/tests/slow_plugins.py:SlowIpam", "slowipam.sock", ["docker.ipamdriver/1.0"]
+    )
+    state = daemon.base / "slowipam-state"
+    state.mkdir()
+    config["mounts"].append(
+        {"source": str(state), "destination": "/state", "type": "bind", "options": ["rbind"]}
+    )
+    config["env"].append({"name": "STATE_DIR", "value": "/state"})
+    source = make_plugin_dir(daemon.base, busybox_tar, config)
+    daemon.cli("plugin", "create", "dy/slowipam", str(source), check=True)
+    daemon.cli("plugin", "enable", "dy/slowipam", check=True)
+    create = subprocess.Popen(
+        [sys.executable, "-m", "dockyard", "network", "create", "--ipam-driver", "dy/slowipam",
+         "--subnet", "10.197.0.0/24", "slownet"],
+        cwd=REPO,
+        env={**os.environ, "DOCKYARD_HOST": daemon.host},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert wait_for((state / "busy").exists, 20)  # the plugin is inside RequestPool
+        status, body = daemon.api("POST", "/v1.45/plugins/dy/slowipam/disable")
+        assert (status, body["message"]) == (409, "plugin dy/slowipam:latest is in use")
+        _, err = create.communicate(timeout=60)
+        assert create.returncode == 0, err
+        assert "slownet" in daemon.cli("network", "ls").stdout
+    finally:
+        if create.poll() is None:
+            create.kill()
+        daemon.cli("network", "rm", "slownet")
+        daemon.cli("plugin", "rm", "-f", "dy/slowipam")

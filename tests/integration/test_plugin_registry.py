@@ -256,7 +256,7 @@ def test_hostile_or_foreign_images_are_refused_at_install(
     try:
         daemon.start_with()
         status, body = daemon.api(
-            "POST", f"/v1.45/plugins/pull?remote={registry.host}/{repo}:1", b"[]"
+            "POST", f"/v1.45/plugins/pull?remote={registry.host}/{repo}:1", []
         )
         text = body["message"] if isinstance(body, dict) else body.decode()
         if status == 200:  # refused after the stream started: the error is its last message

@@ -138,3 +138,42 @@ def test_an_error_answered_to_get_is_no_such_volume_but_silence_is_an_error(
         plugin.replies["/VolumeDriver.Get"] = Raw(200, b"{}", delay=5)
         with pytest.raises(PluginError, match=r"VolumeDriver.Get: timed out after 2s"):
             _call(socket, lambda d: d.get("v"))
+
+
+def test_the_example_plugin_keeps_its_mounts_across_its_restart(tmp_path: Path) -> None:
+    """Engines do not mount again after a plugin restart: it must remember who mounted."""
+    socket = str(tmp_path / "snap.sock")
+    env = {"VOLUME_ROOT": str(tmp_path / "root")}
+    target = tmp_path / "root" / "volumes" / "v"
+    try:
+        with PluginProcess(f"{EXAMPLES}/volume_snap.py:SnapshotVolumes", socket, env):
+
+            async def two_containers(driver: RemoteDriver) -> None:
+                await driver.create("v", {"size": "8m"})
+                await driver.mount("v", "a" * 64)
+                await driver.mount("v", "b" * 64)
+
+            _call(socket, two_containers)
+        assert target.is_mount()
+        with PluginProcess(f"{EXAMPLES}/volume_snap.py:SnapshotVolumes", socket, env):
+
+            async def first_stops(driver: RemoteDriver) -> str:
+                await driver.unmount("v", "a" * 64)
+                try:
+                    await driver.remove("v")
+                except PluginError as e:
+                    return str(e)
+                return "removed"
+
+            refused = _call(socket, first_stops)
+            assert "volume v is in use" in refused
+            assert target.is_mount()  # the other container still uses it
+
+            async def second_stops(driver: RemoteDriver) -> str:
+                await driver.unmount("v", "b" * 64)
+                return await driver.path("v")
+
+            assert _call(socket, second_stops) == ""  # not mounted: no path to give
+            assert not target.is_mount()
+    finally:
+        _unmount_below(tmp_path)

@@ -119,7 +119,13 @@ def test_spec_files_need_a_scheme_and_json_tls_fields_are_honoured(tmp_path: Pat
     (tmp_path / "noca.json").write_text(json.dumps({"Addr": "tcp://h:1", "TLSConfig": {}}))
     noca = disco.find("noca")
     assert noca.scheme == "https" and noca.tls is not None and noca.tls.insecure_skip_verify
-    assert parse_url("https://h:2").tls is not None  # spec files: TLS without verification
+    (tmp_path / "plain.spec").write_text("https://h:2")
+    spec = disco.find("plain")  # spec files: TLS without verification
+    assert spec.tls is not None and spec.tls.insecure_skip_verify
+    (tmp_path / "system.json").write_text(json.dumps({"Addr": "https://h:3"}))
+    system = disco.find("system")  # no TLSConfig: verified against the system's CAs
+    assert system.scheme == "https" and system.tls is None
+    assert parse_url("https://h:2").tls is None
 
 
 def _config(**changes: object) -> bytes:
