@@ -128,6 +128,10 @@ class VolumeService:
         # Volume plugins, found by name as Docker finds them; set by the engine.
         self.plugins: PluginDrivers | None = None
         self._locks: dict[str, asyncio.Lock] = {}
+        # Names removed while a `volume ls` was asking the drivers: its answers may
+        # predate the removal, so they must not bring such a volume back.
+        self._listings = 0
+        self._removed_while_listing: set[str] = set()
 
     # -- drivers and records --------------------------------------------------
 
@@ -407,18 +411,24 @@ class VolumeService:
                 raise InvalidArgument(f"invalid filter '{key}'")
         warnings = []
         drivers = await self._all_drivers()
-        lists = await asyncio.gather(*(d.list() for d in drivers), return_exceptions=True)
         listed: dict[tuple[str, str], VolumeInfo] = {}
-        for driver, result in zip(drivers, lists, strict=True):
-            if isinstance(result, DockyardError):
-                warnings.append(f"list {driver.name}: {result.message}")
-                continue
-            if isinstance(result, BaseException):
-                raise result
-            for info in result:
-                listed[(driver.name, info.name)] = info
-                if self._record(info.name) is None:
-                    await self._adopt_listed(driver, info.name)
+        self._listings += 1
+        try:
+            lists = await asyncio.gather(*(d.list() for d in drivers), return_exceptions=True)
+            for driver, result in zip(drivers, lists, strict=True):
+                if isinstance(result, DockyardError):
+                    warnings.append(f"list {driver.name}: {result.message}")
+                    continue
+                if isinstance(result, BaseException):
+                    raise result
+                for info in result:
+                    listed[(driver.name, info.name)] = info
+                    if self._record(info.name) is None:
+                        await self._adopt_listed(driver, info.name)
+        finally:
+            self._listings -= 1
+            if not self._listings:
+                self._removed_while_listing.clear()
         used = {p.name for points in self.container_mounts().values() for p in points}
         volumes = []
         for volume in self._records():
@@ -429,13 +439,11 @@ class VolumeService:
 
     async def _adopt_listed(self, driver: VolumeDriver, name: str) -> None:
         """Record a volume a driver listed and the engine did not know, unless a remove
-        took it away since the listing (a record without data is never made)."""
+        took it away since the listing (a record without data is never made). Docker
+        adopts from List alone, without a Get per volume; so do we."""
         async with self._lock(name):
-            if self._record(name) is not None:
-                return
-            with contextlib.suppress(DockyardError):
-                if await driver.get(name) is not None:
-                    self._insert(Volume(name, driver.name, _now(), None, None), adopt=True)
+            if self._record(name) is None and name not in self._removed_while_listing:
+                self._insert(Volume(name, driver.name, _now(), None, None), adopt=True)
 
     def _matches(self, volume: Volume, filters: dict[str, list[str]], used: set[str]) -> bool:
         if filters.get("driver") and volume.driver not in filters["driver"]:
@@ -487,6 +495,8 @@ class VolumeService:
                     raise _prefixed(f"remove {name}", e) from e
                 log.warning("forgetting volume %s its driver failed to remove: %s", name, e)
             self._forget(volume)
+            if self._listings:
+                self._removed_while_listing.add(name)
         self._emit("destroy", name, driver=volume.driver)
         return True
 
