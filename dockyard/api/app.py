@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -74,6 +74,17 @@ async def read_json_value(request: web.Request) -> Any:
         return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InvalidArgument(f"invalid JSON: {e}") from e
+
+
+async def body_chunks(request: web.Request) -> AsyncIterator[bytes]:
+    """A streamed request body (a tar: a build context, an image, a plugin), as it
+    arrives; if a middleware read it already (authorization plugins are shown JSON
+    bodies), the bytes it kept."""
+    if request.body_exists and request.content.at_eof():
+        yield await request.read()
+        return
+    async for chunk in request.content.iter_chunked(1 << 20):
+        yield chunk
 
 
 async def read_json(request: web.Request, *, required: bool = False) -> dict[str, Any]:

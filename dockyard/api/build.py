@@ -11,12 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
 
-from dockyard.api.app import Routes, engine, json_response, query_bool, query_int
+from dockyard.api.app import Routes, body_chunks, engine, json_response, query_bool, query_int
 from dockyard.api.streams import JSONStream
 from dockyard.build import bootstrap as bootstraps
 from dockyard.build.builder import BuildOptions, StepFailed, parse_platform
@@ -112,11 +111,6 @@ def options(request: web.Request) -> BuildOptions:
     )
 
 
-async def _body(request: web.Request) -> AsyncIterator[bytes]:
-    async for chunk in request.content.iter_chunked(1 << 20):
-        yield chunk
-
-
 def _client_gone(request: web.Request) -> bool:
     transport = request.transport
     return transport is None or transport.is_closing()
@@ -127,7 +121,7 @@ async def build(request: web.Request) -> web.StreamResponse:
     eng = engine(request)
     opts = options(request)
     stream = JSONStream(request)
-    task = asyncio.ensure_future(eng.builder.build(_body(request), opts, stream.send))
+    task = asyncio.ensure_future(eng.builder.build(body_chunks(request), opts, stream.send))
     try:
         while not task.done():
             await asyncio.wait({task}, timeout=0.5)

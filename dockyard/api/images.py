@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
 
 from dockyard.api import filters
-from dockyard.api.app import Routes, engine, json_response, query_bool
+from dockyard.api.app import Routes, body_chunks, engine, json_response, query_bool
 from dockyard.api.container_json import parse_time
 from dockyard.api.distribution import registry_credentials
 from dockyard.api.streams import JSONStream, progress_stream
@@ -208,11 +207,6 @@ async def prune(request: web.Request) -> web.StreamResponse:
     return json_response({"ImagesDeleted": report or None, "SpaceReclaimed": space})
 
 
-async def _body(request: web.Request) -> AsyncIterator[bytes]:
-    async for chunk in request.content.iter_chunked(1 << 20):
-        yield chunk
-
-
 @routes.post("/images/create")
 async def create(request: web.Request) -> web.StreamResponse:
     eng = engine(request)
@@ -222,7 +216,7 @@ async def create(request: web.Request) -> web.StreamResponse:
         stream = JSONStream(request)
         try:
             image = await eng.images.import_tar(
-                _body(request),
+                body_chunks(request),
                 repo=request.query.get("repo", ""),
                 tag=request.query.get("tag", ""),
                 message=request.query.get("message", ""),
@@ -311,7 +305,7 @@ async def _save(request: web.Request, names: list[str]) -> web.StreamResponse:
 async def load(request: web.Request) -> web.StreamResponse:
     stream = JSONStream(request)
     try:
-        loaded = await engine(request).archives.load(_body(request))
+        loaded = await engine(request).archives.load(body_chunks(request))
     except DockyardError as e:
         await stream.error(e.message)
         return await stream.finish()

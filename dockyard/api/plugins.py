@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -10,6 +9,7 @@ from aiohttp import web
 from dockyard.api import filters
 from dockyard.api.app import (
     Routes,
+    body_chunks,
     engine,
     json_response,
     query_bool,
@@ -88,17 +88,12 @@ async def inspect(request: web.Request) -> web.StreamResponse:
     )
 
 
-async def _body(request: web.Request) -> AsyncIterator[bytes]:
-    async for chunk in request.content.iter_chunked(1 << 20):
-        yield chunk
-
-
 @routes.post("/plugins/create")
 async def create(request: web.Request) -> web.StreamResponse:
     name = request.query.get("name") or ""
     if not name:
         raise InvalidArgument("a plugin name is required")
-    await engine(request).plugins.managed.create(name, _body(request))
+    await engine(request).plugins.managed.create(name, body_chunks(request))
     return web.Response(status=204)
 
 

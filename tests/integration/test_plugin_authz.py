@@ -7,8 +7,10 @@ plugins written without the SDK.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import signal
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -220,8 +222,11 @@ def test_the_policy_example_plugin(tmp_path: Path, busybox_tar: Path) -> None:
 def _no_privileged(call: Call) -> dict[str, object]:
     """A policy: no privileged containers (judged on the body the plugin is shown)."""
     raw = call.json.get("RequestBody")
-    body = json.loads(base64.b64decode(raw)) if raw else {}
-    if (body.get("HostConfig") or {}).get("Privileged"):
+    try:
+        body = json.loads(base64.b64decode(raw)) if raw else {}
+    except ValueError:  # labelled JSON, but not (a build context)
+        body = {}
+    if isinstance(body, dict) and (body.get("HostConfig") or {}).get("Privileged"):
         return {"Allow": False, "Msg": "no privileged containers"}
     return {"Allow": True}
 
@@ -241,8 +246,11 @@ def guarded() -> Iterator[tuple[PluginDaemon, BarePlugin]]:
         guard.stop()
 
 
-def _raw_post(daemon: PluginDaemon, path: str, body: Any, headers: dict[str, str]) -> Any:
-    """POST over the daemon's socket exactly as given (bytes, or chunks to send chunked)."""
+def _raw_post(
+    daemon: PluginDaemon, path: str, body: Any, headers: dict[str, str], *, decode: bool = True
+) -> Any:
+    """POST over the daemon's socket exactly as given (bytes, or chunks to send chunked);
+    the status and the reply, decoded as one JSON document unless `decode` is false."""
     import http.client
     import socket
 
@@ -257,7 +265,8 @@ def _raw_post(daemon: PluginDaemon, path: str, body: Any, headers: dict[str, str
             "POST", path, body=body, headers=headers, encode_chunked=not isinstance(body, bytes)
         )
         resp = conn.getresponse()
-        return resp.status, json.loads(resp.read() or b"null")
+        reply = resp.read()
+        return resp.status, json.loads(reply or b"null") if decode else reply
     finally:
         conn.close()
 
@@ -323,6 +332,32 @@ def test_a_body_too_large_for_the_plugins_is_refused(
         403,
         "authorization denied by plugin guard: no privileged containers",
     )
+
+
+def test_a_streamed_body_the_plugins_were_shown_still_reaches_the_handler(
+    guarded: tuple[PluginDaemon, BarePlugin],
+) -> None:
+    # A build context sent as application/json is read whole for the plugins first.
+    daemon, guard = guarded
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        dockerfile = b"FROM scratch\nLABEL made=through-authz\n"
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile)
+        tar.addfile(info, io.BytesIO(dockerfile))
+    status, reply = _raw_post(
+        daemon,
+        "/v1.45/build?t=authz/ctx:1",
+        context.getvalue(),
+        {"Content-Type": "application/json"},
+        decode=False,
+    )
+    assert status == 200, reply
+    assert b"Successfully tagged authz/ctx:1" in reply, reply
+    status, image = daemon.api("GET", "/v1.45/images/authz/ctx:1/json")
+    assert status == 200 and image["Config"]["Labels"] == {"made": "through-authz"}
+    shown = [c.json.get("RequestBody") for c in guard.calls_to("/AuthZPlugin.AuthZReq")]
+    assert base64.b64encode(context.getvalue()).decode() in shown
 
 
 def _reload(daemon: PluginDaemon, names: list[str]) -> None:
