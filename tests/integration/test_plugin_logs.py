@@ -243,6 +243,15 @@ def test_rotating_log_example_receives_output_and_serves_logs(
             client.close()
 
 
+def _count(daemon: PluginDaemon, name: str, n: int, *, pause: float) -> None:
+    """A detached container logging to the rotate plugin: 0 .. n-1, a line each `pause`."""
+    script = f"i=0; while [ $i -lt {n} ]; do echo $i; i=$((i+1)); sleep {pause}; done"
+    daemon.cli(
+        "run", "-d", "--name", name, "--log-driver", "rotate", "demo/busybox:1", "sh", "-c", script,
+        check=True,
+    )  # fmt: skip
+
+
 def test_no_output_lost_or_repeated_across_a_daemon_restart(
     daemon: PluginDaemon, tmp_path: Path
 ) -> None:
@@ -250,19 +259,7 @@ def test_no_output_lost_or_repeated_across_a_daemon_restart(
     with PluginProcess(
         f"{EXAMPLES}/log_rotate.py:RotatingLogs", daemon.sock("rotate"), {"LOG_DIR": str(logs_dir)}
     ):
-        daemon.cli(
-            "run",
-            "-d",
-            "--name",
-            "counter",
-            "--log-driver",
-            "rotate",
-            "demo/busybox:1",
-            "sh",
-            "-c",
-            "i=0; while [ $i -lt 60 ]; do echo $i; i=$((i+1)); sleep 0.05; done",
-            check=True,
-        )
+        _count(daemon, "counter", 60, pause=0.05)
         cid = daemon.api("GET", "/v1.45/containers/counter/json")[1]["Id"]
         time.sleep(0.8)
         daemon.stop()  # the container keeps running and printing
@@ -282,19 +279,7 @@ def test_output_of_a_container_that_exits_while_the_daemon_is_down_is_delivered(
     with PluginProcess(
         f"{EXAMPLES}/log_rotate.py:RotatingLogs", daemon.sock("rotate"), {"LOG_DIR": str(logs_dir)}
     ):
-        daemon.cli(
-            "run",
-            "-d",
-            "--name",
-            "short",
-            "--log-driver",
-            "rotate",
-            "demo/busybox:1",
-            "sh",
-            "-c",
-            "i=0; while [ $i -lt 20 ]; do echo $i; i=$((i+1)); sleep 0.2; done",
-            check=True,
-        )
+        _count(daemon, "short", 20, pause=0.2)
         inspect = daemon.api("GET", "/v1.45/containers/short/json")[1]
         cid, pid = inspect["Id"], inspect["State"]["Pid"]
         log = logs_dir / f"{cid}.log"
