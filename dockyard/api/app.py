@@ -71,7 +71,9 @@ async def read_json_value(request: web.Request) -> Any:
             f"unsupported Content-Type header ({content_type}): must be 'application/json'"
         )
     try:
-        return json.loads(raw)
+        # UTF-8 only, as Docker (and a Go plugin) reads it: json.loads alone would also
+        # take UTF-16/32, which an authorization plugin cannot read.
+        return json.loads(raw.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InvalidArgument(f"invalid JSON: {e}") from e
 

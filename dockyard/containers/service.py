@@ -130,8 +130,10 @@ class ContainerService:
         # Delivers output to log-driver plugins; set by the engine.
         self.logging: PluginLogging | None = None
         images.image_users = self.image_users
+        # Asked by the garbage collector on a worker thread: list() copies the records
+        # in one step, safe against the loop adding or removing one meanwhile.
         images.container_chains = lambda: {
-            c.chain_id for c in self._containers.values() if c.chain_id
+            c.chain_id for c in list(self._containers.values()) if c.chain_id
         }
         volumes.container_mounts = lambda: {c.id: c.mounts for c in self._containers.values()}
 

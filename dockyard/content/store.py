@@ -13,12 +13,13 @@ The store directory is itself a valid OCI image layout (`oci-layout`,
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO
 
 from dockyard.errors import InvalidArgument, NotFound
@@ -232,6 +233,16 @@ class ContentStore:
             os.unlink(self.path(digest))
         except FileNotFoundError:
             pass
+
+    def discard(self, digests: Iterable[str]) -> str:
+        """Take blobs out of the store at once, a rename each; their bytes go with the
+        returned directory (in the ingest area), the caller's to delete when it can
+        take the time, or the next start-up's."""
+        trash = self.staging_dir()
+        for digest in digests:
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(self.path(digest), os.path.join(trash, digest[len("sha256:") :]))
+        return trash
 
     def digests(self) -> Iterator[str]:
         for name in os.listdir(self.blob_dir):

@@ -105,9 +105,20 @@ class Archives:
         """The archive of `names`, chunk by chunk; names are resolved before the first."""
         plan = self._plan(names)
         with self.images.hold() as lease:  # what is written stays until it is sent
+            # Everything of every image is pinned before the first await: a collection
+            # while an earlier layer is decompressed must not take a later image's blobs.
+            for entry in plan:
+                diff_ids = entry.image.diff_ids
+                lease.pin(
+                    blobs=[
+                        entry.image.id,
+                        entry.image.manifest_digest,
+                        *diff_ids,
+                        *(b.digest for d in diff_ids for b in self.images.layer_blobs(d)),
+                    ]
+                )
             layers: dict[str, _LayerSource] = {}
             for entry in plan:
-                lease.pin(blobs=[entry.image.id, entry.image.manifest_digest])
                 for diff_id in entry.image.diff_ids:
                     if diff_id not in layers:
                         layers[diff_id] = await self._uncompressed(diff_id, lease)

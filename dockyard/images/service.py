@@ -420,7 +420,10 @@ class ImageService:
         ref = None if self._is_id(name, image) else reference.parse(name)
         if ref is not None:
             names = [*image.tags, *image.repo_digests]
-            if not force and len(names) <= 1 and users:
+            # Docker's single reference: names of one repository with at most one tag
+            # (its digest references go with it). An image in use keeps it unless forced.
+            single = len(image.tags) <= 1 and len({n.repository for n in names}) == 1
+            if not force and users and single:
                 raise Conflict(
                     f'conflict: unable to remove repository reference "{name}" (must force) - '
                     f"container {users[0][0][:12]} is using its referenced image {image.short_id}"
@@ -497,8 +500,8 @@ class ImageService:
                 continue
             if self.image_users(image.id) or not chosen(image):
                 continue
-            for tag in image.tags:
-                self._untag(image.id, tag, report)
+            for name_ref in [*image.tags, *image.repo_digests]:
+                self._untag(image.id, name_ref, report)
             self._delete(image, report)
         await self.collect()
         return report, max(0, before - await asyncio.to_thread(self.disk_usage))
@@ -574,8 +577,7 @@ class ImageService:
                 if path is not None:
                     trash.append(path)
         dead = [digest for digest in blobs if digest not in live_blobs]
-        for digest in dead:
-            self.content.delete(digest)
+        trash.append(self.content.discard(dead))  # deleted once the lock is released
         with self.db.transaction():
             for digest in dead:
                 self.db.execute("DELETE FROM layer_blobs WHERE digest=?", (digest,))

@@ -190,10 +190,19 @@ class PluginLogging:
                 except DockyardError as e:
                     log.warning("%s", e.message)
         finally:  # whatever happened, no fd, FIFO or plugin reference stays behind
-            os.close(forwarder.fd)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(forwarder.host_fifo)
-            self.plugins.release(forwarder.plugin)
+
+            def release(_: object = None) -> None:
+                os.close(forwarder.fd)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(forwarder.host_fifo)
+                self.plugins.release(forwarder.plugin)
+
+            task = forwarder.task
+            if task is not None and not task.done():  # cancelled while waiting for it
+                task.cancel()
+                task.add_done_callback(release)  # the fd stays its own until it is done
+            else:
+                release()
 
     async def shutdown(self) -> None:
         """Daemon shutdown: deliver what the monitors wrote so far, record the offsets, and

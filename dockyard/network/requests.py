@@ -29,6 +29,9 @@ class NetworkCreate:
     ipam_configs: list[dict[str, Any]] = field(default_factory=list)
 
 
+_DEFAULT_BRIDGE = "com.docker.network.bridge.default_bridge"
+
+
 def network_create(request: dict[str, Any]) -> NetworkCreate:
     """`POST /networks/create`'s body, validated (names, CIDRs, gateways inside subnets...)."""
     name = request.get("Name")
@@ -45,6 +48,9 @@ def network_create(request: dict[str, Any]) -> NetworkCreate:
         raise InvalidArgument("invalid JSON: IPAM must be an object")
     for key in ("Internal", "Attachable", "Ingress", "CheckDuplicate", "ConfigOnly"):
         _typed(request.get(key), bool, key, "a boolean")
+    options = _string_map(request.get("Options"), "Options")
+    if _DEFAULT_BRIDGE in options:  # would let a network take over a host's bridge
+        raise InvalidArgument(f"option {_DEFAULT_BRIDGE} is reserved for the default network")
     return NetworkCreate(
         name=name,
         driver=_typed(request.get("Driver"), str, "Driver", "a string") or "bridge",
@@ -52,7 +58,7 @@ def network_create(request: dict[str, Any]) -> NetworkCreate:
         internal=bool(request.get("Internal")),
         attachable=bool(request.get("Attachable")),
         ingress=bool(request.get("Ingress")),
-        options=_string_map(request.get("Options"), "Options"),
+        options=options,
         labels=_string_map(request.get("Labels"), "Labels"),
         ipam_driver=_typed(ipam.get("Driver"), str, "IPAM.Driver", "a string") or "default",
         ipam_options=_string_map(ipam.get("Options"), "IPAM.Options"),

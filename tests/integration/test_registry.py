@@ -442,3 +442,26 @@ def test_rmi_by_digest_removes_only_that_reference(daemon: Daemon, app_image: st
     assert f"Untagged: {app_image}" in removed.stdout
     assert f"Untagged: {by_digest}" in removed.stdout
     assert f"Deleted: {image['Id']}" in removed.stdout
+
+
+def test_rmi_of_an_image_in_use_keeps_its_last_tag_and_digests(
+    daemon: Daemon, app_image: str
+) -> None:
+    # A tag and the digest references it would take along are one reference (Docker's
+    # rule): a container's image keeps it unless forced.
+    daemon.cli("pull", app_image, check=True)
+    image = _inspect(daemon, app_image)
+    (by_digest,) = [d for d in image["RepoDigests"] if d.startswith(app_image.rsplit(":", 1)[0])]
+    daemon.cli("create", "--name", "user-of-app", app_image, "true", check=True)
+    try:
+        for name in (app_image, by_digest):
+            refused = daemon.cli("rmi", name)
+            assert refused.returncode != 0
+            assert f'unable to remove repository reference "{name}" (must force)' in refused.stderr
+        assert _inspect(daemon, app_image)["RepoDigests"] == image["RepoDigests"]
+        forced = daemon.cli("rmi", "-f", app_image)
+        assert forced.stdout.split() == ["Untagged:", app_image, "Untagged:", by_digest]
+        assert daemon.api("GET", f"/v1.45/images/{image['Id']}/json")[0] == 200  # still used
+    finally:
+        daemon.cli("rm", "-f", "user-of-app")
+        daemon.cli("rmi", "-f", image["Id"])
