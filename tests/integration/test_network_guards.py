@@ -178,6 +178,8 @@ def test_bad_bridge_options_are_refused(daemon: Daemon) -> None:
         "com.docker.network.bridge.enable_icc=maybe",
         "com.docker.network.bridge.host_binding_ipv4=not-an-address",
         "com.docker.network.bridge.enable_ip_masquerade=sometimes",
+        # the default network's own mark: with it, a network could take a host's bridge
+        "com.docker.network.bridge.default_bridge=true",
     ):
         result = daemon.cli("network", "create", "-o", option, "bad-" + secrets.token_hex(3))
         assert result.returncode != 0 and option.split("=")[0] in result.stderr, result.stderr

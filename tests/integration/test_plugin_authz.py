@@ -223,8 +223,9 @@ def _no_privileged(call: Call) -> dict[str, object]:
     """A policy: no privileged containers (judged on the body the plugin is shown)."""
     raw = call.json.get("RequestBody")
     try:
-        body = json.loads(base64.b64decode(raw)) if raw else {}
-    except ValueError:  # labelled JSON, but not (a build context)
+        # read as a Go plugin reads it: UTF-8 only
+        body = json.loads(base64.b64decode(raw).decode("utf-8")) if raw else {}
+    except ValueError:  # labelled JSON, but not (a build context, another encoding)
         body = {}
     if isinstance(body, dict) and (body.get("HostConfig") or {}).get("Privileged"):
         return {"Allow": False, "Msg": "no privileged containers"}
@@ -295,6 +296,11 @@ def test_a_body_the_plugins_cannot_see_is_never_parsed(
             400,
             f"unsupported Content-Type header ({content_type}): must be 'application/json'",
         )
+    # JSON is UTF-8, as the plugins (Go's decoder) read it: other encodings are refused.
+    for encoding in ("utf-16-le", "utf-32", "utf-8-sig"):
+        disguised = privileged.decode().encode(encoding)
+        status, body = _raw_post(daemon, create, disguised, {"Content-Type": "application/json"})
+        assert status == 400 and body["message"].startswith("invalid JSON"), (encoding, body)
     status, body = _raw_post(daemon, create, privileged, {})
     assert (status, body["message"]) == (
         400,
