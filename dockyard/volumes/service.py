@@ -31,7 +31,7 @@ import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dockyard import mount as host_mount
@@ -127,7 +127,7 @@ class VolumeService:
         self.container_mounts: ContainerMounts = dict
         # Volume plugins, found by name as Docker finds them; set by the engine.
         self.plugins: PluginDrivers | None = None
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, _NameLock] = {}  # only names someone holds or waits for
         # Names removed while a `volume ls` was asking the drivers: its answers may
         # predate the removal, so they must not bring such a volume back.
         self._listings = 0
@@ -178,8 +178,16 @@ class VolumeService:
 
     @contextlib.asynccontextmanager
     async def _lock(self, name: str) -> AsyncIterator[None]:
-        async with self._locks.setdefault(name, asyncio.Lock()):
-            yield
+        """One create, remove or adoption of `name` at a time."""
+        entry = self._locks.setdefault(name, _NameLock())
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if not entry.users:
+                del self._locks[name]
 
     @staticmethod
     def _from_row(row: Any) -> Volume:
@@ -824,6 +832,12 @@ class VolumeService:
         await asyncio.gather(*(check(volume) for volume in self._records()))
         rows = self.db.all("SELECT id, volume, driver, container FROM volume_mounts")
         await self._unmount([row for row in rows if row["container"] not in running])
+
+
+@dataclass
+class _NameLock:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0  # holding or waiting
 
 
 def _other(volume: Volume, judged: Volume) -> bool:
