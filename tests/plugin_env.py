@@ -8,6 +8,7 @@ timeout so failure paths take seconds, not minutes.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -125,6 +126,21 @@ def sdk_plugin_config(target: str, socket: str, types: list[str], **changes: Any
     }
     config.update(changes)
     return config
+
+
+def hostile_tar(entries: list[tuple[str, bytes | None, dict[str, Any]]]) -> bytes:
+    """A tar of exactly these entries (name, data or None, TarInfo fields): no check of
+    names, types or links, for plugin archives that must be refused."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, data, extra in entries:
+            info = tarfile.TarInfo(name)
+            for key, value in extra.items():
+                setattr(info, key, value)
+            if data is not None:
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return out.getvalue()
 
 
 def volume_plugin_config(**changes: Any) -> dict[str, Any]:

@@ -8,7 +8,6 @@ mounts, which exercises Mounts, Env and settable fields on the way.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
@@ -26,56 +25,37 @@ import pytest
 
 from tests.bare_plugin import wait_for
 from tests.harness import REPO
-from tests.plugin_env import PluginDaemon, sdk_plugin_config, volume_plugin_config
+from tests.plugin_env import (
+    PluginDaemon,
+    hostile_tar,
+    sdk_plugin_config,
+    volume_plugin_config,
+)
 
 NAME = "dy/rotate:1"
 
 
 def plugin_config(logs: Path, **changes: Any) -> dict[str, Any]:
-    site = sysconfig.get_paths()["purelib"]
-    python = os.path.realpath(sys.executable)
-    ro = {"type": "bind", "options": ["rbind", "ro"]}
-    config: dict[str, Any] = {
-        "description": "rotating log files",
-        "documentation": "https://example.invalid/rotate",
-        "entrypoint": [
-            python,
-            "-m",
-            "dockyard.sdk",
-            "run",
-            "/dockyard/plugins/log_rotate.py:RotatingLogs",
-            "--socket",
-            "/run/docker/plugins/rotate.sock",
-        ],
-        "workdir": "/",
-        "interface": {"types": ["docker.logdriver/1.0"], "socket": "rotate.sock"},
-        "env": [
-            {"name": "LOG_DIR", "value": "/logs", "settable": ["value"]},
-            {"name": "PYTHONPATH", "value": f"/dockyard:{site}"},
-            {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
-        ],
-        "mounts": [
-            {"source": "/usr", "destination": "/usr", **ro},
-            {"source": "/lib", "destination": "/lib", **ro},
-            {"source": "/lib64", "destination": "/lib64", **ro},
-            {"source": site, "destination": site, **ro},
-            *(
-                [{"source": sys.base_prefix, "destination": sys.base_prefix, **ro}]
-                if not sys.base_prefix.startswith("/usr")
-                else []
-            ),
-            {"source": str(REPO), "destination": "/dockyard", **ro},
-            {
-                "name": "logs",
-                "source": str(logs),
-                "destination": "/logs",
-                "type": "bind",
-                "options": ["rbind", "rw"],
-                "settable": ["source"],
-            },
-        ],
-        "linux": {"capabilities": ["CAP_SYSLOG"]},
-    }
+    config = sdk_plugin_config(
+        "/dockyard/plugins/log_rotate.py:RotatingLogs", "rotate.sock", ["docker.logdriver/1.0"]
+    )
+    config.update(
+        description="rotating log files",
+        documentation="https://example.invalid/rotate",
+        workdir="/",
+        linux={"capabilities": ["CAP_SYSLOG"]},
+    )
+    config["env"].insert(0, {"name": "LOG_DIR", "value": "/logs", "settable": ["value"]})
+    config["mounts"].append(
+        {
+            "name": "logs",
+            "source": str(logs),
+            "destination": "/logs",
+            "type": "bind",
+            "options": ["rbind", "rw"],
+            "settable": ["source"],
+        }
+    )
     config.update(changes)
     return config
 
@@ -263,19 +243,6 @@ def test_enable_fails_when_no_socket_appears(daemon: PluginDaemon, busybox_tar: 
     assert daemon.leftovers()["mounts"] == []
 
 
-def _tar(entries: list[tuple[str, bytes | None, dict[str, Any]]]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, data, extra in entries:
-            info = tarfile.TarInfo(name)
-            for key, value in extra.items():
-                setattr(info, key, value)
-            if data is not None:
-                info.size = len(data)
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-    return buffer.getvalue()
-
-
 GOOD_CONFIG = json.dumps(
     {"entrypoint": ["/bin/true"], "interface": {"types": ["docker.authz/1.0"], "socket": "a.sock"}}
 ).encode()
@@ -324,7 +291,7 @@ def test_hostile_or_malformed_uploads_are_refused(
     status, body = daemon.api(
         "POST",
         "/v1.45/plugins/create?name=dy/bad",
-        _tar(entries),
+        hostile_tar(entries),
         headers={"Content-Type": "application/x-tar"},
     )
     assert status == 400, body

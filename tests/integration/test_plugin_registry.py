@@ -6,7 +6,6 @@ checked against what the user grants, and hostile or foreign images are refused.
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import tarfile
 import time
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.plugin_env import PluginDaemon, make_plugin_dir, volume_plugin_config
+from tests.plugin_env import PluginDaemon, hostile_tar, make_plugin_dir, volume_plugin_config
 from tests.registry import Registry, digest_of, tar_of
 
 IMAGE = "demo/busybox:1"
@@ -186,19 +185,6 @@ def push_image(
     )
     put.add_header("Content-Type", manifest["mediaType"])
     urllib.request.urlopen(put).close()
-
-
-def hostile_tar(entries: list[tuple[str, bytes | None, dict[str, Any]]]) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as tar:
-        for name, data, extra in entries:
-            info = tarfile.TarInfo(name)
-            for key, value in extra.items():
-                setattr(info, key, value)
-            if data is not None:
-                info.size = len(data)
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-    return out.getvalue()
 
 
 PLAIN_CONFIG = {
