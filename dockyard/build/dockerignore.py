@@ -75,7 +75,7 @@ class IgnoreFile:
                     raise InvalidArgument('illegal exclusion pattern: "!"')
                 text = text[1:]
             self.patterns.append(
-                _Pattern(text, exclusion, len(text.split("/")), _ignore_regex(text))
+                _Pattern(text, exclusion, len(text.split("/")), _regex(text, doublestar=True))
             )
 
     @property
@@ -104,33 +104,33 @@ class IgnoreFile:
         return matched
 
 
-@lru_cache(maxsize=512)
-def _ignore_regex(pattern: str) -> re.Pattern[str]:
+@lru_cache(maxsize=1024)
+def _regex(pattern: str, doublestar: bool) -> re.Pattern[str]:
+    """Go's `filepath.Match` syntax as a regex. With `doublestar`, .dockerignore's:
+    `**` also spans directories, and a trailing backslash stands for itself."""
     out = ["^"]
     i = 0
     n = len(pattern)
     while i < n:
         ch = pattern[i]
         i += 1
-        if ch == "*":
-            if i < n and pattern[i] == "*":
-                i += 1
-                if i < n and pattern[i] == "/":
-                    i += 1  # "**/" is "**"
-                if i >= n:
-                    out.append(".*")
-                else:
-                    out.append("(.*/)?")
-            else:
-                out.append("[^/]*")
+        if ch == "*" and doublestar and i < n and pattern[i] == "*":
+            i += 1
+            if i < n and pattern[i] == "/":
+                i += 1  # "**/" is "**"
+            out.append(".*" if i >= n else "(.*/)?")
+        elif ch == "*":
+            out.append("[^/]*")
         elif ch == "?":
             out.append("[^/]")
         elif ch == "\\":
             if i < n:
                 out.append(re.escape(pattern[i]))
                 i += 1
-            else:
+            elif doublestar:
                 out.append(r"\\")
+            else:
+                raise InvalidArgument(f"syntax error in pattern: {pattern}")
         elif ch == "[":
             cls, i = _char_class(pattern, i)
             out.append(cls)
@@ -167,35 +167,9 @@ def _char_class(pattern: str, i: int) -> tuple[str, int]:
     raise InvalidArgument(f"syntax error in pattern: {pattern}")
 
 
-@lru_cache(maxsize=512)
-def _match_regex(pattern: str) -> re.Pattern[str]:
-    out = ["^"]
-    i = 0
-    n = len(pattern)
-    while i < n:
-        ch = pattern[i]
-        i += 1
-        if ch == "*":
-            out.append("[^/]*")
-        elif ch == "?":
-            out.append("[^/]")
-        elif ch == "\\":
-            if i >= n:
-                raise InvalidArgument(f"syntax error in pattern: {pattern}")
-            out.append(re.escape(pattern[i]))
-            i += 1
-        elif ch == "[":
-            cls, i = _char_class(pattern, i)
-            out.append(cls)
-        else:
-            out.append(re.escape(ch))
-    out.append("$")
-    return re.compile("".join(out), re.DOTALL)
-
-
 def match(pattern: str, name: str) -> bool:
     """Go's `filepath.Match`: does the whole of `name` match the shell pattern?"""
-    return bool(_match_regex(pattern).match(name))
+    return bool(_regex(pattern, doublestar=False).match(name))
 
 
 def has_wildcards(path: str) -> bool:
