@@ -6,10 +6,11 @@ Starts a private Dockyard daemon (its own data root, socket and cgroup parent),
 imports the example busybox image, and prints median/min/max milliseconds over
 N runs (after one warm-up) of each operation through our CLI, the docker CLI
 and docker-py: `run --rm IMG true` on the default network and with `--network
-none`, `exec CTR true`, and `ps` with `--ps-containers` running containers;
-then the memory of a container's monitor and of the daemon. When a Docker
-daemon (/var/run/docker.sock) or podman is present and working, the same
-operations run against them in the same session, with ratios.
+none`, `create` with a compose-sized body, `exec CTR true`, and `ps` with
+`--ps-containers` running containers; then the memory of a container's
+monitor and of the daemon. When a Docker daemon (/var/run/docker.sock) or
+podman is present and working, the same operations run against them in the
+same session, with ratios.
 """
 
 from __future__ import annotations
@@ -72,6 +73,41 @@ def main() -> None:
                 runs,
             )
             engines.report(f"run --rm IMG true (network {network})", rows, via_docker.name)
+
+        # Create alone, with a body of the size compose sends: the cost of decoding and
+        # validating the request (typed models) beside the record and rootfs set-up.
+        rows = {}
+        flags = ["-e", "A=1", "-e", "B=2", "-l", "app=bench", "-p", "127.0.0.1::80",
+                 "--memory", "64m", "--cpus", "0.5", "--tmpfs", "/run", IMAGE, "true"]  # fmt: skip
+        for engine in [ours, via_docker, *others]:
+            created: list[str] = []
+            rows[engine.name] = engines.measure(
+                lambda e=engine, c=created: c.append(e.cmd("create", *flags).strip()), runs
+            )
+            engine.cmd("rm", *created)
+        created_py: list[str] = []
+
+        def create_py() -> None:
+            created_py.append(
+                client.api.create_container(
+                    IMAGE,
+                    "true",
+                    environment={"A": "1", "B": "2"},
+                    labels={"app": "bench"},
+                    ports=[80],
+                    host_config=client.api.create_host_config(
+                        port_bindings={80: ("127.0.0.1",)},
+                        mem_limit="64m",
+                        nano_cpus=500_000_000,
+                        tmpfs=["/run"],
+                    ),
+                )["Id"]
+            )
+
+        rows[engines.DOCKER_PY] = engines.measure(create_py, runs)
+        for container_id in created_py:
+            client.api.remove_container(container_id)
+        engines.report("create IMG true (env, labels, port, limits, tmpfs)", rows, via_docker.name)
 
         rows = {}
         for engine in [ours, via_docker, *others]:

@@ -136,6 +136,7 @@ class Engine:
         self.volumes = VolumeService(
             self.db, [LocalDriver(os.path.join(root, "volumes"))], self.events
         )
+        self.volumes.subpath_root = os.path.join(config.exec_root, "subpaths")
         self.registry = RegistryService(
             RegistrySettings(
                 insecure=list(config.insecure_registries),

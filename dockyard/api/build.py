@@ -19,6 +19,8 @@ from dockyard.api.app import Routes, body_chunks, engine, json_response, query_b
 from dockyard.api.streams import JSONStream
 from dockyard.build import bootstrap as bootstraps
 from dockyard.build.builder import BuildOptions, StepFailed, parse_platform
+from dockyard.containers import schema
+from dockyard.containers.schema import HostConfig
 from dockyard.errors import DockyardError, InvalidArgument, NotImplementedByEngine
 from dockyard.images import reference
 
@@ -107,7 +109,7 @@ def options(request: web.Request) -> BuildOptions:
         network_mode=q.get("networkmode", ""),
         platform=platform,
         quiet=query_bool(request, "q"),
-        host_config=host_config,
+        host_config=schema.decode(HostConfig, host_config, "build options"),
     )
 
 

@@ -65,7 +65,7 @@ def port_list(container: Container, network: dict[str, Any]) -> list[dict[str, A
     """`Ports` of the container list: published bindings, then exposed-only ports."""
     result: list[dict[str, Any]] = []
     published = network.get("Ports") or {}
-    for key in sorted(set(published) | set(container.config.get("ExposedPorts") or {})):
+    for key in sorted(set(published) | set(container.config.exposed_ports or {})):
         number, _, proto = key.partition("/")
         bindings = published.get(key)
         if not bindings:
@@ -89,19 +89,19 @@ def network_settings(container: Container, manager: NetworkManager) -> dict[str,
     networks: dict[str, Any] = {}
     top: dict[str, Any] = {}
     for name, requested in container.networks.items():
-        network = manager.networks.get(requested.get("NetworkID") or "")
+        network = manager.networks.get(requested.network_id)
         endpoint = by_network.get(network.id) if network else None
         dns_names = None
         if network is not None and network.user_defined and network.driver == "bridge":
-            dns_names = [container.name, container.short_id, *(requested.get("Aliases") or [])]
+            dns_names = [container.name, container.short_id, *(requested.aliases or [])]
         entry = {
-            "IPAMConfig": requested.get("IPAMConfig"),
-            "Links": requested.get("Links"),
-            "Aliases": requested.get("Aliases"),
-            "MacAddress": endpoint.mac if endpoint else "",
-            "DriverOpts": requested.get("DriverOpts"),
-            "GwPriority": 0,
-            "NetworkID": network.id if network else requested.get("NetworkID", ""),
+            "IPAMConfig": requested.ipam_config.to_wire() if requested.ipam_config else None,
+            "Links": requested.links,
+            "Aliases": requested.aliases,
+            "MacAddress": endpoint.mac if endpoint else requested.mac_address,
+            "DriverOpts": requested.driver_opts,
+            "GwPriority": requested.gw_priority,
+            "NetworkID": network.id if network else requested.network_id,
             "EndpointID": endpoint.id if endpoint else "",
             "Gateway": endpoint.gateway if endpoint else "",
             "IPAddress": endpoint.ip if endpoint else "",
@@ -128,7 +128,7 @@ def network_settings(container: Container, manager: NetworkManager) -> dict[str,
         for p in e.ports
     ]
     if running:
-        for key in container.config.get("ExposedPorts") or {}:
+        for key in container.config.exposed_ports or {}:
             port_map[key] = None
         for binding in published:
             key = f"{binding.port}/{PROTOCOL_NAMES.get(binding.proto, 'tcp')}"
@@ -216,7 +216,7 @@ def inspect(
         "ProcessLabel": "",
         "AppArmorProfile": "",
         "ExecIDs": exec_ids or None,
-        "HostConfig": container.host_config,
+        "HostConfig": container.host_config.to_wire(),
         "GraphDriver": {
             "Name": "overlay2",
             "Data": {
@@ -226,7 +226,7 @@ def inspect(
             },
         },
         "Mounts": mount_points(container),
-        "Config": container.config,
+        "Config": container.config.to_wire(),
         "NetworkSettings": network,
     }
 
@@ -243,7 +243,7 @@ def summary(container: Container, image_name: str, network: dict[str, Any]) -> d
         "Labels": container.labels,
         "State": container.state.status,
         "Status": status_text(container),
-        "HostConfig": {"NetworkMode": container.host_config.get("NetworkMode", "bridge")},
+        "HostConfig": {"NetworkMode": container.host_config.network_mode or "bridge"},
         "NetworkSettings": {"Networks": network["Networks"]},
         "Mounts": mount_points(container),
     }

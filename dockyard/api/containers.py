@@ -20,7 +20,9 @@ from dockyard.api.app import (
 )
 from dockyard.api.streams import frame, hijack, stream_content_type
 from dockyard.api.system import _parse_time
+from dockyard.containers import schema
 from dockyard.containers.model import Container
+from dockyard.containers.schema import ContainerCreate, EndpointSettings
 from dockyard.errors import Conflict, InvalidArgument, NotFound
 from dockyard.images.oci import rfc3339
 from dockyard.runtime.attach import AttachConnection
@@ -70,7 +72,7 @@ def _matches(eng: Any, container: Container, wanted: filters.Filters) -> bool:
             for v in values:
                 with contextlib.suppress(NotFound, InvalidArgument):
                     ids.add(eng.images.resolve(v).id)
-            if container.image_id not in ids and container.config.get("Image") not in values:
+            if container.image_id not in ids and container.config.image not in values:
                 return False
         if key == "is-task" and filters.bool_value(values, key):
             return False
@@ -82,7 +84,7 @@ def _matches(eng: Any, container: Container, wanted: filters.Filters) -> bool:
             return False
         if key == "network" and not any(
             v in container.networks
-            or any(s.get("NetworkID", "").startswith(v) for s in container.networks.values())
+            or any(s.network_id.startswith(v) for s in container.networks.values())
             for v in values
         ):
             return False
@@ -114,7 +116,7 @@ async def list_containers(request: web.Request) -> web.StreamResponse:
         result.append(
             container_json.summary(
                 container,
-                container.config.get("Image", ""),
+                container.config.image,
                 container_json.network_settings(container, eng.network),
             )
         )
@@ -125,12 +127,32 @@ async def list_containers(request: web.Request) -> web.StreamResponse:
 
 @routes.post("/containers/create")
 async def create(request: web.Request) -> web.StreamResponse:
-    body = await read_json(request, required=True)
+    body = schema.decode(ContainerCreate, await read_json(request, required=True))
     platform = request.query.get("platform") or ""
     if platform and not platform.startswith("linux"):
         raise InvalidArgument(f"unsupported platform: {platform}")
+    _versioned_defaults(body, api_version(request))
     container = await engine(request).containers.create(request.query.get("name"), body)
     return json_response({"Id": container.id, "Warnings": []}, 201)
+
+
+def _versioned_defaults(body: ContainerCreate, version: tuple[int, int]) -> None:
+    """What older clients mean by leaving a field out, or by a field that has moved."""
+    if version < (1, 40) and not body.host_config.ipc_mode:
+        body.host_config.ipc_mode = "shareable"  # the daemon default before API 1.40
+    if body.mac_address:
+        # The container-wide MAC address (deprecated in 1.44) belongs to the main network's
+        # endpoint; from 1.44 on the two must agree when both are given.
+        mode = body.host_config.network_mode or "default"
+        endpoints = body.networking_config.endpoints_config or {}
+        settings = endpoints.get(mode) or EndpointSettings()
+        if version >= (1, 44) and settings.mac_address and settings.mac_address != body.mac_address:
+            raise InvalidArgument(
+                "the container-wide MAC address must match the endpoint-specific MAC address "
+                "for the main network, or be left empty"
+            )
+        settings.mac_address = body.mac_address
+        body.networking_config.endpoints_config = {**endpoints, mode: settings}
 
 
 def _inspect(request: web.Request, container: Container) -> dict[str, Any]:

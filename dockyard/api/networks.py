@@ -8,6 +8,8 @@ from aiohttp import web
 
 from dockyard.api import filters
 from dockyard.api.app import Routes, engine, json_response, read_json
+from dockyard.containers import schema
+from dockyard.containers.schema import EndpointSettings
 from dockyard.errors import InvalidArgument
 from dockyard.images.oci import rfc3339
 from dockyard.network.manager import NetworkManager
@@ -142,9 +144,7 @@ async def connect(request: web.Request) -> web.StreamResponse:
     eng = engine(request)
     body = await read_json(request, required=True)
     container = eng.containers.get(_container_ref(body))
-    settings = body.get("EndpointConfig") or {}
-    if not isinstance(settings, dict):
-        raise InvalidArgument("invalid JSON: EndpointConfig must be an object")
+    settings = schema.decode(EndpointSettings, body.get("EndpointConfig"), "EndpointConfig")
     await eng.network.connect(request.match_info["id"], container, settings)
     return web.Response(status=200)
 

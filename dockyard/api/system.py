@@ -334,7 +334,7 @@ async def disk_usage(request: web.Request) -> web.StreamResponse:
         container = usage_row.container
         summary = container_json.summary(
             container,
-            container.config.get("Image", ""),
+            container.config.image,
             container_json.network_settings(container, engine(request).network),
         )
         summary["SizeRw"] = usage_row.size_rw

@@ -54,7 +54,8 @@ from dockyard.build import instructions as ins
 from dockyard.build.cache import BuildCache, State, key
 from dockyard.build.context import BuildContext, Selected, SourceTree, extract
 from dockyard.build.expansion import Lexer
-from dockyard.containers import users
+from dockyard.containers import schema, users
+from dockyard.containers.schema import ContainerCreate, HostConfig, StrSlice
 from dockyard.containers.service import ContainerService
 from dockyard.errors import DockyardError, InvalidArgument, NotFound, Unavailable
 from dockyard.images import oci, reference
@@ -107,7 +108,7 @@ class BuildOptions:
     platform: str = ""
     quiet: bool = False
     # resource settings for the RUN containers (HostConfig keys)
-    host_config: dict[str, Any] = field(default_factory=dict)
+    host_config: HostConfig = field(default_factory=HostConfig)
 
 
 def parse_platform(text: str) -> tuple[str, str, str]:
@@ -701,18 +702,19 @@ class _Build:
             size=0,
             added=0,
         )
-        host_config = {**self.options.host_config, "NetworkMode": network}
-        request = {
-            "Image": state.id or "scratch",
-            "Cmd": command,
-            "Entrypoint": [],
-            "Env": env,
-            "User": run_config.get("User") or "",
-            "WorkingDir": run_config.get("WorkingDir") or "",
-            "AttachStdout": True,
-            "AttachStderr": True,
-            "HostConfig": host_config,
-        }
+        host_config = schema.copy(self.options.host_config)
+        host_config.network_mode = network
+        request = ContainerCreate(
+            image=state.id or "scratch",
+            cmd=StrSlice(command),
+            entrypoint=StrSlice(),
+            env=env,
+            user=run_config.get("User") or "",
+            working_dir=run_config.get("WorkingDir") or "",
+            attach_stdout=True,
+            attach_stderr=True,
+            host_config=host_config,
+        )
 
         def mark(container_id: str) -> None:  # commits with the container's record
             self.b.db.execute(

@@ -88,7 +88,7 @@ async def commit(
             manifest = json.loads(images.content.read(base.manifest_digest))
             manifest_layers = list(manifest.get("layers") or [])
             lease.pin(blobs=[layer["digest"] for layer in manifest_layers])
-        run_config = {k: v for k, v in container.config.items() if k in _IMAGE_KEYS and v}
+        run_config = {k: v for k, v in container.config.to_wire().items() if k in _IMAGE_KEYS and v}
         for key, value in (config or {}).items():
             if key in _IMAGE_KEYS and value:
                 run_config[key] = value

@@ -1,8 +1,8 @@
 """Validation and normalisation of a container-create request.
 
-Takes the request's `Config` and `HostConfig` (Docker's model, as any client
-sends them) and the image, and returns the container's effective
-configuration: image defaults merged in (Env, Cmd/Entrypoint, Labels, ...),
+Takes the decoded create request (`schema.ContainerCreate`: Docker's model,
+typed) and the image's run configuration, and returns the container's
+effective configuration: image defaults merged in (Env, Cmd/Entrypoint, Labels, ...),
 every HostConfig default filled as moby fills it, and anything invalid refused
 with Docker's wording before a single resource is allocated.
 """
@@ -14,8 +14,17 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from dockyard.containers import signals
-from dockyard.errors import InvalidArgument, NotImplementedByEngine
+from dockyard.containers import schema, signals
+from dockyard.containers.schema import (
+    ContainerConfig,
+    ContainerCreate,
+    HostConfig,
+    LogConfig,
+    RestartPolicy,
+    StrSlice,
+    Ulimit,
+)
+from dockyard.errors import InvalidArgument
 from dockyard.network import ports
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -103,60 +112,13 @@ ULIMITS = {
     "stack": "RLIMIT_STACK",
 }
 
-_INT_FIELDS = (
-    "Memory",
-    "MemorySwap",
-    "MemoryReservation",
-    "NanoCpus",
-    "CpuShares",
-    "CpuPeriod",
-    "CpuQuota",
-    "CpuRealtimePeriod",
-    "CpuRealtimeRuntime",
-    "BlkioWeight",
-    "ShmSize",
-    "OomScoreAdj",
-    "KernelMemory",
-    "CpuCount",
-    "CpuPercent",
-)
-
 
 @dataclass
 class Effective:
-    config: dict[str, Any]
-    host_config: dict[str, Any]
+    config: ContainerConfig
+    host_config: HostConfig
     path: str
     args: list[str]
-
-
-def _strslice(value: Any, field: str) -> list[str] | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return list(value)
-    raise InvalidArgument(f"invalid JSON: {field} must be a string or a list of strings")
-
-
-def _dict(value: Any, field: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise InvalidArgument(f"invalid JSON: {field} must be an object")
-    return value
-
-
-def _int(value: Any, field: str) -> int:
-    if value is None:
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int):
-        kind = type(value).__name__
-        raise InvalidArgument(
-            f"invalid JSON: cannot unmarshal {kind} into field {field} of type int64"
-        )
-    return value
 
 
 def port_key(port: str) -> str:
@@ -179,6 +141,11 @@ def merge_env(*lists: list[str] | None) -> list[str]:
     return list(merged.values())
 
 
+def process_env(env: list[str]) -> list[str]:
+    """What the process gets: entries without `=` name nothing to set (Docker drops them)."""
+    return [entry for entry in env if "=" in entry]
+
+
 def capability(name: str) -> str:
     upper = name.upper()
     if upper == "ALL":
@@ -190,12 +157,12 @@ def capability(name: str) -> str:
     return upper
 
 
-def capabilities(host_config: dict[str, Any]) -> list[str]:
+def capabilities(host_config: HostConfig) -> list[str]:
     """The container's final capability set (Docker's defaults adjusted by add/drop)."""
-    if host_config.get("Privileged"):
+    if host_config.privileged:
         return list(ALL_CAPABILITIES)
-    add = [capability(c) for c in host_config.get("CapAdd") or []]
-    drop = [capability(c) for c in host_config.get("CapDrop") or []]
+    add = [capability(c) for c in host_config.cap_add or []]
+    drop = [capability(c) for c in host_config.cap_drop or []]
     caps = [] if "ALL" in drop else list(DEFAULT_CAPABILITIES)
     caps = [c for c in caps if c not in drop]
     for c in ALL_CAPABILITIES if "ALL" in add else add:
@@ -216,17 +183,17 @@ def _security_options(options: list[str]) -> None:
         raise InvalidArgument(f'invalid --security-opt 2: "{option}"')
 
 
-def no_new_privileges(host_config: dict[str, Any]) -> bool:
+def no_new_privileges(host_config: HostConfig) -> bool:
     result = False
-    for option in host_config.get("SecurityOpt") or []:
+    for option in host_config.security_opt or []:
         key, _, value = option.replace(":", "=", 1).partition("=")
         if key == "no-new-privileges":
             result = value in ("", "true")
     return result
 
 
-def security_option(host_config: dict[str, Any], key: str) -> str | None:
-    for option in host_config.get("SecurityOpt") or []:
+def security_option(host_config: HostConfig, key: str) -> str | None:
+    for option in host_config.security_opt or []:
         k, sep, value = option.partition("=")
         if not sep:
             k, sep, value = option.partition(":")
@@ -235,9 +202,9 @@ def security_option(host_config: dict[str, Any], key: str) -> str | None:
     return None
 
 
-def _restart_policy(policy: dict[str, Any], auto_remove: bool) -> dict[str, Any]:
-    name = policy.get("Name") or "no"
-    count = _int(policy.get("MaximumRetryCount"), "MaximumRetryCount")
+def _restart_policy(policy: RestartPolicy, auto_remove: bool) -> RestartPolicy:
+    name = policy.name or "no"
+    count = policy.maximum_retry_count
     if name not in RESTART_POLICIES:
         raise InvalidArgument(
             f"invalid restart policy: unknown policy '{name}'; use one of 'no', 'always', "
@@ -251,204 +218,164 @@ def _restart_policy(policy: dict[str, Any], auto_remove: bool) -> dict[str, Any]
         )
     if auto_remove and name != "no":
         raise InvalidArgument("can't create 'AutoRemove' container with restart policy")
-    return {"Name": name, "MaximumRetryCount": count}
+    return RestartPolicy(name=name, maximum_retry_count=count)
 
 
-def _resources(hc: dict[str, Any], ncpu: int) -> None:
-    for key in _INT_FIELDS:
-        hc[key] = _int(hc.get(key), key)
-    if hc["Memory"] < 0:
-        hc["Memory"] = 0
-    if 0 < hc["Memory"] < MIN_MEMORY:
+def validate_resources(hc: HostConfig, ncpu: int) -> None:
+    """Resource limits as moby checks them, at create and at update; fills normal forms."""
+    hc.memory = max(hc.memory, 0)
+    if 0 < hc.memory < MIN_MEMORY:
         raise InvalidArgument("Minimum memory limit allowed is 6MB")
-    swap = hc["MemorySwap"]
-    if swap > 0 and hc["Memory"] and swap < hc["Memory"]:
+    swap = hc.memory_swap
+    if swap > 0 and hc.memory and swap < hc.memory:
         raise InvalidArgument(
             "Minimum memoryswap limit should be larger than memory limit, see usage"
         )
-    if swap > 0 and not hc["Memory"]:
+    if swap > 0 and not hc.memory:
         raise InvalidArgument("You should always set the Memory limit when using Memoryswap limit")
-    if hc["MemoryReservation"] and hc["Memory"] and hc["MemoryReservation"] > hc["Memory"]:
+    if hc.memory_reservation and hc.memory and hc.memory_reservation > hc.memory:
         raise InvalidArgument(
             "Minimum memory limit can not be less than memory reservation limit, see usage"
         )
-    if hc["NanoCpus"] < 0 or hc["NanoCpus"] > ncpu * 1_000_000_000:
+    if hc.nano_cpus < 0 or hc.nano_cpus > ncpu * 1_000_000_000:
         raise InvalidArgument(
             f"Range of CPUs is from 0.01 to {ncpu}.00, as there are only {ncpu} CPUs available"
         )
-    if hc["NanoCpus"] and (hc["CpuQuota"] or hc["CpuPeriod"]):
+    if hc.nano_cpus and (hc.cpu_quota or hc.cpu_period):
         raise InvalidArgument(
             "Conflicting options: Nano CPUs and CPU Period cannot both be set"
-            if hc["CpuPeriod"]
+            if hc.cpu_period
             else "Conflicting options: Nano CPUs and CPU Quota cannot both be set"
         )
-    if hc["CpuShares"] < 0:
+    if hc.cpu_shares < 0:
         raise InvalidArgument("invalid CPU shares: must be a positive value")
-    if hc["CpuPeriod"] and not 1000 <= hc["CpuPeriod"] <= 1_000_000:
+    if hc.cpu_period and not 1000 <= hc.cpu_period <= 1_000_000:
         raise InvalidArgument(
             "CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s (i.e. 1000000)"
         )
-    if hc["CpuQuota"] and 0 < hc["CpuQuota"] < 1000:
+    if hc.cpu_quota and 0 < hc.cpu_quota < 1000:
         raise InvalidArgument("CPU cfs quota can not be less than 1ms (i.e. 1000)")
-    if not 0 <= hc["BlkioWeight"] <= 1000 or 0 < hc["BlkioWeight"] < 10:
+    if hc.cpu_realtime_period < 0 or hc.cpu_realtime_runtime < 0:
+        raise InvalidArgument("CPU real-time period and runtime can not be negative")
+    if (
+        hc.cpu_realtime_period
+        and hc.cpu_realtime_runtime
+        and hc.cpu_realtime_runtime > hc.cpu_realtime_period
+    ):
+        raise InvalidArgument("cpu-rt-runtime cannot be higher than cpu-rt-period")
+    if not 0 <= hc.blkio_weight <= 1000 or 0 < hc.blkio_weight < 10:
         raise InvalidArgument("Range of blkio weight is from 10 to 1000")
-    if hc["ShmSize"] < 0:
-        raise InvalidArgument("SHM size can not be less than 0")
-    if not hc["ShmSize"]:
-        hc["ShmSize"] = DEFAULT_SHM_SIZE
-    if not -1000 <= hc["OomScoreAdj"] <= 1000:
-        raise InvalidArgument(
-            f"Invalid value {hc['OomScoreAdj']}, range for oom score adj is [-1000, 1000]"
-        )
-    pids = hc.get("PidsLimit")
-    if pids is not None:
-        pids = _int(pids, "PidsLimit")
-        hc["PidsLimit"] = pids if pids > 0 else None
-    swappiness = hc.get("MemorySwappiness")
-    if swappiness is not None:
-        swappiness = _int(swappiness, "MemorySwappiness")
-        if swappiness == -1:
-            hc["MemorySwappiness"] = None
-        elif not 0 <= swappiness <= 100:
+    if hc.pids_limit is not None and hc.pids_limit <= 0:
+        hc.pids_limit = None  # 0 and -1 mean unlimited
+    if hc.memory_swappiness is not None:
+        if hc.memory_swappiness == -1:
+            hc.memory_swappiness = None
+        elif not 0 <= hc.memory_swappiness <= 100:
             raise InvalidArgument(
-                f"Invalid value: {swappiness}, valid memory swappiness range is 0-100"
+                f"Invalid value: {hc.memory_swappiness}, valid memory swappiness range is 0-100"
             )
-    for cpuset in ("CpusetCpus", "CpusetMems"):
-        value = hc.get(cpuset) or ""
+    for value in (hc.cpuset_cpus, hc.cpuset_mems):
         if value and not re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", value):
             raise InvalidArgument(f"Invalid value {value} for cpuset cpus")
-        hc[cpuset] = value
 
 
-def _ulimits(ulimits: Any) -> list[dict[str, Any]]:
-    result = []
+def _ulimits(ulimits: list[Ulimit] | None) -> list[Ulimit] | None:
     for entry in ulimits or []:
-        entry = _dict(entry, "Ulimits")
-        name = entry.get("Name", "")
-        if name not in ULIMITS:
-            raise InvalidArgument(f"invalid ulimit type: {name}")
-        soft, hard = _int(entry.get("Soft"), "Soft"), _int(entry.get("Hard"), "Hard")
-        if soft > hard:
+        if entry.name not in ULIMITS:
+            raise InvalidArgument(f"invalid ulimit type: {entry.name}")
+        if entry.soft > entry.hard:
             raise InvalidArgument(
-                f"ulimit soft limit must be less than or equal to hard limit: {soft} > {hard}"
+                "ulimit soft limit must be less than or equal to hard limit: "
+                f"{entry.soft} > {entry.hard}"
             )
-        result.append({"Name": name, "Soft": soft, "Hard": hard})
-    return result
+    return ulimits
+
+
+def _namespace_mode(value: str, key: str) -> None:
+    """PidMode, IpcMode, UTSMode: moby's forms (`container:<ref>` for pid and ipc)."""
+    if value in ("", "host", "private") or (key != "UTSMode" and value.startswith("container:")):
+        if value == "container:":
+            raise InvalidArgument(f"invalid {key}: {value}")
+        return
+    if key == "IpcMode" and value in ("shareable", "none"):
+        return
+    raise InvalidArgument(f"invalid {key}: {value}")
 
 
 def normalise_host_config(
-    raw: dict[str, Any],
+    raw: HostConfig,
     *,
     ncpu: int,
     runtimes: tuple[str, ...],
     default_runtime: str,
     log_drivers: tuple[str, ...] = LOG_DRIVERS,
-) -> dict[str, Any]:
-    hc = dict(raw)
-    for unsupported in ("Links",):
-        if hc.get(unsupported):
-            raise NotImplementedByEngine(f"{unsupported} is not supported by Dockyard yet")
-    hc["PortBindings"] = ports.validate(hc.get("PortBindings"))
-    hc["PublishAllPorts"] = bool(hc.get("PublishAllPorts"))
-    log = _dict(hc.get("LogConfig"), "LogConfig")
-    log_type = log.get("Type") or "json-file"
+) -> HostConfig:
+    """A copy of `raw` validated, with the defaults moby fills at create."""
+    hc = schema.copy(raw)
+    hc.port_bindings = ports.validate(hc.port_bindings)
+    log_type = hc.log_config.type or "json-file"
     if log_type not in log_drivers:  # plugin drivers are resolved by the caller
         raise InvalidArgument(f"logger: no log driver named '{log_type}' is registered")
-    hc["LogConfig"] = {"Type": log_type, "Config": _dict(log.get("Config"), "LogConfig.Config")}
-    mode = hc.get("NetworkMode") or "default"
-    if not isinstance(mode, str):
-        raise InvalidArgument("invalid JSON: NetworkMode must be a string")
-    hc["NetworkMode"] = "bridge" if mode == "default" else mode  # checked by the network manager
-    hc["AutoRemove"] = bool(hc.get("AutoRemove"))
-    hc["RestartPolicy"] = _restart_policy(
-        _dict(hc.get("RestartPolicy"), "RestartPolicy"), hc["AutoRemove"]
-    )
-    _resources(hc, ncpu)
-    for key in ("CapAdd", "CapDrop"):
-        value = hc.get(key)
-        if value is not None:
-            hc[key] = [capability(c) if c.upper() != "ALL" else "ALL" for c in value]
-    _security_options(list(hc.get("SecurityOpt") or []))
-    hc["Ulimits"] = _ulimits(hc.get("Ulimits"))
-    runtime = hc.get("Runtime") or default_runtime
-    if runtime not in runtimes:
-        raise InvalidArgument(f"unknown or invalid runtime name: {runtime}")
-    hc["Runtime"] = runtime
-    for mode_key in ("PidMode", "IpcMode", "UTSMode"):
-        value = hc.get(mode_key) or ""
-        if value not in ("", "host", "private", "shareable"):
-            raise InvalidArgument(f"invalid {mode_key}: {value}")
-        hc[mode_key] = value
-    if not hc["IpcMode"]:
-        hc["IpcMode"] = "private"
-    for listed in ("Dns", "DnsOptions", "DnsSearch"):
-        hc[listed] = list(hc.get(listed) or [])
-    for entry in hc.get("ExtraHosts") or []:
+    hc.log_config = LogConfig(type=log_type, config=hc.log_config.config or {})
+    mode = hc.network_mode or "default"
+    hc.network_mode = "bridge" if mode == "default" else mode  # checked by the network manager
+    hc.restart_policy = _restart_policy(hc.restart_policy, hc.auto_remove)
+    validate_resources(hc, ncpu)
+    if hc.shm_size < 0:
+        raise InvalidArgument("SHM size can not be less than 0")
+    hc.shm_size = hc.shm_size or DEFAULT_SHM_SIZE
+    if not -1000 <= hc.oom_score_adj <= 1000:
+        raise InvalidArgument(
+            f"Invalid value {hc.oom_score_adj}, range for oom score adj is [-1000, 1000]"
+        )
+    for caps in (hc.cap_add, hc.cap_drop):
+        for name in caps or []:
+            capability(name)  # spelled as given in inspect, as Docker keeps them
+    _security_options(list(hc.security_opt or []))
+    hc.ulimits = _ulimits(hc.ulimits)
+    hc.runtime = hc.runtime or default_runtime
+    if hc.runtime not in runtimes:
+        raise InvalidArgument(f"unknown or invalid runtime name: {hc.runtime}")
+    _namespace_mode(hc.pid_mode, "PidMode")
+    _namespace_mode(hc.ipc_mode, "IpcMode")
+    _namespace_mode(hc.uts_mode, "UTSMode")
+    hc.ipc_mode = hc.ipc_mode or "private"
+    if hc.isolation not in ("", "default"):
+        raise InvalidArgument(f"invalid isolation: {hc.isolation} on linux")
+    if hc.cgroupns_mode not in ("", "host", "private"):
+        raise InvalidArgument(f"invalid cgroup namespace mode: {hc.cgroupns_mode}")
+    hc.cgroupns_mode = hc.cgroupns_mode or "private"
+    for entry in hc.extra_hosts or []:
         host, sep, address = entry.partition(":")
         if not sep or not host or not address:
             raise InvalidArgument(f"invalid IP address in add-host: {address!r}")
-    defaults: dict[str, Any] = {
-        "Binds": None,
-        "ContainerIDFile": "",
-        "PortBindings": {},
-        "VolumeDriver": "",
-        "VolumesFrom": None,
-        "ConsoleSize": [0, 0],
-        "CgroupnsMode": "private",
-        "ExtraHosts": None,
-        "GroupAdd": None,
-        "Cgroup": "",
-        "Links": None,
-        "Privileged": False,
-        "PublishAllPorts": False,
-        "ReadonlyRootfs": False,
-        "SecurityOpt": None,
-        "UsernsMode": "",
-        "Isolation": "",
-        "CgroupParent": "",
-        "Devices": [],
-        "OomKillDisable": None,
-        "Init": None,
-        "Mounts": None,
-        "Tmpfs": None,
-        "Sysctls": None,
-        "MaskedPaths": None,
-        "ReadonlyPaths": None,
-        "CapAdd": None,
-        "CapDrop": None,
-        "MemorySwappiness": None,
-        "PidsLimit": None,
-        "DeviceCgroupRules": None,
-        "BlkioDeviceReadBps": None,
-        "BlkioDeviceWriteBps": None,
-        "BlkioDeviceReadIOps": None,
-        "BlkioDeviceWriteIOps": None,
-        "BlkioWeightDevice": None,
-    }
-    for key, value in defaults.items():
-        if hc.get(key) is None:
-            hc[key] = value
-    # Mount specs are parsed by the volume service at create; only their JSON shape here.
-    for listed in ("Binds", "VolumesFrom", "Mounts"):
-        if hc[listed] is not None and not isinstance(hc[listed], list):
-            raise InvalidArgument(f"invalid JSON: {listed} must be a list")
-    hc["Tmpfs"] = _dict(hc["Tmpfs"], "Tmpfs") or None
-    for entry in hc.get("Devices") or []:
-        entry = _dict(entry, "Devices")
-        if not entry.get("PathOnHost"):
+    hc.console_size = hc.console_size or [0, 0]
+    for device in hc.devices or []:
+        if not device.path_on_host:
             raise InvalidArgument("invalid device: PathOnHost is required")
-        if not os.path.exists(entry["PathOnHost"]):
+        if not os.path.exists(device.path_on_host):
             raise InvalidArgument(
                 f"error gathering device information while adding custom device "
-                f'"{entry["PathOnHost"]}": no such file or directory'
+                f'"{device.path_on_host}": no such file or directory'
             )
+    for request in hc.device_requests or []:
+        # No device driver (nvidia, CDI) serves this host: refuse rather than run without
+        # the devices asked for. Docker finds out at start; at create nothing is left behind.
+        wanted = " ".join("[" + " ".join(c) + "]" for c in request.capabilities or [])
+        raise InvalidArgument(
+            f'could not select device driver "{request.driver}" with capabilities: [{wanted}]'
+        )
     capabilities(hc)  # validates the final set
     return hc
 
 
+def _strslice(value: list[str] | None) -> list[str] | None:
+    return None if value is None else list(value)
+
+
 def effective(
-    request: dict[str, Any],
-    image_config: dict[str, Any],
+    request: ContainerCreate,
+    image_config: ContainerConfig,
     *,
     image_name: str,
     ncpu: int,
@@ -458,89 +385,78 @@ def effective(
 ) -> Effective:
     """The container's configuration: request merged over image, defaults filled, validated."""
     host_config = normalise_host_config(
-        _dict(request.get("HostConfig"), "HostConfig"),
+        request.host_config,
         ncpu=ncpu,
         runtimes=runtimes,
         default_runtime=default_runtime,
         log_drivers=log_drivers,
     )
-    entrypoint = _strslice(request.get("Entrypoint"), "Entrypoint")
-    cmd = _strslice(request.get("Cmd"), "Cmd")
+    entrypoint = _strslice(request.entrypoint)
+    if entrypoint == [""]:
+        entrypoint = []  # `--entrypoint ""`: no entrypoint, not the image's
+    cmd = _strslice(request.cmd)
     if not entrypoint:
         if not cmd:
-            cmd = _strslice(image_config.get("Cmd"), "Cmd")
+            cmd = _strslice(image_config.cmd)
         if entrypoint is None:
-            entrypoint = _strslice(image_config.get("Entrypoint"), "Entrypoint")
+            entrypoint = _strslice(image_config.entrypoint)
     argv = [*(entrypoint or []), *(cmd or [])]
     if not argv:
         raise InvalidArgument("No command specified")
 
-    working_dir = request.get("WorkingDir") or image_config.get("WorkingDir") or ""
+    working_dir = request.working_dir or image_config.working_dir
     if working_dir and not working_dir.startswith("/"):
         raise InvalidArgument(
             f"the working directory '{working_dir}' is invalid, it needs to be an absolute path"
         )
-    exposed: dict[str, dict[str, Any]] = {}
+    exposed: dict[str, Any] = {}
     for source in (
-        image_config.get("ExposedPorts"),
-        request.get("ExposedPorts"),
-        host_config["PortBindings"],  # a published port is an exposed one, as in Docker
+        image_config.exposed_ports,
+        request.exposed_ports,
+        host_config.port_bindings,  # a published port is an exposed one, as in Docker
     ):
-        for port in _dict(source, "ExposedPorts"):
+        for port in source or {}:
             exposed[port_key(port)] = {}
-    labels = {
-        **_dict(image_config.get("Labels"), "Labels"),
-        **_dict(request.get("Labels"), "Labels"),
-    }
-    for key, value in labels.items():
-        if not isinstance(value, str):
-            raise InvalidArgument(f"invalid JSON: label {key} must be a string")
-    stop_signal = request.get("StopSignal") or image_config.get("StopSignal") or None
+    labels = {**(image_config.labels or {}), **(request.labels or {})}
+    stop_signal = request.stop_signal or image_config.stop_signal
     if stop_signal:
         signals.parse(stop_signal)
-    stop_timeout = request.get("StopTimeout")
-    if stop_timeout is not None:
-        stop_timeout = _int(stop_timeout, "StopTimeout")
-    healthcheck = request.get("Healthcheck") or image_config.get("Healthcheck") or None
-    volumes = {
-        **_dict(image_config.get("Volumes"), "Volumes"),
-        **_dict(request.get("Volumes"), "Volumes"),
-    }
-    user = request.get("User") or image_config.get("User") or ""
-    config: dict[str, Any] = {
-        "Hostname": request.get("Hostname") or "",
-        "Domainname": request.get("Domainname") or "",
-        "User": user,
-        "AttachStdin": bool(request.get("AttachStdin")),
-        "AttachStdout": bool(request.get("AttachStdout")),
-        "AttachStderr": bool(request.get("AttachStderr")),
-        "ExposedPorts": exposed or None,
-        "Tty": bool(request.get("Tty")),
-        "OpenStdin": bool(request.get("OpenStdin")),
-        "StdinOnce": bool(request.get("StdinOnce")),
-        "Env": merge_env(
+    volumes = {**(image_config.volumes or {}), **(request.volumes or {})}
+    config = ContainerConfig(
+        hostname=request.hostname,
+        domainname=request.domainname,
+        user=request.user or image_config.user,
+        attach_stdin=request.attach_stdin,
+        attach_stdout=request.attach_stdout,
+        attach_stderr=request.attach_stderr,
+        exposed_ports=exposed or None,
+        tty=request.tty,
+        open_stdin=request.open_stdin,
+        stdin_once=request.stdin_once,
+        env=merge_env(
             [f"PATH={DEFAULT_PATH}"]
-            if not any(e.startswith("PATH=") for e in image_config.get("Env") or [])
+            if not any(e.startswith("PATH=") for e in image_config.env or [])
             else [],
-            image_config.get("Env"),
-            request.get("Env"),
+            image_config.env,
+            request.env,
         ),
-        "Cmd": cmd,
-        "Image": image_name,
-        "Volumes": volumes or None,
-        "WorkingDir": working_dir,
-        "Entrypoint": entrypoint,
-        "OnBuild": image_config.get("OnBuild"),
-        "Labels": labels,
-    }
-    if stop_signal:
-        config["StopSignal"] = stop_signal
-    if stop_timeout is not None:
-        config["StopTimeout"] = stop_timeout
-    if healthcheck:
-        config["Healthcheck"] = healthcheck
-    if host_config["NetworkMode"].startswith("container:") and request.get("Hostname"):
+        cmd=StrSlice(cmd) if cmd is not None else None,
+        healthcheck=request.healthcheck or image_config.healthcheck,
+        args_escaped=request.args_escaped,
+        image=image_name,
+        volumes=volumes or None,
+        working_dir=working_dir,
+        entrypoint=StrSlice(entrypoint) if entrypoint else None,
+        network_disabled=request.network_disabled,
+        mac_address=request.mac_address,
+        on_build=image_config.on_build,
+        labels=labels,
+        stop_signal=stop_signal,
+        stop_timeout=request.stop_timeout,
+        shell=request.shell,
+    )
+    if host_config.network_mode.startswith("container:") and request.hostname:
         raise InvalidArgument("conflicting options: hostname and the network mode")
-    if host_config["UTSMode"] == "host" and (request.get("Hostname") or request.get("Domainname")):
+    if host_config.uts_mode == "host" and (request.hostname or request.domainname):
         raise InvalidArgument("Conflicting options: hostname and the UTS mode")
     return Effective(config, host_config, argv[0], argv[1:])

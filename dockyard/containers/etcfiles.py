@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
+
+from dockyard.containers.schema import HostConfig
 
 HOST_RESOLV = "/etc/resolv.conf"
 HOST_HOSTS = "/etc/hosts"
@@ -26,7 +27,7 @@ def _read(path: str) -> str:
 
 
 def resolv_conf(
-    host_config: dict[str, Any], host_text: str | None = None, *, embedded_dns: bool = False
+    host_config: HostConfig, host_text: str | None = None, *, embedded_dns: bool = False
 ) -> str:
     """resolv.conf for a container: the host's minus loopback resolvers, or --dns/--dns-search.
 
@@ -34,8 +35,8 @@ def resolv_conf(
     DNS server at 127.0.0.11, which forwards what it does not know to the others.
     """
     text = _read(HOST_RESOLV) if host_text is None else host_text
-    if host_config.get("NetworkMode") == "host" and not (
-        host_config.get("Dns") or host_config.get("DnsSearch") or host_config.get("DnsOptions")
+    if host_config.network_mode == "host" and not (
+        host_config.dns or host_config.dns_search or host_config.dns_options
     ):
         return text
     nameservers, search, options = [], [], []
@@ -51,9 +52,9 @@ def resolv_conf(
             search = words[1:]
         elif words[0] == "options":
             options += words[1:]
-    nameservers = list(host_config.get("Dns") or []) or nameservers or FALLBACK_DNS
-    search = list(host_config.get("DnsSearch") or []) or search
-    options = list(host_config.get("DnsOptions") or []) or options
+    nameservers = list(host_config.dns or []) or nameservers or FALLBACK_DNS
+    search = list(host_config.dns_search or []) or search
+    options = list(host_config.dns_options or []) or options
     if embedded_dns:
         nameservers = [EMBEDDED_DNS]
         options = [o for o in options if not o.startswith("ndots:")] + ["ndots:0"]
@@ -66,13 +67,13 @@ def resolv_conf(
 
 
 def hosts(
-    host_config: dict[str, Any],
+    host_config: HostConfig,
     hostname: str,
     addresses: list[str] | None = None,
     host_gateway: str = "",
 ) -> str:
     """`--add-host NAME:host-gateway` maps NAME to `host_gateway` (the default bridge's address)."""
-    if host_config.get("NetworkMode") == "host":
+    if host_config.network_mode == "host":
         base = _read(HOST_HOSTS)
     else:
         base = (
@@ -84,7 +85,7 @@ def hosts(
             "ff02::2\tip6-allrouters\n"
         )
     lines = [base.rstrip("\n")]
-    for entry in host_config.get("ExtraHosts") or []:
+    for entry in host_config.extra_hosts or []:
         name, _, address = entry.partition(":")
         if address == "host-gateway":
             if not host_gateway:
@@ -98,7 +99,7 @@ def hosts(
 
 def write(
     dir: str,
-    host_config: dict[str, Any],
+    host_config: HostConfig,
     hostname: str,
     *,
     addresses: list[str] | None = None,

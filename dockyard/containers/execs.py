@@ -160,7 +160,7 @@ class ExecService:
         if console_size:
             instance.console_size = console_size
         merged = os.path.join(self.containers.dir(container), "rootfs", "merged")
-        env = cfg.merge_env(container.config.get("Env"), instance.env)
+        env = cfg.merge_env(container.config.env, instance.env)
         try:
             find_command(merged, instance.cmd[0], env)
         except CommandError as e:
@@ -169,18 +169,18 @@ class ExecService:
             raise
         user = users.resolve(
             merged,
-            instance.user or container.config.get("User") or "",
-            list(container.host_config.get("GroupAdd") or []),
+            instance.user or container.config.user,
+            list(container.host_config.group_add or []),
         )
         process = spec.exec_process(
             container,
             cmd=instance.cmd,
             env=instance.env,
             user=user,
-            cwd=instance.working_dir or container.config.get("WorkingDir") or "/",
+            cwd=instance.working_dir or container.config.working_dir or "/",
             tty=instance.tty,
             privileged=instance.privileged,
-            hostname=container.config.get("Hostname") or container.short_id,
+            hostname=container.config.hostname or container.short_id,
             nofile_limit=self.containers.settings.nofile_limit,
             console_size=instance.console_size,
         )

@@ -1,9 +1,10 @@
 """The container record and its state machine.
 
 Dockyard keeps a container's configuration in Docker's own model (`Config`
-and `HostConfig`, normalised and validated at create), like moby does: it is
-what clients send, what inspect echoes back, and what tools such as Ansible
-compare for idempotency. The runtime state is Dockyard's own.
+and `HostConfig` as the typed messages of `schema`, normalised and validated
+at create), like moby does: it is what clients send, what inspect echoes
+back, and what tools such as Ansible compare for idempotency. The record is
+stored in that wire form. The runtime state is Dockyard's own.
 
 States and transitions:
 
@@ -18,9 +19,10 @@ States and transitions:
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from dockyard.containers.schema import ContainerConfig, EndpointSettings, HostConfig
 from dockyard.images.oci import ZERO_TIME
 from dockyard.volumes.mounts import MountPoint
 
@@ -59,8 +61,8 @@ class Container:
     name: str  # without the leading slash
     image_id: str
     created: str  # RFC 3339
-    config: dict[str, Any]  # Docker's Config, normalised
-    host_config: dict[str, Any]  # Docker's HostConfig, normalised
+    config: ContainerConfig  # normalised, image defaults merged in
+    host_config: HostConfig  # normalised
     chain_id: str | None  # top layer of the image, the container's lower filesystem
     path: str  # executable, first of entrypoint + cmd
     args: list[str]
@@ -68,7 +70,7 @@ class Container:
     runtime: str = ""
     mounts: list[MountPoint] = field(default_factory=list)  # volumes, binds, tmpfs; sorted
     # Networks the container is attached to: name -> EndpointSettings as requested.
-    networks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    networks: dict[str, EndpointSettings] = field(default_factory=dict)
 
     @property
     def short_id(self) -> str:
@@ -76,18 +78,40 @@ class Container:
 
     @property
     def tty(self) -> bool:
-        return bool(self.config.get("Tty"))
+        return self.config.tty
 
     @property
     def labels(self) -> dict[str, str]:
-        return dict(self.config.get("Labels") or {})
+        return dict(self.config.labels or {})
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        data: dict[str, Any] = {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in ("config", "host_config", "networks", "state", "mounts")
+        }
+        data["config"] = self.config.to_wire()
+        data["host_config"] = self.host_config.to_wire()
+        data["networks"] = {name: s.to_wire() for name, s in self.networks.items()}
+        data["state"] = asdict(self.state)
+        data["mounts"] = [m.to_dict() for m in self.mounts]
+        return json.dumps(data)
 
     @classmethod
     def from_json(cls, text: str) -> Container:
         data = json.loads(text)
         state = State(**data.pop("state"))
         mounts = [MountPoint.from_dict(m) for m in data.pop("mounts", [])]
-        return cls(state=state, mounts=mounts, **data)
+        config = ContainerConfig.decode(data.pop("config"))
+        host_config = HostConfig.decode(data.pop("host_config"))
+        networks = {
+            name: EndpointSettings.decode(s) for name, s in data.pop("networks", {}).items()
+        }
+        return cls(
+            state=state,
+            mounts=mounts,
+            config=config,
+            host_config=host_config,
+            networks=networks,
+            **data,
+        )

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dockyard.containers import config as cfg
-from dockyard.containers import etcfiles, names, signals, spec, users
+from dockyard.containers import etcfiles, names, schema, signals, spec, users
 from dockyard.containers.model import (
     CREATED,
     EXITED,
@@ -38,6 +38,7 @@ from dockyard.containers.model import (
     Container,
     State,
 )
+from dockyard.containers.schema import ContainerConfig, ContainerCreate
 from dockyard.errors import (
     Conflict,
     DockyardError,
@@ -186,7 +187,7 @@ class ContainerService:
         return os.path.join(self.settings.data_root, container.id)
 
     def cgroup_path(self, container: Container) -> str:
-        parent = container.host_config.get("CgroupParent") or self.settings.cgroup_parent
+        parent = container.host_config.cgroup_parent or self.settings.cgroup_parent
         return f"/{parent.strip('/')}/{container.id}"
 
     def _save(self, container: Container) -> None:
@@ -204,7 +205,7 @@ class ContainerService:
     def emit(self, container: Container, action: str, **extra: str) -> None:
         attributes = {
             **container.labels,
-            "image": container.config.get("Image", ""),
+            "image": container.config.image,
             "name": container.name,
             **extra,
         }
@@ -215,28 +216,27 @@ class ContainerService:
     async def create(
         self,
         name: str | None,
-        request: dict[str, Any],
+        request: ContainerCreate,
         *,
         image: Image | None = None,
         record_also: Callable[[str], None] | None = None,
     ) -> Container:
         """Create a container; `image` is given by the builder for a state that is no image,
         `record_also(id)` writes what must commit with the container's record."""
-        image_name = request.get("Image") or ""
-        if not isinstance(image_name, str) or not image_name:
+        image_name = request.image
+        if not image_name:
             raise InvalidArgument("config cannot be empty in order to create a container")
         if image is None:
             image = self.images.resolve(image_name)
         log_drivers: tuple[str, ...] = cfg.LOG_DRIVERS
-        log_config = cfg._dict((request.get("HostConfig") or {}).get("LogConfig"), "LogConfig")
-        driver = log_config.get("Type") or ""
-        if self.logging is not None and self.logging.is_plugin_driver(driver):
-            await self.logging.resolve(driver)
-            self.logging.validate_options(cfg._dict(log_config.get("Config"), "LogConfig.Config"))
-            log_drivers = (*log_drivers, driver)
+        log_config = request.host_config.log_config
+        if self.logging is not None and self.logging.is_plugin_driver(log_config.type):
+            await self.logging.resolve(log_config.type)
+            self.logging.validate_options(log_config.config or {})
+            log_drivers = (*log_drivers, log_config.type)
         effective = cfg.effective(
             request,
-            image.run_config,
+            schema.decode(ContainerConfig, image.run_config, "image config"),
             image_name=image_name,
             ncpu=self.settings.ncpu,
             runtimes=tuple(self.runtimes),
@@ -249,14 +249,11 @@ class ContainerService:
         else:
             name = self._generate_name()
         mounts = await self.volumes.prepare(
-            effective.config.get("Volumes") or {}, effective.host_config, self._volumes_from
+            effective.config.volumes or {}, effective.host_config, self._volumes_from
         )
         container_id = secrets.token_hex(32)
-        if not effective.config["Hostname"]:
-            effective.config["Hostname"] = container_id[:12]
-        networks = self.network.requested_networks(
-            effective.host_config, request.get("NetworkingConfig")
-        )
+        effective.config.hostname = effective.config.hostname or container_id[:12]
+        networks = self.network.requested_networks(effective.host_config, request.networking_config)
         container = Container(
             id=container_id,
             name=name,
@@ -268,7 +265,7 @@ class ContainerService:
             path=effective.path,
             args=effective.args,
             state=State(),
-            runtime=effective.host_config["Runtime"],
+            runtime=effective.host_config.runtime,
             mounts=mounts,
             networks=networks,
         )
@@ -362,11 +359,9 @@ class ContainerService:
             rootfs_dir = os.path.join(self.dir(container), "rootfs")
             merged = self.rootfs.mount(rootfs_dir, container.chain_id)
             hc = container.host_config
-            user = users.resolve(
-                merged, container.config.get("User") or "", list(hc.get("GroupAdd") or [])
-            )
+            user = users.resolve(merged, container.config.user, list(hc.group_add or []))
             network = await self.network.setup(container)
-            hostname = network.hostname or container.config.get("Hostname") or container.short_id
+            hostname = network.hostname or container.config.hostname or container.short_id
             files = etcfiles.write(
                 self.dir(container),
                 hc,
@@ -379,13 +374,13 @@ class ContainerService:
                 for name in ("hosts", "resolv.conf"):
                     files[f"/etc/{name}"] = os.path.join(network.shared_dir, name)
             user_mounts = await self.volumes.mount(
-                container.id, container.mounts, hc.get("Tmpfs") or {}, merged
+                container.id, container.mounts, hc.tmpfs or {}, merged
             )
             caps = cfg.capabilities(hc)
             seccomp_profile = None
-            if cfg.security_option(hc, "seccomp") != "unconfined" and not hc.get("Privileged"):
+            if cfg.security_option(hc, "seccomp") != "unconfined" and not hc.privileged:
                 seccomp_profile = self.settings.seccomp(caps, cfg.security_option(hc, "seccomp"))
-            init = hc.get("Init")
+            init = hc.init
             if init and not self.settings.init_binary:
                 raise Unavailable("--init requested but no init binary (tini) is installed")
             oci_spec = spec.generate(
@@ -411,16 +406,17 @@ class ContainerService:
                 await runtime.delete(container.id)  # a leftover of an earlier crash
             if self.logging is not None:
                 await self.logging.start(container, paths.log, self.dir(container))
-            stdin = bool(container.config.get("OpenStdin"))
+            stdin = container.config.open_stdin
             mon, pid = await conmon.create(
                 container.id,
                 container.name,
                 paths,
                 terminal=container.tty,
                 stdin=stdin,
-                leave_stdin_open=stdin and not container.config.get("StdinOnce"),
+                leave_stdin_open=stdin and not container.config.stdin_once,
             )
             created_in_runtime = True
+            self.volumes.release_subpaths(container.id)  # the container holds its own mounts
             await self._connect_attachers(container, conmon)
             live.exited.clear()
             await runtime.start(container.id)
@@ -441,13 +437,14 @@ class ContainerService:
             self._save(container)
             live.exited.set()
             self._fail_attachers(container)
-            if container.host_config.get("AutoRemove"):
+            if container.host_config.auto_remove:
                 await self._remove(container, volumes=True)
             raise Unavailable(message) from e
         container.state = State(
             status=RUNNING,
             pid=pid,
             started_at=now_rfc3339(),
+            finished_at=container.state.finished_at,  # the last run's, as Docker keeps it
             monitor_pid=mon.pid,
             monitor_start=mon.start_time,
             restart_count=container.state.restart_count,
@@ -539,7 +536,7 @@ class ContainerService:
         """Restart policy and auto-removal, after the exit is recorded."""
         if self._should_restart(container):
             self._schedule_restart(container)
-        elif container.host_config.get("AutoRemove"):
+        elif container.host_config.auto_remove:
             live = self.live(container)
             async with live.lock:
                 if container.id in self._containers and not container.state.running:
@@ -549,12 +546,12 @@ class ContainerService:
         state = container.state
         if state.stopped_by_user:
             return False
-        policy = container.host_config.get("RestartPolicy") or {}
-        name = policy.get("Name", "no")
+        policy = container.host_config.restart_policy
+        name = policy.name or "no"
         if name in ("always", "unless-stopped"):
             return True
         if name == "on-failure" and state.exit_code != 0:
-            limit = policy.get("MaximumRetryCount") or 0
+            limit = policy.maximum_retry_count
             return not limit or state.restart_count < limit
         return False
 
@@ -597,7 +594,7 @@ class ContainerService:
         number = signals.parse(signal) if signal not in (None, "") else 9
         if container.state.status not in (RUNNING, PAUSED):
             raise Conflict(f"container {container.id} is not running")
-        stop_signal = signals.parse(container.config.get("StopSignal") or "SIGTERM")
+        stop_signal = signals.parse(container.config.stop_signal or "SIGTERM")
         if number in (9, stop_signal):
             # Docker: killing with SIGKILL or the stop signal counts as a stop for restart policies.
             container.state.stopped_by_user = True
@@ -631,10 +628,10 @@ class ContainerService:
         live = self.live(container)
         runtime = self.runtimes[container.runtime]
         if timeout is None:
-            timeout = container.config.get("StopTimeout")
+            timeout = container.config.stop_timeout
         if timeout is None:
             timeout = DEFAULT_STOP_TIMEOUT
-        number = signals.parse(signal or container.config.get("StopSignal") or "SIGTERM")
+        number = signals.parse(signal or container.config.stop_signal or "SIGTERM")
         if container.state.status == PAUSED:
             with contextlib.suppress(DockyardError):
                 await runtime.resume(container.id)
@@ -944,13 +941,11 @@ class ContainerService:
                     self._schedule_restart(container)
             elif state.status == REMOVING:
                 async with self.live(container).lock:
-                    await self._remove(
-                        container, volumes=bool(container.host_config.get("AutoRemove"))
-                    )
+                    await self._remove(container, volumes=container.host_config.auto_remove)
             elif state.status == EXITED:
                 # Docker on daemon start: `always` restarts even manually stopped
                 # containers, `unless-stopped` only those that were not.
-                policy = (container.host_config.get("RestartPolicy") or {}).get("Name")
+                policy = container.host_config.restart_policy.name
                 if policy == "always" or (policy == "unless-stopped" and not state.stopped_by_user):
                     state.stopped_by_user = False
                     self._schedule_restart(container)

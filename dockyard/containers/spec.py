@@ -16,7 +16,9 @@ from typing import Any
 
 from dockyard.containers import config as cfg
 from dockyard.containers.model import Container
+from dockyard.containers.schema import DeviceMapping, HostConfig
 from dockyard.containers.users import User
+from dockyard.errors import InvalidArgument
 
 OCI_VERSION = "1.0.2"
 INIT_PATH = "/sbin/docker-init"
@@ -67,10 +69,12 @@ class SpecInputs:
     cgroup_namespace: bool = False
     # The user's volumes, binds and tmpfs mounts as OCI entries, parents first.
     mounts: list[dict[str, Any]] = field(default_factory=list)
+    # Namespaces joined rather than made (`--pid container:x`, `--ipc container:x`): type -> path.
+    namespace_paths: dict[str, str] = field(default_factory=dict)
 
 
 def _env(container: Container, hostname: str) -> list[str]:
-    env = list(container.config.get("Env") or [])
+    env = cfg.process_env(list(container.config.env or []))
     names = {e.partition("=")[0] for e in env}
     extra = [f"HOSTNAME={hostname}"] if "HOSTNAME" not in names else []
     if container.tty and "TERM" not in names:
@@ -82,63 +86,95 @@ def _rlimits(container: Container, nofile_limit: int) -> list[dict[str, Any]]:
     limits = {
         "RLIMIT_NOFILE": {"type": "RLIMIT_NOFILE", "soft": nofile_limit, "hard": nofile_limit}
     }
-    for ulimit in container.host_config.get("Ulimits") or []:
-        kind = cfg.ULIMITS[ulimit["Name"]]
-        limits[kind] = {"type": kind, "soft": ulimit["Soft"], "hard": ulimit["Hard"]}
+    for ulimit in container.host_config.ulimits or []:
+        kind = cfg.ULIMITS[ulimit.name]
+        limits[kind] = {"type": kind, "soft": ulimit.soft, "hard": ulimit.hard}
     return list(limits.values())
 
 
-def _resources(hc: dict[str, Any]) -> dict[str, Any]:
-    resources: dict[str, Any] = {}
-    if hc.get("Privileged"):
-        resources["devices"] = [{"allow": True, "access": "rwm"}]
+def resources(hc: HostConfig) -> dict[str, Any]:
+    """`linux.resources` of the spec: devices, memory, cpu, pids and block I/O limits."""
+    result: dict[str, Any] = {}
+    if hc.privileged:
+        result["devices"] = [{"allow": True, "access": "rwm"}]
     else:
-        resources["devices"] = [*DEFAULT_DEVICE_RULES, *_device_rules(hc)]
+        result["devices"] = [*DEFAULT_DEVICE_RULES, *_device_rules(hc)]
     memory: dict[str, Any] = {}
-    if hc.get("Memory"):
-        memory["limit"] = hc["Memory"]
-        swap = hc.get("MemorySwap") or 0
-        if swap == 0:
-            swap = hc["Memory"] * 2  # docker's default: as much swap as memory
-        memory["swap"] = swap
-    if hc.get("MemoryReservation"):
-        memory["reservation"] = hc["MemoryReservation"]
-    if hc.get("MemorySwappiness") is not None:
-        memory["swappiness"] = hc["MemorySwappiness"]
-    if hc.get("OomKillDisable"):
+    if hc.memory:
+        memory["limit"] = hc.memory
+        # Docker's default: as much swap as memory; -1 unlimited swap.
+        memory["swap"] = hc.memory_swap or hc.memory * 2
+    if hc.memory_reservation:
+        memory["reservation"] = hc.memory_reservation
+    if hc.memory_swappiness is not None:
+        memory["swappiness"] = hc.memory_swappiness
+    if hc.oom_kill_disable:
         memory["disableOOMKiller"] = True
     if memory:
-        resources["memory"] = memory
+        result["memory"] = memory
     cpu: dict[str, Any] = {}
-    if hc.get("NanoCpus"):
+    if hc.nano_cpus:
         cpu["period"] = 100_000
-        cpu["quota"] = hc["NanoCpus"] * 100_000 // 1_000_000_000
-    if hc.get("CpuQuota"):
-        cpu["quota"] = hc["CpuQuota"]
-    if hc.get("CpuPeriod"):
-        cpu["period"] = hc["CpuPeriod"]
-    if hc.get("CpuShares"):
-        cpu["shares"] = hc["CpuShares"]
-    if hc.get("CpusetCpus"):
-        cpu["cpus"] = hc["CpusetCpus"]
-    if hc.get("CpusetMems"):
-        cpu["mems"] = hc["CpusetMems"]
+        cpu["quota"] = hc.nano_cpus * 100_000 // 1_000_000_000
+    if hc.cpu_quota:
+        cpu["quota"] = hc.cpu_quota
+    if hc.cpu_period:
+        cpu["period"] = hc.cpu_period
+    if hc.cpu_shares:
+        cpu["shares"] = hc.cpu_shares
+    if hc.cpu_realtime_period:
+        cpu["realtimePeriod"] = hc.cpu_realtime_period
+    if hc.cpu_realtime_runtime:
+        cpu["realtimeRuntime"] = hc.cpu_realtime_runtime
+    if hc.cpuset_cpus:
+        cpu["cpus"] = hc.cpuset_cpus
+    if hc.cpuset_mems:
+        cpu["mems"] = hc.cpuset_mems
     if cpu:
-        resources["cpu"] = cpu
-    if hc.get("PidsLimit"):
-        resources["pids"] = {"limit": hc["PidsLimit"]}
-    if hc.get("BlkioWeight"):
-        resources["blockIO"] = {"weight": hc["BlkioWeight"]}
-    return resources
+        result["cpu"] = cpu
+    if hc.pids_limit:
+        result["pids"] = {"limit": hc.pids_limit}
+    block_io = _block_io(hc)
+    if block_io:
+        result["blockIO"] = block_io
+    return result
 
 
-def _device(entry: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    host = entry["PathOnHost"]
+def _block_io(hc: HostConfig) -> dict[str, Any]:
+    block_io: dict[str, Any] = {}
+    if hc.blkio_weight:
+        block_io["weight"] = hc.blkio_weight
+    weights = [{**_major_minor(d.path), "weight": d.weight} for d in hc.blkio_weight_device or []]
+    if weights:
+        block_io["weightDevice"] = weights
+    for key, devices in (
+        ("throttleReadBpsDevice", hc.blkio_device_read_bps),
+        ("throttleWriteBpsDevice", hc.blkio_device_write_bps),
+        ("throttleReadIOPSDevice", hc.blkio_device_read_i_ops),
+        ("throttleWriteIOPSDevice", hc.blkio_device_write_i_ops),
+    ):
+        if devices:
+            block_io[key] = [{**_major_minor(d.path), "rate": d.rate} for d in devices]
+    return block_io
+
+
+def _major_minor(path: str) -> dict[str, int]:
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise InvalidArgument(f"error getting device info for {path}: {e.strerror}") from None
+    if not stat.S_ISBLK(st.st_mode):
+        raise InvalidArgument(f"{path} is not a block device")
+    return {"major": os.major(st.st_rdev), "minor": os.minor(st.st_rdev)}
+
+
+def _device(entry: DeviceMapping) -> tuple[dict[str, Any], dict[str, Any]]:
+    host = entry.path_on_host
     st = os.stat(host)
     kind = "c" if stat.S_ISCHR(st.st_mode) else "b"
     major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
     device = {
-        "path": entry.get("PathInContainer") or host,
+        "path": entry.path_in_container or host,
         "type": kind,
         "major": major,
         "minor": minor,
@@ -151,18 +187,18 @@ def _device(entry: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         "type": kind,
         "major": major,
         "minor": minor,
-        "access": entry.get("CgroupPermissions") or "rwm",
+        "access": entry.cgroup_permissions or "rwm",
     }
     return device, rule
 
 
-def _device_rules(hc: dict[str, Any]) -> list[dict[str, Any]]:
-    return [_device(entry)[1] for entry in hc.get("Devices") or []]
+def _device_rules(hc: HostConfig) -> list[dict[str, Any]]:
+    return [_device(entry)[1] for entry in hc.devices or []]
 
 
 def _mounts(container: Container, inputs: SpecInputs) -> list[dict[str, Any]]:
     hc = container.host_config
-    privileged = bool(hc.get("Privileged"))
+    privileged = hc.privileged
     mounts: list[dict[str, Any]] = [
         {
             "destination": "/proc",
@@ -201,7 +237,7 @@ def _mounts(container: Container, inputs: SpecInputs) -> list[dict[str, Any]]:
             "options": ["nosuid", "noexec", "nodev"],
         },
     ]
-    if hc.get("IpcMode") == "host":
+    if hc.ipc_mode == "host":
         mounts.append(
             {
                 "destination": "/dev/shm",
@@ -221,7 +257,7 @@ def _mounts(container: Container, inputs: SpecInputs) -> list[dict[str, Any]]:
                     "noexec",
                     "nodev",
                     "mode=1777",
-                    f"size={hc.get('ShmSize') or cfg.DEFAULT_SHM_SIZE}",
+                    f"size={hc.shm_size or cfg.DEFAULT_SHM_SIZE}",
                 ],
             }
         )
@@ -266,7 +302,7 @@ def _rootfs_propagation(mounts: list[dict[str, Any]]) -> str | None:
 
 def generate(container: Container, inputs: SpecInputs) -> dict[str, Any]:
     hc = container.host_config
-    privileged = bool(hc.get("Privileged"))
+    privileged = hc.privileged
     caps = cfg.capabilities(hc)
     argv = [container.path, *container.args]
     if inputs.init_binary:
@@ -280,20 +316,20 @@ def generate(container: Container, inputs: SpecInputs) -> dict[str, Any]:
         },
         "args": argv,
         "env": _env(container, inputs.hostname),
-        "cwd": container.config.get("WorkingDir") or "/",
+        "cwd": container.config.working_dir or "/",
         "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
         "rlimits": _rlimits(container, inputs.nofile_limit),
         "noNewPrivileges": cfg.no_new_privileges(hc),
-        "oomScoreAdj": hc.get("OomScoreAdj") or 0,
+        "oomScoreAdj": hc.oom_score_adj,
     }
     namespaces: list[dict[str, Any]] = [{"type": "mount"}]
-    if hc.get("PidMode") != "host":
-        namespaces.append({"type": "pid"})
-    if hc.get("IpcMode") != "host":
-        namespaces.append({"type": "ipc"})
-    if hc.get("UTSMode") != "host":
-        namespaces.append({"type": "uts"})
-    if hc.get("NetworkMode") != "host":
+    for kind, mode in (("pid", hc.pid_mode), ("ipc", hc.ipc_mode), ("uts", hc.uts_mode)):
+        if mode != "host":
+            namespace = {"type": kind}
+            if kind in inputs.namespace_paths:
+                namespace["path"] = inputs.namespace_paths[kind]
+            namespaces.append(namespace)
+    if hc.network_mode != "host":
         network: dict[str, Any] = {"type": "network"}
         if inputs.netns_path:
             network["path"] = inputs.netns_path
@@ -303,32 +339,33 @@ def generate(container: Container, inputs: SpecInputs) -> dict[str, Any]:
     linux: dict[str, Any] = {
         "namespaces": namespaces,
         "cgroupsPath": inputs.cgroup_path,
-        "resources": _resources(hc),
+        "resources": resources(hc),
     }
-    devices = [_device(entry)[0] for entry in hc.get("Devices") or []]
+    devices = [_device(entry)[0] for entry in hc.devices or []]
     if devices:
         linux["devices"] = devices
     if not privileged:
-        linux["maskedPaths"] = list(MASKED_PATHS)
-        linux["readonlyPaths"] = list(READONLY_PATHS)
+        masked, readonly = hc.masked_paths, hc.readonly_paths
+        linux["maskedPaths"] = list(MASKED_PATHS if masked is None else masked)
+        linux["readonlyPaths"] = list(READONLY_PATHS if readonly is None else readonly)
         if inputs.seccomp is not None:
             linux["seccomp"] = inputs.seccomp
-    if hc.get("Sysctls"):
-        linux["sysctl"] = dict(hc["Sysctls"])
+    if hc.sysctls:
+        linux["sysctl"] = dict(hc.sysctls)
     propagation = _rootfs_propagation(inputs.mounts)
     if propagation:
         linux["rootfsPropagation"] = propagation
     spec: dict[str, Any] = {
         "ociVersion": OCI_VERSION,
         "process": process,
-        "root": {"path": inputs.rootfs, "readonly": bool(hc.get("ReadonlyRootfs"))},
+        "root": {"path": inputs.rootfs, "readonly": hc.readonly_rootfs},
         "mounts": _mounts(container, inputs),
         "linux": linux,
     }
-    if hc.get("UTSMode") != "host":
+    if hc.uts_mode != "host":
         spec["hostname"] = inputs.hostname
-        if container.config.get("Domainname"):
-            spec["domainname"] = container.config["Domainname"]
+        if container.config.domainname:
+            spec["domainname"] = container.config.domainname
     return spec
 
 
@@ -355,7 +392,9 @@ def exec_process(
             "additionalGids": user.additional_gids or [user.gid],
         },
         "args": cmd,
-        "env": cfg.merge_env(_env(container, hostname), env, ["TERM=xterm"] if tty else None),
+        "env": cfg.process_env(
+            cfg.merge_env(_env(container, hostname), env, ["TERM=xterm"] if tty else None)
+        ),
         "cwd": cwd or "/",
         "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
         "rlimits": _rlimits(container, nofile_limit),

@@ -124,8 +124,7 @@ class PluginLogging:
     async def start(self, container: Container, log_path: str, container_dir: str) -> None:
         """Start delivering `container`'s output to its log plugin (a no-op for built-in
         drivers). Raises when the plugin refuses: the container must not start."""
-        config = container.host_config.get("LogConfig") or {}
-        driver = config.get("Type") or ""
+        driver = container.host_config.log_config.type
         if not self.is_plugin_driver(driver) or container.id in self._forwarders:
             return
         plugin = await self.resolve(driver)
@@ -285,7 +284,7 @@ class PluginLogging:
 
     async def reader(self, container: Container) -> LogDriverClient | None:
         """The plugin to read `container`'s logs from, when its driver serves ReadLogs."""
-        driver = (container.host_config.get("LogConfig") or {}).get("Type") or ""
+        driver = container.host_config.log_config.type
         if not self.is_plugin_driver(driver):
             return None
         try:
@@ -344,18 +343,17 @@ def _wake(future: asyncio.Future[None]) -> None:
 
 
 def _info(container: Container) -> Info:
-    log_config = container.host_config.get("LogConfig") or {}
     return Info(
-        config={k: str(v) for k, v in (log_config.get("Config") or {}).items()},
+        config=dict(container.host_config.log_config.config or {}),
         container_id=container.id,
         container_name="/" + container.name,
         container_entrypoint=container.path,
         container_args=list(container.args),
         container_image_id=container.image_id,
-        container_image_name=container.config.get("Image", ""),
+        container_image_name=container.config.image,
         container_created=container.created,
-        container_env=list(container.config.get("Env") or []),
-        container_labels=dict(container.config.get("Labels") or {}),
+        container_env=list(container.config.env or []),
+        container_labels=dict(container.config.labels or {}),
         log_path="",
         daemon_name="docker",
     )

@@ -44,7 +44,8 @@ from typing import TYPE_CHECKING, Any
 
 from pyroute2 import NetlinkError
 
-from dockyard.containers import etcfiles
+from dockyard.containers import etcfiles, schema
+from dockyard.containers.schema import EndpointSettings, HostConfig, NetworkingConfig
 from dockyard.errors import (
     Conflict,
     DockyardError,
@@ -728,33 +729,27 @@ class NetworkManager:
     # -- container create: which networks ------------------------------------
 
     def requested_networks(
-        self, host_config: dict[str, Any], networking_config: Any
-    ) -> dict[str, dict[str, Any]]:
+        self, host_config: HostConfig, networking_config: NetworkingConfig
+    ) -> dict[str, EndpointSettings]:
         """The container's networks, name -> EndpointSettings, validated (at create)."""
-        mode = host_config.get("NetworkMode") or "bridge"
-        endpoints_config: dict[str, Any] = {}
-        if isinstance(networking_config, dict):
-            raw = networking_config.get("EndpointsConfig")
-            if isinstance(raw, dict):
-                endpoints_config = {
-                    k: v for k, v in raw.items() if isinstance(v, dict) or v is None
-                }
+        mode = host_config.network_mode or "bridge"
+        endpoints_config = dict(networking_config.endpoints_config or {})
         if mode in ("host", "none"):
-            return {mode: {"NetworkID": self.get(mode).id}}
+            return {mode: EndpointSettings(network_id=self.get(mode).id)}
         if mode.startswith("container:"):
             assert self.containers is not None
             other = mode.split(":", 1)[1]
             if not other:
                 raise InvalidArgument("invalid network mode: container: needs a container")
             self.containers.get(other)
-            if host_config.get("PortBindings") or host_config.get("PublishAllPorts"):
+            if host_config.port_bindings or host_config.publish_all_ports:
                 raise InvalidArgument(
                     "conflicting options: port publishing and the container type network mode"
                 )
-            if host_config.get("Dns") or host_config.get("ExtraHosts"):
+            if host_config.dns or host_config.extra_hosts:
                 raise InvalidArgument(
                     "conflicting options: dns and the network mode"
-                    if host_config.get("Dns")
+                    if host_config.dns
                     else "conflicting options: custom host-to-IP mapping and the network mode"
                 )
             return {}
@@ -763,24 +758,28 @@ class NetworkManager:
         except NotFound:
             primary = None  # as in Docker, an unknown network fails the start, not the create
         if primary is not None and primary.driver in ("host", "null"):
-            return {primary.name: {"NetworkID": primary.id}}
+            return {primary.name: EndpointSettings(network_id=primary.id)}
         primary_settings = None
         keys = [mode, "default", *((primary.name, primary.id) if primary else ())]
         for key in keys:
             if key in endpoints_config:
                 primary_settings = endpoints_config.pop(key) or primary_settings
-        result: dict[str, dict[str, Any]] = {}
+        result: dict[str, EndpointSettings] = {}
         for ref, settings in [(mode, primary_settings), *endpoints_config.items()]:
             try:
                 network = self.get(ref)
             except NotFound:
-                result[ref] = {"NetworkID": "", **(settings or {})}
+                unknown = schema.copy(settings) if settings else EndpointSettings()
+                unknown.network_id = ""
+                result[ref] = unknown
                 continue
             if network.driver in ("host", "null"):
                 raise InvalidArgument(
                     "container cannot be connected to host or none networks and other networks"
                 )
-            result[network.name] = requests.endpoint_settings(network, settings or {})
+            result[network.name] = requests.endpoint_settings(
+                network, settings or EndpointSettings()
+            )
         return result
 
     # -- container start / stop hooks ----------------------------------------
@@ -791,13 +790,13 @@ class NetworkManager:
         log.debug(
             "network setup of %s (%s): %.2f ms",
             container.short_id,
-            container.host_config.get("NetworkMode"),
+            container.host_config.network_mode,
             (time.perf_counter() - started) * 1e3,
         )
         return setup
 
     async def _setup(self, container: Container) -> Setup:
-        mode = container.host_config.get("NetworkMode") or "bridge"
+        mode = container.host_config.network_mode or "bridge"
         if mode == "host":
             await self._attach_record_only(container, "host")
             return Setup(host_gateway=self.host_gateway())
@@ -807,7 +806,7 @@ class NetworkManager:
         if mode.startswith("container:"):
             return self._shared_setup(container, mode.split(":", 1)[1])
         if not container.networks:  # a container created before networks existed
-            container.networks = self.requested_networks(container.host_config, None)
+            container.networks = self.requested_networks(container.host_config, NetworkingConfig())
         sandbox = self.sandbox_path(container.id)
         try:
             async with await netns.create(sandbox) as ipr:
@@ -835,8 +834,8 @@ class NetworkManager:
                 return network.pools[0].gateway.split("/")[0]
         return ""
 
-    def _network_for(self, name: str, settings: dict[str, Any]) -> Network:
-        network_id = settings.get("NetworkID") or ""
+    def _network_for(self, name: str, settings: EndpointSettings) -> Network:
+        network_id = settings.network_id
         if network_id in self.networks:
             return self.networks[network_id]
         return self.get(name)
@@ -852,14 +851,14 @@ class NetworkManager:
         if not other.state.running or not other.state.pid:
             raise Conflict(f"cannot join network namespace of a non running container: {ref}")
         sandbox = self.sandbox_path(other.id)
-        if other.host_config.get("NetworkMode") == "host":
+        if other.host_config.network_mode == "host":
             path = f"/proc/{other.state.pid}/ns/net"
         else:
             path = sandbox if netns.is_mounted(sandbox) else f"/proc/{other.state.pid}/ns/net"
         return Setup(
             netns_path=path,
             shared_dir=self.containers.dir(other),
-            hostname=other.config.get("Hostname") or other.short_id,
+            hostname=other.config.hostname or other.short_id,
         )
 
     def _uses_dns(self, container_id: str) -> bool:
@@ -873,7 +872,7 @@ class NetworkManager:
         self,
         container: Container,
         network: Network,
-        settings: dict[str, Any],
+        settings: EndpointSettings,
         sandbox: str,
         ipr: Any,
     ) -> Endpoint:
@@ -887,9 +886,9 @@ class NetworkManager:
             secrets.token_hex(32),
             network.id,
             container.id,
-            aliases=list(settings.get("Aliases") or []),
-            settings=dict(settings),
-            mac=settings.get("MacAddress") or "",
+            aliases=list(settings.aliases or []),
+            settings=settings.to_wire(),
+            mac=settings.mac_address,
             pending=True,
         )
         try:
@@ -899,7 +898,7 @@ class NetworkManager:
                 address_options[MAC_ADDRESS] = endpoint.mac
             if network.pools:
                 lease = network.pools[0]
-                static = (settings.get("IPAMConfig") or {}).get("IPv4Address") or ""
+                static = settings.ipam_config.ipv4_address if settings.ipam_config else ""
                 endpoint.address, _ = await ipam.request_address(
                     lease.pool_id, static, address_options
                 )
@@ -911,7 +910,7 @@ class NetworkManager:
                 network.id,
                 endpoint.id,
                 EndpointInterface(endpoint.address, "", endpoint.mac),
-                {**options, **(settings.get("DriverOpts") or {})},
+                {**options, **(settings.driver_opts or {})},
             )
             endpoint.mac = endpoint.mac or (reply.mac_address if reply else "")
             joined = await driver.join(network.id, endpoint.id, sandbox, options)
@@ -932,12 +931,10 @@ class NetworkManager:
             return {EXPOSED_PORTS: [], PORT_MAP: []}
         hc = container.host_config
         requested = ports.requested(
-            hc.get("PortBindings"),
-            container.config.get("ExposedPorts"),
-            bool(hc.get("PublishAllPorts")),
+            hc.port_bindings, container.config.exposed_ports, hc.publish_all_ports
         )
         exposed = []
-        for key in container.config.get("ExposedPorts") or {}:
+        for key in container.config.exposed_ports or {}:
             number, _, proto = key.partition("/")
             exposed.append({"Proto": PROTOCOLS.get(proto, PROTOCOLS["tcp"]), "Port": int(number)})
         return {EXPOSED_PORTS: exposed, PORT_MAP: [r.to_wire() for r in requested]}
@@ -1006,9 +1003,7 @@ class NetworkManager:
         await ipr.route("add", dst="0.0.0.0/0", gateway=endpoint.gateway)
         hc = container.host_config
         requests = ports.requested(
-            hc.get("PortBindings"),
-            container.config.get("ExposedPorts"),
-            bool(hc.get("PublishAllPorts")),
+            hc.port_bindings, container.config.exposed_ports, hc.publish_all_ports
         )
         if previous:
             requests = [PortBinding.from_wire(p) for p in previous]
@@ -1045,7 +1040,7 @@ class NetworkManager:
         log.debug(
             "network teardown of %s (%s): %.2f ms",
             container.short_id,
-            container.host_config.get("NetworkMode"),
+            container.host_config.network_mode,
             (time.perf_counter() - started) * 1e3,
         )
 
@@ -1087,10 +1082,10 @@ class NetworkManager:
 
     # -- connect / disconnect --------------------------------------------------
 
-    async def connect(self, ref: str, container: Container, settings: dict[str, Any]) -> None:
+    async def connect(self, ref: str, container: Container, settings: EndpointSettings) -> None:
         assert self.containers is not None
         network = self.get(ref)
-        mode = container.host_config.get("NetworkMode") or "bridge"
+        mode = container.host_config.network_mode or "bridge"
         if network.driver in ("host", "null") or mode in ("host", "none"):
             raise Forbidden(
                 "container cannot be disconnected from host network or connected to host network"
@@ -1169,7 +1164,7 @@ class NetworkManager:
             etcfiles.write(
                 self.containers.dir(container),
                 container.host_config,
-                container.config.get("Hostname") or container.short_id,
+                container.config.hostname or container.short_id,
                 addresses=[e.ip for e in endpoints if e.ip],
                 embedded_dns=self._uses_dns(container.id),
                 in_place=True,
@@ -1224,8 +1219,8 @@ class NetworkManager:
         ):
             return []  # only on internal networks: no way out, not even through DNS
         container = self.find_container(container_id)
-        if container is not None and container.host_config.get("Dns"):
-            return list(container.host_config["Dns"])
+        if container is not None and container.host_config.dns:
+            return list(container.host_config.dns)
         try:
             with open("/etc/resolv.conf") as f:
                 text = f.read()

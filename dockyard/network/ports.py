@@ -15,12 +15,15 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
+from dockyard.containers import schema
 from dockyard.errors import Conflict, InvalidArgument, NotImplementedByEngine
 from dockyard.network.driver import PROTOCOL_NAMES, PROTOCOLS, PortBinding
 
+PortMap = dict[str, list[schema.PortBinding] | None]
+
 
 def requested(
-    port_bindings: dict[str, Any] | None,
+    port_bindings: PortMap | None,
     exposed: dict[str, Any] | None,
     publish_all: bool,
 ) -> list[PortBinding]:
@@ -28,10 +31,9 @@ def requested(
     bindings: list[PortBinding] = []
     for key, entries in (port_bindings or {}).items():
         number, proto = _port_key(key)
-        for entry in entries or [{}]:
-            entry = entry or {}
-            host_ip = entry.get("HostIp") or ""  # "": the network's default host address
-            start, end = _host_ports(str(entry.get("HostPort") or ""))
+        for entry in entries or [schema.PortBinding()]:
+            host_ip = entry.host_ip  # "": the network's default host address
+            start, end = _host_ports(entry.host_port)
             bindings.append(PortBinding(PROTOCOLS[proto], number, "", host_ip, start, end))
     if publish_all:
         published = {(b.proto, b.port) for b in bindings}
@@ -42,22 +44,15 @@ def requested(
     return bindings
 
 
-def validate(port_bindings: Any) -> dict[str, list[dict[str, str]]]:
+def validate(port_bindings: PortMap | None) -> PortMap:
     """HostConfig.PortBindings checked and normalised ("80" -> "80/tcp")."""
-    if not port_bindings:
-        return {}
-    if not isinstance(port_bindings, dict):
-        raise InvalidArgument("invalid JSON: PortBindings must be an object")
-    result: dict[str, list[dict[str, str]]] = {}
-    for key, entries in port_bindings.items():
+    result: PortMap = {}
+    for key, entries in (port_bindings or {}).items():
         number, proto = _port_key(key)
-        normal = []
+        normal: list[schema.PortBinding] = []
         for entry in entries or []:
-            if entry is None:
-                entry = {}
-            if not isinstance(entry, dict):
-                raise InvalidArgument("invalid JSON: PortBindings entries must be objects")
-            host_ip = str(entry.get("HostIp") or "")
+            entry = entry or schema.PortBinding()
+            host_ip = entry.host_ip
             if host_ip:
                 try:
                     address = ipaddress.ip_address(host_ip)
@@ -65,9 +60,8 @@ def validate(port_bindings: Any) -> dict[str, list[dict[str, str]]]:
                     raise InvalidArgument(f"invalid IP address: {host_ip}") from None
                 if address.version == 6:
                     raise NotImplementedByEngine("publishing on IPv6 addresses is not supported")
-            host_port = str(entry.get("HostPort") or "")
-            _host_ports(host_port)
-            normal.append({"HostIp": host_ip, "HostPort": host_port})
+            _host_ports(entry.host_port)
+            normal.append(schema.PortBinding(host_ip=host_ip, host_port=entry.host_port))
         result[f"{number}/{proto}"] = normal
     return result
 

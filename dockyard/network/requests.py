@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from dockyard.containers.schema import EndpointIPAMConfig, EndpointSettings
 from dockyard.errors import InvalidArgument, NotImplementedByEngine
 from dockyard.network.model import Network
 
@@ -66,21 +67,11 @@ def network_create(request: dict[str, Any]) -> NetworkCreate:
     )
 
 
-def endpoint_settings(network: Network, settings: dict[str, Any]) -> dict[str, Any]:
+def endpoint_settings(network: Network, settings: EndpointSettings) -> EndpointSettings:
     """A container's EndpointSettings for `network`, checked; what inspect echoes back."""
-    aliases = settings.get("Aliases") or []
-    if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
-        raise InvalidArgument("invalid JSON: Aliases must be a list of strings")
-    ipam_config = settings.get("IPAMConfig") or {}
-    if not isinstance(ipam_config, dict):
-        raise InvalidArgument("invalid JSON: IPAMConfig must be an object")
-    static = _typed(ipam_config.get("IPv4Address"), str, "IPAMConfig.IPv4Address", "a string")
-    static = static or ""
-    links = _typed(settings.get("Links"), list, "Links", "a list")
-    if links and not all(isinstance(link, str) for link in links):
-        raise InvalidArgument("invalid JSON: Links must be a list of strings")
-    _typed(settings.get("MacAddress"), str, "MacAddress", "a string")
-    _string_map(settings.get("DriverOpts"), "DriverOpts")
+    aliases = list(settings.aliases or [])
+    ipam = settings.ipam_config or EndpointIPAMConfig()
+    static = ipam.ipv4_address
     if network.predefined:
         if aliases:
             raise InvalidArgument(
@@ -104,14 +95,14 @@ def endpoint_settings(network: Network, settings: dict[str, Any]) -> dict[str, A
                 "user specified IP address is supported only when connecting to networks "
                 "with user configured subnets"
             )
-    return {
-        "IPAMConfig": {"IPv4Address": static} if static else None,
-        "Links": settings.get("Links") or None,
-        "Aliases": list(aliases) or None,
-        "MacAddress": settings.get("MacAddress") or "",
-        "DriverOpts": settings.get("DriverOpts") or None,
-        "NetworkID": network.id,
-    }
+    return EndpointSettings(
+        ipam_config=EndpointIPAMConfig(ipv4_address=static) if static else None,
+        links=settings.links or None,
+        aliases=aliases or None,
+        mac_address=settings.mac_address,
+        driver_opts=settings.driver_opts or None,
+        network_id=network.id,
+    )
 
 
 def _typed(value: Any, kind: type, name: str, what: str) -> Any:

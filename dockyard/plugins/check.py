@@ -25,7 +25,7 @@ from typing import Any
 
 from dockyard.plugins.client import PluginClient, PluginError, encode_body
 from dockyard.plugins.protocol import AUTHZ, IPAM, KINDS, LOG, NETWORK, VOLUME, logentry
-from dockyard.plugins.protocol.wire import lookup
+from dockyard.wire import lookup
 
 PASS, FAIL, WARN, SKIP = "pass", "fail", "warn", "skip"
 TIMEOUT = 30.0

@@ -32,7 +32,7 @@ import aiohttp
 
 from dockyard.errors import Unavailable
 from dockyard.plugins.discovery import Endpoint
-from dockyard.plugins.protocol.wire import MEDIA_TYPE, Message, WireError, lookup
+from dockyard.wire import MEDIA_TYPE, Message, WireError, lookup
 
 M = TypeVar("M", bound=Message)
 T = TypeVar("T")

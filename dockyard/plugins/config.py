@@ -1,6 +1,6 @@
 """A managed plugin's `config.json`: schema, validation, settings and privileges.
 
-The file is decoded with Go's rules (keys in any case; see `protocol.wire`)
+The file is decoded with Go's rules (keys in any case; see `dockyard.wire`)
 and kept in Docker's shape, every key present and Go-cased, which is what
 `plugin inspect` shows as `Config`. Validation refuses what Docker would
 refuse and what could escape the plugin's own directories (a socket path with
@@ -20,7 +20,7 @@ from typing import Any
 from dockyard.containers import config as container_config
 from dockyard.errors import InvalidArgument
 from dockyard.plugins.protocol import kind_of_capability
-from dockyard.plugins.protocol.wire import Message, WireError, wire
+from dockyard.wire import Message, WireError, wire
 
 PROTOCOL_SCHEME = "moby.plugins.http/v1"
 MAX_CONFIG_SIZE = 1 << 20

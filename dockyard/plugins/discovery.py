@@ -28,7 +28,7 @@ import urllib.parse
 from dataclasses import dataclass
 
 from dockyard.errors import InvalidArgument, NotFound
-from dockyard.plugins.protocol.wire import Message, WireError, wire
+from dockyard.wire import Message, WireError, wire
 
 SOCKET_DIRS = ("/run/docker/plugins",)
 SPEC_DIRS = ("/etc/docker/plugins", "/usr/lib/docker/plugins")

@@ -21,6 +21,7 @@ from typing import Any
 from dockyard.containers import spec
 from dockyard.containers.config import DEFAULT_PATH, capability
 from dockyard.containers.model import Container
+from dockyard.containers.schema import ContainerConfig, DeviceMapping, HostConfig, StrSlice
 from dockyard.containers.users import User
 from dockyard.errors import InvalidArgument
 from dockyard.plugins.config import PluginConfig, Settings
@@ -52,29 +53,25 @@ def generate(
     if not argv:
         raise InvalidArgument("plugin has no entrypoint")
     caps = [capability(c) for c in config.linux.capabilities]
-    host_config: dict[str, Any] = {
-        "CapAdd": caps,
-        "NetworkMode": "host" if config.network.type == "host" else "none",
-        "PidMode": "host" if config.pid_host else "",
-        "IpcMode": "host" if config.ipc_host else "private",
-        "UTSMode": "",
-        "Devices": [
-            {"PathOnHost": d.path, "PathInContainer": d.path, "CgroupPermissions": "rwm"}
+    host_config = HostConfig(
+        cap_add=StrSlice(caps),
+        network_mode="host" if config.network.type == "host" else "none",
+        pid_mode="host" if config.pid_host else "",
+        ipc_mode="host" if config.ipc_host else "private",
+        devices=[
+            DeviceMapping(path_on_host=d.path, path_in_container=d.path, cgroup_permissions="rwm")
             for d in settings.devices
             if d.path
         ],
-        "Privileged": False,
-    }
+    )
     container = Container(
         id=plugin_id,
         name="plugin-" + plugin_id[:12],
         image_id="",
         created="",
-        config={
-            "Env": [f"PATH={DEFAULT_PATH}", *settings.env],
-            "WorkingDir": config.work_dir or "/",
-            "Tty": False,
-        },
+        config=ContainerConfig(
+            env=[f"PATH={DEFAULT_PATH}", *settings.env], working_dir=config.work_dir or "/"
+        ),
         host_config=host_config,
         chain_id=None,
         path=argv[0],

@@ -25,8 +25,8 @@ from typing import Any
 from aiohttp import web
 
 from dockyard.plugins.protocol import logentry
-from dockyard.plugins.protocol.wire import Message, WireError
 from dockyard.sdk.base import Plugin, PluginError
+from dockyard.wire import Message, WireError
 
 log = logging.getLogger("dockyard.sdk")
 

@@ -16,6 +16,7 @@ import posixpath
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from dockyard.containers.schema import BindOptions, Driver, Mount, TmpfsOptions, VolumeOptions
 from dockyard.errors import InvalidArgument, NotImplementedByEngine
 
 BIND = "bind"
@@ -80,6 +81,7 @@ class MountPoint:
     tmpfs_options: str = ""  # tmpfs: data such as "size=1m,mode=1777"
     volume_options: dict[str, str] = field(default_factory=dict)  # to create the volume
     volume_labels: dict[str, str] = field(default_factory=dict)
+    subpath: str = ""  # volume: mount only this directory of it (relative, inside)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -179,17 +181,12 @@ def parse_bind(raw: str, volume_driver: str = "") -> MountPoint:
     return point
 
 
-def parse_mount(spec: dict[str, Any], *, source_exists: Any = os.path.exists) -> MountPoint:
+def parse_mount(spec: Mount, *, source_exists: Any = os.path.exists) -> MountPoint:
     """One `HostConfig.Mounts` entry (`--mount type=...`)."""
-    if not isinstance(spec, dict):
-        raise InvalidArgument("invalid JSON: Mounts entries must be objects")
-    kind = spec.get("Type") or ""
-    target = spec.get("Target") or ""
-    source = spec.get("Source") or ""
-    read_only = bool(spec.get("ReadOnly"))
-    bind_options = spec.get("BindOptions")
-    volume_options = spec.get("VolumeOptions")
-    tmpfs_options = spec.get("TmpfsOptions")
+    kind = spec.type
+    target = spec.target
+    source = spec.source
+    read_only = spec.read_only
     if kind not in (BIND, VOLUME, TMPFS):
         if kind in ("image", "npipe", "cluster"):
             raise NotImplementedByEngine(f"mounts of type {kind!r} are not supported by Dockyard")
@@ -199,53 +196,64 @@ def parse_mount(spec: dict[str, Any], *, source_exists: Any = os.path.exists) ->
     if kind == BIND:
         if not source:
             raise _config_error(kind, "field Source must not be empty")
-        propagation = (bind_options or {}).get("Propagation") or ""
+        bind = spec.bind_options or BindOptions()
+        propagation = bind.propagation
         if propagation and propagation not in PROPAGATIONS:
             raise _config_error(kind, f"invalid propagation mode: {propagation}")
-        if volume_options:
+        if spec.volume_options:
             raise _config_error(kind, "field VolumeOptions must not be specified")
         if not source.startswith("/"):
             raise _config_error(kind, f"invalid mount path: '{source}' mount path must be absolute")
-        create = bool((bind_options or {}).get("CreateMountpoint"))
-        if not source_exists(source) and not create:
+        if not source_exists(source) and not bind.create_mountpoint:
             raise _config_error(kind, f"bind source path does not exist: {source}")
         point.source = clean(source)
         point.propagation = propagation or DEFAULT_PROPAGATION
-        point.create_source = create
-        point.non_recursive = bool((bind_options or {}).get("NonRecursive"))
+        point.create_source = bind.create_mountpoint
+        point.non_recursive = bind.non_recursive
     elif kind == VOLUME:
-        if bind_options:
+        if spec.bind_options:
             raise _config_error(kind, "field BindOptions must not be specified")
         if read_only and not source:
             raise _config_error(kind, "must not set ReadOnly mode when using anonymous volumes")
-        options = volume_options or {}
-        if options.get("Subpath"):
-            raise NotImplementedByEngine("volume subpaths are not supported by Dockyard yet")
-        driver = options.get("DriverConfig") or {}
+        options = spec.volume_options or VolumeOptions()
+        driver = options.driver_config or Driver()
         point.name = source
         point.anonymous = not source
-        point.driver = driver.get("Name") or ""
-        point.copy_data = not options.get("NoCopy")
-        point.volume_options = dict(driver.get("Options") or {})
-        point.volume_labels = dict(options.get("Labels") or {})
+        point.driver = driver.name
+        point.copy_data = not options.no_copy
+        point.volume_options = dict(driver.options or {})
+        point.volume_labels = dict(options.labels or {})
+        if options.subpath:
+            point.subpath = _subpath(kind, options.subpath)
+            point.copy_data = False  # Docker copies the image's content only to a whole volume
     else:
-        if bind_options:
+        if spec.bind_options:
             raise _config_error(kind, "field BindOptions must not be specified")
         if source:
             raise _config_error(kind, "field Source must not be specified")
         try:
-            point.tmpfs_options = tmpfs_data(tmpfs_options or {}, read_only)
+            point.tmpfs_options = tmpfs_data(spec.tmpfs_options or TmpfsOptions(), read_only)
         except InvalidArgument as e:
             raise _config_error(kind, e.message) from None
     return point
 
 
-def tmpfs_data(options: dict[str, Any], read_only: bool) -> str:
+def _subpath(kind: str, subpath: str) -> str:
+    """A volume subpath: relative, and never climbing out of the volume."""
+    cleaned = os.path.normpath(subpath)
+    if cleaned.startswith("/"):
+        raise _config_error(kind, f"subpath must be a relative path within the volume: {subpath}")
+    if cleaned == ".." or cleaned.startswith("../"):
+        raise _config_error(kind, f"subpath must not escape the volume: {subpath}")
+    return cleaned
+
+
+def tmpfs_data(options: TmpfsOptions, read_only: bool) -> str:
     """`TmpfsOptions` as mount data, as moby's ConvertTmpfsOptions writes it."""
     words = ["ro"] if read_only else []
-    if options.get("Mode"):
-        words.append(f"mode={int(options['Mode']):o}")
-    size = int(options.get("SizeBytes") or 0)
+    if options.mode:
+        words.append(f"mode={options.mode:o}")
+    size = options.size_bytes
     if size:
         for suffix, divisor in (("g", 1 << 30), ("m", 1 << 20), ("k", 1 << 10)):
             if size % divisor == 0:
@@ -253,8 +261,8 @@ def tmpfs_data(options: dict[str, Any], read_only: bool) -> str:
                 break
         else:
             words.append(f"size={size}")
-    for option in options.get("Options") or []:
-        if not isinstance(option, list) or not 1 <= len(option) <= 2:
+    for option in options.options or []:
+        if not 1 <= len(option) <= 2:
             raise InvalidArgument("invalid option array length")
         if option[0] not in ("exec", "noexec"):
             raise InvalidArgument(f"invalid option: {option[0]}")

@@ -35,18 +35,18 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dockyard import mount as host_mount
+from dockyard.containers.schema import HostConfig
 from dockyard.errors import (
     Conflict,
     DockyardError,
     InvalidArgument,
     NotFound,
-    Unavailable,
 )
 from dockyard.events.bus import EventBus
 from dockyard.plugins.client import PluginError
 from dockyard.state.db import Database
 from dockyard.usage import tree_size
-from dockyard.volumes import copyup
+from dockyard.volumes import copyup, subpath
 from dockyard.volumes import mounts as mp
 from dockyard.volumes.driver import VolumeDriver, VolumeInfo
 from dockyard.volumes.mounts import MountPoint
@@ -127,6 +127,8 @@ class VolumeService:
         self.container_mounts: ContainerMounts = dict
         # Volume plugins, found by name as Docker finds them; set by the engine.
         self.plugins: PluginDrivers | None = None
+        # Where volume subpaths are pinned for the runtime (see `subpath`); set by the engine.
+        self.subpath_root = ""
         self._locks: dict[str, _NameLock] = {}  # only names someone holds or waits for
         # Names removed while a `volume ls` was asking the drivers: its answers may
         # predate the removal, so they must not bring such a volume back.
@@ -564,30 +566,28 @@ class VolumeService:
     async def prepare(
         self,
         config_volumes: dict[str, Any],
-        host_config: dict[str, Any],
+        host_config: HostConfig,
         volumes_from: Callable[[str], list[MountPoint]],
     ) -> list[MountPoint]:
         """A new container's mount points, with the volumes they name created as needed.
 
         On failure, volumes this call created are removed again.
         """
-        volume_driver = host_config.get("VolumeDriver") or ""
-        tmpfs = {mp.clean(dest): data for dest, data in (host_config.get("Tmpfs") or {}).items()}
-        for dest, data in (host_config.get("Tmpfs") or {}).items():
+        volume_driver = host_config.volume_driver
+        tmpfs = {mp.clean(dest): data for dest, data in (host_config.tmpfs or {}).items()}
+        for dest, data in (host_config.tmpfs or {}).items():
             mp.parse_tmpfs(dest, data or "")
         points: dict[str, MountPoint] = {}
         inherited: set[str] = set()  # from --volumes-from: their volumes exist already
         explicit: set[str] = set()
-        for spec in host_config.get("VolumesFrom") or []:
+        for spec in host_config.volumes_from or []:
             ref, mode = mp.parse_volumes_from(spec)
             for point in volumes_from(ref):
                 points[point.destination] = replace(
                     point, rw=point.rw and mp.read_write(mode), copy_data=False
                 )
                 inherited.add(point.destination)
-        for raw in host_config.get("Binds") or []:
-            if not isinstance(raw, str):
-                raise InvalidArgument("invalid JSON: Binds entries must be strings")
+        for raw in host_config.binds or []:
             point = mp.parse_bind(raw, volume_driver)
             if point.destination in explicit or point.destination in tmpfs:
                 raise mp.duplicate(point.destination)
@@ -595,10 +595,10 @@ class VolumeService:
                 point.mode = point.mode or "z"
             explicit.add(point.destination)
             points[point.destination] = point
-        for spec in host_config.get("Mounts") or []:
-            point = mp.parse_mount(spec)
+        for mount in host_config.mounts or []:
+            point = mp.parse_mount(mount)
             if point.destination in explicit:
-                raise mp.duplicate(str(spec.get("Target")))
+                raise mp.duplicate(mount.target)
             if point.type == mp.VOLUME and (point.driver or DEFAULT_DRIVER) == DEFAULT_DRIVER:
                 point.mode = "z"
             explicit.add(point.destination)
@@ -682,6 +682,8 @@ class VolumeService:
                 drivers[volume.driver] = await self.driver(volume.driver)
             records.append(volume)
         ids = [secrets.token_hex(32) for _ in volumes]
+        pinned: list[str] = []
+        point_sources: dict[str, str] = {}  # destination -> what the runtime mounts
         # Recorded before any driver is asked: from here on, a crash still unmounts.
         with self.db.transaction():
             for mount_id, volume in zip(ids, records, strict=True):
@@ -712,12 +714,20 @@ class VolumeService:
                     **{"read/write": str(point.rw).lower()},
                     propagation=point.propagation,
                 )
+                if point.subpath:
+                    staging = os.path.join(self._subpaths(container_id), str(len(pinned)))
+                    pinned.append(staging)
+                    point_sources[point.destination] = await asyncio.to_thread(
+                        subpath.pin, path, point.subpath, staging
+                    )
                 if point.copy_data:
                     source = copyup.source_dir(rootfs, point.destination)
                     if source is not None:
                         await copyup.copy_up(source, path)
                     point.copy_data = False  # once per container, as Docker does at create
-            entries = [await self._entry(point) for point in points]
+            entries = [
+                await self._entry(point, point_sources.get(point.destination)) for point in points
+            ]
         except BaseException:
             await self.unmount(container_id)
             raise
@@ -736,8 +746,17 @@ class VolumeService:
         async with self._lock(volume.name):
             return await driver.mount(volume.name, mount_id)
 
-    async def _entry(self, point: MountPoint) -> dict[str, Any]:
-        """The OCI mount entry of a mount point (its volume mounted already)."""
+    def _subpaths(self, container_id: str) -> str:
+        return os.path.join(self.subpath_root, container_id)
+
+    def release_subpaths(self, container_id: str) -> None:
+        """Undo a container's subpath staging mounts (once the runtime holds its own)."""
+        if self.subpath_root:
+            subpath.release(self._subpaths(container_id))
+
+    async def _entry(self, point: MountPoint, source: str | None = None) -> dict[str, Any]:
+        """The OCI mount entry of a mount point (its volume mounted already); `source`
+        replaces the point's own (a pinned subpath)."""
         if point.type == mp.TMPFS:
             options = mp.merge_tmpfs_options([*mp.TMPFS_DEFAULTS, *point.tmpfs_options.split(",")])
             return {
@@ -764,7 +783,7 @@ class VolumeService:
         return {
             "destination": point.destination,
             "type": "bind",
-            "source": point.source,
+            "source": source or point.source,
             "options": options,
         }
 
@@ -772,6 +791,7 @@ class VolumeService:
         """Pair every outstanding Mount of the container with its Unmount. An id whose
         Unmount fails stays recorded: the next unmount of the container, or `restore()`,
         tries it again."""
+        self.release_subpaths(container_id)  # before the volumes they lead into
         rows = self.db.all(
             "SELECT id, volume, driver, container FROM volume_mounts WHERE container=?",
             (container_id,),
@@ -870,15 +890,15 @@ async def _discard_half_made(driver: VolumeDriver, name: str, error: DockyardErr
 
 
 def _check_propagation(source: str, propagation: str) -> None:
-    """Shared and slave propagation need a source mount that propagates (as Docker checks)."""
+    """Shared and slave propagation need a source mount that propagates. Docker refuses the
+    start when it does not; Dockyard runs the container, as Podman does (the propagation
+    then holds inside the container only), and says so in the daemon's log."""
     if propagation not in ("shared", "rshared", "slave", "rslave"):
         return
     point, tags = host_mount.mount_of(source)
     shared = any(t.startswith("shared:") for t in tags)
     slave = any(t.startswith("master:") for t in tags)
     if propagation in ("shared", "rshared") and not shared:
-        raise Unavailable(f"path {source} is mounted on {point} but it is not a shared mount")
-    if not (shared or slave):
-        raise Unavailable(
-            f"path {source} is mounted on {point} but it is not a shared or slave mount"
-        )
+        log.warning("bind %s (%s): %s is not a shared mount", source, propagation, point)
+    elif not (shared or slave):
+        log.warning("bind %s (%s): %s is not a shared or slave mount", source, propagation, point)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from dockyard import mount
 from dockyard.cli.mountflags import MountFlagError, mount_flag, volume_flags
+from dockyard.containers import schema
+from dockyard.containers.schema import Mount
 from dockyard.errors import InvalidArgument
 from dockyard.volumes import mounts
 
@@ -56,12 +60,16 @@ def test_bad_binds_get_dockers_messages(raw: str, message: str) -> None:
     assert failure.value.message == message
 
 
+def parse(spec: dict[str, Any]) -> mounts.MountPoint:
+    return mounts.parse_mount(schema.decode(Mount, spec))
+
+
 def test_mount_entries() -> None:
-    bind = mounts.parse_mount(
+    bind = parse(
         {"Type": "bind", "Source": "/", "Target": "/h", "BindOptions": {"Propagation": "rshared"}}
     )
     assert (bind.source, bind.propagation, bind.rw) == ("/", "rshared", True)
-    volume = mounts.parse_mount(
+    volume = parse(
         {
             "Type": "volume",
             "Source": "v",
@@ -72,10 +80,14 @@ def test_mount_entries() -> None:
     )
     assert (volume.name, volume.rw, volume.copy_data) == ("v", False, False)
     assert volume.volume_options == {"type": "tmpfs"}
-    tmpfs = mounts.parse_mount(
+    tmpfs = parse(
         {"Type": "tmpfs", "Target": "/t", "TmpfsOptions": {"SizeBytes": 1 << 20, "Mode": 0o1777}}
     )
     assert tmpfs.tmpfs_options == "mode=1777,size=1m"
+    subpath = parse(
+        {"Type": "volume", "Source": "v", "Target": "/d", "VolumeOptions": {"Subpath": "a/./b"}}
+    )
+    assert (subpath.subpath, subpath.copy_data) == ("a/b", False)
 
 
 @pytest.mark.parametrize(
@@ -107,11 +119,25 @@ def test_mount_entries() -> None:
             "invalid mount config for type \"volume\": invalid mount path: 'x' mount path must "
             "be absolute",
         ),
+        (
+            {
+                "Type": "volume",
+                "Source": "v",
+                "Target": "/x",
+                "VolumeOptions": {"Subpath": "../up"},
+            },
+            'invalid mount config for type "volume": subpath must not escape the volume: ../up',
+        ),
+        (
+            {"Type": "volume", "Source": "v", "Target": "/x", "VolumeOptions": {"Subpath": "/abs"}},
+            'invalid mount config for type "volume": subpath must be a relative path within the '
+            "volume: /abs",
+        ),
     ],
 )
 def test_bad_mounts_get_dockers_messages(spec: dict, message: str) -> None:
     with pytest.raises(InvalidArgument) as failure:
-        mounts.parse_mount(spec)
+        parse(spec)
     assert failure.value.message == message
 
 

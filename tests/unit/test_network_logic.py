@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from dnslib import QTYPE, DNSRecord
 
 from dockyard.cli.containers import port_bindings
+from dockyard.containers import schema
+from dockyard.containers.schema import HostConfig
 from dockyard.errors import Conflict, Forbidden, InvalidArgument
 from dockyard.network import ports
 from dockyard.network.dns import EmbeddedDNS
@@ -93,17 +96,24 @@ def test_cli_port_specs_become_port_bindings() -> None:
 
 
 def test_requested_ports_include_exposed_ones_with_publish_all() -> None:
-    bindings = {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080-8090"}]}
+    bindings = port_map({"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080-8090"}]})
     requested = ports.requested(bindings, {"80/tcp": {}, "53/udp": {}}, True)
     assert requested == [
         PortBinding(TCP, 80, "", "127.0.0.1", 8080, 8090),
         PortBinding(UDP, 53, "", "", 0, 0),  # "": the network's default host address
     ]
     with pytest.raises(InvalidArgument):
-        ports.validate({"80/tcp": [{"HostPort": "99999"}]})
+        ports.validate(port_map({"80/tcp": [{"HostPort": "99999"}]}))
     with pytest.raises(InvalidArgument):
-        ports.validate({"80/tcp": [{"HostIp": "not-an-ip"}]})
-    assert ports.validate({"80": [None]}) == {"80/tcp": [{"HostIp": "", "HostPort": ""}]}
+        ports.validate(port_map({"80/tcp": [{"HostIp": "not-an-ip"}]}))
+    normal = ports.validate(port_map({"80": [None]}))
+    assert {k: [b.to_wire() for b in v or []] for k, v in normal.items()} == {
+        "80/tcp": [{"HostIp": "", "HostPort": ""}]
+    }
+
+
+def port_map(raw: dict[str, Any]) -> ports.PortMap:
+    return schema.decode(HostConfig, {"PortBindings": raw}).port_bindings or {}
 
 
 def test_holding_a_taken_port_is_refused_with_dockers_words() -> None:

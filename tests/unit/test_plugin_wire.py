@@ -17,7 +17,7 @@ from dockyard.plugins.discovery import Discovery, parse_url
 from dockyard.plugins.protocol import logentry
 from dockyard.plugins.protocol.authz import Request
 from dockyard.plugins.protocol.volume import GetReply, MountReply
-from dockyard.plugins.protocol.wire import WireError
+from dockyard.wire import WireError
 
 
 def test_reply_keys_match_in_any_case_and_unknown_keys_are_ignored() -> None:

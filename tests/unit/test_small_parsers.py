@@ -10,6 +10,7 @@ import pytest
 
 from dockyard import rootpath, units
 from dockyard.containers import etcfiles, names, signals
+from dockyard.containers.schema import HostConfig
 from dockyard.errors import InvalidArgument
 from dockyard.images.changes import apply_changes
 from dockyard.logs import k8sfile
@@ -131,12 +132,15 @@ def test_image_changes() -> None:
 
 def test_resolv_conf_drops_loopback_resolvers_and_honours_flags() -> None:
     host = "nameserver 127.0.0.53\nnameserver 10.0.0.2\nsearch corp.example\noptions ndots:2\n"
-    text = etcfiles.resolv_conf({"NetworkMode": "bridge"}, host)
+    text = etcfiles.resolv_conf(HostConfig.decode({"NetworkMode": "bridge"}), host)
     assert text == "nameserver 10.0.0.2\nsearch corp.example\noptions ndots:2\n"
-    only_loopback = etcfiles.resolv_conf({"NetworkMode": "bridge"}, "nameserver 127.0.0.1\n")
+    only_loopback = etcfiles.resolv_conf(
+        HostConfig.decode({"NetworkMode": "bridge"}), "nameserver 127.0.0.1\n"
+    )
     assert only_loopback.startswith("nameserver 8.8.8.8\n")
     flags = etcfiles.resolv_conf(
-        {"NetworkMode": "bridge", "Dns": ["1.1.1.1"], "DnsSearch": ["a.test"]}, host
+        HostConfig.decode({"NetworkMode": "bridge", "Dns": ["1.1.1.1"], "DnsSearch": ["a.test"]}),
+        host,
     )
     assert flags.splitlines()[:2] == ["nameserver 1.1.1.1", "search a.test"]
-    assert etcfiles.resolv_conf({"NetworkMode": "host"}, host) == host
+    assert etcfiles.resolv_conf(HostConfig.decode({"NetworkMode": "host"}), host) == host

@@ -7,7 +7,7 @@ Kinds are named as `/Plugin.Activate` reports them; v2 plugins declare them in
 
 from __future__ import annotations
 
-from dockyard.plugins.protocol.wire import Message, wire
+from dockyard.wire import Message, wire
 
 VOLUME = "VolumeDriver"
 NETWORK = "NetworkDriver"

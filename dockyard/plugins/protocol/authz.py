@@ -11,7 +11,7 @@ its `Err` is not consulted.
 from __future__ import annotations
 
 from dockyard.plugins.client import PluginClient
-from dockyard.plugins.protocol.wire import Message, wire
+from dockyard.wire import Message, wire
 
 
 class Request(Message):

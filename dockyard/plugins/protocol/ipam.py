@@ -14,7 +14,7 @@ import ipaddress
 from typing import Any
 
 from dockyard.plugins.client import PluginClient, PluginError
-from dockyard.plugins.protocol.wire import Message, wire
+from dockyard.wire import Message, wire
 
 GATEWAY_REQUEST = "com.docker.network.gateway"
 REQUEST_ADDRESS_TYPE = "RequestAddressType"

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 
 from dockyard.plugins.client import PluginClient, PluginError
 from dockyard.plugins.protocol import logentry
-from dockyard.plugins.protocol.wire import Message, wire
+from dockyard.wire import Message, wire
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 

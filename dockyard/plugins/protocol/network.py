@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from dockyard.plugins.client import PluginClient, PluginError
-from dockyard.plugins.protocol.wire import Message, wire
+from dockyard.wire import Message, wire
 
 GENERIC = "com.docker.network.generic"
 

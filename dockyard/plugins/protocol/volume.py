@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from dockyard.plugins.client import PluginClient
-from dockyard.plugins.protocol.wire import Message, wire
+from dockyard.wire import Message, wire
 
 CREATE_TIMEOUT = 120.0
 DEFAULT_TIMEOUT = 60.0

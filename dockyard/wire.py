@@ -1,7 +1,7 @@
-"""JSON on the plugin wire, read and written the way Docker's daemon does it.
+"""JSON read and written the way Docker's daemon does it: the plugin wire and the Engine API.
 
-Plugins were written against Go's `encoding/json`, so messages here follow
-its rules rather than Python's habits:
+Plugins and Engine API clients were written against Go's `encoding/json`, so
+messages here follow its rules rather than Python's habits:
 
 * object keys match fields case-insensitively, an exact match first
   (`MountPoint` and `mountpoint` both fill `Mountpoint`); unknown keys are
@@ -9,10 +9,14 @@ its rules rather than Python's habits:
 * a JSON value of the wrong type for a known field is a decoding error;
 * on output every field is present unless it is marked `omitempty`, absent
   collections are written as `null` (Go's nil) unless a default says
-  otherwise, and `bytes` travel as standard base64 strings.
+  otherwise, and `bytes` travel as standard base64 strings. `omitempty`
+  drops what Go drops: zero scalars, nil or empty collections, and for an
+  optional scalar (Go's `*int`, `*bool`) only nil.
 
 A message is a dataclass deriving from `Message`; each field names its wire
-key with `wire("Key")`, or gets the CamelCase of its Python name.
+key with `wire("Key")`, or gets the CamelCase of its Python name. A type of
+Docker's own with a looser JSON form (a string or a list of strings) is a
+class with a `from_wire(value, path)` class method.
 """
 
 from __future__ import annotations
@@ -159,6 +163,8 @@ def decode_value(tp: Any, value: Any, path: str) -> Any:
         return {k: decode_value(item, v, f"{path}.{k}") for k, v in value.items()}
     if isinstance(tp, type) and issubclass(tp, Message):
         return tp.decode(value, path)
+    if isinstance(tp, type) and hasattr(tp, "from_wire"):
+        return tp.from_wire(value, path)
     raise TypeError(f"unsupported wire type {tp!r}")
 
 
@@ -186,8 +192,15 @@ def encode_value(value: Any) -> Any:
     return value
 
 
-def _empty(value: Any) -> bool:
-    return value is None or value is False or value == 0 or value in ("", b"", [], {})
+def _empty(value: Any, tp: Any) -> bool:
+    """Whether Go's `omitempty` leaves the field out."""
+    if value is None:
+        return True
+    if get_origin(tp) in (Union, types.UnionType) and not isinstance(value, list | dict):
+        return False  # a pointer to a scalar or a struct: only nil is empty
+    if isinstance(value, Message):
+        return False
+    return value is False or value == 0 or value in ("", b"", [], {})
 
 
 @dataclass_transform(field_specifiers=(wire, dataclasses.field))
@@ -220,7 +233,7 @@ class Message:
         out: dict[str, Any] = {}
         for f in _fields(type(self)):
             value = getattr(self, f.attr)
-            if f.omitempty and _empty(value):
+            if f.omitempty and _empty(value, f.type):
                 continue
             out[f.key] = encode_value(value)
         return out
