@@ -16,8 +16,9 @@ from dockyard.api.app import (
     query_bool,
     read_json,
 )
-from dockyard.errors import InvalidArgument
+from dockyard.containers import schema
 from dockyard.volumes.service import Usage, Volume
+from dockyard.wire import Message, wire
 
 routes = Routes()
 
@@ -40,28 +41,20 @@ def volume_json(volume: Volume, usage: Usage | None = None) -> dict[str, Any]:
     return data
 
 
-def _string_map(value: Any, field: str) -> dict[str, str] | None:
-    if value is None:
-        return None
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        raise InvalidArgument(f"invalid JSON: {field} must map strings to strings")
-    return value
+class VolumeCreate(Message):
+    """`POST /volumes/create`'s body (moby's `volume.CreateOptions`)."""
+
+    name: str = wire(default="")
+    driver: str = wire(default="")
+    driver_opts: dict[str, str] | None = wire(default=None)
+    labels: dict[str, str] | None = wire(default=None)
 
 
 @routes.post("/volumes/create")
 async def create(request: web.Request) -> web.StreamResponse:
-    body = await read_json(request)
-    name = body.get("Name") or ""
-    driver = body.get("Driver") or ""
-    if not isinstance(name, str) or not isinstance(driver, str):
-        raise InvalidArgument("invalid JSON: Name and Driver must be strings")
+    body = schema.decode(VolumeCreate, await read_json(request))
     volume = await engine(request).volumes.create(
-        name,
-        driver,
-        _string_map(body.get("DriverOpts"), "DriverOpts"),
-        _string_map(body.get("Labels"), "Labels"),
+        body.name, body.driver, body.driver_opts, body.labels
     )
     return json_response(volume_json(volume), 201)
 
