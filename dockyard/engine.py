@@ -26,6 +26,7 @@ from dockyard.build.builder import Builder
 from dockyard.config import DaemonConfig
 from dockyard.containers.execs import ExecService
 from dockyard.containers.service import ContainerService, ContainerSettings
+from dockyard.containers.stats import StatsService
 from dockyard.content.store import ContentStore
 from dockyard.errors import InvalidArgument, Unavailable
 from dockyard.events.bus import EventBus
@@ -182,6 +183,7 @@ class Engine:
             self.network,
         )
         self.execs = ExecService(self.containers)
+        self.stats = StatsService(self.containers, self.network, self.facts.cgroups)
         managed = ManagedPlugins(
             self.db,
             self.events,
@@ -270,6 +272,7 @@ class Engine:
         await self.images.collect()
 
     async def close(self) -> None:
+        await self.stats.close()
         await self.builder.close()
         await self.registry.close()
         await self.containers.shutdown()

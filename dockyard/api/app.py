@@ -214,6 +214,7 @@ def create_app(engine_: Engine) -> web.Application:
         images,
         networks,
         plugins,
+        stats,
         system,
         volumes,
     )
@@ -232,6 +233,7 @@ def create_app(engine_: Engine) -> web.Application:
         plugins,
         build,
         commit,
+        stats,
     ):
         for method, path, handler in module.routes.entries:
             app.router.add_route(method, path, handler)

@@ -76,6 +76,7 @@ COMMANDS = {
     "commit": "commit",
     "diff": "commit",
     "bootstrap": "bootstrap",
+    "stats": "stats",
 }
 
 
