@@ -233,11 +233,11 @@ class StatsService:
         """The interfaces Docker reports: those the engine put in the container's network
         namespace (never `lo`, nothing on the host or none networks); a container that
         shares another's namespace (`container:<id>`) reports that one's."""
-        if container.config.get("NetworkDisabled"):
+        if container.config.network_disabled:
             return frozenset()
         owner = container
         for _ in range(8):
-            mode = owner.host_config.get("NetworkMode") or ""
+            mode = owner.host_config.network_mode
             if not mode.startswith("container:"):
                 break
             try:
