@@ -20,6 +20,7 @@ from dockyard.api.app import (
 )
 from dockyard.api.streams import frame, hijack, stream_content_type
 from dockyard.api.system import _parse_time
+from dockyard.containers import health
 from dockyard.containers.model import Container
 from dockyard.errors import Conflict, InvalidArgument, NotFound
 from dockyard.images.oci import rfc3339
@@ -74,7 +75,7 @@ def _matches(eng: Any, container: Container, wanted: filters.Filters) -> bool:
                 return False
         if key == "is-task" and filters.bool_value(values, key):
             return False
-        if key == "health" and "none" not in values:
+        if key == "health" and not health.filter_matches(container.state.health, values):
             return False
         if key == "volume" and not any(
             v in (point.name, point.destination) for point in container.mounts for v in values
@@ -126,6 +127,7 @@ async def list_containers(request: web.Request) -> web.StreamResponse:
 @routes.post("/containers/create")
 async def create(request: web.Request) -> web.StreamResponse:
     body = await read_json(request, required=True)
+    health.for_api_version(body, api_version(request))
     platform = request.query.get("platform") or ""
     if platform and not platform.startswith("linux"):
         raise InvalidArgument(f"unsupported platform: {platform}")

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from dockyard.containers import signals
+from dockyard.containers import health, signals
 from dockyard.errors import InvalidArgument, NotImplementedByEngine
 from dockyard.network import ports
 
@@ -501,7 +501,9 @@ def effective(
     stop_timeout = request.get("StopTimeout")
     if stop_timeout is not None:
         stop_timeout = _int(stop_timeout, "StopTimeout")
-    healthcheck = request.get("Healthcheck") or image_config.get("Healthcheck") or None
+    healthcheck = health.container_healthcheck(
+        request.get("Healthcheck"), image_config.get("Healthcheck")
+    )
     volumes = {
         **_dict(image_config.get("Volumes"), "Volumes"),
         **_dict(request.get("Volumes"), "Volumes"),
@@ -537,7 +539,7 @@ def effective(
         config["StopSignal"] = stop_signal
     if stop_timeout is not None:
         config["StopTimeout"] = stop_timeout
-    if healthcheck:
+    if healthcheck is not None:
         config["Healthcheck"] = healthcheck
     if host_config["NetworkMode"].startswith("container:") and request.get("Hostname"):
         raise InvalidArgument("conflicting options: hostname and the network mode")
