@@ -438,17 +438,16 @@ class HealthMonitor:
                     return
                 started_ns = parse_time_ns(container.state.started_at)
                 status = Health.from_record(container.state.health).status
-                wait = next_wait(config, status, time.time_ns() - started_ns)
-                await asyncio.sleep(wait / SECOND)
+                await asyncio.sleep(next_wait(config, status, time.time_ns() - started_ns) / SECOND)
                 container = self._running(container_id)
                 if container is None:
                     return
-                result = await self._probe(container, config)
-                self._take(container_id, config, result)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("health monitor of %s failed", container_id[:12])
+                try:
+                    result = await self._probe(container, config)
+                    self._take(container_id, config, result)
+                except Exception:
+                    # A fault of ours, not the container's: say so and keep checking.
+                    log.exception("health check of %s failed", container_id[:12])
         finally:
             if self._watches.get(container_id) is asyncio.current_task():
                 del self._watches[container_id]
@@ -494,8 +493,8 @@ class HealthMonitor:
             return result
         finally:
             if not finished and instance.process is not None and instance.running:
-                # Cancelled mid-probe: the process must not outlive its monitor.
-                _kill(instance.process.pid)
+                # Cancelled mid-probe (exit, pause, shutdown): the probe must not outlive
+                # its monitor.
                 reap = asyncio.ensure_future(self._reap(instance))
                 self._reaping.add(reap)
                 reap.add_done_callback(self._reaping.discard)
@@ -505,6 +504,7 @@ class HealthMonitor:
     async def _run(
         self, container: Container, instance: Exec, config: HealthConfig, start: int
     ) -> ProbeResult:
+        # Imported here: execs imports the container config, which imports this module.
         from dockyard.containers.execs import CommandError, runtime_message
 
         def failed(message: str) -> ProbeResult:
@@ -549,20 +549,19 @@ class HealthMonitor:
         return ProbeResult(start, time.time_ns(), code, output.text())
 
     async def _reap(self, instance: Exec) -> None:
+        """Kill a probe cut short, then collect its exit like any other exec's."""
+        assert instance.process is not None
         with contextlib.suppress(Exception):
+            await asyncio.to_thread(_kill_tree, instance.process.pid)
             await self.execs.finish(instance)
         self.execs.forget(instance.id)
 
 
-def _kill(pid: int) -> None:
-    """SIGKILL a probe's process, through a pidfd so that a recycled pid is never hit
-    once the process has been reaped."""
-    _kill_all(_pidfds([pid]))
-
-
 def _kill_tree(pid: int) -> None:
     """SIGKILL a probe's process and everything it started (`sleep 100 | cat`): once the
-    shell is gone its children would live on in the container, a few per probe."""
+    shell is gone its children would live on in the container, a few per probe. Signals
+    go through pidfds: a process that exits and whose pid is reused after its pidfd is
+    open is never hit."""
     _kill_all(_pidfds(_descendants(pid)))
 
 
