@@ -113,6 +113,22 @@ def test_health_cmd_starting_unhealthy_then_healthy(
     actions = [e["Action"] for e in events]
     assert "health_status: unhealthy" in actions and "health_status: healthy" in actions
     assert actions.index("health_status: unhealthy") < actions.index("health_status: healthy")
+    # `event=health_status` selects every status change, as with Docker.
+    changes = docker(
+        daemon,
+        "events",
+        "--since",
+        f"{since:.3f}",
+        "--until",
+        f"{time.time():.3f}",
+        "--filter",
+        f"container={name}",
+        "--filter",
+        "event=health_status",
+        "--format",
+        "{{.Action}}",
+    )
+    assert changes.splitlines() == ["health_status: unhealthy", "health_status: healthy"]
     # Probes are execs, announced as Docker announces them.
     assert "exec_create: /bin/sh -c test -f /tmp/ok" in actions
     assert "exec_start: /bin/sh -c test -f /tmp/ok" in actions
