@@ -25,6 +25,7 @@ from dockyard.build.bootstrap import Bootstrapper
 from dockyard.build.builder import Builder
 from dockyard.config import DaemonConfig
 from dockyard.containers.execs import ExecService
+from dockyard.containers.health import HealthMonitor
 from dockyard.containers.service import ContainerService, ContainerSettings
 from dockyard.content.store import ContentStore
 from dockyard.errors import InvalidArgument, Unavailable
@@ -182,6 +183,7 @@ class Engine:
             self.network,
         )
         self.execs = ExecService(self.containers)
+        self.containers.health = HealthMonitor(self.containers, self.execs)
         managed = ManagedPlugins(
             self.db,
             self.events,
