@@ -400,7 +400,10 @@ def test_docker_py_healthcheck_and_attrs(client: Any, name: str, cleanup: list[s
         ({"Retries": -1}, "Retries in Healthcheck cannot be negative"),
         ({"StartPeriod": -S}, "StartPeriod in Healthcheck cannot be less than 1ms"),
         ({"StartInterval": 5}, "StartInterval in Healthcheck cannot be less than 1ms"),
-        ({"Interval": "1s"}, "cannot unmarshal str into field Healthcheck.Interval"),
+        (
+            {"Interval": "1s"},
+            "invalid JSON: json: cannot unmarshal string into Healthcheck.Interval",
+        ),
     ],
 )
 def test_bad_healthchecks_are_400_and_create_nothing(
