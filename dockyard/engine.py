@@ -25,6 +25,7 @@ from dockyard.build.bootstrap import Bootstrapper
 from dockyard.build.builder import Builder
 from dockyard.config import DaemonConfig
 from dockyard.containers.execs import ExecService
+from dockyard.containers.health import HealthMonitor
 from dockyard.containers.service import ContainerService, ContainerSettings
 from dockyard.containers.stats import StatsService
 from dockyard.content.store import ContentStore
@@ -183,6 +184,7 @@ class Engine:
             self.network,
         )
         self.execs = ExecService(self.containers)
+        self.containers.health = HealthMonitor(self.containers, self.execs)
         self.stats = StatsService(self.containers, self.network, self.facts.cgroups)
         managed = ManagedPlugins(
             self.db,

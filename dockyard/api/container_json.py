@@ -8,6 +8,7 @@ import time
 from datetime import datetime
 from typing import Any
 
+from dockyard.containers import health
 from dockyard.containers.model import (
     CREATED,
     DEAD,
@@ -39,8 +40,8 @@ def status_text(container: Container) -> str:
     if state.status in (RUNNING, PAUSED):
         text = "Up " + human_duration(now - parse_time(state.started_at))
         if state.status == PAUSED:
-            text += " (Paused)"
-        return text
+            return text + " (Paused)"
+        return text + health.status_suffix(state.health)
     since_exit = human_duration(now - parse_time(state.finished_at))
     if state.status == RESTARTING:
         return f"Restarting ({state.exit_code}) {since_exit} ago"
@@ -202,6 +203,7 @@ def inspect(
             "Error": state.error,
             "StartedAt": state.started_at,
             "FinishedAt": state.finished_at,
+            **({"Health": state.health} if state.health is not None else {}),
         },
         "Image": container.image_id,
         "ResolvConfPath": f"{paths.persist}/resolv.conf",

@@ -20,7 +20,7 @@ from dockyard.api.app import (
 )
 from dockyard.api.streams import frame, hijack, stream_content_type
 from dockyard.api.system import _parse_time
-from dockyard.containers import schema
+from dockyard.containers import health, schema
 from dockyard.containers.model import Container
 from dockyard.containers.schema import ContainerCreate, EndpointSettings
 from dockyard.errors import Conflict, InvalidArgument, NotFound
@@ -76,7 +76,7 @@ def _matches(eng: Any, container: Container, wanted: filters.Filters) -> bool:
                 return False
         if key == "is-task" and filters.bool_value(values, key):
             return False
-        if key == "health" and "none" not in values:
+        if key == "health" and not health.filter_matches(container.state.health, values):
             return False
         if key == "volume" and not any(
             v in (point.name, point.destination) for point in container.mounts for v in values
@@ -140,6 +140,8 @@ def _versioned_defaults(body: ContainerCreate, version: tuple[int, int]) -> None
     """What older clients mean by leaving a field out, or by a field that has moved."""
     if version < (1, 40) and not body.host_config.ipc_mode:
         body.host_config.ipc_mode = "shareable"  # the daemon default before API 1.40
+    if version < (1, 44) and body.healthcheck is not None:
+        body.healthcheck.start_interval = 0  # unknown to older clients: moby drops it
     if body.mac_address:
         # The container-wide MAC address (deprecated in 1.44) belongs to the main network's
         # endpoint; from 1.44 on the two must agree when both are given.

@@ -76,6 +76,17 @@ RUN_OPTIONS = [
     click.option("--tmpfs", multiple=True, help="tmpfs mount (DST[:OPTIONS])."),
     click.option("--volumes-from", multiple=True, help="Mount the volumes of a container."),
     click.option("--volume-driver", help="Volume driver for the container's volumes."),
+    click.option("--health-cmd", help="Command to run to check health (run by /bin/sh -c)."),
+    click.option("--health-interval", help="Time between running the check (e.g. 30s)."),
+    click.option("--health-timeout", help="Maximum time to allow one check to run."),
+    click.option("--health-retries", type=int, help="Failures in a row that make it unhealthy."),
+    click.option(
+        "--health-start-period", help="Start period: failures in it do not count (e.g. 1m)."
+    ),
+    click.option("--health-start-interval", help="Time between checks during the start period."),
+    click.option(
+        "--no-healthcheck", is_flag=True, help="Disable any container-specified HEALTHCHECK."
+    ),
 ]
 
 
@@ -227,7 +238,51 @@ def create_body(image: str, command: tuple[str, ...], o: dict[str, Any]) -> dict
         body["StopSignal"] = o["stop_signal"]
     if stop_timeout is not None:
         body["StopTimeout"] = stop_timeout
+    healthcheck = _healthcheck(o)
+    if healthcheck is not None:
+        body["Healthcheck"] = healthcheck
     return body
+
+
+def _healthcheck(o: dict[str, Any]) -> dict[str, Any] | None:
+    """`Healthcheck` from the --health-* flags, as the docker CLI builds it (None: the
+    image's stays)."""
+    durations = {}
+    for flag, key in (
+        ("interval", "Interval"),
+        ("timeout", "Timeout"),
+        ("start_period", "StartPeriod"),
+        ("start_interval", "StartInterval"),
+    ):
+        text = o[f"health_{flag}"]
+        if not text:
+            continue
+        dashed = "--health-" + flag.replace("_", "-")
+        try:
+            value = parse_duration(text.removeprefix("-"))
+        except UnitError as e:
+            raise click.UsageError(f'invalid argument "{text}" for "{dashed}" flag: {e}') from None
+        if text.startswith("-") and value:
+            raise click.UsageError(f"{dashed} cannot be negative")
+        if value:
+            durations[key] = value
+    retries = o["health_retries"] or 0
+    if retries < 0:
+        raise click.UsageError("--health-retries cannot be negative")
+    wanted = bool(o["health_cmd"] or durations or retries)
+    if o["no_healthcheck"]:
+        if wanted:
+            raise click.UsageError("--no-healthcheck conflicts with --health-* options")
+        return {"Test": ["NONE"]}
+    if not wanted:
+        return None
+    config: dict[str, Any] = {}
+    if o["health_cmd"]:
+        config["Test"] = ["CMD-SHELL", o["health_cmd"]]
+    config.update(durations)
+    if retries:
+        config["Retries"] = retries
+    return config
 
 
 def port_bindings(values: tuple[str, ...]) -> dict[str, list[dict[str, str]]]:

@@ -62,6 +62,7 @@ from dockyard.volumes.mounts import MountPoint
 from dockyard.volumes.service import VolumeService
 
 if TYPE_CHECKING:
+    from dockyard.containers.health import HealthMonitor
     from dockyard.logs.plugin import PluginLogging
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,8 @@ class ContainerService:
             self._containers[container.id] = container
         # Delivers output to log-driver plugins; set by the engine.
         self.logging: PluginLogging | None = None
+        # Runs healthcheck probes; set by the engine.
+        self.health: HealthMonitor | None = None
         images.image_users = self.image_users
         # Asked by the garbage collector on a worker thread: list() copies the records
         # in one step, safe against the loop adding or removing one meanwhile.
@@ -200,6 +203,10 @@ class ContainerService:
 
     def networks_changed(self, container: Container) -> None:
         """Record a container's network attachments after connect/disconnect."""
+        self._save(container)
+
+    def state_changed(self, container: Container) -> None:
+        """Record a change to a running container's state (a health probe's result)."""
         self._save(container)
 
     def emit(self, container: Container, action: str, **extra: str) -> None:
@@ -448,8 +455,11 @@ class ContainerService:
             monitor_pid=mon.pid,
             monitor_start=mon.start_time,
             restart_count=container.state.restart_count,
+            health=container.state.health,
         )
         live.started_mono = time.monotonic()
+        if self.health is not None:
+            self.health.started(container)
         self._save(container)
         self.emit(container, "start")
         live.watcher = asyncio.ensure_future(self._watch(container, mon))
@@ -493,6 +503,8 @@ class ContainerService:
 
     async def _on_exit(self, container: Container) -> None:
         """Settle a container whose monitor has exited (lock held)."""
+        if self.health is not None:
+            self.health.stopped(container)
         paths = self.paths(container)
         code, oom = monitor.read_exit(paths)
         error = ""
@@ -676,6 +688,8 @@ class ContainerService:
             raise Conflict(f"Container {container.id} is not running")
         await self.runtimes[container.runtime].pause(container.id)
         container.state.status = PAUSED
+        if self.health is not None:
+            self.health.stopped(container)
         self._save(container)
         self.emit(container, "pause")
 
@@ -685,6 +699,8 @@ class ContainerService:
             raise Conflict(f"Container {container.id} is not paused")
         await self.runtimes[container.runtime].resume(container.id)
         container.state.status = RUNNING
+        if self.health is not None:
+            self.health.unpaused(container)
         self._save(container)
         self.emit(container, "unpause")
 
@@ -927,6 +943,8 @@ class ContainerService:
                     live.started_mono = time.monotonic()
                     live.watcher = asyncio.ensure_future(self._watch(container, mon))
                     await self._resume_logging(container)
+                    if self.health is not None:
+                        self.health.restored(container)
                     continue
                 # It exited while no daemon ran: its log plugin still gets what it wrote
                 # then (the exit below delivers the rest and ends the session).
@@ -962,6 +980,8 @@ class ContainerService:
         """Stop watching; containers keep running under their monitors."""
         if self.logging is not None:
             await self.logging.shutdown()
+        if self.health is not None:
+            self.health.shutdown()
         for live in self._live.values():
             for task in (live.watcher, live.restart_task):
                 if task is not None:
