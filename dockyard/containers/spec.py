@@ -76,7 +76,8 @@ class SpecInputs:
 
 
 def _env(container: Container, hostname: str, link_env: list[str] | None = None) -> list[str]:
-    env = cfg.process_env(cfg.merge_env(link_env, list(container.config.env or [])))
+    env = list(container.config.env or [])
+    env = cfg.process_env(cfg.merge_env(link_env, env) if link_env else env)
     names = {e.partition("=")[0] for e in env}
     extra = [f"HOSTNAME={hostname}"] if "HOSTNAME" not in names else []
     if container.tty and "TERM" not in names:
