@@ -179,10 +179,13 @@ def _subnet_config(pool: IPAMPool) -> SubnetConfig:
         ip_range = str(sub)
     if pool.gateway and _address(pool.gateway, "gateway") not in subnet:
         raise InvalidArgument(f"no matching subnet for gateway {pool.gateway}")
+    reserved = {}
     for name, address in aux.items():
-        if _address(address, "aux-address") not in subnet:
+        parsed = _address(address, "aux-address")
+        if parsed not in subnet:
             raise InvalidArgument(f"no matching subnet for aux-address {address} ({name})")
-    return SubnetConfig(str(subnet), pool.gateway, ip_range, aux)
+        reserved[name] = str(parsed)  # as IPAM records it ("fd00::0:5" is "fd00::5")
+    return SubnetConfig(str(subnet), pool.gateway, ip_range, reserved)
 
 
 def _network(text: str, what: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
