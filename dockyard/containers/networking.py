@@ -379,10 +379,12 @@ class ContainerNetworking:
 
     def link_names(self) -> dict[str, list[str]]:
         """Container ID -> the link names it is known by (`/parent/alias`), as `ps` lists."""
+        everyone = self.containers.all()
+        by_name = {c.name: c for c in everyone}
         names: dict[str, list[str]] = {}
-        for parent in self.containers.all():
+        for parent in everyone:
             for link in links.stored(parent.host_config.links, parent.name):
-                child = self._find(link.child)
+                child = by_name.get(link.child)
                 if child is not None:
                     names.setdefault(child.id, []).append(link.name)
         return names
