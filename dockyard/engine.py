@@ -161,7 +161,7 @@ class Engine:
             name: Conmon(self.facts.conmon, runtime, socket_dir)
             for name, runtime in self.runtimes.items()
         }
-        self.network = NetworkManager(self.db, self.events, network_config(config))
+        self.network = NetworkManager(self.db, self.events, network_config(config, self.id))
         self.containers = ContainerService(
             self.db,
             self.images,
@@ -264,7 +264,7 @@ class Engine:
         await self.plugins.managed.restore()
         await self.network.start()
         await self.containers.restore()
-        await self.network.reconcile()
+        await self.containers.networking.reconcile()
         await self.volumes.restore(
             {c.id for c in self.containers.all() if c.state.status in ("running", "paused")}
         )
@@ -353,7 +353,7 @@ def _merged(*names: list[str]) -> list[str]:
     return list(dict.fromkeys(n for group in names for n in group))
 
 
-def network_config(config: DaemonConfig) -> NetworkConfig:
+def network_config(config: DaemonConfig, engine_id: str = "") -> NetworkConfig:
     return NetworkConfig(
         exec_root=config.exec_root,
         bridge=config.bridge,
@@ -365,4 +365,5 @@ def network_config(config: DaemonConfig) -> NetworkConfig:
         nftables_table=config.nftables_table,
         bridge_prefix=config.bridge_prefix,
         veth_prefix=config.veth_prefix,
+        host_id=engine_id,
     )
