@@ -24,6 +24,7 @@ from dockyard import __version__
 from dockyard.build.bootstrap import Bootstrapper
 from dockyard.build.builder import Builder
 from dockyard.config import DaemonConfig
+from dockyard.containers.archive import ArchiveService
 from dockyard.containers.execs import ExecService
 from dockyard.containers.service import ContainerService, ContainerSettings
 from dockyard.content.store import ContentStore
@@ -181,6 +182,7 @@ class Engine:
             self.network,
         )
         self.execs = ExecService(self.containers)
+        self.container_archive = ArchiveService(self.containers)
         managed = ManagedPlugins(
             self.db,
             self.events,

@@ -205,6 +205,7 @@ class Routes:
 
 def create_app(engine_: Engine) -> web.Application:
     from dockyard.api import (
+        archive,
         authorization,
         build,
         commit,
@@ -232,6 +233,7 @@ def create_app(engine_: Engine) -> web.Application:
         plugins,
         build,
         commit,
+        archive,
     ):
         for method, path, handler in module.routes.entries:
             app.router.add_route(method, path, handler)
