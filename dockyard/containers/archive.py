@@ -508,6 +508,8 @@ class _Copier:
         if self.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.kill()
+        if self.proc.stdin is not None and not self.proc.stdin.is_closing():
+            self.proc.stdin.close()
         await self.proc.wait()
         self.reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):

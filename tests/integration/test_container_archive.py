@@ -462,6 +462,12 @@ def test_read_only_rootfs_and_volume_refuse_writes(
     status, _ = daemon.api("PUT", f"/containers/{name}/archive?path=/rw", sneaky)
     assert status == 500
     assert not (bind / "f").exists()
+    into_rootfs = tar_bytes(
+        (entry("down", tarfile.SYMTYPE, linkname="/tmp"), None), (entry("down/f"), b"x")
+    )
+    status, _ = daemon.api("PUT", f"/containers/{name}/archive?path=/rw", into_rootfs)
+    assert status == 500
+    assert daemon.api("HEAD", f"/containers/{name}/archive?path=/tmp/f")[0] == 404
     assert unmounted_soon(merged_dir(daemon, client, name))
 
 
