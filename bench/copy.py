@@ -20,21 +20,23 @@ the same `cp` runs go against them in the same session, with ratios.
 
 from __future__ import annotations
 
-import argparse
-import io
 import os
-import secrets
-import shutil
 import sys
-import tarfile
-from itertools import count
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
 # Run as a script, this file's directory comes first on sys.path, where its name
-# would hide the standard library's `copy` module from everything imported later.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
-sys.path.insert(0, str(REPO))
+# hides the standard library's `copy` module (tarfile imports it): the repository
+# takes its place before anything else is imported.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+sys.path.insert(0, os.path.dirname(_HERE))
+
+import argparse  # noqa: E402
+import io  # noqa: E402
+import secrets  # noqa: E402
+import shutil  # noqa: E402
+import tarfile  # noqa: E402
+from itertools import count  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 from bench import engines  # noqa: E402
 from tests.harness import Daemon, build_busybox_rootfs, new_base  # noqa: E402

@@ -44,13 +44,17 @@ async def get_archive(request: web.Request) -> web.StreamResponse:
 
 @routes.put("/containers/{id}/archive")
 async def put_archive(request: web.Request) -> web.StreamResponse:
-    await engine(request).container_archive.extract(
-        request.match_info["id"],
-        _path(request),
-        body_chunks(request),
-        copy_uid_gid=query_bool(request, "copyUIDGID"),
-        no_overwrite_dir_non_dir=query_bool(request, "noOverwriteDirNonDir"),
-    )
+    try:
+        await engine(request).container_archive.extract(
+            request.match_info["id"],
+            _path(request),
+            body_chunks(request),
+            copy_uid_gid=query_bool(request, "copyUIDGID"),
+            no_overwrite_dir_non_dir=query_bool(request, "noOverwriteDirNonDir"),
+        )
+    except ConnectionError as e:  # the client went away mid-upload: no one to answer
+        log.info("%s %s: %s", request.method, request.path, e)
+        return web.Response(status=400)
     return web.Response(status=200)
 
 
@@ -71,7 +75,7 @@ async def _stream(
         async for chunk in chunks:
             await resp.write(chunk)
         await resp.write_eof()
-    except ConnectionResetError:
+    except ConnectionError:
         pass  # the client has what it wanted (a tar reader stops at the end marker)
     except DockyardError as e:
         # The reply has started: all a client can still be told is that the archive

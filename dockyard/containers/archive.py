@@ -490,18 +490,20 @@ class _Copier:
         await self.finish(ref, path)
 
     async def feed(self, body: AsyncIterator[bytes]) -> None:
-        """Send `body` to the child; stops early if the child has stopped reading (its
-        error is what `finish` reports)."""
+        """Send `body` to the child. If the child stops reading, the rest is not sent (its
+        error is what `finish` reports); if the body fails (the client went away), that
+        error is raised."""
         stdin = self.proc.stdin
         assert stdin is not None
         try:
             async for chunk in body:
-                stdin.write(chunk)
-                await stdin.drain()
+                try:
+                    stdin.write(chunk)
+                    await stdin.drain()
+                except (BrokenPipeError, ConnectionResetError):
+                    return
+        finally:
             stdin.close()
-            await stdin.wait_closed()
-        except (BrokenPipeError, ConnectionResetError):
-            pass
 
     async def close(self) -> None:
         """End the child if it still runs and reap it."""
@@ -510,6 +512,11 @@ class _Copier:
                 self.proc.kill()
         if self.proc.stdin is not None and not self.proc.stdin.is_closing():
             self.proc.stdin.close()
+        if self.proc.stdout is not None:
+            # A reader that stopped (the client went away) leaves the pipe paused, and
+            # asyncio reports the exit only once every pipe has seen its end.
+            while await self.proc.stdout.read(_CHUNK):
+                pass
         await self.proc.wait()
         self.reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):

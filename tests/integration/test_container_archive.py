@@ -706,3 +706,41 @@ def test_dockyard_cp_both_ways(daemon: Daemon, name: str, tmp_path: Path) -> Non
     result = daemon.cli("cp", str(tmp_path), str(tmp_path))
     assert "must specify at least one container source" in result.stderr
     assert json.loads(daemon.cli("inspect", name, check=True).stdout)[0]["State"]["Running"]
+
+
+def test_interrupted_copies_leave_nothing_behind(
+    daemon: Daemon, client: docker.DockerClient, name: str
+) -> None:
+    """A client that goes away mid-archive or mid-upload: the copier ends, the stopped
+    container's mounts go, and its lock is free for the next request."""
+    import socket
+
+    daemon.cli(
+        "run", "--name", name, IMAGE, "sh", "-c", "head -c 50000000 /dev/zero > /big", check=True
+    )
+    merged = merged_dir(daemon, client, name)
+
+    def interrupted(request: bytes, body: bytes = b"") -> None:
+        """Send a request, wait until the copy is under way, and hang up."""
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.connect(daemon.socket)
+            conn.sendall(request + body)
+            for _ in range(200):
+                if mounted(merged):
+                    break
+                time.sleep(0.05)
+            assert mounted(merged)
+
+    interrupted(f"GET /containers/{name}/archive?path=/big HTTP/1.1\r\nHost: d\r\n\r\n".encode())
+    assert unmounted_soon(merged)
+    upload = tar_bytes((entry("partial"), bytes(10 << 20)))
+    interrupted(
+        f"PUT /containers/{name}/archive?path=/tmp HTTP/1.1\r\nHost: d\r\n"
+        f"Content-Length: {len(upload)}\r\n\r\n".encode(),
+        upload[: 1 << 20],
+    )
+    assert unmounted_soon(merged)
+    content, found = get_archive(client, name, "/big")
+    assert found["size"] == 50_000_000 and members(content)["big"].size == 50_000_000
+    daemon.cli("start", name, check=True)
+    assert client.api.wait(name)["StatusCode"] == 0
