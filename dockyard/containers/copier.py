@@ -25,9 +25,10 @@ Lifecycle of `main(spec)`:
    user or group name is ever looked up through NSS: archives carry numeric
    owners with empty names, as Docker's do, and `copyUIDGID` reads the
    container's `/etc/passwd` and `/etc/group` as text.
-2. The view is built and the root changed; then the import system is sealed
-   (only built-in modules load) and the process keeps only the capabilities
-   file work needs (no chroot, no mounts, no way back to the host).
+2. The view is built: mounts prepared, the import system sealed (only
+   built-in modules load from here on), the root changed, the mounts
+   attached; then the process keeps only the capabilities file work needs
+   (no chroot, no mounts, no way back to the host).
 3. One operation runs: `stat`, `archive`, `extract` or `export`.
 
 Protocol with the daemon: data on stdin (extract: a tar, maybe compressed) or
@@ -66,7 +67,8 @@ from dockyard.layers import compression
 
 _MAX_ACCOUNTS_FILE = 16 << 20
 
-# Linux syscall numbers from 5.2 on; the same on every architecture.
+# Linux syscall numbers from 5.2 on (mount_setattr: 5.12), shared by the
+# architectures Linux numbers new syscalls alike (all but alpha).
 _SYS_OPEN_TREE = 428
 _SYS_MOVE_MOUNT = 429
 _SYS_MOUNT_SETATTR = 442
