@@ -24,6 +24,7 @@ from dockyard import __version__
 from dockyard.build.bootstrap import Bootstrapper
 from dockyard.build.builder import Builder
 from dockyard.config import DaemonConfig
+from dockyard.containers.archive import ArchiveService
 from dockyard.containers.execs import ExecService
 from dockyard.containers.health import HealthMonitor
 from dockyard.containers.service import ContainerService, ContainerSettings
@@ -186,6 +187,7 @@ class Engine:
         self.execs = ExecService(self.containers)
         self.containers.health = HealthMonitor(self.containers, self.execs)
         self.stats = StatsService(self.containers, self.network, self.facts.cgroups)
+        self.container_archive = ArchiveService(self.containers)
         managed = ManagedPlugins(
             self.db,
             self.events,

@@ -205,6 +205,7 @@ class Routes:
 
 def create_app(engine_: Engine) -> web.Application:
     from dockyard.api import (
+        archive,
         authorization,
         build,
         commit,
@@ -233,6 +234,7 @@ def create_app(engine_: Engine) -> web.Application:
         plugins,
         build,
         commit,
+        archive,
         stats,
     ):
         for method, path, handler in module.routes.entries:
