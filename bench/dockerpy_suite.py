@@ -492,6 +492,10 @@ def run_suite(
     junit = out / "junit.xml"
     config = out / "docker-config"  # an empty client config: no host proxies or auths
     config.mkdir(exist_ok=True)
+    # The suite's temporary files and bind-mount sources (some of which it never
+    # removes) go with the daemon's directory, not into the host's /tmp.
+    tmp = daemon.base / "tmp"
+    tmp.mkdir(exist_ok=True)
     env = {
         k: v
         for k, v in os.environ.items()
@@ -502,6 +506,7 @@ def run_suite(
         DOCKER_TEST_API_VERSION=API_VERSION,
         DOCKER_CONFIG=str(config),
         PYTHONDONTWRITEBYTECODE="1",
+        TMPDIR=str(tmp),
     )
     selection = []
     for prefix in EXCLUDED:
