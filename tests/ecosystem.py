@@ -14,7 +14,9 @@ plugins, and compose v1, run against a test daemon without touching the host's s
 * `docker_config(daemon)` is the daemon's own DOCKER_CONFIG directory (the one
   `Daemon.docker()` already uses) with `cli-plugins/` linking to the cached binaries,
   so `daemon.docker("compose", ...)` works; `client_env(daemon)` is the environment
-  for running `docker compose`, `docker buildx` or `docker-compose` against it.
+  for running `docker compose`, `docker buildx` or `docker-compose` against it,
+  `compose_command("v1" | "v2")` the command line of either compose, and
+  `run_client(daemon, argv, cwd)` runs one.
 
 The cache lives under $DOCKYARD_TEST_CACHE (default ~/.cache/dockyard-tests), is made
 once and shared by every test session; a lock file keeps concurrent sessions from
@@ -214,6 +216,15 @@ def client_env(daemon: Daemon) -> dict[str, str]:
     env["DOCKER_HOST"] = daemon.host
     env["DOCKER_CONFIG"] = str(docker_config(daemon))
     return env
+
+
+def compose_command(version: str) -> list[str]:
+    """The compose command line for "v1" (docker-compose 1.29) or "v2" (docker compose)."""
+    if version == "v2":
+        return ["docker", "compose"]
+    if version == "v1":
+        return [str(compose_v1())]
+    raise ValueError(f"compose version {version!r}: v1 or v2")
 
 
 def run_client(

@@ -26,10 +26,6 @@ services:
 """
 
 
-def compose_argv(version: str) -> list[str]:
-    return ["docker", "compose"] if version == "v2" else [str(ecosystem.compose_v1())]
-
-
 def test_compose_v2_and_buildx_run_as_docker_cli_plugins(daemon: Daemon) -> None:
     compose = ecosystem.run_client(daemon, ["docker", "compose", "version"])
     assert compose.returncode == 0, compose.stderr
@@ -57,7 +53,7 @@ def test_compose_project_up_ps_down(
 ) -> None:
     (tmp_path / "docker-compose.yml").write_text(COMPOSE_FILE)
     project = "eco" + secrets.token_hex(4)
-    compose = [*compose_argv(version), "-p", project]
+    compose = [*ecosystem.compose_command(version), "-p", project]
 
     up = ecosystem.run_client(daemon, [*compose, "up", "-d"], cwd=tmp_path)
     try:
