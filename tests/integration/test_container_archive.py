@@ -104,6 +104,16 @@ def unmounted_soon(path: str) -> bool:
     return False
 
 
+@pytest.fixture(autouse=True)
+def _leave_no_container(daemon: Daemon) -> Iterator[None]:
+    """Each test removes what it made: the daemon is shared with later test files."""
+    before = set(daemon.cli("ps", "-aq", "--no-trunc").stdout.split())
+    yield
+    made = set(daemon.cli("ps", "-aq", "--no-trunc").stdout.split()) - before
+    if made:
+        daemon.cli("rm", "-f", "-v", *made)
+
+
 @pytest.fixture
 def sentinel(daemon: Daemon) -> Iterator[Path]:
     """A directory on the host beside the daemon's data root; hostile input aims at it."""
