@@ -10,9 +10,12 @@ protocol object to `_HijackedHandler`, which keeps it open.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
+import socket
 import struct
+import termios
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -97,6 +100,30 @@ class Hijacked:
         while transport.get_write_buffer_size() > 1 << 20 and not transport.is_closing():
             await asyncio.sleep(0.01)
         return not transport.is_closing()
+
+    async def head_read(self) -> None:
+        """Return once the client has read the reply head (or after a moment).
+
+        Clients that parse the head through a buffered reader and then read the raw
+        socket (docker-py) lose whatever arrived in the same read as the head, so the
+        first bytes of the stream must not catch up with it. On a unix socket the
+        kernel says how much the peer has yet to read (SIOCOUTQ).
+        """
+        transport = self._transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is None or sock.family != socket.AF_UNIX:
+            await asyncio.sleep(0.05)
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 2
+        while loop.time() < deadline and transport is not None and not transport.is_closing():
+            try:
+                queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))
+            except OSError:
+                return
+            if queued[0] == 0 and transport.get_write_buffer_size() == 0:
+                return
+            await asyncio.sleep(0.002)
 
     def close(self) -> None:
         if self._transport is not None and not self._transport.is_closing():

@@ -4,7 +4,8 @@ Both read the container's overlay upper directory against its image's layers
 (`layers.diff`). Commit turns the changes into a layer (`images.committer`,
 the builder's code) on top of the image's, and the container's configuration
 (`--change` applied) into the new image's runtime config, as Docker does.
-A running container is paused meanwhile unless asked not to be.
+A running container is paused meanwhile unless asked not to be; one that is
+exiting, stopped or never started is committed as it is.
 """
 
 from __future__ import annotations
@@ -95,8 +96,13 @@ async def commit(
         run_config = apply_changes(run_config, changes or [])
         paused = False
         if pause and container.state.status == RUNNING:
-            await containers.pause(container.id)
-            paused = True
+            try:
+                await containers.pause(container.id)
+                paused = True
+            except Conflict:
+                # Exiting as we speak (`docker run` of a short command, then commit):
+                # nothing runs any more to change the files, so there is nothing to pause.
+                pass
         try:
             layer = await asyncio.to_thread(
                 committer.commit,
