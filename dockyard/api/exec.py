@@ -9,14 +9,15 @@ from aiohttp import web
 from dockyard import detachkeys
 from dockyard.api.app import Routes, api_version, engine, json_response, query_int, read_json
 from dockyard.api.streams import Hijacked, frame, hijack, stream_content_type
-from dockyard.containers.execs import CommandError, Exec, runtime_message
+from dockyard.containers import schema
+from dockyard.containers.execs import CommandError, Exec, ExecCreate, ExecStart, runtime_message
 
 routes = Routes()
 
 
 @routes.post("/containers/{id}/exec")
 async def create(request: web.Request) -> web.StreamResponse:
-    body = await read_json(request, required=True)
+    body = schema.decode(ExecCreate, await read_json(request, required=True))
     instance = engine(request).execs.create(request.match_info["id"], body)
     return json_response({"Id": instance.id}, 201)
 
@@ -24,15 +25,15 @@ async def create(request: web.Request) -> web.StreamResponse:
 @routes.post("/exec/{id}/start")
 async def start(request: web.Request) -> web.StreamResponse:
     eng = engine(request)
-    body = await read_json(request)
+    body = schema.decode(ExecStart, await read_json(request))
     instance = eng.execs.get(request.match_info["id"])
-    detach = bool(body.get("Detach"))
+    detach = body.detach
     # The process gets a terminal if the exec was created with one; the start's Tty
     # only chooses the framing of the stream (Docker's rule).
-    framed = not body.get("Tty")
-    size = body.get("ConsoleSize")
+    framed = not body.tty
+    size = body.console_size
     console_size = (
-        (int(size[0]), int(size[1]))
+        (size[0], size[1])
         if size and len(size) == 2 and not framed and api_version(request) >= (1, 42)
         else None
     )

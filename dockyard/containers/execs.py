@@ -14,15 +14,40 @@ import os
 import secrets
 import stat
 from dataclasses import dataclass, field
-from typing import Any
 
 from dockyard import detachkeys, rootpath
 from dockyard.containers import config as cfg
 from dockyard.containers import spec, users
 from dockyard.containers.model import PAUSED, RUNNING, Container
+from dockyard.containers.schema import StrSlice
 from dockyard.containers.service import ContainerService
 from dockyard.errors import Conflict, InvalidArgument, NotFound, Unavailable
 from dockyard.runtime import exec as runtime_exec
+from dockyard.wire import Message, wire
+
+
+class ExecCreate(Message):
+    """`POST /containers/{id}/exec`'s body (moby's `ExecOptions`), decoded with Go's rules."""
+
+    user: str = wire(default="")
+    privileged: bool = wire(default=False)
+    tty: bool = wire(default=False)
+    console_size: list[int] | None = wire(default=None)
+    attach_stdin: bool = wire(default=False)
+    attach_stderr: bool = wire(default=False)
+    attach_stdout: bool = wire(default=False)
+    detach_keys: str = wire(default="")
+    env: list[str] | None = wire(default=None)
+    working_dir: str = wire(default="")
+    cmd: StrSlice | None = wire(default=None)
+
+
+class ExecStart(Message):
+    """`POST /exec/{id}/start`'s body (moby's `ExecStartCheck`)."""
+
+    detach: bool = wire(default=False)
+    tty: bool = wire(default=False)
+    console_size: list[int] | None = wire(default=None)
 
 
 @dataclass
@@ -114,39 +139,33 @@ class ExecService:
             raise NotFound(f"No such exec instance: {exec_id}")
         return found
 
-    def create(self, ref: str, request: dict[str, Any]) -> Exec:
+    def create(self, ref: str, request: ExecCreate) -> Exec:
         container = self.containers.get(ref)
         self._check_running(container)
-        cmd = request.get("Cmd")
-        if isinstance(cmd, str):
-            cmd = [cmd]
-        if not cmd or not all(isinstance(c, str) for c in cmd):
+        if not request.cmd:
             raise InvalidArgument("No exec command specified")
-        env = request.get("Env") or []
-        if not isinstance(env, list):
-            raise InvalidArgument("invalid JSON: Env must be a list of strings")
-        size = request.get("ConsoleSize")
-        keys = request.get("DetachKeys") or ""
+        keys = request.detach_keys
         try:
             escape_keys = detachkeys.parse(keys) if keys else detachkeys.DEFAULT
         except detachkeys.InvalidKeys:
             # Docker answers 500 here; it is the client's input, so a 400 as for attach.
             raise InvalidArgument(f"Invalid escape keys ({keys}) provided") from None
+        size = request.console_size
         instance = Exec(
             id=secrets.token_hex(32),
             container_id=container.id,
-            cmd=list(cmd),
-            env=list(env),
-            user=request.get("User") or "",
-            working_dir=request.get("WorkingDir") or "",
-            tty=bool(request.get("Tty")),
-            privileged=bool(request.get("Privileged")),
-            attach_stdin=bool(request.get("AttachStdin")),
-            attach_stdout=bool(request.get("AttachStdout")),
-            attach_stderr=bool(request.get("AttachStderr")),
+            cmd=list(request.cmd),
+            env=list(request.env or []),
+            user=request.user,
+            working_dir=request.working_dir,
+            tty=request.tty,
+            privileged=request.privileged,
+            attach_stdin=request.attach_stdin,
+            attach_stdout=request.attach_stdout,
+            attach_stderr=request.attach_stderr,
             detach_keys=keys,
             escape_keys=escape_keys,
-            console_size=(int(size[0]), int(size[1])) if size and len(size) == 2 else None,
+            console_size=(size[0], size[1]) if size and len(size) == 2 else None,
         )
         self._execs[instance.id] = instance
         self.containers.emit(
