@@ -62,6 +62,29 @@ def parse_duration(text: str) -> int:
     return total
 
 
+def go_duration(ns: int) -> str:
+    """A duration as Go prints it: `30s`, `1m30s`, `1.5s`, `250ms`, `0s`."""
+    if ns == 0:
+        return "0s"
+    if ns < 1_000_000_000:
+        for unit, size in (("ms", 1_000_000), ("µs", 1_000), ("ns", 1)):
+            if ns >= size:
+                return _trim_fraction(ns / size) + unit
+    hours, rest = divmod(ns, 3_600_000_000_000)
+    minutes, rest = divmod(rest, 60_000_000_000)
+    seconds = _trim_fraction(rest / 1_000_000_000) + "s"
+    if hours:
+        return f"{hours}h{minutes}m{seconds}"
+    if minutes:
+        return f"{minutes}m{seconds}"
+    return seconds
+
+
+def _trim_fraction(value: float) -> str:
+    text = f"{value:.9f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
 def human_size(size: float) -> str:
     """docker's HumanSizeWithPrecision(size, 3): decimal units."""
     units = ["B", "kB", "MB", "GB", "TB", "PB"]

@@ -22,7 +22,7 @@ from dockyard.api.app import (
 )
 from dockyard.api.streams import Hijacked, frame, hijack, stream_content_type
 from dockyard.api.system import _parse_time
-from dockyard.containers import schema
+from dockyard.containers import health, schema
 from dockyard.containers.model import Container
 from dockyard.containers.schema import ContainerCreate, EndpointSettings
 from dockyard.containers.update import ContainerUpdate
@@ -79,7 +79,7 @@ def _matches(eng: Any, container: Container, wanted: filters.Filters) -> bool:
                 return False
         if key == "is-task" and filters.bool_value(values, key):
             return False
-        if key == "health" and "none" not in values:
+        if key == "health" and not health.filter_matches(container.state.health, values):
             return False
         if key == "volume" and not any(
             v in (point.name, point.destination) for point in container.mounts for v in values
@@ -111,6 +111,7 @@ async def list_containers(request: web.Request) -> web.StreamResponse:
     if limit > 0:
         show_all = True
     result = []
+    link_names = eng.containers.networking.link_names()
     for container in containers:
         if not show_all and not container.state.running:
             continue
@@ -121,6 +122,7 @@ async def list_containers(request: web.Request) -> web.StreamResponse:
                 container,
                 container.config.image,
                 container_json.network_settings(container, eng.network),
+                link_names.get(container.id),
             )
         )
         if 0 < limit <= len(result):
@@ -143,6 +145,8 @@ def _versioned_defaults(body: ContainerCreate, version: tuple[int, int]) -> None
     """What older clients mean by leaving a field out, or by a field that has moved."""
     if version < (1, 40) and not body.host_config.ipc_mode:
         body.host_config.ipc_mode = "shareable"  # the daemon default before API 1.40
+    if version < (1, 44) and body.healthcheck is not None:
+        body.healthcheck.start_interval = 0  # unknown to older clients: moby drops it
     if body.mac_address:
         # The container-wide MAC address (deprecated in 1.44) belongs to the main network's
         # endpoint; from 1.44 on the two must agree when both are given.
@@ -257,9 +261,13 @@ async def wait(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-@routes.delete("/containers/{id}")
+# `{id:.+}`: a link is named `parent/alias` (docker-py sends the slash as it is).
+@routes.delete("/containers/{id:.+}")
 async def remove(request: web.Request) -> web.StreamResponse:
     eng = engine(request)
+    if query_bool(request, "link"):
+        await eng.containers.networking.remove_link(request.match_info["id"])
+        return web.Response(status=204)
     container = eng.containers.get(request.match_info["id"])
     await eng.containers.remove(
         container.id, force=query_bool(request, "force"), volumes=query_bool(request, "v")

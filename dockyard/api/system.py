@@ -277,6 +277,15 @@ async def events(request: web.Request) -> web.StreamResponse:
     wanted = filters.parse(request.query.get("filters"))
     stream = JSONStream(request)
     await stream.start()
+    try:
+        return await _relay_events(stream, eng, since, until, wanted)
+    except ConnectionResetError:  # the client went away: not an error of the daemon's
+        return stream.resp
+
+
+async def _relay_events(
+    stream: JSONStream, eng: Any, since: int | None, until: int | None, wanted: filters.Filters
+) -> web.StreamResponse:
     now = time.time_ns()
     with eng.events.subscribe() as queue:
         if since is not None:

@@ -23,6 +23,7 @@ from typing import Any
 from dockyard.build import instructions as ins
 from dockyard.containers import signals
 from dockyard.errors import InvalidArgument
+from dockyard.units import go_duration
 
 RunConfig = dict[str, Any]
 
@@ -200,29 +201,6 @@ def workdir(config: RunConfig, path: str) -> tuple[RunConfig, str]:
 def go_quoted(items: list[str]) -> str:
     """A string list as Go prints it with %q: `["/bin/sh" "-c" "echo hi"]`."""
     return "[" + " ".join(json.dumps(item, ensure_ascii=False) for item in items) + "]"
-
-
-def go_duration(ns: int) -> str:
-    """A duration as Go prints it: `30s`, `1m30s`, `1.5s`, `250ms`, `0s`."""
-    if ns == 0:
-        return "0s"
-    if ns < 1_000_000_000:
-        for unit, size in (("ms", 1_000_000), ("µs", 1_000), ("ns", 1)):
-            if ns >= size:
-                return _trim(ns / size) + unit
-    hours, rest = divmod(ns, 3_600_000_000_000)
-    minutes, rest = divmod(rest, 60_000_000_000)
-    seconds = _trim(rest / 1_000_000_000) + "s"
-    if hours:
-        return f"{hours}h{minutes}m{seconds}"
-    if minutes:
-        return f"{minutes}m{seconds}"
-    return seconds
-
-
-def _trim(value: float) -> str:
-    text = f"{value:.9f}".rstrip("0").rstrip(".")
-    return text or "0"
 
 
 def _health_text(health: dict[str, Any]) -> str:

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from dockyard.containers import schema, signals
+from dockyard.containers import health, schema, signals
 from dockyard.containers.schema import (
     ContainerConfig,
     ContainerCreate,
@@ -472,7 +472,7 @@ def effective(
             request.env,
         ),
         cmd=StrSlice(cmd) if cmd is not None else None,
-        healthcheck=request.healthcheck or image_config.healthcheck,
+        healthcheck=health.container_healthcheck(request.healthcheck, image_config.healthcheck),
         args_escaped=request.args_escaped,
         image=image_name,
         volumes=volumes or None,

@@ -275,6 +275,10 @@ class ExecService:
         elif instance.tty:
             instance.console_size = (height, width)
 
+    def forget(self, exec_id: str) -> None:
+        """Drop one finished exec (a health probe: nobody inspects it afterwards)."""
+        self._execs.pop(exec_id, None)
+
     def forget_container(self, container_id: str) -> None:
         for exec_id in [e.id for e in self._execs.values() if e.container_id == container_id]:
             del self._execs[exec_id]

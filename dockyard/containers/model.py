@@ -49,6 +49,8 @@ class State:
     restart_count: int = 0
     # Set by an explicit stop/kill so that restart policies leave the container down.
     stopped_by_user: bool = False
+    # `State.Health` in Docker's JSON while the container has a healthcheck (containers/health.py).
+    health: dict[str, Any] | None = None
 
     @property
     def running(self) -> bool:

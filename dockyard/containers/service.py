@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from dockyard import mount as host_mount
 from dockyard.containers import config as cfg
-from dockyard.containers import etcfiles, names, schema, signals, spec, users
+from dockyard.containers import names, schema, signals, spec, users
 from dockyard.containers import update as updates
 from dockyard.containers.model import (
     CREATED,
@@ -40,6 +40,7 @@ from dockyard.containers.model import (
     Container,
     State,
 )
+from dockyard.containers.networking import ContainerNetworking
 from dockyard.containers.schema import ContainerConfig, ContainerCreate, HostConfig
 from dockyard.containers.update import ContainerUpdate
 from dockyard.errors import (
@@ -65,6 +66,7 @@ from dockyard.volumes.mounts import MountPoint
 from dockyard.volumes.service import VolumeService
 
 if TYPE_CHECKING:
+    from dockyard.containers.health import HealthMonitor
     from dockyard.logs.plugin import PluginLogging
 
 log = logging.getLogger(__name__)
@@ -124,7 +126,7 @@ class ContainerService:
         self.settings = settings
         self.volumes = volumes
         self.network = network
-        network.containers = self
+        self.networking = ContainerNetworking(network, self)
         self._containers: dict[str, Container] = {}
         self._live: dict[str, _Live] = {}
         os.makedirs(settings.data_root, exist_ok=True)
@@ -134,6 +136,8 @@ class ContainerService:
             self._containers[container.id] = container
         # Delivers output to log-driver plugins; set by the engine.
         self.logging: PluginLogging | None = None
+        # Runs healthcheck probes; set by the engine.
+        self.health: HealthMonitor | None = None
         images.image_users = self.image_users
         # Asked by the garbage collector on a worker thread: list() copies the records
         # in one step, safe against the loop adding or removing one meanwhile.
@@ -206,6 +210,10 @@ class ContainerService:
         """Record a container's network attachments after connect/disconnect."""
         self._save(container)
 
+    def state_changed(self, container: Container) -> None:
+        """Record a change to a running container's state (a health probe's result)."""
+        self._save(container)
+
     def emit(self, container: Container, action: str, **extra: str) -> None:
         attributes = {
             **container.labels,
@@ -257,7 +265,7 @@ class ContainerService:
         )
         container_id = secrets.token_hex(32)
         effective.config.hostname = effective.config.hostname or container_id[:12]
-        networks = self.network.requested_networks(effective.host_config, request.networking_config)
+        networks = self.networking.requested(name, effective.host_config, request.networking_config)
         container = Container(
             id=container_id,
             name=name,
@@ -365,19 +373,9 @@ class ContainerService:
             hc = container.host_config
             namespace_paths, ipc_donor = self._joined_namespaces(hc)
             user = users.resolve(merged, container.config.user, list(hc.group_add or []))
-            network = await self.network.setup(container)
-            hostname = network.hostname or container.config.hostname or container.short_id
-            files = etcfiles.write(
-                self.dir(container),
-                hc,
-                hostname,
-                addresses=network.addresses,
-                embedded_dns=network.embedded_dns,
-                host_gateway=network.host_gateway,
-            )
-            if network.shared_dir:  # --network container:<id> shares its /etc files too
-                for name in ("hosts", "resolv.conf"):
-                    files[f"/etc/{name}"] = os.path.join(network.shared_dir, name)
+            network = await self.networking.setup(container)
+            hostname = network.hostname
+            files = network.files
             user_mounts = await self.volumes.mount(
                 container.id, container.mounts, hc.tmpfs or {}, merged
             )
@@ -404,6 +402,7 @@ class ContainerService:
                     mounts=user_mounts,
                     netns_path=network.netns_path,
                     namespace_paths=namespace_paths,
+                    link_env=network.env,
                 ),
             )
             os.makedirs(paths.bundle, exist_ok=True)
@@ -435,7 +434,7 @@ class ContainerService:
                 log.exception("starting %s failed", container.short_id)
             if created_in_runtime:
                 await runtime.delete(container.id)
-            await self.network.teardown(container)
+            await self.networking.teardown(container)
             await self._release(container)
             if self.logging is not None:
                 await self.logging.stop(container.id)
@@ -457,8 +456,11 @@ class ContainerService:
             monitor_pid=mon.pid,
             monitor_start=mon.start_time,
             restart_count=container.state.restart_count,
+            health=container.state.health,
         )
         live.started_mono = time.monotonic()
+        if self.health is not None:
+            self.health.started(container)
         self._save(container)
         self.emit(container, "start")
         live.watcher = asyncio.ensure_future(self._watch(container, mon))
@@ -576,6 +578,8 @@ class ContainerService:
 
     async def _on_exit(self, container: Container) -> None:
         """Settle a container whose monitor has exited (lock held)."""
+        if self.health is not None:
+            self.health.stopped(container)
         paths = self.paths(container)
         code, oom = monitor.read_exit(paths)
         error = ""
@@ -585,7 +589,7 @@ class ContainerService:
         # recorded whatever the host has left to clean.
         steps = [
             self.runtimes[container.runtime].delete(container.id),
-            self.network.teardown(container),
+            self.networking.teardown(container),
             self._release(container),
         ]
         if self.logging is not None:
@@ -804,6 +808,8 @@ class ContainerService:
             raise Conflict(f"Container {container.id} is not running")
         await self.runtimes[container.runtime].pause(container.id)
         container.state.status = PAUSED
+        if self.health is not None:
+            self.health.stopped(container)
         self._save(container)
         self.emit(container, "pause")
 
@@ -813,6 +819,8 @@ class ContainerService:
             raise Conflict(f"Container {container.id} is not paused")
         await self.runtimes[container.runtime].resume(container.id)
         container.state.status = RUNNING
+        if self.health is not None:
+            self.health.unpaused(container)
         self._save(container)
         self.emit(container, "unpause")
 
@@ -935,6 +943,7 @@ class ContainerService:
         with self.db.transaction():
             self.db.execute("DELETE FROM containers WHERE id=?", (container.id,))
         self._containers.pop(container.id, None)
+        self.networking.removed(container)
         await self.volumes.release(container.mounts, remove_anonymous=volumes)
         self.emit(container, "destroy")
         for future in live.removed_waiters + live.exit_waiters:
@@ -968,6 +977,7 @@ class ContainerService:
         old = container.name
         container.name = new_name
         self._save(container)
+        self.networking.renamed(container, old)
         self.emit(container, "rename", oldName="/" + old)
 
     # -- logs and attach -----------------------------------------------------
@@ -1120,6 +1130,8 @@ class ContainerService:
                     live.started_mono = time.monotonic()
                     live.watcher = asyncio.ensure_future(self._watch(container, mon))
                     await self._resume_logging(container)
+                    if self.health is not None:
+                        self.health.restored(container)
                     continue
                 # It exited while no daemon ran: its log plugin still gets what it wrote
                 # then (the exit below delivers the rest and ends the session).
@@ -1155,6 +1167,8 @@ class ContainerService:
         """Stop watching; containers keep running under their monitors."""
         if self.logging is not None:
             await self.logging.shutdown()
+        if self.health is not None:
+            self.health.shutdown()
         for live in self._live.values():
             for task in (live.watcher, live.restart_task):
                 if task is not None:
