@@ -264,6 +264,8 @@ class ExecService:
     def detached(self, instance: Exec) -> None:
         """The client typed the detach keys: the process runs on, its exit code recorded
         when it comes."""
+        if instance.process is not None:
+            instance.process.detach()
         container = self.containers.get(instance.container_id)
         self.containers.emit(container, "exec_detach", execID=instance.id)
         self._background.add(asyncio.ensure_future(self.finish(instance)))
