@@ -20,7 +20,7 @@ from dockyard.api.app import (
     query_int,
     read_json,
 )
-from dockyard.api.streams import Hijacked, frame, hijack, stream_content_type
+from dockyard.api.streams import Hijacked, WebSocketStream, frame, hijack, stream_content_type
 from dockyard.api.system import _parse_time
 from dockyard.containers import health, schema
 from dockyard.containers.model import Container
@@ -337,15 +337,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
 async def attach(request: web.Request) -> web.StreamResponse:
     eng = engine(request)
     container = eng.containers.get(request.match_info["id"])
-    keys = request.query.get("detachKeys", "")
-    try:
-        escape_keys = detachkeys.parse(keys) if keys else detachkeys.DEFAULT
-    except detachkeys.InvalidKeys:
-        raise InvalidArgument(f"Invalid detach keys ({keys}) provided") from None
-    want_in = query_bool(request, "stdin")
-    want_out = query_bool(request, "stdout")
-    want_err = query_bool(request, "stderr")
-    stream = query_bool(request, "stream")
+    escape_keys = _detach_keys(request)
     tty = container.tty
     ref = request.match_info["id"]
     if container.state.status == "paused":
@@ -354,34 +346,78 @@ async def attach(request: web.Request) -> web.StreamResponse:
         raise Conflict(f"container {ref} is restarting, wait until the container is running")
     resp, conn = await hijack(request, stream_content_type(request, not tty))
     await conn.head_read()
+    await _serve_attach(request, container, conn, framed=not tty, escape_keys=escape_keys)
+    return resp
+
+
+@routes.get("/containers/{id}/attach/ws")
+async def attach_ws(request: web.Request) -> web.StreamResponse:
+    """The same attach over a websocket: raw output (never multiplexed), input as frames."""
+    eng = engine(request)
+    container = eng.containers.get(request.match_info["id"])
+    escape_keys = _detach_keys(request)
+    if container.state.status == "paused":
+        raise Conflict(
+            f"container {request.match_info['id']} is paused, unpause the container before attach"
+        )
+    ws = web.WebSocketResponse()
+    await ws.prepare(request)
+    conn = WebSocketStream(ws, binary=api_version(request) >= (1, 42))
+    await _serve_attach(request, container, conn, framed=False, escape_keys=escape_keys)
+    return ws
+
+
+def _detach_keys(request: web.Request) -> bytes:
+    keys = request.query.get("detachKeys", "")
+    try:
+        return detachkeys.parse(keys) if keys else detachkeys.DEFAULT
+    except detachkeys.InvalidKeys:
+        raise InvalidArgument(f"Invalid detach keys ({keys}) provided") from None
+
+
+async def _serve_attach(
+    request: web.Request,
+    container: Container,
+    conn: Hijacked | WebSocketStream,
+    *,
+    framed: bool,
+    escape_keys: bytes,
+) -> None:
+    """Replay the log if asked, then relay the container's stdio until it ends or the client
+    detaches; `framed`: Docker's multiplexed stream (no TTY, plain attach)."""
+    eng = engine(request)
+    want_in = query_bool(request, "stdin")
+    want_out = query_bool(request, "stdout")
+    want_err = query_bool(request, "stderr")
+    stream = query_bool(request, "stream")
+    tty = container.tty
 
     async def send(stream_id: int, data: bytes) -> bool:
         if (stream_id == 1 and not want_out) or (stream_id == 2 and not want_err):
             return True
-        return await conn.write(data if tty else frame(stream_id, data))
+        return await conn.write(frame(stream_id, data) if framed else data)
 
     try:
         if query_bool(request, "logs"):
             async for entry in eng.containers.logs(container.id, follow=False):
                 if not await send(entry.stream, entry.data):
-                    return resp
+                    return
         if not stream:
-            return resp
+            return
         eng.containers.emit(container, "attach")
         target = await eng.containers.attach(container.id)
         if target is None:
-            return resp
+            return
         # Detach keys are a terminal's: only a TTY container's input is watched (Docker).
         escape = detachkeys.EscapeFilter(escape_keys) if tty and want_in else None
         if await _pump(conn, target, send, want_in, escape):
             eng.containers.emit(container, "detach")
     finally:
         conn.close()
-    return resp
 
 
 async def _pump(
-    conn: Hijacked,
+    conn: Hijacked | WebSocketStream,
     target: AttachConnection,
     send: Callable[[int, bytes], Awaitable[bool]],
     want_in: bool,

@@ -19,7 +19,7 @@ import termios
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 from aiohttp.web_protocol import RequestHandler
 
 from dockyard.api.app import api_version
@@ -129,6 +129,46 @@ class Hijacked:
         if self._transport is not None and not self._transport.is_closing():
             self._transport.close()
         self.closed = True
+
+
+class WebSocketStream:
+    """A websocket used as a hijacked connection is: bytes in, bytes out, no framing of
+    Docker's own (`/attach/ws`). Output goes as binary messages from API 1.42 on, as text
+    before, as moby sends it."""
+
+    def __init__(self, ws: web.WebSocketResponse, *, binary: bool) -> None:
+        self._ws = ws
+        self._binary = binary
+        self.closed = False
+        self._closing: asyncio.Future[bool] | None = None
+
+    async def read(self) -> bytes | None:
+        message = await self._ws.receive()
+        if message.type == WSMsgType.BINARY:
+            return bytes(message.data)
+        if message.type == WSMsgType.TEXT:
+            return str(message.data).encode()
+        return None  # closed, closing or failed: the client's input has ended
+
+    async def write(self, data: bytes) -> bool:
+        if self._ws.closed:
+            return False
+        try:
+            if self._binary:
+                await self._ws.send_bytes(data)
+            else:
+                await self._ws.send_str(data.decode(errors="replace"))
+        except ConnectionResetError:
+            return False
+        return not self._ws.closed
+
+    async def head_read(self) -> None:
+        return None  # websocket frames carry their own boundaries
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._closing = asyncio.ensure_future(self._ws.close())
 
 
 async def hijack(request: web.Request, content_type: str) -> tuple[web.StreamResponse, Hijacked]:
