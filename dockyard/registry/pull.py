@@ -241,7 +241,7 @@ class Puller:
                 )
                 self.images.add_blob_source(desc["digest"], ref.repository)
             self.images.add_repo_digest(image.id, repo_digest)
-        self.events.emit("image", "pull", image.id, {"name": ref.familiar()})
+        self.images.emit("pull", ref.familiar(), ref.familiar_repository)
         report(Event(f"Digest: {top.digest}"))
         if up_to_date:
             report(Event(f"Status: Image is up to date for {ref.familiar()}"))
