@@ -377,7 +377,7 @@ class Archives:
 
     def _name(self, image: Image, refs: list[Reference]) -> list[tuple[Reference | None, str]]:
         for ref in refs:
-            self.images.tag(image.id, ref)
+            self.images.tag(image.id, ref, event=False)
         self.images.emit("load", image.id, image.id)
         if not refs:
             return [(None, image.id)]

@@ -405,7 +405,9 @@ class ImageService:
 
     # -- tags ----------------------------------------------------------------
 
-    def tag(self, image_id: str, ref: Reference) -> None:
+    def tag(self, image_id: str, ref: Reference, *, event: bool = True) -> None:
+        """Point `ref` at the image; `event=False` for the tags that pull and load set,
+        which Docker records without a `tag` event."""
         if ref.digest:
             raise InvalidArgument("refusing to create a tag with a digest reference")
         if ref.tag is None:
@@ -416,7 +418,8 @@ class ImageService:
                 "ON CONFLICT(ref) DO UPDATE SET image_id=excluded.image_id, tagged=excluded.tagged",
                 (str(ref), image_id, time.time()),
             )
-        self.emit("tag", image_id, ref.familiar())
+        if event:
+            self.emit("tag", image_id, ref.familiar())
 
     # -- removal -------------------------------------------------------------
 

@@ -227,7 +227,7 @@ class Puller:
                 image = self.images.record(config_digest, manifest.digest, size)
             if ref.tag and not ref.digest:
                 up_to_date = known and any(str(t) == str(ref) for t in image.tags)
-                self.images.tag(image.id, ref)
+                self.images.tag(image.id, ref, event=False)
             else:
                 up_to_date = known
             for desc, diff_id in zip(layer_descs, image.diff_ids, strict=False):
