@@ -53,9 +53,13 @@ def container_config(raw: Any) -> dict[str, Any]:
 
 
 def inspect_json(image: Image, version: tuple[int, int] = (1, 45)) -> dict[str, Any]:
-    """Docker's ImageInspect. `Container` and `ContainerConfig` (what the container that
-    made the image ran: the builder's last step, the committed container) are shown
-    up to API 1.44, `VirtualSize` up to 1.43, as dockerd 26 does."""
+    """Docker's ImageInspect, `VirtualSize` up to API 1.43 as in dockerd 26.
+
+    `Container` and `ContainerConfig` (the container that made the image: the
+    builder's last step, the committed container) are shown at every version,
+    although dockerd 26 drops them from API 1.45 on: compose v1, which asks for
+    the server's version, reads `ContainerConfig` whenever it recreates a
+    container and fails with KeyError 'ContainerConfig' without it."""
     config = image.config
     result: dict[str, Any] = {
         "Id": image.id,
@@ -65,10 +69,9 @@ def inspect_json(image: Image, version: tuple[int, int] = (1, 45)) -> dict[str, 
         "Comment": (config.get("history") or [{}])[-1].get("comment", ""),
         "Created": image.created or ZERO_TIME,
     }
-    if version < (1, 45):
-        if config.get("container"):
-            result["Container"] = config["container"]
-        result["ContainerConfig"] = container_config(config.get("container_config"))
+    if config.get("container"):
+        result["Container"] = config["container"]
+    result["ContainerConfig"] = container_config(config.get("container_config"))
     result.update(
         {
             "DockerVersion": config.get("docker_version", ""),
