@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
 import tarfile
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -134,3 +137,29 @@ def _tar(dockerfile: bytes) -> bytes:
         info.size = len(dockerfile)
         tar.addfile(info, io.BytesIO(dockerfile))
     return buffer.getvalue()
+
+
+def test_cache_from_on_the_command_lines(daemon: Daemon, tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_bytes(DOCKERFILE)
+    assert daemon.cli("build", "-t", "cachefrom/cli:1", str(tmp_path)).returncode == 0
+    ours = daemon.cli(
+        "build", "--cache-from", "cachefrom/cli:1", "-t", "cachefrom/cli:2", str(tmp_path)
+    )
+    assert ours.returncode == 0, ours.stderr
+    assert ours.stdout.count("---> Using cache") == 3
+    env = {
+        **os.environ,
+        "DOCKER_HOST": daemon.host,
+        "DOCKER_CONFIG": str(daemon.base / "docker"),
+        "DOCKER_BUILDKIT": "0",
+    }
+    theirs = subprocess.run(
+        ["docker", "build", "--cache-from", "nosuchtag", "-t", "cachefrom/cli:3", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert theirs.returncode == 0, theirs.stderr
+    assert "Using cache" not in theirs.stdout
+    for tag in ("1", "2", "3"):
+        daemon.cli("rmi", f"cachefrom/cli:{tag}", check=True)
