@@ -536,7 +536,9 @@ class ContainerService:
         self._save(container)
         if oom:
             self.emit(container, "oom")
-        self.emit(container, "die", exitCode=str(code))
+        started = self.live(container).started_mono
+        ran = int(time.monotonic() - started) if started else 0  # whole seconds, as Docker's
+        self.emit(container, "die", exitCode=str(code), execDuration=str(ran))
         live = self.live(container)
         live.exited.set()
         waiters, live.exit_waiters = live.exit_waiters, []

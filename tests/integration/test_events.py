@@ -100,6 +100,7 @@ def test_container_actions_in_dockers_shape(daemon: Daemon, client: Any, name: s
     assert by_action["rename"]["oldName"] == "/" + name
     assert by_action["rename"]["name"] == name + "-b"
     assert by_action["exec_die"]["exitCode"] == "0"
+    assert by_action["die"]["exitCode"] == "137" and by_action["die"]["execDuration"].isdigit()
     assert by_action["commit"]["imageID"] == committed.id
     assert by_action["commit"]["imageRef"] == "evt/committed:1"
     assert by_action["commit"]["comment"] == "snapshot"
