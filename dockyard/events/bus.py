@@ -49,8 +49,7 @@ class EventBus:
         event = Event(type, action, actor_id, dict(attributes or {}))
         with self._lock:  # one order for the buffer and every queue
             self._history.append(event)
-            subscribers = list(self._subscribers.values())
-            for subscriber in subscribers:
+            for subscriber in self._subscribers.values():
                 self._deliver(subscriber, event)
         return event
 
@@ -64,15 +63,6 @@ class EventBus:
             subscriber.queue.put_nowait(event)
         elif not subscriber.loop.is_closed():
             subscriber.loop.call_soon_threadsafe(subscriber.queue.put_nowait, event)
-
-    def history(self, since_ns: int = 0, until_ns: int | None = None) -> list[Event]:
-        with self._lock:
-            events = list(self._history)
-        return [
-            e
-            for e in events
-            if e.time_nano >= since_ns and (until_ns is None or e.time_nano <= until_ns)
-        ]
 
     @contextmanager
     def subscribe(
