@@ -11,7 +11,8 @@ and prints:
 * container to container on a user-defined network: connections per second
   (a busybox `nc` per connection, so process start-up is part of each one;
   the same loop against the container's own loopback is shown as the floor)
-  and throughput of one TCP stream;
+  and throughput of one TCP stream; then the same over IPv6 on an `--ipv6`
+  network (Dockyard only), to the containers' IPv6 addresses;
 * host to a published port on 127.0.0.1 (DNAT): connections per second and
   throughput from a client on the host, beside the container's address
   reached directly (no NAT).
@@ -112,21 +113,28 @@ def ip(engine: Engine, container: str) -> str:
     return engine.cmd("inspect", "-f", "{{.NetworkSettings.IPAddress}}", container).strip()
 
 
-def container_to_container(engine: Engine, connections: int, mib: int) -> dict[str, float]:
-    net = "benchnet"
-    engine.cmd("network", "create", net)
+def container_to_container(
+    engine: Engine, connections: int, mib: int, ipv6: bool = False
+) -> dict[str, float]:
+    net = "benchnet6" if ipv6 else "benchnet"
+    engine.cmd("network", "create", *(["--ipv6"] if ipv6 else []), net)
+    field = "GlobalIPv6Address" if ipv6 else "IPAddress"
+
+    def address(container: str) -> str:
+        return engine.cmd(
+            "inspect",
+            "-f",
+            f'{{{{(index .NetworkSettings.Networks "{net}").{field}}}}}',
+            container,
+        ).strip()
+
     try:
         engine.cmd("run", "-d", "--name", "bench-echo", "--network", net, IMAGE, *ECHO)
         engine.cmd("run", "-d", "--name", "bench-sink", "--network", net, IMAGE, *SINK)
         engine.cmd("run", "-d", "--name", "bench-client", "--network", net, IMAGE, "sleep", "3600")
         engine.cmd("exec", "-d", "bench-client", *ECHO)
         time.sleep(0.5)
-        echo_ip = engine.cmd(
-            "inspect",
-            "-f",
-            f'{{{{(index .NetworkSettings.Networks "{net}").IPAddress}}}}',
-            "bench-echo",
-        ).strip()
+        echo_ip = address("bench-echo")
 
         def per_second(script: str) -> float:
             # Two loops, of N and 2N connections, in one exec each: their difference is
@@ -143,14 +151,17 @@ def container_to_container(engine: Engine, connections: int, mib: int) -> dict[s
         base = statistics.median(
             [engines.timed(lambda: engine.cmd("exec", "bench-client", "true")) for _ in range(5)]
         )
-        stream = f"dd if=/dev/zero bs=1M count={mib} 2>/dev/null | nc bench-sink 5001"
+        # Over IPv6 the sink is reached by address (a name would give busybox IPv4 first).
+        sink = address("bench-sink") if ipv6 else "bench-sink"
+        stream = f"dd if=/dev/zero bs=1M count={mib} 2>/dev/null | nc {sink} 5001"
         # busybox nc may exit non-zero when the sink closes first; the bytes were sent.
         copy = engines.timed(
             lambda: engine.cmd("exec", "bench-client", "sh", "-c", stream, check=False)
         )
         throughput = mib / ((copy - base) / 1000)
+        label = f"{engine.name} (IPv6)" if ipv6 else engine.name
         print(
-            f"  {engine.name:<24} {rate:6.0f} conn/s to the address ({floor:.0f} on the "
+            f"  {label:<24} {rate:6.0f} conn/s to the address ({floor:.0f} on the "
             f"container's loopback, {by_name:.0f} by name through DNS)  {throughput:6.0f} MiB/s"
         )
         return {"rate": rate, "by name": by_name, "throughput": throughput}
@@ -277,6 +288,8 @@ def main() -> None:
             for e in [via_docker, *others]
         }
         ratios("container to container", c2c, via_docker.name)
+        print(f"\ncontainer to container over IPv6 ({args.connections} connections)")
+        container_to_container(via_docker, args.connections, args.mib, ipv6=True)
 
         print(f"\nhost to published port ({args.connections} connections, {args.mib} MiB stream)")
         for engine in others:

@@ -24,9 +24,11 @@ from dockyard import __version__
 from dockyard.build.bootstrap import Bootstrapper
 from dockyard.build.builder import Builder
 from dockyard.config import DaemonConfig
+from dockyard.containers.archive import ArchiveService
 from dockyard.containers.execs import ExecService
 from dockyard.containers.health import HealthMonitor
 from dockyard.containers.service import ContainerService, ContainerSettings
+from dockyard.containers.stats import StatsService
 from dockyard.content.store import ContentStore
 from dockyard.errors import InvalidArgument, Unavailable
 from dockyard.events.bus import EventBus
@@ -160,7 +162,7 @@ class Engine:
             name: Conmon(self.facts.conmon, runtime, socket_dir)
             for name, runtime in self.runtimes.items()
         }
-        self.network = NetworkManager(self.db, self.events, network_config(config))
+        self.network = NetworkManager(self.db, self.events, network_config(config, self.id))
         self.containers = ContainerService(
             self.db,
             self.images,
@@ -184,6 +186,8 @@ class Engine:
         )
         self.execs = ExecService(self.containers)
         self.containers.health = HealthMonitor(self.containers, self.execs)
+        self.stats = StatsService(self.containers, self.network, self.facts.cgroups)
+        self.container_archive = ArchiveService(self.containers)
         managed = ManagedPlugins(
             self.db,
             self.events,
@@ -262,7 +266,7 @@ class Engine:
         await self.plugins.managed.restore()
         await self.network.start()
         await self.containers.restore()
-        await self.network.reconcile()
+        await self.containers.networking.reconcile()
         await self.volumes.restore(
             {c.id for c in self.containers.all() if c.state.status in ("running", "paused")}
         )
@@ -272,6 +276,7 @@ class Engine:
         await self.images.collect()
 
     async def close(self) -> None:
+        await self.stats.close()
         await self.builder.close()
         await self.registry.close()
         await self.containers.shutdown()
@@ -350,7 +355,7 @@ def _merged(*names: list[str]) -> list[str]:
     return list(dict.fromkeys(n for group in names for n in group))
 
 
-def network_config(config: DaemonConfig) -> NetworkConfig:
+def network_config(config: DaemonConfig, engine_id: str = "") -> NetworkConfig:
     return NetworkConfig(
         exec_root=config.exec_root,
         bridge=config.bridge,
@@ -362,4 +367,5 @@ def network_config(config: DaemonConfig) -> NetworkConfig:
         nftables_table=config.nftables_table,
         bridge_prefix=config.bridge_prefix,
         veth_prefix=config.veth_prefix,
+        host_id=engine_id,
     )

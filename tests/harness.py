@@ -51,6 +51,7 @@ class Daemon:
         self.veth_prefix = f"dy{tag}v"
         self.nft_table = f"dockyard_test_{tag}"
         self.net_octet = free_octet()
+        self.net6 = f"fd7a:{tag}"  # a ULA /32 of its own for IPv6 test networks
         self.config_file = base / "daemon.json"
         self.config: dict[str, Any] = {
             "bridge": self.bridge,
@@ -70,6 +71,10 @@ class Daemon:
     def subnet(self, n: int) -> str:
         """A /24 for a test's own network, inside this daemon's private range."""
         return f"10.{self.net_octet}.{n}.0/24"
+
+    def subnet6(self, n: int) -> str:
+        """An IPv6 /64 for a test's own network, inside this daemon's private ULA range."""
+        return f"{self.net6}:{n:x}::/64"
 
     def start(self, *extra: str) -> None:
         self.exec_root.mkdir(parents=True, exist_ok=True)
@@ -266,7 +271,8 @@ class Daemon:
                 subprocess.run(["umount", "-l", target], capture_output=True)
         for link in self.links():
             subprocess.run(["ip", "link", "del", link], capture_output=True)
-        subprocess.run(["nft", "delete", "table", "ip", self.nft_table], capture_output=True)
+        for family in ("ip", "ip6"):
+            subprocess.run(["nft", "delete", "table", family, self.nft_table], capture_output=True)
         for root in Path("/sys/fs/cgroup").iterdir():
             parent = root / self.cgroup_parent
             if parent.exists():

@@ -205,6 +205,7 @@ class Routes:
 
 def create_app(engine_: Engine) -> web.Application:
     from dockyard.api import (
+        archive,
         authorization,
         build,
         commit,
@@ -214,6 +215,7 @@ def create_app(engine_: Engine) -> web.Application:
         images,
         networks,
         plugins,
+        stats,
         system,
         volumes,
     )
@@ -232,6 +234,8 @@ def create_app(engine_: Engine) -> web.Application:
         plugins,
         build,
         commit,
+        archive,
+        stats,
     ):
         for method, path, handler in module.routes.entries:
             app.router.add_route(method, path, handler)

@@ -93,8 +93,11 @@ def network_settings(container: Container, manager: NetworkManager) -> dict[str,
         network = manager.networks.get(requested.network_id)
         endpoint = by_network.get(network.id) if network else None
         dns_names = None
-        if network is not None and network.user_defined and network.driver == "bridge":
-            dns_names = [container.name, container.short_id, *(requested.aliases or [])]
+        if network is not None and network.user_defined:
+            # Docker's DNSNames: name, aliases, short ID, hostname (no duplicates).
+            names = [container.name, *(requested.aliases or []), container.short_id]
+            names.append(container.config.hostname or container.short_id)
+            dns_names = list(dict.fromkeys(names))
         entry = {
             "IPAMConfig": requested.ipam_config.to_wire() if requested.ipam_config else None,
             "Links": requested.links,
@@ -107,9 +110,9 @@ def network_settings(container: Container, manager: NetworkManager) -> dict[str,
             "Gateway": endpoint.gateway if endpoint else "",
             "IPAddress": endpoint.ip if endpoint else "",
             "IPPrefixLen": endpoint.prefix_len if endpoint else 0,
-            "IPv6Gateway": "",
-            "GlobalIPv6Address": "",
-            "GlobalIPv6PrefixLen": 0,
+            "IPv6Gateway": endpoint.gateway6 if endpoint else "",
+            "GlobalIPv6Address": endpoint.ip6 if endpoint else "",
+            "GlobalIPv6PrefixLen": endpoint.prefix6_len if endpoint else 0,
             "DNSNames": dns_names,
         }
         networks[name] = entry
@@ -120,6 +123,9 @@ def network_settings(container: Container, manager: NetworkManager) -> dict[str,
                 "IPAddress": endpoint.ip,
                 "IPPrefixLen": endpoint.prefix_len,
                 "MacAddress": endpoint.mac,
+                "IPv6Gateway": endpoint.gateway6,
+                "GlobalIPv6Address": endpoint.ip6,
+                "GlobalIPv6PrefixLen": endpoint.prefix6_len,
             }
     port_map: dict[str, Any] = {}
     published = [
@@ -152,11 +158,11 @@ def network_settings(container: Container, manager: NetworkManager) -> dict[str,
         "SecondaryIPv6Addresses": None,
         "EndpointID": top.get("EndpointID", ""),
         "Gateway": top.get("Gateway", ""),
-        "GlobalIPv6Address": "",
-        "GlobalIPv6PrefixLen": 0,
+        "GlobalIPv6Address": top.get("GlobalIPv6Address", ""),
+        "GlobalIPv6PrefixLen": top.get("GlobalIPv6PrefixLen", 0),
         "IPAddress": top.get("IPAddress", ""),
         "IPPrefixLen": top.get("IPPrefixLen", 0),
-        "IPv6Gateway": "",
+        "IPv6Gateway": top.get("IPv6Gateway", ""),
         "MacAddress": top.get("MacAddress", ""),
         "Networks": networks,
     }
@@ -233,10 +239,17 @@ def inspect(
     }
 
 
-def summary(container: Container, image_name: str, network: dict[str, Any]) -> dict[str, Any]:
+def summary(
+    container: Container,
+    image_name: str,
+    network: dict[str, Any],
+    link_names: list[str] | None = None,
+) -> dict[str, Any]:
+    """`link_names`: the `/parent/alias` names other containers' links give it (Docker lists
+    them after the container's own name)."""
     return {
         "Id": container.id,
-        "Names": ["/" + container.name],
+        "Names": ["/" + container.name, *(link_names or [])],
         "Image": image_name,
         "ImageID": container.image_id,
         "Command": command_text(container),

@@ -108,6 +108,7 @@ async def list_containers(request: web.Request) -> web.StreamResponse:
     if limit > 0:
         show_all = True
     result = []
+    link_names = eng.containers.networking.link_names()
     for container in containers:
         if not show_all and not container.state.running:
             continue
@@ -118,6 +119,7 @@ async def list_containers(request: web.Request) -> web.StreamResponse:
                 container,
                 container.config.image,
                 container_json.network_settings(container, eng.network),
+                link_names.get(container.id),
             )
         )
         if 0 < limit <= len(result):
@@ -244,9 +246,13 @@ async def wait(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-@routes.delete("/containers/{id}")
+# `{id:.+}`: a link is named `parent/alias` (docker-py sends the slash as it is).
+@routes.delete("/containers/{id:.+}")
 async def remove(request: web.Request) -> web.StreamResponse:
     eng = engine(request)
+    if query_bool(request, "link"):
+        await eng.containers.networking.remove_link(request.match_info["id"])
+        return web.Response(status=204)
     container = eng.containers.get(request.match_info["id"])
     await eng.containers.remove(
         container.id, force=query_bool(request, "force"), volumes=query_bool(request, "v")

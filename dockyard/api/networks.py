@@ -14,6 +14,11 @@ from dockyard.errors import InvalidArgument
 from dockyard.images.oci import rfc3339
 from dockyard.network.manager import NetworkManager
 from dockyard.network.model import Network
+from dockyard.network.requests import (
+    NetworkConnectRequest,
+    NetworkCreateRequest,
+    NetworkDisconnectRequest,
+)
 
 routes = Routes()
 
@@ -25,13 +30,12 @@ def render(manager: NetworkManager, network: Network, *, containers: bool = True
     attached: dict[str, Any] = {}
     if containers:
         for endpoint in manager.endpoints_of(network):
-            container = manager.find_container(endpoint.container_id)
             attached[endpoint.container_id] = {
-                "Name": container.name if container else "",
+                "Name": endpoint.container_name,
                 "EndpointID": endpoint.id,
                 "MacAddress": endpoint.mac,
                 "IPv4Address": endpoint.address,
-                "IPv6Address": "",
+                "IPv6Address": endpoint.address6,
             }
     return {
         "Name": network.name,
@@ -107,7 +111,7 @@ async def inspect(request: web.Request) -> web.StreamResponse:
 
 @routes.post("/networks/create")
 async def create(request: web.Request) -> web.StreamResponse:
-    body = await read_json(request, required=True)
+    body = schema.decode(NetworkCreateRequest, await read_json(request, required=True))
     network = await engine(request).network.create(body)
     return json_response({"Id": network.id, "Warning": ""}, 201)
 
@@ -132,29 +136,27 @@ async def prune(request: web.Request) -> web.StreamResponse:
     return json_response({"NetworksDeleted": removed or None})
 
 
-def _container_ref(body: dict[str, Any]) -> str:
-    ref = body.get("Container")
-    if not isinstance(ref, str) or not ref:
-        raise InvalidArgument("invalid JSON: Container must be a container name or ID")
-    return ref
-
-
 @routes.post("/networks/{id}/connect")
 async def connect(request: web.Request) -> web.StreamResponse:
-    eng = engine(request)
-    body = await read_json(request, required=True)
-    container = eng.containers.get(_container_ref(body))
-    settings = schema.decode(EndpointSettings, body.get("EndpointConfig"), "EndpointConfig")
-    await eng.network.connect(request.match_info["id"], container, settings)
+    body = schema.decode(NetworkConnectRequest, await read_json(request, required=True))
+    await engine(request).containers.networking.connect(
+        request.match_info["id"],
+        _container(body.container),
+        body.endpoint_config or EndpointSettings(),
+    )
     return web.Response(status=200)
 
 
 @routes.post("/networks/{id}/disconnect")
 async def disconnect(request: web.Request) -> web.StreamResponse:
-    eng = engine(request)
-    body = await read_json(request, required=True)
-    container = eng.containers.get(_container_ref(body))
-    if not isinstance(body.get("Force", False), bool):
-        raise InvalidArgument("invalid JSON: Force must be a boolean")
-    await eng.network.disconnect(request.match_info["id"], container, bool(body.get("Force")))
+    body = schema.decode(NetworkDisconnectRequest, await read_json(request, required=True))
+    await engine(request).containers.networking.disconnect(
+        request.match_info["id"], _container(body.container), body.force
+    )
     return web.Response(status=200)
+
+
+def _container(ref: str) -> str:
+    if not ref:
+        raise InvalidArgument("invalid JSON: Container must be a container name or ID")
+    return ref

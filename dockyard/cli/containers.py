@@ -45,6 +45,10 @@ RUN_OPTIONS = [
     click.option("--network", "--net", "network", help="bridge | host | none | NETWORK"),
     click.option("--network-alias", multiple=True, help="Network-scoped alias."),
     click.option("--ip", help="IPv4 address on the network (e.g. 172.30.100.104)."),
+    click.option("--ip6", help="IPv6 address on the network (e.g. 2001:db8::33)."),
+    click.option("--mac-address", help="MAC address on the network (e.g. 92:d0:c6:0a:29:33)."),
+    click.option("--link-local-ip", multiple=True, help="IPv4/IPv6 link-local address."),
+    click.option("--link", multiple=True, help="Add a link to another container (name:alias)."),
     click.option("-p", "--publish", multiple=True, help="Publish a port ([ip:][hostPort:]port)."),
     click.option("-P", "--publish-all", is_flag=True, help="Publish all exposed ports."),
     click.option("-i", "--interactive", is_flag=True, help="Keep STDIN open."),
@@ -203,6 +207,7 @@ def create_body(image: str, command: tuple[str, ...], o: dict[str, Any]) -> dict
         "VolumeDriver": o["volume_driver"] or "",
         "PortBindings": port_bindings(o["publish"]),
         "PublishAllPorts": o["publish_all"],
+        "Links": list(o["link"]) or None,
     }
     body: dict[str, Any] = {
         "Image": image,
@@ -226,10 +231,13 @@ def create_body(image: str, command: tuple[str, ...], o: dict[str, Any]) -> dict
         "HostConfig": host_config,
     }
     network = o["network"] or "default"
-    if o["network_alias"] or o["ip"]:
-        settings: dict[str, Any] = {"Aliases": list(o["network_alias"])}
-        if o["ip"]:
-            settings["IPAMConfig"] = {"IPv4Address": o["ip"]}
+    settings = endpoint_settings(
+        o["network_alias"], o["ip"], o["ip6"], o["link_local_ip"], o["mac_address"]
+    )
+    if o["link"] and network not in ("default", "bridge", "host", "none"):
+        # On a user-defined network a link is a DNS alias of the endpoint (Docker's CLI).
+        settings["Links"] = list(o["link"])
+    if settings:
         name = "bridge" if network == "default" else network
         body["NetworkingConfig"] = {"EndpointsConfig": {name: settings}}
     if o["entrypoint"] is not None:
@@ -283,6 +291,32 @@ def _healthcheck(o: dict[str, Any]) -> dict[str, Any] | None:
     if retries:
         config["Retries"] = retries
     return config
+
+
+def endpoint_settings(
+    aliases: tuple[str, ...],
+    ip: str | None,
+    ip6: str | None,
+    link_local: tuple[str, ...],
+    mac: str | None,
+) -> dict[str, Any]:
+    """EndpointSettings from the per-network flags (--alias/--network-alias, --ip, --ip6,
+    --link-local-ip, --mac-address); {} when none is given."""
+    settings: dict[str, Any] = {}
+    if aliases:
+        settings["Aliases"] = list(aliases)
+    ipam: dict[str, Any] = {}
+    if ip:
+        ipam["IPv4Address"] = ip
+    if ip6:
+        ipam["IPv6Address"] = ip6
+    if link_local:
+        ipam["LinkLocalIPs"] = list(link_local)
+    if ipam:
+        settings["IPAMConfig"] = ipam
+    if mac:
+        settings["MacAddress"] = mac
+    return settings
 
 
 def port_bindings(values: tuple[str, ...]) -> dict[str, list[dict[str, str]]]:
@@ -514,15 +548,16 @@ def unpause(ctx: Context, containers: tuple[str, ...]) -> None:
 @click.command("rm")
 @click.option("-f", "--force", is_flag=True, help="Kill a running container first.")
 @click.option("-v", "--volumes", is_flag=True, help="Remove anonymous volumes.")
+@click.option("-l", "--link", is_flag=True, help="Remove the specified link (/parent/alias).")
 @click.argument("containers", nargs=-1, required=True)
 @pass_context
-def rm(ctx: Context, force: bool, volumes: bool, containers: tuple[str, ...]) -> None:
-    """Remove one or more containers."""
+def rm(ctx: Context, force: bool, volumes: bool, link: bool, containers: tuple[str, ...]) -> None:
+    """Remove one or more containers (or, with --link, links)."""
     _each(
         ctx,
-        containers,
+        tuple(c.strip("/") for c in containers),
         lambda n: ctx.client.request(
-            "DELETE", f"/containers/{n}", params={"force": force, "v": volumes}
+            "DELETE", f"/containers/{n}", params={"force": force, "v": volumes, "link": link}
         ),
     )
 
@@ -570,6 +605,15 @@ def _truncate(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _names(names: list[str], no_trunc: bool) -> list[str]:
+    """A container's names as docker ps shows them: its own name, and with --no-trunc also
+    the names links give it (`parent/alias`)."""
+    names = [n[1:] if n.startswith("/") else n for n in names]
+    if no_trunc:
+        return names
+    return [n for n in names if "/" not in n][:1] or names
+
+
 def _ps_row(item: dict[str, Any], no_trunc: bool) -> dict[str, Any]:
     command = item["Command"] if no_trunc else _truncate(item["Command"], 20)
     ports = []
@@ -588,7 +632,7 @@ def _ps_row(item: dict[str, Any], no_trunc: bool) -> dict[str, Any]:
         "RunningFor": ago(item["Created"]),
         "Status": item["Status"],
         "Ports": ", ".join(ports),
-        "Names": ",".join(n.lstrip("/") for n in item["Names"]),
+        "Names": ",".join(_names(item["Names"], no_trunc)),
         "State": item["State"],
         "Labels": ",".join(f"{k}={v}" for k, v in (item.get("Labels") or {}).items()),
         "Networks": ",".join((item.get("NetworkSettings") or {}).get("Networks") or {}),

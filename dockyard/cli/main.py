@@ -75,7 +75,9 @@ COMMANDS = {
     "builder": "build",
     "commit": "commit",
     "diff": "commit",
+    **{name: "archive" for name in ("cp", "export")},
     "bootstrap": "bootstrap",
+    "stats": "stats",
 }
 
 

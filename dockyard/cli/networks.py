@@ -39,8 +39,8 @@ network = click.Group("network", help="Manage networks.")
 
 @network.command("create")
 @click.option("-d", "--driver", default="bridge", help="Driver (bridge).")
-@click.option("--subnet", multiple=True, help="Subnet in CIDR format.")
-@click.option("--gateway", multiple=True, help="IPv4 gateway of the subnet.")
+@click.option("--subnet", multiple=True, help="Subnet in CIDR format (IPv4 or IPv6).")
+@click.option("--gateway", multiple=True, help="IPv4 or IPv6 gateway of the subnet.")
 @click.option("--ip-range", multiple=True, help="Allocate container addresses from a sub-range.")
 @click.option("--aux-address", multiple=True, help="Reserved addresses (name=ip).")
 @click.option("--ipam-driver", default="default", help="IPAM driver.")
@@ -49,7 +49,7 @@ network = click.Group("network", help="Manage networks.")
 @click.option("--label", multiple=True, help="Network label (key=value).")
 @click.option("--internal", is_flag=True, help="No access to or from outside the network.")
 @click.option("--attachable", is_flag=True, help="Allow manual container attachment.")
-@click.option("--ipv6", is_flag=True, help="Enable IPv6.")
+@click.option("--ipv6", is_flag=True, help="Enable IPv6 (an IPv6 --subnet, or a ULA /64).")
 @click.argument("name")
 @pass_context
 def create(
@@ -187,16 +187,32 @@ def prune(ctx: Context, force: bool, filters: tuple[str, ...]) -> None:
 @network.command("connect")
 @click.option("--alias", multiple=True, help="Network-scoped alias for the container.")
 @click.option("--ip", help="IPv4 address.")
+@click.option("--ip6", help="IPv6 address.")
+@click.option("--link", multiple=True, help="Add a link to another container (name:alias).")
+@click.option("--link-local-ip", multiple=True, help="Add a link-local address.")
+@click.option("--driver-opt", multiple=True, help="Driver option for the endpoint (key=value).")
 @click.argument("network_name")
 @click.argument("container")
 @pass_context
 def connect(
-    ctx: Context, alias: tuple[str, ...], ip: str | None, network_name: str, container: str
+    ctx: Context,
+    alias: tuple[str, ...],
+    ip: str | None,
+    ip6: str | None,
+    link: tuple[str, ...],
+    link_local_ip: tuple[str, ...],
+    driver_opt: tuple[str, ...],
+    network_name: str,
+    container: str,
 ) -> None:
     """Connect a container to a network."""
-    settings: dict[str, Any] = {"Aliases": list(alias)}
-    if ip:
-        settings["IPAMConfig"] = {"IPv4Address": ip}
+    from dockyard.cli.containers import endpoint_settings
+
+    settings = endpoint_settings(alias, ip, ip6, link_local_ip, None)
+    if link:
+        settings["Links"] = list(link)
+    if driver_opt:
+        settings["DriverOpts"] = _pairs(driver_opt, "--driver-opt")
     ctx.client.request(
         "POST",
         f"/networks/{network_name}/connect",

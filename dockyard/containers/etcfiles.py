@@ -71,8 +71,10 @@ def hosts(
     hostname: str,
     addresses: list[str] | None = None,
     host_gateway: str = "",
+    linked: list[tuple[str, str]] | None = None,
 ) -> str:
-    """`--add-host NAME:host-gateway` maps NAME to `host_gateway` (the default bridge's address)."""
+    """`--add-host NAME:host-gateway` maps NAME to `host_gateway` (the default bridge's address);
+    `linked`: (address, names) of the containers legacy links name, last, as Docker adds them."""
     if host_config.network_mode == "host":
         base = _read(HOST_HOSTS)
     else:
@@ -94,6 +96,8 @@ def hosts(
         lines.append(f"{address}\t{name}")
     for address in addresses or []:
         lines.append(f"{address}\t{hostname}")
+    for address, names in linked or []:
+        lines.append(f"{address}\t{names}")
     return "\n".join(lines) + "\n"
 
 
@@ -106,6 +110,7 @@ def write(
     embedded_dns: bool = False,
     in_place: bool = False,
     host_gateway: str = "",
+    linked: list[tuple[str, str]] | None = None,
 ) -> dict[str, str]:
     """Write the three files; returns container path -> host path for the bind mounts.
 
@@ -116,7 +121,7 @@ def write(
     """
     files = {
         "/etc/hostname": (hostname + "\n"),
-        "/etc/hosts": hosts(host_config, hostname, addresses, host_gateway),
+        "/etc/hosts": hosts(host_config, hostname, addresses, host_gateway, linked),
         "/etc/resolv.conf": resolv_conf(host_config, embedded_dns=embedded_dns),
     }
     mounts = {}

@@ -51,7 +51,7 @@ _SCIENTISTS = (
 
 def validate(name: str) -> str:
     """The name without its leading slash; InvalidArgument if docker would refuse it."""
-    if not VALID_NAME.match(name):
+    if not VALID_NAME.fullmatch(name):  # fullmatch: `$` would accept a trailing newline
         raise InvalidArgument(
             f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
         )

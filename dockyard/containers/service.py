@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dockyard.containers import config as cfg
-from dockyard.containers import etcfiles, names, schema, signals, spec, users
+from dockyard.containers import names, schema, signals, spec, users
 from dockyard.containers.model import (
     CREATED,
     EXITED,
@@ -38,6 +38,7 @@ from dockyard.containers.model import (
     Container,
     State,
 )
+from dockyard.containers.networking import ContainerNetworking
 from dockyard.containers.schema import ContainerConfig, ContainerCreate
 from dockyard.errors import (
     Conflict,
@@ -121,7 +122,7 @@ class ContainerService:
         self.settings = settings
         self.volumes = volumes
         self.network = network
-        network.containers = self
+        self.networking = ContainerNetworking(network, self)
         self._containers: dict[str, Container] = {}
         self._live: dict[str, _Live] = {}
         os.makedirs(settings.data_root, exist_ok=True)
@@ -260,7 +261,7 @@ class ContainerService:
         )
         container_id = secrets.token_hex(32)
         effective.config.hostname = effective.config.hostname or container_id[:12]
-        networks = self.network.requested_networks(effective.host_config, request.networking_config)
+        networks = self.networking.requested(name, effective.host_config, request.networking_config)
         container = Container(
             id=container_id,
             name=name,
@@ -367,19 +368,9 @@ class ContainerService:
             merged = self.rootfs.mount(rootfs_dir, container.chain_id)
             hc = container.host_config
             user = users.resolve(merged, container.config.user, list(hc.group_add or []))
-            network = await self.network.setup(container)
-            hostname = network.hostname or container.config.hostname or container.short_id
-            files = etcfiles.write(
-                self.dir(container),
-                hc,
-                hostname,
-                addresses=network.addresses,
-                embedded_dns=network.embedded_dns,
-                host_gateway=network.host_gateway,
-            )
-            if network.shared_dir:  # --network container:<id> shares its /etc files too
-                for name in ("hosts", "resolv.conf"):
-                    files[f"/etc/{name}"] = os.path.join(network.shared_dir, name)
+            network = await self.networking.setup(container)
+            hostname = network.hostname
+            files = network.files
             user_mounts = await self.volumes.mount(
                 container.id, container.mounts, hc.tmpfs or {}, merged
             )
@@ -404,6 +395,7 @@ class ContainerService:
                     cgroup_namespace=self.settings.cgroup_layout.mode == "v2",
                     mounts=user_mounts,
                     netns_path=network.netns_path,
+                    link_env=network.env,
                 ),
             )
             os.makedirs(paths.bundle, exist_ok=True)
@@ -433,7 +425,7 @@ class ContainerService:
                 log.exception("starting %s failed", container.short_id)
             if created_in_runtime:
                 await runtime.delete(container.id)
-            await self.network.teardown(container)
+            await self.networking.teardown(container)
             await self._release(container)
             if self.logging is not None:
                 await self.logging.stop(container.id)
@@ -514,7 +506,7 @@ class ContainerService:
         # recorded whatever the host has left to clean.
         steps = [
             self.runtimes[container.runtime].delete(container.id),
-            self.network.teardown(container),
+            self.networking.teardown(container),
             self._release(container),
         ]
         if self.logging is not None:
@@ -760,6 +752,7 @@ class ContainerService:
         with self.db.transaction():
             self.db.execute("DELETE FROM containers WHERE id=?", (container.id,))
         self._containers.pop(container.id, None)
+        self.networking.removed(container)
         await self.volumes.release(container.mounts, remove_anonymous=volumes)
         self.emit(container, "destroy")
         for future in live.removed_waiters + live.exit_waiters:
@@ -812,6 +805,7 @@ class ContainerService:
         old = container.name
         container.name = new_name
         self._save(container)
+        self.networking.renamed(container, old)
         self.emit(container, "rename", oldName="/" + old)
 
     # -- logs and attach -----------------------------------------------------

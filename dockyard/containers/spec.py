@@ -71,10 +71,13 @@ class SpecInputs:
     mounts: list[dict[str, Any]] = field(default_factory=list)
     # Namespaces joined rather than made (`--pid container:x`, `--ipc container:x`): type -> path.
     namespace_paths: dict[str, str] = field(default_factory=dict)
+    # Legacy links' variables; the container's own environment overrides them (Docker's order).
+    link_env: list[str] = field(default_factory=list)
 
 
-def _env(container: Container, hostname: str) -> list[str]:
-    env = cfg.process_env(list(container.config.env or []))
+def _env(container: Container, hostname: str, link_env: list[str] | None = None) -> list[str]:
+    env = list(container.config.env or [])
+    env = cfg.process_env(cfg.merge_env(link_env, env) if link_env else env)
     names = {e.partition("=")[0] for e in env}
     extra = [f"HOSTNAME={hostname}"] if "HOSTNAME" not in names else []
     if container.tty and "TERM" not in names:
@@ -315,7 +318,7 @@ def generate(container: Container, inputs: SpecInputs) -> dict[str, Any]:
             "additionalGids": inputs.user.additional_gids or [inputs.user.gid],
         },
         "args": argv,
-        "env": _env(container, inputs.hostname),
+        "env": _env(container, inputs.hostname, inputs.link_env),
         "cwd": container.config.working_dir or "/",
         "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
         "rlimits": _rlimits(container, inputs.nofile_limit),

@@ -6,8 +6,9 @@ Like Docker, every container on a user-defined network gets `nameserver
 namespace, creates and binds them, and leaves; the sockets stay there) and
 serves them from its event loop. A query is answered from the networks of the
 container that sent it (the socket says which container that is): container
-names, `--network-alias` aliases and short IDs resolve to addresses, and
-reverse lookups of those addresses to names. Anything else is forwarded from
+names, `--network-alias` aliases, short IDs and the aliases of its links resolve
+to addresses (A for IPv4, AAAA for IPv6 ones), and reverse lookups of those
+addresses (in-addr.arpa and ip6.arpa) to names. Anything else is forwarded from
 the host's namespace to the container's `--dns` servers or the host's
 resolvers (loopback resolvers such as 127.0.0.53 work, as they are reached
 from the host) -- except for a container only on `--internal` networks,
@@ -36,7 +37,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from dnslib import PTR, QTYPE, RCODE, RR, A, DNSRecord
+from dnslib import AAAA, PTR, QTYPE, RCODE, RR, A, DNSRecord
 
 from dockyard.network import netns
 
@@ -145,11 +146,14 @@ class EmbeddedDNS:
         addresses = self.answers.lookup(container_id, name)
         if addresses is None:
             return None
-        if question.qtype in (QTYPE.A, QTYPE.ANY):
-            for address in addresses:
+        # A local name without an address of the asked family gets an empty answer, not a
+        # forward that may hang.
+        for address in addresses:
+            v6 = ":" in address
+            if question.qtype in (QTYPE.A, QTYPE.ANY) and not v6:
                 reply.add_answer(RR(question.qname, QTYPE.A, rdata=A(address), ttl=TTL))
-        elif question.qtype == QTYPE.AAAA:
-            pass  # a local name without IPv6: an empty answer, not a forward that may hang
+            if question.qtype in (QTYPE.AAAA, QTYPE.ANY) and v6:
+                reply.add_answer(RR(question.qname, QTYPE.AAAA, rdata=AAAA(address), ttl=TTL))
         return bytes(reply.pack())
 
     async def answer(self, container_id: str, query: bytes, *, tcp: bool) -> bytes:
@@ -276,11 +280,18 @@ def _servfail(query: bytes) -> bytes:
 
 
 def _ptr_address(name: str) -> str | None:
-    suffix = ".in-addr.arpa"
-    if not name.endswith(suffix):
-        return None
-    parts = name[: -len(suffix)].split(".")
-    try:
-        return str(ipaddress.IPv4Address(".".join(reversed(parts))))
-    except ValueError:
-        return None
+    if name.endswith(".in-addr.arpa"):
+        parts = name[: -len(".in-addr.arpa")].split(".")
+        try:
+            return str(ipaddress.IPv4Address(".".join(reversed(parts))))
+        except ValueError:
+            return None
+    if name.endswith(".ip6.arpa"):
+        nibbles = name[: -len(".ip6.arpa")].split(".")
+        if len(nibbles) != 32 or not all(len(n) == 1 for n in nibbles):
+            return None
+        try:
+            return str(ipaddress.IPv6Address(int("".join(reversed(nibbles)), 16)))
+        except ValueError:
+            return None
+    return None

@@ -23,6 +23,11 @@ with their endpoint, so a port mapping never needs a rule handle.
 
 Base chains use policy accept and only ever judge traffic of the daemon's own
 bridges, so the host's and other daemons' traffic is left alone.
+
+Networks with IPv6 get the same masquerade and forward rules in a second
+table of the same name in the `ip6` family (`ip6 <nftables-table>`), written
+in the same transaction and deleted in it when no network has IPv6. Ports are
+published on IPv4 host addresses only, so the IPv6 table has no port maps.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ class BridgeRules:
     subnet: str
     internal: bool = False
     masquerade: bool = True
+    subnet6: str = ""  # "": no IPv6 on the network
 
 
 @dataclass(frozen=True)
@@ -128,7 +134,41 @@ class Firewall:
             lines.append(f"    oifname {br} ct status dnat accept")
             lines.append(f"    oifname {br} drop")
         lines += ["  }", "}"]
+        lines += self._structure6([n for n in networks if n.subnet6])
         return "\n".join(lines) + "\n"
+
+    def _structure6(self, networks: list[BridgeRules]) -> list[str]:
+        """The `ip6` table: masquerade and isolation for networks with IPv6 (or its removal)."""
+        t = self.table
+        lines = [f"table ip6 {t} {{}}", f"delete table ip6 {t}"]
+        if not networks:
+            return lines
+        lines += [
+            f"table ip6 {t} {{",
+            "  chain postrouting {",
+            "    type nat hook postrouting priority srcnat; policy accept;",
+        ]
+        for n in networks:
+            if n.masquerade and not n.internal:
+                lines.append(
+                    f"    ip6 saddr {n.subnet6} oifname != {json.dumps(n.bridge)} masquerade"
+                )
+        lines += [
+            "  }",
+            "  chain forward {",
+            "    type filter hook forward priority filter; policy accept;",
+        ]
+        for n in networks:
+            br = json.dumps(n.bridge)
+            lines.append(f"    iifname {br} oifname {br} accept")
+            if n.internal:
+                lines.append(f"    oifname {br} drop")
+                lines.append(f"    iifname {br} drop")
+                continue
+            lines.append(f"    oifname {br} ct state established,related accept")
+            lines.append(f"    oifname {br} drop")
+        lines += ["  }", "}"]
+        return lines
 
     async def apply(self, networks: list[BridgeRules], forwards: list[Forward]) -> None:
         """Replace the whole table in one transaction."""
@@ -154,7 +194,11 @@ class Firewall:
 
     async def remove(self) -> None:
         async with self._lock:
-            await _nft(f"table ip {self.table} {{}}\ndelete table ip {self.table}\n")
+            t = self.table
+            await _nft(
+                f"table ip {t} {{}}\ndelete table ip {t}\n"
+                f"table ip6 {t} {{}}\ndelete table ip6 {t}\n"
+            )
 
 
 async def _nft(script: str) -> None:

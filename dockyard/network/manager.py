@@ -3,23 +3,34 @@
 It holds the records (`model`), talks to drivers only through `NetworkDriver`
 and to IPAM only through `IpamDriver`, and does the engine's share of the
 protocol: the sandbox (a network namespace per container), moving and
-configuring interfaces in it, routes, the default gateway, `/etc` file
-contents and the embedded DNS server.
+configuring interfaces in it (IPv4 and IPv6 addresses, link-local addresses,
+MAC, routes, the default gateways) and the embedded DNS server.
 
-Container lifecycle hooks (called by the container service, the container's
-lock held):
+It knows containers only as the plain data containers/ gives it (a
+`SandboxConfig`: ID, name, hostname, networks and their settings, ports, DNS
+servers) and never calls into the container service: a container's network
+attachments belong to `dockyard.containers.networking`, which calls these
+hooks with the container's lock held:
 
-    setup(container)     before the runtime creates the container: sandbox,
-                         an endpoint per network (IPAM address, CreateEndpoint,
-                         Join, interface configured), gateway and published
-                         ports, DNS. Any failure undoes everything.
-    teardown(container)  after it stopped: endpoints removed, addresses
-                         released, sandbox unmounted. Never fails.
+    setup(sandbox)                before the runtime creates the container: sandbox,
+                                  an endpoint per network (IPAM addresses,
+                                  CreateEndpoint, Join, interface configured),
+                                  gateway and published ports, DNS. Any failure
+                                  undoes everything.
+    connect(id, network, settings), disconnect(id, network)
+                                  one more or one fewer endpoint of a running one
+    teardown(id)                  after it stopped: endpoints removed, addresses
+                                  released, sandbox unmounted. Never fails.
+    renamed(id, name)             its endpoints answer to the new name
+
+What the DNS server answers (names, aliases, link aliases) comes from the
+endpoint records, which carry the container's name; where its other queries
+go comes from the `SandboxConfig` kept while its sandbox exists.
 
 Start-up: `start()` replays every network to its driver before containers are
-restored; `reconcile()` afterwards replays the endpoints of running
-containers, removes those of dead ones, and deletes sandboxes, devices and
-addresses that no record owns.
+restored; `reconcile(running)` afterwards is given the sandboxes of the
+containers still running, replays their endpoints, removes the others'
+endpoints, and deletes sandboxes, devices and addresses that no record owns.
 
 Drivers and IPAM drivers that are not built in are plugins (`plugins`, set by
 the engine), looked up by name when first needed and registered with their
@@ -38,14 +49,14 @@ import ipaddress
 import logging
 import os
 import secrets
+import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pyroute2 import NetlinkError
 
-from dockyard.containers import etcfiles, schema
-from dockyard.containers.schema import EndpointSettings, HostConfig, NetworkingConfig
+from dockyard.containers.schema import EndpointSettings
 from dockyard.errors import (
     Conflict,
     DockyardError,
@@ -56,7 +67,7 @@ from dockyard.errors import (
 )
 from dockyard.events.bus import EventBus
 from dockyard.images.oci import now_rfc3339
-from dockyard.network import netns, ports, requests
+from dockyard.network import netns, requests
 from dockyard.network.dns import EmbeddedDNS
 from dockyard.network.driver import (
     ENABLE_IPV4,
@@ -73,14 +84,21 @@ from dockyard.network.driver import (
     NetworkDriver,
     PortBinding,
 )
-from dockyard.network.drivers.bridge import BRIDGE_NAME, MASQUERADE, MTU, BridgeDriver
+from dockyard.network.drivers.bridge import (
+    BRIDGE_NAME,
+    IFA_F_NODAD,
+    MASQUERADE,
+    MTU,
+    BridgeDriver,
+)
 from dockyard.network.drivers.host import NoInterfaceDriver
 from dockyard.network.drivers.remote import RemoteNetworkDriver
 from dockyard.network.firewall import Firewall
 from dockyard.network.ipam import GATEWAY_DATA, GATEWAY_REQUEST, IpamDriver
 from dockyard.network.ipam_default import DefaultIpam, parse_pools
 from dockyard.network.ipam_remote import RemoteIpam
-from dockyard.network.model import Endpoint, Network, PoolLease
+from dockyard.network.model import Endpoint, Network, PoolLease, Sandbox, SandboxConfig
+from dockyard.network.requests import SubnetConfig
 from dockyard.plugins import inprocess
 from dockyard.plugins.check import CheckReport
 from dockyard.plugins.managed import ManagedPlugin
@@ -88,8 +106,6 @@ from dockyard.plugins.protocol import IPAM, NETWORK
 from dockyard.state.db import Database
 
 if TYPE_CHECKING:
-    from dockyard.containers.model import Container
-    from dockyard.containers.service import ContainerService
     from dockyard.plugins.service import PluginService
 
 log = logging.getLogger(__name__)
@@ -105,27 +121,18 @@ class NetworkConfig:
     exec_root: str
     bridge: str = "dockyard0"  # default bridge device (bridge)
     bip: str | None = None  # its address, CIDR (bip); None: first free default pool
-    default_address_pools: list[dict[str, Any]] | None = None  # (default-address-pools)
+    # IPv4 and IPv6 bases (default-address-pools); without an IPv6 base, a ULA /48 derived
+    # from `host_id` is cut into /64s, as Docker does.
+    default_address_pools: list[dict[str, Any]] | None = None
     mtu: int = 1500  # (mtu)
-    ip_forward: bool = True  # switch on the host's net.ipv4.ip_forward (ip-forward)
+    ip_forward: bool = True  # switch on the host's IPv4 (and, with IPv6 networks, IPv6) forwarding
     ip_masq: bool = True  # (ip-masq)
     nftables_table: str = "dockyard"  # Dockyard: the nftables table owned by this daemon
     # Dockyard's own prefixes differ from Docker's and Podman's ("br-", "veth"): the daemon
     # deletes devices with its prefixes that it does not own at start-up.
     bridge_prefix: str = "dy-"  # Dockyard: user-defined network bridges
     veth_prefix: str = "dyv"  # Dockyard: host ends of veth pairs
-
-
-@dataclass
-class Setup:
-    """What the container's spec and /etc files need from its networking."""
-
-    netns_path: str | None = None  # None: the runtime makes (none) or skips (host) one
-    addresses: list[str] = field(default_factory=list)
-    embedded_dns: bool = False
-    shared_dir: str | None = None  # container:<id>: that container's directory
-    hostname: str | None = None
-    host_gateway: str = ""  # what `--add-host NAME:host-gateway` means
+    host_id: str = ""  # the daemon's ID (its IPv6 ULA pool derives from it)
 
 
 class NetworkManager:
@@ -144,13 +151,14 @@ class NetworkManager:
             "host": NoInterfaceDriver("host"),
             "null": NoInterfaceDriver("null"),
         }
-        self.ipam = DefaultIpam(db, parse_pools(config.default_address_pools))
+        self.ipam = DefaultIpam(db, parse_pools(config.default_address_pools, config.host_id))
         self.ipams: dict[str, IpamDriver] = {"default": self.ipam}
         self.plugins: PluginService | None = None  # set by the engine
         self._registering: dict[str, asyncio.Lock] = {}
         self._creating: set[str] = set()  # names of networks being created
         self.dns = EmbeddedDNS(self)
-        self.containers: ContainerService | None = None
+        # The containers whose sandbox exists (or is being made), as containers/ described them.
+        self.sandboxes: dict[str, SandboxConfig] = {}
         self.networks: dict[str, Network] = {}
         self.endpoints: dict[str, Endpoint] = {}
         for row in db.all("SELECT record FROM networks ORDER BY created"):
@@ -186,7 +194,8 @@ class NetworkManager:
         self.endpoints.pop(endpoint.id, None)
 
     def emit(self, network: Network, action: str, **extra: str) -> None:
-        attributes = {"name": network.name, "type": network.driver, **extra}
+        """A network event with Docker's attributes (`container` for connect/disconnect)."""
+        attributes = {**extra, "name": network.name, "type": network.driver}
         self.events.emit("network", action, network.id, attributes)
 
     # -- lookup --------------------------------------------------------------
@@ -206,6 +215,12 @@ class NetworkManager:
                 raise InvalidArgument(f"network {ref} is ambiguous ({len(matches)} matches found)")
         raise NotFound(f"network {ref} not found")
 
+    def find(self, ref: str) -> Network | None:
+        try:
+            return self.get(ref)
+        except NotFound:
+            return None
+
     def all(self) -> list[Network]:
         return sorted(self.networks.values(), key=lambda n: n.created)
 
@@ -215,26 +230,34 @@ class NetworkManager:
     def container_endpoints(self, container_id: str) -> list[Endpoint]:
         return [e for e in self.endpoints.values() if e.container_id == container_id]
 
+    def endpoint_on(self, container_id: str, network: Network) -> Endpoint | None:
+        for endpoint in self.container_endpoints(container_id):
+            if endpoint.network_id == network.id:
+                return endpoint
+        return None
+
     def sandbox_path(self, container_id: str) -> str:
         return os.path.join(self.sandbox_dir, container_id)
 
-    def find_container(self, container_id: str) -> Container | None:
-        assert self.containers is not None
-        try:
-            return self.containers.get(container_id)
-        except NotFound:
-            return None
+    def addresses(self, container_id: str) -> list[str]:
+        """A container's own addresses on its networks, IPv4 then IPv6 (for /etc/hosts)."""
+        endpoints = self.container_endpoints(container_id)
+        return [e.ip for e in endpoints if e.ip] + [e.ip6 for e in endpoints if e.ip6]
+
+    def endpoint_settings(
+        self, key: str, network: Network | None, settings: EndpointSettings
+    ) -> EndpointSettings:
+        """`settings` for network `key` checked as Docker checks them (see `requests`)."""
+        return requests.endpoint_settings(key, network, settings)
 
     # -- start-up ------------------------------------------------------------
 
     async def start(self) -> None:
         """Make sure the predefined networks exist and replay every network to its driver."""
         if self.config.ip_forward:
-            try:
-                with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
-                    f.write("1")
-            except OSError as e:
-                log.warning("cannot enable IPv4 forwarding: %s", e)
+            _forwarding("ipv4")
+            if any(n.enable_ipv6 for n in self.networks.values()):
+                _forwarding("ipv6")
         names = {n.name for n in self.networks.values()}
         if "bridge" not in names:
             await self._create_default_bridge()
@@ -249,7 +272,10 @@ class NetworkManager:
                 continue  # a plugin keeps its own networks
             try:
                 await (await self._driver(network)).create_network(
-                    network.id, self._driver_options(network), self._ipam_data(network), []
+                    network.id,
+                    self._driver_options(network),
+                    self._ipam_data(network.pools),
+                    self._ipam_data(network.pools6),
                 )
             except DockyardError as e:
                 log.error("network %s cannot be restored: %s", network.name, e.message)
@@ -261,7 +287,7 @@ class NetworkManager:
         at start-up; pool IDs may change."""
         by_driver: dict[str, list[Network]] = {}
         for network in self.all():
-            if network.ipam_driver != BUILTIN_IPAM and network.pools:
+            if network.ipam_driver != BUILTIN_IPAM and (network.pools or network.pools6):
                 by_driver.setdefault(network.ipam_driver, []).append(network)
         for name, networks in by_driver.items():
             try:
@@ -279,34 +305,42 @@ class NetworkManager:
 
     async def _replay_pools(self, ipam: IpamDriver, network: Network) -> None:
         renamed: dict[str, str] = {}
-        for lease in network.pools:
-            space = lease.address_space or (await ipam.get_default_address_spaces()).local
-            pool = await ipam.request_pool(
-                space, lease.subnet, lease.ip_range, dict(network.ipam_options)
-            )
-            if lease.gateway and not pool.data.get(GATEWAY_DATA):
-                await ipam.request_address(
-                    pool.pool_id, lease.gateway.split("/")[0], dict(GATEWAY_REQUEST)
+        for leases, v6 in ((network.pools, False), (network.pools6, True)):
+            for lease in leases:
+                space = lease.address_space or (await ipam.get_default_address_spaces()).local
+                pool = await ipam.request_pool(
+                    space, lease.subnet, lease.ip_range, dict(network.ipam_options), v6
                 )
-            for address in lease.aux.values():
-                await ipam.request_address(pool.pool_id, address)
-            renamed[lease.pool_id] = pool.pool_id
-            lease.pool_id = pool.pool_id
+                if lease.gateway and not pool.data.get(GATEWAY_DATA):
+                    await ipam.request_address(
+                        pool.pool_id, lease.gateway.split("/")[0], dict(GATEWAY_REQUEST)
+                    )
+                for address in lease.aux.values():
+                    await ipam.request_address(pool.pool_id, address)
+                renamed[lease.pool_id] = pool.pool_id
+                lease.pool_id = pool.pool_id
         self._save_network(network)
         for endpoint in self.endpoints_of(network):
+            changed = False
             if endpoint.address and endpoint.pool_id in renamed:
                 endpoint.pool_id = renamed[endpoint.pool_id]
-                self._save_endpoint(endpoint)
                 await ipam.request_address(endpoint.pool_id, endpoint.ip)
+                changed = True
+            if endpoint.address6 and endpoint.pool6_id in renamed:
+                endpoint.pool6_id = renamed[endpoint.pool6_id]
+                await ipam.request_address(endpoint.pool6_id, endpoint.ip6)
+                changed = True
+            if changed:
+                self._save_endpoint(endpoint)
 
     async def _create_default_bridge(self) -> None:
-        config = [{"Subnet": "", "Gateway": ""}]
+        config = [SubnetConfig()]
         if self.config.bip:
             try:
                 interface = ipaddress.ip_interface(self.config.bip)
             except ValueError:
                 raise InvalidArgument(f"invalid bip {self.config.bip!r}") from None
-            config = [{"Subnet": str(interface.network), "Gateway": str(interface.ip)}]
+            config = [SubnetConfig(str(interface.network), str(interface.ip))]
         options = {
             "com.docker.network.bridge.default_bridge": "true",
             "com.docker.network.bridge.enable_icc": "true",
@@ -320,55 +354,57 @@ class NetworkManager:
         await self._allocate_pools(network, config, explicit=bool(self.config.bip))
         self._save_network(network)
 
-    async def reconcile(self) -> None:
-        """After containers are restored: keep what runs, remove what no record owns."""
-        assert self.containers is not None
+    async def reconcile(self, running: list[SandboxConfig]) -> None:
+        """After containers are restored, given the running ones: keep what runs, remove
+        what no record owns."""
         live: set[str] = set()
-        for container in self.containers.all():
-            if not container.state.running:
-                continue
-            endpoints = self.container_endpoints(container.id)
-            sandbox = self.sandbox_path(container.id)
-            if not netns.is_mounted(sandbox) and any(e.address for e in endpoints):
-                log.warning("sandbox of running container %s is gone", container.short_id)
+        for sandbox in running:
+            self.sandboxes[sandbox.container_id] = sandbox
+            endpoints = self.container_endpoints(sandbox.container_id)
+            path = self.sandbox_path(sandbox.container_id)
+            if not netns.is_mounted(path) and any(e.address for e in endpoints):
+                log.warning("sandbox of running container %s is gone", sandbox.short_id)
                 continue
             for endpoint in endpoints:
+                if not endpoint.container_name:  # a record from before names were kept
+                    endpoint.container_name = sandbox.name
+                    self._save_endpoint(endpoint)
                 if not endpoint.joined:
                     continue
                 try:
                     network = self.networks.get(endpoint.network_id)
                     if network is not None and network.driver in BUILTIN_DRIVERS:
-                        await self._replay(endpoint, sandbox)
+                        await self._replay(endpoint, path, sandbox)
                     live.add(endpoint.id)
                 except DockyardError as e:
                     log.error("endpoint %s cannot be restored: %s", endpoint.id[:12], e.message)
-            if self._uses_dns(container.id) and netns.is_mounted(sandbox):
+            if self.uses_dns(sandbox.container_id) and netns.is_mounted(path):
                 try:
-                    await self.dns.serve(container.id, sandbox)
+                    await self.dns.serve(sandbox.container_id, path)
                 except OSError as e:
-                    log.error("DNS for %s cannot be restored: %s", container.short_id, e)
+                    log.error("DNS for %s cannot be restored: %s", sandbox.short_id, e)
         for endpoint in list(self.endpoints.values()):
             if endpoint.id not in live:
                 await self._remove_endpoint(endpoint, None)
-        running = {c.id for c in self.containers.all() if c.state.running}
+        ids = {sandbox.container_id for sandbox in running}
         for entry in os.listdir(self.sandbox_dir):
-            if entry not in running:
+            if entry not in ids:
                 netns.destroy(os.path.join(self.sandbox_dir, entry))
         await self._release_orphan_addresses()
         await self._delete_stray_links()
         await self.bridge.resume()
 
-    async def _replay(self, endpoint: Endpoint, sandbox: str) -> None:
+    async def _replay(self, endpoint: Endpoint, path: str, sandbox: SandboxConfig) -> None:
         network = self.networks[endpoint.network_id]
         driver = await self._driver(network)
         await driver.create_endpoint(
             network.id,
             endpoint.id,
-            EndpointInterface(endpoint.address, "", endpoint.mac),
-            self._endpoint_options(self.find_container(endpoint.container_id)),
+            EndpointInterface(endpoint.address, endpoint.address6, endpoint.mac),
+            self._endpoint_options(sandbox),
         )
         if endpoint.address:
-            await driver.join(network.id, endpoint.id, sandbox, {})
+            await driver.join(network.id, endpoint.id, path, {})
         if endpoint.external and endpoint.ports:
             await driver.program_external_connectivity(
                 network.id, endpoint.id, {PORT_MAP: endpoint.ports}
@@ -377,7 +413,7 @@ class NetworkManager:
     async def _release_orphan_addresses(self) -> None:
         owned: dict[str, set[str]] = {}
         for network in self.networks.values():
-            for pool in network.pools:
+            for pool in [*network.pools, *network.pools6]:
                 kept = owned.setdefault(pool.pool_id, set())
                 if pool.gateway:
                     kept.add(pool.gateway.split("/")[0])
@@ -385,6 +421,8 @@ class NetworkManager:
         for endpoint in self.endpoints.values():
             if endpoint.pool_id:
                 owned.setdefault(endpoint.pool_id, set()).add(endpoint.ip)
+            if endpoint.pool6_id:
+                owned.setdefault(endpoint.pool6_id, set()).add(endpoint.ip6)
         for pool_id, addresses in self.ipam.allocated().items():
             for address in addresses - owned.get(pool_id, set()):
                 await self.ipam.release_address(pool_id, address)
@@ -514,9 +552,9 @@ class NetworkManager:
             options[INTERNAL] = True
         return options
 
-    def _ipam_data(self, network: Network) -> list[IPAMData]:
+    def _ipam_data(self, leases: list[PoolLease]) -> list[IPAMData]:
         data = []
-        for pool in network.pools:
+        for pool in leases:
             prefix = pool.subnet.split("/")[1]
             aux = {name: f"{address}/{prefix}" for name, address in pool.aux.items()}
             data.append(
@@ -527,42 +565,48 @@ class NetworkManager:
     async def _allocate_pools(
         self,
         network: Network,
-        configs: list[dict[str, Any]],
+        configs: list[SubnetConfig],
         *,
         explicit: bool,
         skip_gateway: bool = False,
+        v6: bool = False,
     ) -> None:
-        """IPAM pools, gateway and aux addresses for every subnet (spec §5.3); all or nothing.
+        """IPAM pools, gateway and aux addresses for every subnet of one family (spec §5.3);
+        all or nothing. Sets `network.pools` (or `pools6`) and adds to what inspect shows.
 
         `skip_gateway`: the network driver said it needs no gateway address (GwAllocCheck);
         one the user asked for is still requested."""
         ipam = await self.ipam_driver(network.ipam_driver)
         await ipam.get_default_address_spaces()  # the network's space (always local here)
         leases: list[PoolLease] = []
+        shown_before = len(network.ipam_config)
         try:
             for config in configs:
                 space = (await ipam.get_default_address_spaces()).local
-                subnet = config.get("Subnet") or ""
-                ip_range = config.get("IPRange") or ""
                 rejected = []
                 try:
                     while True:
                         pool = await ipam.request_pool(
-                            space, subnet, ip_range, dict(network.ipam_options)
+                            space, config.subnet, config.ip_range, dict(network.ipam_options), v6
                         )
-                        if subnet or explicit or not self._overlaps_host_route(pool.pool):
+                        if config.subnet or explicit or not _overlaps_host_route(pool.pool):
                             break
                         rejected.append(pool.pool_id)  # kept until the end: asked again, IPAM
                         # must hand out another one
                 finally:
                     for pool_id in rejected:
                         await ipam.release_pool(pool_id)
-                lease = PoolLease(pool.pool_id, pool.pool, ip_range=ip_range, address_space=space)
+                lease = PoolLease(
+                    pool.pool_id,
+                    pool.pool,
+                    ip_range=config.ip_range,
+                    address_space=space,
+                    configured=bool(config.subnet),
+                )
                 leases.append(lease)
-                gateway = config.get("Gateway") or ""
-                if gateway:
+                if config.gateway:
                     lease.gateway, _ = await ipam.request_address(
-                        pool.pool_id, gateway, dict(GATEWAY_REQUEST)
+                        pool.pool_id, config.gateway, dict(GATEWAY_REQUEST)
                     )
                 elif pool.data.get(GATEWAY_DATA):
                     lease.gateway = pool.data[GATEWAY_DATA]
@@ -570,12 +614,12 @@ class NetworkManager:
                     lease.gateway, _ = await ipam.request_address(
                         pool.pool_id, "", dict(GATEWAY_REQUEST)
                     )
-                for name, address in (config.get("AuxiliaryAddresses") or {}).items():
+                for name, address in config.aux.items():
                     await ipam.request_address(pool.pool_id, address)
                     lease.aux[name] = address
                 shown: dict[str, Any] = {"Subnet": pool.pool}
-                if ip_range:
-                    shown["IPRange"] = ip_range
+                if config.ip_range:
+                    shown["IPRange"] = config.ip_range
                 if lease.gateway:
                     shown["Gateway"] = lease.gateway.split("/")[0]
                 if lease.aux:
@@ -583,9 +627,12 @@ class NetworkManager:
                 network.ipam_config.append(shown)
         except BaseException:
             await self._release_pools(network.ipam_driver, leases)
-            network.ipam_config = []
+            del network.ipam_config[shown_before:]
             raise
-        network.pools = leases
+        if v6:
+            network.pools6 = leases
+        else:
+            network.pools = leases
 
     async def _release_pools(self, ipam_name: str, leases: list[PoolLease]) -> None:
         """Gateway, aux addresses, then the pool, each on its own: one refusal does not
@@ -607,26 +654,9 @@ class NetworkManager:
             except DockyardError as e:
                 log.warning("releasing pool %s: %s", lease.pool_id, e.message)
 
-    def _overlaps_host_route(self, cidr: str) -> bool:
-        candidate = ipaddress.ip_network(cidr)
-        try:
-            with open("/proc/net/route") as f:
-                lines = f.read().splitlines()[1:]
-        except OSError:
-            return False
-        for line in lines:
-            fields = line.split()
-            if len(fields) < 8 or fields[1] == "00000000":
-                continue
-            dest = ipaddress.IPv4Address(int(fields[1], 16).to_bytes(4, "little"))
-            mask = ipaddress.IPv4Address(int(fields[7], 16).to_bytes(4, "little"))
-            if candidate.overlaps(ipaddress.ip_network(f"{dest}/{mask}", strict=False)):
-                return True
-        return False
-
     # -- network create / remove / prune ---------------------------------------
 
-    async def create(self, request: dict[str, Any]) -> Network:
+    async def create(self, request: requests.NetworkCreateRequest) -> Network:
         wanted = requests.network_create(request)
         if wanted.name in self._creating or any(
             n.name == wanted.name for n in self.networks.values()
@@ -651,6 +681,7 @@ class NetworkManager:
             internal=wanted.internal,
             attachable=wanted.attachable,
             ingress=wanted.ingress,
+            enable_ipv6=wanted.enable_ipv6,
             options=wanted.options,
             labels=wanted.labels,
             ipam_driver=wanted.ipam_driver,
@@ -665,26 +696,48 @@ class NetworkManager:
                 if not managed.enabled:  # disabled while its driver was being found
                     raise Unavailable(f"plugin {managed.name} found but disabled")
             options = self._driver_options(network)
-            skip_ipv4 = False
+            skip_ipv4 = skip_ipv6 = False
             if isinstance(driver, RemoteNetworkDriver):
-                skip_ipv4, _ = await driver.gw_alloc_check(options)
-            configs = wanted.ipam_configs
+                skip_ipv4, skip_ipv6 = await driver.gw_alloc_check(options)
             await self._allocate_pools(
-                network, configs or [{}], explicit=bool(configs), skip_gateway=skip_ipv4
+                network,
+                wanted.subnets or [SubnetConfig()],
+                explicit=bool(wanted.subnets),
+                skip_gateway=skip_ipv4,
             )
+            if wanted.enable_ipv6:
+                try:
+                    await self._allocate_pools(
+                        network,
+                        wanted.subnets6 or [SubnetConfig()],
+                        explicit=bool(wanted.subnets6),
+                        skip_gateway=skip_ipv6,
+                        v6=True,
+                    )
+                except BaseException:
+                    await self._release_pools(network.ipam_driver, network.pools)
+                    raise
             try:
-                await driver.create_network(network.id, options, self._ipam_data(network), [])
+                await driver.create_network(
+                    network.id,
+                    options,
+                    self._ipam_data(network.pools),
+                    self._ipam_data(network.pools6),
+                )
             except BaseException:
                 if network.driver not in BUILTIN_DRIVERS:
                     # A plugin that timed out or died may have made it anyway.
                     with contextlib.suppress(DockyardError):
                         await driver.delete_network(network.id)
                 await self._release_pools(network.ipam_driver, network.pools)
+                await self._release_pools(network.ipam_driver, network.pools6)
                 raise
             self._save_network(network)
         except BaseException:
             self._hold(network, -1)
             raise
+        if network.enable_ipv6 and self.config.ip_forward:
+            _forwarding("ipv6")
         self.emit(network, "create")
         return network
 
@@ -694,16 +747,14 @@ class NetworkManager:
             raise Forbidden(f"{network.name} is a pre-defined network and cannot be removed")
         active = self.endpoints_of(network)
         if active:
-            names = []
-            for endpoint in active:
-                container = self.find_container(endpoint.container_id)
-                names.append(container.name if container else endpoint.container_id[:12])
+            names = [e.container_name or e.container_id[:12] for e in active]
             raise Conflict(
                 f"error while removing network: network {network.name} has active endpoints "
                 f"({', '.join(names)})"
             )
         await (await self._driver(network)).delete_network(network.id)
         await self._release_pools(network.ipam_driver, network.pools)
+        await self._release_pools(network.ipam_driver, network.pools6)
         with self.db.transaction():
             self.db.execute("DELETE FROM networks WHERE id=?", (network.id,))
         self.networks.pop(network.id, None)
@@ -711,10 +762,9 @@ class NetworkManager:
         self.emit(network, "destroy")
 
     def in_use(self, network: Network) -> bool:
-        assert self.containers is not None
-        if self.endpoints_of(network):
-            return True
-        return any(network.name in c.networks for c in self.containers.all())
+        """Whether any container is attached (Docker's rule: endpoints, so only running
+        containers count; a stopped one whose network is gone fails its next start)."""
+        return bool(self.endpoints_of(network))
 
     async def prune(self, keep: Any) -> list[str]:
         """Remove unused user-defined networks for which `keep(network)` is false."""
@@ -727,105 +777,53 @@ class NetworkManager:
         self.events.emit("network", "prune", "", {"reclaimed": "0"})
         return removed
 
-    # -- container create: which networks ------------------------------------
-
-    def requested_networks(
-        self, host_config: HostConfig, networking_config: NetworkingConfig
-    ) -> dict[str, EndpointSettings]:
-        """The container's networks, name -> EndpointSettings, validated (at create)."""
-        mode = host_config.network_mode or "bridge"
-        endpoints_config = dict(networking_config.endpoints_config or {})
-        if mode in ("host", "none"):
-            return {mode: EndpointSettings(network_id=self.get(mode).id)}
-        if mode.startswith("container:"):
-            assert self.containers is not None
-            other = mode.split(":", 1)[1]
-            if not other:
-                raise InvalidArgument("invalid network mode: container: needs a container")
-            self.containers.get(other)
-            if host_config.port_bindings or host_config.publish_all_ports:
-                raise InvalidArgument(
-                    "conflicting options: port publishing and the container type network mode"
-                )
-            if host_config.dns or host_config.extra_hosts:
-                raise InvalidArgument(
-                    "conflicting options: dns and the network mode"
-                    if host_config.dns
-                    else "conflicting options: custom host-to-IP mapping and the network mode"
-                )
-            return {}
-        try:
-            primary: Network | None = self.get(mode)
-        except NotFound:
-            primary = None  # as in Docker, an unknown network fails the start, not the create
-        if primary is not None and primary.driver in ("host", "null"):
-            return {primary.name: EndpointSettings(network_id=primary.id)}
-        primary_settings = None
-        keys = [mode, "default", *((primary.name, primary.id) if primary else ())]
-        for key in keys:
-            if key in endpoints_config:
-                primary_settings = endpoints_config.pop(key) or primary_settings
-        result: dict[str, EndpointSettings] = {}
-        for ref, settings in [(mode, primary_settings), *endpoints_config.items()]:
-            try:
-                network = self.get(ref)
-            except NotFound:
-                unknown = schema.copy(settings) if settings else EndpointSettings()
-                unknown.network_id = ""
-                result[ref] = unknown
-                continue
-            if network.driver in ("host", "null"):
-                raise InvalidArgument(
-                    "container cannot be connected to host or none networks and other networks"
-                )
-            result[network.name] = requests.endpoint_settings(
-                network, settings or EndpointSettings()
-            )
-        return result
-
     # -- container start / stop hooks ----------------------------------------
 
-    async def setup(self, container: Container) -> Setup:
+    async def setup(self, sandbox: SandboxConfig) -> Sandbox:
         started = time.perf_counter()
-        setup = await self._setup(container)
+        result = await self._setup(sandbox)
         log.debug(
             "network setup of %s (%s): %.2f ms",
-            container.short_id,
-            container.host_config.network_mode,
+            sandbox.short_id,
+            next(iter(sandbox.networks), ""),  # the network mode: what the benchmarks group by
             (time.perf_counter() - started) * 1e3,
         )
-        return setup
+        return result
 
-    async def _setup(self, container: Container) -> Setup:
-        mode = container.host_config.network_mode or "bridge"
-        if mode == "host":
-            await self._attach_record_only(container, "host")
-            return Setup(host_gateway=self.host_gateway())
-        if mode == "none":
-            await self._attach_record_only(container, "none")
-            return Setup(host_gateway=self.host_gateway())
-        if mode.startswith("container:"):
-            return self._shared_setup(container, mode.split(":", 1)[1])
-        if not container.networks:  # a container created before networks existed
-            container.networks = self.requested_networks(container.host_config, NetworkingConfig())
-        sandbox = self.sandbox_path(container.id)
+    async def _setup(self, sandbox: SandboxConfig) -> Sandbox:
+        networks = [
+            (self._network_for(name, settings), settings)
+            for name, settings in sandbox.networks.items()
+        ]
+        self.sandboxes[sandbox.container_id] = sandbox
+        if any(network.driver in ("host", "null") for network, _ in networks):
+            # host and none: the container appears on the network, with no interface.
+            for network, _ in networks:
+                endpoint = Endpoint(
+                    secrets.token_hex(32),
+                    network.id,
+                    sandbox.container_id,
+                    joined=True,
+                    container_name=sandbox.name,
+                )
+                self._save_endpoint(endpoint)
+                self.emit(network, "connect", container=sandbox.container_id)
+            return Sandbox(None)
+        path = self.sandbox_path(sandbox.container_id)
         try:
-            async with await netns.create(sandbox) as ipr:
-                for name, settings in container.networks.items():
-                    network = self._network_for(name, settings)
-                    await self._attach(container, network, settings, sandbox, ipr)
-                await self._choose_gateway(container, ipr)
-            if self._uses_dns(container.id):
-                await self.dns.serve(container.id, sandbox)
+            async with await netns.create(path) as ipr:
+                for network, settings in networks:
+                    await self._attach(sandbox, network, settings, path, ipr)
+                await self._choose_gateway(sandbox, ipr)
+            if self.uses_dns(sandbox.container_id):
+                await self.dns.serve(sandbox.container_id, path)
         except BaseException:
-            await self.teardown(container)
+            await self.teardown(sandbox.container_id)
             raise
-        endpoints = self.container_endpoints(container.id)
-        return Setup(
-            netns_path=sandbox,
-            addresses=[e.ip for e in endpoints if e.ip],
-            embedded_dns=self._uses_dns(container.id),
-            host_gateway=self.host_gateway(),
+        return Sandbox(
+            path,
+            addresses=self.addresses(sandbox.container_id),
+            embedded_dns=self.uses_dns(sandbox.container_id),
         )
 
     def host_gateway(self) -> str:
@@ -841,56 +839,44 @@ class NetworkManager:
             return self.networks[network_id]
         return self.get(name)
 
-    async def _attach_record_only(self, container: Container, name: str) -> None:
-        network = self.get(name)
-        endpoint = Endpoint(secrets.token_hex(32), network.id, container.id, joined=True)
-        self._save_endpoint(endpoint)
-
-    def _shared_setup(self, container: Container, ref: str) -> Setup:
-        assert self.containers is not None
-        other = self.containers.get(ref)
-        if not other.state.running or not other.state.pid:
-            raise Conflict(f"cannot join network namespace of a non running container: {ref}")
-        sandbox = self.sandbox_path(other.id)
-        if other.host_config.network_mode == "host":
-            path = f"/proc/{other.state.pid}/ns/net"
-        else:
-            path = sandbox if netns.is_mounted(sandbox) else f"/proc/{other.state.pid}/ns/net"
-        return Setup(
-            netns_path=path,
-            shared_dir=self.containers.dir(other),
-            hostname=other.config.hostname or other.short_id,
-        )
-
-    def _uses_dns(self, container_id: str) -> bool:
+    def uses_dns(self, container_id: str) -> bool:
+        """Whether the container is on a user-defined network (and so gets 127.0.0.11)."""
         for endpoint in self.container_endpoints(container_id):
             network = self.networks.get(endpoint.network_id)
-            if network and network.user_defined and endpoint.address:
+            if network and network.user_defined and (endpoint.address or endpoint.address6):
                 return True
         return False
 
     async def _attach(
         self,
-        container: Container,
+        sandbox: SandboxConfig,
         network: Network,
         settings: EndpointSettings,
-        sandbox: str,
+        path: str,
         ipr: Any,
     ) -> Endpoint:
         """One endpoint of a container, its interface configured in the sandbox (spec §4.10:
-        IPAM address, CreateEndpoint, Join, the interface moved in and configured). A failure
-        at any step undoes the steps before it: Leave after a Join, DeleteEndpoint once
-        CreateEndpoint was sent (a plugin that timed out may have done it), the address."""
+        IPAM addresses, CreateEndpoint, Join, the interface moved in and configured). A
+        failure at any step undoes the steps before it: Leave after a Join, DeleteEndpoint
+        once CreateEndpoint was sent (a plugin that timed out may have done it), the
+        addresses."""
         driver = await self._driver(network)
         ipam = await self.ipam_driver(network.ipam_driver)
+        ipam_config = settings.ipam_config
         endpoint = Endpoint(
             secrets.token_hex(32),
             network.id,
-            container.id,
+            sandbox.container_id,
             aliases=list(settings.aliases or []),
             settings=settings.to_wire(),
-            mac=settings.mac_address,
+            mac=_mac_text(settings.mac_address),
             pending=True,
+            link_local=[_link_local(address) for address in (ipam_config.link_local_ips or [])]
+            if ipam_config
+            else [],
+            container_name=sandbox.name,
+            dns_names=_dns_names(sandbox, settings) if network.user_defined else [],
+            links=_links(settings),
         )
         try:
             address_options: dict[str, str] = {}
@@ -899,46 +885,51 @@ class NetworkManager:
                 address_options[MAC_ADDRESS] = endpoint.mac
             if network.pools:
                 lease = network.pools[0]
-                static = settings.ipam_config.ipv4_address if settings.ipam_config else ""
+                static = ipam_config.ipv4_address if ipam_config else ""
                 endpoint.address, _ = await ipam.request_address(
                     lease.pool_id, static, address_options
                 )
                 endpoint.pool_id = lease.pool_id
+            if network.pools6:
+                lease = network.pools6[0]
+                static = ipam_config.ipv6_address if ipam_config else ""
+                endpoint.address6, _ = await ipam.request_address(
+                    lease.pool_id, static, address_options
+                )
+                endpoint.pool6_id = lease.pool_id
             endpoint.pending = False
             self._save_endpoint(endpoint)
-            options = self._endpoint_options(container)
+            options = self._endpoint_options(sandbox)
             reply = await driver.create_endpoint(
                 network.id,
                 endpoint.id,
-                EndpointInterface(endpoint.address, "", endpoint.mac),
+                EndpointInterface(endpoint.address, endpoint.address6, endpoint.mac),
                 {**options, **(settings.driver_opts or {})},
             )
             endpoint.mac = endpoint.mac or (reply.mac_address if reply else "")
-            joined = await driver.join(network.id, endpoint.id, sandbox, options)
+            joined = await driver.join(network.id, endpoint.id, path, options)
             endpoint.joined = True  # from here on a failure needs a Leave
             if joined.src_name:
-                endpoint.ifname = self._next_ifname(container.id, joined.dst_prefix)
+                endpoint.ifname = self._next_ifname(sandbox.container_id, joined.dst_prefix)
                 await self._configure(ipr, joined, endpoint)
             endpoint.gateway = joined.gateway
+            endpoint.gateway6 = joined.gateway_ipv6 if endpoint.address6 else ""
             self._save_endpoint(endpoint)
         except BaseException:
-            await self._remove_endpoint(endpoint, None)
+            await self._remove_endpoint(endpoint, None, quiet=True)
             raise
+        self.emit(network, "connect", container=sandbox.container_id)
         return endpoint
 
-    def _endpoint_options(self, container: Container | None) -> dict[str, Any]:
+    def _endpoint_options(self, sandbox: SandboxConfig | None) -> dict[str, Any]:
         """CreateEndpoint's options: the container's exposed and published ports."""
-        if container is None:
+        if sandbox is None:
             return {EXPOSED_PORTS: [], PORT_MAP: []}
-        hc = container.host_config
-        requested = ports.requested(
-            hc.port_bindings, container.config.exposed_ports, hc.publish_all_ports
-        )
         exposed = []
-        for key in container.config.exposed_ports or {}:
+        for key in sandbox.exposed_ports:
             number, _, proto = key.partition("/")
             exposed.append({"Proto": PROTOCOLS.get(proto, PROTOCOLS["tcp"]), "Port": int(number)})
-        return {EXPOSED_PORTS: exposed, PORT_MAP: [r.to_wire() for r in requested]}
+        return {EXPOSED_PORTS: exposed, PORT_MAP: [r.to_wire() for r in sandbox.ports]}
 
     def _next_ifname(self, container_id: str, prefix: str) -> str:
         """`prefix` and the lowest index no other interface of the container has."""
@@ -966,9 +957,34 @@ class NetworkManager:
         link: dict[str, Any] = {"ifname": endpoint.ifname, "state": "up"}
         if endpoint.mac:
             link["address"] = endpoint.mac
-        await ipr.link("set", index=index, **link)
+        try:
+            await ipr.link("set", index=index, **link)
+        except NetlinkError as e:
+            if endpoint.mac:
+                raise Unavailable(f"cannot set MAC address {endpoint.mac}: {e}") from e
+            raise
         if endpoint.address:
             await ipr.addr("add", index=index, address=endpoint.ip, prefixlen=endpoint.prefix_len)
+        # IPv6 addresses skip duplicate address detection, as Docker's do: the address
+        # would otherwise stay unusable (tentative) for a second or more after start.
+        if endpoint.address6:
+            await ipr.addr(
+                "add",
+                index=index,
+                address=endpoint.ip6,
+                prefixlen=endpoint.prefix6_len,
+                flags=IFA_F_NODAD,
+            )
+        for address in endpoint.link_local:
+            interface = ipaddress.ip_interface(address)
+            extra = {"flags": IFA_F_NODAD} if interface.version == 6 else {}
+            await ipr.addr(
+                "add",
+                index=index,
+                address=str(interface.ip),
+                prefixlen=interface.network.prefixlen,
+                **extra,
+            )
         for route in joined.static_routes:
             if route.route_type == 1:
                 await ipr.route("add", dst=route.destination, oif=index)
@@ -976,25 +992,25 @@ class NetworkManager:
                 await ipr.route("add", dst=route.destination, gateway=route.next_hop)
 
     async def _choose_gateway(
-        self, container: Container, ipr: Any, previous: list[dict[str, Any]] | None = None
+        self, sandbox: SandboxConfig, ipr: Any, previous: list[dict[str, Any]] | None = None
     ) -> None:
-        """Give the container a default route and publish its ports through one endpoint.
+        """Give the container default routes and publish its ports through one endpoint.
 
-        `previous`: the ports the former gateway endpoint published; the same host
-        ports are asked for again, so a moved gateway keeps its published ports.
-        """
-        endpoints = self.container_endpoints(container.id)
+        The IPv4 gateway endpoint is the first non-internal network in the container's
+        order and publishes the ports; the IPv6 default route goes through the first such
+        network with IPv6. `previous`: the ports the former gateway endpoint published;
+        the same host ports are asked for again, so a moved gateway keeps its ports."""
+        endpoints = self.container_endpoints(sandbox.container_id)
+        order = list(sandbox.networks)
+
+        def rank(endpoint: Endpoint) -> int:
+            name = self.networks[endpoint.network_id].name
+            return order.index(name) if name in order else len(order)
+
+        await self._route6(endpoints, ipr, rank)
         if any(e.external for e in endpoints):
             return
-        order = list(container.networks)
-        candidates = sorted(
-            (e for e in endpoints if e.gateway and e.joined),
-            key=lambda e: (
-                order.index(self.networks[e.network_id].name)
-                if self.networks[e.network_id].name in order
-                else len(order)
-            ),
-        )
+        candidates = sorted((e for e in endpoints if e.gateway and e.joined), key=rank)
         if not candidates:
             return
         endpoint = candidates[0]
@@ -1002,51 +1018,60 @@ class NetworkManager:
         with contextlib.suppress(NetlinkError):
             await ipr.route("del", dst="0.0.0.0/0")
         await ipr.route("add", dst="0.0.0.0/0", gateway=endpoint.gateway)
-        hc = container.host_config
-        requests = ports.requested(
-            hc.port_bindings, container.config.exposed_ports, hc.publish_all_ports
-        )
+        wanted = list(sandbox.ports)
         if previous:
-            requests = [PortBinding.from_wire(p) for p in previous]
-            for request in requests:
+            wanted = [PortBinding.from_wire(p) for p in previous]
+            for request in wanted:
                 request.ip = ""
         endpoint.external = True
         self._save_endpoint(endpoint)
         driver = await self._driver(network)
         # The gateway endpoint is always programmed (Docker does; a plugin may answer 404);
         # the built-in bridge has nothing to do without ports.
-        if requests or network.driver not in BUILTIN_DRIVERS:
-            options = {**self._endpoint_options(container)}
-            options[PORT_MAP] = [r.to_wire() for r in requests]
+        if wanted or network.driver not in BUILTIN_DRIVERS:
+            options = {**self._endpoint_options(sandbox)}
+            options[PORT_MAP] = [r.to_wire() for r in wanted]
             try:
                 await driver.program_external_connectivity(network.id, endpoint.id, options)
             except DockyardError as e:
                 raise Unavailable(
                     f"driver failed programming external connectivity on endpoint "
-                    f"{container.name} ({endpoint.id}): {e.message}"
+                    f"{sandbox.name} ({endpoint.id}): {e.message}"
                 ) from e
-        if requests:
+        if wanted:
             info = await driver.endpoint_oper_info(network.id, endpoint.id)
             endpoint.ports = list(info.get(PORT_MAP) or [])
             self._save_endpoint(endpoint)
 
-    async def teardown(self, container: Container) -> None:
+    async def _route6(self, endpoints: list[Endpoint], ipr: Any, rank: Any) -> None:
+        """The IPv6 default route through the best endpoint with an IPv6 gateway (if any)."""
+        candidates = sorted((e for e in endpoints if e.gateway6 and e.joined), key=rank)
+        with contextlib.suppress(NetlinkError):
+            await ipr.route("del", dst="::/0", family=socket.AF_INET6)
+        if candidates:
+            await ipr.route(
+                "add", dst="::/0", gateway=candidates[0].gateway6, family=socket.AF_INET6
+            )
+
+    async def teardown(self, container_id: str) -> None:
         """Undo `setup` (or what a failed setup got to); never raises."""
         started = time.perf_counter()
-        self.dns.stop(container.id)
-        for endpoint in self.container_endpoints(container.id):
+        self.dns.stop(container_id)
+        for endpoint in self.container_endpoints(container_id):
             await self._remove_endpoint(endpoint, None)
         with contextlib.suppress(OSError):
-            netns.destroy(self.sandbox_path(container.id))
+            netns.destroy(self.sandbox_path(container_id))
+        sandbox = self.sandboxes.pop(container_id, None)
         log.debug(
             "network teardown of %s (%s): %.2f ms",
-            container.short_id,
-            container.host_config.network_mode,
+            container_id[:12],
+            next(iter(sandbox.networks), "") if sandbox else "",
             (time.perf_counter() - started) * 1e3,
         )
 
-    async def _remove_endpoint(self, endpoint: Endpoint, ipr: Any) -> None:
-        """Revoke, leave, delete, release (with `ipr`: take the interface out of the sandbox)."""
+    async def _remove_endpoint(self, endpoint: Endpoint, ipr: Any, *, quiet: bool = False) -> None:
+        """Revoke, leave, delete, release (with `ipr`: take the interface out of the sandbox).
+        `quiet`: an endpoint that never finished (no disconnect event)."""
         network = self.networks.get(endpoint.network_id)
         if network is not None:
             try:
@@ -1073,111 +1098,81 @@ class NetworkManager:
                     await driver.delete_endpoint(network.id, endpoint.id)
                 except DockyardError as e:
                     log.warning("endpoint %s: %s", endpoint.id[:12], e.message)
-            if endpoint.address and endpoint.pool_id:
-                try:
-                    ipam = await self.ipam_driver(network.ipam_driver)
-                    await ipam.release_address(endpoint.pool_id, endpoint.ip)
-                except DockyardError as e:
-                    log.warning("endpoint %s: %s", endpoint.id[:12], e.message)
-        self._forget_endpoint(endpoint)
-
-    # -- connect / disconnect --------------------------------------------------
-
-    async def connect(self, ref: str, container: Container, settings: EndpointSettings) -> None:
-        assert self.containers is not None
-        network = self.get(ref)
-        mode = container.host_config.network_mode or "bridge"
-        if network.driver in ("host", "null") or mode in ("host", "none"):
-            raise Forbidden(
-                "container cannot be disconnected from host network or connected to host network"
-                if "host" in (network.name, mode)
-                else "container sharing network namespace with another container or host cannot "
-                "be connected to any other network"
-            )
-        if mode.startswith("container:"):
-            raise Forbidden(
-                "container sharing network namespace with another container or host cannot be "
-                "connected to any other network"
-            )
-        if network.name in container.networks:
-            raise Forbidden(
-                f"endpoint with name {container.name} already exists in network {network.name}"
-            )
-        normal = requests.endpoint_settings(network, settings)
-        async with self.containers.live(container).lock:
-            if container.state.running:
-                sandbox = self.sandbox_path(container.id)
-                async with await netns.netlink(sandbox) as ipr:
-                    endpoint = await self._attach(container, network, normal, sandbox, ipr)
-                    container.networks[network.name] = normal
+            for address, pool_id in (
+                (endpoint.ip, endpoint.pool_id),
+                (endpoint.ip6, endpoint.pool6_id),
+            ):
+                if address and pool_id:
                     try:
-                        await self._choose_gateway(container, ipr)
-                    except BaseException:
-                        container.networks.pop(network.name, None)
-                        await self._remove_endpoint(endpoint, ipr)
-                        raise
-                if self._uses_dns(container.id):
-                    await self.dns.serve(container.id, sandbox)
-                self._rewrite_etc_files(container)
-            else:
-                container.networks[network.name] = normal
-            self.containers.networks_changed(container)
-        self.emit(network, "connect", container=container.id)
+                        ipam = await self.ipam_driver(network.ipam_driver)
+                        await ipam.release_address(pool_id, address)
+                    except DockyardError as e:
+                        log.warning("endpoint %s: %s", endpoint.id[:12], e.message)
+        self._forget_endpoint(endpoint)
+        if network is not None and not quiet:
+            self.emit(network, "disconnect", container=endpoint.container_id)
 
-    async def disconnect(self, ref: str, container: Container, force: bool = False) -> None:
-        assert self.containers is not None
-        network = self.get(ref)
-        if network.name not in container.networks:
-            raise Forbidden(f"container {container.id} is not connected to network {network.name}")
-        if network.driver in ("host", "null"):
-            raise Forbidden(
-                "container cannot be disconnected from host network or connected to host network"
-            )
-        async with self.containers.live(container).lock:
-            endpoints = [
-                e for e in self.container_endpoints(container.id) if e.network_id == network.id
-            ]
-            if endpoints and container.state.running:
-                sandbox = self.sandbox_path(container.id)
-                async with await netns.netlink(sandbox) as ipr:
-                    published = [p for e in endpoints if e.external for p in e.ports]
-                    was_gateway = any(e.external for e in endpoints)
-                    for endpoint in endpoints:
-                        await self._remove_endpoint(endpoint, ipr)
-                    container.networks.pop(network.name, None)
-                    if was_gateway:
-                        await self._choose_gateway(container, ipr, published)
-                if not self._uses_dns(container.id):
-                    self.dns.stop(container.id)
-                self._rewrite_etc_files(container)
-            else:
+    # -- connect / disconnect of a running container ---------------------------
+
+    async def connect(
+        self, container_id: str, network: Network, settings: EndpointSettings
+    ) -> None:
+        """One more endpoint for a running container (its lock held by the caller)."""
+        sandbox = self.sandboxes.get(container_id)
+        if sandbox is None:
+            raise Conflict(f"container {container_id} has no network sandbox")
+        path = self.sandbox_path(container_id)
+        async with await netns.netlink(path) as ipr:
+            endpoint = await self._attach(sandbox, network, settings, path, ipr)
+            sandbox.networks[network.name] = settings
+            try:
+                await self._choose_gateway(sandbox, ipr)
+            except BaseException:
+                sandbox.networks.pop(network.name, None)
+                await self._remove_endpoint(endpoint, ipr)
+                raise
+        if self.uses_dns(container_id):
+            await self.dns.serve(container_id, path)
+
+    async def disconnect(self, container_id: str, network: Network) -> None:
+        """Remove a container's endpoint on `network` (its lock held by the caller)."""
+        endpoints = [
+            e for e in self.container_endpoints(container_id) if e.network_id == network.id
+        ]
+        sandbox = self.sandboxes.get(container_id)
+        path = self.sandbox_path(container_id)
+        if endpoints and sandbox is not None and netns.is_mounted(path):
+            async with await netns.netlink(path) as ipr:
+                published = [p for e in endpoints if e.external for p in e.ports]
+                was_gateway = any(e.external for e in endpoints)
                 for endpoint in endpoints:
-                    await self._remove_endpoint(endpoint, None)
-                container.networks.pop(network.name, None)
-            self.containers.networks_changed(container)
-        self.emit(network, "disconnect", container=container.id)
+                    await self._remove_endpoint(endpoint, ipr)
+                sandbox.networks.pop(network.name, None)
+                await self._choose_gateway(sandbox, ipr, published if was_gateway else None)
+            if not self.uses_dns(container_id):
+                self.dns.stop(container_id)
+            return
+        for endpoint in endpoints:
+            await self._remove_endpoint(endpoint, None)
+        if sandbox is not None:
+            sandbox.networks.pop(network.name, None)
 
-    def _rewrite_etc_files(self, container: Container) -> None:
-        """/etc/hosts and resolv.conf of a running container after its networks changed."""
-        assert self.containers is not None
-        endpoints = self.container_endpoints(container.id)
-        try:
-            etcfiles.write(
-                self.containers.dir(container),
-                container.host_config,
-                container.config.hostname or container.short_id,
-                addresses=[e.ip for e in endpoints if e.ip],
-                embedded_dns=self._uses_dns(container.id),
-                in_place=True,
-                host_gateway=self.host_gateway(),
+    def renamed(self, container_id: str, name: str) -> None:
+        """A container's new name: what its endpoints answer to and are shown as."""
+        sandbox = self.sandboxes.get(container_id)
+        if sandbox is not None:
+            sandbox.name = name
+        for endpoint in self.container_endpoints(container_id):
+            old = endpoint.container_name
+            endpoint.container_name = name
+            endpoint.dns_names = list(
+                dict.fromkeys(name if n == old else n for n in endpoint.dns_names)
             )
-        except OSError as e:
-            log.warning("cannot update /etc files of %s: %s", container.short_id, e)
+            self._save_endpoint(endpoint)
 
     # -- DNS answers (dns.Answers) -------------------------------------------
 
     def lookup(self, container_id: str, name: str) -> list[str] | None:
-        assert self.containers is not None
         found: list[str] = []
         for own in self.container_endpoints(container_id):
             network = self.networks.get(own.network_id)
@@ -1188,29 +1183,24 @@ class NetworkManager:
             suffix = "." + network.name.lower()
             if name.endswith(suffix):
                 wanted.add(name[: -len(suffix)])
+            # A link's alias on this network means the container it names.
+            wanted |= {own.links[w] for w in list(wanted) if w in own.links}
             for endpoint in self.endpoints_of(network):
-                if not endpoint.ip:
+                if not (endpoint.ip or endpoint.ip6):
                     continue
-                container = self.find_container(endpoint.container_id)
-                if container is None:
-                    continue
-                names = {
-                    container.name.lower(),
-                    container.short_id,
-                    *map(str.lower, endpoint.aliases),
-                }
-                if names & wanted and endpoint.ip not in found:
-                    found.append(endpoint.ip)
+                if {n.lower() for n in _names(endpoint)} & wanted:
+                    for address in (endpoint.ip, endpoint.ip6):
+                        if address and address not in found:
+                            found.append(address)
         return found or None
 
     def reverse(self, container_id: str, address: str) -> str | None:
         networks = {e.network_id for e in self.container_endpoints(container_id)}
         for endpoint in self.endpoints.values():
-            if endpoint.network_id in networks and endpoint.ip == address:
-                container = self.find_container(endpoint.container_id)
+            if endpoint.network_id in networks and address in (endpoint.ip, endpoint.ip6):
                 network = self.networks.get(endpoint.network_id)
-                if container and network:
-                    return f"{container.name}.{network.name}"
+                if network and endpoint.container_name:
+                    return f"{endpoint.container_name}.{network.name}"
         return None
 
     def upstreams(self, container_id: str) -> list[str]:
@@ -1219,9 +1209,9 @@ class NetworkManager:
             for e in self.container_endpoints(container_id)
         ):
             return []  # only on internal networks: no way out, not even through DNS
-        container = self.find_container(container_id)
-        if container is not None and container.host_config.dns:
-            return list(container.host_config.dns)
+        sandbox = self.sandboxes.get(container_id)
+        if sandbox is not None and sandbox.dns:
+            return list(sandbox.dns)
         try:
             with open("/etc/resolv.conf") as f:
                 text = f.read()
@@ -1232,6 +1222,87 @@ class NetworkManager:
             for line in text.splitlines()
             if line.startswith("nameserver") and len(line.split()) > 1
         ]
+
+
+def _forwarding(family: str) -> None:
+    """Switch on the host's forwarding for `family` (only with `ip-forward`, Docker's default)."""
+    path = (
+        f"/proc/sys/net/{family}/ip_forward"
+        if family == "ipv4"
+        else ("/proc/sys/net/ipv6/conf/all/forwarding")
+    )
+    try:
+        with open(path, "w") as f:
+            f.write("1")
+    except OSError as e:
+        log.warning("cannot enable %s forwarding: %s", family, e)
+
+
+def _overlaps_host_route(cidr: str) -> bool:
+    """Whether a subnet IPAM chose overlaps a route of the host (then another is asked for)."""
+    candidate = ipaddress.ip_network(cidr)
+    return any(candidate.overlaps(r) for r in _host_routes(candidate.version))
+
+
+def _host_routes(version: int) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    routes: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    try:
+        with open("/proc/net/route" if version == 4 else "/proc/net/ipv6_route") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return routes
+    for line in lines[1:] if version == 4 else lines:
+        fields = line.split()
+        if version == 4:
+            if len(fields) < 8 or fields[1] == "00000000":
+                continue
+            dest = ipaddress.IPv4Address(int(fields[1], 16).to_bytes(4, "little"))
+            mask = ipaddress.IPv4Address(int(fields[7], 16).to_bytes(4, "little"))
+            routes.append(ipaddress.ip_network(f"{dest}/{mask}", strict=False))
+        else:
+            if len(fields) < 10 or int(fields[1], 16) == 0:
+                continue
+            dest6 = ipaddress.IPv6Address(int(fields[0], 16))
+            routes.append(ipaddress.IPv6Network((dest6, int(fields[1], 16)), strict=False))
+    return routes
+
+
+def _names(endpoint: Endpoint) -> list[str]:
+    """What an endpoint answers to in DNS (records from before DNS names were kept: name,
+    short ID and aliases)."""
+    if endpoint.dns_names:
+        return endpoint.dns_names
+    names = [endpoint.container_id[:12], *endpoint.aliases]
+    return [endpoint.container_name, *names] if endpoint.container_name else names
+
+
+def _dns_names(sandbox: SandboxConfig, settings: EndpointSettings) -> list[str]:
+    """Docker's DNSNames: name, aliases, short ID, hostname (first is the PTR name)."""
+    names = [sandbox.name, *(settings.aliases or []), sandbox.short_id, sandbox.hostname]
+    return list(dict.fromkeys(n for n in names if n))
+
+
+def _links(settings: EndpointSettings) -> dict[str, str]:
+    """EndpointSettings.Links as alias -> container name, lower case (DNS is case-blind)."""
+    result = {}
+    for link in settings.links or []:
+        name, alias = requests.parse_link(link)
+        result[alias.lower()] = name.lower()
+    return result
+
+
+def _mac_text(text: str) -> str:
+    """A MAC address as netlink takes it (aa:bb:cc:dd:ee:ff); "" for none."""
+    raw = requests.parse_mac(text) if text else None
+    if raw is None:
+        return ""
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+def _link_local(address: str) -> str:
+    """A LinkLocalIPs entry with Docker's prefix length (/16 for IPv4, /64 for IPv6)."""
+    ip = ipaddress.ip_address(address)
+    return f"{ip}/{16 if ip.version == 4 else 64}"
 
 
 def _random_mac() -> str:

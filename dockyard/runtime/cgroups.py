@@ -34,12 +34,6 @@ class CgroupLayout:
             roots.add(self.v2)
         return [os.path.join(root, rel) for root in sorted(roots)]
 
-    def memory_dir(self, path: str) -> str | None:
-        if self.mode == "v2" and self.v2:
-            return os.path.join(self.v2, path.lstrip("/"))
-        root = self.v1.get("memory")
-        return os.path.join(root, path.lstrip("/")) if root else None
-
 
 def detect(mountinfo: str = "/proc/self/mountinfo") -> CgroupLayout:
     v1: dict[str, str] = {}
@@ -82,24 +76,3 @@ def remove_empty(layout: CgroupLayout, path: str) -> None:
             os.rmdir(d)
         except OSError:
             pass
-
-
-def memory_usage(layout: CgroupLayout, path: str) -> dict[str, int]:
-    """Current memory usage and limit of a cgroup, in bytes ({} if unknown)."""
-    d = layout.memory_dir(path)
-    if d is None:
-        return {}
-    names = (
-        ("memory.current", "memory.max")
-        if layout.mode == "v2"
-        else ("memory.usage_in_bytes", "memory.limit_in_bytes")
-    )
-    values: dict[str, int] = {}
-    for key, name in zip(("usage", "limit"), names, strict=True):
-        try:
-            with open(os.path.join(d, name)) as f:
-                text = f.read().strip()
-            values[key] = -1 if text == "max" else int(text)
-        except (OSError, ValueError):
-            pass
-    return values

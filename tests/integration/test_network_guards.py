@@ -352,3 +352,42 @@ def test_names_resolve_with_their_network_as_domain(daemon: Daemon) -> None:
     finally:
         daemon.cli("rm", "-f", server)
         daemon.cli("network", "rm", first, second)
+
+
+def test_network_names_are_what_docker_accepts_and_never_name_a_device(
+    daemon: Daemon, client: Any
+) -> None:
+    tag = secrets.token_hex(2)
+    spaced, underscored = f"test 0{tag}", f"_private{tag}"
+    before = set(daemon.links())
+    created = [client.networks.create(spaced), client.networks.create(underscored)]
+    try:
+        assert client.api.inspect_network(spaced)["Name"] == spaced
+        box = "n-" + secrets.token_hex(3)
+        run = daemon.docker("run", "-d", "--name", box, "--network", spaced, IMAGE, "sleep", "60")
+        assert run.returncode == 0, run.stderr
+        try:
+            assert daemon.docker("exec", box, "ping", "-c", "1", "-W", "3", box).returncode == 0
+        finally:
+            daemon.docker("rm", "-f", box)
+        # Bridges are named after network IDs, not the user's words.
+        new = set(daemon.links()) - before
+        assert new and all(" " not in n and "_private" not in n for n in new)
+        for network in created:
+            assert any(network.id.startswith(n[len(daemon.bridge_prefix) :]) for n in new)
+    finally:
+        for network in created:
+            network.remove()
+    for name, status, message in (
+        ("   ", 400, "invalid name: name is empty"),
+        ("bridge", 403, "operation is not permitted on predefined bridge network "),
+        ("default", 403, "operation is not permitted on predefined default network "),
+    ):
+        got = daemon.api("POST", "/v1.45/networks/create", {"Name": name})
+        assert (got[0], got[1]["message"]) == (status, message)
+    bad = daemon.api(
+        "POST",
+        "/v1.45/networks/create",
+        {"Name": "odd-" + tag, "Options": {"com.docker.network.bridge.name": 'br"x'}},
+    )
+    assert bad[0] == 400 and "invalid bridge name" in bad[1]["message"]

@@ -366,6 +366,36 @@ def test_the_sdk_example_plugins_through_the_docker_cli(
         assert wait_for(lambda: links_with("vbr" + network_id[:10]) == [])
 
 
+def test_an_ipam_plugin_serves_the_ipv6_pool_of_an_ipv6_network(
+    daemon: PluginDaemon, tmp_path: Path
+) -> None:
+    tag = secrets.token_hex(3)
+    ipam_name, network = f"fileipam6-{tag}", f"v6net-{tag}"
+    state = tmp_path / "ipam.json"
+    env = {"IPAM_STATE": str(state), "IPAM_RANGE": f"10.{daemon.net_octet}.160.0/19"}
+    v6 = daemon.subnet6(9)
+    with PluginProcess(f"{EXAMPLES}/ipam_file.py:FileIpam", daemon.sock(ipam_name), env):
+        made = daemon.docker(
+            *("network", "create", "--ipv6", "--ipam-driver", ipam_name),
+            *("--subnet", f"10.{daemon.net_octet}.160.0/24", "--subnet", v6, network),
+        )
+        assert made.returncode == 0, made.stderr
+        try:
+            run = daemon.docker(
+                "run", "-d", "--name", f"b6-{tag}", "--network", network, IMAGE, "sleep", "60"
+            )
+            assert run.returncode == 0, run.stderr
+            info = json.loads(daemon.docker("inspect", f"b6-{tag}").stdout)[0]
+            address = info["NetworkSettings"]["Networks"][network]["GlobalIPv6Address"]
+            pools = {p["pool"]: p["used"] for p in json.loads(state.read_text()).values()}
+            assert set(pools) == {f"10.{daemon.net_octet}.160.0/24", v6}
+            assert pools[v6] == [v6.replace("::/64", "::1"), address]  # gateway, container
+        finally:
+            daemon.docker("rm", "-f", f"b6-{tag}")
+            daemon.docker("network", "rm", network)
+        assert json.loads(state.read_text()) == {}
+
+
 # -- broken plugins -------------------------------------------------------------
 
 FAILURES: dict[str, Raw] = {

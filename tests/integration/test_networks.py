@@ -712,3 +712,83 @@ def test_failed_network_create_leaves_nothing(daemon: Daemon) -> None:
     assert status == 500 and "cannot set up bridge" in body["message"]
     assert daemon.api("GET", "/v1.45/networks/too-big-mtu")[0] == 404
     assert (daemon.links(), daemon.allocations()) == (links, allocations)
+
+
+def test_mac_address_and_link_local_ips_are_set_and_shown(
+    daemon: Daemon, client: Any, net: Any
+) -> None:
+    appnet = net.network("--subnet", daemon.subnet(17))
+    mac = "92:d0:c6:0a:29:33"
+    box = "c-" + secrets.token_hex(4)
+    net.containers.append(box)
+    started = daemon.docker(
+        *("run", "-d", "--name", box, "--network", appnet, "--mac-address", mac),
+        *("--link-local-ip", "169.254.7.7", "--link-local-ip", "fe80::254:77"),
+        *(IMAGE, "sleep", "300"),
+    )
+    assert started.returncode == 0, started.stderr
+    shown = daemon.docker("exec", box, "ip", "addr", "show", "eth0").stdout
+    assert f"link/ether {mac}" in shown
+    assert "inet 169.254.7.7/16" in shown and "inet6 fe80::254:77/64" in shown
+    settings = _inspect(daemon, box)["NetworkSettings"]["Networks"][appnet]
+    assert settings["MacAddress"] == mac
+    assert settings["IPAMConfig"] == {"LinkLocalIPs": ["169.254.7.7", "fe80::254:77"]}
+    peer = net.run("--network", appnet, IMAGE, "sleep", "300")
+    ping = daemon.cli("exec", peer, "ping", "-c", "1", "-W", "3", "169.254.7.7")
+    assert ping.returncode != 0  # the peer has no link-local address of its own yet
+    # Its own link-local address comes with a new connection.
+    daemon.docker("network", "disconnect", appnet, peer)
+    connected = daemon.docker("network", "connect", "--link-local-ip", "169.254.7.8", appnet, peer)
+    assert connected.returncode == 0, connected.stderr
+    assert daemon.cli("exec", peer, "ping", "-c", "1", "-W", "3", "169.254.7.7").returncode == 0
+    # docker-py: the container-wide MAC moves to the main network's endpoint (API >= 1.44).
+    output = client.containers.run(
+        IMAGE, "cat /sys/class/net/eth0/address", mac_address="02:42:ac:11:00:0a", remove=True
+    )
+    assert output.decode().strip() == "02:42:ac:11:00:0a"
+    status, body = daemon.api(
+        "POST",
+        "/v1.45/containers/create",
+        {"Image": IMAGE, "Cmd": ["true"], "MacAddress": "zz:11"},
+    )
+    assert (status, body["message"]) == (
+        400,
+        "invalid config for network default: invalid MAC address zz:11",
+    )
+    status, body = daemon.api(
+        "POST",
+        f"/v1.45/networks/{net.network()}/connect",
+        {"Container": peer, "EndpointConfig": {"MacAddress": "02:42"}},
+    )
+    assert (status, body["message"]) == (400, "invalid MAC address 02:42")
+
+
+def test_network_events_carry_dockers_attributes(daemon: Daemon, client: Any, net: Any) -> None:
+    since = time.time() - 1
+    name = net.network()
+    box = net.run("--network", name, IMAGE, "sleep", "300")
+    box_id = _inspect(daemon, box)["Id"]
+    network_id = json.loads(daemon.cli("network", "inspect", name).stdout)[0]["Id"]
+    daemon.cli("network", "disconnect", name, box, check=True)
+    daemon.cli("network", "connect", name, box, check=True)
+    daemon.cli("rm", "-f", box, check=True)
+    daemon.cli("network", "rm", name, check=True)
+    net.networks.remove(name)
+    events = list(
+        client.events(since=since, until=time.time() + 1, filters={"type": "network"}, decode=True)
+    )
+    mine = [
+        (e["Action"], e["Actor"]["Attributes"]) for e in events if e["Actor"]["ID"] == network_id
+    ]
+    assert [action for action, _ in mine] == [
+        "create",
+        "connect",  # at start
+        "disconnect",
+        "connect",
+        "disconnect",  # at removal
+        "destroy",
+    ]
+    for action, attributes in mine:
+        assert attributes["name"] == name and attributes["type"] == "bridge"
+        if action in ("connect", "disconnect"):
+            assert attributes["container"] == box_id

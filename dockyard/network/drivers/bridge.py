@@ -4,7 +4,12 @@ Networks: a bridge device named `<bridge-prefix><network id>` (or the option
 `com.docker.network.bridge.name`) holding the gateway address, with IPv4
 forwarding and `route_localnet` switched on for that device only (forwarding
 per device, so the host's global `ip_forward` is the daemon's choice, not the
-driver's). Endpoints: a veth pair whose host end is `<veth-prefix><endpoint id>`,
+driver's). A network with IPv6 data also gets its IPv6 gateway address on the
+bridge (without duplicate address detection, which would keep it unusable for
+a second or more) and IPv6 switched on for that device only; its endpoints get
+an IPv6 address and an IPv6 gateway in `join`. A device name never comes from a
+network's name: it is the network ID, or a bridge name option the kernel's
+rules allow. Endpoints: a veth pair whose host end is `<veth-prefix><endpoint id>`,
 enslaved to the bridge, and whose other end is created directly inside the
 sandbox (no namespace move, which costs the kernel a synchronisation). Ports:
 `program_external_connectivity` holds the host ports and adds their DNAT map
@@ -53,6 +58,7 @@ ICC = "com.docker.network.bridge.enable_icc"
 HOST_BINDING = "com.docker.network.bridge.host_binding_ipv4"
 DEFAULT_BRIDGE = "com.docker.network.bridge.default_bridge"
 IFNAMSIZ = 15
+IFA_F_NODAD = 0x02
 # The alias (IFLA_IFALIAS) of every bridge this driver creates, followed by the network ID:
 # how an interface of ours is told from one of the host's with the same name.
 OWNER = "dockyard network "
@@ -66,6 +72,7 @@ class _Endpoint:
     veth: str
     peer: str
     held: ports.Held = field(default_factory=ports.Held)
+    address6: str = ""
 
     @property
     def ip(self) -> str:
@@ -85,6 +92,8 @@ class _Network:
     icc: bool = True  # false: containers of the network cannot talk to each other
     host_binding: str = "0.0.0.0"  # the host address of ports published without one
     endpoints: dict[str, _Endpoint] = field(default_factory=dict)
+    subnet6: str = ""  # "": no IPv6
+    gateway6: str = ""  # CIDR
 
 
 def mac_for(address: str) -> str:
@@ -93,9 +102,18 @@ def mac_for(address: str) -> str:
     return "02:42:" + ":".join(f"{b:02x}" for b in octets)
 
 
-def _sysctl(bridge: str, key: str, value: str) -> None:
-    with open(f"/proc/sys/net/ipv4/conf/{bridge}/{key}", "w") as f:
+def _sysctl(bridge: str, key: str, value: str, family: str = "ipv4") -> None:
+    """A setting of the bridge device only (never the host's `all` or `default`)."""
+    with open(f"/proc/sys/net/{family}/conf/{bridge}/{key}", "w") as f:
         f.write(value)
+
+
+def valid_device_name(name: str) -> bool:
+    """The kernel's rule for interface names (dev_valid_name), minus quotes, backslashes
+    and control characters: the name also goes into the firewall's rule text."""
+    if not name or len(name) > IFNAMSIZ or name in (".", ".."):
+        return False
+    return all(33 <= ord(c) < 127 and c not in '/:"\\' for c in name)
 
 
 class BridgeDriver:
@@ -145,7 +163,7 @@ class BridgeDriver:
 
     def rules(self) -> list[BridgeRules]:
         return [
-            BridgeRules(n.bridge, n.subnet, n.internal, n.masquerade)
+            BridgeRules(n.bridge, n.subnet, n.internal, n.masquerade, n.subnet6)
             for n in self.networks.values()
         ]
 
@@ -194,9 +212,13 @@ class BridgeDriver:
             raise InvalidArgument(
                 f"invalid {HOST_BINDING} {host_binding!r}: an IPv4 address is required"
             ) from None
+        if len(ipv6_data) > 1:
+            raise InvalidArgument("bridge driver doesn't support multiple IPv6 subnets")
         bridge = generic.get(BRIDGE_NAME) or self._name(self.bridge_prefix, network_id)
         if len(bridge) > IFNAMSIZ:
             raise InvalidArgument(f"bridge name {bridge!r} is longer than {IFNAMSIZ} characters")
+        if not valid_device_name(bridge):
+            raise InvalidArgument(f"invalid bridge name {bridge!r}")
         for other in self.networks.values():
             if other.bridge == bridge and other.id != network_id:
                 raise Conflict(f"bridge name {bridge} is already in use by another network")
@@ -212,6 +234,11 @@ class BridgeDriver:
             icc,
             host_binding,
         )
+        if ipv6_data:
+            if not ipv6_data[0].gateway:
+                raise InvalidArgument("bridge networks need an IPv6 gateway for their IPv6 pool")
+            network.subnet6 = str(ipaddress.ip_network(ipv6_data[0].pool, strict=False))
+            network.gateway6 = ipv6_data[0].gateway
         replay = network_id in self.networks
         if replay:
             network.endpoints = self.networks[network_id].endpoints
@@ -255,6 +282,18 @@ class BridgeDriver:
             await ipr.addr(
                 "add", index=index, address=str(gateway.ip), prefixlen=gateway.network.prefixlen
             )
+        if network.gateway6:
+            _sysctl(network.bridge, "disable_ipv6", "0", "ipv6")
+            gateway6 = ipaddress.ip_interface(network.gateway6)
+            found6 = [a.get("address") async for a in await ipr.get_addr(index=index, family=10)]
+            if str(gateway6.ip) not in found6:
+                await ipr.addr(
+                    "add",
+                    index=index,
+                    address=str(gateway6.ip),
+                    prefixlen=gateway6.network.prefixlen,
+                    flags=IFA_F_NODAD,
+                )
         await ipr.link("set", index=index, state="up")
         self._bridges[network.bridge] = index
         _sysctl(network.bridge, "forwarding", "1")
@@ -328,6 +367,7 @@ class BridgeDriver:
             self._name(self.veth_prefix, endpoint_id),
             "dy" + endpoint_id[:12],
             previous.held if previous else ports.Held(),
+            interface.address_ipv6 if network.subnet6 else "",
         )
         return None if interface.mac_address else EndpointInterface(mac_address=mac)
 
@@ -362,6 +402,7 @@ class BridgeDriver:
         if ep is None:
             raise NotFound(f"endpoint {endpoint_id} not found")
         gateway = "" if network.internal else network.gateway.split("/")[0]
+        gateway6 = "" if network.internal or not ep.address6 else network.gateway6.split("/")[0]
         ipr = await self._host()
         bridge = self._bridges.get(network.bridge)
         if bridge is None:
@@ -379,7 +420,8 @@ class BridgeDriver:
             )
         except NetlinkError as e:
             if e.code == errno.EEXIST and await ipr.link_lookup(ifname=ep.veth):
-                return JoinResponse(src_name=ep.peer, gateway=gateway)  # joined already (replay)
+                # joined already (replay)
+                return JoinResponse(src_name=ep.peer, gateway=gateway, gateway_ipv6=gateway6)
             raise Unavailable(f"cannot create interface {ep.veth}: {e}") from e
         finally:
             os.close(fd)
@@ -394,7 +436,7 @@ class BridgeDriver:
                 with contextlib.suppress(NetlinkError):
                     await ipr.link("del", ifname=ep.veth)
                 raise Unavailable(f"cannot isolate interface {ep.veth}: {e}") from e
-        return JoinResponse(src_name=ep.peer, gateway=gateway)
+        return JoinResponse(src_name=ep.peer, gateway=gateway, gateway_ipv6=gateway6)
 
     async def leave(self, network_id: str, endpoint_id: str) -> None:
         return None  # the engine takes the interface out of the sandbox
