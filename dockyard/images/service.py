@@ -439,7 +439,6 @@ class ImageService:
         it or it has tags in several repositories. `prune` (`--no-prune` off) has
         no parents to prune here (images record none) and is accepted for that.
         """
-        del prune
         image = self.resolve(name)
         report: list[dict[str, str]] = []
         references = [*image.tags, *image.repo_digests]
