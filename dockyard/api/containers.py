@@ -278,7 +278,15 @@ async def remove(request: web.Request) -> web.StreamResponse:
 
 @routes.post("/containers/prune")
 async def prune(request: web.Request) -> web.StreamResponse:
-    removed, space = await engine(request).containers.prune()
+    wanted = filters.parse(request.query.get("filters"), ("label", "label!", "until"))
+    until = filters.until(wanted.get("until", []))
+
+    def chosen(container: Container) -> bool:
+        if until is not None and container_json.parse_time(container.created) * 1e9 > until:
+            return False
+        return filters.prune_labels_match(container.labels, wanted)
+
+    removed, space = await engine(request).containers.prune(chosen)
     return json_response({"ContainersDeleted": removed or None, "SpaceReclaimed": space})
 
 

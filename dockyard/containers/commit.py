@@ -141,6 +141,9 @@ async def commit(
         }
         if author:
             new_config["author"] = author
+        # What image inspect shows as Container and ContainerConfig (up to API 1.44).
+        new_config["container"] = container.id
+        new_config["container_config"] = container.config.to_wire()
         if layer is not None:
             manifest_layers.append(layer.descriptor)
         chain = layer.chain_id if layer is not None else container.chain_id
@@ -148,5 +151,11 @@ async def commit(
         image = images.add(new_config, manifest_layers, size)
     if tag is not None:
         images.tag(image.id, tag)
-    containers.emit(container, "commit", comment=comment)
+    containers.emit(
+        container,
+        "commit",
+        comment=comment,
+        imageID=image.id,
+        imageRef=tag.familiar() if tag is not None else "",
+    )
     return image

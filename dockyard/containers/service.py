@@ -611,7 +611,9 @@ class ContainerService:
         self._save(container)
         if oom:
             self.emit(container, "oom")
-        self.emit(container, "die", exitCode=str(code))
+        started = self.live(container).started_mono
+        ran = int(time.monotonic() - started) if started else 0  # whole seconds, as Docker's
+        self.emit(container, "die", exitCode=str(code), execDuration=str(ran))
         live = self.live(container)
         live.exited.set()
         waiters, live.exit_waiters = live.exit_waiters, []
@@ -955,14 +957,33 @@ class ContainerService:
         if not self.images.exists(container.image_id):
             await self.images.collect()
 
-    async def prune(self) -> tuple[list[str], int]:
-        removed = []
+    async def prune(
+        self, chosen: Callable[[Container], bool] = lambda container: True
+    ) -> tuple[list[str], int]:
+        """Docker's `container prune`: remove the containers that are not running and
+        are `chosen` (the request's filters). Returns their IDs and the bytes their
+        writable layers held, each measured (on a worker thread) just before it goes."""
+        from dockyard.usage import tree_size
+
+        removed: list[str] = []
+        reclaimed = 0
         for container in list(self._containers.values()):
-            if container.state.running:
+            if container.state.running or not chosen(container):
                 continue
-            await self.remove(container.id)
+            upper = self.rootfs.upper(os.path.join(self.dir(container), "rootfs"))
+            size = await asyncio.to_thread(tree_size, upper)
+            try:
+                await self.remove(container.id)
+            except NotFound:
+                continue  # removed meanwhile by someone else
+            except DockyardError as e:
+                # Docker's rule: one container that cannot go does not stop the prune
+                log.warning("prune: cannot remove container %s: %s", container.short_id, e.message)
+                continue
             removed.append(container.id)
-        return removed, 0
+            reclaimed += size
+        self.events.emit("container", "prune", "", {"reclaimed": str(reclaimed)})
+        return removed, reclaimed
 
     # -- rename --------------------------------------------------------------
 
@@ -1114,6 +1135,7 @@ class ContainerService:
                 and int(fields[pid_index]) in pids
             ):
                 processes.append(fields)
+        self.emit(container, "top")
         return titles, processes
 
     # -- daemon start-up and shutdown ----------------------------------------
