@@ -3,12 +3,13 @@
 On SIGTERM/SIGINT the daemon stops serving and exits; containers keep running
 under their monitors and are adopted by the next daemon (live restore). On
 SIGHUP it reads its configuration again and applies what can change live: the
-authorization plugin chain.
+authorization plugin chain; a `daemon reload` event says so.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -56,6 +57,25 @@ async def _reload(engine: Engine, reload: Callable[[], DaemonConfig]) -> None:
         log.error("configuration not reloaded: %s", e.message)
     else:
         log.info("configuration reloaded: authorization plugins %s", engine.authorization.names)
+        engine.events.emit("daemon", "reload", engine.id, _reload_attributes(engine))
+
+
+def _reload_attributes(engine: Engine) -> dict[str, str]:
+    """The `daemon reload` event's attributes, as Docker writes them: the settings in
+    force after the reload (lists as JSON) and the host name."""
+    live = engine.config
+    return {
+        "authorization-plugins": json.dumps(list(engine.authorization.names)),
+        "debug": str(live.debug).lower(),
+        "default-runtime": engine.facts.default_runtime,
+        "insecure-registries": json.dumps(live.insecure_registries),
+        "labels": "[]",
+        "live-restore": "true",
+        "max-concurrent-downloads": str(live.max_concurrent_downloads),
+        "max-concurrent-uploads": str(live.max_concurrent_uploads),
+        "name": socket.gethostname(),
+        "registry-mirrors": "[]",
+    }
 
 
 async def serve(config: DaemonConfig, reload: Callable[[], DaemonConfig] | None = None) -> None:

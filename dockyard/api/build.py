@@ -96,6 +96,11 @@ def options(request: web.Request) -> BuildOptions:
     if ulimits:
         host_config["Ulimits"] = ulimits
     force_remove = query_bool(request, "forcerm")
+    cache_from = None
+    if q.get("cachefrom"):
+        cache_from = _json_param(request, "cachefrom", "cache from", list)
+        if not all(isinstance(name, str) for name in cache_from):
+            raise InvalidArgument("error reading cache from: expected a list of image names")
     return BuildOptions(
         dockerfile=q.get("dockerfile", ""),
         tags=tags,
@@ -109,8 +114,12 @@ def options(request: web.Request) -> BuildOptions:
         network_mode=q.get("networkmode", ""),
         platform=platform,
         quiet=query_bool(request, "q"),
+        cache_from=cache_from,
         host_config=schema.decode(HostConfig, host_config, "build options"),
     )
+
+
+_CLIENT_CHECK = 0.1  # seconds between looks at a build's connection
 
 
 def _client_gone(request: web.Request) -> bool:
@@ -126,13 +135,20 @@ async def build(request: web.Request) -> web.StreamResponse:
     task = asyncio.ensure_future(eng.builder.build(body_chunks(request), opts, stream.send))
     try:
         while not task.done():
-            await asyncio.wait({task}, timeout=0.5)
+            # A step may print nothing for a long time: look at the connection often, so
+            # that a build whose client has gone stops (its step container killed and
+            # removed) at once rather than when it next writes.
+            await asyncio.wait({task}, timeout=_CLIENT_CHECK)
             if not task.done() and _client_gone(request):
+                log.info("build client went away; stopping the build")
                 task.cancel()
+                await asyncio.gather(task, return_exceptions=True)  # its clean-up included
+                return stream.resp
         task.result()
     except asyncio.CancelledError:
         if not task.done():
             task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         raise
     except (ConnectionResetError, RuntimeError):
         return stream.resp  # the client went away mid-build; the build cleaned up

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
+from dockyard import detachkeys
 from dockyard.api import container_json, filters
 from dockyard.api.app import (
     Routes,
@@ -18,11 +20,12 @@ from dockyard.api.app import (
     query_int,
     read_json,
 )
-from dockyard.api.streams import frame, hijack, stream_content_type
+from dockyard.api.streams import Hijacked, WebSocketStream, frame, hijack, stream_content_type
 from dockyard.api.system import _parse_time
 from dockyard.containers import health, schema
 from dockyard.containers.model import Container
 from dockyard.containers.schema import ContainerCreate, EndpointSettings
+from dockyard.containers.update import ContainerUpdate
 from dockyard.errors import Conflict, InvalidArgument, NotFound
 from dockyard.images.oci import rfc3339
 from dockyard.runtime.attach import AttachConnection
@@ -225,6 +228,18 @@ async def unpause(request: web.Request) -> web.StreamResponse:
     return web.Response(status=204)
 
 
+@routes.post("/containers/{id}/update")
+async def update(request: web.Request) -> web.StreamResponse:
+    body = schema.decode(ContainerUpdate, await read_json(request))
+    version = api_version(request)
+    if version < (1, 40):
+        body.pids_limit = None  # not updatable before API 1.40
+    if version >= (1, 42):
+        body.kernel_memory = 0  # removed in API 1.42: ignored
+    warnings = await engine(request).containers.update(request.match_info["id"], body)
+    return json_response({"Warnings": warnings})
+
+
 @routes.post("/containers/{id}/rename")
 async def rename(request: web.Request) -> web.StreamResponse:
     engine(request).containers.rename(request.match_info["id"], request.query.get("name", ""))
@@ -263,7 +278,15 @@ async def remove(request: web.Request) -> web.StreamResponse:
 
 @routes.post("/containers/prune")
 async def prune(request: web.Request) -> web.StreamResponse:
-    removed, space = await engine(request).containers.prune()
+    wanted = filters.parse(request.query.get("filters"), ("label", "label!", "until"))
+    until = filters.until(wanted.get("until", []))
+
+    def chosen(container: Container) -> bool:
+        if until is not None and container_json.parse_time(container.created) * 1e9 > until:
+            return False
+        return filters.prune_labels_match(container.labels, wanted)
+
+    removed, space = await engine(request).containers.prune(chosen)
     return json_response({"ContainersDeleted": removed or None, "SpaceReclaimed": space})
 
 
@@ -322,58 +345,129 @@ async def logs(request: web.Request) -> web.StreamResponse:
 async def attach(request: web.Request) -> web.StreamResponse:
     eng = engine(request)
     container = eng.containers.get(request.match_info["id"])
+    escape_keys = _detach_keys(request)
+    tty = container.tty
+    ref = request.match_info["id"]
+    if container.state.status == "paused":
+        raise Conflict(f"container {ref} is paused, unpause the container before attach")
+    if container.state.status == "restarting":
+        raise Conflict(f"container {ref} is restarting, wait until the container is running")
+    resp, conn = await hijack(request, stream_content_type(request, not tty))
+    await conn.head_read()
+    await _serve_attach(request, container, conn, framed=not tty, escape_keys=escape_keys)
+    return resp
+
+
+@routes.get("/containers/{id}/attach/ws")
+async def attach_ws(request: web.Request) -> web.StreamResponse:
+    """The same attach over a websocket: raw output (never multiplexed), input as frames."""
+    eng = engine(request)
+    container = eng.containers.get(request.match_info["id"])
+    escape_keys = _detach_keys(request)
+    if container.state.status == "paused":
+        raise Conflict(
+            f"container {request.match_info['id']} is paused, unpause the container before attach"
+        )
+    ws = web.WebSocketResponse()
+    await ws.prepare(request)
+    conn = WebSocketStream(ws, binary=api_version(request) >= (1, 42))
+    await _serve_attach(request, container, conn, framed=False, escape_keys=escape_keys)
+    return ws
+
+
+def _detach_keys(request: web.Request) -> bytes:
+    keys = request.query.get("detachKeys", "")
+    try:
+        return detachkeys.parse(keys) if keys else detachkeys.DEFAULT
+    except detachkeys.InvalidKeys:
+        raise InvalidArgument(f"Invalid detach keys ({keys}) provided") from None
+
+
+async def _serve_attach(
+    request: web.Request,
+    container: Container,
+    conn: Hijacked | WebSocketStream,
+    *,
+    framed: bool,
+    escape_keys: bytes,
+) -> None:
+    """Replay the log if asked, then relay the container's stdio until it ends or the client
+    detaches; `framed`: Docker's multiplexed stream (no TTY, plain attach)."""
+    eng = engine(request)
     want_in = query_bool(request, "stdin")
     want_out = query_bool(request, "stdout")
     want_err = query_bool(request, "stderr")
     stream = query_bool(request, "stream")
     tty = container.tty
-    if container.state.status == "paused":
-        raise Conflict(f"Container {container.id} is paused, unpause the container first")
-    resp, conn = await hijack(request, stream_content_type(request, not tty))
 
     async def send(stream_id: int, data: bytes) -> bool:
         if (stream_id == 1 and not want_out) or (stream_id == 2 and not want_err):
             return True
-        return await conn.write(data if tty else frame(stream_id, data))
+        return await conn.write(frame(stream_id, data) if framed else data)
 
     try:
         if query_bool(request, "logs"):
             async for entry in eng.containers.logs(container.id, follow=False):
                 if not await send(entry.stream, entry.data):
-                    return resp
+                    return
         if not stream:
-            return resp
+            return
         eng.containers.emit(container, "attach")
         target = await eng.containers.attach(container.id)
         if target is None:
-            return resp
-        await _pump(conn, target, send, want_in)
+            return
+        # Detach keys are a terminal's: only a TTY container's input is watched (Docker).
+        escape = detachkeys.EscapeFilter(escape_keys) if tty and want_in else None
+        if await _pump(conn, target, send, want_in, escape):
+            eng.containers.emit(container, "detach")
     finally:
         conn.close()
-    return resp
 
 
-async def _pump(conn: Any, target: AttachConnection, send: Any, want_in: bool) -> None:
-    """Relay output to the client and the client's stdin to the container until output ends."""
+async def _pump(
+    conn: Hijacked | WebSocketStream,
+    target: AttachConnection,
+    send: Callable[[int, bytes], Awaitable[bool]],
+    want_in: bool,
+    escape: detachkeys.EscapeFilter | None,
+) -> bool:
+    """Relay output to the client and the client's stdin to the container until the output
+    ends; True if the client left first (detach keys, or gone) with the container running."""
+    detached = asyncio.Event()
 
     async def stdin() -> None:
         while True:
             data = await conn.read()
             if data is None:
                 if want_in:
-                    target.close_stdin()
+                    target.close_stdin()  # the monitor keeps it open unless StdinOnce (no TTY)
                 return
-            if want_in:
+            if not want_in:
+                continue
+            if escape is not None:
+                data = escape.feed(data)
+            if data:
                 await target.write(data)
+            if escape is not None and escape.detached:
+                detached.set()
+                return
 
-    feeder = asyncio.ensure_future(stdin())
-    try:
+    async def output() -> bool:
         while True:
             chunk = await target.read()
             if chunk is None:
-                break
+                return False
             if not await send(*chunk):
-                break
+                return True  # the client is gone
+
+    feeder = asyncio.ensure_future(stdin())
+    relay = asyncio.ensure_future(output())
+    detach = asyncio.ensure_future(detached.wait())
+    try:
+        await asyncio.wait({relay, detach}, return_when=asyncio.FIRST_COMPLETED)
+        return detached.is_set() or (relay.done() and relay.result())
     finally:
-        feeder.cancel()
+        for task in (feeder, relay, detach):
+            task.cancel()
+        await asyncio.gather(feeder, relay, detach, return_exceptions=True)
         target.close()

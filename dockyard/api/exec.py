@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from aiohttp import web
 
-from dockyard.api.app import Routes, engine, json_response, query_int, read_json
+from dockyard import detachkeys
+from dockyard.api.app import Routes, api_version, engine, json_response, query_int, read_json
 from dockyard.api.streams import Hijacked, frame, hijack, stream_content_type
-from dockyard.containers.execs import CommandError, Exec, runtime_message
+from dockyard.containers import schema
+from dockyard.containers.execs import CommandError, Exec, ExecCreate, ExecStart, runtime_message
 
 routes = Routes()
 
 
 @routes.post("/containers/{id}/exec")
 async def create(request: web.Request) -> web.StreamResponse:
-    body = await read_json(request, required=True)
+    body = schema.decode(ExecCreate, await read_json(request, required=True))
     instance = engine(request).execs.create(request.match_info["id"], body)
     return json_response({"Id": instance.id}, 201)
 
@@ -24,33 +25,37 @@ async def create(request: web.Request) -> web.StreamResponse:
 @routes.post("/exec/{id}/start")
 async def start(request: web.Request) -> web.StreamResponse:
     eng = engine(request)
-    body = await read_json(request)
+    body = schema.decode(ExecStart, await read_json(request))
     instance = eng.execs.get(request.match_info["id"])
-    detach = bool(body.get("Detach"))
-    tty = body.get("Tty")
-    tty = instance.tty if tty is None else bool(tty)
-    size = body.get("ConsoleSize")
-    console_size = (int(size[0]), int(size[1])) if size and len(size) == 2 else None
+    detach = body.detach
+    # The process gets a terminal if the exec was created with one; the start's Tty
+    # only chooses the framing of the stream (Docker's rule).
+    framed = not body.tty
+    size = body.console_size
+    console_size = (
+        (size[0], size[1])
+        if size and len(size) == 2 and not framed and api_version(request) >= (1, 42)
+        else None
+    )
     if detach:
         try:
-            await eng.execs.start(instance.id, detach=True, tty=tty, console_size=console_size)
+            await eng.execs.start(instance.id, detach=True, console_size=console_size)
         except CommandError as e:
             return json_response({"message": runtime_message(e)}, 500)
         return web.Response(status=200)
-    resp, conn = await hijack(request, stream_content_type(request, not tty))
+    resp, conn = await hijack(request, stream_content_type(request, framed))
+    await conn.head_read()
     try:
         try:
-            await eng.execs.start(instance.id, detach=False, tty=tty, console_size=console_size)
+            await eng.execs.start(instance.id, detach=False, console_size=console_size)
         except CommandError as e:
             # Docker writes the failure into the stream; the exit code is already recorded.
-            # Clients that read the 101 reply through a buffered reader (docker-py) drop
-            # bytes that arrive with the headers, so let the headers land first, as they
-            # do with Docker while the runtime starts.
-            await asyncio.sleep(0.05)
             text = (runtime_message(e) + "\r\n").encode()
-            await conn.write(text if tty else frame(1, text))
+            await conn.write(frame(1, text) if framed else text)
             return resp
-        await _relay(conn, instance, tty)
+        if await _relay(conn, instance, framed):
+            eng.execs.detached(instance)
+            return resp
         # The exit code must be recorded before the client sees the stream end.
         await eng.execs.finish(instance)
     finally:
@@ -58,35 +63,53 @@ async def start(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-async def _relay(conn: Hijacked, instance: Exec, tty: bool) -> None:
+async def _relay(conn: Hijacked, instance: Exec, framed: bool) -> bool:
+    """Relay until the process's output ends; True if the client typed the detach keys."""
     process = instance.process
     assert process is not None
-    write = conn.write
-    read = conn.read
+    escape = (
+        detachkeys.EscapeFilter(instance.escape_keys)
+        if instance.tty and instance.attach_stdin
+        else None
+    )
+    detached = asyncio.Event()
 
     async def stdin() -> None:
         while True:
-            data = await read()
+            data = await conn.read()
             if data is None:
                 if instance.attach_stdin:
                     process.close_stdin()
                 return
-            if instance.attach_stdin:
+            if not instance.attach_stdin:
+                continue
+            if escape is not None:
+                data = escape.feed(data)
+            if data:
                 await process.write(data)
+            if escape is not None and escape.detached:
+                detached.set()
+                return
 
-    feeder = asyncio.ensure_future(stdin())
-    try:
+    async def output() -> None:
         async for stream_id, data in process.output():
             if stream_id == 1 and not instance.attach_stdout:
                 continue
             if stream_id == 2 and not instance.attach_stderr:
                 continue
-            if not await write(data if tty else frame(stream_id, data)):
-                break
+            if not await conn.write(frame(stream_id, data) if framed else data):
+                return
+
+    feeder = asyncio.ensure_future(stdin())
+    relay = asyncio.ensure_future(output())
+    detach = asyncio.ensure_future(detached.wait())
+    try:
+        await asyncio.wait({relay, detach}, return_when=asyncio.FIRST_COMPLETED)
+        return detached.is_set()
     finally:
-        feeder.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await feeder
+        for task in (feeder, relay, detach):
+            task.cancel()
+        await asyncio.gather(feeder, relay, detach, return_exceptions=True)
 
 
 @routes.post("/exec/{id}/resize")

@@ -7,10 +7,18 @@ from typing import Any
 from aiohttp import web
 
 from dockyard.api import filters
-from dockyard.api.app import Routes, body_chunks, engine, json_response, query_bool
+from dockyard.api.app import (
+    Routes,
+    api_version,
+    body_chunks,
+    engine,
+    json_response,
+    query_bool,
+)
 from dockyard.api.container_json import parse_time
 from dockyard.api.distribution import registry_credentials
 from dockyard.api.streams import JSONStream, progress_stream
+from dockyard.containers.schema import ContainerConfig
 from dockyard.errors import DockyardError, InvalidArgument, NotImplementedByEngine
 from dockyard.images import reference
 from dockyard.images.oci import ZERO_TIME
@@ -19,64 +27,75 @@ from dockyard.images.reference import Reference
 from dockyard.images.service import Image, ImageService
 from dockyard.registry.progress import Report
 from dockyard.snapshots.layers import chain_ids
+from dockyard.wire import WireError
 
 routes = Routes()
 
 _LIST_FILTERS = ("dangling", "label", "before", "since", "reference", "until")
 
 
-def _config(image: Image) -> dict[str, Any]:
-    run = image.run_config
-    return {
-        "Hostname": "",
-        "Domainname": "",
-        "User": run.get("User", ""),
-        "AttachStdin": False,
-        "AttachStdout": False,
-        "AttachStderr": False,
-        "ExposedPorts": run.get("ExposedPorts"),
-        "Tty": False,
-        "OpenStdin": False,
-        "StdinOnce": False,
-        "Env": run.get("Env"),
-        "Cmd": run.get("Cmd"),
-        "Healthcheck": run.get("Healthcheck"),
-        "ArgsEscaped": run.get("ArgsEscaped", False),
-        "Image": "",
-        "Volumes": run.get("Volumes"),
-        "WorkingDir": run.get("WorkingDir", ""),
-        "Entrypoint": run.get("Entrypoint"),
-        "OnBuild": run.get("OnBuild"),
-        "Labels": run.get("Labels"),
-        "StopSignal": run.get("StopSignal", ""),
-        "Shell": run.get("Shell"),
-    }
+def container_config(raw: Any) -> dict[str, Any]:
+    """A run configuration stored in an image config (`config`, `container_config`) in
+    Docker's `Config` shape: every field in moby's order, the optional ones only when
+    set. A field that does not fit Docker's type (a hand-made image) is left out."""
+    data = raw if isinstance(raw, dict) else {}
+    try:
+        return ContainerConfig.decode(data).to_wire()
+    except WireError:
+        fitting = {}
+        for key, value in data.items():
+            try:
+                ContainerConfig.decode({key: value})
+            except WireError:
+                continue
+            fitting[key] = value
+        return ContainerConfig.decode(fitting).to_wire()
 
 
-def inspect_json(image: Image) -> dict[str, Any]:
+def inspect_json(image: Image, version: tuple[int, int] = (1, 45)) -> dict[str, Any]:
+    """Docker's ImageInspect, `VirtualSize` up to API 1.43 as in dockerd 26.
+
+    `Container` and `ContainerConfig` (the container that made the image: the
+    builder's last step, the committed container) are shown at every version,
+    although dockerd 26 drops them from API 1.45 on: compose v1, which asks for
+    the server's version, reads `ContainerConfig` whenever it recreates a
+    container and fails with KeyError 'ContainerConfig' without it."""
     config = image.config
-    return {
+    result: dict[str, Any] = {
         "Id": image.id,
         "RepoTags": [t.familiar() for t in image.tags],
         "RepoDigests": [d.familiar() for d in image.repo_digests],
         "Parent": "",
         "Comment": (config.get("history") or [{}])[-1].get("comment", ""),
         "Created": image.created or ZERO_TIME,
-        "DockerVersion": "",
-        "Author": config.get("author", ""),
-        "Config": _config(image),
-        # compose 1.29 reads ContainerConfig even though API 1.45 dropped it
-        "ContainerConfig": {"Volumes": None, "Env": None, "Cmd": None, "Labels": None},
-        "Container": "",
-        "Architecture": config.get("architecture", ""),
-        "Variant": config.get("variant", ""),
-        "Os": config.get("os", "linux"),
-        "Size": image.size,
-        "VirtualSize": image.size,
-        "GraphDriver": {"Name": "overlay2", "Data": {}},
-        "RootFS": {"Type": "layers", "Layers": image.diff_ids},
-        "Metadata": {"LastTagTime": ZERO_TIME},
     }
+    if config.get("container"):
+        result["Container"] = config["container"]
+    result["ContainerConfig"] = container_config(config.get("container_config"))
+    result.update(
+        {
+            "DockerVersion": config.get("docker_version", ""),
+            "Author": config.get("author", ""),
+            "Config": container_config(image.run_config),
+            "Architecture": config.get("architecture", ""),
+        }
+    )
+    if config.get("variant"):
+        result["Variant"] = config["variant"]
+    result["Os"] = config.get("os", "linux")
+    if config.get("os.version"):
+        result["OsVersion"] = config["os.version"]
+    result["Size"] = image.size
+    if version < (1, 44):
+        result["VirtualSize"] = image.size
+    result.update(
+        {
+            "GraphDriver": {"Name": "overlay2", "Data": {}},
+            "RootFS": {"Type": "layers", "Layers": image.diff_ids},
+            "Metadata": {"LastTagTime": ZERO_TIME},
+        }
+    )
+    return result
 
 
 def summary_json(image: Image, containers: int) -> dict[str, Any]:
@@ -129,7 +148,8 @@ async def list_images(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/images/{name:.+}/json")
 async def inspect(request: web.Request) -> web.StreamResponse:
-    return json_response(inspect_json(engine(request).images.resolve(request.match_info["name"])))
+    image = engine(request).images.resolve(request.match_info["name"])
+    return json_response(inspect_json(image, api_version(request)))
 
 
 @routes.get("/images/{name:.+}/history")

@@ -10,13 +10,16 @@ protocol object to `_HijackedHandler`, which keeps it open.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
+import socket
 import struct
+import termios
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 from aiohttp.web_protocol import RequestHandler
 
 from dockyard.api.app import api_version
@@ -98,10 +101,74 @@ class Hijacked:
             await asyncio.sleep(0.01)
         return not transport.is_closing()
 
+    async def head_read(self) -> None:
+        """Return once the client has read the reply head (or after a moment).
+
+        Clients that parse the head through a buffered reader and then read the raw
+        socket (docker-py) lose whatever arrived in the same read as the head, so the
+        first bytes of the stream must not catch up with it. On a unix socket the
+        kernel says how much the peer has yet to read (SIOCOUTQ).
+        """
+        transport = self._transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is None or sock.family != socket.AF_UNIX:
+            await asyncio.sleep(0.05)
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 2
+        while loop.time() < deadline and transport is not None and not transport.is_closing():
+            try:
+                queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))
+            except OSError:
+                return
+            if queued[0] == 0 and transport.get_write_buffer_size() == 0:
+                return
+            await asyncio.sleep(0.002)
+
     def close(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
             self._transport.close()
         self.closed = True
+
+
+class WebSocketStream:
+    """A websocket used as a hijacked connection is: bytes in, bytes out, no framing of
+    Docker's own (`/attach/ws`). Output goes as binary messages from API 1.42 on, as text
+    before, as moby sends it."""
+
+    def __init__(self, ws: web.WebSocketResponse, *, binary: bool) -> None:
+        self._ws = ws
+        self._binary = binary
+        self.closed = False
+        self._closing: asyncio.Future[bool] | None = None
+
+    async def read(self) -> bytes | None:
+        message = await self._ws.receive()
+        if message.type == WSMsgType.BINARY:
+            return bytes(message.data)
+        if message.type == WSMsgType.TEXT:
+            return str(message.data).encode()
+        return None  # closed, closing or failed: the client's input has ended
+
+    async def write(self, data: bytes) -> bool:
+        if self._ws.closed:
+            return False
+        try:
+            if self._binary:
+                await self._ws.send_bytes(data)
+            else:
+                await self._ws.send_str(data.decode(errors="replace"))
+        except ConnectionResetError:
+            return False
+        return not self._ws.closed
+
+    async def head_read(self) -> None:
+        return None  # websocket frames carry their own boundaries
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._closing = asyncio.ensure_future(self._ws.close())
 
 
 async def hijack(request: web.Request, content_type: str) -> tuple[web.StreamResponse, Hijacked]:

@@ -25,6 +25,7 @@ from dockyard.api.app import (
 from dockyard.api.streams import JSONStream
 from dockyard.errors import InvalidArgument
 from dockyard.events.bus import Event
+from dockyard.events.filter import EventFilter
 from dockyard.images.oci import host_arch, now_rfc3339
 
 routes = Routes()
@@ -229,81 +230,84 @@ def _parse_time(value: str | None, name: str) -> int | None:
     return int(parsed.timestamp() * 1_000_000_000)
 
 
-def _event_json(event: Event) -> dict[str, Any]:
-    message: dict[str, Any] = {
-        "Type": event.type,
-        "Action": event.action,
-        "Actor": {"ID": event.actor_id, "Attributes": event.attributes},
-        "scope": event.scope,
-        "time": event.time_nano // 1_000_000_000,
-        "timeNano": event.time_nano,
-    }
+def _event_time(value: str | None) -> int | None:
+    """`since`/`until` as Docker reads them: Unix seconds (fractions allowed), an RFC 3339
+    time or date, or a Go duration before now (`10m`); as nanoseconds."""
+    return filters.until([value]) if value else None
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    """An event in Docker's shape, the deprecated `status`/`id`/`from` fields included
+    for container and image events (left out when empty, as Go's omitempty does)."""
+    message: dict[str, Any] = {}
     if event.type in ("container", "image"):
-        message["status"] = event.action
-        message["id"] = event.actor_id
+        legacy = {"status": event.action, "id": event.actor_id}
         if event.type == "container":
-            message["from"] = event.attributes.get("image", "")
+            legacy["from"] = event.attributes.get("image", "")
+        message.update((k, v) for k, v in legacy.items() if v)
+    message.update(
+        {
+            "Type": event.type,
+            "Action": event.action,
+            # Go writes map keys sorted
+            "Actor": {"ID": event.actor_id, "Attributes": dict(sorted(event.attributes.items()))},
+            "scope": event.scope,
+            "time": event.time_nano // 1_000_000_000,
+            "timeNano": event.time_nano,
+        }
+    )
     return message
 
 
-def _event_matches(event: Event, wanted: filters.Filters) -> bool:
-    for key, values in wanted.items():
-        if not values:
-            continue
-        if key == "type" and event.type not in values:
-            return False
-        if key in ("event", "action") and not any(
-            event.action == v or event.action.startswith(v + ":") for v in values
-        ):
-            return False
-        if key in ("container", "image", "network", "volume", "plugin", "daemon"):
-            if event.type != key:
-                return False
-            name = event.attributes.get("name", "")
-            if not any(v in (event.actor_id, name) or event.actor_id.startswith(v) for v in values):
-                return False
-        if key == "label" and not filters.label_matches(event.attributes, values):
-            return False
-        if key == "scope" and event.scope not in values:
-            return False
-    return True
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 @routes.get("/events")
 async def events(request: web.Request) -> web.StreamResponse:
     eng = engine(request)
-    since = _parse_time(request.query.get("since"), "since")
-    until = _parse_time(request.query.get("until"), "until")
-    wanted = filters.parse(request.query.get("filters"))
+    since = _event_time(request.query.get("since"))
+    until = _event_time(request.query.get("until"))
+    if until is not None and since is not None and until < since:
+        raise InvalidArgument(
+            f"`since` time ({request.query['since']}) cannot be after "
+            f"`until` time ({request.query['until']})"
+        )
+    wanted = EventFilter(filters.parse(request.query.get("filters")))
     stream = JSONStream(request)
     await stream.start()
+    # Docker replays its buffer only when a window is asked for (`since` or `until`).
+    replay_from = since if since is not None else (0 if until is not None else None)
     try:
-        return await _relay_events(stream, eng, since, until, wanted)
-    except ConnectionResetError:  # the client went away: not an error of the daemon's
-        return stream.resp
-
-
-async def _relay_events(
-    stream: JSONStream, eng: Any, since: int | None, until: int | None, wanted: filters.Filters
-) -> web.StreamResponse:
-    now = time.time_ns()
-    with eng.events.subscribe() as queue:
-        if since is not None:
-            for event in eng.events.history(since, until):
-                if _event_matches(event, wanted):
-                    await stream.send(_event_json(event))
-        if until is not None and until <= now:
-            return await stream.finish()
-        while True:
-            timeout = None if until is None else max(0.0, (until - time.time_ns()) / 1e9)
-            try:
-                event = await asyncio.wait_for(queue.get(), timeout)
-            except TimeoutError:
+        with eng.events.subscribe(replay_from) as (past, queue):
+            for event in past:
+                if until is not None and event.time_nano > until:
+                    continue
+                if wanted.include(event):
+                    await stream.send(event_json(event))
+            if until is not None and until <= time.time_ns():
                 return await stream.finish()
-            if until is not None and event.time_nano > until:
-                return await stream.finish()
-            if _event_matches(event, wanted):
-                await stream.send(_event_json(event))
+            while True:
+                # Wake up now and then: a client that went away while nothing it wants
+                # happened must not hold its subscription for ever.
+                timeout = (
+                    1.0 if until is None else min(1.0, max(0.0, (until - time.time_ns()) / 1e9))
+                )
+                try:
+                    event = await asyncio.wait_for(queue.get(), timeout)
+                except TimeoutError:
+                    if until is not None and time.time_ns() >= until:
+                        return await stream.finish()
+                    if _client_gone(request):
+                        return stream.resp
+                    continue
+                if until is not None and event.time_nano > until:
+                    return await stream.finish()
+                if wanted.include(event):
+                    await stream.send(event_json(event))
+    except ConnectionError:  # aiohttp's ClientConnectionResetError among them
+        return stream.resp  # the client closed the stream: the normal way for it to end
 
 
 SWARM_MESSAGE = (

@@ -107,6 +107,8 @@ class BuildOptions:
     network_mode: str = ""
     platform: str = ""
     quiet: bool = False
+    # `cachefrom`: when given, cache hits come only from these images' histories
+    cache_from: list[str] | None = None
     # resource settings for the RUN containers (HostConfig keys)
     host_config: HostConfig = field(default_factory=HostConfig)
 
@@ -212,6 +214,7 @@ class Builder:
         """Drop build cache records; their layers go unless images use them."""
         dropped, reclaimed = self.cache.prune(keep_storage=0 if all else keep_storage)
         await self.images.collect()
+        self.images.events.emit("builder", "prune", "", {"reclaimed": str(reclaimed)})
         return dropped, reclaimed
 
 
@@ -267,6 +270,9 @@ class _Build:
         self.step = 0
         self.total = 0
         self.platform = parse_platform(options.platform)
+        # `cachefrom` images found (None: not asked for), and those this stage may still use
+        self.cache_sources: list[State] | None = None
+        self.cache_from: list[State] | None = None
 
     # -- output -------------------------------------------------------------
 
@@ -310,6 +316,8 @@ class _Build:
                 f"builder\n{_STDERR_END}"
             )
         self._platform_args()
+        if self.options.cache_from is not None:
+            self.cache_sources = self._cache_sources(self.options.cache_from)
         for arg in meta_args:
             await self.step_line(arg.text)
             self._global_arg(arg)
@@ -431,6 +439,7 @@ class _Build:
 
     async def _stage(self, stage: ins.Stage) -> _StageState:
         await self.step_line(stage.start.text)
+        self.cache_from = None if self.cache_sources is None else list(self.cache_sources)
         ctx = await self._from(stage)
         await self.say(f" ---> {ctx.state.short_id}\n")
         for command in stage.commands:
@@ -520,6 +529,21 @@ class _Build:
             )
         return image
 
+    def _cache_sources(self, names: list[str]) -> list[State]:
+        """The `cachefrom` images that exist here; unknown names are skipped (as by Docker)."""
+        sources = []
+        for name in names:
+            try:
+                image = self.b.images.resolve(name)
+            except (NotFound, InvalidArgument) as e:
+                log.warning("cache from %s: %s; skipping it", name, e.message)
+                continue
+            manifest = self.b.images.manifest(image)
+            state = State(image.id, image.config, tuple(manifest.get("layers") or ()))
+            self._pin_state(state)
+            sources.append(state)
+        return sources
+
     def _pin_state(self, state: State) -> None:
         pins = self.b._pins.get(self.id)
         if pins is not None:
@@ -573,20 +597,75 @@ class _Build:
         comment = imageconfig.nop(ctx.state.run_config, "ARG " + " ".join(parts))
         return await self._metadata(ctx, step, ctx.state.run_config, comment)
 
-    def _cached(self, cache_key: str) -> State | None:
+    def _cached(
+        self, cache_key: str, ctx: _StageState, created_by: str, run_config: dict[str, Any]
+    ) -> State | None:
+        """The step's cached result, if it may be used.
+
+        Without `cachefrom`, any result in the build cache. With it, Docker's rule:
+        only results in the history of the images named there, either found in the
+        build cache (when that image's history and layers begin with the result's)
+        or rebuilt from such an image's history (the step's history entry is the
+        next one of an image whose history and layers begin with the current
+        state's); nothing else hits, so an unknown name means no cache at all.
+        """
         if self.options.no_cache:
             return None
         state = self.b.cache.get(cache_key)
-        if state is None:
-            return None
+        if state is not None and not self._usable(state):
+            state = None
+        if self.cache_from is not None:
+            if state is not None and not any(_extends(source, state) for source in self.cache_from):
+                state = None
+            if state is None:
+                state = self._from_history(ctx, created_by, run_config)
+                if state is not None:
+                    self.b.cache.put(cache_key, state, 0)
+        if state is not None:
+            self._pin_state(state)
+        return state
+
+    def _usable(self, state: State) -> bool:
+        """Whether a cached state's layers are all still there."""
         chain = state.chain_id
         if chain is not None and not self.b.images.layers.has(chain):
-            return None  # its layers are gone: build it again
-        for layer in state.layers:
-            if not self.b.images.content.exists(layer["digest"]):
-                return None
-        self._pin_state(state)
-        return state
+            return False  # its layers are gone: build it again
+        return all(self.b.images.content.exists(layer["digest"]) for layer in state.layers)
+
+    def _from_history(
+        self, ctx: _StageState, created_by: str, run_config: dict[str, Any]
+    ) -> State | None:
+        """A step's result rebuilt from a `cachefrom` image whose history continues the
+        current state's with this very step (moby's ImageCache)."""
+        parent = ctx.state
+        history = list(parent.config.get("history") or [])
+        for source in self.cache_from or []:
+            if not _extends(source, parent, strict=True):
+                continue
+            entry = (source.config.get("history") or [])[len(history)]
+            if entry.get("created_by", "") != created_by:
+                continue
+            if len(source.config.get("history") or []) == len(history) + 1:
+                state = State(source.id, copy.deepcopy(source.config), tuple(source.layers))
+            else:
+                config = copy.deepcopy(parent.config)
+                for key in ("container", "container_config"):
+                    config.pop(key, None)
+                config["created"] = entry.get("created", config.get("created"))
+                config["config"] = copy.deepcopy(run_config)
+                config["history"] = [*history, copy.deepcopy(entry)]
+                layers = parent.layers
+                if not entry.get("empty_layer"):
+                    index = len(parent.diff_ids)
+                    rootfs = config.setdefault("rootfs", {"type": "layers", "diff_ids": []})
+                    rootfs["diff_ids"] = [*(rootfs.get("diff_ids") or []), source.diff_ids[index]]
+                    layers = (*layers, source.layers[index])
+                state = State.of(config, layers)
+                self.cache_from = [source]  # Docker's rule: stay on the image that matched
+            if not self._usable(state):
+                continue
+            return state
+        return None
 
     def _next_state(
         self,
@@ -594,11 +673,25 @@ class _Build:
         run_config: dict[str, Any],
         created_by: str,
         layer: NewLayer | None,
+        *,
+        step: dict[str, Any] | None = None,
+        container: str = "",
     ) -> State:
+        """The state after a step. Like Docker's classic builder, the image config keeps
+        the configuration of the container that made the step (`container_config`:
+        the run config with the step's command, `#(nop)` for metadata steps), which
+        image inspect shows as `ContainerConfig` and compose v1 reads."""
         config = copy.deepcopy(ctx.state.config)
         now = oci.now_rfc3339()
         config["created"] = now
         config["config"] = run_config
+        if step is None:
+            step = {**run_config, "Cmd": imageconfig.nop_command(ctx.state.run_config, created_by)}
+        config["container_config"] = {**step, "Image": ctx.state.id}
+        if container:
+            config["container"] = container
+        else:
+            config.pop("container", None)
         entry: dict[str, Any] = {"created": now, "created_by": created_by}
         if ctx.author:
             config["author"] = ctx.author
@@ -621,7 +714,7 @@ class _Build:
         cache_key = key(
             ctx.state, "meta", comment, json.dumps(run_config, sort_keys=True), ctx.author
         )
-        cached = self._cached(cache_key)
+        cached = self._cached(cache_key, ctx, comment, run_config)
         if cached is not None:
             await self.say(" ---> Using cache\n")
             return cached
@@ -670,19 +763,24 @@ class _Build:
         if network == "default":
             network = ""
         cache_key = key(ctx.state, "run", json.dumps(saved), network)
-        cached = self._cached(cache_key)
+        cached = self._cached(cache_key, ctx, " ".join(saved), run_config)
         if cached is not None:
             await self.say(" ---> Using cache\n")
             return cached
         env = [*(run_config.get("Env") or []), *(f"{k}={v}" for k, v in sorted(args.items()))]
-        layer = await self._run_container(ctx, command, env, network)
-        state = self._next_state(ctx, run_config, " ".join(saved), layer)
+        layer, container_id = await self._run_container(ctx, command, env, network)
+        # The step's container config, as Docker records it: the command saved with
+        # its build arguments, and no entrypoint.
+        step_config = {**run_config, "Cmd": saved, "Entrypoint": None}
+        state = self._next_state(
+            ctx, run_config, " ".join(saved), layer, step=step_config, container=container_id
+        )
         self.b.cache.put(cache_key, state, layer.size if layer else 0)
         return state
 
     async def _run_container(
         self, ctx: _StageState, command: list[str], env: list[str], network: str
-    ) -> NewLayer | None:
+    ) -> tuple[NewLayer | None, str]:
         state = ctx.state
         run_config = state.run_config
         # The container sees the stage's filesystem and environment, but none of
@@ -750,7 +848,7 @@ class _Build:
             await self.say(f" ---> Removed intermediate container {container.short_id}\n")
         else:
             self._keep_container(container.id)  # `rm=0`: kept, as Docker keeps it
-        return layer
+        return layer, container.id
 
     async def _remove_container(self, container_id: str) -> None:
         try:
@@ -843,7 +941,7 @@ class _Build:
                 json.dumps([s for s in step.sources]),
                 str(step.unpack),
             )
-            cached = self._cached(cache_key)
+            cached = self._cached(cache_key, ctx, created_by, ctx.state.run_config)
             if cached is not None:
                 await self.say(" ---> Using cache\n")
                 return cached
@@ -963,7 +1061,7 @@ class _Build:
         path = run_config["WorkingDir"]
         user = run_config.get("User") or ""
         cache_key = key(ctx.state, "WORKDIR", path, user)
-        cached = self._cached(cache_key)
+        cached = self._cached(cache_key, ctx, created_by, run_config)
         if cached is not None:
             await self.say(" ---> Using cache\n")
             return cached
@@ -1009,6 +1107,21 @@ class _Build:
             with contextlib.suppress(OSError):
                 await self._release_sandbox(sandbox)
         await asyncio.to_thread(shutil.rmtree, self.dir, True)
+
+
+def _extends(image: State, state: State, *, strict: bool = False) -> bool:
+    """Whether `image`'s history and layers begin with `state`'s (with `strict`: and go
+    on beyond them). A state with neither (FROM scratch) begins every image."""
+    history = list(image.config.get("history") or [])
+    mine = list(state.config.get("history") or [])
+    if not history:
+        return False
+    if not mine and not state.diff_ids:
+        return True
+    if len(mine) > len(history) or (strict and len(mine) == len(history)):
+        return False
+    diff_ids = list(image.diff_ids)
+    return history[: len(mine)] == mine and diff_ids[: len(state.diff_ids)] == list(state.diff_ids)
 
 
 def _make_workdir(root: str, path: str, user: str) -> None:

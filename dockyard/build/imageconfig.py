@@ -52,6 +52,19 @@ def nop_single(config: RunConfig, comment: str) -> str:
     return " ".join([*shell(config), "#(nop) " + comment])
 
 
+def nop_command(config: RunConfig, created_by: str) -> list[str]:
+    """The container command Docker's builder records for a metadata step (its
+    `ContainerConfig.Cmd`), from the history text `nop` or `nop_single` made of it
+    with the stage's `config` of before the step."""
+    prefix = " ".join(shell(config)) + " "
+    text = created_by.removeprefix(prefix)
+    if text != created_by and text.startswith("#(nop)  "):
+        return [*shell(config), "#(nop) ", text.removeprefix("#(nop)  ")]
+    if text != created_by:
+        return [*shell(config), text]
+    return [*shell(config), created_by]
+
+
 def begin_stage(config: RunConfig | None) -> RunConfig:
     """A stage's starting config: the base image's, with a default PATH when it has none."""
     result = copy.deepcopy(config or {})

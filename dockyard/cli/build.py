@@ -10,6 +10,7 @@ the context tar (plain or compressed) from stdin, or a lone Dockerfile.
 from __future__ import annotations
 
 import io
+import json
 import os
 import sys
 import tarfile
@@ -124,6 +125,9 @@ def _stdin_context(dockerfile: str | None) -> tuple[IO[bytes], str]:
 )
 @click.option("--target", default="", help="Build this stage.")
 @click.option("--no-cache", is_flag=True, help="Do not use the cache.")
+@click.option(
+    "--cache-from", "cache_from", multiple=True, help="Take cache hits only from these images."
+)
 @click.option("--build-arg", "build_args", multiple=True, help="Build-time variable (NAME=value).")
 @click.option("--label", "labels", multiple=True, help="Set metadata on the image (key=value).")
 @click.option("--network", default="", help="Network mode for RUN (default, host, none).")
@@ -141,6 +145,7 @@ def build(
     dockerfile: str | None,
     target: str,
     no_cache: bool,
+    cache_from: tuple[str, ...],
     build_args: tuple[str, ...],
     labels: tuple[str, ...],
     network: str,
@@ -162,6 +167,7 @@ def build(
         "dockerfile": name or None,
         "target": target or None,
         "nocache": no_cache,
+        "cachefrom": json.dumps(list(cache_from)) if cache_from else None,
         "buildargs": _pairs(build_args, "build argument") or None,
         "labels": {k: v or "" for k, v in _pairs(labels, "label").items()} or None,
         "networkmode": network or None,

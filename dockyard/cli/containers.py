@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from dockyard import detachkeys
 from dockyard.cli import terminal
 from dockyard.cli.client import APIError, Client
 from dockyard.cli.main import Context, fail, pass_context
@@ -53,6 +54,7 @@ RUN_OPTIONS = [
     click.option("-P", "--publish-all", is_flag=True, help="Publish all exposed ports."),
     click.option("-i", "--interactive", is_flag=True, help="Keep STDIN open."),
     click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-TTY."),
+    click.option("--detach-keys", help="Key sequence for detaching (default ctrl-p,ctrl-q)."),
     click.option("--stop-signal", help="Signal to stop the container."),
     click.option("--stop-timeout", type=int, help="Seconds to wait before killing on stop."),
     click.option("--ulimit", multiple=True, help="Ulimit (nofile=1024:2048)."),
@@ -109,6 +111,16 @@ def _size(value: str | None, flag: str) -> int:
         return parse_size(value)
     except UnitError as e:
         raise click.UsageError(f'invalid argument "{value}" for "{flag}" flag: {e}') from None
+
+
+def _detach_keys(text: str | None) -> tuple[dict[str, str], bytes]:
+    """The attach parameter and the byte sequence of `--detach-keys` (docker's check)."""
+    if not text:
+        return {}, detachkeys.DEFAULT
+    try:
+        return {"detachKeys": text}, detachkeys.parse(text)
+    except detachkeys.InvalidKeys as e:
+        raise click.UsageError(f"invalid detach keys ({text}): {e}") from None
 
 
 def _restart_policy(text: str) -> dict[str, Any]:
@@ -392,9 +404,16 @@ def run(ctx: Context, image: str, command: tuple[str, ...], **options: Any) -> N
         return
     tty = options["tty"]
     interactive = options["interactive"]
+    keys_param, keys = _detach_keys(options["detach_keys"])
     sock, initial = client.hijack(
         f"/containers/{container_id}/attach",
-        params={"stream": True, "stdout": True, "stderr": True, "stdin": interactive},
+        params={
+            "stream": True,
+            "stdout": True,
+            "stderr": True,
+            "stdin": interactive,
+            **keys_param,
+        },
     )
     waiter = client.open_wait(container_id, "removed" if options["auto_remove"] else "next-exit")
     try:
@@ -414,7 +433,9 @@ def run(ctx: Context, image: str, command: tuple[str, ...], **options: Any) -> N
     with terminal.raw_mode(tty and interactive), terminal.on_resize(resize if tty else None):
         if tty:
             resize(*terminal.size())
-        terminal.relay(sock, initial, tty=tty, stdin=interactive)
+        detached = terminal.relay(sock, initial, tty=tty, stdin=interactive, detach_keys=keys)
+    if detached:
+        sys.exit(0)  # docker run: detaching is a success, the container runs on
     sys.exit(waiter.result())
 
 
@@ -454,9 +475,16 @@ def _each(ctx: Context, containers: tuple[str, ...], action: Any) -> None:
 @click.command("start")
 @click.option("-a", "--attach", is_flag=True, help="Attach to the container's output.")
 @click.option("-i", "--interactive", is_flag=True, help="Attach the container's stdin.")
+@click.option("--detach-keys", help="Key sequence for detaching (default ctrl-p,ctrl-q).")
 @click.argument("containers", nargs=-1, required=True)
 @pass_context
-def start(ctx: Context, attach: bool, interactive: bool, containers: tuple[str, ...]) -> None:
+def start(
+    ctx: Context,
+    attach: bool,
+    interactive: bool,
+    detach_keys: str | None,
+    containers: tuple[str, ...],
+) -> None:
     """Start one or more stopped containers."""
     client = ctx.client
     if not attach and not interactive:
@@ -471,14 +499,22 @@ def start(ctx: Context, attach: bool, interactive: bool, containers: tuple[str, 
     name = containers[0]
     info = client.json("GET", f"/containers/{name}/json")
     tty = bool(info["Config"]["Tty"])
+    keys_param, keys = _detach_keys(detach_keys)
     sock, initial = client.hijack(
         f"/containers/{info['Id']}/attach",
-        params={"stream": True, "stdout": True, "stderr": True, "stdin": interactive},
+        params={
+            "stream": True,
+            "stdout": True,
+            "stderr": True,
+            "stdin": interactive,
+            **keys_param,
+        },
     )
     waiter = client.open_wait(info["Id"], "next-exit")
     client.request("POST", f"/containers/{info['Id']}/start")
     with terminal.raw_mode(tty and interactive):
-        terminal.relay(sock, initial, tty=tty, stdin=interactive)
+        if terminal.relay(sock, initial, tty=tty, stdin=interactive, detach_keys=keys):
+            sys.exit(0)
     sys.exit(waiter.result())
 
 
@@ -741,6 +777,7 @@ def _time_param(value: str | None) -> str | None:
 @click.option("-w", "--workdir", help="Working directory.")
 @click.option("-u", "--user", help="User (name|uid[:group|gid]).")
 @click.option("--privileged", is_flag=True, help="Extended privileges for the command.")
+@click.option("--detach-keys", help="Key sequence for detaching (default ctrl-p,ctrl-q).")
 @click.argument("container")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @pass_context
@@ -753,12 +790,15 @@ def exec_(
     workdir: str | None,
     user: str | None,
     privileged: bool,
+    detach_keys: str | None,
     container: str,
     command: tuple[str, ...],
 ) -> None:
     """Run a command in a running container."""
     client = ctx.client
+    keys_param, keys = _detach_keys(detach_keys)
     body = {
+        "DetachKeys": keys_param.get("detachKeys", ""),
         "AttachStdin": interactive and not detach,
         "AttachStdout": not detach,
         "AttachStderr": not detach,
@@ -787,7 +827,9 @@ def exec_(
             pass
 
     with terminal.raw_mode(tty and interactive), terminal.on_resize(resize if tty else None):
-        terminal.relay(sock, initial, tty=tty, stdin=interactive)
+        detached = terminal.relay(sock, initial, tty=tty, stdin=interactive, detach_keys=keys)
+    if detached:
+        fail("read escape sequence", 1)  # as docker exec reports it; the process runs on
     result = client.json("GET", f"/exec/{exec_id}/json")
     code = result.get("ExitCode")
     sys.exit(code if code is not None else 126)
@@ -795,9 +837,10 @@ def exec_(
 
 @click.command("attach")
 @click.option("--no-stdin", is_flag=True, help="Do not attach STDIN.")
+@click.option("--detach-keys", help="Key sequence for detaching (default ctrl-p,ctrl-q).")
 @click.argument("container")
 @pass_context
-def attach(ctx: Context, no_stdin: bool, container: str) -> None:
+def attach(ctx: Context, no_stdin: bool, detach_keys: str | None, container: str) -> None:
     """Attach to a running container's stdio."""
     client = ctx.client
     info = client.json("GET", f"/containers/{container}/json")
@@ -805,14 +848,73 @@ def attach(ctx: Context, no_stdin: bool, container: str) -> None:
         fail("You cannot attach to a stopped container, start it first", 1)
     tty = bool(info["Config"]["Tty"])
     stdin = not no_stdin and bool(info["Config"]["OpenStdin"])
+    keys_param, keys = _detach_keys(detach_keys)
     sock, initial = client.hijack(
         f"/containers/{info['Id']}/attach",
-        params={"stream": True, "stdout": True, "stderr": True, "stdin": stdin},
+        params={"stream": True, "stdout": True, "stderr": True, "stdin": stdin, **keys_param},
     )
     waiter = client.open_wait(info["Id"], "")
     with terminal.raw_mode(tty and stdin):
-        terminal.relay(sock, initial, tty=tty, stdin=stdin)
+        if terminal.relay(sock, initial, tty=tty, stdin=stdin, detach_keys=keys):
+            fail("read escape sequence", 1)  # as docker attach reports it
     sys.exit(waiter.result())
+
+
+@click.command("update")
+@click.option("--blkio-weight", type=int, help="Block IO relative weight (10 to 1000, 0 off).")
+@click.option("--cpu-period", type=int, help="CPU CFS period (microseconds).")
+@click.option("--cpu-quota", type=int, help="CPU CFS quota (microseconds, -1 unlimited).")
+@click.option("--cpu-rt-period", type=int, help="CPU real-time period (microseconds).")
+@click.option("--cpu-rt-runtime", type=int, help="CPU real-time runtime (microseconds).")
+@click.option("-c", "--cpu-shares", type=int, help="CPU shares (relative weight).")
+@click.option("--cpus", help="Number of CPUs (e.g. 1.5).")
+@click.option("--cpuset-cpus", help="CPUs in which to allow execution (0-3, 0,1).")
+@click.option("--cpuset-mems", help="Memory nodes in which to allow execution (0-3, 0,1).")
+@click.option("-m", "--memory", help="Memory limit (e.g. 64m).")
+@click.option("--memory-reservation", help="Memory soft limit.")
+@click.option("--memory-swap", help="Memory plus swap limit; -1 for unlimited swap.")
+@click.option("--pids-limit", type=int, help="Maximum number of processes (-1 unlimited).")
+@click.option("--restart", help="Restart policy: no | on-failure[:N] | always | unless-stopped.")
+@click.argument("containers", nargs=-1, required=True)
+@pass_context
+def update(ctx: Context, containers: tuple[str, ...], **o: Any) -> None:
+    """Update the resource limits and restart policy of one or more containers."""
+    if all(value is None for value in o.values()):
+        fail("you must provide one or more flags when using this command", 1)
+    body: dict[str, Any] = {
+        "BlkioWeight": o["blkio_weight"] or 0,
+        "CpuPeriod": o["cpu_period"] or 0,
+        "CpuQuota": o["cpu_quota"] or 0,
+        "CpuRealtimePeriod": o["cpu_rt_period"] or 0,
+        "CpuRealtimeRuntime": o["cpu_rt_runtime"] or 0,
+        "CpuShares": o["cpu_shares"] or 0,
+        "CpusetCpus": o["cpuset_cpus"] or "",
+        "CpusetMems": o["cpuset_mems"] or "",
+        "Memory": _size(o["memory"], "-m, --memory"),
+        "MemoryReservation": _size(o["memory_reservation"], "--memory-reservation"),
+        "MemorySwap": _size(o["memory_swap"], "--memory-swap"),
+        "RestartPolicy": _restart_policy(o["restart"]) if o["restart"] else {},
+    }
+    if o["cpus"]:
+        try:
+            body["NanoCpus"] = parse_cpus(o["cpus"])
+        except UnitError as e:
+            raise click.UsageError(f'invalid argument "{o["cpus"]}" for "--cpus" flag: {e}') from e
+    if o["pids_limit"] is not None:
+        body["PidsLimit"] = o["pids_limit"]
+    failed = False
+    for name in containers:
+        try:
+            result = ctx.client.json("POST", f"/containers/{name}/update", body=body)
+        except APIError as e:
+            click.echo(f"Error response from daemon: {e.message}", err=True)
+            failed = True
+            continue
+        for warning in result.get("Warnings") or []:
+            click.echo(f"WARNING: {warning}", err=True)
+        click.echo(name)
+    if failed:
+        sys.exit(1)
 
 
 @click.command("top")
@@ -885,6 +987,7 @@ for _command in (
     logs,
     exec_,
     attach,
+    update,
     top,
     inspect,
 ):

@@ -57,6 +57,7 @@ COMMANDS = {
             "logs",
             "attach",
             "top",
+            "update",
             "inspect",
             "container",
         )

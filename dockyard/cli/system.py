@@ -77,10 +77,14 @@ def version(ctx: Context, fmt: str | None) -> None:
 
 
 @click.command("events")
-@click.option("--since", help="Show events since (unix time).")
-@click.option("--until", help="Stream events until (unix time).")
+@click.option("--since", help="Show events since (Unix time, RFC 3339 or a duration).")
+@click.option("--until", help="Stream events until (Unix time, RFC 3339 or a duration).")
 @click.option(
-    "-f", "--filter", "filters", multiple=True, help="Filter (type=, event=, container=)."
+    "-f",
+    "--filter",
+    "filters",
+    multiple=True,
+    help="Filter (type=, event=, container=, image=, volume=, network=, label=, ...).",
 )
 @click.option("--format", "fmt", help="Go template or 'json'.")
 @pass_context

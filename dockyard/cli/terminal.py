@@ -15,6 +15,9 @@ import tty as tty_mod
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
+from dockyard import detachkeys
+from dockyard.detachkeys import EscapeFilter
+
 
 def size() -> tuple[int, int]:
     columns, lines = shutil.get_terminal_size((80, 24))
@@ -70,27 +73,50 @@ class Demux:
             target.flush()
 
 
-def _pump_stdin(sock: socket.socket) -> None:
+def _pump_stdin(
+    sock: socket.socket, escape: EscapeFilter | None, detached: threading.Event
+) -> None:
     fd = sys.stdin.fileno()
     try:
         while True:
             data = os.read(fd, 32768)
             if not data:
                 break
-            sock.sendall(data)
+            if escape is not None:
+                data = escape.feed(data)
+            if data:
+                sock.sendall(data)
+            if escape is not None and escape.detached:
+                # The user typed the detach keys: leave, the container runs on.
+                detached.set()
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                return
     except OSError:
         pass
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_WR)
 
 
-def relay(sock: socket.socket, initial: bytes, *, tty: bool, stdin: bool) -> None:
-    """Copy stdin to the socket (if asked) and the socket to stdout/stderr until it closes."""
+def relay(
+    sock: socket.socket,
+    initial: bytes,
+    *,
+    tty: bool,
+    stdin: bool,
+    detach_keys: bytes = detachkeys.DEFAULT,
+) -> bool:
+    """Copy stdin to the socket (if asked) and the socket to stdout/stderr until it closes.
+
+    With a terminal, typing `detach_keys` ends the relay early: returns True then.
+    """
     out = sys.stdout.buffer
     err = sys.stderr.buffer
     demux = None if tty else Demux(out, err)
+    detached = threading.Event()
     if stdin:
-        threading.Thread(target=_pump_stdin, args=(sock,), daemon=True).start()
+        escape = detachkeys.EscapeFilter(detach_keys) if tty else None
+        threading.Thread(target=_pump_stdin, args=(sock, escape, detached), daemon=True).start()
     else:
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_WR)
@@ -114,3 +140,4 @@ def relay(sock: socket.socket, initial: bytes, *, tty: bool, stdin: bool) -> Non
         pass
     finally:
         sock.close()
+    return detached.is_set()

@@ -4,7 +4,8 @@ Both read the container's overlay upper directory against its image's layers
 (`layers.diff`). Commit turns the changes into a layer (`images.committer`,
 the builder's code) on top of the image's, and the container's configuration
 (`--change` applied) into the new image's runtime config, as Docker does.
-A running container is paused meanwhile unless asked not to be.
+A running container is paused meanwhile unless asked not to be; one that is
+exiting, stopped or never started is committed as it is.
 """
 
 from __future__ import annotations
@@ -95,8 +96,13 @@ async def commit(
         run_config = apply_changes(run_config, changes or [])
         paused = False
         if pause and container.state.status == RUNNING:
-            await containers.pause(container.id)
-            paused = True
+            try:
+                await containers.pause(container.id)
+                paused = True
+            except Conflict:
+                # Exiting as we speak (`docker run` of a short command, then commit):
+                # nothing runs any more to change the files, so there is nothing to pause.
+                pass
         try:
             layer = await asyncio.to_thread(
                 committer.commit,
@@ -135,6 +141,9 @@ async def commit(
         }
         if author:
             new_config["author"] = author
+        # What image inspect shows as Container and ContainerConfig (up to API 1.44).
+        new_config["container"] = container.id
+        new_config["container_config"] = container.config.to_wire()
         if layer is not None:
             manifest_layers.append(layer.descriptor)
         chain = layer.chain_id if layer is not None else container.chain_id
@@ -142,5 +151,11 @@ async def commit(
         image = images.add(new_config, manifest_layers, size)
     if tag is not None:
         images.tag(image.id, tag)
-    containers.emit(container, "commit", comment=comment)
+    containers.emit(
+        container,
+        "commit",
+        comment=comment,
+        imageID=image.id,
+        imageRef=tag.familiar() if tag is not None else "",
+    )
     return image

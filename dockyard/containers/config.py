@@ -202,7 +202,8 @@ def security_option(host_config: HostConfig, key: str) -> str | None:
     return None
 
 
-def _restart_policy(policy: RestartPolicy, auto_remove: bool) -> RestartPolicy:
+def restart_policy(policy: RestartPolicy, auto_remove: bool) -> RestartPolicy:
+    """A restart policy checked as moby checks it, in its normal form."""
     name = policy.name or "no"
     count = policy.maximum_retry_count
     if name not in RESTART_POLICIES:
@@ -221,8 +222,11 @@ def _restart_policy(policy: RestartPolicy, auto_remove: bool) -> RestartPolicy:
     return RestartPolicy(name=name, maximum_retry_count=count)
 
 
-def validate_resources(hc: HostConfig, ncpu: int) -> None:
-    """Resource limits as moby checks them, at create and at update; fills normal forms."""
+def validate_resources(hc: HostConfig, ncpu: int, *, update: bool = False) -> None:
+    """Resource limits as moby checks them, at create and at update; fills normal forms.
+
+    An update may change the swap limit alone (the memory limit is the container's).
+    """
     hc.memory = max(hc.memory, 0)
     if 0 < hc.memory < MIN_MEMORY:
         raise InvalidArgument("Minimum memory limit allowed is 6MB")
@@ -231,7 +235,7 @@ def validate_resources(hc: HostConfig, ncpu: int) -> None:
         raise InvalidArgument(
             "Minimum memoryswap limit should be larger than memory limit, see usage"
         )
-    if swap > 0 and not hc.memory:
+    if swap > 0 and not hc.memory and not update:
         raise InvalidArgument("You should always set the Memory limit when using Memoryswap limit")
     if hc.memory_reservation and hc.memory and hc.memory_reservation > hc.memory:
         raise InvalidArgument(
@@ -277,6 +281,33 @@ def validate_resources(hc: HostConfig, ncpu: int) -> None:
     for value in (hc.cpuset_cpus, hc.cpuset_mems):
         if value and not re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", value):
             raise InvalidArgument(f"Invalid value {value} for cpuset cpus")
+    if hc.cpuset_cpus:
+        available = os.sched_getaffinity(0)
+        if not cpu_list(hc.cpuset_cpus) <= available:
+            raise InvalidArgument(
+                f"Requested CPUs are not available - requested {hc.cpuset_cpus}, "
+                f"available: {cpu_ranges(available)}"
+            )
+
+
+def cpu_list(text: str) -> set[int]:
+    """The CPUs a cpuset list ("0-2,5") names."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
+
+
+def cpu_ranges(cpus: set[int]) -> str:
+    """`cpus` in the kernel's list form ("0-3,6"), as Docker prints what is available."""
+    ranges: list[str] = []
+    for cpu in sorted(cpus):
+        if ranges and cpu == int(ranges[-1].rpartition("-")[2]) + 1:
+            ranges[-1] = f"{ranges[-1].partition('-')[0]}-{cpu}"
+        else:
+            ranges.append(str(cpu))
+    return ",".join(ranges)
 
 
 def _ulimits(ulimits: list[Ulimit] | None) -> list[Ulimit] | None:
@@ -319,7 +350,7 @@ def normalise_host_config(
     hc.log_config = LogConfig(type=log_type, config=hc.log_config.config or {})
     mode = hc.network_mode or "default"
     hc.network_mode = "bridge" if mode == "default" else mode  # checked by the network manager
-    hc.restart_policy = _restart_policy(hc.restart_policy, hc.auto_remove)
+    hc.restart_policy = restart_policy(hc.restart_policy, hc.auto_remove)
     validate_resources(hc, ncpu)
     if hc.shm_size < 0:
         raise InvalidArgument("SHM size can not be less than 0")

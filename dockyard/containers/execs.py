@@ -14,15 +14,40 @@ import os
 import secrets
 import stat
 from dataclasses import dataclass, field
-from typing import Any
 
-from dockyard import rootpath
+from dockyard import detachkeys, rootpath
 from dockyard.containers import config as cfg
 from dockyard.containers import spec, users
 from dockyard.containers.model import PAUSED, RUNNING, Container
+from dockyard.containers.schema import StrSlice
 from dockyard.containers.service import ContainerService
-from dockyard.errors import Conflict, InvalidArgument, NotFound
+from dockyard.errors import Conflict, InvalidArgument, NotFound, Unavailable
 from dockyard.runtime import exec as runtime_exec
+from dockyard.wire import Message, wire
+
+
+class ExecCreate(Message):
+    """`POST /containers/{id}/exec`'s body (moby's `ExecOptions`), decoded with Go's rules."""
+
+    user: str = wire(default="")
+    privileged: bool = wire(default=False)
+    tty: bool = wire(default=False)
+    console_size: list[int] | None = wire(default=None)
+    attach_stdin: bool = wire(default=False)
+    attach_stderr: bool = wire(default=False)
+    attach_stdout: bool = wire(default=False)
+    detach_keys: str = wire(default="")
+    env: list[str] | None = wire(default=None)
+    working_dir: str = wire(default="")
+    cmd: StrSlice | None = wire(default=None)
+
+
+class ExecStart(Message):
+    """`POST /exec/{id}/start`'s body (moby's `ExecStartCheck`)."""
+
+    detach: bool = wire(default=False)
+    tty: bool = wire(default=False)
+    console_size: list[int] | None = wire(default=None)
 
 
 @dataclass
@@ -39,6 +64,7 @@ class Exec:
     attach_stdout: bool
     attach_stderr: bool
     detach_keys: str = ""
+    escape_keys: bytes = detachkeys.DEFAULT  # what `detach_keys` names
     console_size: tuple[int, int] | None = None
     running: bool = False
     exit_code: int | None = None
@@ -49,12 +75,16 @@ class Exec:
 
 
 class CommandError(Exception):
-    """The command cannot run; `code` is what docker reports (126 or 127)."""
+    """The process cannot start; `code` is what docker reports (126 or 127), `message`
+    the runtime's reason ("exec failed: unable to start container process: ...")."""
 
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
+
+
+_START_FAILED = "exec failed: unable to start container process"
 
 
 def find_command(root: str, name: str, env: list[str]) -> None:
@@ -72,21 +102,29 @@ def find_command(root: str, name: str, env: list[str]) -> None:
             continue
         if stat.S_ISDIR(st.st_mode):
             if "/" in name:
-                raise CommandError(f'exec: "{name}": is a directory', 126)
+                raise CommandError(f'{_START_FAILED}: exec: "{name}": is a directory', 126)
             continue
         if not st.st_mode & 0o111:
-            raise CommandError(f'exec: "{name}": permission denied', 126)
+            raise CommandError(f'{_START_FAILED}: exec: "{name}": permission denied', 126)
         return
     if "/" in name:
-        raise CommandError(f'exec: "{name}": stat {name}: no such file or directory', 127)
-    raise CommandError(f'exec: "{name}": executable file not found in $PATH', 127)
+        raise CommandError(
+            f'{_START_FAILED}: exec: "{name}": stat {name}: no such file or directory', 127
+        )
+    raise CommandError(f'{_START_FAILED}: exec: "{name}": executable file not found in $PATH', 127)
 
 
 def runtime_message(error: CommandError) -> str:
-    return (
-        "OCI runtime exec failed: exec failed: unable to start container process: "
-        f"{error.message}: unknown"
-    )
+    """The failure as Docker's daemon words it (the runtime's reason, wrapped)."""
+    return f"OCI runtime exec failed: {error.message}: unknown"
+
+
+def _start_failure_code(message: str) -> int:
+    """Docker's exit code for a process the runtime could not start."""
+    lowered = message.lower()
+    if "executable file not found" in lowered or "no such file or directory" in lowered:
+        return 127
+    return 126  # cannot be invoked: not executable, or refused (capabilities, ...)
 
 
 class ExecService:
@@ -101,32 +139,33 @@ class ExecService:
             raise NotFound(f"No such exec instance: {exec_id}")
         return found
 
-    def create(self, ref: str, request: dict[str, Any]) -> Exec:
+    def create(self, ref: str, request: ExecCreate) -> Exec:
         container = self.containers.get(ref)
         self._check_running(container)
-        cmd = request.get("Cmd")
-        if isinstance(cmd, str):
-            cmd = [cmd]
-        if not cmd or not all(isinstance(c, str) for c in cmd):
+        if not request.cmd:
             raise InvalidArgument("No exec command specified")
-        env = request.get("Env") or []
-        if not isinstance(env, list):
-            raise InvalidArgument("invalid JSON: Env must be a list of strings")
-        size = request.get("ConsoleSize")
+        keys = request.detach_keys
+        try:
+            escape_keys = detachkeys.parse(keys) if keys else detachkeys.DEFAULT
+        except detachkeys.InvalidKeys:
+            # Docker answers 500 here; it is the client's input, so a 400 as for attach.
+            raise InvalidArgument(f"Invalid escape keys ({keys}) provided") from None
+        size = request.console_size
         instance = Exec(
             id=secrets.token_hex(32),
             container_id=container.id,
-            cmd=list(cmd),
-            env=list(env),
-            user=request.get("User") or "",
-            working_dir=request.get("WorkingDir") or "",
-            tty=bool(request.get("Tty")),
-            privileged=bool(request.get("Privileged")),
-            attach_stdin=bool(request.get("AttachStdin")),
-            attach_stdout=bool(request.get("AttachStdout")),
-            attach_stderr=bool(request.get("AttachStderr")),
-            detach_keys=request.get("DetachKeys") or "",
-            console_size=(int(size[0]), int(size[1])) if size and len(size) == 2 else None,
+            cmd=list(request.cmd),
+            env=list(request.env or []),
+            user=request.user,
+            working_dir=request.working_dir,
+            tty=request.tty,
+            privileged=request.privileged,
+            attach_stdin=request.attach_stdin,
+            attach_stdout=request.attach_stdout,
+            attach_stderr=request.attach_stderr,
+            detach_keys=keys,
+            escape_keys=escape_keys,
+            console_size=(size[0], size[1]) if size and len(size) == 2 else None,
         )
         self._execs[instance.id] = instance
         self.containers.emit(
@@ -145,7 +184,6 @@ class ExecService:
         exec_id: str,
         *,
         detach: bool,
-        tty: bool | None = None,
         console_size: tuple[int, int] | None = None,
     ) -> Exec:
         """Start the process. Raises CommandError (after recording the code) if it cannot run."""
@@ -155,8 +193,6 @@ class ExecService:
         container = self.containers.get(instance.container_id)
         self._check_running(container)
         instance.started = True
-        if tty is not None:
-            instance.tty = tty
         if console_size:
             instance.console_size = console_size
         merged = os.path.join(self.containers.dir(container), "rootfs", "merged")
@@ -186,15 +222,22 @@ class ExecService:
         )
         conmon = self.containers.monitors[container.runtime]
         workdir = os.path.join(self.containers.paths(container).bundle, "exec", instance.id)
-        proc = await runtime_exec.start(
-            conmon,
-            container.id,
-            instance.id,
-            process,
-            workdir,
-            stdin=instance.attach_stdin,
-            detach=detach,
-        )
+        try:
+            proc = await runtime_exec.start(
+                conmon,
+                container.id,
+                instance.id,
+                process,
+                workdir,
+                stdin=instance.attach_stdin,
+                detach=detach,
+            )
+        except Unavailable as e:
+            # The runtime refused to start it (e.g. capabilities the daemon lacks for
+            # --privileged): Docker's exit code and message, not a silent exit 0.
+            instance.exit_code = _start_failure_code(e.message)
+            instance.done.set()
+            raise CommandError(e.message, instance.exit_code) from None
         instance.process = proc
         instance.pid = proc.pid
         instance.running = True
@@ -217,6 +260,15 @@ class ExecService:
         except NotFound:
             pass
         return code
+
+    def detached(self, instance: Exec) -> None:
+        """The client typed the detach keys: the process runs on, its exit code recorded
+        when it comes."""
+        if instance.process is not None:
+            instance.process.detach()
+        container = self.containers.get(instance.container_id)
+        self.containers.emit(container, "exec_detach", execID=instance.id)
+        self._background.add(asyncio.ensure_future(self.finish(instance)))
 
     def resize(self, exec_id: str, height: int, width: int) -> None:
         instance = self.get(exec_id)

@@ -42,7 +42,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from dockyard.containers.model import RUNNING, Container
-from dockyard.containers.schema import HealthConfig
+from dockyard.containers.schema import HealthConfig, StrSlice
 from dockyard.errors import DockyardError, InvalidArgument
 from dockyard.images.oci import ZERO_TIME, rfc3339
 from dockyard.units import go_duration
@@ -407,9 +407,13 @@ class HealthMonitor:
         argv = config.command(container.config.shell)
         if not argv:
             return failed(f"healthcheck for container {container.id} has no command")
+        # Imported here: execs imports the container config, which imports this module.
+        from dockyard.containers.execs import ExecCreate
+
         try:
             instance = self.execs.create(
-                container.id, {"Cmd": argv, "AttachStdout": True, "AttachStderr": True}
+                container.id,
+                ExecCreate(cmd=StrSlice(argv), attach_stdout=True, attach_stderr=True),
             )
         except DockyardError as e:
             return failed(e.message)

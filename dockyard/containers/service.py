@@ -26,8 +26,10 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from dockyard import mount as host_mount
 from dockyard.containers import config as cfg
 from dockyard.containers import names, schema, signals, spec, users
+from dockyard.containers import update as updates
 from dockyard.containers.model import (
     CREATED,
     EXITED,
@@ -39,7 +41,8 @@ from dockyard.containers.model import (
     State,
 )
 from dockyard.containers.networking import ContainerNetworking
-from dockyard.containers.schema import ContainerConfig, ContainerCreate
+from dockyard.containers.schema import ContainerConfig, ContainerCreate, HostConfig
+from dockyard.containers.update import ContainerUpdate
 from dockyard.errors import (
     Conflict,
     DockyardError,
@@ -69,6 +72,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_STOP_TIMEOUT = 10
+KILL_WAIT = 10  # seconds a SIGKILLed container has to exit before the direct kill (Docker's)
 
 
 @dataclass
@@ -367,6 +371,7 @@ class ContainerService:
             rootfs_dir = os.path.join(self.dir(container), "rootfs")
             merged = self.rootfs.mount(rootfs_dir, container.chain_id)
             hc = container.host_config
+            namespace_paths, ipc_donor = self._joined_namespaces(hc)
             user = users.resolve(merged, container.config.user, list(hc.group_add or []))
             network = await self.networking.setup(container)
             hostname = network.hostname
@@ -374,6 +379,7 @@ class ContainerService:
             user_mounts = await self.volumes.mount(
                 container.id, container.mounts, hc.tmpfs or {}, merged
             )
+            user_mounts += self._shm_mounts(container, ipc_donor, user_mounts)
             caps = cfg.capabilities(hc)
             seccomp_profile = None
             if cfg.security_option(hc, "seccomp") != "unconfined" and not hc.privileged:
@@ -395,6 +401,7 @@ class ContainerService:
                     cgroup_namespace=self.settings.cgroup_layout.mode == "v2",
                     mounts=user_mounts,
                     netns_path=network.netns_path,
+                    namespace_paths=namespace_paths,
                     link_env=network.env,
                 ),
             )
@@ -412,7 +419,9 @@ class ContainerService:
                 paths,
                 terminal=container.tty,
                 stdin=stdin,
-                leave_stdin_open=stdin and not container.config.stdin_once,
+                # A terminal's input is never closed by an attach client leaving (Docker):
+                # a detached `run -it` keeps taking input from the next `attach`.
+                leave_stdin_open=stdin and (container.tty or not container.config.stdin_once),
             )
             created_in_runtime = True
             self.volumes.release_subpaths(container.id)  # the container holds its own mounts
@@ -456,6 +465,74 @@ class ContainerService:
         self.emit(container, "start")
         live.watcher = asyncio.ensure_future(self._watch(container, mon))
 
+    def _joined_namespaces(self, hc: HostConfig) -> tuple[dict[str, str], Container | None]:
+        """`--pid container:<ref>` and `--ipc container:<ref>`: the namespaces to join
+        (type -> /proc path) and the container whose IPC (and /dev/shm) is shared."""
+        paths: dict[str, str] = {}
+        ipc_donor = None
+        for kind, mode in (("pid", hc.pid_mode), ("ipc", hc.ipc_mode)):
+            if not mode.startswith("container:"):
+                continue
+            ref = mode.partition(":")[2]
+            what = f"failed to join {kind.upper()} namespace"
+            try:
+                other = self.get(ref)
+            except NotFound as e:
+                raise InvalidArgument(f"{what}: {e.message}") from None
+            if other.state.status == RESTARTING:
+                raise Conflict(
+                    f"{what}: Container {ref} is restarting, wait until the container is running"
+                )
+            if other.state.status not in (RUNNING, PAUSED) or not other.state.pid:
+                raise Conflict(f"{what}: container {ref} is not running")
+            if kind == "ipc":
+                if other.host_config.ipc_mode not in ("shareable", "host"):
+                    raise InvalidArgument(
+                        f"{what}: container {ref}: non-shareable IPC "
+                        "(hint: use IpcMode:shareable for the donor container)"
+                    )
+                ipc_donor = other
+            paths[kind] = f"/proc/{other.state.pid}/ns/{kind}"
+        return paths, ipc_donor
+
+    def _shm_dir(self, container: Container) -> str:
+        """Where a `shareable` container's /dev/shm is mounted on the host, for others to join."""
+        return os.path.join(self.dir(container), "shm")
+
+    def _shm_mounts(
+        self, container: Container, ipc_donor: Container | None, user_mounts: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """The /dev/shm a container gets besides the spec's private tmpfs (as Docker does):
+        a shareable one is a tmpfs on the host, bound in; a joiner binds its donor's."""
+        if any(m["destination"] == "/dev/shm" for m in user_mounts):
+            return []  # the user's own /dev/shm wins
+        hc = container.host_config
+        if ipc_donor is not None:
+            source = (
+                "/dev/shm" if ipc_donor.host_config.ipc_mode == "host" else self._shm_dir(ipc_donor)
+            )
+        elif hc.ipc_mode == "shareable":
+            source = self._shm_dir(container)
+            os.makedirs(source, mode=0o700, exist_ok=True)
+            if not host_mount.is_mountpoint(source):
+                host_mount.mount(
+                    "shm",
+                    source,
+                    "tmpfs",
+                    host_mount.MS_NOSUID | host_mount.MS_NODEV | host_mount.MS_NOEXEC,
+                    f"mode=1777,size={hc.shm_size or cfg.DEFAULT_SHM_SIZE}",
+                )
+        else:
+            return []
+        return [
+            {
+                "destination": "/dev/shm",
+                "type": "bind",
+                "source": source,
+                "options": ["rbind", "rprivate"],
+            }
+        ]
+
     async def _connect_attachers(self, container: Container, conmon: Conmon) -> None:
         live = self.live(container)
         pending, live.attachers = live.attachers, []
@@ -473,8 +550,14 @@ class ContainerService:
                 future.set_result(None)
 
     async def _release(self, container: Container) -> None:
-        """Free what a started container held on the host (volumes, mount, cgroup, bundle)."""
+        """Free what a started container held on the host (volumes, mounts, cgroup, bundle)."""
         await self.volumes.unmount(container.id)
+        shm = self._shm_dir(container)
+        if os.path.isdir(shm):
+            with contextlib.suppress(OSError):
+                if host_mount.is_mountpoint(shm):
+                    host_mount.unmount(shm)
+                os.rmdir(shm)
         self.rootfs.unmount(os.path.join(self.dir(container), "rootfs"))
         cgroups.remove_empty(self.settings.cgroup_layout, self.cgroup_path(container))
         shutil.rmtree(self.paths(container).bundle, ignore_errors=True)
@@ -528,7 +611,9 @@ class ContainerService:
         self._save(container)
         if oom:
             self.emit(container, "oom")
-        self.emit(container, "die", exitCode=str(code))
+        started = self.live(container).started_mono
+        ran = int(time.monotonic() - started) if started else 0  # whole seconds, as Docker's
+        self.emit(container, "die", exitCode=str(code), execDuration=str(ran))
         live = self.live(container)
         live.exited.set()
         waiters, live.exit_waiters = live.exit_waiters, []
@@ -594,17 +679,62 @@ class ContainerService:
     # -- stop, kill, restart -------------------------------------------------
 
     async def kill(self, ref: str, signal: str | int | None = None) -> None:
+        """Signal the container, as Docker's kill does: SIGKILL (the default) returns once
+        the container is dead and its exit recorded; any other signal once it is sent."""
         container = self.get(ref)
         number = signals.parse(signal) if signal not in (None, "") else 9
-        if container.state.status not in (RUNNING, PAUSED):
-            raise Conflict(f"container {container.id} is not running")
+        live = self.live(container)
         stop_signal = signals.parse(container.config.stop_signal or "SIGTERM")
-        if number in (9, stop_signal):
-            # Docker: killing with SIGKILL or the stop signal counts as a stop for restart policies.
+        # Docker: killing with SIGKILL or the stop signal counts as a stop for restart policies.
+        stops = number in (9, stop_signal)
+        if container.state.status == RESTARTING and live.restart_task is not None and stops:
+            # Nothing runs between two restarts: the kill just keeps it down.
+            live.restart_task.cancel()
+            live.restart_task = None
+            container.state.status = EXITED
             container.state.stopped_by_user = True
             self._save(container)
-        await self.runtimes[container.runtime].kill(container.id, number, all=number == 9)
+            self.emit(container, "kill", signal=str(number))
+            return
+        if container.state.status == RESTARTING:
+            async with live.lock:  # being started right now: signal what it starts
+                pass
+        if container.state.status not in (RUNNING, PAUSED):
+            raise Conflict(f"container {container.id} is not running")
+        if stops:
+            container.state.stopped_by_user = True
+            self._save(container)
+        runtime = self.runtimes[container.runtime]
+        with contextlib.suppress(Conflict):  # exiting already: the wait below sees it through
+            await runtime.kill(container.id, number, all=number == 9)
+        if stops and container.state.status == PAUSED:
+            # A frozen process takes no signal: thaw it so the kill lands (Docker does too).
+            with contextlib.suppress(Conflict):
+                await runtime.resume(container.id)
+            if container.state.status == PAUSED:
+                container.state.status = RUNNING
+                self._save(container)
         self.emit(container, "kill", signal=str(number))
+        if number == 9:
+            await self._wait_killed(container)
+
+    async def _wait_killed(self, container: Container) -> None:
+        """Wait for a SIGKILLed container's exit; Docker's fallback if it does not come."""
+        live = self.live(container)
+        try:
+            await asyncio.wait_for(live.exited.wait(), KILL_WAIT)
+            return
+        except TimeoutError:
+            log.warning("%s did not exit within %ss of SIGKILL", container.short_id, KILL_WAIT)
+        if container.state.pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(container.state.pid, 9)
+        try:
+            await asyncio.wait_for(live.exited.wait(), 2)
+        except TimeoutError:
+            raise Unavailable(
+                "tried to kill container, but did not receive an exit event"
+            ) from None
 
     async def stop(self, ref: str, timeout: int | None = None, signal: str | None = None) -> None:
         container = self.get(ref)
@@ -696,6 +826,65 @@ class ContainerService:
         self._save(container)
         self.emit(container, "unpause")
 
+    # -- update --------------------------------------------------------------
+
+    async def update(self, ref: str, request: ContainerUpdate) -> list[str]:
+        """New resource limits and restart policy (`docker update`); returns Docker's warnings.
+
+        Stored in the record for the next start; applied at once to a running (or
+        paused) container through the runtime. If the kernel refuses a value, the
+        container keeps its old limits and record, and the error says why.
+        """
+        warnings = updates.validate(
+            request,
+            self.settings.ncpu,
+            blkio_weight=cgroups.blkio_weight_supported(self.settings.cgroup_layout),
+        )
+        container = self.get(ref)
+        live = self.live(container)
+        async with live.lock:
+            if container.state.status == REMOVING or container.id not in self._containers:
+                raise Unavailable(
+                    f"Cannot update container {container.id}: container is marked for removal "
+                    'and cannot be "update"'
+                )
+            old = container.host_config
+            try:
+                new = updates.merge(old, request)
+            except Conflict as e:
+                raise Conflict(f"Cannot update container {container.id}: {e.message}") from None
+            if container.state.status in (RUNNING, PAUSED):
+                await self._apply_resources(container, old, new, request.pids_limit is not None)
+            container.host_config = new
+            self._save(container)
+        self.emit(container, "update")
+        return warnings
+
+    async def _apply_resources(
+        self, container: Container, old: HostConfig, new: HostConfig, pids_touched: bool
+    ) -> None:
+        """Write `new` limits to the running container's cgroup; on refusal restore `old`."""
+        runtime = self.runtimes[container.runtime]
+        try:
+            await runtime.update(
+                container.id, updates.runtime_resources(new, pids_touched=pids_touched)
+            )
+        except Conflict:
+            return  # it has just exited: the record alone carries the change to its next start
+        except DockyardError as e:
+            # The runtime may have written some files before the kernel refused one.
+            restore = updates.restore_resources(
+                old,
+                new,
+                cpus=cfg.cpu_ranges(os.sched_getaffinity(0)),
+                mems=cgroups.available_mems(self.settings.cgroup_layout),
+            )
+            try:
+                await runtime.update(container.id, restore)
+            except DockyardError as again:
+                log.warning("restoring the limits of %s: %s", container.short_id, again.message)
+            raise Unavailable(f"Cannot update container {container.id}: {e.message}") from None
+
     # -- wait ----------------------------------------------------------------
 
     def waiter(self, ref: str, condition: str) -> asyncio.Future[int]:
@@ -719,7 +908,13 @@ class ContainerService:
         container = self.get(ref)
         live = self.live(container)
         if container.state.status == REMOVING:
-            raise Conflict(f"removal of container {container.name} is already in progress")
+            if not force:
+                raise Conflict(f"removal of container {container.name} is already in progress")
+            # Racing the removal of an exited `--rm` container (or another rm -f): done
+            # when that removal is.
+            async with live.lock:
+                if container.id not in self._containers:
+                    return
         if container.state.running:
             if not force:
                 raise Conflict(
@@ -762,14 +957,33 @@ class ContainerService:
         if not self.images.exists(container.image_id):
             await self.images.collect()
 
-    async def prune(self) -> tuple[list[str], int]:
-        removed = []
+    async def prune(
+        self, chosen: Callable[[Container], bool] = lambda container: True
+    ) -> tuple[list[str], int]:
+        """Docker's `container prune`: remove the containers that are not running and
+        are `chosen` (the request's filters). Returns their IDs and the bytes their
+        writable layers held, each measured (on a worker thread) just before it goes."""
+        from dockyard.usage import tree_size
+
+        removed: list[str] = []
+        reclaimed = 0
         for container in list(self._containers.values()):
-            if container.state.running:
+            if container.state.running or not chosen(container):
                 continue
-            await self.remove(container.id)
+            upper = self.rootfs.upper(os.path.join(self.dir(container), "rootfs"))
+            size = await asyncio.to_thread(tree_size, upper)
+            try:
+                await self.remove(container.id)
+            except NotFound:
+                continue  # removed meanwhile by someone else
+            except DockyardError as e:
+                # Docker's rule: one container that cannot go does not stop the prune
+                log.warning("prune: cannot remove container %s: %s", container.short_id, e.message)
+                continue
             removed.append(container.id)
-        return removed, 0
+            reclaimed += size
+        self.events.emit("container", "prune", "", {"reclaimed": str(reclaimed)})
+        return removed, reclaimed
 
     # -- rename --------------------------------------------------------------
 
@@ -921,6 +1135,7 @@ class ContainerService:
                 and int(fields[pid_index]) in pids
             ):
                 processes.append(fields)
+        self.emit(container, "top")
         return titles, processes
 
     # -- daemon start-up and shutdown ----------------------------------------

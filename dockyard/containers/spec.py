@@ -249,7 +249,7 @@ def _mounts(container: Container, inputs: SpecInputs) -> list[dict[str, Any]]:
                 "options": ["rbind", "rprivate"],
             }
         )
-    else:
+    elif hc.ipc_mode != "none":  # `--ipc none`: no /dev/shm at all, as Docker
         mounts.append(
             {
                 "destination": "/dev/shm",

@@ -123,7 +123,7 @@ class Archives:
                     if diff_id not in layers:
                         layers[diff_id] = await self._uncompressed(diff_id, lease)
             for entry in plan:
-                self.events.emit("image", "save", entry.image.id, {"name": entry.image.id})
+                self.images.emit("save", entry.image.id, entry.image.id)
             async for chunk in produce_in_thread(self._write(plan, layers)):
                 yield chunk
 
@@ -377,8 +377,8 @@ class Archives:
 
     def _name(self, image: Image, refs: list[Reference]) -> list[tuple[Reference | None, str]]:
         for ref in refs:
-            self.images.tag(image.id, ref)
-        self.events.emit("image", "load", image.id, {"name": image.id})
+            self.images.tag(image.id, ref, event=False)
+        self.images.emit("load", image.id, image.id)
         if not refs:
             return [(None, image.id)]
         return [(ref, image.id) for ref in refs]

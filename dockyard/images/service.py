@@ -24,6 +24,7 @@ recorded just before its lease is dropped is seen in one or the other.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import threading
@@ -252,7 +253,7 @@ class ImageService:
             image = self._add_imported(diff_id, blob_size, layer.size, arch, run_config, message)
         if ref is not None:
             self.tag(image.id, ref)
-        self.events.emit("image", "import", image.id, {"name": image.id})
+        self.emit("import", image.id, image.id)
         return self._load(image.id)
 
     def _add_imported(
@@ -385,9 +386,28 @@ class ImageService:
         finally:
             self._leases.remove(lease)
 
+    # -- events --------------------------------------------------------------
+
+    def emit(self, action: str, actor: str, name: str = "") -> None:
+        """An image event as Docker logs one: the actor (an image ID, or for pull and
+        push the reference), the image's labels while it exists, and `name`."""
+        attributes: dict[str, str] = {}
+        try:
+            image_id = self._resolve_id(actor)
+        except InvalidArgument:
+            image_id = None
+        if image_id is not None:
+            with contextlib.suppress(NotFound):
+                attributes.update(self._load(image_id).run_config.get("Labels") or {})
+        if name:
+            attributes["name"] = name
+        self.events.emit("image", action, actor, attributes)
+
     # -- tags ----------------------------------------------------------------
 
-    def tag(self, image_id: str, ref: Reference) -> None:
+    def tag(self, image_id: str, ref: Reference, *, event: bool = True) -> None:
+        """Point `ref` at the image; `event=False` for the tags that pull and load set,
+        which Docker records without a `tag` event."""
         if ref.digest:
             raise InvalidArgument("refusing to create a tag with a digest reference")
         if ref.tag is None:
@@ -398,72 +418,97 @@ class ImageService:
                 "ON CONFLICT(ref) DO UPDATE SET image_id=excluded.image_id, tagged=excluded.tagged",
                 (str(ref), image_id, time.time()),
             )
-        self.events.emit("image", "tag", image_id, {"name": ref.familiar()})
+        if event:
+            self.emit("tag", image_id, ref.familiar())
 
     # -- removal -------------------------------------------------------------
 
     async def remove(
         self, name: str, *, force: bool = False, prune: bool = True
     ) -> list[dict[str, str]]:
-        """Docker's `rmi`: returns the Untagged/Deleted report.
+        """Docker's `rmi`: returns the Untagged/Deleted report, in moby's order and rules.
 
-        By name, the tag or digest reference goes first (a repository's last
-        tag takes that repository's digest references along); the image itself
-        goes with its last reference, unless a container still uses it (then it
-        stays, untagged). By ID, the
-        image goes with all its tags, refused while it is still referenced or
-        used unless forced (a running container cannot be overridden).
+        By name, that tag or digest reference goes (a repository's last tag takes
+        that repository's digest references along); refused without `force` when it
+        is the image's single reference (one tag, and digests of its repository) and
+        a container uses the image. When no reference is left the image itself goes,
+        quietly: a container using it keeps it (a running one always, a stopped one
+        unless forced; with `-f` the stopped container keeps only its layers).
+        By ID, the image goes with all its references; refused while a container
+        runs it (even forced), and without `force` while a stopped container uses
+        it or it has tags in several repositories. `prune` (`--no-prune` off) has
+        no parents to prune here (images record none) and is accepted for that.
         """
         image = self.resolve(name)
         report: list[dict[str, str]] = []
-        users = self.image_users(image.id)
-        ref = None if self._is_id(name, image) else reference.parse(name)
-        if ref is not None:
-            names = [*image.tags, *image.repo_digests]
-            # Docker's single reference: names of one repository with at most one tag
-            # (its digest references go with it). An image in use keeps it unless forced.
-            single = len(image.tags) <= 1 and len({n.repository for n in names}) == 1
-            if not force and users and single:
+        references = [*image.tags, *image.repo_digests]
+        quiet = False
+        if not self._is_id(name, image):
+            ref = reference.parse(name)
+            users = self.image_users(image.id)
+            if not force and _single_reference(references) and users:
                 raise Conflict(
                     f'conflict: unable to remove repository reference "{name}" (must force) - '
                     f"container {users[0][0][:12]} is using its referenced image {image.short_id}"
                 )
             if ref.digest:
                 ref = Reference(ref.domain, ref.path, None, ref.digest)
-                gone = [ref]
-            else:
-                gone = [ref]
+            self._untag(image.id, ref, report)
+            remaining = [r for r in references if r != ref]
+            if not ref.digest and not any(
+                r.repository == ref.repository and not r.digest for r in remaining
+            ):
                 # The repository's last tag takes its digest references with it.
-                if not any(t.repository == ref.repository for t in image.tags if t != ref):
-                    gone += [d for d in image.repo_digests if d.repository == ref.repository]
-            for item in gone:
-                self._untag(image.id, item, report)
-            if any(n not in gone for n in names) or users:
+                for item in [r for r in remaining if r.digest and r.repository == ref.repository]:
+                    self._untag(image.id, item, report)
+                    remaining.remove(item)
+            if remaining:
                 return report
-        else:
-            for container_id, running in users:
-                if running:
-                    raise Conflict(
-                        f"conflict: unable to delete {image.short_id} (cannot be forced) - image "
-                        f"is being used by running container {container_id[:12]}"
-                    )
-            if not force:
-                if len(image.tags) > 1:
-                    raise Conflict(
-                        f"conflict: unable to delete {image.short_id} (must be forced) - "
-                        "image is referenced in multiple repositories"
-                    )
-                if users:
-                    raise Conflict(
-                        f"conflict: unable to delete {image.short_id} (must be forced) - image is "
-                        f"being used by stopped container {users[0][0][:12]}"
-                    )
-            for name_ref in [*image.tags, *image.repo_digests]:
-                self._untag(image.id, name_ref, report)
+            quiet = True
+        elif _single_reference(references):
+            self._check_delete(image, hard_only=force, references=False)
+            for item in references:
+                self._untag(image.id, item, report)
+        try:
+            self._check_delete(image, hard_only=force, references=True)
+        except _DeleteConflict:
+            if quiet:
+                return report  # what is left is in use: it stays, untagged
+            raise
+        current = self._load(image.id)
+        for item in [*current.tags, *current.repo_digests]:
+            self._untag(image.id, item, report)
         self._delete(image, report)
-        if prune:
-            await self.collect()
+        removed = await self.collect()
+        # Docker lists the layers that went with the image, top first.
+        for chain in reversed(chain_ids(image.diff_ids)):
+            if chain in removed:
+                report.append({"Deleted": chain})
         return report
+
+    def _check_delete(self, image: Image, *, hard_only: bool, references: bool) -> None:
+        """moby's delete conflicts: a running container is a hard one (never forced);
+        references and stopped containers are soft ones (`force` overrides)."""
+        users = self.image_users(image.id)
+        for container_id, running in users:
+            if running:
+                raise _DeleteConflict(
+                    f"conflict: unable to delete {image.short_id} (cannot be forced) - image "
+                    f"is being used by running container {container_id[:12]}"
+                )
+        if hard_only:
+            return
+        current = self._load(image.id)
+        if references and (current.tags or current.repo_digests):
+            raise _DeleteConflict(
+                f"conflict: unable to delete {image.short_id} (must be forced) - "
+                "image is referenced in multiple repositories"
+            )
+        if users:
+            raise _DeleteConflict(
+                f"conflict: unable to delete {image.short_id} (must be forced) - image is "
+                f"being used by stopped container {users[0][0][:12]}"
+            )
 
     def _is_id(self, name: str, image: Image) -> bool:
         """Whether `name` designates the image by (a prefix of) its ID rather than a tag."""
@@ -478,7 +523,7 @@ class ImageService:
             table = "repo_digests" if ref.digest else "tags"
             self.db.execute(f"DELETE FROM {table} WHERE ref=?", (str(ref),))
         report.append({"Untagged": ref.familiar()})
-        self.events.emit("image", "untag", image_id, {"name": ref.familiar()})
+        self.emit("untag", image_id, image_id)  # Docker names the image, not the tag
 
     def _delete(self, image: Image, report: list[dict[str, str]]) -> None:
         with self.db.transaction():
@@ -487,7 +532,7 @@ class ImageService:
             self.db.execute("DELETE FROM images WHERE id=?", (image.id,))
         self._configs.pop(image.id, None)
         report.append({"Deleted": image.id})
-        self.events.emit("image", "delete", image.id, {"name": image.id})
+        self.emit("delete", image.id, image.id)
 
     async def prune(
         self, *, all: bool = False, chosen: Callable[[Image], bool] = lambda image: True
@@ -495,6 +540,7 @@ class ImageService:
         """Remove dangling images (every unused image with `all`) that are `chosen`."""
         report: list[dict[str, str]] = []
         before = await asyncio.to_thread(self.disk_usage)
+        deleted: list[Image] = []
         for image in self.all():
             if image.tags and not all:
                 continue
@@ -503,8 +549,16 @@ class ImageService:
             for name_ref in [*image.tags, *image.repo_digests]:
                 self._untag(image.id, name_ref, report)
             self._delete(image, report)
-        await self.collect()
-        return report, max(0, before - await asyncio.to_thread(self.disk_usage))
+            deleted.append(image)
+        removed = await self.collect()
+        for image in deleted:
+            for chain in reversed(chain_ids(image.diff_ids)):
+                if chain in removed:
+                    report.append({"Deleted": chain})
+                    removed.discard(chain)
+        reclaimed = max(0, before - await asyncio.to_thread(self.disk_usage))
+        self.events.emit("image", "prune", "", {"reclaimed": str(reclaimed)})
+        return report, reclaimed
 
     def disk_usage(self) -> int:
         """Bytes of unpacked layers plus the blobs in the content store."""
@@ -516,24 +570,25 @@ class ImageService:
                 pass
         return sum(layer.size for layer in self.layers.all()) + blobs
 
-    async def collect(self) -> None:
-        """Collect garbage on a worker thread."""
-        await asyncio.to_thread(self.collect_garbage)
+    async def collect(self) -> set[str]:
+        """Collect garbage on a worker thread; returns the chain IDs of the layers removed."""
+        return await asyncio.to_thread(self.collect_garbage)
 
-    def collect_garbage(self) -> None:
+    def collect_garbage(self) -> set[str]:
         """Drop layers and blobs that no image, container or operation in progress references.
 
         A layer's blobs in other compressions (kept so that pushing again
         sends the same bytes) live as long as the layer does. Blocking: run it
-        on a worker thread (`collect()`).
+        on a worker thread (`collect()`). Returns the chain IDs of the layers removed.
         """
         with self._collecting:
             with self.gc_lock:
-                trash = self._collect_locked()
+                trash, chains = self._collect_locked()
             for path in trash:
                 shutil.rmtree(path, ignore_errors=True)
+        return chains
 
-    def _collect_locked(self) -> list[str]:
+    def _collect_locked(self) -> tuple[list[str], set[str]]:
         # What exists first, then what is alive: leases before image records.
         blobs = list(self.content.digests())
         layers = self.layers.all()
@@ -571,18 +626,30 @@ class ImageService:
                 found = self.layers.get(current)
                 current = found.parent if found else None
         trash = []
+        removed: set[str] = set()
         for layer in layers:
             if layer.chain_id not in live_chains:
                 path = self.layers.detach(layer.chain_id)
                 if path is not None:
                     trash.append(path)
+                    removed.add(layer.chain_id)
         dead = [digest for digest in blobs if digest not in live_blobs]
         trash.append(self.content.discard(dead))  # deleted once the lock is released
         with self.db.transaction():
             for digest in dead:
                 self.db.execute("DELETE FROM layer_blobs WHERE digest=?", (digest,))
                 self.db.execute("DELETE FROM blob_sources WHERE digest=?", (digest,))
-        return trash
+        return trash, removed
+
+
+class _DeleteConflict(Conflict):
+    """A reason not to delete an image (a 409 unless the removal was by name)."""
+
+
+def _single_reference(references: list[Reference]) -> bool:
+    """moby's isSingleReference: at most one tag, and every reference of one repository."""
+    tags = [r for r in references if not r.digest]
+    return bool(references) and len(tags) <= 1 and len({r.repository for r in references}) == 1
 
 
 def _canonical_or_none(name: str) -> str | None:

@@ -774,6 +774,7 @@ class NetworkManager:
                 continue
             await self.remove(network.id)
             removed.append(network.name)
+        self.events.emit("network", "prune", "", {"reclaimed": "0"})
         return removed
 
     # -- container start / stop hooks ----------------------------------------

@@ -227,7 +227,7 @@ class Puller:
                 image = self.images.record(config_digest, manifest.digest, size)
             if ref.tag and not ref.digest:
                 up_to_date = known and any(str(t) == str(ref) for t in image.tags)
-                self.images.tag(image.id, ref)
+                self.images.tag(image.id, ref, event=False)
             else:
                 up_to_date = known
             for desc, diff_id in zip(layer_descs, image.diff_ids, strict=False):
@@ -241,7 +241,7 @@ class Puller:
                 )
                 self.images.add_blob_source(desc["digest"], ref.repository)
             self.images.add_repo_digest(image.id, repo_digest)
-        self.events.emit("image", "pull", image.id, {"name": ref.familiar()})
+        self.images.emit("pull", ref.familiar(), ref.familiar_repository)
         report(Event(f"Digest: {top.digest}"))
         if up_to_date:
             report(Event(f"Status: Image is up to date for {ref.familiar()}"))

@@ -165,7 +165,7 @@ class Pusher:
         for blob in blobs:
             self.images.add_blob_source(blob.digest, ref.repository)
         self.images.add_repo_digest(image.id, Reference(ref.domain, ref.path, None, digest))
-        self.events.emit("image", "push", image.id, {"name": ref.familiar()})
+        self.images.emit("push", ref.familiar(), ref.familiar_repository)
         report(Event(f"{ref.tag}: digest: {digest} size: {len(body)}"))
         report(Event("", aux={"Tag": ref.tag, "Digest": digest, "Size": len(body)}))
 

@@ -69,6 +69,35 @@ def detect(mountinfo: str = "/proc/self/mountinfo") -> CgroupLayout:
     return CgroupLayout(mode, v1, v2, controllers)
 
 
+def blkio_weight_supported(layout: CgroupLayout) -> bool:
+    """Whether containers can be given a block I/O weight, as Docker's sysinfo decides it:
+    on v2 the io controller, on v1 a weight file (CFQ or BFQ) in the blkio hierarchy."""
+    if layout.mode == "v2":
+        return "io" in layout.v2_controllers
+    root = layout.v1.get("blkio")
+    return bool(root) and any(
+        os.path.exists(os.path.join(str(root), name))
+        for name in ("blkio.weight", "blkio.bfq.weight")
+    )
+
+
+def available_mems(layout: CgroupLayout) -> str:
+    """The memory nodes a cpuset may use on this host ("0" when it cannot be read)."""
+    candidates = [os.path.join(CGROUP_ROOT, "cpuset", "cpuset.mems")]
+    if layout.v2:
+        candidates.append(os.path.join(layout.v2, "cpuset.mems.effective"))
+    candidates.append("/sys/devices/system/node/online")
+    for path in candidates:
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text:
+            return text
+    return "0"
+
+
 def remove_empty(layout: CgroupLayout, path: str) -> None:
     """Remove a cgroup (and nothing else) from every hierarchy, if it is empty."""
     for d in layout.dirs(path):

@@ -69,6 +69,13 @@ class ExecProcess:
         if self._conn is not None:
             self._conn.close_stdin()
 
+    def detach(self) -> None:
+        """Stop relaying: the process runs on, its output no longer read (the monitor
+        drops what no client reads, so it never blocks the process)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
     def resize(self, height: int, width: int) -> None:
         try:
             fd = os.open(os.path.join(self._workdir, "ctl"), os.O_WRONLY | os.O_NONBLOCK)

@@ -93,18 +93,25 @@ def probe(info: RuntimeInfo, cgroup_parent: str) -> str | None:
 
 
 _MSG = re.compile(r'msg="((?:[^"\\]|\\.)*)"')
+_LEVEL = re.compile(r"\blevel=(\w+)")
 
 
 def error_message(stderr: str) -> str:
-    """The human part of a runtime's error output (runc logs logfmt lines)."""
+    """The human part of a runtime's error output (runc logs logfmt lines); when some
+    lines are errors, only those (runc warns first about what it tried to undo)."""
     messages = []
+    errors = []
     for line in stderr.strip().splitlines():
         m = _MSG.search(line)
         if m:
-            messages.append(m.group(1).encode().decode("unicode_escape"))
+            text = m.group(1).encode().decode("unicode_escape")
+            level = _LEVEL.search(line)
+            if level and level.group(1) in ("error", "fatal"):
+                errors.append(text)
+            messages.append(text)
         elif line.strip():
             messages.append(line.strip())
-    return "; ".join(messages)
+    return "; ".join(errors or messages)
 
 
 class Runtime:
@@ -137,13 +144,24 @@ class Runtime:
             raise Unavailable(error_message(err) or f"{self.name} start failed")
 
     async def kill(self, cid: str, signal: int, *, all: bool = False) -> None:
+        """Signal the container; `Conflict` if it is not running (or is exiting meanwhile)."""
         args = ["kill", *(["--all"] if all else []), cid, str(signal)]
         rc, _, err = await self._run(*args)
         if rc != 0:
             text = error_message(err)
-            if "not running" in text or "does not exist" in text or "not exist" in text:
+            if await self._gone(cid):
+                # Exiting under our feet: the init is dead (state "stopped") and the
+                # runtime tripped over its cgroup or freezer being torn down.
                 raise Conflict(f"container {cid} is not running")
             raise Unavailable(text or f"{self.name} kill failed")
+
+    async def _gone(self, cid: str) -> bool:
+        """Whether the runtime no longer has `cid` running (stopped, or not there at all)."""
+        try:
+            state = await self.state(cid)
+        except NotFound:
+            return True
+        return state.get("status") == "stopped"
 
     async def delete(self, cid: str) -> None:
         await self._run("delete", "--force", cid)
@@ -158,18 +176,34 @@ class Runtime:
     async def pause(self, cid: str) -> None:
         rc, _, err = await self._run("pause", cid)
         if rc != 0:
+            if await self._gone(cid):
+                raise Conflict(f"container {cid} is not running")
             raise Unavailable(error_message(err) or f"{self.name} pause failed")
 
     async def resume(self, cid: str) -> None:
         rc, _, err = await self._run("resume", cid)
         if rc != 0:
+            if await self._gone(cid):
+                raise Conflict(f"container {cid} is not running")
             raise Unavailable(error_message(err) or f"{self.name} resume failed")
 
     async def update(self, cid: str, resources: dict[str, Any]) -> None:
-        rc, _, err = await self._run(
-            "update", "--resources", "-", cid, input=json.dumps(resources).encode()
-        )
+        """Apply OCI `LinuxResources` to a running container's cgroup (`runtime update`).
+
+        `Conflict` if the container is not running; `Unavailable` with the runtime's
+        (usually the kernel's) reason if a value is refused.
+        """
+        # A file rather than stdin: crun reads `--resources` only from a path.
+        fd, path = tempfile.mkstemp(prefix="resources-", suffix=".json", dir=self.state_dir)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(resources, f)
+            rc, _, err = await self._run("update", "--resources", path, cid)
+        finally:
+            os.unlink(path)
         if rc != 0:
+            if await self._gone(cid):
+                raise Conflict(f"container {cid} is not running")
             raise Unavailable(error_message(err) or f"{self.name} update failed")
 
     async def processes(self, cid: str) -> list[int]:

@@ -168,12 +168,10 @@ CMD ["cat", "/app/greeting"]
     assert config["Volumes"] == {"/data": {}}
     assert config["Shell"] == ["/bin/sh", "-ec"]
     assert config["StopSignal"] == "SIGQUIT"
-    assert config["Healthcheck"] == {
+    assert config["Healthcheck"] == {  # Docker's shape: the zero durations left out
         "Test": ["CMD-SHELL", "test -f /app/greeting"],
         "Interval": 30_000_000_000,
         "Timeout": 3_000_000_000,
-        "StartPeriod": 0,
-        "StartInterval": 0,
         "Retries": 2,
     }
     assert config["OnBuild"] == ["RUN echo from-trigger"]

@@ -459,9 +459,19 @@ def test_rmi_of_an_image_in_use_keeps_its_last_tag_and_digests(
             assert refused.returncode != 0
             assert f'unable to remove repository reference "{name}" (must force)' in refused.stderr
         assert _inspect(daemon, app_image)["RepoDigests"] == image["RepoDigests"]
+        # Forced, the names go and so does the image (moby's rule for a stopped user):
+        # the container keeps only its layers.
         forced = daemon.cli("rmi", "-f", app_image)
-        assert forced.stdout.split() == ["Untagged:", app_image, "Untagged:", by_digest]
-        assert daemon.api("GET", f"/v1.45/images/{image['Id']}/json")[0] == 200  # still used
+        assert forced.stdout.split()[:6] == [
+            "Untagged:",
+            app_image,
+            "Untagged:",
+            by_digest,
+            "Deleted:",
+            image["Id"],
+        ]
+        assert daemon.api("GET", f"/v1.45/images/{image['Id']}/json")[0] == 404
+        assert daemon.cli("start", "-a", "user-of-app").returncode == 0
     finally:
         daemon.cli("rm", "-f", "user-of-app")
         daemon.cli("rmi", "-f", image["Id"])
