@@ -59,11 +59,11 @@ from dockyard.containers.tarcopy import (
     XATTR_PAX,
     Extractor,
     Failure,
-    StrictTarInfo,
     TarWriter,
 )
 from dockyard.errors import InvalidArgument
 from dockyard.layers import compression
+from dockyard.layers.tarinfo import StrictTarInfo
 
 _MAX_ACCOUNTS_FILE = 16 << 20
 

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from dockyard.containers import copyrules
+from dockyard.layers.tarinfo import StrictTarInfo
 
 NOT_FOUND = "not_found"
 INVALID = "invalid"
@@ -236,26 +237,6 @@ class TarWriter:
 
     def close(self) -> None:
         self._write(bytes(2 * _BLOCK))  # the end of the archive, as Go's writer ends it
-
-
-_EOF_HEADER: type[Exception] = vars(tarfile)["EOFHeaderError"]
-_EMPTY_HEADER: type[Exception] = vars(tarfile)["EmptyHeaderError"]
-
-
-class StrictTarInfo(tarfile.TarInfo):
-    """A truncated or corrupt archive is an error, not a short one (tarfile would take
-    any bad header after the first for the end)."""
-
-    @classmethod
-    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> StrictTarInfo:
-        try:
-            return super().fromtarfile(tarfile_)
-        except _EMPTY_HEADER:
-            raise _EOF_HEADER("end of file header") from None
-        except _EOF_HEADER:
-            raise
-        except tarfile.HeaderError as e:
-            raise tarfile.ReadError(f"bad header at offset {tarfile_.offset}: {e}") from None
 
 
 class Extractor:

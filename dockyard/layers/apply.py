@@ -39,9 +39,10 @@ import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import BinaryIO, Literal, Self, TypeVar, overload
+from typing import BinaryIO, Literal, TypeVar, overload
 
 from dockyard.errors import InvalidArgument
+from dockyard.layers.tarinfo import StrictTarInfo
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def apply_layer(stream: BinaryIO, target: str, *, lowers: Sequence[str] = ()) ->
                 fileobj=stream,
                 mode="r|",
                 bufsize=_TAR_BUFSIZE,
-                tarinfo=_LayerTarInfo,
+                tarinfo=StrictTarInfo,
                 encoding="utf-8",
                 errors="surrogateescape",
             ) as tar:
@@ -120,30 +121,6 @@ def apply_layer(stream: BinaryIO, target: str, *, lowers: Sequence[str] = ()) ->
     while stream.read(_CHUNK):
         pass
     return ApplyResult(size=writer.size)
-
-
-# tarfile reports the end of an archive as an (undocumented) header error and
-# treats *any* header error past the first block as the end too, so a corrupt
-# or truncated archive would extract partially and "succeed". Keep the two
-# real endings, a zero block or EOF exactly on a block boundary, and make
-# every other header error fatal.
-_EOF_HEADER: type[Exception] = vars(tarfile)["EOFHeaderError"]
-_EMPTY_HEADER: type[Exception] = vars(tarfile)["EmptyHeaderError"]
-
-
-class _LayerTarInfo(tarfile.TarInfo):
-    @classmethod
-    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> Self:
-        try:
-            return super().fromtarfile(tarfile_)
-        except _EMPTY_HEADER:
-            # A stream that simply stops between entries (Go's reader accepts
-            # it, and so does Docker; an empty blob is an empty layer).
-            raise _EOF_HEADER("end of file header") from None
-        except _EOF_HEADER:
-            raise
-        except tarfile.HeaderError as e:
-            raise tarfile.ReadError(f"bad header at offset {tarfile_.offset}: {e}") from None
 
 
 class _LayerWriter:
