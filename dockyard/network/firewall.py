@@ -118,22 +118,7 @@ class Firewall:
             lines.append(f"    oifname {br} ip saddr {n.subnet} ct status dnat masquerade")
             if n.masquerade and not n.internal:
                 lines.append(f"    ip saddr {n.subnet} oifname != {br} masquerade")
-        lines += [
-            "  }",
-            "  chain forward {",
-            "    type filter hook forward priority filter; policy accept;",
-        ]
-        for n in networks:
-            br = json.dumps(n.bridge)
-            lines.append(f"    iifname {br} oifname {br} accept")
-            if n.internal:
-                lines.append(f"    oifname {br} drop")
-                lines.append(f"    iifname {br} drop")
-                continue
-            lines.append(f"    oifname {br} ct state established,related accept")
-            lines.append(f"    oifname {br} ct status dnat accept")
-            lines.append(f"    oifname {br} drop")
-        lines += ["  }", "}"]
+        lines += ["  }", *_forward_chain(networks, published=True), "}"]
         lines += self._structure6([n for n in networks if n.subnet6])
         return "\n".join(lines) + "\n"
 
@@ -153,21 +138,7 @@ class Firewall:
                 lines.append(
                     f"    ip6 saddr {n.subnet6} oifname != {json.dumps(n.bridge)} masquerade"
                 )
-        lines += [
-            "  }",
-            "  chain forward {",
-            "    type filter hook forward priority filter; policy accept;",
-        ]
-        for n in networks:
-            br = json.dumps(n.bridge)
-            lines.append(f"    iifname {br} oifname {br} accept")
-            if n.internal:
-                lines.append(f"    oifname {br} drop")
-                lines.append(f"    iifname {br} drop")
-                continue
-            lines.append(f"    oifname {br} ct state established,related accept")
-            lines.append(f"    oifname {br} drop")
-        lines += ["  }", "}"]
+        lines += ["  }", *_forward_chain(networks, published=False), "}"]
         return lines
 
     async def apply(self, networks: list[BridgeRules], forwards: list[Forward]) -> None:
@@ -216,3 +187,26 @@ async def _nft(script: str) -> None:
     _out, err = await proc.communicate(script.encode())
     if proc.returncode:
         raise Unavailable(f"nftables: {err.decode(errors='replace').strip()}")
+
+
+def _forward_chain(networks: list[BridgeRules], *, published: bool) -> list[str]:
+    """The forward chain: traffic within a bridge, replies, and (with `published`, IPv4's
+    DNAT) connections to published ports; everything else into a bridge is dropped, and an
+    internal network's traffic never leaves its bridge."""
+    lines = [
+        "  chain forward {",
+        "    type filter hook forward priority filter; policy accept;",
+    ]
+    for n in networks:
+        br = json.dumps(n.bridge)
+        lines.append(f"    iifname {br} oifname {br} accept")
+        if n.internal:
+            lines.append(f"    oifname {br} drop")
+            lines.append(f"    iifname {br} drop")
+            continue
+        lines.append(f"    oifname {br} ct state established,related accept")
+        if published:
+            lines.append(f"    oifname {br} ct status dnat accept")
+        lines.append(f"    oifname {br} drop")
+    lines.append("  }")
+    return lines
