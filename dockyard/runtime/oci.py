@@ -114,6 +114,12 @@ def error_message(stderr: str) -> str:
     return "; ".join(errors or messages)
 
 
+def forget_state(state_dir: str, cid: str) -> None:
+    """Remove a container's state from a runtime's state directory without the runtime
+    (its binary is gone): what its `delete` does once the container's processes are dead."""
+    shutil.rmtree(os.path.join(state_dir, cid), ignore_errors=True)
+
+
 class Runtime:
     def __init__(self, info: RuntimeInfo, state_dir: str) -> None:
         self.info = info
@@ -165,6 +171,27 @@ class Runtime:
 
     async def delete(self, cid: str) -> None:
         await self._run("delete", "--force", cid)
+
+    def has_state(self, cid: str) -> bool:
+        """Whether the runtime keeps state for `cid` (read from its state directory)."""
+        return os.path.isdir(os.path.join(self.state_dir, cid))
+
+    def container_ids(self) -> list[str]:
+        """Every container (and managed plugin) the runtime keeps state for."""
+        try:
+            return sorted(e.name for e in os.scandir(self.state_dir) if e.is_dir())
+        except OSError:
+            return []
+
+    async def status(self, cid: str) -> str:
+        """What the runtime says of `cid`: created, running, paused or stopped; "" when it
+        has no such container."""
+        if not self.has_state(cid):
+            return ""
+        try:
+            return str((await self.state(cid)).get("status") or "")
+        except NotFound:
+            return ""
 
     async def state(self, cid: str) -> dict[str, Any]:
         rc, out, err = await self._run("state", cid)
