@@ -960,6 +960,7 @@ class ContainerService:
                 pass
         with contextlib.suppress(Conflict):
             await self._signal(container, 9, all=True)
+        crashpoints.reached("stop:killed")
         self.emit(container, "kill", signal="9")
         await live.exited.wait()
 
@@ -1423,12 +1424,19 @@ class ContainerService:
             and monitor.is_alive(Monitor(state.monitor_pid, state.monitor_start))
         )
         seen = await footprint.observe(self, container, mounts=mounts, ask_runtime=not quiet)
-        if seen.monitor is not None and seen.runtime_status != "created":
+        if start is not None and seen.monitor is not None and seen.runtime_status == "":
+            seen = await self._await_creation(container, seen)
+        # A live monitor means a running container, unless the runtime says it was never
+        # started (created), or, for a start in flight, was never even created.
+        unstarted = ("created", "") if start is not None else ("created",)
+        if seen.monitor is not None and seen.runtime_status not in unstarted:
             await self._adopt(container, seen, start)
         elif start is not None and seen.exit_code is not None and seen.monitor is None:
             await self._settle_unwatched_run(container, seen, start)
         elif start is not None:
             # Cut short before the runtime started it: undone like a failed start.
+            if seen.monitor is not None:  # a monitor that never got the container going
+                processes.signal_process(seen.monitor.pid, 9, start_time=seen.monitor.start_time)
             await self._undo_start(container, START_INTERRUPTED, start, in_runtime=True)
         elif recorded_running:
             # It exited while no daemon ran (or its monitor died): its log plugin still
@@ -1468,6 +1476,18 @@ class ContainerService:
             if policy == "always" or (policy == "unless-stopped" and not state.stopped_by_user):
                 state.stopped_by_user = False
                 self._schedule_restart(container)
+
+    async def _await_creation(
+        self, container: Container, seen: footprint.Observed
+    ) -> footprint.Observed:
+        """A monitor the last daemon started may still be having the runtime create the
+        container: give it a moment to finish (or fail) before judging."""
+        for _ in range(100):
+            await asyncio.sleep(0.1)
+            seen = await footprint.observe(self, container)
+            if seen.monitor is None or seen.runtime_status != "":
+                break
+        return seen
 
     async def _adopt(
         self, container: Container, seen: footprint.Observed, start: Intent | None
