@@ -42,6 +42,7 @@ from dockyard.images.changes import apply_changes
 from dockyard.images.reference import Reference
 from dockyard.layers.compression import open_decompressed
 from dockyard.snapshots.layers import LayerStore, chain_ids
+from dockyard.state import crashpoints
 from dockyard.state.db import Database
 from dockyard.streams import consume_in_thread
 
@@ -327,6 +328,7 @@ class ImageService:
                 "VALUES (?,?,?,?,?)",
                 (config_digest, manifest_digest, config.get("created") or "", size, time.time()),
             )
+        crashpoints.reached("image:recorded")  # a crash here leaves it untagged, not half-made
         return self._load(config_digest)
 
     def manifest(self, image: Image) -> dict[str, Any]:

@@ -8,7 +8,9 @@ the kernel's one-page limit.
 
 Unpacking happens in a temporary directory that is renamed into place when the
 tar has been applied completely, so a crash never leaves a half-unpacked layer
-behind a valid name; the database row is written after the rename.
+behind a valid name; the database row is written after the rename. What a crash
+can leave between those steps (a temporary directory, a layer directory or a
+short link without its row) is swept when the store opens.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import BinaryIO
 
 from dockyard.errors import NotFound
 from dockyard.layers.apply import apply_layer
+from dockyard.state import crashpoints
 from dockyard.state.db import Database
 
 EMPTY_LAYER = "empty"
@@ -56,6 +59,10 @@ class Staged:
     size: int
 
 
+def _is_chain_hex(name: str) -> bool:
+    return len(name) == 64 and all(c in string.hexdigits for c in name)
+
+
 def _new_link() -> str:
     alphabet = string.ascii_uppercase + string.digits
     return "".join(secrets.choice(alphabet) for _ in range(12))
@@ -69,9 +76,20 @@ class LayerStore:
         os.makedirs(self.links, exist_ok=True)
         empty = os.path.join(root, EMPTY_LAYER)
         os.makedirs(empty, exist_ok=True)
-        for name in os.listdir(root):
-            if name.startswith("tmp-"):
-                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+        self._sweep()
+
+    def _sweep(self) -> None:
+        """Remove what a crash left between the steps of `publish` and `detach`."""
+        rows = self.db.all("SELECT chain_id, link FROM layers")
+        recorded = {row["chain_id"].removeprefix("sha256:") for row in rows}
+        links = {row["link"] for row in rows}
+        for name in os.listdir(self.root):
+            path = os.path.join(self.root, name)
+            if name.startswith("tmp-") or (_is_chain_hex(name) and name not in recorded):
+                shutil.rmtree(path, ignore_errors=True)
+        for name in os.listdir(self.links):
+            if name not in links:
+                os.unlink(os.path.join(self.links, name))
 
     def dir(self, chain_id: str) -> str:
         return os.path.join(self.root, chain_id.removeprefix("sha256:"), "diff")
@@ -156,6 +174,7 @@ class LayerStore:
         if os.path.exists(final):
             shutil.rmtree(final)  # leftover of a crash before the row was written
         os.rename(staged.path, final)
+        crashpoints.reached("layer:published")
         return self.register(chain_id, diff_id, parent, staged.size)
 
     def discard(self, staged: Staged) -> None:
@@ -167,6 +186,7 @@ class LayerStore:
         link_path = os.path.join(self.links, link)
         target = os.path.relpath(self.dir(chain_id), self.links)
         os.symlink(target, link_path)
+        crashpoints.reached("layer:linked")
         with self.db.transaction():
             self.db.execute(
                 "INSERT INTO layers(chain_id, diff_id, parent, link, size) VALUES (?,?,?,?,?)",
