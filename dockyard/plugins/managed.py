@@ -59,6 +59,7 @@ from dockyard.plugins.legacy import Plugin
 from dockyard.runtime import cgroups, monitor
 from dockyard.runtime.monitor import Conmon, Monitor, Paths
 from dockyard.runtime.oci import Runtime
+from dockyard.state import crashpoints
 from dockyard.state.db import Database
 from dockyard.streams import consume_in_thread
 
@@ -463,6 +464,7 @@ class ManagedPlugins:
             plugin.timeout = max(0.0, timeout)
             live.client = None
             await self._start(plugin)
+            crashpoints.reached("plugin:started")
             plugin.enabled = True
             self._save(plugin)
         self._emit(plugin, "enable")
@@ -477,6 +479,7 @@ class ManagedPlugins:
                 raise Conflict(f"plugin {plugin.name} is in use")
             plugin.enabled = False
             self._save(plugin)
+            crashpoints.reached("plugin:disabled")
             await self._stop(plugin)
         self._stopped_serving(plugin)
         self._emit(plugin, "disable")
@@ -686,9 +689,23 @@ class ManagedPlugins:
                     live.started = time.monotonic()
 
     async def restore(self) -> None:
-        """At daemon start: adopt enabled plugins still running, start the others."""
+        """At daemon start: adopt enabled plugins still running, start the others, and
+        stop what runs of a disabled one.
+
+        A disabled plugin with a recorded monitor is an enable or a disable that a
+        crash cut short (the monitor is recorded before `enabled` is, and `enabled`
+        cleared before the stop): either way it ends disabled and stopped, as an
+        enable that never answered has not happened."""
         for plugin in list(self._plugins.values()):
             if not plugin.enabled:
+                runtime = self.runtimes.get(plugin.runtime) or self.runtimes[self.default_runtime]
+                if plugin.monitor_pid or runtime.has_state(plugin.id):
+                    log.warning(
+                        "plugin %s: stopping what an interrupted enable or disable left running",
+                        plugin.name,
+                    )
+                    async with self._live_of(plugin).lock:
+                        await self._stop(plugin)
                 continue
             mon = Monitor(plugin.monitor_pid, plugin.monitor_start)
             live = self._live_of(plugin)
