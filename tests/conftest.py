@@ -13,6 +13,9 @@ import pytest
 
 from tests.harness import Daemon, build_busybox_rootfs, new_base
 
+# The fault-injection fixtures (`faulty`) for the crash-consistency tests.
+pytest_plugins = ["tests.faults"]
+
 
 @pytest.fixture(scope="session")
 def busybox_tar() -> Iterator[Path]:

@@ -32,12 +32,15 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from dockyard.runtime import cgroups
-from tests.harness import Daemon
+from tests.harness import Daemon, new_base
 
 CRASHPOINTS_ENV = "DOCKYARD_CRASHPOINTS"
 WAIT = 60.0  # seconds before a wait for the daemon (or a process) is given up as hung
@@ -353,3 +356,48 @@ def assert_matches_reality(d: Daemon) -> dict[str, dict[str, Any]]:
     }
     assert view.dnat_targets <= addresses, f"rules for {view.dnat_targets - addresses}"
     return {c["Name"].lstrip("/"): c for c in docs}
+
+
+@pytest.fixture
+def faulty(busybox_tar: Path) -> Iterator[FaultyDaemon]:
+    """A started FaultyDaemon with busybox imported as demo/busybox:1."""
+    d = FaultyDaemon(new_base())
+    d.start()
+    d.cli("import", str(busybox_tar), "demo/busybox:1", check=True)
+    yield d
+    d.cleanup()
+
+
+def gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def interrupt(d: FaultyDaemon, fault: str, *args: str) -> subprocess.CompletedProcess[str] | None:
+    """Run the command `args` and kill the daemon at `fault`, then start it again.
+
+    `point:<name>`: the daemon kills itself at that crash point. `runtime:<sub>` and
+    `monitor:<sub>`: the call is held, the daemon killed while it waits, and the call
+    released to finish with no daemon; the restart comes once it has.
+    """
+    kind, _, where = fault.partition(":")
+    wrapper = d.runtime if kind == "runtime" else d.monitor
+    if kind == "point":
+        d.crash.arm(where)
+    else:
+        wrapper.stall(where)
+    client = Background(d, *args)
+    if kind == "point":
+        d.wait_dead()
+        d.crash.disarm()
+    else:
+        held = wrapper.wait_stalled(where, d)
+        d.kill9()
+        wrapper.release(where)
+        wait_for(f"the held {where} to finish", lambda: gone(held))
+    result = client.join()
+    d.start()
+    return result

@@ -13,28 +13,23 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.faults import Background, FaultyDaemon, assert_matches_reality, wait_for
-from tests.harness import Daemon, new_base
+from tests.faults import (
+    Background,
+    FaultyDaemon,
+    assert_matches_reality,
+    gone,
+    interrupt,
+    wait_for,
+)
+from tests.harness import Daemon
 
 IMAGE = "demo/busybox:1"
 # Counts once every 0.1 s; a TERM ends it with status 0, so a stop is seen as a stop.
 COUNTER = "trap 'exit 0' TERM; i=0; while :; do echo $i; i=$((i+1)); sleep 0.1; done"
-
-
-@pytest.fixture
-def faulty(busybox_tar: Path) -> Iterator[FaultyDaemon]:
-    d = FaultyDaemon(new_base())
-    d.start()
-    d.cli("import", str(busybox_tar), IMAGE, check=True)
-    yield d
-    d.cleanup()
 
 
 def _inspect(d: Daemon, name: str) -> dict[str, Any]:
@@ -63,41 +58,6 @@ def _assert_runs(d: Daemon, name: str) -> None:
     wait_for(f"{name} logging", lambda: len(_counts(d, name)) > before + 2)
     result = d.cli("exec", name, "echo", "hi")
     assert result.stdout == "hi\n", result.stderr
-
-
-def _gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
-
-
-def interrupt(d: FaultyDaemon, fault: str, *args: str) -> subprocess.CompletedProcess[str] | None:
-    """Run the command `args` and kill the daemon at `fault`, then start it again.
-
-    `point:<name>`: the daemon kills itself at that crash point. `runtime:<sub>` and
-    `monitor:<sub>`: the call is held, the daemon killed while it waits, and the call
-    released to finish with no daemon; the restart comes once it has.
-    """
-    kind, _, where = fault.partition(":")
-    wrapper = d.runtime if kind == "runtime" else d.monitor
-    if kind == "point":
-        d.crash.arm(where)
-    else:
-        wrapper.stall(where)
-    client = Background(d, *args)
-    if kind == "point":
-        d.wait_dead()
-        d.crash.disarm()
-    else:
-        held = wrapper.wait_stalled(where, d)
-        d.kill9()
-        wrapper.release(where)
-        wait_for(f"the held {where} to finish", lambda: _gone(held))
-    result = client.join()
-    d.start()
-    return result
 
 
 # -- create -------------------------------------------------------------------------
@@ -184,7 +144,7 @@ def test_a_start_whose_runtime_fails_after_the_crash_is_undone(faulty: FaultyDae
     held = d.runtime.wait_stalled("start", d)
     d.kill9()
     d.runtime.fail("start")  # the held `runc start` fails: the container never runs
-    wait_for("the held start to finish", lambda: _gone(held))
+    wait_for("the held start to finish", lambda: gone(held))
     d.runtime.clear("start")
     client.join()
     d.start()

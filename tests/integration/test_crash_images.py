@@ -13,25 +13,16 @@ import io
 import json
 import os
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.faults import FaultyDaemon
-from tests.harness import new_base
-from tests.integration.test_crash_consistency import interrupt
+from tests.faults import (
+    FaultyDaemon,
+    interrupt,
+)
 
 IMAGE = "demo/busybox:1"
-
-
-@pytest.fixture
-def faulty(busybox_tar: Path) -> Iterator[FaultyDaemon]:
-    d = FaultyDaemon(new_base())
-    d.start()
-    d.cli("import", str(busybox_tar), IMAGE, check=True)
-    yield d
-    d.cleanup()
 
 
 @pytest.fixture
