@@ -1,0 +1,140 @@
+"""The BuildKit endpoint (`/grpc`), driven by the real buildx (0.13, Debian's package).
+
+buildx dials `/grpc` to choose its driver: when the engine answers the upgrade, the
+default builder of a docker context is the engine itself (driver "docker"), as with
+Docker; `ls`, `inspect`, `du` and `prune` then call the control service over it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import ecosystem
+from tests.harness import Daemon
+
+
+def classic_build(daemon: Daemon, context: Path) -> None:
+    """`docker build` with the classic builder (the path that fills the cache today)."""
+    env = {**ecosystem.client_env(daemon), "DOCKER_BUILDKIT": "0"}
+    result = subprocess.run(
+        ["docker", "build", "-q", str(context)], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def buildx(daemon: Daemon, *args: str) -> str:
+    result = ecosystem.run_client(daemon, ["docker", "buildx", *args])
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_buildx_ls_shows_the_engine_as_a_running_docker_builder(daemon: Daemon) -> None:
+    out = buildx(daemon, "ls")
+    lines = [line for line in out.splitlines() if line.strip()]
+    # the default builder (named after the docker context) and its one node
+    builder = next(line for line in lines if line.startswith("default"))
+    assert re.search(r"\bdocker\b", builder), out
+    node = lines[lines.index(builder) + 1]
+    assert "running" in node, out
+    assert "linux/" in node, out
+    assert "error" not in out.lower(), out
+
+
+def test_buildx_inspect_reports_driver_status_platform_and_version(daemon: Daemon) -> None:
+    out = buildx(daemon, "inspect")
+    fields = dict(
+        (key.strip(), value.strip())
+        for key, _, value in (line.partition(":") for line in out.splitlines())
+        if value
+    )
+    assert fields["Driver"] == "docker", out
+    assert fields["Status"] == "running", out
+    assert fields["Platforms"].startswith("linux/"), out
+    assert fields["BuildKit version"], out
+    assert "Error" not in fields, out
+
+
+def test_buildx_du_lists_the_classic_builders_cache(daemon: Daemon, tmp_path: Path) -> None:
+    marker = "du-" + tmp_path.name[-8:]
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM demo/busybox:1\nRUN echo {marker} > /marker && head -c 300000 /dev/zero > /blob\n"
+    )
+    classic_build(daemon, tmp_path)
+
+    out = buildx(daemon, "du", "--verbose")
+    records = [block for block in out.split("\n\n") if marker in block]
+    assert len(records) == 1, out
+    record = dict(
+        (k.strip(), v.strip())
+        for k, _, v in (line.partition(":") for line in records[0].splitlines())
+    )
+    assert record["Reclaimable"] == "true"
+    assert record["Type"] == "regular"
+    assert record["Size"].endswith("kB") or record["Size"].endswith("MB"), record
+
+    summary = buildx(daemon, "du")
+    assert "Reclaimable:" in summary and "Total:" in summary, summary
+
+
+def test_buildx_prune_frees_the_records_it_names(own_daemon: Daemon, tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text(
+        "FROM demo/busybox:1\nRUN head -c 200000 /dev/zero > /blob\n"
+    )
+    classic_build(own_daemon, tmp_path)
+
+    out = buildx(own_daemon, "prune", "-f", "--verbose")
+    assert "Total:" in out, out
+    assert "head -c 200000 /dev/zero" in out, out
+    assert not re.search(r"Total:\s+0B", out), out
+
+    # nothing is left: du lists no record, a second prune frees nothing
+    assert "head -c 200000" not in buildx(own_daemon, "du", "--verbose")
+    again = buildx(own_daemon, "prune", "-f")
+    assert re.search(r"Total:\s+0B", again), again
+
+
+def test_buildx_prune_filter_that_does_not_parse_is_refused(daemon: Daemon) -> None:
+    result = ecosystem.run_client(
+        daemon, ["docker", "buildx", "prune", "-f", "--filter", "color=blue"]
+    )
+    assert result.returncode != 0
+    assert "invalid filter" in result.stderr, result.stderr
+
+
+def _raw_post(daemon: Daemon, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(daemon.socket)
+        lines = ["POST /grpc HTTP/1.1", "Host: docker", "Content-Length: 0"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        data = b""
+        while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split()[1])
+    return status, json.loads(body[body.index(b"{") :]) if b"{" in body else {}
+
+
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        ({}, "no upgrade proto in request"),
+        ({"Connection": "Upgrade", "Upgrade": "tcp"}, "protocol tcp not supported"),
+    ],
+)
+def test_grpc_without_an_h2c_upgrade_is_refused_as_by_docker(
+    daemon: Daemon, headers: dict[str, str], message: str
+) -> None:
+    status, body = _raw_post(daemon, headers)
+    assert status == 500
+    assert body["message"] == message
