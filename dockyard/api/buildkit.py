@@ -1,9 +1,9 @@
-"""BuildKit's front door: `POST /grpc`, upgraded to HTTP/2 for BuildKit's gRPC services.
+"""BuildKit's front doors: `POST /grpc` and `POST /session`, both upgraded to HTTP/2.
 
-The client asks for `Upgrade: h2c`; anything else is refused before the upgrade with
-moby's messages and status (500: moby reports these as untyped errors). After `101`
-the connection belongs to `buildkit.rpc`, which serves the control service until the
-client hangs up.
+On `/grpc` the engine serves BuildKit's control service (`buildkit.rpc`) until the client
+hangs up; on `/session` the client serves the engine (`buildkit.session`). Both ask for
+`Upgrade: h2c`; anything else is refused before the upgrade with moby's messages and
+statuses (500 on `/grpc`, where moby reports them as untyped errors; 400 on `/session`).
 """
 
 from __future__ import annotations
@@ -14,25 +14,50 @@ from dockyard.api.app import Routes, engine
 from dockyard.api.streams import upgrade
 from dockyard.buildkit import rpc
 from dockyard.buildkit.control import Control
-from dockyard.errors import DockyardError
+from dockyard.buildkit.session import HEADER_ID, HEADER_METHOD, HEADER_NAME, HEADER_SHARED_KEY
+from dockyard.errors import DockyardError, InvalidArgument
 
 routes = Routes()
 
 
-def _upgrade_protocol(request: web.Request) -> str:
+def _upgrade_protocol(request: web.Request, error: type[DockyardError]) -> str:
     protocol = request.headers.get("Upgrade", "")
     if not protocol:
-        raise DockyardError("no upgrade proto in request")
+        raise error("no upgrade proto in request")
     if protocol != "h2c":
-        raise DockyardError(f"protocol {protocol} not supported")
+        raise error(f"protocol {protocol} not supported")
     return protocol
 
 
 @routes.post("/grpc")
 async def grpc(request: web.Request) -> web.StreamResponse:
-    protocol = _upgrade_protocol(request)
+    protocol = _upgrade_protocol(request, DockyardError)
     eng = engine(request)
     control = Control(eng.id, eng.builder, host_gateway=eng.network.host_gateway())
     resp, connection = await upgrade(request, protocol)
     await rpc.serve(connection, control.handlers())
+    return resp
+
+
+@routes.post("/session")
+async def session(request: web.Request) -> web.StreamResponse:
+    sessions = engine(request).buildkit_sessions
+    headers = request.headers
+    session_id = headers.get(HEADER_ID, "")
+    sessions.check(session_id)
+    protocol = _upgrade_protocol(request, InvalidArgument)
+    resp, connection = await upgrade(request, protocol)
+    opened = await sessions.open(
+        session_id,
+        headers.get(HEADER_NAME, ""),
+        headers.get(HEADER_SHARED_KEY, ""),
+        headers.getall(HEADER_METHOD, []),
+    )
+    try:
+        # Until builds call into sessions, hold the connection until the client ends it.
+        while await connection.read():
+            pass
+    finally:
+        await sessions.close(opened)
+        connection.close()
     return resp

@@ -31,8 +31,8 @@ from dockyard.images.oci import host_arch, now_rfc3339
 routes = Routes()
 
 
-def _ping_headers(resp: web.StreamResponse) -> None:
-    resp.headers["Builder-Version"] = "1"  # classic builder only: no BuildKit session
+def _ping_headers(request: web.Request, resp: web.StreamResponse) -> None:
+    resp.headers["Builder-Version"] = engine(request).config.builder_version()
     resp.headers["Swarm"] = "inactive"
     resp.headers["Cache-Control"] = "no-cache, no-store, must-revalidate"
     resp.headers["Pragma"] = "no-cache"
@@ -41,14 +41,14 @@ def _ping_headers(resp: web.StreamResponse) -> None:
 @routes.get("/_ping")
 async def ping(request: web.Request) -> web.StreamResponse:
     resp = web.Response(text="OK", content_type="text/plain")
-    _ping_headers(resp)
+    _ping_headers(request, resp)
     return resp
 
 
 @routes.head("/_ping")
 async def ping_head(request: web.Request) -> web.StreamResponse:
     resp = web.Response(status=200, content_type="text/plain")
-    _ping_headers(resp)
+    _ping_headers(request, resp)
     return resp
 
 

@@ -55,8 +55,23 @@ class Control:
                 ("Info", rpc.unary(control_pb2.InfoRequest, self.info)),
                 ("DiskUsage", rpc.unary(control_pb2.DiskUsageRequest, self.disk_usage)),
                 ("Prune", rpc.server_stream(control_pb2.PruneRequest, self.prune)),
+                ("Solve", self.solve),
+                ("Status", self.status),
             ],
         )
+
+    async def solve(self, call: rpc.ServerCall) -> None:
+        # Until builds run through this door, say so plainly and name the one that works.
+        raise rpc.RpcError(
+            rpc.Status.UNIMPLEMENTED,
+            "Dockyard does not run BuildKit builds yet; build with the classic builder: "
+            "DOCKER_BUILDKIT=0 docker build",
+        )
+
+    async def status(self, call: rpc.ServerCall) -> None:
+        # No build runs here yet, so there is no progress to report: the stream ends
+        # at once, and the client reports Solve's answer.
+        await call.recv()
 
     def version(self) -> worker_pb2.BuildkitVersion:
         return worker_pb2.BuildkitVersion(package=PACKAGE, version=dockyard.__version__)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests import ecosystem
-from tests.harness import Daemon
+from tests.harness import Daemon, new_base
 
 
 def classic_build(daemon: Daemon, context: Path) -> None:
@@ -108,10 +108,12 @@ def test_buildx_prune_filter_that_does_not_parse_is_refused(daemon: Daemon) -> N
     assert "invalid filter" in result.stderr, result.stderr
 
 
-def _raw_post(daemon: Daemon, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+def _raw_post(
+    daemon: Daemon, headers: dict[str, str], path: str = "/grpc"
+) -> tuple[int, dict[str, Any]]:
     with socket.socket(socket.AF_UNIX) as sock:
         sock.connect(daemon.socket)
-        lines = ["POST /grpc HTTP/1.1", "Host: docker", "Content-Length: 0"]
+        lines = [f"POST {path} HTTP/1.1", "Host: docker", "Content-Length: 0"]
         lines += [f"{k}: {v}" for k, v in headers.items()]
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
         data = b""
@@ -138,3 +140,88 @@ def test_grpc_without_an_h2c_upgrade_is_refused_as_by_docker(
     status, body = _raw_post(daemon, headers)
     assert status == 500
     assert body["message"] == message
+
+
+def test_docker_build_through_buildx_says_what_to_use_and_leaves_nothing(
+    daemon: Daemon, client: Any, tmp_path: Path
+) -> None:
+    """With buildx installed `docker build` is `docker buildx build`; until Solve exists
+    it ends with a plain message (never a pull of a BuildKit image from a registry)."""
+    (tmp_path / "Dockerfile").write_text("FROM demo/busybox:1\nRUN touch /x\n")
+    containers = {c.id for c in client.containers.list(all=True)}
+    images = {i.id for i in client.images.list(all=True)}
+
+    result = ecosystem.run_client(daemon, ["docker", "build", "-t", "bk/notyet:1", str(tmp_path)])
+    assert result.returncode != 0
+    assert "DOCKER_BUILDKIT=0 docker build" in result.stderr, result.stderr
+    assert "docker.io" not in result.stderr and "moby/buildkit" not in result.stderr
+
+    assert {c.id for c in client.containers.list(all=True)} == containers
+    assert {i.id for i in client.images.list(all=True)} == images
+
+
+def _raw_session(daemon: Daemon, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    return _raw_post(daemon, headers, path="/session")
+
+
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        ({"X-Docker-Expose-Session-Uuid": "s1"}, "no upgrade proto in request"),
+        (
+            {"X-Docker-Expose-Session-Uuid": "s1", "Connection": "Upgrade", "Upgrade": "tcp"},
+            "protocol tcp not supported",
+        ),
+    ],
+)
+def test_session_without_an_h2c_upgrade_is_refused_as_by_docker(
+    daemon: Daemon, headers: dict[str, str], message: str
+) -> None:
+    status, body = _raw_session(daemon, headers)
+    assert status == 400
+    assert body["message"] == message
+
+
+def test_a_session_id_in_use_is_refused(daemon: Daemon) -> None:
+    headers = {"X-Docker-Expose-Session-Uuid": "twice", "Connection": "Upgrade", "Upgrade": "h2c"}
+    with socket.socket(socket.AF_UNIX) as first:
+        first.connect(daemon.socket)
+        lines = [
+            "POST /session HTTP/1.1",
+            "Host: docker",
+            *(f"{k}: {v}" for k, v in headers.items()),
+        ]
+        first.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        assert first.recv(65536).startswith(b"HTTP/1.1 101")
+        status, body = _raw_session(daemon, headers)
+        assert status == 400
+        assert body["message"] == "session twice already exists"
+    # once the first connection is gone, the ID is free again
+    for _ in range(100):
+        with socket.socket(socket.AF_UNIX) as again:
+            again.connect(daemon.socket)
+            again.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+            if again.recv(65536).startswith(b"HTTP/1.1 101"):
+                break
+    else:
+        raise AssertionError("the session ID stayed taken after its connection closed")
+
+
+@pytest.mark.parametrize(("features", "advertised"), [(None, "1"), ({"buildkit": True}, "2")])
+def test_ping_advertises_buildkit_only_when_the_daemon_is_configured_to(
+    tmp_path: Path, features: dict[str, bool] | None, advertised: str
+) -> None:
+    own = Daemon(new_base())
+    if features is not None:
+        own.config["features"] = features
+    own.start()
+    try:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.connect(own.socket)
+            sock.sendall(b"GET /_ping HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n")
+            reply = b""
+            while chunk := sock.recv(65536):
+                reply += chunk
+        assert f"Builder-Version: {advertised}\r\n".encode() in reply, reply
+    finally:
+        own.cleanup()
