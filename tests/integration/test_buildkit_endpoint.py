@@ -88,6 +88,10 @@ def test_buildx_prune_frees_the_records_it_names(own_daemon: Daemon, tmp_path: P
         "FROM demo/busybox:1\nRUN head -c 200000 /dev/zero > /blob\n"
     )
     classic_build(own_daemon, tmp_path)
+    status, usage = own_daemon.api("GET", "/v1.45/system/df?type=build-cache")
+    assert status == 200
+    cached = {record["ID"]: record for record in usage["BuildCache"]}
+    assert any(r["Size"] >= 200000 for r in cached.values()), usage
 
     out = buildx(own_daemon, "prune", "-f", "--verbose")
     assert "Total:" in out, out
@@ -98,6 +102,9 @@ def test_buildx_prune_frees_the_records_it_names(own_daemon: Daemon, tmp_path: P
     assert "head -c 200000" not in buildx(own_daemon, "du", "--verbose")
     again = buildx(own_daemon, "prune", "-f")
     assert re.search(r"Total:\s+0B", again), again
+    # the engine's own disk usage report sees the same cache, now empty
+    assert all(record_id in out for record_id in cached)
+    assert own_daemon.api("GET", "/v1.45/system/df?type=build-cache")[1]["BuildCache"] == []
 
 
 def test_buildx_prune_filter_that_does_not_parse_is_refused(daemon: Daemon) -> None:
