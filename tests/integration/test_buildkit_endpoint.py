@@ -92,6 +92,7 @@ def test_buildx_prune_frees_the_records_it_names(own_daemon: Daemon, tmp_path: P
     assert status == 200
     cached = {record["ID"]: record for record in usage["BuildCache"]}
     assert any(r["Size"] >= 200000 for r in cached.values()), usage
+    assert build_cache_row(own_daemon)["TotalCount"] == str(len(cached))
 
     out = buildx(own_daemon, "prune", "-f", "--verbose")
     assert "Total:" in out, out
@@ -105,6 +106,20 @@ def test_buildx_prune_frees_the_records_it_names(own_daemon: Daemon, tmp_path: P
     # the engine's own disk usage report sees the same cache, now empty
     assert all(record_id in out for record_id in cached)
     assert own_daemon.api("GET", "/v1.45/system/df?type=build-cache")[1]["BuildCache"] == []
+    assert build_cache_row(own_daemon) == {
+        "Type": "Build Cache",
+        "TotalCount": "0",
+        "Active": "0",
+        "Size": "0B",
+        "Reclaimable": "0B",
+    }
+
+
+def build_cache_row(daemon: Daemon) -> dict[str, str]:
+    df = daemon.cli("system", "df", "--format", "json")
+    assert df.returncode == 0, df.stderr
+    rows = [json.loads(line) for line in df.stdout.splitlines()]
+    return next(row for row in rows if row["Type"] == "Build Cache")
 
 
 def test_buildx_prune_filter_that_does_not_parse_is_refused(daemon: Daemon) -> None:
