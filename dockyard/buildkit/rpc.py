@@ -13,6 +13,11 @@ part of gRPC that BuildKit needs, on the sans-I/O `h2` state machine:
   the messages, then trailers with `grpc-status` and `grpc-message`. An unknown method
   gets `UNIMPLEMENTED`, a handler's `RpcError` its own status, anything else `UNKNOWN`
   (logged). A stream the client resets cancels its handler.
+* a client (`Client`) for `/session`, where the roles turn: the BuildKit client serves
+  on its end of a connection it opened, and the daemon sends the HTTP/2 preface and
+  calls it. `ClientCall` streams both ways; a non-OK status is raised as `RpcError`
+  after the messages before it; cancelling a call resets its stream; a closed
+  connection ends every call with UNAVAILABLE.
 
 Flow control follows what the application consumes: received data is acknowledged as
 `ServerCall.recv` hands it over, and sends wait for the peer's window, so a slow reader
@@ -29,7 +34,7 @@ import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import h2.config
 import h2.connection
@@ -132,28 +137,33 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
-class ServerCall:
-    """One incoming call: its method, request metadata and both message directions."""
+class _Call:
+    """What both ends of a call share: incoming messages, cut out of DATA frames and
+    handed over in order, with the window given back as they are consumed."""
 
     def __init__(self, connection: _Connection, stream_id: int, method: str) -> None:
         self._connection = connection
         self.stream_id = stream_id
         self.method = method
-        self.metadata: dict[str, str] = {}
         self._deframer = Deframer()
         self._messages: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self._headers_sent = False
-        self._unacked = 0  # received bytes not yet given back to the client's window
-        self.ended = False  # the response (trailers) went out, or the stream was reset
+        self._unacked = 0  # received bytes not yet given back to the peer's window
+        self.broken: RpcError | None = None  # what was wrong with the peer's messages
 
     # -- what the connection feeds in ------------------------------------------
 
     def _data(self, data: bytes, flow_controlled: int) -> None:
-        for message in self._deframer.feed(data):
+        try:
+            messages = [] if self.broken else self._deframer.feed(data)
+        except RpcError as e:
+            self.broken = e
+            self._messages.put_nowait(None)
+            messages = []
+        for message in messages:
             self._messages.put_nowait(message)
         self._unacked += flow_controlled
-        # While whole messages wait for the handler, hold the window back; otherwise
-        # (the rest of a message is needed to make progress) open it at once.
+        # While whole messages wait to be taken, hold the window back; otherwise (the
+        # rest of a message is needed to make progress) open it at once.
         if self._messages.empty():
             self._acknowledge()
 
@@ -162,18 +172,34 @@ class ServerCall:
         self._unacked = 0
 
     def _end(self) -> None:
-        if self._deframer.pending:
-            log.debug("call %s ended inside a message", self.method)
+        if self._deframer.pending and self.broken is None:
+            self.broken = ProtocolViolation(f"{self.method}: stream ended inside a message")
         self._messages.put_nowait(None)
 
-    # -- what handlers use ------------------------------------------------------
-
-    async def recv(self) -> bytes | None:
-        """The next request message; None once the client has sent its last."""
+    async def _next(self) -> bytes | None:
         message = await self._messages.get()
+        if message is None:
+            self._messages.put_nowait(None)  # stays ended for later readers
         if self._unacked:
             self._acknowledge()
             await self._connection.flush()
+        return message
+
+
+class ServerCall(_Call):
+    """One incoming call: its method, request metadata and both message directions."""
+
+    def __init__(self, connection: _Connection, stream_id: int, method: str) -> None:
+        super().__init__(connection, stream_id, method)
+        self.metadata: dict[str, str] = {}
+        self._headers_sent = False
+        self.ended = False  # the response (trailers) went out, or the stream was reset
+
+    async def recv(self) -> bytes | None:
+        """The next request message; None once the client has sent its last."""
+        message = await self._next()
+        if message is None and self.broken is not None:
+            raise self.broken
         return message
 
     async def send(self, message: bytes) -> None:
@@ -361,6 +387,178 @@ async def _run(connection: _Connection, stream: _Stream, handlers: dict[str, Han
             await call.finish(Status.UNKNOWN, f"{type(e).__name__}: {e}")
     finally:
         connection.streams.pop(call.stream_id, None)
+
+
+# -- the client (the daemon calling a BuildKit session) ---------------------------
+
+
+class ClientCall(_Call):
+    """One outgoing call: send requests, `close_send()`, read responses; a status other
+    than OK is raised by `recv()` once the responses before it were read."""
+
+    def __init__(self, connection: _Connection, stream_id: int, method: str) -> None:
+        super().__init__(connection, stream_id, method)
+        self.status: Status | None = None
+        self.status_message = ""
+        self.done = asyncio.Event()
+
+    async def send(self, message: bytes) -> None:
+        await self._connection.send_data(self.stream_id, frame(message))
+
+    async def close_send(self) -> None:
+        """No more requests (half-close)."""
+        if not self._connection.closed:
+            with contextlib.suppress(h2.exceptions.StreamClosedError):
+                self._connection.h2conn.end_stream(self.stream_id)
+            await self._connection.flush()
+
+    async def recv(self) -> bytes | None:
+        """The next response; None after the last one of a call that ended OK."""
+        message = await self._next()
+        if message is not None:
+            return message
+        await self.done.wait()
+        if self.broken is not None:
+            raise self.broken
+        if self.status != Status.OK:
+            raise RpcError(self.status or Status.UNKNOWN, self.status_message)
+        return None
+
+    async def cancel(self) -> None:
+        """Give up on the call (RST_STREAM CANCEL), as a Go client does on cancellation."""
+        if not self.done.is_set() and not self._connection.closed:
+            with contextlib.suppress(h2.exceptions.StreamClosedError):
+                self._connection.h2conn.reset_stream(self.stream_id, h2.errors.ErrorCodes.CANCEL)
+            await self._connection.flush()
+        self._finish(Status.CANCELLED, "call cancelled")
+
+    def _headers(self, headers: dict[str, str]) -> None:
+        if headers.get(":status", "200") != "200" and self.status is None:
+            self.status = Status.UNKNOWN
+            self.status_message = f"unexpected HTTP status code {headers[':status']}"
+        if "grpc-status" in headers and self.status is None:
+            try:
+                self.status = Status(int(headers["grpc-status"]))
+            except ValueError:
+                self.status = Status.UNKNOWN
+            self.status_message = unquote(headers.get("grpc-message", ""))
+
+    def _finish(self, status: Status, message: str) -> None:
+        if self.status is None:
+            self.status, self.status_message = status, message
+        self._messages.put_nowait(None)
+        self.done.set()
+
+
+class Client:
+    """A gRPC client on a connection the peer opened: `run()` reads it until it closes,
+    calls are made meanwhile. Every call ends when the connection does."""
+
+    def __init__(self, transport: Transport) -> None:
+        config = h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+        self._connection = _Connection(transport, h2.connection.H2Connection(config=config))
+        # The preface goes out with the first write, whether that is run()'s or a call's.
+        self._connection.h2conn.initiate_connection()
+        self._connection.h2conn.increment_flow_control_window((16 << 20) - 65535)
+        self._calls: dict[int, ClientCall] = {}
+        self.closed = asyncio.Event()
+
+    async def run(self) -> None:
+        connection = self._connection
+        h2conn = connection.h2conn
+        await connection.flush()
+        try:
+            while not connection.closed:
+                data = await connection.transport.read()
+                if not data:
+                    break
+                try:
+                    events = h2conn.receive_data(data)
+                except h2.exceptions.ProtocolError as e:
+                    log.info("gRPC client connection: protocol error from the server: %s", e)
+                    break
+                for event in events:
+                    self._dispatch(event)
+                await connection.flush()
+        finally:
+            connection.closed = True
+            connection.window_open.set()
+            for call in list(self._calls.values()):
+                call._finish(Status.UNAVAILABLE, "the session's connection closed")
+            self._calls.clear()
+            connection.transport.close()
+            self.closed.set()
+
+    async def open(self, method: str, metadata: dict[str, str] | None = None) -> ClientCall:
+        connection = self._connection
+        if connection.closed:
+            raise RpcError(Status.UNAVAILABLE, "the session's connection closed")
+        stream_id = connection.h2conn.get_next_available_stream_id()
+        call = ClientCall(connection, stream_id, method)
+        self._calls[stream_id] = call
+        headers = [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", method),
+            (":authority", "localhost"),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+            ("user-agent", "dockyard"),
+        ]
+        headers += [(key.lower(), value) for key, value in (metadata or {}).items()]
+        connection.send_headers(stream_id, headers, end_stream=False)
+        await connection.flush()
+        return call
+
+    async def unary(
+        self,
+        method: str,
+        request: Message,
+        response_type: type[Resp],
+        metadata: dict[str, str] | None = None,
+    ) -> Resp:
+        call = await self.open(method, metadata)
+        try:
+            await call.send(request.SerializeToString())
+            await call.close_send()
+            data = await call.recv()
+            if data is None:
+                raise ProtocolViolation(f"{method}: no response message")
+            while await call.recv() is not None:
+                pass
+        except asyncio.CancelledError:
+            await call.cancel()
+            raise
+        response = response_type()
+        response.ParseFromString(data)
+        return response
+
+    def _dispatch(self, event: h2.events.Event) -> None:
+        stream_id = getattr(event, "stream_id", None) or 0
+        call = self._calls.get(stream_id)
+        if isinstance(event, (h2.events.ResponseReceived, h2.events.TrailersReceived)):
+            if call is not None:
+                call._headers({str(k): str(v) for k, v in event.headers or ()})
+        elif isinstance(event, h2.events.DataReceived):
+            if call is not None:
+                call._data(event.data or b"", event.flow_controlled_length or 0)
+            else:
+                self._connection.consumed(stream_id, event.flow_controlled_length or 0)
+        elif isinstance(event, h2.events.StreamEnded):
+            if call is not None:
+                call._end()
+                call._finish(Status.INTERNAL, "server closed the stream without sending trailers")
+                del self._calls[stream_id]
+        elif isinstance(event, h2.events.StreamReset):
+            if call is not None:
+                call._finish(Status.CANCELLED, "the server reset the call")
+                del self._calls[stream_id]
+            self._connection.window_open.set()
+        elif isinstance(event, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
+            self._connection.window_open.set()
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self._connection.closed = True
+            self._connection.window_open.set()
 
 
 # -- typed handlers -------------------------------------------------------------

@@ -161,16 +161,16 @@ async def watch(
 
 
 async def forever(call: rpc.ServerCall) -> None:
-    cancelled.clear()
     await call.send(b"")
     try:
         await asyncio.sleep(3600)
     except asyncio.CancelledError:
-        cancelled.set()
+        CANCELLED["handler"].set()
         raise
 
 
-cancelled = asyncio.Event()
+# set by `forever` when its call is cancelled; made anew in each test's event loop
+CANCELLED: dict[str, asyncio.Event] = {}
 HANDLERS = {
     **rpc.handler_table(
         SERVICE,
@@ -252,9 +252,10 @@ def test_a_stream_larger_than_the_clients_window_arrives_whole() -> None:
 
 def test_a_call_the_client_resets_cancels_its_handler() -> None:
     async def exercise(client: Client) -> None:
+        CANCELLED["handler"] = asyncio.Event()
         await client.call(f"/{SERVICE}/Forever", b"", reset_after_headers=True)
         await client.writer.drain()
-        await asyncio.wait_for(cancelled.wait(), 10)
+        await asyncio.wait_for(CANCELLED["handler"].wait(), 10)
 
     asyncio.run(with_server(exercise))
 
@@ -299,3 +300,103 @@ def test_filters_that_do_not_parse_are_invalid_arguments(text: str) -> None:
     with pytest.raises(rpc.RpcError) as raised:
         parse_filters([text])
     assert raised.value.status == rpc.Status.INVALID_ARGUMENT
+
+
+# -- the client (the daemon's side of a session), against the server --------------
+
+
+async def echo(call: rpc.ServerCall) -> None:
+    """Bidirectional: every request comes back, then one last message with the count."""
+    count = 0
+    while (message := await call.recv()) is not None:
+        count += 1
+        await call.send(message)
+    await call.send(str(count).encode())
+
+
+async def with_client(exercise: Callable[[rpc.Client], Awaitable[None]]) -> None:
+    handlers = {**HANDLERS, f"/{SERVICE}/Echo": echo}
+    ours, theirs = socket.socketpair()
+    server = asyncio.create_task(
+        rpc.serve(SocketTransport(*await asyncio.open_connection(sock=ours)), handlers)
+    )
+    client = rpc.Client(SocketTransport(*await asyncio.open_connection(sock=theirs)))
+    reader = asyncio.create_task(client.run())
+    try:
+        await exercise(client)
+    finally:
+        server.cancel()
+        await asyncio.gather(server, return_exceptions=True)
+        await asyncio.wait_for(reader, 10)
+
+
+def test_the_client_makes_unary_calls() -> None:
+    async def exercise(client: rpc.Client) -> None:
+        request = health_pb2.HealthCheckRequest(service="x")
+        for _ in range(3):
+            reply = await client.unary(f"/{SERVICE}/Check", request, health_pb2.HealthCheckResponse)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    asyncio.run(with_client(exercise))
+
+
+def test_the_client_raises_the_servers_status() -> None:
+    async def exercise(client: rpc.Client) -> None:
+        broken = health_pb2.HealthCheckRequest(service="broken")
+        with pytest.raises(rpc.RpcError) as raised:
+            await client.unary(f"/{SERVICE}/Check", broken, health_pb2.HealthCheckResponse)
+        assert raised.value.status == rpc.Status.NOT_FOUND
+        assert raised.value.message == "no such service: broken"
+        with pytest.raises(rpc.RpcError) as unknown:
+            await client.unary(f"/{SERVICE}/Nope", broken, health_pb2.HealthCheckResponse)
+        assert unknown.value.status == rpc.Status.UNIMPLEMENTED
+
+    asyncio.run(with_client(exercise))
+
+
+def test_the_client_streams_both_ways_beyond_the_windows() -> None:
+    async def exercise(client: rpc.Client) -> None:
+        call = await client.open(f"/{SERVICE}/Echo", {"dir-name": "context"})
+        chunks = [bytes([i]) * 200_000 for i in range(8)]  # 1.6 MB each way
+        for chunk in chunks:
+            await call.send(chunk)
+        await call.close_send()
+        received = []
+        while (message := await call.recv()) is not None:
+            received.append(message)
+        assert received == [*chunks, b"8"]
+        assert call.status == rpc.Status.OK
+
+    asyncio.run(with_client(exercise))
+
+
+def test_cancelling_a_client_call_cancels_the_servers_handler() -> None:
+    async def exercise(client: rpc.Client) -> None:
+        CANCELLED["handler"] = asyncio.Event()
+        call = await client.open(f"/{SERVICE}/Forever")
+        await call.close_send()
+        assert await call.recv() == b""  # the handler is running
+        await call.cancel()
+        await asyncio.wait_for(CANCELLED["handler"].wait(), 10)
+        with pytest.raises(rpc.RpcError) as raised:
+            await call.recv()
+        assert raised.value.status == rpc.Status.CANCELLED
+
+    asyncio.run(with_client(exercise))
+
+
+def test_a_closed_connection_ends_the_calls_in_flight() -> None:
+    async def exercise(client: rpc.Client) -> None:
+        CANCELLED["handler"] = asyncio.Event()
+        call = await client.open(f"/{SERVICE}/Forever")
+        await call.close_send()
+        assert await call.recv() == b""
+        client._connection.transport.close()  # the peer hangs up
+        with pytest.raises(rpc.RpcError) as raised:
+            await call.recv()
+        assert raised.value.status == rpc.Status.UNAVAILABLE
+        await client.closed.wait()
+        with pytest.raises(rpc.RpcError):
+            await client.open(f"/{SERVICE}/Check")
+
+    asyncio.run(with_client(exercise))
