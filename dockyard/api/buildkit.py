@@ -33,7 +33,9 @@ def _upgrade_protocol(request: web.Request, error: type[DockyardError]) -> str:
 async def grpc(request: web.Request) -> web.StreamResponse:
     protocol = _upgrade_protocol(request, DockyardError)
     eng = engine(request)
-    control = Control(eng.id, eng.builder, host_gateway=eng.network.host_gateway())
+    control = Control(
+        eng.id, eng.builder, eng.buildkit_sessions, host_gateway=eng.network.host_gateway()
+    )
     resp, connection = await upgrade(request, protocol)
     await rpc.serve(connection, control.handlers())
     return resp
@@ -47,17 +49,11 @@ async def session(request: web.Request) -> web.StreamResponse:
     sessions.check(session_id)
     protocol = _upgrade_protocol(request, InvalidArgument)
     resp, connection = await upgrade(request, protocol)
-    opened = await sessions.open(
+    await sessions.serve(
         session_id,
         headers.get(HEADER_NAME, ""),
         headers.get(HEADER_SHARED_KEY, ""),
         headers.getall(HEADER_METHOD, []),
+        connection,
     )
-    try:
-        # Until builds call into sessions, hold the connection until the client ends it.
-        while await connection.read():
-            pass
-    finally:
-        await sessions.close(opened)
-        connection.close()
     return resp

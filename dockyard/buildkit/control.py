@@ -20,6 +20,8 @@ fields `id`, `description`, `type`, `inuse`, `mutable`, `immutable`, `shared` an
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -31,7 +33,10 @@ from dockyard.build.builder import Builder
 from dockyard.build.cache import CacheRecord
 from dockyard.buildkit import rpc
 from dockyard.buildkit.pb import control_pb2, ops_pb2, worker_pb2
+from dockyard.buildkit.session import SessionManager
 from dockyard.images.oci import host_arch
+
+log = logging.getLogger(__name__)
 
 SERVICE = "moby.buildkit.v1.Control"
 PACKAGE = "github.com/dockyard/dockyard"
@@ -42,9 +47,16 @@ RECORD_TYPE = "regular"  # a step's snapshot, in BuildKit's words
 class Control:
     """The control service's methods; `handlers()` is what `/grpc` serves."""
 
-    def __init__(self, engine_id: str, builder: Builder, host_gateway: str = "") -> None:
+    def __init__(
+        self,
+        engine_id: str,
+        builder: Builder,
+        sessions: SessionManager,
+        host_gateway: str = "",
+    ) -> None:
         self.engine_id = engine_id
         self.builder = builder
+        self.sessions = sessions
         self.host_gateway = host_gateway
 
     def handlers(self) -> dict[str, rpc.Handler]:
@@ -55,12 +67,25 @@ class Control:
                 ("Info", rpc.unary(control_pb2.InfoRequest, self.info)),
                 ("DiskUsage", rpc.unary(control_pb2.DiskUsageRequest, self.disk_usage)),
                 ("Prune", rpc.server_stream(control_pb2.PruneRequest, self.prune)),
-                ("Solve", self.solve),
+                ("Solve", rpc.unary(control_pb2.SolveRequest, self.solve)),
                 ("Status", self.status),
             ],
         )
 
-    async def solve(self, call: rpc.ServerCall) -> None:
+    async def solve(
+        self, request: control_pb2.SolveRequest, call: rpc.ServerCall
+    ) -> control_pb2.SolveResponse:
+        if request.Session:
+            # A build starts by reaching its session; until builds run, that is as far
+            # as a Solve goes (it proves the session's connection both ways).
+            try:
+                session = await asyncio.wait_for(self.sessions.get(request.Session), 10)
+                health = await session.check_health()
+            except (TimeoutError, rpc.RpcError) as e:
+                raise rpc.RpcError(
+                    rpc.Status.UNAVAILABLE, f"no active session for {request.Session}: {e}"
+                ) from None
+            log.info("solve %s: session %s answers, health %s", request.Ref, session.id, health)
         # Until builds run through this door, say so plainly and name the one that works.
         raise rpc.RpcError(
             rpc.Status.UNIMPLEMENTED,

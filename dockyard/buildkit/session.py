@@ -12,21 +12,31 @@ Lifecycle: `open()` registers a session when the upgrade is answered, `get()` fi
 (waiting for it to arrive: clients open the session and send Solve at the same time),
 and the session goes away when its connection closes. One ID is one session at a time.
 
-This increment registers sessions and holds their connections; calling into them is the
-next one (see docs/design.md, "BuildKit endpoint").
+The daemon is the HTTP/2 client on a session's connection (`rpc.Client`). As BuildKit
+does, it asks the client's Health service every few seconds and drops a session whose
+client stops answering, so a build never waits on a client that is gone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from dataclasses import dataclass, field
 
+from dockyard.buildkit import rpc
+from dockyard.buildkit.pb import health_pb2
 from dockyard.errors import InvalidArgument
+
+log = logging.getLogger(__name__)
 
 HEADER_ID = "X-Docker-Expose-Session-Uuid"
 HEADER_NAME = "X-Docker-Expose-Session-Name"
 HEADER_SHARED_KEY = "X-Docker-Expose-Session-Sharedkey"
 HEADER_METHOD = "X-Docker-Expose-Session-Grpc-Method"
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+HEALTH_INTERVAL = 5.0  # seconds between checks, BuildKit's
+HEALTH_TIMEOUT = 30.0  # BuildKit's shortest allowance for one check
 
 
 @dataclass
@@ -35,10 +45,21 @@ class Session:
     name: str
     shared_key: str
     methods: frozenset[str]  # `/<package>.<Service>/<Method>`, lower-cased as BuildKit does
+    client: rpc.Client
     closed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def supports(self, method: str) -> bool:
         return method.lower() in self.methods
+
+    async def check_health(self) -> str:
+        """Ask the client's Health service; its status name (SERVING when all is well)."""
+        reply = await asyncio.wait_for(
+            self.client.unary(
+                HEALTH_CHECK, health_pb2.HealthCheckRequest(), health_pb2.HealthCheckResponse
+            ),
+            HEALTH_TIMEOUT,
+        )
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
 
 class SessionManager:
@@ -51,15 +72,45 @@ class SessionManager:
         if session_id in self._sessions:
             raise InvalidArgument(f"session {session_id} already exists")
 
-    async def open(
-        self, session_id: str, name: str, shared_key: str, methods: list[str]
-    ) -> Session:
+    async def serve(
+        self,
+        session_id: str,
+        name: str,
+        shared_key: str,
+        methods: list[str],
+        transport: rpc.Transport,
+    ) -> None:
+        """Hold the session on `transport` (an upgraded connection) until it closes."""
         self.check(session_id)
-        session = Session(session_id, name, shared_key, frozenset(m.lower() for m in methods))
+        client = rpc.Client(transport)
+        session = Session(
+            session_id, name, shared_key, frozenset(m.lower() for m in methods), client
+        )
         self._sessions[session_id] = session
         async with self._changed:
             self._changed.notify_all()
-        return session
+        watch = asyncio.create_task(self._watch(session, transport))
+        try:
+            await client.run()
+        finally:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
+            await self.close(session)
+
+    async def _watch(self, session: Session, transport: rpc.Transport) -> None:
+        if not session.supports(HEALTH_CHECK):
+            return
+        while True:
+            await asyncio.sleep(HEALTH_INTERVAL)
+            try:
+                status = await session.check_health()
+            except (rpc.RpcError, TimeoutError) as e:
+                status = f"no answer ({e})"
+            if status != "SERVING":
+                log.info("session %s: client health %s; closing the session", session.id, status)
+                with contextlib.suppress(OSError):
+                    transport.close()
+                return
 
     async def close(self, session: Session) -> None:
         session.closed.set()

@@ -168,7 +168,8 @@ def test_docker_build_through_buildx_says_what_to_use_and_leaves_nothing(
     daemon: Daemon, client: Any, tmp_path: Path
 ) -> None:
     """With buildx installed `docker build` is `docker buildx build`; until Solve exists
-    it ends with a plain message (never a pull of a BuildKit image from a registry)."""
+    it ends with a plain message (never a pull of a BuildKit image from a registry),
+    after the engine has reached buildx's session and called its Health service."""
     (tmp_path / "Dockerfile").write_text("FROM demo/busybox:1\nRUN touch /x\n")
     containers = {c.id for c in client.containers.list(all=True)}
     images = {i.id for i in client.images.list(all=True)}
@@ -177,6 +178,8 @@ def test_docker_build_through_buildx_says_what_to_use_and_leaves_nothing(
     assert result.returncode != 0
     assert "DOCKER_BUILDKIT=0 docker build" in result.stderr, result.stderr
     assert "docker.io" not in result.stderr and "moby/buildkit" not in result.stderr
+    # the daemon was the HTTP/2 client on the /session connection buildx opened
+    assert re.search(r"solve \S+: session \S+ answers, health SERVING", daemon.log_path.read_text())
 
     assert {c.id for c in client.containers.list(all=True)} == containers
     assert {i.id for i in client.images.list(all=True)} == images

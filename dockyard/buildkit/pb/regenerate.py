@@ -62,9 +62,7 @@ HAND_WRITTEN = ("status.proto", "health.proto")
 _GOGO_IMPORT = re.compile(r'^import "github.com/gogo/protobuf/gogoproto/gogo.proto";\n', re.M)
 _GOGO_FILE_OPTION = re.compile(r"^[ \t]*option \(gogoproto\.[a-z_]+\) = [a-z]+;\n", re.M)
 # one `(gogoproto.x) = value` inside a field's [...] options, with its separating comma
-_GOGO_FIELD_OPTION = re.compile(
-    r'\s*\(gogoproto\.[a-z_]+\)\s*=\s*(?:"[^"]*"|[A-Za-z0-9_.]+)\s*,?'
-)
+_GOGO_FIELD_OPTION = re.compile(r'\s*\(gogoproto\.[a-z_]+\)\s*=\s*(?:"[^"]*"|[A-Za-z0-9_.]+)\s*,?')
 _EMPTY_OPTIONS = re.compile(r"\s*\[\s*\]")
 _TRAILING_COMMA = re.compile(r",\s*\]")
 _IMPORT = re.compile(r'^import "([^"]+)";', re.M)
