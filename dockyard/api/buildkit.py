@@ -46,9 +46,13 @@ async def session(request: web.Request) -> web.StreamResponse:
     sessions = engine(request).buildkit_sessions
     headers = request.headers
     session_id = headers.get(HEADER_ID, "")
-    sessions.check(session_id)
-    protocol = _upgrade_protocol(request, InvalidArgument)
-    resp, connection = await upgrade(request, protocol)
+    sessions.reserve(session_id)  # moby checks the ID first, then the upgrade
+    try:
+        protocol = _upgrade_protocol(request, InvalidArgument)
+        resp, connection = await upgrade(request, protocol)
+    except BaseException:
+        sessions.release(session_id)
+        raise
     await sessions.serve(
         session_id,
         headers.get(HEADER_NAME, ""),

@@ -457,6 +457,10 @@ class Client:
     def __init__(self, transport: Transport) -> None:
         config = h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
         self._connection = _Connection(transport, h2.connection.H2Connection(config=config))
+        self._connection.h2conn.local_settings = h2.settings.Settings(
+            client=True,
+            initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 20},
+        )
         # The preface goes out with the first write, whether that is run()'s or a call's.
         self._connection.h2conn.initiate_connection()
         self._connection.h2conn.increment_flow_control_window((16 << 20) - 65535)

@@ -65,12 +65,19 @@ class Session:
 class SessionManager:
     def __init__(self) -> None:
         self._sessions: dict[str, Session] = {}
+        self._reserved: set[str] = set()  # IDs whose upgrade is being answered
         self._changed = asyncio.Condition()
 
-    def check(self, session_id: str) -> None:
-        """Refuse an upgrade for an ID that already has a live session (moby's message)."""
-        if session_id in self._sessions:
+    def reserve(self, session_id: str) -> None:
+        """Claim `session_id` before answering the upgrade; an ID that has a live session
+        (or one being opened) is refused with moby's message. `serve()` or `release()`
+        gives the claim back."""
+        if session_id in self._sessions or session_id in self._reserved:
             raise InvalidArgument(f"session {session_id} already exists")
+        self._reserved.add(session_id)
+
+    def release(self, session_id: str) -> None:
+        self._reserved.discard(session_id)
 
     async def serve(
         self,
@@ -80,8 +87,9 @@ class SessionManager:
         methods: list[str],
         transport: rpc.Transport,
     ) -> None:
-        """Hold the session on `transport` (an upgraded connection) until it closes."""
-        self.check(session_id)
+        """Hold the session `reserve()`d on `transport` (an upgraded connection) until the
+        connection closes."""
+        self._reserved.discard(session_id)
         client = rpc.Client(transport)
         session = Session(
             session_id, name, shared_key, frozenset(m.lower() for m in methods), client
