@@ -63,6 +63,18 @@ class DaemonConfig:
     plugin_retry_timeout: float = 30.0
     plugin_call_timeout: float = 120.0
 
+    def builder_version(self) -> str:
+        """What `/_ping` advertises as the preferred builder (`Builder-Version`).
+
+        "2" (BuildKit) only when daemon.json says `"features": {"buildkit": true}`
+        (Docker's key): docker CLIs before 23.0 read it to build through `/session` and
+        `POST /build?version=2`, which the engine does not serve yet, while today's CLI
+        with buildx builds through `/grpc` whatever this says.
+        """
+        features = self.raw.get("features")
+        enabled = isinstance(features, dict) and features.get("buildkit") is True
+        return "2" if enabled else "1"
+
     @property
     def unix_socket(self) -> str:
         for host in self.hosts:

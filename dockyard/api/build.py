@@ -170,10 +170,15 @@ async def build(request: web.Request) -> web.StreamResponse:
 @routes.post("/build/prune")
 async def prune(request: web.Request) -> web.StreamResponse:
     keep = query_int(request, "reserved-space") or query_int(request, "keep-storage") or 0
-    dropped, reclaimed = await engine(request).builder.prune(
+    dropped = await engine(request).builder.prune(
         all=query_bool(request, "all"), keep_storage=keep
     )
-    return json_response({"CachesDeleted": dropped or None, "SpaceReclaimed": reclaimed})
+    return json_response(
+        {
+            "CachesDeleted": [record.key for record in dropped] or None,
+            "SpaceReclaimed": sum(record.size for record in dropped),
+        }
+    )
 
 
 @routes.post("/build/cancel")

@@ -196,6 +196,21 @@ async def hijack(request: web.Request, content_type: str) -> tuple[web.StreamRes
     return resp, Hijacked(request, reader)
 
 
+async def upgrade(request: web.Request, protocol: str) -> tuple[web.StreamResponse, Hijacked]:
+    """Answer `101 Switching Protocols` to `protocol` and take the connection over (`/grpc`
+    and `/session`: the client then speaks HTTP/2 on it)."""
+    resp = web.StreamResponse(status=101, reason="Switching Protocols")
+    resp.headers["Connection"] = "Upgrade"
+    resp.headers["Upgrade"] = protocol
+    await resp.prepare(request)
+    handler = request.protocol
+    reader = _RawReader()
+    if handler is not None:
+        handler.__class__ = _HijackedHandler
+        handler.set_parser(reader)  # type: ignore[arg-type]
+    return resp, Hijacked(request, reader)
+
+
 class JSONStream:
     """A chunked reply of JSON messages, one per line, flushed as they are written."""
 

@@ -26,13 +26,13 @@ from dockyard.api.streams import JSONStream
 from dockyard.errors import InvalidArgument
 from dockyard.events.bus import Event
 from dockyard.events.filter import EventFilter
-from dockyard.images.oci import host_arch, now_rfc3339
+from dockyard.images.oci import host_arch, now_rfc3339, rfc3339
 
 routes = Routes()
 
 
-def _ping_headers(resp: web.StreamResponse) -> None:
-    resp.headers["Builder-Version"] = "1"  # classic builder only: no BuildKit session
+def _ping_headers(request: web.Request, resp: web.StreamResponse) -> None:
+    resp.headers["Builder-Version"] = engine(request).config.builder_version()
     resp.headers["Swarm"] = "inactive"
     resp.headers["Cache-Control"] = "no-cache, no-store, must-revalidate"
     resp.headers["Pragma"] = "no-cache"
@@ -41,14 +41,14 @@ def _ping_headers(resp: web.StreamResponse) -> None:
 @routes.get("/_ping")
 async def ping(request: web.Request) -> web.StreamResponse:
     resp = web.Response(text="OK", content_type="text/plain")
-    _ping_headers(resp)
+    _ping_headers(request, resp)
     return resp
 
 
 @routes.head("/_ping")
 async def ping_head(request: web.Request) -> web.StreamResponse:
     resp = web.Response(status=200, content_type="text/plain")
-    _ping_headers(resp)
+    _ping_headers(request, resp)
     return resp
 
 
@@ -358,12 +358,30 @@ async def disk_usage(request: web.Request) -> web.StreamResponse:
         from dockyard.api.volumes import volume_json
 
         volumes = [volume_json(row.volume, row) for row in await engine(request).volumes.usage()]
+    build_cache = []
+    if "build-cache" in kinds:
+        # the records `docker buildx du` lists: one cache behind both front doors
+        build_cache = [
+            {
+                "ID": record.key,
+                "Parents": None,
+                "Type": "regular",
+                "Description": record.description,
+                "InUse": False,
+                "Shared": False,
+                "Size": record.size,
+                "CreatedAt": rfc3339(int(record.created * 1e9)),
+                "LastUsedAt": rfc3339(int(record.last_used * 1e9)),
+                "UsageCount": 0,
+            }
+            for record in engine(request).builder.cache.records()
+        ]
     return json_response(
         {
             "LayersSize": found.layers_size,
             "Images": images if "image" in kinds else None,
             "Containers": containers if "container" in kinds else None,
             "Volumes": volumes if "volume" in kinds else None,
-            "BuildCache": [] if "build-cache" in kinds else None,
+            "BuildCache": build_cache if "build-cache" in kinds else None,
         }
     )

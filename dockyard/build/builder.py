@@ -51,7 +51,7 @@ from typing import Any
 from dockyard import mount
 from dockyard.build import copier, imageconfig, instructions, parser
 from dockyard.build import instructions as ins
-from dockyard.build.cache import BuildCache, State, key
+from dockyard.build.cache import BuildCache, CacheRecord, State, key
 from dockyard.build.context import BuildContext, Selected, SourceTree, extract
 from dockyard.build.expansion import Lexer
 from dockyard.containers import schema, users
@@ -210,12 +210,22 @@ class Builder:
             with contextlib.suppress(BaseException):
                 await task
 
-    async def prune(self, *, all: bool = False, keep_storage: int = 0) -> tuple[list[str], int]:
+    async def prune(
+        self,
+        *,
+        all: bool = False,
+        keep_storage: int = 0,
+        keep_duration: float = 0,
+        selected: Callable[[CacheRecord], bool] | None = None,
+    ) -> list[CacheRecord]:
         """Drop build cache records; their layers go unless images use them."""
-        dropped, reclaimed = self.cache.prune(keep_storage=0 if all else keep_storage)
+        dropped = self.cache.prune(
+            keep_storage=0 if all else keep_storage, keep_duration=keep_duration, selected=selected
+        )
+        reclaimed = sum(record.size for record in dropped)
         await self.images.collect()
         self.images.events.emit("builder", "prune", "", {"reclaimed": str(reclaimed)})
-        return dropped, reclaimed
+        return dropped
 
 
 def _mounts_under(root: str) -> list[str]:

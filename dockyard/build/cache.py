@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,28 +95,63 @@ class BuildCache:
             blobs.update(layer["digest"] for layer in json.loads(row["layers"]))
         return chains, blobs
 
-    def prune(self, *, keep_storage: int = 0) -> tuple[list[str], int]:
-        """Drop cache records (least recently used first) until at most `keep_storage` bytes stay.
-
-        Returns the dropped keys and the bytes of layers their steps had added.
+    def prune(
+        self,
+        *,
+        keep_storage: int = 0,
+        keep_duration: float = 0,
+        selected: Callable[[CacheRecord], bool] | None = None,
+    ) -> list[CacheRecord]:
+        """Drop cache records (least recently used first) until at most `keep_storage` bytes
+        stay, sparing those used in the last `keep_duration` seconds and those `selected`
+        (when given) does not choose. Returns the dropped records; their sizes are the
+        bytes of layers their steps had added.
         """
-        rows = self.db.all("SELECT key, size FROM build_cache ORDER BY last_used")
-        total = sum(row["size"] for row in rows)
-        dropped: list[str] = []
+        records = sorted(self.records(), key=lambda record: record.last_used)
+        total = sum(record.size for record in records)
         reclaimed = 0
+        recent = time.time() - keep_duration
+        dropped: list[CacheRecord] = []
         with self.db.transaction():
-            for row in rows:
+            for record in records:
                 if keep_storage and total - reclaimed <= keep_storage:
                     break
-                self.db.execute("DELETE FROM build_cache WHERE key=?", (row["key"],))
-                dropped.append(row["key"])
-                reclaimed += row["size"]
-        return dropped, reclaimed
+                if keep_duration and record.last_used > recent:
+                    continue
+                if selected is not None and not selected(record):
+                    continue
+                self.db.execute("DELETE FROM build_cache WHERE key=?", (record.key,))
+                dropped.append(record)
+                reclaimed += record.size
+        return dropped
 
-    def usage(self) -> list[dict[str, Any]]:
+    def records(self) -> list[CacheRecord]:
+        """Every cache record, as `docker buildx du` and `system df` show them."""
         return [
-            dict(row)
+            CacheRecord(
+                key=row["key"],
+                size=row["size"],
+                created=row["created"],
+                last_used=row["last_used"],
+                description=_step_of(json.loads(row["config"])),
+            )
             for row in self.db.all(
-                "SELECT key, state_id, size, created, last_used FROM build_cache"
+                "SELECT key, config, size, created, last_used FROM build_cache ORDER BY created"
             )
         ]
+
+
+@dataclass(frozen=True)
+class CacheRecord:
+    """One cached step result, as reported to users."""
+
+    key: str
+    size: int  # bytes of the layer the step added (0 for config-only steps)
+    created: float  # seconds since the epoch
+    last_used: float
+    description: str  # the step, as its image history records it
+
+
+def _step_of(config: dict[str, Any]) -> str:
+    history = config.get("history") or []
+    return str(history[-1].get("created_by", "")) if history else ""

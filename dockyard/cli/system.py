@@ -133,6 +133,8 @@ def df(ctx: Context, verbose: bool, fmt: str | None) -> None:
     container_size = sum(c.get("SizeRw", 0) for c in containers)
     idle = sum(c.get("SizeRw", 0) for c in containers if c.get("State") != "running")
     volume_size = sum(max((v.get("UsageData") or {}).get("Size", 0), 0) for v in volumes)
+    cache = data.get("BuildCache") or []
+    cache_size = sum(record.get("Size", 0) for record in cache)
 
     def reclaimable(part: int, whole: int) -> str:
         percent = f" ({100 * part // whole}%)" if whole else ""
@@ -162,10 +164,12 @@ def df(ctx: Context, verbose: bool, fmt: str | None) -> None:
         },
         {
             "Type": "Build Cache",
-            "TotalCount": "0",
-            "Active": "0",
-            "Size": "0B",
-            "Reclaimable": "0B",
+            "TotalCount": str(len(cache)),
+            "Active": str(sum(1 for record in cache if record.get("InUse"))),
+            "Size": human_size(cache_size),
+            "Reclaimable": human_size(
+                sum(r.get("Size", 0) for r in cache if not r.get("InUse") and not r.get("Shared"))
+            ),
         },
     ]
     if fmt == "json":

@@ -1,0 +1,228 @@
+"""BuildKit's control service (`moby.buildkit.v1.Control`) over Dockyard's builder.
+
+buildx and compose see the engine as one BuildKit worker, as they see Docker's:
+
+* `ListWorkers`: one worker whose ID is the engine's, the host's platform, no garbage
+  collection policy (Dockyard keeps build cache until it is pruned), and the worker
+  labels buildx reads (`org.mobyproject.buildkit.worker.moby.host-gateway-ip` when the
+  engine has a default bridge gateway).
+* `Info`: the implementation's name and version.
+* `DiskUsage` and `Prune`: the records of the one build cache that the classic builder
+  and BuildKit's front door share (`build.cache`), so `docker buildx du`, `docker buildx
+  prune`, `docker builder prune` and `POST /build/prune` all see and free the same
+  bytes. Prune streams one record per dropped step.
+
+Filters are BuildKit's (containerd's syntax): a list of alternatives, each a comma-
+separated conjunction of `field==value`, `field!=value` or `field~=regexp` over the
+fields `id`, `description`, `type`, `inuse`, `mutable`, `immutable`, `shared` and
+`private`. A filter that does not parse is INVALID_ARGUMENT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+import dockyard
+from dockyard.build.builder import Builder
+from dockyard.build.cache import CacheRecord
+from dockyard.buildkit import rpc
+from dockyard.buildkit.pb import control_pb2, ops_pb2, worker_pb2
+from dockyard.buildkit.session import SessionManager
+from dockyard.images.oci import host_arch
+
+log = logging.getLogger(__name__)
+
+SERVICE = "moby.buildkit.v1.Control"
+PACKAGE = "github.com/dockyard/dockyard"
+HOST_GATEWAY_LABEL = "org.mobyproject.buildkit.worker.moby.host-gateway-ip"
+RECORD_TYPE = "regular"  # a step's snapshot, in BuildKit's words
+
+
+class Control:
+    """The control service's methods; `handlers()` is what `/grpc` serves."""
+
+    def __init__(
+        self,
+        engine_id: str,
+        builder: Builder,
+        sessions: SessionManager,
+        host_gateway: str = "",
+    ) -> None:
+        self.engine_id = engine_id
+        self.builder = builder
+        self.sessions = sessions
+        self.host_gateway = host_gateway
+
+    def handlers(self) -> dict[str, rpc.Handler]:
+        return rpc.handler_table(
+            SERVICE,
+            [
+                ("ListWorkers", rpc.unary(control_pb2.ListWorkersRequest, self.list_workers)),
+                ("Info", rpc.unary(control_pb2.InfoRequest, self.info)),
+                ("DiskUsage", rpc.unary(control_pb2.DiskUsageRequest, self.disk_usage)),
+                ("Prune", rpc.server_stream(control_pb2.PruneRequest, self.prune)),
+                ("Solve", rpc.unary(control_pb2.SolveRequest, self.solve)),
+                ("Status", self.status),
+            ],
+        )
+
+    async def solve(
+        self, request: control_pb2.SolveRequest, call: rpc.ServerCall
+    ) -> control_pb2.SolveResponse:
+        if request.Session:
+            # A build starts by reaching its session; until builds run, that is as far
+            # as a Solve goes (it proves the session's connection both ways).
+            try:
+                session = await asyncio.wait_for(self.sessions.get(request.Session), 10)
+                health = await session.check_health()
+            except (TimeoutError, rpc.RpcError) as e:
+                raise rpc.RpcError(
+                    rpc.Status.UNAVAILABLE, f"no active session for {request.Session}: {e}"
+                ) from None
+            log.info("solve %s: session %s answers, health %s", request.Ref, session.id, health)
+        # Until builds run through this door, say so plainly and name the one that works.
+        raise rpc.RpcError(
+            rpc.Status.UNIMPLEMENTED,
+            "Dockyard does not run BuildKit builds yet; build with the classic builder: "
+            "DOCKER_BUILDKIT=0 docker build",
+        )
+
+    async def status(self, call: rpc.ServerCall) -> None:
+        # No build runs here yet, so there is no progress to report: the stream ends
+        # at once, and the client reports Solve's answer.
+        await call.recv()
+
+    def version(self) -> worker_pb2.BuildkitVersion:
+        return worker_pb2.BuildkitVersion(package=PACKAGE, version=dockyard.__version__)
+
+    async def list_workers(
+        self, request: control_pb2.ListWorkersRequest, call: rpc.ServerCall
+    ) -> control_pb2.ListWorkersResponse:
+        labels = {HOST_GATEWAY_LABEL: self.host_gateway} if self.host_gateway else {}
+        worker = worker_pb2.WorkerRecord(
+            ID=self.engine_id,
+            Labels=labels,
+            platforms=[ops_pb2.Platform(OS="linux", Architecture=host_arch())],
+            BuildkitVersion=self.version(),
+        )
+        # A worker filter (containerd syntax) is matched against the worker's ID and
+        # labels only as far as BuildKit's own workers answer it: no filter, all workers.
+        return control_pb2.ListWorkersResponse(record=[worker])
+
+    async def info(
+        self, request: control_pb2.InfoRequest, call: rpc.ServerCall
+    ) -> control_pb2.InfoResponse:
+        return control_pb2.InfoResponse(buildkitVersion=self.version())
+
+    async def disk_usage(
+        self, request: control_pb2.DiskUsageRequest, call: rpc.ServerCall
+    ) -> control_pb2.DiskUsageResponse:
+        selected = parse_filters(list(request.filter))
+        records = self.builder.cache.records()
+        return control_pb2.DiskUsageResponse(
+            record=[usage_record(r) for r in records if selected is None or selected(r)]
+        )
+
+    async def prune(
+        self, request: control_pb2.PruneRequest, call: rpc.ServerCall
+    ) -> AsyncIterator[control_pb2.UsageRecord]:
+        selected = parse_filters(list(request.filter))
+        dropped = await self.builder.prune(
+            all=request.all,
+            keep_storage=max(request.keepBytes, 0),
+            keep_duration=max(request.keepDuration, 0) / 1e9,  # Go's time.Duration: ns
+            selected=selected,
+        )
+        for record in dropped:
+            yield usage_record(record)
+
+
+def usage_record(record: CacheRecord) -> control_pb2.UsageRecord:
+    created = Timestamp()
+    created.FromNanoseconds(int(record.created * 1e9))
+    last_used = Timestamp()
+    last_used.FromNanoseconds(int(record.last_used * 1e9))
+    return control_pb2.UsageRecord(
+        ID=record.key,
+        Size=record.size,
+        CreatedAt=created,
+        LastUsedAt=last_used,
+        Description=record.description,
+        RecordType=RECORD_TYPE,
+    )
+
+
+# -- filters --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Condition:
+    field: str
+    operator: str  # "==", "!=" or "~="
+    value: str
+
+    def holds(self, record: CacheRecord) -> bool:
+        actual = _field(record, self.field)
+        if self.operator == "==":
+            return actual == self.value
+        if self.operator == "!=":
+            return actual != self.value
+        return re.search(self.value, actual) is not None
+
+
+_FIELDS = ("id", "description", "type", "inuse", "mutable", "immutable", "shared", "private")
+_CONDITION = re.compile(r"^\s*([A-Za-z_.]+)\s*(==|!=|~=)\s*(.*?)\s*$")
+
+
+def _field(record: CacheRecord, name: str) -> str:
+    # Every record of this cache is an immutable, private snapshot no build holds.
+    return {
+        "id": record.key,
+        "description": record.description,
+        "type": RECORD_TYPE,
+        "inuse": "",
+        "mutable": "",
+        "immutable": "true",
+        "shared": "",
+        "private": "true",
+    }[name]
+
+
+def parse_filters(filters: list[str]) -> Callable[[CacheRecord], bool] | None:
+    """A predicate for BuildKit filter strings (None: no filter, everything matches)."""
+    alternatives: list[list[_Condition]] = []
+    for text in filters:
+        if not text.strip():
+            continue
+        conditions = []
+        for part in text.split(","):
+            match = _CONDITION.match(part)
+            if match is None:
+                if part.strip() in _FIELDS:  # a bare field: present (true)
+                    conditions.append(_Condition(part.strip(), "==", "true"))
+                    continue
+                raise rpc.RpcError(rpc.Status.INVALID_ARGUMENT, f"invalid filter {text!r}")
+            name, operator, value = match.groups()
+            value = value.strip('"')
+            if name not in _FIELDS:
+                raise rpc.RpcError(
+                    rpc.Status.INVALID_ARGUMENT, f"invalid filter {text!r}: unknown field {name}"
+                )
+            if operator == "~=":
+                try:
+                    re.compile(value)
+                except re.error as e:
+                    raise rpc.RpcError(
+                        rpc.Status.INVALID_ARGUMENT, f"invalid filter {text!r}: {e}"
+                    ) from None
+            conditions.append(_Condition(name, operator, value))
+        alternatives.append(conditions)
+    if not alternatives:
+        return None
+    return lambda record: any(all(c.holds(record) for c in conj) for conj in alternatives)
