@@ -137,7 +137,7 @@ async def info(request: web.Request) -> web.StreamResponse:
                 "Network": ["bridge", "host", "null", *facts["plugins"]["Network"]],
                 "IPAM": ["default", *facts["plugins"]["IPAM"]],  # Dockyard's own key
                 "Authorization": facts["plugins"]["Authorization"] or None,
-                "Log": ["json-file", *facts["plugins"]["Log"]],
+                "Log": ["json-file", "local", "none", *facts["plugins"]["Log"]],
             },
             "MemoryLimit": True,
             "SwapLimit": True,
@@ -152,7 +152,7 @@ async def info(request: web.Request) -> web.StreamResponse:
             "NFd": len(os.listdir("/proc/self/fd")),
             "NGoroutines": len(asyncio.all_tasks()),
             "SystemTime": now_rfc3339(),
-            "LoggingDriver": "json-file",
+            "LoggingDriver": eng.config.log_driver,
             "CgroupDriver": "cgroupfs",
             "CgroupVersion": facts["cgroup_version"],
             "NEventsListener": eng.events.listeners,
