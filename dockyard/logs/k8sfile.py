@@ -159,6 +159,30 @@ def read_entries(f: BinaryIO) -> Iterator[LogEntry]:
         yield from parser.records(line)
 
 
+def line_count(records: list[LogEntry], *, open_end: bool = False) -> int:
+    """How many output lines `records` hold: a partial record continues into the next
+    one. `open_end`: the last record ends the log, so a partial one there is a line."""
+    lines = sum(1 for r in records if r.data.endswith(b"\n"))
+    if open_end and records and not records[-1].data.endswith(b"\n"):
+        lines += 1
+    return lines
+
+
+def last_lines(records: list[LogEntry], count: int, *, open_end: bool = False) -> list[LogEntry]:
+    """The records of the last `count` output lines of `records` (`--tail` counts lines, and
+    the monitor splits a line it read in pieces into partial records)."""
+    if count <= 0:
+        return []
+    seen = 0
+    for i in range(len(records) - 1, -1, -1):
+        ends = records[i].data.endswith(b"\n") or (open_end and i == len(records) - 1)
+        if ends:
+            seen += 1
+            if seen > count:
+                return records[i + 1 :]
+    return records
+
+
 def tail(entries: Iterable[LogEntry], count: int | None) -> Iterator[LogEntry]:
     if count is None:
         return iter(entries)

@@ -28,12 +28,11 @@ import contextlib
 import gzip
 import io
 import os
-from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 
 from dockyard.logs.files import LogFiles, Source
-from dockyard.logs.k8sfile import LogEntry, Parser, first_time
+from dockyard.logs.k8sfile import LogEntry, Parser, first_time, last_lines, line_count
 
 BLOCK = 64 * 1024  # read backwards / searched by this much
 BATCH = 512 * 1024  # bytes of the file per `read()`
@@ -122,7 +121,7 @@ class LogReader:
         chunks: list[list[LogEntry]] = []
         need = count
         chunks.append(self._last_of_newest(need))
-        need -= len(chunks[-1])
+        need -= line_count(chunks[-1], open_end=True)
         for source in reversed(listing[:-1]):
             if need <= 0:
                 break
@@ -133,7 +132,7 @@ class LogReader:
                 chunks.append(self._last_of(cursor, need))
             finally:
                 cursor.file.close()
-            need -= len(chunks[-1])
+            need -= line_count(chunks[-1])
         entries = [entry for chunk in reversed(chunks) for entry in chunk]
         if count <= 0:
             entries = []
@@ -151,13 +150,15 @@ class LogReader:
         cursor.file.seek(size)
         # The bytes after the last newline are a record still being written: the
         # reader carries them and follows on from there.
-        records, start = self._backwards(fd, size, need)
+        records, start = self._backwards(fd, size, need, open_end=True)
         cursor.carry = os.pread(fd, size - start, start) if size > start else b""
         return records
 
-    def _backwards(self, fd: int, size: int, need: int) -> tuple[list[LogEntry], int]:
-        """The last `need` complete records of the first `size` bytes, read block by block
-        from the end; and where the incomplete record after them starts."""
+    def _backwards(
+        self, fd: int, size: int, need: int, *, open_end: bool = False
+    ) -> tuple[list[LogEntry], int]:
+        """The records of the last `need` lines in the first `size` bytes, read block by
+        block from the end; and where the incomplete record after them starts."""
         blocks: list[bytes] = []
         position = size
         end = -1  # offset just after the last newline
@@ -179,12 +180,13 @@ class LogReader:
                 if position > 0:
                     data = data[data.index(b"\n") + 1 :]  # the first line is cut
                 records = self.parser.records(data)
-                if len(records) >= need or position == 0:
+                # One line more than needed: the partial records of the first one are in.
+                if line_count(records, open_end=open_end) > need or position == 0:
                     break
-                lines = len(records)  # some lines were not records: read further back
+                lines = line_count(records)  # some lines were not records: read further back
         if end < 0:
             return [], 0
-        return (records[-need:] if need > 0 else []), end
+        return last_lines(records, need, open_end=open_end), end
 
     def _last_of(self, cursor: _Cursor, need: int) -> list[LogEntry]:
         if need <= 0:
@@ -192,14 +194,14 @@ class LogReader:
         if not cursor.source.compressed:
             size = os.fstat(cursor.file.fileno()).st_size
             return self._backwards(cursor.file.fileno(), size, need)[0]
-        last: deque[LogEntry] = deque(maxlen=need)
+        last: list[LogEntry] = []
         carry = b""
         while chunk := cursor.file.read(1 << 20):
             data = carry + chunk
             cut = data.rfind(b"\n") + 1
             carry = data[cut:]
-            last.extend(self.parser.records(data[:cut]))
-        return list(last)
+            last = last_lines(last + self.parser.records(data[:cut]), need)
+        return last
 
     def seek(self, follow: bool) -> None:
         """Start at the first record at or after `since` (the log's start without one);
