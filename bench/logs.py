@@ -1,15 +1,16 @@
 """Log write throughput: a container printing as fast as it can, with and without rotation.
 
-Usage (root): .venv/bin/python bench/logs.py [--runs 3] [--mb 200]
+Usage (root): .venv/bin/python bench/logs.py [--runs 5] [--mb 200]
 
 Starts a private Dockyard daemon and times, per log configuration, a container
 that prints `--mb` of 100-byte lines (`yes | head -c`), from `docker run -d` to
 `docker wait` returning: the monitor writes the log, so the container cannot
-finish before its output is in the files. Prints median/min/max seconds and MB/s
-of output for: the `none` driver (the pipe alone), json-file without bounds,
-json-file rotating at 10 MB keeping 3 files, the same compressed, and the `local`
-driver's defaults (20 MB x 5, compressed). Then checks the bounded runs' files.
-No other engine is compared (none is installed where this was written).
+finish before its output is in the files. The configurations take turns.
+Prints median/min/max seconds and MB/s of output for: the `none` driver (the
+pipe alone), json-file without bounds, json-file rotating at 10 MB keeping 3
+files, the same compressed, and the `local` driver's defaults (20 MB x 5,
+compressed); then the files each kept. No other engine is compared (none is
+installed where this was written).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def log_bytes(daemon: Daemon, container_id: str) -> tuple[int, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--mb", type=int, default=200)
     args = engines.parse_as_root(parser)
 
@@ -68,28 +69,25 @@ def main() -> None:
         command = f"yes {line} | head -c {args.mb * 1000 * 1000}"
         print(
             f"Dockyard bench: a container printing {args.mb} MB of 100-byte lines, "
-            f"{args.runs} runs per log configuration"
+            f"{args.runs} runs per log configuration (after a warm-up), taken in turns"
         )
-        rows: dict[str, list[float]] = {}
+        rows: dict[str, list[float]] = {label: [] for label in CONFIGS}
         kept: dict[str, tuple[int, int]] = {}
-        for label, opts in CONFIGS.items():
-            samples: list[float] = []
-            last = ""
+        # The configurations take turns, so that drift in the host's speed (other
+        # work on it) lands on all of them alike; the first turn is a warm-up.
+        for turn in range(args.runs + 1):
+            for label, opts in CONFIGS.items():
+                ids: list[str] = []
 
-            def one(opts: list[str] = opts) -> None:
-                nonlocal last
-                last = docker.cmd("run", "-d", *opts, IMAGE, "sh", "-c", command).strip()
-                docker.cmd("wait", last)
+                def one(opts: list[str] = opts, ids: list[str] = ids) -> None:
+                    ids.append(docker.cmd("run", "-d", *opts, IMAGE, "sh", "-c", command).strip())
+                    docker.cmd("wait", ids[0])
 
-            for i in range(args.runs + 1):
                 elapsed = engines.timed(one)
-                if i:
-                    samples.append(elapsed)
-                if i < args.runs:
-                    docker.cmd("rm", last)
-            rows[label] = samples
-            kept[label] = log_bytes(daemon, last)
-            docker.cmd("rm", last)
+                if turn:
+                    rows[label].append(elapsed)
+                kept[label] = log_bytes(daemon, ids[0])
+                docker.cmd("rm", ids[0])
         engines.report(
             f"{args.mb} MB of output, run to exit",
             rows,
