@@ -217,6 +217,13 @@ def _parse_time(value: str | None, name: str) -> int | None:
     """Unix seconds (fractions allowed) or RFC 3339, as nanoseconds."""
     if value is None or value == "":
         return None
+    seconds, dot, fraction = value.partition(".")
+    if seconds.lstrip("-").isdigit() and (not dot or fraction.isdigit()):
+        # Exactly, as moby's timetypes reads it: a float would round the nanoseconds, and
+        # `logs --since` of a record's own time would then skip that record.
+        ns = int(seconds) * 1_000_000_000
+        nanos = int((fraction + "000000000")[:9]) if dot else 0
+        return ns - nanos if seconds.startswith("-") else ns + nanos
     try:
         return int(float(value) * 1_000_000_000)
     except ValueError:

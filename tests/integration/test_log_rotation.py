@@ -227,3 +227,21 @@ def test_rotation_goes_on_while_the_daemon_is_down(own_daemon: Daemon, name: str
     assert _numbers(d, name)[-1] > numbers[-1]
     assert all(f.stat().st_size <= 100 * KB for f in _log_files(d, name))
     d.docker("rm", "-f", name)
+
+
+def test_follow_reads_on_across_rotations(daemon: Daemon, name: str) -> None:
+    d = daemon
+    # 20 000 lines in bursts: about 20 rotations while the follower reads.
+    writer = "i=1; while [ $i -le 20000 ]; do seq $i $((i+999)); i=$((i+1000)); sleep 0.05; done"
+    _run(d, name, "--log-opt", "max-size=50k", "--log-opt", "max-file=100", command=writer)
+    followed = d.docker("logs", "-f", name)
+    assert followed.returncode == 0, followed.stderr
+    assert [int(n) for n in followed.stdout.split()] == list(range(1, 20001))
+    assert len(_log_files(d, name)) > 10
+    # --since finds its place in the middle of the files (skipping the earlier ones).
+    stamped = d.docker("logs", "-t", name).stdout.splitlines()
+    since = stamped[10000].split()[0]  # line 10001's time, shared by its burst
+    numbers = _numbers(d, name, "--since", since)
+    assert numbers == list(range(numbers[0], 20001))
+    assert 9000 < numbers[0] <= 10001
+    d.docker("rm", name)
