@@ -142,16 +142,16 @@ def main() -> None:
             background.append(proc)
             return proc
 
-        tails = {"stop": False, "count": 0, "ms": []}
+        tails: list[float] = []  # milliseconds of each tail
+        stop = threading.Event()
 
         def tail_again() -> None:
-            while not tails["stop"]:
+            while not stop.is_set():
                 start = time.perf_counter()
                 out = docker.cmd("logs", "--tail", "10", "chatty")
-                tails["ms"].append((time.perf_counter() - start) * 1000)  # type: ignore[union-attr]
+                tails.append((time.perf_counter() - start) * 1000)
                 if not out.endswith("the end\n"):
                     raise RuntimeError(f"tail read {out!r}")
-                tails["count"] += 1  # type: ignore[operator]
 
         tailer = threading.Thread(target=tail_again, daemon=True)
         tailer.start()
@@ -168,12 +168,12 @@ def main() -> None:
         ):
             busy.extend(rounds(daemon, args.clients, 1))
         elapsed = time.perf_counter() - started
-        tails["stop"] = True
+        stop.set()
         tailer.join()
         show("busy", busy)
         print(
-            f"  ({elapsed:.1f} s under load; {tails['count']} tails of the {args.log_mb} MB "
-            f"log meanwhile, median {statistics.median(tails['ms'] or [0]):.0f} ms each)"  # type: ignore[arg-type]
+            f"  ({elapsed:.1f} s under load; {len(tails)} tails of the {args.log_mb} MB "
+            f"log meanwhile, median {statistics.median(tails or [0]):.0f} ms each)"
         )
         for proc, what in ((whole, "logs"), (load, "load"), (build, "build")):
             if proc.wait() != 0:

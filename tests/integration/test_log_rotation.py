@@ -7,6 +7,7 @@ import gzip
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.harness import Daemon
@@ -47,13 +48,13 @@ def _numbers(d: Daemon, name: str, *args: str) -> list[int]:
     return [int(n) for n in result.stdout.split()]
 
 
-def _settled(d: Daemon, name: str, check: object) -> None:
+def _settled(d: Daemon, name: str, check: Callable[[], bool]) -> None:
     """Compression and pruning finish shortly after the container exits."""
     for _ in range(100):
-        if check():  # type: ignore[operator]
+        if check():
             return
         time.sleep(0.1)
-    assert check(), _log_files(d, name)  # type: ignore[operator]
+    assert check(), _log_files(d, name)
 
 
 def test_json_file_rotation_keeps_at_most_max_file_files(daemon: Daemon, name: str) -> None:

@@ -129,24 +129,23 @@ def _write_log(path: Path, numbers: range) -> None:
             f.write(_record(STAMP, "stdout", "F", str(n)))
 
 
-def test_tail_reads_only_the_end_of_a_large_file(tmp_path: Path) -> None:
+def test_tail_reads_only_the_end_of_a_large_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _write_log(tmp_path / CURRENT, range(200_000))
     reader = LogReader(LogFiles(str(tmp_path)))
-    opened: list[int] = []
+    read: list[int] = []
     real_pread = os.pread
 
     def counting_pread(fd: int, n: int, offset: int) -> bytes:
-        opened.append(n)
+        read.append(n)
         return real_pread(fd, n, offset)
 
-    os.pread = counting_pread  # type: ignore[assignment]
-    try:
-        last = reader.tail(10, follow=False)
-    finally:
-        os.pread = real_pread  # type: ignore[assignment]
-        reader.close()
+    monkeypatch.setattr(os, "pread", counting_pread)
+    last = reader.tail(10, follow=False)
+    reader.close()
     assert [int(e.data) for e in last] == list(range(199_990, 200_000))
-    assert sum(opened) <= 2 * BLOCK  # not the 9 MB file
+    assert sum(read) <= 2 * BLOCK  # not the 9 MB file
 
 
 def _conmon_rotates(directory: Path) -> None:
