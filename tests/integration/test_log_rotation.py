@@ -246,3 +246,30 @@ def test_follow_reads_on_across_rotations(daemon: Daemon, name: str) -> None:
     assert numbers == list(range(numbers[0], 20001))
     assert 9000 < numbers[0] <= 10001
     d.docker("rm", name)
+
+
+def test_a_restarted_container_logs_on_within_its_bounds(daemon: Daemon, name: str) -> None:
+    d = daemon
+    _run(
+        d,
+        name,
+        "--log-opt",
+        "max-size=100k",
+        "--log-opt",
+        "max-file=3",
+        "--log-opt",
+        "compress=true",
+        command="seq 1 3000",
+    )
+    _wait_exit(d, name)
+    for _ in range(3):
+        assert d.docker("start", "-a", name).returncode == 0
+    _settled(d, name, lambda: len(_log_files(d, name)) <= 3)
+    files = _log_files(d, name)
+    assert all(f.stat().st_size <= 100 * KB for f in files)
+    # Four runs of 1..3000 (about 150 kB each): the newest ones kept, in order.
+    numbers = _numbers(d, name)
+    assert numbers[-3000:] == list(range(1, 3001))
+    assert numbers[-6000:-3000] == list(range(1, 3001))
+    assert _numbers(d, name, "--tail", "3001") == [3000, *range(1, 3001)]
+    d.docker("rm", name)
