@@ -14,8 +14,10 @@ from tests.harness import Daemon
 
 IMAGE = "demo/busybox:1"
 KB = 1000  # go-units' k, as `max-size=100k` means
-# Each output line becomes one record of about 50 bytes: 4000 lines fill 200 kB.
-COUNT = "seq 1 40000"
+# Each output line becomes one record of about 50 bytes: 2000 lines fill 100 kB. The lines
+# come in bursts of 500 (a quarter of a 100 kB file) 10 ms apart: the log keeper re-arms
+# rotation within that even on a loaded host (see docs/design.md for the bound).
+COUNT = "i=1; while [ $i -le 40000 ]; do seq $i $((i+499)); i=$((i+500)); sleep 0.01; done"
 
 
 def _inspect(d: Daemon, name: str) -> dict:
