@@ -2,8 +2,8 @@
 
 `daemon.json` uses Docker's keys where they mean the same thing (`data-root`,
 `exec-root`, `hosts`, `default-runtime`, `runtimes`, `cgroup-parent`,
-`seccomp-profile`, `debug`, ...), so an existing Docker configuration reads
-the same way here.
+`seccomp-profile`, `debug`, `log-driver`, `log-opts`, ...), so an existing
+Docker configuration reads the same way here.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dockyard.errors import InvalidArgument
+from dockyard.logs import options as log_options
 
 DEFAULT_CONFIG_FILE = "/etc/dockyard/daemon.json"
 DEFAULT_DATA_ROOT = "/var/lib/dockyard"
@@ -62,6 +63,9 @@ class DaemonConfig:
     )
     plugin_retry_timeout: float = 30.0
     plugin_call_timeout: float = 120.0
+    # Containers' logs: the driver and options a container gets when it names none.
+    log_driver: str = "json-file"
+    log_opts: dict[str, str] = field(default_factory=dict)
 
     def builder_version(self) -> str:
         """What `/_ping` advertises as the preferred builder (`Builder-Version`).
@@ -113,6 +117,8 @@ _KEYS = {
     "nftables-table": "nftables_table",
     "bridge-prefix": "bridge_prefix",
     "veth-prefix": "veth_prefix",
+    "log-driver": "log_driver",
+    "log-opts": "log_opts",
 }
 
 
@@ -140,4 +146,22 @@ def load(path: str | None, overrides: dict[str, Any]) -> DaemonConfig:
         if value is not None and value != [] and value != ():
             setattr(config, attr, list(value) if isinstance(value, tuple) else value)
     config.raw = raw
+    _check_log_defaults(config)
     return config
+
+
+def _check_log_defaults(config: DaemonConfig) -> None:
+    """`log-driver` and `log-opts` as dockerd checks them at start-up (a plugin driver's
+    options only for what every driver takes: the plugin is not there yet)."""
+    if not isinstance(config.log_driver, str) or not config.log_driver:
+        raise InvalidArgument("log-driver must be a driver name")
+    opts = config.log_opts
+    if not isinstance(opts, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in opts.items()
+    ):
+        raise InvalidArgument("log-opts must be an object of strings")
+    if opts:
+        try:
+            log_options.validate(config.log_driver, opts)
+        except InvalidArgument as e:
+            raise InvalidArgument(f"failed to set log opts: {e.message}") from None

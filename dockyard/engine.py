@@ -28,6 +28,7 @@ from dockyard.config import DaemonConfig
 from dockyard.containers.archive import ArchiveService
 from dockyard.containers.execs import ExecService
 from dockyard.containers.health import HealthMonitor
+from dockyard.containers.schema import LogConfig
 from dockyard.containers.service import ContainerService, ContainerSettings
 from dockyard.containers.stats import StatsService
 from dockyard.content.store import ContentStore
@@ -39,6 +40,7 @@ from dockyard.images.platform import Platform
 from dockyard.images.reference import Reference
 from dockyard.images.service import Image, ImageService
 from dockyard.logs.plugin import PluginLogging
+from dockyard.logs.service import LogService
 from dockyard.network.manager import NetworkConfig, NetworkManager
 from dockyard.plugins import check, inprocess, protocol, runspec
 from dockyard.plugins.authorization import Authorization
@@ -223,8 +225,9 @@ class Engine:
         managed.on_disable.append(lambda plugin: self.authorization.drop(plugin.id))
         self.network.plugins = self.plugins
         managed.on_disable.append(lambda plugin: self.network.forget_plugin(plugin.name))
-        self.containers.logging = PluginLogging(
-            self.plugins, os.path.join(config.exec_root, "logging")
+        self.containers.logging = LogService(
+            PluginLogging(self.plugins, os.path.join(config.exec_root, "logging")),
+            LogConfig(type=config.log_driver, config=dict(config.log_opts)),
         )
         self.committer = Committer(self.content, self.layers)
         self.builder = Builder(

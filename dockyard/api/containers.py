@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,6 +29,7 @@ from dockyard.containers.schema import ContainerCreate, EndpointSettings
 from dockyard.containers.update import ContainerUpdate
 from dockyard.errors import Conflict, InvalidArgument, NotFound
 from dockyard.images.oci import rfc3339
+from dockyard.logs.k8sfile import LogEntry
 from dockyard.runtime.attach import AttachConnection
 
 routes = Routes()
@@ -320,25 +322,44 @@ async def logs(request: web.Request) -> web.StreamResponse:
     until = _parse_time(request.query.get("until"), "until") or 0
     timestamps = query_bool(request, "timestamps")
     follow = query_bool(request, "follow")
-    tty = container.tty
+    batches = eng.containers.log_batches(
+        container.id, follow=follow, since_ns=since, until_ns=until, tail=tail
+    )
+    streams = {1} if not want_err else {2} if not want_out else {1, 2}
+    render = functools.partial(
+        _render_log, streams=streams, timestamps=timestamps, framed=not container.tty
+    )
     resp = web.StreamResponse(status=200)
-    resp.headers["Content-Type"] = stream_content_type(request, not tty)
+    resp.headers["Content-Type"] = stream_content_type(request, not container.tty)
     resp.enable_chunked_encoding()
     await resp.prepare(request)
     try:
-        async for entry in eng.containers.logs(
-            container.id, follow=follow, since_ns=since, until_ns=until, tail=tail
-        ):
-            if (entry.stream == 1 and not want_out) or (entry.stream == 2 and not want_err):
-                continue
-            data = entry.data
-            if timestamps:
-                data = rfc3339(entry.time_ns).encode() + b" " + data
-            await resp.write(data if tty else frame(entry.stream, data))
+        async for batch in batches:
+            # A large batch is rendered on a worker thread, as it was read on one.
+            data = render(batch) if len(batch) < 512 else await asyncio.to_thread(render, batch)
+            if data:
+                await resp.write(data)
         await resp.write_eof()
     except (ConnectionResetError, RuntimeError):
         pass
+    finally:
+        await batches.aclose()
     return resp
+
+
+def _render_log(
+    batch: list[LogEntry], *, streams: set[int], timestamps: bool, framed: bool
+) -> bytes:
+    """Log records as the client reads them: stdcopy frames, or raw for a TTY."""
+    out = []
+    for entry in batch:
+        if entry.stream not in streams:
+            continue
+        data = entry.data
+        if timestamps:
+            data = rfc3339(entry.time_ns).encode() + b" " + data
+        out.append(frame(entry.stream, data) if framed else data)
+    return b"".join(out)
 
 
 @routes.post("/containers/{id}/attach")

@@ -137,7 +137,7 @@ async def info(request: web.Request) -> web.StreamResponse:
                 "Network": ["bridge", "host", "null", *facts["plugins"]["Network"]],
                 "IPAM": ["default", *facts["plugins"]["IPAM"]],  # Dockyard's own key
                 "Authorization": facts["plugins"]["Authorization"] or None,
-                "Log": ["json-file", *facts["plugins"]["Log"]],
+                "Log": ["json-file", "local", "none", *facts["plugins"]["Log"]],
             },
             "MemoryLimit": True,
             "SwapLimit": True,
@@ -152,7 +152,7 @@ async def info(request: web.Request) -> web.StreamResponse:
             "NFd": len(os.listdir("/proc/self/fd")),
             "NGoroutines": len(asyncio.all_tasks()),
             "SystemTime": now_rfc3339(),
-            "LoggingDriver": "json-file",
+            "LoggingDriver": eng.config.log_driver,
             "CgroupDriver": "cgroupfs",
             "CgroupVersion": facts["cgroup_version"],
             "NEventsListener": eng.events.listeners,
@@ -217,6 +217,13 @@ def _parse_time(value: str | None, name: str) -> int | None:
     """Unix seconds (fractions allowed) or RFC 3339, as nanoseconds."""
     if value is None or value == "":
         return None
+    seconds, dot, fraction = value.partition(".")
+    if seconds.lstrip("-").isdigit() and (not dot or fraction.isdigit()):
+        # Exactly, as moby's timetypes reads it: a float would round the nanoseconds, and
+        # `logs --since` of a record's own time would then skip that record.
+        ns = int(seconds) * 1_000_000_000
+        nanos = int((fraction + "000000000")[:9]) if dot else 0
+        return ns - nanos if seconds.startswith("-") else ns + nanos
     try:
         return int(float(value) * 1_000_000_000)
     except ValueError:

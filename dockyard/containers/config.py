@@ -25,13 +25,14 @@ from dockyard.containers.schema import (
     Ulimit,
 )
 from dockyard.errors import InvalidArgument
+from dockyard.logs import options as log_options
 from dockyard.network import ports
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_SHM_SIZE = 64 << 20
 MIN_MEMORY = 6 << 20
 RESTART_POLICIES = ("no", "always", "on-failure", "unless-stopped")
-LOG_DRIVERS = ("json-file", "k8s-file", "local", "none")
+LOG_DRIVERS = log_options.BUILTIN
 
 # Docker's default capability set (moby oci/caps/defaults.go).
 DEFAULT_CAPABILITIES = (
@@ -340,14 +341,15 @@ def normalise_host_config(
     runtimes: tuple[str, ...],
     default_runtime: str,
     log_drivers: tuple[str, ...] = LOG_DRIVERS,
+    log_defaults: LogConfig | None = None,
 ) -> HostConfig:
     """A copy of `raw` validated, with the defaults moby fills at create."""
     hc = schema.copy(raw)
     hc.port_bindings = ports.validate(hc.port_bindings)
-    log_type = hc.log_config.type or "json-file"
-    if log_type not in log_drivers:  # plugin drivers are resolved by the caller
-        raise InvalidArgument(f"logger: no log driver named '{log_type}' is registered")
-    hc.log_config = LogConfig(type=log_type, config=hc.log_config.config or {})
+    hc.log_config = log_config(hc.log_config, log_defaults)
+    if hc.log_config.type not in log_drivers:  # plugin drivers are resolved by the caller
+        raise InvalidArgument(f"logger: no log driver named '{hc.log_config.type}' is registered")
+    log_options.validate(hc.log_config.type, hc.log_config.config or {})
     mode = hc.network_mode or "default"
     hc.network_mode = "bridge" if mode == "default" else mode  # checked by the network manager
     hc.restart_policy = restart_policy(hc.restart_policy, hc.auto_remove)
@@ -400,6 +402,19 @@ def normalise_host_config(
     return hc
 
 
+def log_config(requested: LogConfig, defaults: LogConfig | None = None) -> LogConfig:
+    """The driver and options a container gets: the request's, merged with the daemon's
+    defaults (`log-driver`, `log-opts`) as moby merges them."""
+    defaults = defaults or LogConfig(type=log_options.JSON_FILE, config={})
+    driver, merged = log_options.merge_defaults(
+        requested.type,
+        requested.config,
+        defaults.type or log_options.JSON_FILE,
+        dict(defaults.config or {}),
+    )
+    return LogConfig(type=driver, config=merged)
+
+
 def _strslice(value: list[str] | None) -> list[str] | None:
     return None if value is None else list(value)
 
@@ -413,6 +428,7 @@ def effective(
     runtimes: tuple[str, ...],
     default_runtime: str,
     log_drivers: tuple[str, ...] = LOG_DRIVERS,
+    log_defaults: LogConfig | None = None,
 ) -> Effective:
     """The container's configuration: request merged over image, defaults filled, validated."""
     host_config = normalise_host_config(
@@ -421,6 +437,7 @@ def effective(
         runtimes=runtimes,
         default_runtime=default_runtime,
         log_drivers=log_drivers,
+        log_defaults=log_defaults,
     )
     entrypoint = _strslice(request.entrypoint)
     if entrypoint == [""]:

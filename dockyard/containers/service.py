@@ -32,7 +32,7 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -81,7 +81,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable
 
     from dockyard.containers.health import HealthMonitor
-    from dockyard.logs.plugin import PluginLogging
+    from dockyard.logs.service import LogService
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +159,8 @@ class ContainerService:
         for row in db.all("SELECT record FROM containers"):
             container = Container.from_json(row["record"])
             self._containers[container.id] = container
-        # Delivers output to log-driver plugins; set by the engine.
-        self.logging: PluginLogging | None = None
+        # Log files, their bounds and log-driver plugins; set by the engine.
+        self.logging: LogService | None = None
         # Runs healthcheck probes; set by the engine.
         self.health: HealthMonitor | None = None
         images.image_users = self.image_users
@@ -304,11 +304,11 @@ class ContainerService:
         if image is None:
             image = self.images.resolve(image_name)
         log_drivers: tuple[str, ...] = cfg.LOG_DRIVERS
-        log_config = request.host_config.log_config
-        if self.logging is not None and self.logging.is_plugin_driver(log_config.type):
-            await self.logging.resolve(log_config.type)
-            self.logging.validate_options(log_config.config or {})
-            log_drivers = (*log_drivers, log_config.type)
+        log_defaults = self.logging.defaults if self.logging is not None else None
+        log_type = cfg.log_config(request.host_config.log_config, log_defaults).type
+        if self.logging is not None and self.logging.is_plugin_driver(log_type):
+            await self.logging.resolve(log_type)
+            log_drivers = (*log_drivers, log_type)
         effective = cfg.effective(
             request,
             schema.decode(ContainerConfig, image.run_config, "image config"),
@@ -317,6 +317,7 @@ class ContainerService:
             runtimes=tuple(self.runtimes),
             default_runtime=self.settings.default_runtime,
             log_drivers=log_drivers,
+            log_defaults=log_defaults,
         )
         if name:
             name = names.validate(name)
@@ -507,6 +508,7 @@ class ContainerService:
                 # A terminal's input is never closed by an attach client leaving (Docker):
                 # a detached `run -it` keeps taking input from the next `attach`.
                 leave_stdin_open=stdin and (container.tty or not container.config.stdin_once),
+                log=self.logging.rotation(container) if self.logging is not None else None,
             )
             crashpoints.reached("start:created")
             self.volumes.release_subpaths(container.id)  # the container holds its own mounts
@@ -1227,52 +1229,54 @@ class ContainerService:
         until_ns: int = 0,
         tail: int | None = None,
     ) -> AsyncIterator[k8sfile.LogEntry]:
+        """The container's log records one by one (attach's replay, the builder); nothing
+        for a driver that stores nothing."""
         container = self.get(ref)
-        reader = await self.logging.reader(container) if self.logging is not None else None
-        if reader is not None and self.logging is not None:
-            async for plugin_entry in self.logging.read(
-                reader, container, follow=follow, since_ns=since_ns, until_ns=until_ns, tail=tail
-            ):
-                yield plugin_entry
+        if self.logging is None or container.host_config.log_config.type == "none":
             return
-        path = self.paths(container).log
-        live = self.live(container)
-        if not os.path.exists(path) and (not follow or not container.state.running):
-            return
-        f = None
-        try:
-            while f is None:
-                try:
-                    f = open(path, "rb")  # noqa: SIM115 - held across awaits
-                except FileNotFoundError:
-                    if live.exited.is_set() and container.state.status != CREATED:
-                        return
-                    await asyncio.sleep(0.05)
-            entries = k8sfile.tail(k8sfile.read_entries(f), tail)
-            for entry in entries:
-                if entry.time_ns < since_ns or (until_ns and entry.time_ns > until_ns):
-                    continue
+        batches = self.log_batches(
+            container.id, follow=follow, since_ns=since_ns, until_ns=until_ns, tail=tail
+        )
+        async for batch in batches:
+            for entry in batch:
                 yield entry
-            if not follow:
+
+    def log_batches(
+        self,
+        ref: str,
+        *,
+        follow: bool,
+        since_ns: int = 0,
+        until_ns: int = 0,
+        tail: int | None = None,
+    ) -> AsyncGenerator[list[k8sfile.LogEntry], None]:
+        """The container's log records in batches, read off the event loop (see
+        dockyard.logs.reader); raises at once when its driver cannot be read."""
+        container = self.get(ref)
+        if self.logging is None:
+            raise Unavailable("logging is not set up")
+        live = self.live(container)
+
+        def finished() -> bool:
+            return live.exited.is_set() and container.state.status != CREATED
+
+        async def changed() -> None:
+            if live.exited.is_set():  # not started yet: look again in a while
+                await asyncio.sleep(0.05)
                 return
-            while True:
-                finished = live.exited.is_set() and container.state.status != CREATED
-                got = False
-                for entry in k8sfile.read_entries(f):
-                    got = True
-                    if entry.time_ns < since_ns:
-                        continue
-                    if until_ns and entry.time_ns > until_ns:
-                        return
-                    yield entry
-                if finished and not got:
-                    return
-                if not got:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(live.exited.wait(), 0.05)
-        finally:
-            if f is not None:
-                f.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(live.exited.wait(), 0.05)
+
+        return self.logging.read(
+            container,
+            self.dir(container),
+            follow=follow,
+            since_ns=since_ns,
+            until_ns=until_ns,
+            tail=tail,
+            finished=finished,
+            changed=changed,
+        )
 
     async def attach(self, ref: str) -> AttachConnection | None:
         """A connection to the container's stdio; waits for the container to start if needed.

@@ -38,12 +38,12 @@ import secrets
 import stat
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from dockyard.containers.model import Container
 from dockyard.errors import DockyardError, InvalidArgument
 from dockyard.images.oci import ZERO_TIME, rfc3339
 from dockyard.logs import k8sfile
+from dockyard.logs.options import BUILTIN
 from dockyard.plugins.legacy import Plugin
 from dockyard.plugins.protocol import LOG
 from dockyard.plugins.protocol.logdriver import Info, LogDriverClient, ReadConfig
@@ -53,7 +53,6 @@ from dockyard.plugins.service import PluginService
 
 log = logging.getLogger(__name__)
 
-BUILTIN_DRIVERS = ("json-file", "k8s-file", "local", "none")
 OFFSET_FILE = "log-driver.offset"
 _POLL = 0.05
 _IDLE_POLL = 0.25
@@ -95,7 +94,7 @@ class PluginLogging:
 
     @staticmethod
     def is_plugin_driver(driver: str) -> bool:
-        return bool(driver) and driver not in BUILTIN_DRIVERS
+        return bool(driver) and driver not in BUILTIN
 
     async def resolve(self, driver: str) -> Plugin:
         """The plugin serving log driver `driver`, or Docker's unknown-driver error."""
@@ -104,12 +103,6 @@ class PluginLogging:
         except DockyardError as e:
             log.info("log driver %s: %s", driver, e.message)
             raise unknown_driver(driver) from e
-
-    @staticmethod
-    def validate_options(options: dict[str, Any]) -> None:
-        mode = options.get("mode", "")
-        if mode not in ("", "blocking", "non-blocking"):
-            raise InvalidArgument(f"logger: invalid log mode: {mode}")
 
     def _fifo(self, plugin: Plugin, fifo_id: str) -> tuple[str, str]:
         if plugin.managed_id:

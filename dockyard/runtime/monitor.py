@@ -28,6 +28,7 @@ import subprocess
 from dataclasses import dataclass
 
 from dockyard.errors import Unavailable
+from dockyard.logs.options import Rotation
 from dockyard.runtime.oci import Runtime, error_message
 
 STDOUT = 2
@@ -114,11 +115,13 @@ class Conmon:
         terminal: bool,
         stdin: bool,
         leave_stdin_open: bool,
+        log: Rotation | None = None,
     ) -> tuple[Monitor, int]:
         """Create the container under a new monitor; returns it and the container's pid.
 
         The container is created, not started: output written before `start`
-        cannot happen, so attach clients connected now miss nothing.
+        cannot happen, so attach clients connected now miss nothing. `log` bounds
+        what it writes to `paths.log` (nothing, for the `none` driver).
         """
         for stale in (paths.exit_file, paths.oom_file, paths.pid_file, paths.monitor_pid_file):
             try:
@@ -144,8 +147,7 @@ class Conmon:
             paths.pid_file,
             "-P",
             paths.monitor_pid_file,
-            "-l",
-            f"k8s-file:{paths.log}",
+            *log_arguments(paths.log, log),
             "--persist-dir",
             paths.persist,
             "--socket-dir-path",
@@ -192,6 +194,17 @@ class Conmon:
         monitor_pid = int(_read_file(paths.monitor_pid_file) or 0)
         start_time = process_start_time(monitor_pid) if monitor_pid else None
         return Monitor(monitor_pid, start_time or 0), pid
+
+
+def log_arguments(path: str, log: Rotation | None) -> list[str]:
+    """conmon's log options. With a size limit conmon rotates by itself, also while the
+    daemon is down (see dockyard.logs.files for how no full file is lost)."""
+    if log is not None and not log.keep:
+        return ["-l", "none"]
+    arguments = ["-l", f"k8s-file:{path}"]
+    if log is not None and log.bounded:
+        arguments += ["--log-size-max", str(log.max_size)]
+    return arguments
 
 
 def attach_socket(socket_dir: str, cuuid: str) -> str:
