@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import json
 import os
 import secrets
 import tempfile
@@ -25,7 +24,7 @@ from typing import Any
 
 from dockyard.plugins.client import PluginClient, PluginError, encode_body
 from dockyard.plugins.protocol import AUTHZ, IPAM, KINDS, LOG, NETWORK, VOLUME, logentry
-from dockyard.wire import lookup
+from dockyard.wire import WireError, loads, lookup
 
 PASS, FAIL, WARN, SKIP = "pass", "fail", "warn", "skip"
 TIMEOUT = 30.0
@@ -114,8 +113,8 @@ class Checker:
         body = b"" if args is None else encode_body(args)
         reply = await self.client.request(method, body, timeout=self.timeout, retry=False)
         try:
-            data = json.loads(reply.body) if reply.body.strip() else None
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            data = loads(reply.body) if reply.body.strip() else None
+        except WireError:
             data = None
         return reply.status, data, reply.body
 

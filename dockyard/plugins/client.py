@@ -32,7 +32,7 @@ import aiohttp
 
 from dockyard.errors import Unavailable
 from dockyard.plugins.discovery import Endpoint
-from dockyard.wire import MEDIA_TYPE, Message, WireError, lookup
+from dockyard.wire import MEDIA_TYPE, Message, WireError, loads, lookup
 
 M = TypeVar("M", bound=Message)
 T = TypeVar("T")
@@ -227,8 +227,8 @@ class PluginClient:
         if not reply.body.strip():
             raise PluginError(self.name, method, "empty reply (EOF)", status=200)
         try:
-            data = json.loads(reply.body)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            data = loads(reply.body)
+        except WireError:
             raise PluginError(
                 self.name, method, f"invalid JSON reply: {excerpt(reply.body)}", status=200
             ) from None
@@ -272,8 +272,8 @@ def _reason(e: BaseException) -> str:
 
 def _error_text(reply: Reply) -> str:
     try:
-        data = json.loads(reply.body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = loads(reply.body)
+    except WireError:
         data = None
     if isinstance(data, dict):
         err = lookup(data, "Err")
