@@ -939,6 +939,8 @@ class ContainerService:
         container.state.status = REMOVING
         live = self.live(container)
         await self.runtimes[container.runtime].delete(container.id)
+        for conmon in self.monitors.values():  # all share one attach directory
+            conmon.forget(container.id)
         await self._release(container)
         self.rootfs.remove(os.path.join(self.dir(container), "rootfs"))
         shutil.rmtree(self.dir(container), ignore_errors=True)

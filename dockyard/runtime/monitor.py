@@ -20,6 +20,7 @@ The daemon talks to a monitor through:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -83,6 +84,12 @@ class Conmon:
         self.runtime = runtime
         self.socket_dir = socket_dir
         os.makedirs(socket_dir, exist_ok=True)
+        # conmon links <socket dir>/<id> to the bundle; those of bundles gone (containers
+        # removed by an older daemon, or while it was down) are dropped.
+        for entry in os.listdir(socket_dir):
+            link = os.path.join(socket_dir, entry)
+            if os.path.islink(link) and not os.path.exists(link):
+                self.forget(entry)
 
     @staticmethod
     def find() -> str | None:
@@ -94,6 +101,13 @@ class Conmon:
 
     def attach_socket(self, cid: str) -> str:
         return os.path.join(self.socket_dir, cid, "attach")
+
+    def forget(self, cid: str) -> None:
+        """Remove the link conmon made to a container's bundle (the container is gone)."""
+        link = os.path.join(self.socket_dir, cid)
+        if os.path.islink(link):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(link)
 
     async def create(
         self,
