@@ -341,6 +341,14 @@ def test_driver_options_reach_the_checks_creates(tmp_path: Path, busybox_tar: Pa
         sent = [c.json["Opts"] for c in plugin.calls_to("/VolumeDriver.Create")]
         assert {"device": "/dev/fuse", "mode": "ro"} in sent
         assert volumes.volumes == {}
+        sdk = subprocess.run(
+            [sys.executable, "-m", "dockyard.sdk", "check", "-o", "device=/dev/fd", str(sock)],
+            cwd=REPO, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert sdk.returncode == 0, sdk.stdout + sdk.stderr
+        assert {"device": "/dev/fd"} in [
+            c.json["Opts"] for c in plugin.calls_to("/VolumeDriver.Create")
+        ]
         # by name, through the daemon: the same options
         daemon = PluginDaemon()
         try:
