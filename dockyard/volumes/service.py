@@ -849,7 +849,9 @@ class VolumeService:
                     row["volume"], row["id"][:12], e.message,
                 )  # fmt: skip
             except DockyardError as e:
+                # a built-in driver: tried again at the next unmount or start
                 log.warning("unmounting volume %s (%s): %s", row["volume"], row["id"][:12], e)
+                return False
             return True
 
         done = await asyncio.gather(*(one(row) for row in rows))
