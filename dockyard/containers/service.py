@@ -1153,7 +1153,9 @@ class ContainerService:
                     live.exited.clear()
                     live.started_mono = time.monotonic()
                     live.watcher = asyncio.ensure_future(self._watch(container, mon))
-                    await self._resume_logging(container)
+                    if self.logging is not None:  # in the background: never waits on a plugin
+                        paths = self.paths(container)
+                        self.logging.resume(container, paths.log, self.dir(container))
                     if self.health is not None:
                         self.health.restored(container)
                     continue

@@ -110,6 +110,36 @@ def test_the_daemon_serves_at_once_while_its_volume_plugins_hang_or_are_gone(
         daemon.cleanup()
 
 
+def test_the_daemon_serves_at_once_while_a_log_plugin_hangs(busybox_tar: Path) -> None:
+    daemon = PluginDaemon()
+    daemon.start_with(plugin_retry_timeout=30, plugin_call_timeout=60)
+    daemon.cli("import", str(busybox_tar), IMAGE, check=True)
+    replies = {
+        "/LogDriver.Capabilities": {"Cap": {"ReadLogs": False}},
+        "/LogDriver.StartLogging": {},
+        "/LogDriver.StopLogging": {},
+    }
+    plugin = BarePlugin(["LogDriver"], replies).serve_unix(daemon.sock("slowlog"))
+    try:
+        daemon.cli(
+            "run", "-d", "--name", "chatty", "--log-driver", "slowlog", IMAGE,
+            "sh", "-c", "echo hello; sleep 300", check=True,
+        )  # fmt: skip
+        daemon.stop()  # the container keeps running
+        plugin.replies["/LogDriver.StartLogging"] = Raw(200, b"{}", delay=20)
+        _, elapsed = timed(lambda: daemon.start("--config-file", str(daemon.config_file)))
+        assert elapsed < 10  # not held up by the StartLogging of the restored container
+        status, listed = daemon.api("GET", "/v1.45/containers/json")
+        assert status == 200 and [c["Names"] for c in listed] == [["/chatty"]]
+        # the delivery resumes in the background, once the plugin answers
+        assert wait_for(lambda: len(plugin.calls_to("/LogDriver.StartLogging")) == 2, 40)
+        daemon.cli("rm", "-f", "chatty", check=True)
+        assert wait_for(lambda: len(plugin.calls_to("/LogDriver.StopLogging")) == 2)
+    finally:
+        plugin.stop()
+        daemon.cleanup()
+
+
 def test_a_dead_plugin_fails_a_call_within_2s_naming_it_and_what_was_tried(
     daemon: PluginDaemon, volumes: DirectoryVolumes
 ) -> None:
