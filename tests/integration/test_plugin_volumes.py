@@ -317,14 +317,13 @@ def test_a_failing_mount_fails_the_start_and_pairs_the_mount(
 
 
 def test_an_unknown_or_unreachable_driver(daemon: PluginDaemon) -> None:
-    started = time.monotonic()
     result = daemon.cli("volume", "create", "-d", "nowhere", "v")
-    # waited for the plugin to appear: attempts at 0 and 1 s (the next would end past 3 s)
-    assert time.monotonic() - started >= 0.9
+    # looked for the plugin a few times (in case it is just appearing), briefly
     assert result.returncode != 0
     assert 'create v: error looking up volume plugin nowhere: plugin "nowhere" not found' in (
         result.stderr
     )
+    assert "; looked 3 times in " in result.stderr
     bind_dead_socket(daemon.sock("dead"))
     result = daemon.cli("volume", "create", "-d", "dead", "v")
     assert "plugin dead failed with error: Plugin.Activate: connecting to unix://" in result.stderr
