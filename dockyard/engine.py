@@ -60,7 +60,7 @@ from dockyard.state.db import Database
 from dockyard.volumes.local import NAME as LOCAL_DRIVER
 from dockyard.volumes.local import LocalDriver
 from dockyard.volumes.remote import PluginDrivers
-from dockyard.volumes.service import VolumeService
+from dockyard.volumes.service import VolumeReconciliation, VolumeService
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,8 @@ def probe_host(config: DaemonConfig) -> HostFacts:
     for name, path in candidates.items():
         info = oci.find(path)
         if info is None:
+            if name in config.runtimes:  # configured, so containers may name it: say why
+                unusable[name] = f"its binary {path} is missing"
             continue
         info = oci.RuntimeInfo(name, info.path, info.version)
         problem = oci.probe(info, config.cgroup_parent)
@@ -117,8 +119,10 @@ def probe_host(config: DaemonConfig) -> HostFacts:
             f"runtime {default} cannot run containers on this host: "
             f"{unusable.get(default, 'not installed')}"
         )
-    conmon = Conmon.find()
+    conmon = Conmon.find(config.conmon_path)
     if conmon is None:
+        if config.conmon_path:
+            raise Unavailable(f"conmon-path {config.conmon_path} is not an executable")
         raise Unavailable("conmon (the container monitor) is not installed")
     profile = config.seccomp_profile or seccomp.default_profile_path()
     init = config.init_path or shutil.which("tini-static") or shutil.which("docker-init")
@@ -183,6 +187,8 @@ class Engine:
                 nofile_limit=self.facts.nofile_limit,
                 init_binary=self.facts.init_binary,
                 seccomp=self._seccomp,
+                runtime_root=runtime_state,
+                unavailable_runtimes=dict(self.facts.unusable),
             ),
             self.volumes,
             self.network,
@@ -273,19 +279,22 @@ class Engine:
         await self.network.start()
         await self.containers.restore()
         await self.containers.networking.reconcile()
+        # Volumes are reconciled with their plugins in the background: the daemon serves
+        # at once, whatever state its volume plugins are in. What to reconcile (the mounts
+        # of containers not running) is read now, before interrupted operations go on.
+        running = {c.id for c in self.containers.all() if c.state.status in ("running", "paused")}
+        plan = self.volumes.reconciliation(running)
+        self._reconciling = asyncio.ensure_future(self._reconcile_volumes(plan))
+        # Operations a crash interrupted go on now that the network is reconciled too.
+        self.containers.resume_interrupted()
         await self.authorization.start()
         await self.builder.recover()
         # Blobs and layers of pulls and loads cut short by a crash were never recorded.
         await self.images.collect()
-        # Volumes are reconciled with their plugins in the background: the daemon serves
-        # at once, whatever state its volume plugins are in.
-        running = {c.id for c in self.containers.all() if c.state.status in ("running", "paused")}
-        self._reconciling = asyncio.ensure_future(self._reconcile_volumes(running))
-        await asyncio.sleep(0)  # its synchronous first step (what to reconcile) runs now
 
-    async def _reconcile_volumes(self, running: set[str]) -> None:
+    async def _reconcile_volumes(self, plan: VolumeReconciliation) -> None:
         try:
-            await self.volumes.restore(running)
+            await self.volumes.restore(plan)
         except Exception:
             log.exception("reconciling volumes")
         log.info("done reconciling volumes")

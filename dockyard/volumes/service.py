@@ -825,62 +825,80 @@ class VolumeService:
 
     async def _unmount(self, rows: list[Any]) -> None:
         async def one(row: Any) -> bool:
+            """Whether this call paired the mount (its row is then forgotten)."""
             try:
                 driver = await self.driver(row["driver"])
             except NotFound:
-                return True  # the driver is gone: nothing can be paired any more
+                driver = None  # the driver is gone: nothing can be paired any more
             except DockyardError as e:
                 log.warning("unmounting volume %s (%s): %s", row["volume"], row["id"][:12], e)
                 return False  # disabled, or not reachable now: paired later
-            try:
-                async with self._lock(row["volume"]):
-                    await driver.unmount(row["volume"], row["id"])
-            except PluginError as e:
-                if not e.reached:
-                    log.warning(
-                        "unmounting volume %s (%s): %s; sent when the plugin is back",
-                        row["volume"], row["id"][:12], e.message,
-                    )  # fmt: skip
+            async with self._lock(row["volume"]):
+                # Another unmount of the same container (a stop finishing after a restart,
+                # the restart's reconciliation) may have paired it meanwhile: never twice.
+                if not self._mount_recorded(row["id"]):
                     return False
-                # The plugin got this Unmount and failed it: it is not sent again (one
-                # Unmount per Mount); the plugin owns what it left mounted.
-                log.warning(
-                    "unmounting volume %s (%s): %s; not retried",
-                    row["volume"], row["id"][:12], e.message,
-                )  # fmt: skip
-            except DockyardError as e:
-                # a built-in driver: tried again at the next unmount or start
-                log.warning("unmounting volume %s (%s): %s", row["volume"], row["id"][:12], e)
-                return False
+                if driver is not None and not await self._driver_unmount(driver, row):
+                    return False
+                with self.db.transaction():
+                    self.db.execute("DELETE FROM volume_mounts WHERE id=?", (row["id"],))
             return True
 
         done = await asyncio.gather(*(one(row) for row in rows))
-        paired = [row for row, ok in zip(rows, done, strict=True) if ok]
-        if not paired:
-            return
-        with self.db.transaction():
-            for row in paired:
-                self.db.execute("DELETE FROM volume_mounts WHERE id=?", (row["id"],))
-        for row in paired:
-            self._emit("unmount", row["volume"], driver=row["driver"], container=row["container"])
+        for row, paired in zip(rows, done, strict=True):
+            if paired:
+                self._emit(
+                    "unmount", row["volume"], driver=row["driver"], container=row["container"]
+                )
+
+    def _mount_recorded(self, mount_id: str) -> bool:
+        return self.db.one("SELECT 1 FROM volume_mounts WHERE id=?", (mount_id,)) is not None
+
+    async def _driver_unmount(self, driver: VolumeDriver, row: Any) -> bool:
+        """Send one Unmount; whether the mount is done with (paired, or failed by the
+        plugin that received it) rather than to be sent again."""
+        try:
+            await driver.unmount(row["volume"], row["id"])
+        except PluginError as e:
+            if not e.reached:
+                log.warning(
+                    "unmounting volume %s (%s): %s; sent when the plugin is back",
+                    row["volume"], row["id"][:12], e.message,
+                )  # fmt: skip
+                return False
+            # The plugin got this Unmount and failed it: it is not sent again (one
+            # Unmount per Mount); the plugin owns what it left mounted.
+            log.warning(
+                "unmounting volume %s (%s): %s; not retried",
+                row["volume"], row["id"][:12], e.message,
+            )  # fmt: skip
+        except DockyardError as e:
+            # a built-in driver: tried again at the next unmount or start
+            log.warning("unmounting volume %s (%s): %s", row["volume"], row["id"][:12], e)
+            return False
+        return True
 
     # -- engine start -----------------------------------------------------------
 
-    async def restore(self, running: set[str]) -> None:
-        """After a restart, in the background while the daemon serves: ask each recorded
-        volume's driver for it (`Get`), drop the records drivers no longer have, and
-        unmount every mount of a container that is not running (it died, or the engine
-        did mid-start). Before the first call, synchronously: the references on managed
-        plugins are taken again and the mounts to pair are read (mounts made once the
-        daemon serves are not this reconciliation's)."""
+    def reconciliation(self, running: set[str]) -> VolumeReconciliation:
+        """After a restart, synchronously, before anything else can mount or unmount: take
+        the references on managed plugins again (still their volumes as far as anyone
+        knows) and read what `restore` is to reconcile: every record, and the mounts of
+        the containers not `running` (they died, or the engine did mid-start)."""
         records = self._records()
         for volume in records:
-            self._hold(volume)  # still its plugin's volume as far as anyone knows
+            self._hold(volume)
         rows = [
             row
             for row in self.db.all("SELECT id, volume, driver, container FROM volume_mounts")
             if row["container"] not in running
         ]
+        return VolumeReconciliation(records, rows)
+
+    async def restore(self, plan: VolumeReconciliation) -> None:
+        """In the background while the daemon serves: ask each recorded volume's driver
+        for it (`Get`), drop the records drivers no longer have, and unmount the mounts of
+        containers that were not running."""
 
         async def check(volume: Volume) -> None:
             try:
@@ -899,8 +917,16 @@ class VolumeService:
                 )
                 self._forget(volume)
 
-        await asyncio.gather(*(check(volume) for volume in records))
-        await self._unmount(rows)
+        await asyncio.gather(*(check(volume) for volume in plan.records))
+        await self._unmount(plan.mounts)
+
+
+@dataclass
+class VolumeReconciliation:
+    """What a restart's background reconciliation looks at (`VolumeService.restore`)."""
+
+    records: list[Volume]
+    mounts: list[Any]  # volume_mounts rows of containers that were not running
 
 
 @dataclass

@@ -36,7 +36,8 @@ def test_container_lifecycles_leave_nothing_in_the_attach_directory(
     own_daemon.cli("rm", f"{name}-c", check=True)
     assert attach_entries(own_daemon) == before
     # a link a removed container left (an older daemon did) is dropped at the next start
-    os.symlink(own_daemon.exec_root / "gone", own_daemon.exec_root / "attach" / ("0" * 64))
+    gone = "0" * 64
+    os.symlink(own_daemon.exec_root / "containers" / gone, own_daemon.exec_root / "attach" / gone)
     own_daemon.stop()
     own_daemon.start()
     assert attach_entries(own_daemon) == before
