@@ -46,8 +46,18 @@ def _listen(path: str) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.bind(path)
     os.chmod(path, 0o660)
-    sock.listen(512)
+    sock.listen(listen_backlog())
     return sock
+
+
+def listen_backlog() -> int:
+    """The API socket's backlog: as large as the kernel allows (net.core.somaxconn), as Go
+    (and so Docker) asks, so a burst of clients is queued rather than refused."""
+    try:
+        with open("/proc/sys/net/core/somaxconn") as f:
+            return max(int(f.read()), 128)
+    except (OSError, ValueError):
+        return 4096
 
 
 async def _reload(engine: Engine, reload: Callable[[], DaemonConfig]) -> None:
@@ -93,7 +103,8 @@ async def serve(config: DaemonConfig, reload: Callable[[], DaemonConfig] | None 
     app = create_app(engine)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
-    site = web.SockSite(runner, sock)
+    # aiohttp listens on the socket again with its own backlog (128 by default)
+    site = web.SockSite(runner, sock, backlog=listen_backlog())
     await site.start()
     if config.pidfile:
         with open(config.pidfile, "w") as f:

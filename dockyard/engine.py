@@ -3,12 +3,15 @@
 Start-up order matters: the database and stores first, then a probe of the
 host (cgroup layout, which OCI runtimes really work here), then the services,
 and last `restore()`, which adopts the containers that kept running while the
-daemon was away.
+daemon was away. Nothing at start-up waits for a plugin: managed plugins found
+dead and the volumes' check with their drivers run in the background while the
+daemon serves.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import platform
@@ -60,7 +63,7 @@ from dockyard.state.db import Database
 from dockyard.volumes.local import NAME as LOCAL_DRIVER
 from dockyard.volumes.local import LocalDriver
 from dockyard.volumes.remote import PluginDrivers
-from dockyard.volumes.service import VolumeService
+from dockyard.volumes.service import VolumeReconciliation, VolumeService
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +213,7 @@ class Engine:
                 cgroup_layout=self.facts.cgroups,
                 nofile_limit=self.facts.nofile_limit,
                 timeout_cap=config.plugin_call_timeout,
+                start_window=config.plugin_retry_timeout,
             ),
         )
         self.plugins = PluginService(
@@ -244,6 +248,7 @@ class Engine:
         self.bootstrapper = Bootstrapper(self.db, self.images, os.path.join(root, "build"))
         self.volumes.plugins = PluginDrivers(self.plugins)
         self.plugin_distribution = PluginDistribution(self.registry, managed)
+        self._reconciling: asyncio.Future[None] | None = None
 
     async def _pull_for_build(self, ref: Reference, platform: str) -> Image:
         """`FROM` an image that is not here (or `--pull`): pull it anonymously, quietly."""
@@ -274,13 +279,17 @@ class Engine:
 
     async def start(self) -> None:
         # Plugins first: containers' log drivers and the authorization chain use them.
+        # Managed plugins found dead are started in the background (calls wait for them).
         await self.plugins.managed.restore()
         await self.network.start()
         await self.containers.restore()
         await self.containers.networking.reconcile()
-        await self.volumes.restore(
-            {c.id for c in self.containers.all() if c.state.status in ("running", "paused")}
-        )
+        # Volumes are reconciled with their plugins in the background: the daemon serves
+        # at once, whatever state its volume plugins are in. What to reconcile (the mounts
+        # of containers not running) is read now, before interrupted operations go on.
+        running = {c.id for c in self.containers.all() if c.state.status in ("running", "paused")}
+        plan = self.volumes.reconciliation(running)
+        self._reconciling = asyncio.ensure_future(self._reconcile_volumes(plan))
         # Operations a crash interrupted go on now that the network is reconciled too.
         self.containers.resume_interrupted()
         await self.authorization.start()
@@ -288,7 +297,18 @@ class Engine:
         # Blobs and layers of pulls and loads cut short by a crash were never recorded.
         await self.images.collect()
 
+    async def _reconcile_volumes(self, plan: VolumeReconciliation) -> None:
+        try:
+            await self.volumes.restore(plan)
+        except Exception:
+            log.exception("reconciling volumes")
+        log.info("done reconciling volumes")
+
     async def close(self) -> None:
+        if self._reconciling is not None:
+            self._reconciling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconciling
         await self.stats.close()
         await self.builder.close()
         await self.registry.close()
@@ -328,11 +348,12 @@ class Engine:
             },
         }
 
-    async def check_plugin(self, name: str) -> CheckReport:
+    async def check_plugin(self, name: str, options: dict[str, str] | None = None) -> CheckReport:
         """Run the conformance checker against the plugin `name` as the engine sees it, or
-        against a built-in driver: `local` (volumes), `bridge` (networks), `default` (IPAM)."""
+        against a built-in driver: `local` (volumes), `bridge` (networks), `default` (IPAM).
+        `options`: driver options for the volumes the check creates."""
         if name == LOCAL_DRIVER:
-            return await self._check_local_driver()
+            return await self._check_local_driver(options)
         if name in ("bridge", "host", "null", "default"):
             return await self.network.check_builtin(name)
         managed = self.plugins.managed.lookup(name)
@@ -340,12 +361,12 @@ class Engine:
             plugin = self.plugins.managed.plugin(managed)
             fifo_dirs = (self.plugins.managed.logging_dir(managed), runspec.LOGGING_DIR)
             return await check.run(
-                plugin.client, kinds=list(plugin.implements), fifo_dirs=fifo_dirs
+                plugin.client, kinds=list(plugin.implements), fifo_dirs=fifo_dirs, options=options
             )
         plugin = await self.plugins.legacy.get(name)
-        return await check.run(plugin.client)
+        return await check.run(plugin.client, options=options)
 
-    async def _check_local_driver(self) -> CheckReport:
+    async def _check_local_driver(self, options: dict[str, str] | None = None) -> CheckReport:
         """The built-in `local` driver's code, served on a private socket and checked like
         any plugin. It runs on a scratch directory: the check creates and removes volumes
         of its own, and the daemon's volumes are never touched."""
@@ -354,7 +375,7 @@ class Engine:
             driver = LocalDriver(scratch)
             scope = (await driver.capabilities()).scope
             served = inprocess.ServedVolumeDriver(driver, scope)
-            return await inprocess.check_served(driver.name, served)
+            return await inprocess.check_served(driver.name, served, options=options)
         finally:
             await asyncio.to_thread(shutil.rmtree, scratch, True)
 

@@ -6,7 +6,10 @@ messages here follow its rules rather than Python's habits:
 * object keys match fields case-insensitively, an exact match first
   (`MountPoint` and `mountpoint` both fill `Mountpoint`); unknown keys are
   ignored; `null` leaves a field at its zero value;
-* a JSON value of the wrong type for a known field is a decoding error;
+* a JSON value of the wrong type for a known field is a decoding error, and
+  so is a number outside the field's Go type: a plain `int` is Go's `int64`,
+  `UInt16`, `UInt32` and `UInt64` are Go's unsigned types (an integral float
+  such as `5.0` is still a number an integer field takes);
 * on output every field is present unless it is marked `omitempty`, absent
   collections are written as `null` (Go's nil) unless a default says
   otherwise, and `bytes` travel as standard base64 strings. `omitempty`
@@ -17,6 +20,10 @@ A message is a dataclass deriving from `Message`; each field names its wire
 key with `wire("Key")`, or gets the CamelCase of its Python name. A type of
 Docker's own with a looser JSON form (a string or a list of strings) is a
 class with a `from_wire(value, path)` class method.
+
+`loads()` parses the JSON text itself as Go's decoder accepts it: UTF-8 only,
+no `NaN` or `Infinity`, one value, and nesting bounded (`MAX_DEPTH`), so a
+hostile body is a `WireError` (a 400 at the API), never a recursion error.
 """
 
 from __future__ import annotations
@@ -24,9 +31,20 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import json
+import re
 import types
 import typing
-from typing import Any, Self, TypeVar, Union, dataclass_transform, get_args, get_origin
+from typing import (
+    Annotated,
+    Any,
+    Self,
+    TypeVar,
+    Union,
+    dataclass_transform,
+    get_args,
+    get_origin,
+)
 
 MEDIA_TYPE = "application/vnd.docker.plugins.v1.2+json"
 
@@ -36,6 +54,69 @@ _MISSING: Any = dataclasses.MISSING
 
 class WireError(ValueError):
     """A JSON document that does not fit the message it should decode into."""
+
+
+# -- Go's integer types ----------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class GoInt:
+    """The range of one of Go's integer types; `Annotated[int, GoInt(...)]` marks a field."""
+
+    name: str
+    low: int
+    high: int
+
+
+INT64 = GoInt("int64", -(1 << 63), (1 << 63) - 1)
+Int64 = Annotated[int, INT64]  # also what a plain `int` field is
+UInt16 = Annotated[int, GoInt("uint16", 0, (1 << 16) - 1)]
+UInt32 = Annotated[int, GoInt("uint32", 0, (1 << 32) - 1)]
+UInt64 = Annotated[int, GoInt("uint64", 0, (1 << 64) - 1)]
+
+
+# -- parsing ---------------------------------------------------------------------
+
+# Deeper than any message Docker or a plugin sends, and far below what Python's
+# parser and encoder can recurse into (Go's own decoder stops at 10000).
+MAX_DEPTH = 128
+_NESTING = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _go_constant(name: str) -> Any:
+    raise WireError(f"invalid character {name[0]!r} looking for beginning of value")
+
+
+def loads(raw: bytes | str) -> Any:
+    """One JSON value from `raw` as Go's decoder reads it (see the module docstring)."""
+    if isinstance(raw, bytes):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise WireError(f"invalid UTF-8 at byte {e.start}") from None
+    else:
+        text = raw
+    _check_depth(text)
+    try:
+        return json.loads(text, parse_constant=_go_constant)
+    except json.JSONDecodeError as e:
+        raise WireError(str(e)) from None
+    except RecursionError:  # unreachable after the depth check; kept as the last guard
+        raise WireError(f"exceeded max depth of {MAX_DEPTH}") from None
+
+
+def _check_depth(text: str) -> None:
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return  # cannot nest deeper than it has brackets
+    depth = 0
+    for token in _NESTING.finditer(text):
+        match token.group():
+            case "[" | "{":
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise WireError(f"exceeded max depth of {MAX_DEPTH}")
+            case "]" | "}":
+                depth -= 1
 
 
 def wire(
@@ -73,7 +154,7 @@ def _fields(cls: type) -> tuple[_Field, ...]:
     known = _FIELDS.get(cls)
     if known is not None:
         return known
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     fields = _FIELDS[cls] = tuple(
         _Field(
             f.name,
@@ -98,6 +179,8 @@ def lookup(data: dict[str, Any], key: str) -> Any:
 
 
 def _zero(tp: Any) -> Any:
+    if get_origin(tp) is Annotated:
+        tp = get_args(tp)[0]
     if tp is str:
         return ""
     if tp is int:
@@ -116,7 +199,12 @@ def decode_value(tp: Any, value: Any, path: str) -> Any:
     Optional, Message)."""
     if tp is Any:
         return value
+    bounds = INT64
     origin = get_origin(tp)
+    if origin is Annotated:
+        tp, *extras = get_args(tp)
+        bounds = next((e for e in extras if isinstance(e, GoInt)), INT64)
+        origin = get_origin(tp)
     if origin in (Union, types.UnionType):
         inner = [a for a in get_args(tp) if a is not type(None)]
         if value is None:
@@ -135,11 +223,23 @@ def decode_value(tp: Any, value: Any, path: str) -> Any:
             raise _type_error(path, "bool", value)
         return value
     if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
+        if isinstance(value, bool) or not isinstance(value, int | float):
             raise _type_error(path, "number", value)
-        return value
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise WireError(
+                    f"json: cannot unmarshal number {value!r} into {path or 'value'} "
+                    f"of type {bounds.name}"
+                )
+            number = int(value)
+        else:
+            number = value
+        if not bounds.low <= number <= bounds.high:
+            raise WireError(
+                f"json: cannot unmarshal number {value!r} into {path or 'value'} "
+                f"of type {bounds.name}"
+            )
+        return number
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise _type_error(path, "number", value)

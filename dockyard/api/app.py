@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from dockyard import wire
 from dockyard.engine import Engine
 from dockyard.errors import DockyardError, InvalidArgument, NotModified
 from dockyard.plugins.authorization import is_json_media
@@ -71,10 +72,10 @@ async def read_json_value(request: web.Request) -> Any:
             f"unsupported Content-Type header ({content_type}): must be 'application/json'"
         )
     try:
-        # UTF-8 only, as Docker (and a Go plugin) reads it: json.loads alone would also
-        # take UTF-16/32, which an authorization plugin cannot read.
-        return json.loads(raw.decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        # As Go reads it (UTF-8 only, which is also what an authorization plugin can
+        # read; nesting bounded): any body that does not parse is a 400.
+        return wire.loads(raw)
+    except wire.WireError as e:
         raise InvalidArgument(f"invalid JSON: {e}") from e
 
 

@@ -9,12 +9,12 @@ its output and any failure travel in the JSON stream (Docker's `stream`,
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
 from aiohttp import web
 
+from dockyard import wire
 from dockyard.api.app import Routes, body_chunks, engine, json_response, query_bool, query_int
 from dockyard.api.streams import JSONStream
 from dockyard.build import bootstrap as bootstraps
@@ -42,7 +42,7 @@ def _json_param(request: web.Request, name: str, what: str, kind: type) -> Any:
     if not text:
         return kind()
     try:
-        value = json.loads(text)
+        value = wire.loads(text)
     except ValueError as e:
         raise InvalidArgument(f"error reading {what}: {e}") from None
     if value is None:
@@ -170,9 +170,7 @@ async def build(request: web.Request) -> web.StreamResponse:
 @routes.post("/build/prune")
 async def prune(request: web.Request) -> web.StreamResponse:
     keep = query_int(request, "reserved-space") or query_int(request, "keep-storage") or 0
-    dropped = await engine(request).builder.prune(
-        all=query_bool(request, "all"), keep_storage=keep
-    )
+    dropped = await engine(request).builder.prune(all=query_bool(request, "all"), keep_storage=keep)
     return json_response(
         {
             "CachesDeleted": [record.key for record in dropped] or None,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from typing import Any
 
 from aiohttp import web
 
+from dockyard import wire
 from dockyard.api.app import Routes, engine, json_response, read_json
 from dockyard.errors import InvalidArgument, Unauthorized
 from dockyard.images import reference
@@ -51,7 +51,7 @@ def registry_credentials(request: web.Request) -> Credentials:
     if not header.strip():
         return ANONYMOUS
     try:
-        data = json.loads(_b64decode(header))
+        data = wire.loads(_b64decode(header))
     except (binascii.Error, ValueError):
         raise InvalidArgument("invalid X-Registry-Auth header") from None
     return credentials_from(data) if isinstance(data, dict) else ANONYMOUS

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable
 from datetime import datetime
 
-from dockyard import units
+from dockyard import units, wire
 from dockyard.errors import InvalidArgument
 
 Filters = dict[str, list[str]]
@@ -17,8 +16,8 @@ def parse(text: str | None, allowed: Iterable[str] | None = None) -> Filters:
     if not text:
         return {}
     try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as e:
+        raw = wire.loads(text)
+    except wire.WireError as e:
         raise InvalidArgument(f"invalid filter: {e}") from e
     if not isinstance(raw, dict):
         raise InvalidArgument("invalid filter: expected a JSON object")

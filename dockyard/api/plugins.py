@@ -177,6 +177,13 @@ async def upgrade(request: web.Request) -> web.StreamResponse:
 
 @routes.post("/plugins/{name:.+}/check")
 async def check(request: web.Request) -> web.StreamResponse:
-    """Dockyard's own: run the conformance checker against a plugin the engine can reach."""
-    report = await engine(request).check_plugin(request.match_info["name"])
+    """Dockyard's own: run the conformance checker against a plugin the engine can reach;
+    each `opt=KEY=VALUE` is a driver option for the volumes the check creates."""
+    options = {}
+    for item in request.query.getall("opt", []):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidArgument(f"invalid option {item!r}: expected KEY=VALUE")
+        options[key] = value
+    report = await engine(request).check_plugin(request.match_info["name"], options)
     return json_response(report.to_json())

@@ -326,7 +326,9 @@ def push(ctx: Context, name: str) -> None:
         fail(f"Error response from daemon: {e}", 1)
 
 
-async def check_local(address: str, timeout: float = 30.0) -> CheckReport:
+async def check_local(
+    address: str, timeout: float = 30.0, options: dict[str, str] | None = None
+) -> CheckReport:
     """Check a plugin this process reaches directly: a socket path, a URL, or a spec file."""
     from dockyard.plugins import check
     from dockyard.plugins.client import PluginClient
@@ -343,7 +345,7 @@ async def check_local(address: str, timeout: float = 30.0) -> CheckReport:
     name = os.path.splitext(os.path.basename(endpoint.source or endpoint.address))[0]
     client = PluginClient(name or address, endpoint, retry_window=0)
     try:
-        return await check.run(client, timeout=timeout)
+        return await check.run(client, timeout=timeout, options=options)
     finally:
         await client.close()
 
@@ -355,9 +357,17 @@ def _is_local(target: str) -> bool:
 @plugin.command("check")
 @click.option("--timeout", default=30.0, show_default=True, help="Per-call timeout (seconds).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option(
+    "--opt",
+    "-o",
+    "opts",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Driver option for the volumes the check creates (repeatable).",
+)
 @click.argument("target")
 @pass_context
-def check(ctx: Context, timeout: float, as_json: bool, target: str) -> None:
+def check(ctx: Context, timeout: float, as_json: bool, opts: tuple[str, ...], target: str) -> None:
     """Run the conformance checker against a plugin.
 
     TARGET is a socket path, a unix:// or tcp:// address or a .spec/.json file
@@ -368,14 +378,22 @@ def check(ctx: Context, timeout: float, as_json: bool, target: str) -> None:
 
     from dockyard.errors import DockyardError
 
+    options: dict[str, str] = {}
+    for item in opts:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"Error: invalid option {item!r}: expected KEY=VALUE", 1)
+        options[key] = value
     if _is_local(target):
         try:
-            report = asyncio.run(check_local(target, timeout))
+            report = asyncio.run(check_local(target, timeout, options))
         except DockyardError as e:
             fail(f"Error: {e.message}", 1)
             return
     else:
-        report = CheckReport.from_json(ctx.client.json("POST", f"/plugins/{target}/check"))
+        report = CheckReport.from_json(
+            ctx.client.json("POST", f"/plugins/{target}/check", params={"opt": list(opts)})
+        )
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:

@@ -9,8 +9,10 @@ with Docker's wording before a single resource is allocated.
 
 from __future__ import annotations
 
+import json
 import os
-import re
+import resource
+import stat
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,10 +29,31 @@ from dockyard.containers.schema import (
 from dockyard.errors import InvalidArgument
 from dockyard.logs import options as log_options
 from dockyard.network import ports
+from dockyard.runtime import seccomp
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_SHM_SIZE = 64 << 20
 MIN_MEMORY = 6 << 20
+MAX_HOSTNAME = 64  # HOST_NAME_MAX; moby's limit too
+MAX_CPU_SHARES = 262144  # the kernel's MAX_SHARES (cgroup v2 weights are mapped from it)
+MAX_PIDS = 4 << 20  # PID_MAX_LIMIT: pids.max takes nothing larger
+MAX_CPUSET = 8192  # moby: "the normal maximum number of CPUs in Linux"
+PATH_MAX = 4095  # bytes, without the NUL
+NAME_MAX = 255
+MAX_ARG_STRLEN = 32 * 4096  # one argument or environment string, with its NUL
+# Sysctls of the IPC namespace (runc's list); `fs.mqueue.*` too; `net.*` is the network's.
+IPC_SYSCTLS = frozenset(
+    {
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    }
+)
 RESTART_POLICIES = ("no", "always", "on-failure", "unless-stopped")
 LOG_DRIVERS = log_options.BUILTIN
 
@@ -228,9 +251,15 @@ def validate_resources(hc: HostConfig, ncpu: int, *, update: bool = False) -> No
 
     An update may change the swap limit alone (the memory limit is the container's).
     """
-    hc.memory = max(hc.memory, 0)
-    if 0 < hc.memory < MIN_MEMORY:
+    if hc.memory != 0 and hc.memory < MIN_MEMORY:  # negative too: moby's rule
         raise InvalidArgument("Minimum memory limit allowed is 6MB")
+    if hc.memory_reservation != 0 and hc.memory_reservation < MIN_MEMORY:
+        raise InvalidArgument("Minimum memory reservation allowed is 6MB")
+    if hc.memory_swap < -1:  # the kernel refuses it at start; -1 is "unlimited"
+        raise InvalidArgument(
+            f"invalid MemorySwap {hc.memory_swap}: -1 (unlimited) is the only negative "
+            "value allowed"
+        )
     swap = hc.memory_swap
     if swap > 0 and hc.memory and swap < hc.memory:
         raise InvalidArgument(
@@ -254,6 +283,10 @@ def validate_resources(hc: HostConfig, ncpu: int, *, update: bool = False) -> No
         )
     if hc.cpu_shares < 0:
         raise InvalidArgument("invalid CPU shares: must be a positive value")
+    if hc.cpu_shares > MAX_CPU_SHARES:
+        raise InvalidArgument(
+            f"invalid CPU shares ({hc.cpu_shares}): the kernel allows at most {MAX_CPU_SHARES}"
+        )
     if hc.cpu_period and not 1000 <= hc.cpu_period <= 1_000_000:
         raise InvalidArgument(
             "CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s (i.e. 1000000)"
@@ -272,6 +305,14 @@ def validate_resources(hc: HostConfig, ncpu: int, *, update: bool = False) -> No
         raise InvalidArgument("Range of blkio weight is from 10 to 1000")
     if hc.pids_limit is not None and hc.pids_limit <= 0:
         hc.pids_limit = None  # 0 and -1 mean unlimited
+    if hc.pids_limit is not None and hc.pids_limit > MAX_PIDS:
+        raise InvalidArgument(
+            f"invalid PidsLimit {hc.pids_limit}: the kernel allows at most {MAX_PIDS}"
+        )
+    if hc.io_maximum_bandwidth or hc.io_maximum_i_ops:
+        raise InvalidArgument(
+            "Invalid QoS settings: linux does not support Maximum IO Bandwidth or Maximum IO IOps"
+        )
     if hc.memory_swappiness is not None:
         if hc.memory_swappiness == -1:
             hc.memory_swappiness = None
@@ -279,25 +320,56 @@ def validate_resources(hc: HostConfig, ncpu: int, *, update: bool = False) -> No
             raise InvalidArgument(
                 f"Invalid value: {hc.memory_swappiness}, valid memory swappiness range is 0-100"
             )
-    for value in (hc.cpuset_cpus, hc.cpuset_mems):
-        if value and not re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", value):
-            raise InvalidArgument(f"Invalid value {value} for cpuset cpus")
     if hc.cpuset_cpus:
         available = os.sched_getaffinity(0)
-        if not cpu_list(hc.cpuset_cpus) <= available:
+        wanted = _cpuset(hc.cpuset_cpus, "cpus", available)
+        if not wanted <= available:
             raise InvalidArgument(
                 f"Requested CPUs are not available - requested {hc.cpuset_cpus}, "
                 f"available: {cpu_ranges(available)}"
             )
+    if hc.cpuset_mems:
+        nodes = memory_nodes()
+        if not _cpuset(hc.cpuset_mems, "mems", nodes) <= nodes:
+            raise InvalidArgument(
+                f"Requested memory nodes are not available - requested {hc.cpuset_mems}, "
+                f"available: {cpu_ranges(nodes)}"
+            )
 
 
-def cpu_list(text: str) -> set[int]:
-    """The CPUs a cpuset list ("0-2,5") names."""
+def _cpuset(text: str, what: str, available: set[int]) -> set[int]:
+    """A cpuset list checked as moby checks it (numbers up to 8192, or the highest one
+    this host has if more), so a list is never expanded past what a machine can have."""
+    try:
+        return cpu_list(text, max(MAX_CPUSET, *available))
+    except ValueError as e:
+        raise InvalidArgument(f"Invalid value {text} for cpuset {what}: {e}") from None
+
+
+def cpu_list(text: str, maximum: int = MAX_CPUSET) -> set[int]:
+    """The CPUs (or memory nodes) a cpuset list ("0-2,5") names; ValueError if it is
+    malformed or names a number above `maximum`."""
     cpus: set[int] = set()
     for part in text.split(","):
-        first, _, last = part.partition("-")
-        cpus.update(range(int(first), int(last or first) + 1))
+        first, dash, last = part.partition("-")
+        if not first.isdigit() or (dash and not last.isdigit()):
+            raise ValueError(f"invalid format: {text}")
+        low, high = int(first), int(last or first)
+        if high < low:
+            raise ValueError(f"invalid format: {text}")
+        if high > maximum:
+            raise ValueError(f"value of out range, maximum is {maximum}")  # sic, moby's words
+        cpus.update(range(low, high + 1))
     return cpus
+
+
+def memory_nodes() -> set[int]:
+    """The host's NUMA memory nodes (node 0 alone where the kernel lists none)."""
+    try:
+        with open("/sys/devices/system/node/online") as f:
+            return cpu_list(f.read().strip(), 1 << 20)
+    except (OSError, ValueError):
+        return {0}
 
 
 def cpu_ranges(cpus: set[int]) -> str:
@@ -320,7 +392,95 @@ def _ulimits(ulimits: list[Ulimit] | None) -> list[Ulimit] | None:
                 "ulimit soft limit must be less than or equal to hard limit: "
                 f"{entry.soft} > {entry.hard}"
             )
+        if entry.name == "nofile":
+            # Even root cannot raise it past fs.nr_open (-1, "unlimited", is past it too).
+            most = _nr_open()
+            for value in (entry.hard, entry.soft):
+                if value < 0 or value > most:
+                    raise InvalidArgument(
+                        f"ulimit nofile: {value} is more than the kernel allows "
+                        f"(fs.nr_open = {most})"
+                    )
     return ulimits
+
+
+def _nr_open() -> int:
+    try:
+        with open("/proc/sys/fs/nr_open") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 1 << 20  # the kernel's default
+
+
+def _sysctls(hc: HostConfig) -> None:
+    """Only sysctls of the namespaces the container has of its own: the runtime's rules
+    (runc's validator), checked before anything is made rather than at start."""
+    for key in hc.sysctls or {}:
+        if key in IPC_SYSCTLS or key.startswith("fs.mqueue."):
+            if hc.ipc_mode == "host":
+                raise InvalidArgument(f'sysctl "{key}" is not allowed in the hosts ipc namespace')
+            continue
+        if key.startswith("net."):
+            if hc.network_mode == "host":
+                raise InvalidArgument(f'sysctl "{key}" not allowed in host network namespace')
+            continue
+        if hc.uts_mode != "host":
+            if key == "kernel.domainname":
+                continue
+            if key == "kernel.hostname":
+                raise InvalidArgument(
+                    'sysctl "kernel.hostname" is not allowed; the hostname is set via the '
+                    "OCI hostname field"
+                )
+        raise InvalidArgument(f'sysctl "{key}" is not in a separate kernel namespace')
+
+
+def _host_path(path: str, what: str) -> None:
+    """A path the kernel can take: at most PATH_MAX bytes, each name at most NAME_MAX."""
+    size = len(path.encode())
+    if size > PATH_MAX:
+        raise InvalidArgument(
+            f"{what} is {size} bytes long, which is longer than the kernel allows for a path "
+            f"({PATH_MAX})"
+        )
+    for part in path.split("/"):
+        if len(part.encode()) > NAME_MAX:
+            raise InvalidArgument(
+                f"{what} has a name of {len(part.encode())} bytes, which is longer than the "
+                f"kernel allows for a file name ({NAME_MAX})"
+            )
+
+
+def _process_size(argv: list[str], env: list[str], ulimits: list[Ulimit] | None) -> None:
+    """What execve(2) would refuse with E2BIG (or ENAMETOOLONG for the program), refused
+    here: found out at start, the runtime's error (which repeats the program name) can be
+    too large for the monitor to pass on."""
+    if argv and len(argv[0].encode()) > PATH_MAX:
+        raise InvalidArgument(
+            f"invalid command: its program ({len(argv[0].encode())} bytes) is longer than "
+            f"the kernel allows for a program path ({PATH_MAX})"
+        )
+    for kind, strings in (("argument", argv), ("environment variable", env)):
+        for text in strings:
+            if len(text.encode()) >= MAX_ARG_STRLEN:
+                raise InvalidArgument(
+                    f"invalid command: an {kind} of {len(text.encode())} bytes is longer than "
+                    f"the kernel allows for one argument ({MAX_ARG_STRLEN - 1})"
+                )
+    stack = next((u.soft for u in ulimits or [] if u.name == "stack"), None)
+    if stack is None or stack < 0:
+        stack = resource.getrlimit(resource.RLIMIT_STACK)[0]  # what the container inherits
+    if stack == resource.RLIM_INFINITY or stack < 0:
+        stack = 1 << 62
+    # The kernel's bound (fs/exec.c): a quarter of the stack limit, at most 6 MiB, at
+    # least 32 pages; strings with their NUL and one pointer each count against it.
+    limit = max(min(stack // 4, 6 << 20), MAX_ARG_STRLEN)
+    used = sum(len(s.encode()) + 1 + 8 for s in (*argv, *env))
+    if used > limit:
+        raise InvalidArgument(
+            f"invalid command: its arguments and environment take {used} bytes, more than "
+            f"the kernel allows ({limit}; argument list too long)"
+        )
 
 
 def _namespace_mode(value: str, key: str) -> None:
@@ -378,6 +538,25 @@ def normalise_host_config(
     if hc.cgroupns_mode not in ("", "host", "private"):
         raise InvalidArgument(f"invalid cgroup namespace mode: {hc.cgroupns_mode}")
     hc.cgroupns_mode = hc.cgroupns_mode or "private"
+    _sysctls(hc)
+    if hc.cgroup_parent:
+        try:
+            _host_path(hc.cgroup_parent, "the cgroup parent")
+        except InvalidArgument as e:
+            raise InvalidArgument(f"invalid cgroup parent {hc.cgroup_parent!r}: {e}") from None
+    seccomp_profile = security_option(hc, "seccomp")
+    if seccomp_profile and seccomp_profile not in ("unconfined", "builtin"):
+        seccomp.parse_profile(seccomp_profile)  # Docker finds a bad profile at start
+    throttled = (
+        hc.blkio_device_read_bps,
+        hc.blkio_device_write_bps,
+        hc.blkio_device_read_i_ops,
+        hc.blkio_device_write_i_ops,
+    )
+    for path in [d.path for d in hc.blkio_weight_device or []] + [
+        d.path for devices in throttled for d in devices or []
+    ]:
+        _block_device(path)  # Docker finds out at start
     for entry in hc.extra_hosts or []:
         host, sep, address = entry.partition(":")
         if not sep or not host or not address:
@@ -413,6 +592,15 @@ def log_config(requested: LogConfig, defaults: LogConfig | None = None) -> LogCo
         dict(defaults.config or {}),
     )
     return LogConfig(type=driver, config=merged)
+
+
+def _block_device(path: str) -> None:
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise InvalidArgument(f"error getting device info for {path}: {e.strerror}") from None
+    if not stat.S_ISBLK(st.st_mode):
+        raise InvalidArgument(f"{path} is not a block device")
 
 
 def _strslice(value: list[str] | None) -> list[str] | None:
@@ -456,6 +644,12 @@ def effective(
     if working_dir and not working_dir.startswith("/"):
         raise InvalidArgument(
             f"the working directory '{working_dir}' is invalid, it needs to be an absolute path"
+        )
+    if working_dir:
+        _host_path(working_dir, "the working directory")
+    if len(request.hostname.encode()) > MAX_HOSTNAME:
+        raise InvalidArgument(
+            f"hostname {json.dumps(request.hostname)} is too long (maximum {MAX_HOSTNAME} bytes)"
         )
     exposed: dict[str, Any] = {}
     for source in (
@@ -503,6 +697,7 @@ def effective(
         stop_timeout=request.stop_timeout,
         shell=request.shell,
     )
+    _process_size(argv, process_env(config.env or []), host_config.ulimits)
     if host_config.network_mode.startswith("container:") and request.hostname:
         raise InvalidArgument("conflicting options: hostname and the network mode")
     if host_config.uts_mode == "host" and (request.hostname or request.domainname):

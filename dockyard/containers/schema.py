@@ -8,7 +8,9 @@ client sent is what it reads back: a list left unset stays `null`, a
 capability stays spelled as given.
 
 Field names and JSON keys are moby's (`api/types/container`,
-`api/types/network`, `api/types/mount`) for API 1.45.
+`api/types/network`, `api/types/mount`) for API 1.45, and so are the integer
+types: a plain `int` is Go's int64, the unsigned ones are marked (`UInt16`
+...), so a number Go's decoder would refuse is refused here too.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from dockyard.errors import InvalidArgument
-from dockyard.wire import Message, WireError, wire
+from dockyard.wire import Message, UInt16, UInt32, UInt64, WireError, wire
 
 
 class StrSlice(list[str]):
@@ -95,12 +97,12 @@ class PortBinding(Message):
 
 class WeightDevice(Message):
     path: str = wire(default="")
-    weight: int = wire(default=0)
+    weight: UInt16 = wire(default=0)
 
 
 class ThrottleDevice(Message):
     path: str = wire(default="")
-    rate: int = wire(default=0)
+    rate: UInt64 = wire(default=0)
 
 
 class DeviceMapping(Message):
@@ -145,7 +147,7 @@ class VolumeOptions(Message):
 
 class TmpfsOptions(Message):
     size_bytes: int = wire(default=0, omitempty=True)
-    mode: int = wire(default=0, omitempty=True)
+    mode: UInt32 = wire(default=0, omitempty=True)  # Go's os.FileMode
     options: list[list[str]] | None = wire(default=None, omitempty=True)
 
 
@@ -174,7 +176,7 @@ class HostConfig(Message):
     auto_remove: bool = wire(default=False)
     volume_driver: str = wire(default="")
     volumes_from: list[str] | None = wire(default=None)
-    console_size: list[int] | None = wire(default=None)
+    console_size: list[UInt64] | None = wire(default=None)
     annotations: dict[str, str] | None = wire(default=None, omitempty=True)
     cap_add: StrSlice | None = wire(default=None)
     cap_drop: StrSlice | None = wire(default=None)
@@ -206,7 +208,7 @@ class HostConfig(Message):
     memory: int = wire(default=0)
     nano_cpus: int = wire(default=0)
     cgroup_parent: str = wire(default="")
-    blkio_weight: int = wire(default=0)
+    blkio_weight: UInt16 = wire(default=0)
     blkio_weight_device: list[WeightDevice] | None = wire(default=None)
     blkio_device_read_bps: list[ThrottleDevice] | None = wire(default=None)
     blkio_device_write_bps: list[ThrottleDevice] | None = wire(default=None)
@@ -233,8 +235,8 @@ class HostConfig(Message):
     ulimits: list[Ulimit] | None = wire(default=None)
     cpu_count: int = wire(default=0)
     cpu_percent: int = wire(default=0)
-    io_maximum_i_ops: int = wire("IOMaximumIOps", default=0)
-    io_maximum_bandwidth: int = wire("IOMaximumBandwidth", default=0)
+    io_maximum_i_ops: UInt64 = wire("IOMaximumIOps", default=0)
+    io_maximum_bandwidth: UInt64 = wire("IOMaximumBandwidth", default=0)
     # Mounts and paths
     mounts: list[Mount] | None = wire(default=None, omitempty=True)
     masked_paths: list[str] | None = wire(default=None)

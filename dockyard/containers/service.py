@@ -1533,7 +1533,9 @@ class ContainerService:
         live.exited.clear()
         live.started_mono = time.monotonic()
         live.watcher = asyncio.ensure_future(self._watch(container, mon))
-        await self._resume_logging(container)
+        # Its files kept at once, its plugin's delivery in the background: start-up
+        # never waits on a plugin.
+        await self._resume_logging(container, background=True)
 
     async def _settle_unwatched_run(
         self, container: Container, seen: footprint.Observed, start: Intent
@@ -1687,11 +1689,12 @@ class ContainerService:
                 ):
                     os.unlink(link)
 
-    async def _resume_logging(self, container: Container) -> None:
+    async def _resume_logging(self, container: Container, *, background: bool = False) -> None:
         if self.logging is None:
             return
+        resume = self.logging.resume if background else self.logging.start
         try:
-            await self.logging.start(container, self.paths(container).log, self.dir(container))
+            await resume(container, self.paths(container).log, self.dir(container))
         except DockyardError as e:
             log.warning("log driver of %s: %s", container.short_id, e.message)
 

@@ -24,7 +24,9 @@ The forwarder records how far into the log file it has delivered
 FIFO) and always resumes from there: a daemon restart (a new StartLogging with
 a new FIFO, as Docker does when it restores a container) or a container
 restart neither loses nor repeats output. Only a daemon crash between a write
-and the offset update can repeat that one batch.
+and the offset update can repeat that one batch. At daemon start the delivery
+of running containers resumes in the background (`resume`), so a log plugin
+that is gone or still starting never holds up the daemon.
 """
 
 from __future__ import annotations
@@ -91,6 +93,7 @@ class PluginLogging:
         os.makedirs(fifo_dir, mode=0o700, exist_ok=True)
         os.chmod(fifo_dir, 0o700)  # private even if it was made before with other modes
         self._forwarders: dict[str, _Forwarder] = {}
+        self._resuming: dict[str, asyncio.Task[None]] = {}  # container id -> its resume
 
     @staticmethod
     def is_plugin_driver(driver: str) -> bool:
@@ -151,8 +154,39 @@ class PluginLogging:
         self._forwarders[container.id] = forwarder
         forwarder.task = asyncio.ensure_future(self._forward(forwarder))
 
+    def resume(self, container: Container, log_path: str, container_dir: str) -> None:
+        """After a daemon restart: deliver a running container's output again, from its
+        offset, in the background: start-up never waits for a log plugin (one that is
+        gone, or a managed one being started). A failure is logged; the output stays in
+        the engine's log."""
+        driver = container.host_config.log_config.type
+        cid = container.id
+        if not self.is_plugin_driver(driver) or cid in self._forwarders or cid in self._resuming:
+            return
+
+        async def resume() -> None:
+            try:
+                await self.start(container, log_path, container_dir)
+            except DockyardError as e:
+                log.warning("log driver of %s: %s", container.short_id, e.message)
+
+        task = asyncio.ensure_future(resume())
+        self._resuming[cid] = task
+
+        def done(_: object) -> None:
+            if self._resuming.get(cid) is task:
+                del self._resuming[cid]
+
+        task.add_done_callback(done)
+
     async def stop(self, container_id: str) -> None:
-        """Deliver what is left, then StopLogging and remove the FIFO."""
+        """Deliver what is left, then StopLogging and remove the FIFO. A resume still
+        under way is waited for first (it fails fast for a plugin that is gone): what the
+        container wrote reaches the plugin."""
+        resuming = self._resuming.get(container_id)
+        if resuming is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(resuming)
         forwarder = self._forwarders.pop(container_id, None)
         if forwarder is None:
             return
@@ -199,6 +233,12 @@ class PluginLogging:
     async def shutdown(self) -> None:
         """Daemon shutdown: deliver what the monitors wrote so far, record the offsets, and
         end each logging session; the next daemon starts new ones where these stopped."""
+        # Resumes still waiting on their plugins are given up: the next daemon resumes
+        # from the same offsets.
+        for task in list(self._resuming.values()):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         forwarders, self._forwarders = list(self._forwarders.values()), {}
         await asyncio.gather(*(self._finish(f, stop_logging=True) for f in forwarders))
 

@@ -68,6 +68,12 @@ class LogService:
         )
         await self.plugins.start(container, log_path, container_dir)
 
+    async def resume(self, container: Container, log_path: str, container_dir: str) -> None:
+        """At daemon start-up, for a container still running: its files kept at once, its
+        plugin's delivery resumed in the background (start-up never waits for a plugin)."""
+        await self.keeper.start(container.id, container_dir, self.rotation(container), running=True)
+        self.plugins.resume(container, log_path, container_dir)
+
     async def stop(self, container_id: str) -> None:
         """The monitor has exited (or the start failed)."""
         await self.plugins.stop(container_id)

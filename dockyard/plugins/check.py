@@ -8,14 +8,18 @@ misbehave with this plugin), `warn` (legal but surprising) or `skip`. Requests
 are sent exactly as Docker's daemon sends them (see `client`), so a plugin that
 passes here works with Docker and with Dockyard alike.
 
-Names the checker creates start with `dockyard-check-` and are removed again.
+Names the checker creates start with `dockyard-check-` and are removed again:
+whatever check failed, the checker unmounts what it mounted and removes its
+volumes at the end, trying a failed Remove once more, and reports any it could
+not remove. `options` are the driver options its volume Creates carry (`--opt`),
+for plugins that need some (a FUSE plugin's device, a remote's name). A failing
+`Path` is a warning: engines do not need it (Docker ignores its errors).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
-import json
 import os
 import secrets
 import tempfile
@@ -23,9 +27,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from dockyard.plugins.client import PluginClient, PluginError, encode_body
+from dockyard.plugins.client import PluginClient, PluginError, encode_body, excerpt
 from dockyard.plugins.protocol import AUTHZ, IPAM, KINDS, LOG, NETWORK, VOLUME, logentry
-from dockyard.wire import lookup
+from dockyard.wire import WireError, loads, lookup
 
 PASS, FAIL, WARN, SKIP = "pass", "fail", "warn", "skip"
 TIMEOUT = 30.0
@@ -96,8 +100,10 @@ class Checker:
         timeout: float = TIMEOUT,
         subnet: str | None = None,
         sandbox: str | None = None,
+        options: dict[str, str] | None = None,
     ) -> None:
         self.client = client
+        self.options = dict(options or {})  # driver options for the volume Creates
         self.declared = kinds  # managed plugins: from config.json, no Activate needed
         self.fifo_dirs = fifo_dirs  # (host dir, the same dir as the plugin sees it)
         self.timeout = timeout
@@ -114,8 +120,8 @@ class Checker:
         body = b"" if args is None else encode_body(args)
         reply = await self.client.request(method, body, timeout=self.timeout, retry=False)
         try:
-            data = json.loads(reply.body) if reply.body.strip() else None
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            data = loads(reply.body) if reply.body.strip() else None
+        except WireError:
             data = None
         return reply.status, data, reply.body
 
@@ -128,12 +134,14 @@ class Checker:
         err: str = "Err",
         *,
         quiet: bool = False,
+        failure: str = FAIL,
     ) -> dict[str, Any]:
-        """A call that must succeed: 200, a JSON object, no error field."""
+        """A call that must succeed: 200, a JSON object, no error field. Otherwise the
+        check is recorded as `failure` and `_Failed` raised."""
         try:
             status, data, body = await self.send(method, args)
         except PluginError as e:
-            self.record(kind, check, FAIL, e.call_error)
+            self.record(kind, check, failure, e.call_error)
             raise _Failed from e
         problem = ""
         if status != 200:
@@ -145,7 +153,7 @@ class Checker:
         elif isinstance(lookup(data, err), str) and lookup(data, err):
             problem = f"{err}: {lookup(data, err)}"
         if problem:
-            self.record(kind, check, FAIL, f"{method}: {problem}")
+            self.record(kind, check, failure, f"{method}: {problem}")
             raise _Failed
         if not quiet:
             self.record(kind, check, PASS)
@@ -239,41 +247,56 @@ class Checker:
             self.record(k, "Get of an unknown volume", FAIL, "returned a volume")
         else:
             self.record(k, "Get of an unknown volume", PASS)
-        await self.ok(k, "Create", "VolumeDriver.Create", {"Name": name, "Opts": {}})
+        created: list[str] = []  # the checker's volumes, removed at the end whatever fails
+        mounted: dict[str, str] = {}  # mount ID -> volume, until unmounted
         try:
-            got_reply = await self.ok(k, "Get", "VolumeDriver.Get", {"Name": name}, quiet=True)
-            volume = lookup(got_reply, "Volume")
-            if not isinstance(volume, dict) or lookup(volume, "Name") != name:
-                self.record(k, "Get", FAIL, f"expected a volume named {name}, got {volume!r}")
-            else:
-                self.record(k, "Get", PASS)
-            listed = await self.ok(k, "List", "VolumeDriver.List", {}, quiet=True)
-            names = [
-                lookup(v, "Name") for v in lookup(listed, "Volumes") or [] if isinstance(v, dict)
-            ]
-            self.record(
-                k,
-                "List",
-                PASS if name in names else FAIL,
-                "" if name in names else f"{name} not listed",
-            )
-            await self.ok(k, "Path", "VolumeDriver.Path", {"Name": name})
-            first, second = secrets.token_hex(32), secrets.token_hex(32)
-            mounted = await self.ok(
-                k, "Mount", "VolumeDriver.Mount", {"Name": name, "ID": first}, quiet=True
-            )
-            point = lookup(mounted, "Mountpoint")
-            if not isinstance(point, str) or not point.startswith("/"):
-                self.record(k, "Mount", FAIL, f"Mountpoint {point!r} is not an absolute path")
-            else:
-                self.record(k, "Mount", PASS, point)
-            await self.ok(
-                k, "second Mount (another ID)", "VolumeDriver.Mount", {"Name": name, "ID": second}
-            )
-            await self.ok(k, "Unmount", "VolumeDriver.Unmount", {"Name": name, "ID": second})
-            await self.ok(k, "last Unmount", "VolumeDriver.Unmount", {"Name": name, "ID": first})
+            await self._volume_calls(name, created, mounted)
         finally:
-            await self.ok(k, "Remove", "VolumeDriver.Remove", {"Name": name})
+            await self._clean_up(created, mounted)
+
+    async def _volume_calls(self, name: str, created: list[str], mounted: dict[str, str]) -> None:
+        k = VOLUME
+        opts = dict(self.options)
+        await self.ok(k, "Create", "VolumeDriver.Create", {"Name": name, "Opts": opts})
+        created.append(name)
+        got_reply = await self.ok(k, "Get", "VolumeDriver.Get", {"Name": name}, quiet=True)
+        volume = lookup(got_reply, "Volume")
+        if not isinstance(volume, dict) or lookup(volume, "Name") != name:
+            self.record(k, "Get", FAIL, f"expected a volume named {name}, got {volume!r}")
+        else:
+            self.record(k, "Get", PASS)
+        listed = await self.ok(k, "List", "VolumeDriver.List", {}, quiet=True)
+        names = [lookup(v, "Name") for v in lookup(listed, "Volumes") or [] if isinstance(v, dict)]
+        self.record(
+            k,
+            "List",
+            PASS if name in names else FAIL,
+            "" if name in names else f"{name} not listed",
+        )
+        # Neither engine needs Path here (Docker ignores its errors): a warning, and the
+        # checks go on.
+        with contextlib.suppress(_Failed):
+            await self.ok(k, "Path", "VolumeDriver.Path", {"Name": name}, failure=WARN)
+        first, second = secrets.token_hex(32), secrets.token_hex(32)
+        mounted[first] = name  # a Mount that fails half way may still have mounted
+        mount_reply = await self.ok(
+            k, "Mount", "VolumeDriver.Mount", {"Name": name, "ID": first}, quiet=True
+        )
+        point = lookup(mount_reply, "Mountpoint")
+        if not isinstance(point, str) or not point.startswith("/"):
+            self.record(k, "Mount", FAIL, f"Mountpoint {point!r} is not an absolute path")
+        else:
+            self.record(k, "Mount", PASS, point)
+        mounted[second] = name
+        await self.ok(
+            k, "second Mount (another ID)", "VolumeDriver.Mount", {"Name": name, "ID": second}
+        )
+        await self.ok(k, "Unmount", "VolumeDriver.Unmount", {"Name": name, "ID": second})
+        del mounted[second]
+        await self.ok(k, "last Unmount", "VolumeDriver.Unmount", {"Name": name, "ID": first})
+        del mounted[first]
+        await self.ok(k, "Remove", "VolumeDriver.Remove", {"Name": name})
+        created.remove(name)
         status, data, _ = await self.send("VolumeDriver.Get", {"Name": name})
         gone = (
             status != 200
@@ -298,11 +321,47 @@ class Checker:
             k, "Remove of an unknown volume", "VolumeDriver.Remove", {"Name": name}, strict=False
         )
         null_opts = name + "-n"
-        # `docker run -v name:/path` creates volumes with "Opts": null.
+        # `docker run -v name:/path` creates volumes with "Opts": null. A plugin that needs
+        # options (given with --opt) may refuse that: only a warning then.
         await self.ok(
-            k, "Create with null Opts", "VolumeDriver.Create", {"Name": null_opts, "Opts": None}
+            k,
+            "Create with null Opts",
+            "VolumeDriver.Create",
+            {"Name": null_opts, "Opts": None},
+            failure=WARN if self.options else FAIL,
         )
+        created.append(null_opts)
         await self.ok(k, "Remove", "VolumeDriver.Remove", {"Name": null_opts}, quiet=True)
+        created.remove(null_opts)
+
+    async def _clean_up(self, created: list[str], mounted: dict[str, str]) -> None:
+        """Unmount what the checks left mounted and remove the checker's volumes, each
+        Remove tried twice; report what was cleaned up and what is left."""
+        k = VOLUME
+        for mount_id, volume in mounted.items():
+            with contextlib.suppress(PluginError):
+                await self.send("VolumeDriver.Unmount", {"Name": volume, "ID": mount_id})
+        left: list[str] = []
+        for volume in created:
+            problem = ""
+            for _ in range(2):
+                try:
+                    status, data, body = await self.send("VolumeDriver.Remove", {"Name": volume})
+                except PluginError as e:
+                    problem = e.call_error
+                    continue
+                err = lookup(data, "Err") if isinstance(data, dict) else None
+                if status == 200 and not err:
+                    problem = ""
+                    break
+                problem = str(err) if err else f"HTTP {status}: {excerpt(body)}"
+            if problem:
+                left.append(f"{volume} ({problem})")
+        if left:
+            self.record(k, "clean-up", FAIL, "could not remove, remove by hand: " + "; ".join(left))
+        elif created:
+            removed = ", ".join(created) or "nothing"
+            self.record(k, "clean-up", PASS, f"removed after a failed check: {removed}")
 
     async def network(self) -> None:
         k = NETWORK
@@ -719,9 +778,17 @@ async def run(
     timeout: float = TIMEOUT,
     subnet: str | None = None,
     sandbox: str | None = None,
+    options: dict[str, str] | None = None,
 ) -> CheckReport:
-    """Check the plugin behind `client`; `kinds` for managed plugins (from config.json)."""
+    """Check the plugin behind `client`; `kinds` for managed plugins (from config.json);
+    `options`: driver options for the volumes the checks create."""
     checker = Checker(
-        client, kinds=kinds, fifo_dirs=fifo_dirs, timeout=timeout, subnet=subnet, sandbox=sandbox
+        client,
+        kinds=kinds,
+        fifo_dirs=fifo_dirs,
+        timeout=timeout,
+        subnet=subnet,
+        sandbox=sandbox,
+        options=options,
     )
     return await checker.run()

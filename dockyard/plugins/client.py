@@ -11,11 +11,17 @@ a new connection, so a restarted plugin is picked up by the next call.
 
 Transport failures (refused, socket missing, connection dropped before a
 reply) are retried with Docker's back-off (1 s, 2 s, 4 s, ... while the total
-stays under the retry window, 30 s by default). HTTP errors are never retried,
-and neither is a timeout: a hung plugin fails the call within its own
-timeout. Every failure is a `PluginError` whose text names the plugin and the
-call, in the words Docker uses for authorization plugins:
-`plugin NAME failed with error: Kind.Method: detail`.
+stays under the retry window). The engine gives its clients a short window
+(`QUICK_RETRY_WINDOW`): a plugin that is not there fails the call within 2 s,
+not after Docker's 30 s; only while `starting()` says the plugin is being
+started (a managed plugin the engine runs) is the long `start_window` used.
+HTTP errors are never retried, and neither is a timeout: a hung plugin fails
+the call within its own timeout. Every failure is a `PluginError` whose text
+names the plugin and the call, in the words Docker uses for authorization
+plugins: `plugin NAME failed with error: Kind.Method: detail`; a connection
+that could not be made says where and how often it was tried. `reached` tells
+whether the request may have got to the plugin (False only when no connection
+was made): a call that must happen exactly once may be repeated only if not.
 """
 
 from __future__ import annotations
@@ -32,12 +38,16 @@ import aiohttp
 
 from dockyard.errors import Unavailable
 from dockyard.plugins.discovery import Endpoint
-from dockyard.wire import MEDIA_TYPE, Message, WireError, lookup
+from dockyard.wire import MEDIA_TYPE, Message, WireError, loads, lookup
 
 M = TypeVar("M", bound=Message)
 T = TypeVar("T")
 
 DEFAULT_RETRY_WINDOW = 30.0
+# How long the engine retries a plugin that refuses connections or has no socket, unless
+# it is starting it: long enough for a plugin restarting on its socket, short enough that
+# a dead one fails a call well within 2 s.
+QUICK_RETRY_WINDOW = 1.5
 DEFAULT_TIMEOUT_CAP = 120.0
 _EXCERPT = 200
 
@@ -45,11 +55,14 @@ _EXCERPT = 200
 class PluginError(Unavailable):
     """A plugin call failed; `call_error` is Docker's `Kind.Method: detail` text."""
 
-    def __init__(self, plugin: str, method: str, detail: str, *, status: int = 0) -> None:
+    def __init__(
+        self, plugin: str, method: str, detail: str, *, status: int = 0, reached: bool = True
+    ) -> None:
         self.plugin = plugin
         self.method = method
         self.detail = detail
         self.http_status = status
+        self.reached = reached  # False: no connection was made, the plugin saw nothing
         self.call_error = f"{method}: {detail}"
         super().__init__(f"plugin {plugin} failed with error: {self.call_error}")
 
@@ -63,6 +76,11 @@ class Reply:
 
 def backoff(attempt: int) -> float:
     return float(1 << attempt)
+
+
+def quick_backoff(attempt: int) -> float:
+    """The pauses within the quick window: 0.25 s, 0.5 s, 1 s, ..."""
+    return 0.25 * (1 << attempt)
 
 
 def encode_body(args: Message | dict[str, Any] | None) -> bytes:
@@ -101,11 +119,17 @@ class PluginClient:
         *,
         retry_window: float = DEFAULT_RETRY_WINDOW,
         timeout_cap: float = DEFAULT_TIMEOUT_CAP,
+        starting: Callable[[], bool] | None = None,
+        start_window: float = DEFAULT_RETRY_WINDOW,
     ) -> None:
         self.name = name
         self.endpoint = endpoint
         self.retry_window = retry_window
         self.timeout_cap = timeout_cap
+        # Whether the plugin is being started (its socket will come): then transport
+        # failures are retried for `start_window` instead of `retry_window`.
+        self.starting = starting
+        self.start_window = start_window
         self._session: aiohttp.ClientSession | None = None
         self._ssl = _ssl_context(endpoint)
 
@@ -180,16 +204,25 @@ class PluginClient:
             except TimeoutError:
                 raise PluginError(self.name, method, f"timed out after {limit:g}s") from None
             except (aiohttp.ClientConnectionError, OSError) as e:
+                connecting = isinstance(e, aiohttp.ClientConnectorError)
                 dropped = isinstance(e, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError)
-                if dropped and not isinstance(e, aiohttp.ClientConnectorError) and not fresh:
+                if dropped and not connecting and not fresh:
                     # Most likely a kept-alive connection the plugin closed (it restarted):
                     # once more at once, on a new connection.
                     fresh = True
                     continue
-                pause = backoff(tries)
-                if not retry or time.monotonic() - start + pause >= self.retry_window:
-                    raise PluginError(self.name, method, self._reason(e)) from e
                 tries += 1
+                window = self.retry_window
+                if self.starting is not None and self.starting():
+                    window = max(window, self.start_window)
+                quick = window <= QUICK_RETRY_WINDOW
+                pause = quick_backoff(tries - 1) if quick else backoff(tries - 1)
+                elapsed = time.monotonic() - start
+                if not retry or elapsed + pause >= window:
+                    reason = self._reason(e)
+                    if connecting:
+                        reason += f" ({_attempts(tries)} in {elapsed:.1f}s)"
+                    raise PluginError(self.name, method, reason, reached=not connecting) from e
                 await asyncio.sleep(pause)
 
     def _reason(self, e: BaseException) -> str:
@@ -227,8 +260,8 @@ class PluginClient:
         if not reply.body.strip():
             raise PluginError(self.name, method, "empty reply (EOF)", status=200)
         try:
-            data = json.loads(reply.body)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            data = loads(reply.body)
+        except WireError:
             raise PluginError(
                 self.name, method, f"invalid JSON reply: {excerpt(reply.body)}", status=200
             ) from None
@@ -264,6 +297,10 @@ class PluginClient:
             resp.release()
 
 
+def _attempts(count: int) -> str:
+    return f"{count} attempt" if count == 1 else f"{count} attempts"
+
+
 def _reason(e: BaseException) -> str:
     if isinstance(e, aiohttp.ServerDisconnectedError):
         return "the plugin closed the connection without replying"
@@ -272,8 +309,8 @@ def _reason(e: BaseException) -> str:
 
 def _error_text(reply: Reply) -> str:
     try:
-        data = json.loads(reply.body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = loads(reply.body)
+    except WireError:
         data = None
     if isinstance(data, dict):
         err = lookup(data, "Err")

@@ -1,8 +1,8 @@
 """v1 plugins: found by name in the discovery directories, activated lazily, cached.
 
 No plugin is contacted until something needs it by name. The first use looks
-the name up (retrying with Docker's back-off for the retry window, about 15 s
-of attempts in 30 s, so a plugin that is still starting is waited for),
+the name up (retrying for the retry window: the engine uses a short one, so a
+plugin that is nowhere fails the call within 2 s, saying where it looked),
 sends `/Plugin.Activate` and caches the result for the daemon's lifetime;
 concurrent first uses share that one activation. A failed activation is not
 cached: the next use tries again. The engine never starts or stops these
@@ -18,7 +18,13 @@ import time
 from dataclasses import dataclass
 
 from dockyard.errors import DockyardError, NotFound
-from dockyard.plugins.client import PluginClient, PluginError, backoff
+from dockyard.plugins.client import (
+    QUICK_RETRY_WINDOW,
+    PluginClient,
+    PluginError,
+    backoff,
+    quick_backoff,
+)
 from dockyard.plugins.discovery import Discovery, Endpoint
 from dockyard.plugins.protocol import ActivateReply
 
@@ -91,16 +97,20 @@ class LegacyPlugins:
             try:
                 return self.discovery.find(name)
             except DockyardError as e:
-                pause = backoff(attempt)
-                if not retry or time.monotonic() - start + pause >= self.retry_window:
+                quick = self.retry_window <= QUICK_RETRY_WINDOW
+                pause = quick_backoff(attempt) if quick else backoff(attempt)
+                attempt += 1
+                elapsed = time.monotonic() - start
+                if not retry or elapsed + pause >= self.retry_window:
                     if isinstance(e, NotFound):
+                        places = ", ".join((*self.discovery.socket_dirs, *self.discovery.spec_dirs))
+                        times = "once" if attempt == 1 else f"{attempt} times"
                         raise NotFound(
-                            f"plugin {name!r} not found in "
-                            + ", ".join((*self.discovery.socket_dirs, *self.discovery.spec_dirs))
+                            f'plugin "{name}" not found (no socket or spec file in {places}; '
+                            f"looked {times} in {elapsed:.1f}s)"
                         ) from None
                     raise
-                attempt += 1
-                log.warning("unable to locate plugin %s, retrying in %gs", name, pause)
+                log.info("unable to locate plugin %s, retrying in %gs", name, pause)
                 await asyncio.sleep(pause)
 
     async def scan(self, kind: str) -> list[Plugin]:

@@ -53,7 +53,7 @@ from dockyard.layers.apply import apply_layer
 from dockyard.layers.compression import open_decompressed
 from dockyard.plugins import config as plugin_config
 from dockyard.plugins import runspec
-from dockyard.plugins.client import PluginClient
+from dockyard.plugins.client import QUICK_RETRY_WINDOW, PluginClient
 from dockyard.plugins.config import PluginConfig, Settings
 from dockyard.plugins.legacy import Plugin
 from dockyard.runtime import cgroups, monitor
@@ -143,6 +143,8 @@ class _Live:
     client: PluginClient | None = None
     started: float = 0.0
     delay: float = 0.0
+    # The engine is starting it (again): calls wait for its socket rather than fail.
+    starting: bool = False
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,7 @@ class ManagedSettings:
     cgroup_layout: cgroups.CgroupLayout
     nofile_limit: int
     timeout_cap: float
+    start_window: float = 30.0  # how long a call waits for a plugin that is starting
 
 
 class ManagedPlugins:
@@ -231,9 +234,23 @@ class ManagedPlugins:
             live.client = PluginClient(
                 managed.name,
                 Endpoint("unix", self.socket_path(managed)),
+                retry_window=QUICK_RETRY_WINDOW,
                 timeout_cap=timeout_cap,
+                starting=lambda: self.starting(managed),
+                start_window=self.settings.start_window,
             )
         return Plugin(managed.name, live.client, tuple(managed.kinds), managed.id)
+
+    def starting(self, plugin: ManagedPlugin) -> bool:
+        """Whether the engine is starting the plugin (again), so that its socket will
+        come: it is enabled, and being started or its monitor has just died (the watcher
+        starts it again)."""
+        if not plugin.enabled:
+            return False
+        live = self._live_of(plugin)
+        if live.starting:
+            return True
+        return not monitor.is_alive(Monitor(plugin.monitor_pid, plugin.monitor_start))
 
     # -- paths ---------------------------------------------------------------
 
@@ -512,6 +529,8 @@ class ManagedPlugins:
                 self.db.execute("DELETE FROM plugins WHERE id=?", (plugin.id,))
             self._plugins.pop(plugin.id, None)
             self._refs.pop(plugin.id, None)
+            for conmon in self.monitors.values():  # the monitor's link to the bundle
+                conmon.forget(plugin.id)
             directory = self.dir(plugin)
             _unmount_below(directory)
             await asyncio.to_thread(shutil.rmtree, directory, True)
@@ -600,6 +619,7 @@ class ManagedPlugins:
             raise Unavailable(f"plugin {plugin.name} failed to start: {message}") from e
         live = self._live_of(plugin)
         live.started = time.monotonic()
+        live.starting = False
         live.watcher = asyncio.ensure_future(self._watch(plugin, mon))
 
     async def _wait_for_socket(self, plugin: ManagedPlugin, mon: Monitor) -> None:
@@ -631,6 +651,7 @@ class ManagedPlugins:
 
     async def _stop(self, plugin: ManagedPlugin) -> None:
         live = self._live_of(plugin)
+        live.starting = False
         if live.watcher is not None:
             live.watcher.cancel()
             live.watcher = None
@@ -649,8 +670,9 @@ class ManagedPlugins:
         plugin.monitor_pid = plugin.monitor_start = 0
         self._save(plugin)
 
-    async def _watch(self, plugin: ManagedPlugin, mon: Monitor) -> None:
-        """Start the plugin again whenever it dies while enabled."""
+    async def _watch(self, plugin: ManagedPlugin, mon: Monitor, *, at_once: bool = False) -> None:
+        """Start the plugin again whenever it dies while enabled (`at_once`: the first
+        time without a delay, for a plugin found dead at daemon start)."""
         live = self._live_of(plugin)
         while True:
             try:
@@ -660,9 +682,12 @@ class ManagedPlugins:
             async with live.lock:
                 if not plugin.enabled or plugin.monitor_pid != mon.pid:
                     return
+                live.starting = True
                 code, _ = monitor.read_exit(self._paths(plugin))
                 ran = time.monotonic() - live.started
                 live.delay = 0.5 if ran >= 10 or not live.delay else min(live.delay * 2, 30.0)
+                if at_once:
+                    live.delay, at_once = 0.0, False
                 log.warning(
                     "plugin %s exited (code %s); starting it again in %gs",
                     plugin.name,
@@ -677,6 +702,7 @@ class ManagedPlugins:
             await asyncio.sleep(live.delay)
             async with live.lock:
                 if not plugin.enabled:
+                    live.starting = False
                     return
                 live.watcher = None
                 try:
@@ -689,8 +715,9 @@ class ManagedPlugins:
                     live.started = time.monotonic()
 
     async def restore(self) -> None:
-        """At daemon start: adopt enabled plugins still running, start the others, and
-        stop what runs of a disabled one.
+        """At daemon start: adopt enabled plugins still running, start the others in the
+        background (the daemon serves meanwhile; calls to them wait for their socket),
+        and stop what runs of a disabled one.
 
         A disabled plugin with a recorded monitor is an enable or a disable that a
         crash cut short (the monitor is recorded before `enabled` is, and `enabled`
@@ -709,19 +736,12 @@ class ManagedPlugins:
                 continue
             mon = Monitor(plugin.monitor_pid, plugin.monitor_start)
             live = self._live_of(plugin)
-            if plugin.monitor_pid and monitor.is_alive(mon):
-                live.started = time.monotonic()
-                live.watcher = asyncio.ensure_future(self._watch(plugin, mon))
-                continue
-            async with live.lock:
-                runtime = self.runtimes.get(plugin.runtime) or self.runtimes[self.default_runtime]
-                await runtime.delete(plugin.id)
-                try:
-                    await self._start(plugin, restart=True)
-                except DockyardError as e:
-                    log.warning("%s", e.message)
-                    live.watcher = asyncio.ensure_future(self._watch(plugin, Monitor(0, 0)))
-                self._save(plugin)
+            live.started = time.monotonic()
+            if not (plugin.monitor_pid and monitor.is_alive(mon)):
+                live.starting = True
+                plugin.monitor_pid = plugin.monitor_start = 0
+                mon = Monitor(0, 0)  # found dead: the watcher starts it at once
+            live.watcher = asyncio.ensure_future(self._watch(plugin, mon, at_once=live.starting))
 
     async def shutdown(self) -> None:
         """Stop watching; plugins keep running under their monitors (like containers)."""

@@ -4,6 +4,10 @@ Every lookup by name asks the managed (v2) plugins first: a v2 plugin by that
 name that is disabled fails the lookup at once ("found but disabled") and
 never falls back to v1 discovery. Otherwise v1 discovery runs, with its retry
 window. A plugin that does not implement the kind asked for fails the lookup.
+
+The configured retry window (`plugin-retry-timeout`) is only used to wait for a
+managed plugin the engine is starting; a v1 plugin that is not there, or does
+not answer its socket, fails within the short window, whatever the setting.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dockyard.errors import NotFound, Unavailable
+from dockyard.plugins.client import QUICK_RETRY_WINDOW
 from dockyard.plugins.discovery import Discovery
 from dockyard.plugins.legacy import LegacyPlugins, Plugin
 from dockyard.plugins.managed import ManagedPlugins
@@ -35,7 +40,9 @@ class PluginService:
         self.settings = settings
         self.discovery = Discovery(settings.socket_dirs, settings.spec_dirs)
         self.legacy = LegacyPlugins(
-            self.discovery, retry_window=settings.retry_window, timeout_cap=settings.timeout_cap
+            self.discovery,
+            retry_window=min(settings.retry_window, QUICK_RETRY_WINDOW),
+            timeout_cap=settings.timeout_cap,
         )
         self.managed = managed
 

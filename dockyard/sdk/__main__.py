@@ -62,11 +62,25 @@ def main(argv: list[str] | None = None) -> None:
     serve_cmd.add_argument("--spec-dir", help="with --tcp: write NAME.spec here")
     check_cmd = commands.add_parser("check", help="run the conformance checker")
     check_cmd.add_argument("address", help="socket path, unix://, tcp:// or a .spec/.json file")
+    check_cmd.add_argument(
+        "-o",
+        "--opt",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="driver option for the volumes the check creates (repeatable)",
+    )
     args = parser.parse_args(argv)
     if args.command == "check":
         from dockyard.cli.plugins import check_local
 
-        report = asyncio.run(check_local(args.address))
+        options = {}
+        for item in args.opt:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                parser.error(f"invalid option {item!r}: expected KEY=VALUE")
+            options[key] = value
+        report = asyncio.run(check_local(args.address, options=options))
         print(report.render())
         sys.exit(0 if report.ok else 1)
     plugins = [load(t) for t in args.targets]

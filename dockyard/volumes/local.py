@@ -33,6 +33,7 @@ from dockyard.volumes.driver import Capabilities, VolumeInfo
 NAME = "local"
 NAME_CHARS = "[a-zA-Z0-9][a-zA-Z0-9_.-]"
 _NAME = re.compile(NAME_CHARS + "+")
+MAX_NAME = 255  # NAME_MAX: one directory per volume
 _OPTIONS = ("type", "o", "device", "size")
 # An option -> the options it needs beside it (moby's mandatoryOpts).
 _REQUIRES = {"device": ("type",), "type": ("device",), "o": ("device", "type")}
@@ -44,6 +45,11 @@ def validate_name(name: str) -> None:
     if len(name) == 1:
         raise InvalidArgument(
             "volume name is too short, names should be at least two alphanumeric characters"
+        )
+    if len(name.encode()) > MAX_NAME:
+        # moby would find out from mkdir (a 500); the directory name is the volume name
+        raise InvalidArgument(
+            f"volume name is too long, names should be at most {MAX_NAME} characters"
         )
     if not _NAME.fullmatch(name):
         raise InvalidArgument(

@@ -13,9 +13,11 @@ plugin and the call. It adds only what Docker's adapter adds:
   absolute host paths;
 * the last mountpoint the plugin reported for each volume (Docker's "cached
   path"), so that creating or listing volumes needs no extra call;
-* an error the plugin answers to `Get` means "no such volume" (most plugins
-  say it that way; Docker reads every answered error so); only a plugin that
-  cannot be reached, times out or hangs up makes `get` fail.
+* an error the plugin answers to `Get` means "no such volume" to `get` (most
+  plugins say it that way; Docker's store reads every answered error so when it
+  looks a name up); only a plugin that cannot be reached, times out or hangs up
+  makes `get` fail. `inspect` (for `volume inspect` and `volume rm`) raises the
+  answered error too, and `listed` asks `List` when `Get` fails.
 
 `PluginDrivers` turns a driver name into its adapter through the plugin
 service (managed plugins first, then v1 discovery with its retry window) and
@@ -119,17 +121,29 @@ class RemoteDriver:
 
     async def get(self, name: str) -> VolumeInfo | None:
         try:
-            volume = await self.client.get(name)
+            return await self.inspect(name)
         except PluginError as e:
             if not e.http_status:
                 raise  # unreachable, timed out, cut short: no answer at all
             # The plugin answered with an error: most say "no such volume" that way, and
-            # Docker takes any error answered to Get as "no such volume".
-            volume = None
+            # Docker's store takes any error answered to Get so when it looks a name up.
+            self._paths.pop(name, None)
+            return None
+
+    async def inspect(self, name: str) -> VolumeInfo | None:
+        """`Get` as `volume inspect` and `volume rm` need it: None only when the plugin
+        answers that it has no such volume; an error it answers is raised (Docker shows
+        it), as is one reaching it."""
+        volume = await self.client.get(name)
         if volume is None:
             self._paths.pop(name, None)
             return None
         return self._info("VolumeDriver.Get", volume)
+
+    async def listed(self, name: str) -> bool:
+        """Whether the plugin's `List` shows `name` (a plugin whose Get fails may still
+        have the volume)."""
+        return any(v.name == name for v in await self.client.list())
 
     async def list(self) -> list[VolumeInfo]:
         return [self._info("VolumeDriver.List", v) for v in await self.client.list()]

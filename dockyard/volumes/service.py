@@ -7,10 +7,12 @@ their own): such a volume cannot be removed.
 
 Mounting follows the plugin protocol: each container start mounts each of
 its volumes with a fresh 64-hex id, written to `volume_mounts` *before* the
-driver is asked, and forgotten only after the driver's unmount returned. So
-an engine crash at any point leaves ids that `restore()` unmounts once the
-container is known not to run; a driver sees every Mount paired with one
-Unmount (an Unmount may repeat after a crash, which drivers ignore).
+driver is asked, and forgotten once the driver's unmount returned or the
+plugin answered it with an error (it is not retried: one Unmount per Mount).
+An Unmount that could not be sent at all (plugin down) stays recorded and is
+sent when the container is unmounted again or at the next start. So an engine
+crash at any point leaves ids that `restore()` unmounts once the container is
+known not to run (an Unmount may repeat after a crash, which drivers ignore).
 
 At container create, `prepare()` turns the request's Binds, Mounts, Tmpfs,
 VolumesFrom and Config.Volumes into mount points, creating named volumes
@@ -148,9 +150,12 @@ class VolumeService:
             raise NotFound(f'error looking up volume plugin {name}: plugin "{name}" not found')
         try:
             return await self.plugins.get(name, retry=retry)
-        except NotFound:
+        except NotFound as e:
+            # Docker's words, with where the lookup looked and for how long
+            detail = e.message if e.message.startswith(f'plugin "{name}"') else ""
             raise NotFound(
-                f'error looking up volume plugin {name}: plugin "{name}" not found'
+                f"error looking up volume plugin {name}: "
+                + (detail or f'plugin "{name}" not found')
             ) from None
         except DockyardError as e:
             raise _prefixed(f"error looking up volume plugin {name}", e) from e
@@ -237,16 +242,27 @@ class VolumeService:
         self.events.emit("volume", action, name, attributes)
 
     async def _describe(
-        self, volume: Volume, *, fresh: bool = True, info: VolumeInfo | None = None
+        self,
+        volume: Volume,
+        *,
+        fresh: bool = True,
+        info: VolumeInfo | None = None,
+        strict: bool = False,
     ) -> Volume:
         """The record completed with what its driver says: mountpoint, status, scope.
 
         Built-in drivers are asked every time. A plugin is asked (`Get`) only when
         `fresh`; otherwise what is known is shown without a call (`info` just received,
         or the mountpoint it last reported), as Docker shows a volume it has just
-        created or listed."""
+        created or listed. A driver that fails is a warning, unless `strict` (`volume
+        inspect`): then its error is raised, in Docker's words, and a driver that says
+        it has no such volume is a 404."""
         builtin = self.drivers.get(volume.driver)
         driver: VolumeDriver | None = builtin
+        checking = (
+            f'get {volume.name}: error while checking if volume "{volume.name}" exists in '
+            f'driver "{volume.driver}"'
+        )
         if driver is None and self.plugins is not None:
             if not fresh:
                 driver = self.plugins.peek(volume.driver)
@@ -254,19 +270,27 @@ class VolumeService:
                 try:
                     driver = await self.driver(volume.driver, retry=False)
                 except DockyardError as e:
+                    if strict:
+                        raise _prefixed(checking, e) from e
                     log.warning("volume %s: driver %s: %s", volume.name, volume.driver, e.message)
                     return volume
         if driver is None:
             return volume
         try:
-            if builtin is not None or fresh:
+            if strict and isinstance(driver, RemoteDriver):
+                info = await driver.inspect(volume.name)
+            elif builtin is not None or fresh:
                 info = await driver.get(volume.name)
             elif info is None and isinstance(driver, RemoteDriver):
                 info = VolumeInfo(volume.name, driver.cached_path(volume.name))
             scope = (await driver.capabilities()).scope.lower()
         except DockyardError as e:
+            if strict:
+                raise _prefixed(checking, e) from e
             log.warning("volume %s: driver %s: %s", volume.name, volume.driver, e.message)
             return volume
+        if strict and info is None:
+            raise NotFound(f"{checking}: no such volume")
         volume.scope = scope if scope in ("local", "global") else "local"
         if info is not None:
             volume.mountpoint = info.mountpoint
@@ -410,7 +434,7 @@ class VolumeService:
                     if adopted is None:
                         raise NotFound(f"get {name}: no such volume")
                     found = adopted[0]
-        return await self._describe(found)
+        return await self._describe(found, strict=True)
 
     async def find(self, filters: dict[str, list[str]]) -> tuple[list[Volume], list[str]]:
         """`volume ls`: the records, with what every driver lists (plugins included, and
@@ -498,7 +522,7 @@ class VolumeService:
                 raise Conflict(f"remove {name}: volume is in use - [{', '.join(users)}]")
             try:
                 driver = await self.driver(volume.driver)
-                if await driver.get(name) is not None:
+                if await _has(driver, name):
                     await driver.remove(name)
             except DockyardError as e:
                 if not force:
@@ -788,9 +812,10 @@ class VolumeService:
         }
 
     async def unmount(self, container_id: str) -> None:
-        """Pair every outstanding Mount of the container with its Unmount. An id whose
-        Unmount fails stays recorded: the next unmount of the container, or `restore()`,
-        tries it again."""
+        """Pair every outstanding Mount of the container with its Unmount, once. An id
+        whose Unmount could not be sent (the plugin not reachable, or disabled) stays
+        recorded: the next unmount of the container, or `restore()`, sends it. One the
+        plugin received and failed is forgotten: it is never sent twice."""
         self.release_subpaths(container_id)  # before the volumes they lead into
         rows = self.db.all(
             "SELECT id, volume, driver, container FROM volume_mounts WHERE container=?",
@@ -800,58 +825,108 @@ class VolumeService:
 
     async def _unmount(self, rows: list[Any]) -> None:
         async def one(row: Any) -> bool:
+            """Whether this call paired the mount (its row is then forgotten)."""
             try:
                 driver = await self.driver(row["driver"])
             except NotFound:
-                return True  # the driver is gone: nothing can be paired any more
+                driver = None  # the driver is gone: nothing can be paired any more
             except DockyardError as e:
                 log.warning("unmounting volume %s (%s): %s", row["volume"], row["id"][:12], e)
                 return False  # disabled, or not reachable now: paired later
-            try:
-                async with self._lock(row["volume"]):
-                    await driver.unmount(row["volume"], row["id"])
-            except DockyardError as e:
-                log.warning("unmounting volume %s (%s): %s", row["volume"], row["id"][:12], e)
-                return False
+            async with self._lock(row["volume"]):
+                # Another unmount of the same container (a stop finishing after a restart,
+                # the restart's reconciliation) may have paired it meanwhile: never twice.
+                if not self._mount_recorded(row["id"]):
+                    return False
+                if driver is not None and not await self._driver_unmount(driver, row):
+                    return False
+                with self.db.transaction():
+                    self.db.execute("DELETE FROM volume_mounts WHERE id=?", (row["id"],))
             return True
 
         done = await asyncio.gather(*(one(row) for row in rows))
-        paired = [row for row, ok in zip(rows, done, strict=True) if ok]
-        if not paired:
-            return
-        with self.db.transaction():
-            for row in paired:
-                self.db.execute("DELETE FROM volume_mounts WHERE id=?", (row["id"],))
-        for row in paired:
-            self._emit("unmount", row["volume"], driver=row["driver"], container=row["container"])
+        for row, paired in zip(rows, done, strict=True):
+            if paired:
+                self._emit(
+                    "unmount", row["volume"], driver=row["driver"], container=row["container"]
+                )
+
+    def _mount_recorded(self, mount_id: str) -> bool:
+        return self.db.one("SELECT 1 FROM volume_mounts WHERE id=?", (mount_id,)) is not None
+
+    async def _driver_unmount(self, driver: VolumeDriver, row: Any) -> bool:
+        """Send one Unmount; whether the mount is done with (paired, or failed by the
+        plugin that received it) rather than to be sent again."""
+        try:
+            await driver.unmount(row["volume"], row["id"])
+        except PluginError as e:
+            if not e.reached:
+                log.warning(
+                    "unmounting volume %s (%s): %s; sent when the plugin is back",
+                    row["volume"], row["id"][:12], e.message,
+                )  # fmt: skip
+                return False
+            # The plugin got this Unmount and failed it: it is not sent again (one
+            # Unmount per Mount); the plugin owns what it left mounted.
+            log.warning(
+                "unmounting volume %s (%s): %s; not retried",
+                row["volume"], row["id"][:12], e.message,
+            )  # fmt: skip
+        except DockyardError as e:
+            # a built-in driver: tried again at the next unmount or start
+            log.warning("unmounting volume %s (%s): %s", row["volume"], row["id"][:12], e)
+            return False
+        return True
 
     # -- engine start -----------------------------------------------------------
 
-    async def restore(self, running: set[str]) -> None:
-        """After a restart: ask each recorded volume's driver for it (`Get`, the plugin
-        looked up with its retries, as Docker does at start), drop the records drivers no
-        longer have, take the references on managed plugins again, and unmount every
-        mount of a container that is not running (it died, or the engine did mid-start)."""
+    def reconciliation(self, running: set[str]) -> VolumeReconciliation:
+        """After a restart, synchronously, before anything else can mount or unmount: take
+        the references on managed plugins again (still their volumes as far as anyone
+        knows) and read what `restore` is to reconcile: every record, and the mounts of
+        the containers not `running` (they died, or the engine did mid-start)."""
+        records = self._records()
+        for volume in records:
+            self._hold(volume)
+        rows = [
+            row
+            for row in self.db.all("SELECT id, volume, driver, container FROM volume_mounts")
+            if row["container"] not in running
+        ]
+        return VolumeReconciliation(records, rows)
+
+    async def restore(self, plan: VolumeReconciliation) -> None:
+        """In the background while the daemon serves: ask each recorded volume's driver
+        for it (`Get`), drop the records drivers no longer have, and unmount the mounts of
+        containers that were not running."""
 
         async def check(volume: Volume) -> None:
             try:
                 info = await (await self.driver(volume.driver)).get(volume.name)
             except DockyardError as e:
                 log.warning("volume %s: driver %s: %s", volume.name, volume.driver, e.message)
-                self._hold(volume)  # still its plugin's volume as far as anyone knows
                 return
-            if info is None and not self.users(volume.name):
+            if info is not None:
+                return
+            async with self._lock(volume.name):
+                current = self._record(volume.name)
+                if current is None or _other(current, volume) or self.users(volume.name):
+                    return  # removed, made again or taken into use meanwhile
                 log.warning(
                     "volume %s is gone from driver %s: forgotten", volume.name, volume.driver
                 )
-                with self.db.transaction():
-                    self.db.execute("DELETE FROM volumes WHERE name=?", (volume.name,))
-                return
-            self._hold(volume)
+                self._forget(volume)
 
-        await asyncio.gather(*(check(volume) for volume in self._records()))
-        rows = self.db.all("SELECT id, volume, driver, container FROM volume_mounts")
-        await self._unmount([row for row in rows if row["container"] not in running])
+        await asyncio.gather(*(check(volume) for volume in plan.records))
+        await self._unmount(plan.mounts)
+
+
+@dataclass
+class VolumeReconciliation:
+    """What a restart's background reconciliation looks at (`VolumeService.restore`)."""
+
+    records: list[Volume]
+    mounts: list[Any]  # volume_mounts rows of containers that were not running
 
 
 @dataclass
@@ -873,6 +948,20 @@ def _prefixed(prefix: str, error: DockyardError) -> DockyardError:
         if cls.__module__ == DockyardError.__module__ and issubclass(cls, DockyardError):
             return cls(f"{prefix}: {error.message}")
     return DockyardError(f"{prefix}: {error.message}")
+
+
+async def _has(driver: VolumeDriver, name: str) -> bool:
+    """Whether the driver has the volume, for a remove: a plugin whose `Get` answers an
+    error is asked `List` (it may still have it, and then it must be removed); one that
+    cannot be reached fails the remove."""
+    if not isinstance(driver, RemoteDriver):
+        return await driver.get(name) is not None
+    try:
+        return await driver.inspect(name) is not None
+    except PluginError as e:
+        if not e.http_status:
+            raise
+    return await driver.listed(name)
 
 
 async def _discard_half_made(driver: VolumeDriver, name: str, error: DockyardError) -> None:

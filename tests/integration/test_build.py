@@ -691,16 +691,24 @@ def test_onbuild_triggers_run_in_the_child_only(daemon: Daemon, tmp_path: Path) 
 
 
 def test_run_steps_use_the_requested_network(daemon: Daemon, tmp_path: Path) -> None:
+    # The RUN step records its network namespace and devices. Compared with the daemon's
+    # namespace, not with the host's devices: others on this machine change those.
     context(
-        tmp_path, {"Dockerfile": f"FROM {BASE}\nRUN cat /proc/net/dev | tail -n +3 | wc -l > /n\n"}
+        tmp_path,
+        {
+            "Dockerfile": f"FROM {BASE}\n"
+            "RUN readlink /proc/self/ns/net > /ns && ls /sys/class/net > /devices\n"
+        },
     )
+    assert daemon.proc is not None
+    host_ns = os.readlink(f"/proc/{daemon.proc.pid}/ns/net")
     isolated = build(daemon, tmp_path, "-t", "net/t:none", "--network", "none")
     assert isolated.returncode == 0, isolated.stderr
-    assert run(daemon, "net/t:none", "cat", "/n") == "1\n"  # loopback only
+    assert run(daemon, "net/t:none", "cat", "/ns").strip() != host_ns
+    assert run(daemon, "net/t:none", "cat", "/devices").split() == ["lo"]  # loopback only
     host = build(daemon, tmp_path, "-t", "net/t:host", "--network", "host")
     assert host.returncode == 0, host.stderr
-    host_interfaces = len(Path("/proc/net/dev").read_text().splitlines()) - 2
-    assert run(daemon, "net/t:host", "cat", "/n") == f"{host_interfaces}\n"
+    assert run(daemon, "net/t:host", "cat", "/ns").strip() == host_ns
     daemon.cli("rmi", "net/t:none", "net/t:host", check=True)
 
 

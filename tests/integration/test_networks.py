@@ -340,11 +340,15 @@ def test_connect_and_disconnect_change_what_a_running_container_reaches(
 
 
 def test_host_none_and_container_network_modes(daemon: Daemon, net: Any) -> None:
-    none = daemon.cli("run", "--rm", "--network", "none", IMAGE, "ls", "/sys/class/net").stdout
-    assert none.split() == ["lo"]
-    host_links = set(os.listdir("/sys/class/net"))
-    inside = daemon.cli("run", "--rm", "--network", "host", IMAGE, "ls", "/sys/class/net").stdout
-    assert set(inside.split()) & host_links == set(inside.split()) and "lo" in inside.split()
+    # Which namespace a container is in, not which devices the host has: others on this
+    # machine add and remove devices at any time.
+    host_ns = os.readlink(f"/proc/{daemon.proc.pid}/ns/net") if daemon.proc else ""
+    show_ns = "readlink /proc/self/ns/net; ls /sys/class/net"
+    none = daemon.cli("run", "--rm", "--network", "none", IMAGE, "sh", "-c", show_ns).stdout
+    assert none.split()[0].startswith("net:[") and none.split()[0] != host_ns
+    assert none.split()[1:] == ["lo"]
+    inside = daemon.cli("run", "--rm", "--network", "host", IMAGE, "sh", "-c", show_ns).stdout
+    assert inside.split()[0] == host_ns and "lo" in inside.split()[1:]
     db = net.run(IMAGE, *ECHO_SERVER)
     ip = _inspect(daemon, db)["NetworkSettings"]["IPAddress"]
     shared = daemon.cli(

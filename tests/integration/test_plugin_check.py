@@ -5,6 +5,7 @@ plugin that breaks the protocol."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import ssl
 import subprocess
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.bare_plugin import BarePlugin, Call, Raw
+from tests.bare_plugin import BarePlugin, Call, DirectoryVolumes, Raw
 from tests.harness import REPO
 from tests.plugin_env import EXAMPLES, PluginDaemon, PluginProcess
 from tests.registry import make_ca, server_cert
@@ -291,3 +292,115 @@ def test_https_plugins_are_verified_as_docker_does(tmp_path: Path) -> None:
             passed = check(str(tmp_path / name))
             assert passed.returncode == 0, passed.stdout + passed.stderr
             assert f"at https://{plugin.address}" in passed.stdout
+
+
+# -- real plugins that work: no false failures, and nothing left behind -------------------
+
+
+def results(report: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """check -> (status, detail); the last result of a check that appears twice."""
+    return {r["check"]: (r["status"], r["detail"]) for r in report["results"]}
+
+
+def test_a_failing_path_is_a_warning_and_the_checks_go_on(tmp_path: Path) -> None:
+    volumes = DirectoryVolumes(str(tmp_path / "vols"))
+    replies = volumes.replies()
+    replies["/VolumeDriver.Path"] = Raw(500, b'{"Err": "Path is not implemented"}')
+    with BarePlugin(["VolumeDriver"], replies).serve_unix(str(tmp_path / "nopath.sock")) as p:
+        result = check("--json", str(tmp_path / "nopath.sock"))
+        assert result.returncode == 0, result.stdout
+        found = results(json.loads(result.stdout))
+        assert found["Path"] == ("warn", "VolumeDriver.Path: HTTP 500: "
+                                 '{"Err": "Path is not implemented"}')  # fmt: skip
+        for later in ("Mount", "second Mount (another ID)", "last Unmount", "Get after Remove"):
+            assert found[later][0] == "pass", (later, found[later])
+        assert "/VolumeDriver.Mount" in p.paths()
+    assert volumes.volumes == {}
+
+
+def test_driver_options_reach_the_checks_creates(tmp_path: Path, busybox_tar: Path) -> None:
+    volumes = DirectoryVolumes(str(tmp_path / "vols"))
+    replies = volumes.replies()
+    create = replies["/VolumeDriver.Create"]
+
+    def needs_a_device(call: Call) -> Any:
+        opts = call.json.get("Opts") or {}
+        if "device" not in opts:
+            return {"Err": "option device is required"}
+        body = json.dumps({"Name": call.json["Name"], "Opts": {}}).encode()  # understood
+        return create(Call(call.method, call.path, call.headers, body))
+
+    replies["/VolumeDriver.Create"] = needs_a_device
+    sock = tmp_path / "fuse.sock"
+    with BarePlugin(["VolumeDriver"], replies).serve_unix(str(sock)) as plugin:
+        # without the option, the plugin cannot be checked
+        assert "option device is required" in check(str(sock)).stdout
+        result = check("--opt", "device=/dev/fuse", "-o", "mode=ro", str(sock))
+        assert result.returncode == 0, result.stdout
+        assert "WARN  Create with null Opts" in result.stdout  # legal for such a plugin
+        sent = [c.json["Opts"] for c in plugin.calls_to("/VolumeDriver.Create")]
+        assert {"device": "/dev/fuse", "mode": "ro"} in sent
+        assert volumes.volumes == {}
+        sdk = subprocess.run(
+            [sys.executable, "-m", "dockyard.sdk", "check", "-o", "device=/dev/fd", str(sock)],
+            cwd=REPO, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert sdk.returncode == 0, sdk.stdout + sdk.stderr
+        assert {"device": "/dev/fd"} in [
+            c.json["Opts"] for c in plugin.calls_to("/VolumeDriver.Create")
+        ]
+        # by name, through the daemon: the same options
+        daemon = PluginDaemon()
+        try:
+            daemon.start_with()
+            os.symlink(sock, daemon.sock("fuse"))
+            remote = check("fuse", "--opt", "device=/dev/fuse", host=daemon.host)
+            assert remote.returncode == 0, remote.stdout + remote.stderr
+            assert {"device": "/dev/fuse"} in [
+                c.json["Opts"] for c in plugin.calls_to("/VolumeDriver.Create")
+            ]
+            bad = check("fuse", "--opt", "device", host=daemon.host)
+            assert bad.returncode != 0 and "expected KEY=VALUE" in bad.stderr
+        finally:
+            daemon.cleanup()
+    assert volumes.volumes == {}
+
+
+def test_the_checker_removes_its_volumes_when_the_plugins_remove_fails(tmp_path: Path) -> None:
+    volumes = DirectoryVolumes(str(tmp_path / "vols"))
+    replies = volumes.replies()
+    unmount = replies["/VolumeDriver.Unmount"]
+    unmounts = 0
+
+    def busy_once(call: Call) -> Any:
+        # the last Unmount fails once ("busy"): the volume stays mounted, so the plugin
+        # refuses to remove it
+        nonlocal unmounts
+        unmounts += 1
+        if unmounts == 2:
+            return {"Err": "target is busy"}
+        return unmount(call)
+
+    replies["/VolumeDriver.Unmount"] = busy_once
+    with BarePlugin(["VolumeDriver"], replies).serve_unix(str(tmp_path / "busy.sock")):
+        result = check("--json", str(tmp_path / "busy.sock"))
+    assert result.returncode == 1
+    found = results(json.loads(result.stdout))
+    assert found["last Unmount"] == ("fail", "VolumeDriver.Unmount: Err: target is busy")
+    assert found["clean-up"][0] == "pass" and "dockyard-check-" in found["clean-up"][1]
+    assert volumes.volumes == {}  # unmounted and removed in the end
+
+    # a plugin that never removes anything: the checker tries, and says what is left
+    stuck = DirectoryVolumes(str(tmp_path / "stuck"))
+    replies = stuck.replies()
+    replies["/VolumeDriver.Remove"] = Raw(500, b'{"Err": "read-only backend"}')
+    with BarePlugin(["VolumeDriver"], replies).serve_unix(str(tmp_path / "stuck.sock")) as p:
+        result = check("--json", str(tmp_path / "stuck.sock"))
+        removes = [c.json["Name"] for c in p.calls_to("/VolumeDriver.Remove")]
+    assert result.returncode == 1
+    found = results(json.loads(result.stdout))
+    status, detail = found["clean-up"]
+    assert status == "fail"
+    [left] = list(stuck.volumes)
+    assert f"could not remove, remove by hand: {left} (read-only backend)" == detail
+    assert removes.count(left) == 3  # the check's Remove, and twice more at the clean-up

@@ -101,3 +101,33 @@ def test_other_prune_replies_have_dockers_shape(daemon: Daemon) -> None:
     for what in ("images", "networks"):
         status, body = prune(daemon, what, {"colour": ["red"]})
         assert (status, body["message"]) == (400, "invalid filter 'colour'"), what
+
+
+def test_docker_cli_container_prune_honours_until_and_label(own_daemon: Daemon) -> None:
+    daemon = own_daemon
+
+    def stopped() -> set[str]:
+        out = daemon.docker("ps", "-a", "-q", "--no-trunc").stdout.split()
+        return set(out)
+
+    old = daemon.docker("create", "--label", "keep=1", IMAGE, "true").stdout.strip()
+    new = daemon.docker("create", IMAGE, "true").stdout.strip()
+    assert old and new
+    # nothing here is older than a day: nothing goes
+    result = daemon.docker("container", "prune", "-f", "--filter", "until=24h")
+    assert result.returncode == 0, result.stderr
+    assert stopped() == {old, new}
+    # only what is labelled keep=1
+    result = daemon.docker("container", "prune", "-f", "--filter", "label=keep=1")
+    assert result.returncode == 0, result.stderr
+    assert old in result.stdout
+    assert stopped() == {new}
+    # label!= keeps what carries the label; until in the future takes the rest
+    kept = daemon.docker("create", "--label", "keep=1", IMAGE, "true").stdout.strip()
+    result = daemon.docker("container", "prune", "-f", "--filter", "label!=keep=1")
+    assert result.returncode == 0, result.stderr
+    assert stopped() == {kept}
+    time.sleep(1.1)  # `until` has a resolution of a second
+    result = daemon.docker("container", "prune", "-f", "--filter", f"until={int(time.time())}")
+    assert result.returncode == 0, result.stderr
+    assert stopped() == set()

@@ -182,11 +182,11 @@ def test_a_refused_create_leaves_no_volume_behind(daemon: Daemon, name: str) -> 
 
 
 def test_unknown_volume_driver_is_404(daemon: Daemon, name: str) -> None:
-    # after the plugin discovery's retry window (3 s for test daemons), in Docker's words
+    # within 2 s, in Docker's words, then where the lookup looked
     status, body = daemon.api("POST", "/v1.45/volumes/create", {"Name": name, "Driver": "nope"})
-    assert (status, body["message"]) == (
-        404,
-        f'create {name}: error looking up volume plugin nope: plugin "nope" not found',
+    assert status == 404
+    assert body["message"].startswith(
+        f'create {name}: error looking up volume plugin nope: plugin "nope" not found ('
     )
     assert name not in volume_names(daemon)
 
