@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
 AREA = "containers"
 SETTLE_WAIT = 10.0  # seconds a repaired container has to be recorded as exited
+PLUGIN_PREFIX = "plugin-"  # + short ID: a managed plugin's cgroup (plugins/managed.py)
+PROBE_PREFIX = "dockyard-probe-"  # the runtime probe's throw-away containers (runtime/oci.py)
 
 
 def shown(container: Container) -> str:
@@ -363,7 +365,7 @@ async def _unowned(engine: Engine, owners: Owners) -> list[Finding]:
         found["cgroup"] = [
             f"{parent}/{name}"
             for name in sorted(kernel.cgroup_children(settings.cgroup_layout, parent))
-            if not name.startswith(("plugin-", "dockyard-probe-"))
+            if not name.startswith(PROBE_PREFIX)  # the host probe's, gone when it ends
         ]
         return found
 
@@ -373,7 +375,7 @@ async def _unowned(engine: Engine, owners: Owners) -> list[Finding]:
 
     def candidates(now: Owners) -> dict[str, list[str]]:
         return {
-            kind: [p for p in paths if now.unowned(os.path.basename(p))]
+            kind: [p for p in paths if _unowned_name(now, os.path.basename(p))]
             for kind, paths in found.items()
         }
 
@@ -389,6 +391,14 @@ async def _unowned(engine: Engine, owners: Owners) -> list[Finding]:
     return findings
 
 
+def _unowned_name(now: Owners, name: str) -> bool:
+    """Whether no record owns a container ID (or a managed plugin's cgroup name)."""
+    if name.startswith(PLUGIN_PREFIX):  # a managed plugin's cgroup, while it runs
+        short = name.removeprefix(PLUGIN_PREFIX)
+        return not any(now.plugin_enabled(p) for p in now.plugins if p.startswith(short))
+    return now.unowned(name)
+
+
 def _listdir(path: str) -> list[str]:
     try:
         return sorted(os.listdir(path))
@@ -400,7 +410,7 @@ async def _unowned_finding(engine: Engine, kind: str, path: str) -> Finding:
     cid = os.path.basename(path)
 
     def still_unowned() -> bool:
-        return snapshot(engine).unowned(cid)
+        return _unowned_name(snapshot(engine), cid)
 
     if kind == "dir":
         return _unowned_dir(engine, path, still_unowned)

@@ -238,8 +238,11 @@ def check(ctx: Context, repair: bool, fmt: str | None, quiet: bool) -> None:
     if fmt == "json":
         click.echo(json.dumps(report, indent=2))
         raise SystemExit(0 if summary["Ok"] else 1)
-    checked = ", ".join(f"{count} {kind}" for kind, count in report["Checked"].items())
-    click.echo(f"Checked {checked} in {report['Duration']:.1f}s.")
+    parts = [
+        "the host" if kind == "host" else f"{count} {kind if count != 1 else kind[:-1]}"
+        for kind, count in report["Checked"].items()
+    ]
+    click.echo(f"Checked {', '.join(parts)} in {report['Duration']:.1f}s.")
     for finding in report["Findings"]:
         problem = finding["Severity"] != "info" and not finding["Repaired"]
         if quiet and not problem and not finding["Repaired"]:
