@@ -1108,6 +1108,8 @@ class ContainerService:
         if container.state.status not in (RUNNING, PAUSED):
             raise Conflict(f"Container {container.id} is not running")
         pids = set(await self.runtimes[container.runtime].processes(container.id))
+        if "\0" in ps_args:
+            raise InvalidArgument("Error running ps: the ps arguments contain a NUL byte")
         proc = await asyncio.create_subprocess_exec(
             "ps",
             *(ps_args.split() if ps_args else ["-ef"]),
@@ -1117,14 +1119,16 @@ class ContainerService:
             env={**os.environ, "COLUMNS": "4096"},
         )
         out, err = await proc.communicate()
+        # ps fails, or prints no PID column, only for the arguments the client chose:
+        # its request is at fault (Docker answers 500)
         if proc.returncode:
-            raise Unavailable(f"Error running ps: {err.decode(errors='replace').strip()}")
+            raise InvalidArgument(f"Error running ps: {err.decode(errors='replace').strip()}")
         lines = out.decode(errors="replace").splitlines()
         if not lines:
             return [], []
         titles = lines[0].split()
         if "PID" not in titles:
-            raise Unavailable("Couldn't find PID field in ps output")
+            raise InvalidArgument("Couldn't find PID field in ps output")
         pid_index = titles.index("PID")
         processes = []
         for line in lines[1:]:
