@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -249,3 +250,76 @@ def test_a_stopped_volume_plugin_is_reported_with_what_needs_it(
     with BarePlugin(["VolumeDriver"], volumes.replies()).serve_unix(socket):
         assert_clean(plugin_daemon)
         assert os.path.exists(socket)
+
+
+def test_leftovers_under_the_daemons_own_names_are_reported_and_repaired(
+    own_daemon: Daemon,
+) -> None:
+    """With a container running: a committed image's config blob deleted, a mount on an
+    idle volume's data, an empty cgroup and a cgroup with a process in it, all under
+    this daemon's own data root and cgroup parent. Each is reported in words;
+    --repair fixes what it can and leaves the running process alone (it may be
+    someone's); the running container is untouched throughout."""
+    own_daemon.cli("run", "-d", "--name", "web", IMAGE, "sleep", "1000", check=True)
+    web = container_id(own_daemon, "web")
+    own_daemon.cli("commit", "web", "demo/committed:1", check=True)
+    committed = own_daemon.cli("inspect", "-f", "{{.Id}}", "demo/committed:1", check=True)
+    committed_id = committed.stdout.strip()
+    blobs = own_daemon.data_root / "content" / "blobs" / "sha256"
+    (blobs / committed_id.removeprefix("sha256:")).unlink()
+
+    own_daemon.cli("volume", "create", "idle-data", check=True)
+    volume = own_daemon.cli("volume", "inspect", "-f", "{{.Mountpoint}}", "idle-data", check=True)
+    mount_point = Path(volume.stdout.strip())  # no container holds the volume
+    subprocess.run(["mount", "-t", "tmpfs", "leftover", str(mount_point)], check=True)
+    hierarchy = Path("/sys/fs/cgroup/pids") / own_daemon.cgroup_parent
+    assert hierarchy.is_dir()  # the running container's cgroup is below it
+    empty, busy = hierarchy / ("e" * 64), hierarchy / ("b" * 64)
+    empty.mkdir()
+    busy.mkdir()
+    stranger = subprocess.Popen(["sleep", "1000"])
+    try:
+        (busy / "cgroup.procs").write_text(str(stranger.pid))
+
+        result = own_daemon.cli("system", "check")
+        assert result.returncode == 1
+        assert "demo/committed:1" in result.stdout and "config is missing" in result.stdout
+        code, report = check(own_daemon)
+        assert code == 1
+        [image] = about(report, "its config is missing")
+        assert "no container uses it" in image["Message"]
+        [mounted] = about(report, f"mount {mount_point}")
+        assert "volume idle-data, which no container has mounted" in mounted["Message"]
+        assert mounted["Repair"] == "unmount it"
+        [idle] = about(report, f"/{own_daemon.cgroup_parent}/{'e' * 64}")
+        assert "an empty cgroup" in idle["Message"] and idle["Repair"] == "remove it"
+        [running] = about(report, f"/{own_daemon.cgroup_parent}/{'b' * 64}")
+        assert running["Severity"] == "error"
+        assert f"pids {stranger.pid}" in running["Message"] and running["Repair"] == ""
+
+        code, report = check(own_daemon, "--repair")
+        assert code == 1  # the cgroup with a process in it is still there, and said so
+        assert "forgot the image record" in about(report, "its config is missing")[0]["Repaired"]
+        assert about(report, f"mount {mount_point}")[0]["Repaired"] == "unmounted it"
+        assert about(report, f"/{'e' * 64}")[0]["Repaired"] == "removed it"
+        assert stranger.poll() is None and busy.is_dir()
+        assert str(mount_point) not in Path("/proc/self/mounts").read_text()
+        assert not empty.exists()
+        assert own_daemon.cli("image", "inspect", "demo/committed:1").returncode != 0
+    finally:
+        stranger.kill()
+        stranger.wait()
+    for _ in range(100):  # the killed process leaves its cgroup a moment later
+        try:
+            busy.rmdir()
+            break
+        except OSError:
+            time.sleep(0.05)
+
+    code, report = check(own_daemon)
+    assert code == 0 and problems(report) == [], json.dumps(report, indent=1)
+    status, report = own_daemon.api("GET", "/system/check")
+    assert status == 200 and report["Summary"]["Ok"] is True
+    state = json.loads(own_daemon.cli("inspect", "web", check=True).stdout)[0]["State"]
+    assert state["Running"] and state["Pid"] > 0, state
+    assert container_id(own_daemon, "web") == web
