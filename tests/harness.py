@@ -51,7 +51,7 @@ class Daemon:
         self.veth_prefix = f"dy{tag}v"
         self.nft_table = f"dockyard_test_{tag}"
         self.net_octet = free_octet()
-        self.net6 = f"fd7a:{tag}"  # a ULA /32 of its own for IPv6 test networks
+        self.net6 = f"fd7a:{int(tag, 16):x}"  # a ULA /32 of its own, written canonically
         self.config_file = base / "daemon.json"
         self.config: dict[str, Any] = {
             "bridge": self.bridge,

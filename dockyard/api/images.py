@@ -65,7 +65,7 @@ def inspect_json(image: Image, version: tuple[int, int] = (1, 45)) -> dict[str, 
         "Id": image.id,
         "RepoTags": [t.familiar() for t in image.tags],
         "RepoDigests": [d.familiar() for d in image.repo_digests],
-        "Parent": "",
+        "Parent": image.parent,
         "Comment": (config.get("history") or [{}])[-1].get("comment", ""),
         "Created": image.created or ZERO_TIME,
     }
@@ -101,7 +101,7 @@ def inspect_json(image: Image, version: tuple[int, int] = (1, 45)) -> dict[str, 
 def summary_json(image: Image, containers: int) -> dict[str, Any]:
     return {
         "Id": image.id,
-        "ParentId": "",
+        "ParentId": image.parent,
         "RepoTags": [t.familiar() for t in image.tags],
         "RepoDigests": [d.familiar() for d in image.repo_digests],
         "Created": int(parse_time(image.created)) if image.created else 0,
@@ -137,11 +137,14 @@ async def list_images(request: web.Request) -> web.StreamResponse:
     users: dict[str, int] = {}
     for container in eng.containers.all():
         users[container.image_id] = users.get(container.image_id, 0) + 1
+    show_all = query_bool(request, "all")
     return json_response(
         [
             summary_json(image, users.get(image.id, 0))
             for image in eng.images.all()
             if _matches(image, wanted)
+            # An untagged parent of other images is an intermediate one: shown with `-a` only.
+            and (show_all or image.tags or not eng.images.children(image.id))
         ]
     )
 

@@ -105,7 +105,8 @@ def images(
         wanted.setdefault(key, {})[value] = True
     if repository:
         wanted.setdefault("reference", {})[repository] = True
-    items = ctx.client.json("GET", "/images/json", params={"filters": wanted or None})
+    params = {"filters": wanted or None, "all": "1" if show_all else None}
+    items = ctx.client.json("GET", "/images/json", params=params)
     rows: list[dict[str, Any]] = []
     for item in items:
         image_id = item["Id"] if no_trunc else item["Id"].removeprefix("sha256:")[:12]

@@ -149,6 +149,9 @@ async def commit(
         chain = layer.chain_id if layer is not None else container.chain_id
         size = sum(item.size for item in images.layers.stack(chain))
         image = images.add(new_config, manifest_layers, size)
+        if container.chain_id is not None:
+            images.set_parent(image.id, container.image_id)
+            image = images.resolve(image.id)
     if tag is not None:
         images.tag(image.id, tag)
     containers.emit(

@@ -56,6 +56,7 @@ class Image(oci.ConfigAccessors):
     added: float
     tags: list[Reference] = field(default_factory=list)
     repo_digests: list[Reference] = field(default_factory=list)
+    parent: str = ""  # the image a committed container was made from ("" for the rest)
 
     @property
     def short_id(self) -> str:
@@ -142,6 +143,7 @@ class ImageService:
                 "SELECT ref FROM repo_digests WHERE image_id=? ORDER BY added", (image_id,)
             )
         ]
+        parent = self.db.one("SELECT parent FROM image_parents WHERE image_id=?", (image_id,))
         return Image(
             row["id"],
             row["manifest_digest"],
@@ -151,6 +153,7 @@ class ImageService:
             row["added"],
             tags,
             digests,
+            parent["parent"] if parent is not None else "",
         )
 
     def resolve(self, name: str) -> Image:
@@ -199,6 +202,20 @@ class ImageService:
     def all(self) -> list[Image]:
         rows = self.db.all("SELECT id FROM images ORDER BY added DESC")
         return [self._load(r["id"]) for r in rows]
+
+    def children(self, image_id: str) -> list[str]:
+        """The images recorded as made from `image_id` (Docker's child images)."""
+        rows = self.db.all("SELECT image_id FROM image_parents WHERE parent=?", (image_id,))
+        return [r["image_id"] for r in rows]
+
+    def set_parent(self, image_id: str, parent: str) -> None:
+        """Record that `image_id` was made from `parent` (a commit), unless it is itself."""
+        if parent and parent != image_id:
+            with self.db.transaction():
+                self.db.execute(
+                    "INSERT OR IGNORE INTO image_parents(image_id, parent) VALUES (?,?)",
+                    (image_id, parent),
+                )
 
     def exists(self, image_id: str) -> bool:
         return self.db.one("SELECT 1 FROM images WHERE id=?", (image_id,)) is not None
@@ -436,8 +453,10 @@ class ImageService:
         unless forced; with `-f` the stopped container keeps only its layers).
         By ID, the image goes with all its references; refused while a container
         runs it (even forced), and without `force` while a stopped container uses
-        it or it has tags in several repositories. `prune` (`--no-prune` off) has
-        no parents to prune here (images record none) and is accepted for that.
+        it or it has tags in several repositories. An image with child images
+        (committed from it) is never deleted (a hard conflict); deleting an image
+        also deletes its untagged, unused parents unless `prune` is off
+        (`--no-prune`).
         """
         image = self.resolve(name)
         report: list[dict[str, str]] = []
@@ -479,16 +498,24 @@ class ImageService:
         for item in [*current.tags, *current.repo_digests]:
             self._untag(image.id, item, report)
         self._delete(image, report)
+        gone = [image, *(self._prune_parents(image, report) if prune else [])]
         removed = await self.collect()
         # Docker lists the layers that went with the image, top first.
-        for chain in reversed(chain_ids(image.diff_ids)):
-            if chain in removed:
-                report.append({"Deleted": chain})
+        for each in gone:
+            for chain in reversed(chain_ids(each.diff_ids)):
+                if chain in removed:
+                    report.append({"Deleted": chain})
+                    removed.discard(chain)
         return report
 
     def _check_delete(self, image: Image, *, hard_only: bool, references: bool) -> None:
         """moby's delete conflicts: a running container is a hard one (never forced);
         references and stopped containers are soft ones (`force` overrides)."""
+        if self.children(image.id):
+            raise _DeleteConflict(
+                f"conflict: unable to delete {image.short_id} (cannot be forced) - image has "
+                "dependent child images"
+            )
         users = self.image_users(image.id)
         for container_id, running in users:
             if running:
@@ -529,22 +556,41 @@ class ImageService:
         with self.db.transaction():
             self.db.execute("DELETE FROM tags WHERE image_id=?", (image.id,))
             self.db.execute("DELETE FROM repo_digests WHERE image_id=?", (image.id,))
+            self.db.execute("DELETE FROM image_parents WHERE image_id=?", (image.id,))
             self.db.execute("DELETE FROM images WHERE id=?", (image.id,))
         self._configs.pop(image.id, None)
         report.append({"Deleted": image.id})
         self.emit("delete", image.id, image.id)
+
+    def _prune_parents(self, image: Image, report: list[dict[str, str]]) -> list[Image]:
+        """After `image` went, its parents that have no reference, child or container go
+        too (Docker's `rmi` without `--no-prune`); returns those deleted."""
+        deleted: list[Image] = []
+        parent_id = image.parent
+        while parent_id and self.exists(parent_id):
+            parent = self._load(parent_id)
+            if parent.tags or parent.repo_digests or self.children(parent.id):
+                break
+            if self.image_users(parent.id):
+                break
+            self._delete(parent, report)
+            deleted.append(parent)
+            parent_id = parent.parent
+        return deleted
 
     async def prune(
         self, *, all: bool = False, chosen: Callable[[Image], bool] = lambda image: True
     ) -> tuple[list[dict[str, str]], int]:
         """Remove dangling images (every unused image with `all`) that are `chosen`."""
         report: list[dict[str, str]] = []
+        # Garbage left by earlier operations goes first: what is reclaimed is this prune's.
+        await self.collect()
         before = await asyncio.to_thread(self.disk_usage)
         deleted: list[Image] = []
         for image in self.all():
             if image.tags and not all:
                 continue
-            if self.image_users(image.id) or not chosen(image):
+            if self.image_users(image.id) or self.children(image.id) or not chosen(image):
                 continue
             for name_ref in [*image.tags, *image.repo_digests]:
                 self._untag(image.id, name_ref, report)

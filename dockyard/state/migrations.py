@@ -129,4 +129,13 @@ MIGRATIONS: list[str] = [
         created REAL NOT NULL
     )
     """,
+    # 7: an image's parent: the image a committed container was made from (Docker's rule:
+    # a parent with children cannot be deleted; deleting a child prunes untagged parents)
+    """
+    CREATE TABLE image_parents (
+        image_id TEXT PRIMARY KEY,       -- the child
+        parent TEXT NOT NULL             -- the image it was made from
+    );
+    CREATE INDEX image_parents_parent ON image_parents(parent)
+    """,
 ]

@@ -114,3 +114,29 @@ def test_by_id_a_single_reference_goes_with_the_image_unless_a_container_uses_it
     removed = daemon.docker("rmi", "--no-prune", image_id[7:19])
     assert removed.returncode == 0, removed.stderr
     assert removed.stdout.splitlines()[:2] == [f"Untagged: {repo}:1", f"Deleted: {image_id}"]
+
+
+def test_a_committed_image_names_its_parent_which_stays_while_it_has_children(
+    daemon: Daemon, client: Any, busybox_tar: Path, name: str
+) -> None:
+    repo = f"rmi/parent{secrets.token_hex(3)}"
+    parent_id = fresh_image(daemon, busybox_tar, f"{repo}:base")
+    container = client.containers.run(f"{repo}:base", ["touch", "/made"], name=name, detach=True)
+    container.wait()
+    child = client.api.commit(name, repository=repo, tag="child")["Id"]
+    container.remove()
+    assert client.api.inspect_image(child)["Parent"] == parent_id
+    # The parent cannot go while a child needs it, even forced.
+    refused = daemon.docker("rmi", "-f", parent_id)
+    assert refused.returncode == 1
+    assert "image has dependent child images" in refused.stderr
+    # Untagged, it becomes an intermediate image: listed with -a only.
+    assert daemon.docker("rmi", f"{repo}:base").returncode == 0
+    assert parent_id in set(daemon.cli("images", "-a", "-q", "--no-trunc").stdout.split())
+    assert parent_id not in image_ids(daemon)
+    # Deleting the child takes the untagged parent along (unless --no-prune).
+    removed = daemon.docker("rmi", f"{repo}:child")
+    assert removed.returncode == 0, removed.stderr
+    assert f"Deleted: {parent_id}" in removed.stdout
+    with pytest.raises(docker.errors.ImageNotFound):
+        client.images.get(parent_id)
