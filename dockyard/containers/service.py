@@ -447,7 +447,7 @@ class ContainerService:
             self._fail_attachers(container)
             if container.host_config.auto_remove:
                 await self._remove(container, volumes=True)
-            raise Unavailable(message) from e
+            raise _start_error(e, message) from e
         container.state = State(
             status=RUNNING,
             pid=pid,
@@ -1199,6 +1199,19 @@ class ContainerService:
             for task in (live.watcher, live.restart_task):
                 if task is not None:
                     task.cancel()
+
+
+def _start_error(error: Exception, message: str) -> DockyardError:
+    """What a failed start answers: a refusal of the request's own (4xx) stays one; a
+    command that is not there or may not be run is the container's configuration at fault,
+    a 400 as Docker's (moby's startInvalidConfigError); anything else is the runtime's
+    failure, a 500."""
+    if isinstance(error, DockyardError) and 400 <= error.status < 500:
+        return error
+    lowered = message.lower()
+    if _start_failure_code(message) == 127 or "permission denied" in lowered:
+        return InvalidArgument(message)
+    return Unavailable(message)
 
 
 def _start_failure_code(message: str) -> int:

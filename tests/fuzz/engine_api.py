@@ -292,6 +292,14 @@ class Target:
             case.query.update(FORCED_QUERY.get(what, {}))
         if what == "POST /networks/create" and isinstance(case.body, dict):
             self._private_network(case.body)
+        body_digest = hashlib.sha256(repr(case.body).encode()).digest()
+        if what == "POST /containers/create" and isinstance(case.body, dict) and body_digest[0] % 2:
+            # half of them with the image there (whose config has no command), on its
+            # platform, to get past those checks to the rest
+            case.body["Image"] = IMAGE
+            case.body.setdefault("Cmd", ["true"])
+            if isinstance(case.query, dict):
+                case.query.pop("platform", None)
 
     def _private_network(self, body: dict[str, Any]) -> None:
         options = body.get("Options")
@@ -366,7 +374,31 @@ class Target:
                 )
                 + f"\n{reproduce}"
             )
+        if what_created := self._created(case, status, response):
+            if _harmless(case.body):
+                self._start_created(what_created, reproduce)
+            else:
+                self.api("DELETE", f"/containers/{what_created}", params={"force": "1", "v": "1"})
         return status
+
+    def _created(self, case: Any, status: int, response: requests.Response) -> str:
+        """The ID of a container this request created ("" if none)."""
+        if label(case) != "POST /containers/create" or status != 201:
+            return ""
+        return str(json.loads(response.content).get("Id", ""))
+
+    def _start_created(self, container_id: str, reproduce: str) -> None:
+        """A configuration create accepted must start, or be refused by the runtime for a
+        reason Docker also leaves to it: values create should have refused with a 400
+        (issue 12's validation gaps) show here as a 500. The container goes afterwards."""
+        try:
+            started = self.api("POST", f"/containers/{container_id}/start")
+            message = _message(started.content)
+            assert started.status_code != 500 or any(
+                a.allows("POST /containers/{id}/start", message) for a in ALLOWED_500
+            ), f"a container create accepted does not start (500: {message})\n{reproduce}"
+        finally:
+            self.api("DELETE", f"/containers/{container_id}", params={"force": "1", "v": "1"})
 
     def _request(self, kwargs: dict[str, Any]) -> requests.Response:
         """The reply, read whole within REQUEST_TIMEOUT (a stream that keeps sending would
@@ -394,6 +426,35 @@ class Target:
 
     def _log_tail(self) -> str:
         return self.daemon.log_path.read_text(errors="replace")[-3000:]
+
+
+# What a generated container may not ask for if it is to be started: anything that
+# reaches outside the daemon's own objects (host paths, devices, namespaces, cgroups,
+# ports, capabilities), so that starting it cannot touch the host.
+HOST_REACHING = {
+    "binds", "mounts", "devices", "devicecgrouprules", "cgroupparent", "cgroup", "pidmode",
+    "ipcmode", "utsmode", "usernsmode", "privileged", "portbindings", "publishallports",
+    "volumesfrom", "capadd", "securityopt", "links", "maskedpaths", "readonlypaths",
+    "runtime", "logconfig", "init", "volumedriver",
+}  # fmt: skip
+PRIVATE_NETWORKS = {"", "default", "bridge", "none", "fuzz-net"}
+
+
+def _harmless(body: Any) -> bool:
+    """Whether a create body keeps its container to what the daemon owns (keys match
+    case-insensitively, as Docker decodes them)."""
+    if not isinstance(body, dict):
+        return False
+    fields = {str(k).lower(): v for k, v in body.items()}
+    host_config = fields.get("hostconfig") or {}
+    if not isinstance(host_config, dict):
+        return False
+    settings = {str(k).lower(): v for k, v in host_config.items()}
+    if any(settings.get(key) for key in HOST_REACHING):
+        return False
+    if settings.get("networkmode") not in (None, *PRIVATE_NETWORKS):
+        return False
+    return not fields.get("networkingconfig")  # a network could be `host`
 
 
 def _is_address(value: Any) -> bool:
