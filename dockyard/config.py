@@ -32,6 +32,7 @@ class DaemonConfig:
     cgroup_parent: str = "dockyard"
     seccomp_profile: str | None = None  # None: the system's profile when one is installed
     init_path: str | None = None
+    conmon_path: str | None = None  # None: conmon found where distributions install it
     debug: bool = False
     pidfile: str | None = None
     insecure_registries: list[str] = field(default_factory=list)  # hosts or CIDRs
@@ -78,6 +79,7 @@ _KEYS = {
     "cgroup-parent": "cgroup_parent",
     "seccomp-profile": "seccomp_profile",
     "init-path": "init_path",
+    "conmon-path": "conmon_path",
     "debug": "debug",
     "pidfile": "pidfile",
     "authorization-plugins": "authorization_plugins",

@@ -90,6 +90,8 @@ def probe_host(config: DaemonConfig) -> HostFacts:
     for name, path in candidates.items():
         info = oci.find(path)
         if info is None:
+            if name in config.runtimes:  # configured, so containers may name it: say why
+                unusable[name] = f"its binary {path} is missing"
             continue
         info = oci.RuntimeInfo(name, info.path, info.version)
         problem = oci.probe(info, config.cgroup_parent)
@@ -114,8 +116,10 @@ def probe_host(config: DaemonConfig) -> HostFacts:
             f"runtime {default} cannot run containers on this host: "
             f"{unusable.get(default, 'not installed')}"
         )
-    conmon = Conmon.find()
+    conmon = Conmon.find(config.conmon_path)
     if conmon is None:
+        if config.conmon_path:
+            raise Unavailable(f"conmon-path {config.conmon_path} is not an executable")
         raise Unavailable("conmon (the container monitor) is not installed")
     profile = config.seccomp_profile or seccomp.default_profile_path()
     init = config.init_path or shutil.which("tini-static") or shutil.which("docker-init")
@@ -180,6 +184,8 @@ class Engine:
                 nofile_limit=self.facts.nofile_limit,
                 init_binary=self.facts.init_binary,
                 seccomp=self._seccomp,
+                runtime_root=runtime_state,
+                unavailable_runtimes=dict(self.facts.unusable),
             ),
             self.volumes,
             self.network,
@@ -270,6 +276,8 @@ class Engine:
         await self.volumes.restore(
             {c.id for c in self.containers.all() if c.state.status in ("running", "paused")}
         )
+        # Operations a crash interrupted go on now that the network is reconciled too.
+        self.containers.resume_interrupted()
         await self.authorization.start()
         await self.builder.recover()
         # Blobs and layers of pulls and loads cut short by a crash were never recorded.

@@ -5,6 +5,12 @@ kept for inspection until the daemon restarts or the container goes. Before
 running anything the command is looked up in the container's filesystem, so a
 missing or non-executable command fails like Docker's (exit code 127 / 126
 with the runtime's message) instead of as an opaque runtime error.
+
+A started exec has a monitor of its own, a working directory in the
+container's bundle and a link in the attach socket directory; its intent
+(`journal.EXEC`) is written before the monitor starts and ended when its exit
+code is in. After a crash, `recover` waits for a monitor still running and then
+removes what it used.
 """
 
 from __future__ import annotations
@@ -12,17 +18,21 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 import stat
 from dataclasses import dataclass, field
 
 from dockyard import detachkeys, rootpath
 from dockyard.containers import config as cfg
-from dockyard.containers import spec, users
+from dockyard.containers import journal, spec, users
+from dockyard.containers.journal import Intent
 from dockyard.containers.model import PAUSED, RUNNING, Container
 from dockyard.containers.schema import StrSlice
 from dockyard.containers.service import ContainerService
 from dockyard.errors import Conflict, InvalidArgument, NotFound, Unavailable
 from dockyard.runtime import exec as runtime_exec
+from dockyard.runtime import monitor
+from dockyard.state import crashpoints
 from dockyard.wire import Message, wire
 
 
@@ -72,6 +82,7 @@ class Exec:
     started: bool = False
     process: runtime_exec.ExecProcess | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    intent: Intent | None = None
 
 
 class CommandError(Exception):
@@ -132,6 +143,8 @@ class ExecService:
         self.containers = containers
         self._execs: dict[str, Exec] = {}
         self._background: set[asyncio.Future[int]] = set()
+        self._watchers: set[asyncio.Future[None]] = set()
+        containers.exec_recovery = self.recover
 
     def get(self, exec_id: str) -> Exec:
         found = self._execs.get(exec_id)
@@ -220,8 +233,17 @@ class ExecService:
             nofile_limit=self.containers.settings.nofile_limit,
             console_size=instance.console_size,
         )
-        conmon = self.containers.monitors[container.runtime]
+        try:
+            conmon = self.containers.monitor_of(container)
+        except Unavailable as e:
+            instance.exit_code = 126
+            instance.done.set()
+            raise CommandError(e.message, 126) from None
         workdir = os.path.join(self.containers.paths(container).bundle, "exec", instance.id)
+        instance.intent = self.containers.journal.begin(
+            container.id, journal.EXEC, exec_id=instance.id, workdir=workdir
+        )
+        crashpoints.reached("exec:recorded")
         try:
             proc = await runtime_exec.start(
                 conmon,
@@ -237,7 +259,12 @@ class ExecService:
             # --privileged): Docker's exit code and message, not a silent exit 0.
             instance.exit_code = _start_failure_code(e.message)
             instance.done.set()
+            self.containers.journal.end(instance.intent)
             raise CommandError(e.message, instance.exit_code) from None
+        except BaseException:
+            self.containers.journal.end(instance.intent)
+            raise
+        crashpoints.reached("exec:started")
         instance.process = proc
         instance.pid = proc.pid
         instance.running = True
@@ -254,6 +281,7 @@ class ExecService:
         instance.exit_code = code
         instance.running = False
         instance.done.set()
+        self.containers.journal.end(instance.intent)
         try:
             container = self.containers.get(instance.container_id)
             self.containers.emit(container, "exec_die", execID=instance.id, exitCode=str(code))
@@ -276,6 +304,28 @@ class ExecService:
             instance.process.resize(height, width)
         elif instance.tty:
             instance.console_size = (height, width)
+
+    async def recover(self, intent: Intent) -> None:
+        """An exec a crash left (daemon start-up): once its monitor, if still running, has
+        exited, its directory and attach link go and its intent ends. Its exit code is
+        not kept: exec instances do not outlive the daemon."""
+        exec_id = str(intent.detail.get("exec_id", ""))
+        workdir = str(intent.detail.get("workdir", ""))
+        found = monitor.find_monitor(os.path.join(workdir, "conmon.pid"), exec_id)
+
+        async def clean() -> None:
+            if found is not None:
+                await monitor.wait_exit(found)
+            shutil.rmtree(workdir, ignore_errors=True)
+            monitor.forget_attach_link(self.containers.attach_dir, exec_id)
+            self.containers.journal.end(intent)
+
+        if found is None:
+            await clean()
+            return
+        watcher = asyncio.ensure_future(clean())
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
 
     def forget(self, exec_id: str) -> None:
         """Drop one finished exec (a health probe: nobody inspects it afterwards)."""

@@ -39,6 +39,9 @@ DEAD = "dead"
 class State:
     status: str = CREATED
     pid: int = 0
+    # The init's start time (clock ticks after boot): tells a reused pid apart when the
+    # container is signalled without its runtime.
+    pid_start: int = 0
     exit_code: int = 0
     error: str = ""
     started_at: str = ZERO_TIME

@@ -16,11 +16,19 @@ networks, ports, DNS servers); the manager never calls back.
     connect / disconnect                `network connect|disconnect`, running or not
     remove_link(name)                   `rm --link /parent/alias`
     renamed / removed                   links and DNS names follow the container
+    settle(container, intent)           daemon start-up: a connect or disconnect a crash
+                                        cut short settles on what the manager has
     reconcile()                         daemon start-up: the running containers'
                                         sandboxes handed to the manager
 
 The caller holds the container's lock for `setup` and `teardown`; `connect`,
 `disconnect` and `remove_link` take it themselves.
+
+Connecting or disconnecting a running container is two writes, the manager's
+endpoint record (with the interface it moves into the sandbox) and the
+container's record, so it is journaled (`journal.CONNECT`/`DISCONNECT`): after a
+crash between them, the container's record follows the manager's endpoints,
+which are what the container really has.
 """
 
 from __future__ import annotations
@@ -30,7 +38,8 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from dockyard.containers import etcfiles, links
+from dockyard.containers import etcfiles, journal, links
+from dockyard.containers.journal import Intent
 from dockyard.containers.model import Container
 from dockyard.containers.schema import EndpointSettings, HostConfig, NetworkingConfig
 from dockyard.errors import Conflict, Forbidden, InvalidArgument, NotFound, Unavailable
@@ -38,6 +47,7 @@ from dockyard.network import netns, ports
 from dockyard.network.manager import NetworkManager
 from dockyard.network.model import SandboxConfig
 from dockyard.network.requests import is_user_defined
+from dockyard.state import crashpoints
 
 if TYPE_CHECKING:
     from dockyard.containers.service import ContainerService
@@ -410,13 +420,21 @@ class ContainerNetworking:
             )
         checked = self.manager.endpoint_settings(network.name, network, settings)
         async with self.containers.live(container).lock:
-            if container.state.running:
+            if not container.state.running:
+                container.networks[network.name] = checked  # one write: nothing to journal
+                self.containers.networks_changed(container)
+                return
+            intent = self.containers.journal.begin(
+                container.id, journal.CONNECT, network=network.name, settings=checked.to_wire()
+            )
+            try:
                 await self.manager.connect(container.id, network, checked)
+                crashpoints.reached("connect:endpoint")
                 container.networks[network.name] = checked
                 self._rewrite_etc_files(container)
-            else:
-                container.networks[network.name] = checked
-            self.containers.networks_changed(container)
+                self.containers.networks_changed(container, ending=intent)
+            finally:
+                self.containers.journal.end(intent)
 
     async def disconnect(self, network_ref: str, container_ref: str, force: bool = False) -> None:
         """`network disconnect`; `force` changes nothing for a local network."""
@@ -427,13 +445,41 @@ class ContainerNetworking:
         if network.driver in ("host", "null"):
             raise Forbidden(_HOST_NETWORK)
         async with self.containers.live(container).lock:
-            await self.manager.disconnect(container.id, network)
-            container.networks.pop(network.name, None)
-            if container.state.running:
-                self._rewrite_etc_files(container)
-            self.containers.networks_changed(container)
+            intent = self.containers.journal.begin(
+                container.id, journal.DISCONNECT, network=network.name
+            )
+            try:
+                await self.manager.disconnect(container.id, network)
+                crashpoints.reached("disconnect:endpoint")
+                container.networks.pop(network.name, None)
+                if container.state.running:
+                    self._rewrite_etc_files(container)
+                self.containers.networks_changed(container, ending=intent)
+            finally:
+                self.containers.journal.end(intent)
 
     # -- daemon start-up -----------------------------------------------------
+
+    def settle(self, container: Container, intent: Intent) -> None:
+        """A connect or disconnect a crash cut short: the container is on the network if
+        and only if the manager has its endpoint there (a container that is not running
+        has none, and keeps what its record says)."""
+        name = str(intent.detail.get("network", ""))
+        network = self.manager.find(name)
+        if container.state.running:
+            # Only a joined endpoint is one (the manager's reconcile removes the others).
+            endpoint = self.manager.endpoint_on(container.id, network) if network else None
+            attached = endpoint is not None and endpoint.joined
+            if attached and name not in container.networks:
+                settings = intent.detail.get("settings")
+                container.networks[name] = (
+                    EndpointSettings.decode(settings) if settings else EndpointSettings()
+                )
+            elif not attached and intent.action == journal.DISCONNECT:
+                container.networks.pop(name, None)
+        elif intent.action == journal.DISCONNECT:
+            container.networks.pop(name, None)  # what is left of it is the record alone
+        self.containers.networks_changed(container, ending=intent)
 
     async def reconcile(self) -> None:
         """Hand the manager the sandboxes of the containers still running (after restore)."""

@@ -4,12 +4,22 @@ A container's record lives in the database; while it runs, its monitor
 (conmon) is its parent, and the daemon watches the monitor's pid. When the
 monitor exits, `_on_exit` records the exit code, releases the runtime state and
 the rootfs mount, wakes waiters, and applies the restart policy and
-auto-removal. The same path handles containers that exited while the daemon
-was down: at start-up `restore()` adopts live monitors and settles the rest.
+auto-removal.
 
 Every step of `start` that allocates something (mount, runtime container,
 cgroup) is undone if a later step fails, so a failed start leaves nothing
 behind but the error text in the container's state.
+
+Crashes: each multi-step operation writes its intent to the journal
+(`containers/journal.py`) before its first step and ends it with the record of
+its outcome. At start-up `restore()` compares every container's record with
+what really exists on the host (`containers/footprint.py`: monitor, runtime
+state, exit file, mounts, cgroup, files), makes the record tell the truth —
+a container found running is adopted, one whose start was cut short is
+undone, leftovers of one that is not running are released — and then finishes
+or undoes each operation the crash interrupted. A container whose runtime's
+binary is gone can still be stopped, killed and removed: its processes are
+signalled by pid and through its cgroup (`runtime/processes.py`).
 """
 
 from __future__ import annotations
@@ -28,8 +38,9 @@ from typing import TYPE_CHECKING, Any
 
 from dockyard import mount as host_mount
 from dockyard.containers import config as cfg
-from dockyard.containers import names, schema, signals, spec, users
+from dockyard.containers import footprint, journal, names, schema, signals, spec, users
 from dockyard.containers import update as updates
+from dockyard.containers.journal import Intent, Journal
 from dockyard.containers.model import (
     CREATED,
     EXITED,
@@ -52,20 +63,23 @@ from dockyard.errors import (
     Unavailable,
 )
 from dockyard.events.bus import EventBus
-from dockyard.images.oci import now_rfc3339
+from dockyard.images.oci import now_rfc3339, rfc3339
 from dockyard.images.service import Image, ImageService
 from dockyard.logs import k8sfile
 from dockyard.network.manager import NetworkManager
-from dockyard.runtime import cgroups, monitor
+from dockyard.runtime import cgroups, monitor, oci, processes
 from dockyard.runtime.attach import AttachConnection
 from dockyard.runtime.monitor import Conmon, Monitor, Paths
 from dockyard.runtime.oci import Runtime
 from dockyard.snapshots.rootfs import RootfsManager
+from dockyard.state import crashpoints
 from dockyard.state.db import Database
 from dockyard.volumes.mounts import MountPoint
 from dockyard.volumes.service import VolumeService
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from dockyard.containers.health import HealthMonitor
     from dockyard.logs.plugin import PluginLogging
 
@@ -73,6 +87,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_STOP_TIMEOUT = 10
 KILL_WAIT = 10  # seconds a SIGKILLed container has to exit before the direct kill (Docker's)
+# The error a start cut short by a daemon crash leaves in the container's state.
+START_INTERRUPTED = "start interrupted: the daemon stopped before the container was started"
 
 
 @dataclass
@@ -86,6 +102,9 @@ class ContainerSettings:
     nofile_limit: int
     init_binary: str | None
     seccomp: Any  # callable: capabilities -> OCI seccomp object or None
+    runtime_root: str = ""  # <exec-root>/runtime: each runtime's state directory is in it
+    # Runtimes containers may name that cannot run here now: name -> why (binary gone, ...).
+    unavailable_runtimes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -127,8 +146,14 @@ class ContainerService:
         self.volumes = volumes
         self.network = network
         self.networking = ContainerNetworking(network, self)
+        self.journal = Journal(db)
         self._containers: dict[str, Container] = {}
         self._live: dict[str, _Live] = {}
+        # Operations a crash interrupted, finished in the background once the engine runs.
+        self._follow_ups: list[tuple[str, Callable[[], Awaitable[None]]]] = []
+        self._tasks: set[asyncio.Future[None]] = set()
+        # Settles the exec intents a crash left (set by the exec service).
+        self.exec_recovery: Callable[[Intent], Awaitable[None]] | None = None
         os.makedirs(settings.data_root, exist_ok=True)
         os.makedirs(settings.exec_root, exist_ok=True)
         for row in db.all("SELECT record FROM containers"):
@@ -198,17 +223,55 @@ class ContainerService:
         parent = container.host_config.cgroup_parent or self.settings.cgroup_parent
         return f"/{parent.strip('/')}/{container.id}"
 
-    def _save(self, container: Container) -> None:
+    @property
+    def attach_dir(self) -> str:
+        """Where the monitors link each container's directory, for short socket paths."""
+        return next(iter(self.monitors.values())).socket_dir
+
+    def runtime_of(self, container: Container) -> Runtime:
+        """The container's runtime; `Unavailable`, naming it, when it cannot be used now."""
+        runtime = self.runtimes.get(container.runtime)
+        if runtime is None:
+            raise Unavailable(self._runtime_unavailable(container.runtime))
+        return runtime
+
+    def monitor_of(self, container: Container) -> Conmon:
+        conmon = self.monitors.get(container.runtime)
+        if conmon is None:
+            raise Unavailable(self._runtime_unavailable(container.runtime))
+        return conmon
+
+    def _runtime_unavailable(self, name: str) -> str:
+        why = self.settings.unavailable_runtimes.get(name) or "it is not installed"
+        return f'runtime "{name}" is not available: {why}'
+
+    def runtime_state_dir(self, container: Container) -> str:
+        """The state directory of the container's runtime (also when the runtime is gone)."""
+        runtime = self.runtimes.get(container.runtime)
+        if runtime is not None:
+            return runtime.state_dir
+        return os.path.join(self.settings.runtime_root, container.runtime)
+
+    async def runtime_status(self, container: Container) -> str | None:
+        """What the container's runtime says of it: created, running, paused, stopped, or
+        "" when it has no such container; None when the runtime cannot be asked."""
+        runtime = self.runtimes.get(container.runtime)
+        return await runtime.status(container.id) if runtime is not None else None
+
+    def _save(self, container: Container, *, ending: Intent | None = None) -> None:
+        """Write the record; `ending`: the intent whose outcome this is, ended with it."""
         with self.db.transaction():
             self.db.execute(
                 "UPDATE containers SET name=?, record=? WHERE id=?",
                 (container.name, container.to_json(), container.id),
             )
+            self.journal.end(ending)
         self.live(container).changed.set()
 
-    def networks_changed(self, container: Container) -> None:
-        """Record a container's network attachments after connect/disconnect."""
-        self._save(container)
+    def networks_changed(self, container: Container, *, ending: Intent | None = None) -> None:
+        """Record a container's network attachments after connect/disconnect (`ending`:
+        the intent of that operation, ended with the record)."""
+        self._save(container, ending=ending)
 
     def state_changed(self, container: Container) -> None:
         """Record a change to a running container's state (a health probe's result)."""
@@ -260,10 +323,19 @@ class ContainerService:
             self._check_name_free(name)
         else:
             name = self._generate_name()
-        mounts = await self.volumes.prepare(
-            effective.config.volumes or {}, effective.host_config, self._volumes_from
-        )
         container_id = secrets.token_hex(32)
+        # Volumes and files are made before the record exists: a crash meanwhile leaves
+        # this intent, and restore removes what it names.
+        intent = self.journal.begin(container_id, journal.CREATE, name=name)
+        try:
+            mounts = await self.volumes.prepare(
+                effective.config.volumes or {}, effective.host_config, self._volumes_from
+            )
+        except BaseException:
+            self.journal.end(intent)
+            raise
+        self.journal.update(intent, mounts=[m.to_dict() for m in mounts])
+        crashpoints.reached("create:volumes")
         effective.config.hostname = effective.config.hostname or container_id[:12]
         networks = self.networking.requested(name, effective.host_config, request.networking_config)
         container = Container(
@@ -286,6 +358,7 @@ class ContainerService:
             self._check_name_free(name)  # again: another create may have taken it meanwhile
             os.makedirs(directory)
             self.rootfs.create(os.path.join(directory, "rootfs"))
+            crashpoints.reached("create:files")
             with self.db.transaction():
                 self.db.execute(
                     "INSERT INTO containers(id, name, image_id, created, record) "
@@ -300,9 +373,11 @@ class ContainerService:
                 )
                 if record_also is not None:
                     record_also(container.id)
+                self.journal.end(intent)
         except BaseException:
             shutil.rmtree(directory, ignore_errors=True)
             await self.volumes.release(mounts, remove_anonymous=True)
+            self.journal.end(intent)
             raise
         self._containers[container.id] = container
         self.emit(container, "create")
@@ -357,10 +432,15 @@ class ContainerService:
         """Start a container whose lock is held; on failure nothing stays allocated."""
         live = self.live(container)
         paths = self.paths(container)
-        runtime = self.runtimes[container.runtime]
-        conmon = self.monitors[container.runtime]
+        intent = self.journal.begin(container.id, journal.START)
+        # An exit file of the last run would read, after a crash, as this run's exit.
+        for stale in (paths.exit_file, paths.oom_file):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(stale)
         created_in_runtime = False
         try:
+            runtime = self.runtime_of(container)
+            conmon = self.monitor_of(container)
             chain = container.chain_id
             if (
                 chain
@@ -370,16 +450,19 @@ class ContainerService:
                 raise Unavailable(f"image {container.image_id} of this container is gone")
             rootfs_dir = os.path.join(self.dir(container), "rootfs")
             merged = self.rootfs.mount(rootfs_dir, container.chain_id)
+            crashpoints.reached("start:mounted")
             hc = container.host_config
             namespace_paths, ipc_donor = self._joined_namespaces(hc)
             user = users.resolve(merged, container.config.user, list(hc.group_add or []))
             network = await self.networking.setup(container)
+            crashpoints.reached("start:network")
             hostname = network.hostname
             files = network.files
             user_mounts = await self.volumes.mount(
                 container.id, container.mounts, hc.tmpfs or {}, merged
             )
             user_mounts += self._shm_mounts(container, ipc_donor, user_mounts)
+            crashpoints.reached("start:volumes")
             caps = cfg.capabilities(hc)
             seccomp_profile = None
             if cfg.security_option(hc, "seccomp") != "unconfined" and not hc.privileged:
@@ -408,11 +491,13 @@ class ContainerService:
             os.makedirs(paths.bundle, exist_ok=True)
             with open(os.path.join(paths.bundle, "config.json"), "w") as f:
                 json.dump(oci_spec, f)
-            if os.path.exists(os.path.join(runtime.state_dir, container.id)):
+            if runtime.has_state(container.id):
                 await runtime.delete(container.id)  # a leftover of an earlier crash
             if self.logging is not None:
                 await self.logging.start(container, paths.log, self.dir(container))
+            crashpoints.reached("start:bundle")
             stdin = container.config.open_stdin
+            created_in_runtime = True  # from here on the runtime may hold it, even on failure
             mon, pid = await conmon.create(
                 container.id,
                 container.name,
@@ -423,34 +508,22 @@ class ContainerService:
                 # a detached `run -it` keeps taking input from the next `attach`.
                 leave_stdin_open=stdin and (container.tty or not container.config.stdin_once),
             )
-            created_in_runtime = True
+            crashpoints.reached("start:created")
             self.volumes.release_subpaths(container.id)  # the container holds its own mounts
             await self._connect_attachers(container, conmon)
             live.exited.clear()
             await runtime.start(container.id)
+            crashpoints.reached("start:started")
         except Exception as e:  # whatever failed, nothing the start allocated may stay
             message = e.message if isinstance(e, DockyardError) else str(e) or type(e).__name__
             if not isinstance(e, DockyardError | OSError):
                 log.exception("starting %s failed", container.short_id)
-            if created_in_runtime:
-                await runtime.delete(container.id)
-            await self.networking.teardown(container)
-            await self._release(container)
-            if self.logging is not None:
-                await self.logging.stop(container.id)
-            container.state.error = message
-            container.state.exit_code = _start_failure_code(message)
-            if container.state.status != CREATED:
-                container.state.status = EXITED
-            self._save(container)
-            live.exited.set()
-            self._fail_attachers(container)
-            if container.host_config.auto_remove:
-                await self._remove(container, volumes=True)
+            await self._undo_start(container, message, intent, in_runtime=created_in_runtime)
             raise _start_error(e, message) from e
         container.state = State(
             status=RUNNING,
             pid=pid,
+            pid_start=monitor.process_start_time(pid) or 0,
             started_at=now_rfc3339(),
             finished_at=container.state.finished_at,  # the last run's, as Docker keeps it
             monitor_pid=mon.pid,
@@ -461,9 +534,39 @@ class ContainerService:
         live.started_mono = time.monotonic()
         if self.health is not None:
             self.health.started(container)
-        self._save(container)
+        self._save(container, ending=intent)
         self.emit(container, "start")
         live.watcher = asyncio.ensure_future(self._watch(container, mon))
+
+    async def _undo_start(
+        self, container: Container, message: str, intent: Intent | None, *, in_runtime: bool
+    ) -> None:
+        """Release what a start allocated and record why it failed (lock held); a `--rm`
+        container is removed. The state keeps Docker's rule: a container that never ran
+        stays `created`."""
+        live = self.live(container)
+        steps: list[Awaitable[None]] = []
+        if in_runtime:
+            steps.append(self._delete_in_runtime(container))
+        steps += [self.networking.teardown(container), self._release(container)]
+        if self.logging is not None:
+            steps.append(self.logging.stop(container.id))
+        for step in steps:  # each is tried: the failure must be recorded whatever is left
+            try:
+                await step
+            except Exception:
+                log.exception("undoing the start of %s", container.short_id)
+        state = container.state
+        state.error = message
+        state.exit_code = _start_failure_code(message)
+        state.pid = state.pid_start = state.monitor_pid = state.monitor_start = 0
+        if state.status != CREATED:
+            state.status = EXITED
+        self._save(container, ending=intent)
+        live.exited.set()
+        self._fail_attachers(container)
+        if container.host_config.auto_remove:
+            await self._remove(container, volumes=True)
 
     def _joined_namespaces(self, hc: HostConfig) -> tuple[dict[str, str], Container | None]:
         """`--pid container:<ref>` and `--ipc container:<ref>`: the namespaces to join
@@ -561,6 +664,51 @@ class ContainerService:
         self.rootfs.unmount(os.path.join(self.dir(container), "rootfs"))
         cgroups.remove_empty(self.settings.cgroup_layout, self.cgroup_path(container))
         shutil.rmtree(self.paths(container).bundle, ignore_errors=True)
+        monitor.forget_attach_link(self.attach_dir, container.id)
+
+    async def _delete_in_runtime(self, container: Container) -> None:
+        """Have the runtime forget the container, killing whatever is left of it; when the
+        runtime's binary is gone, kill through the cgroup and drop its state directly."""
+        runtime = self.runtimes.get(container.runtime)
+        if runtime is not None:
+            await runtime.delete(container.id)
+            return
+        await self._empty_cgroup(container)
+        oci.forget_state(self.runtime_state_dir(container), container.id)
+
+    async def _empty_cgroup(self, container: Container) -> None:
+        """Kill every process in the container's cgroup and wait (a little) for them to go."""
+        layout, path = self.settings.cgroup_layout, self.cgroup_path(container)
+        for _ in range(250):
+            if not processes.kill_cgroup(layout, path) and not processes.cgroup_pids(layout, path):
+                return
+            await asyncio.sleep(0.02)
+        log.warning("processes of %s outlive SIGKILL", container.short_id)
+
+    async def _signal(self, container: Container, number: int, *, all: bool = False) -> None:
+        """Signal the container through its runtime or, when the runtime's binary is gone,
+        by its recorded pid (pidfd, start time checked) and, with `all`, its cgroup.
+        `Conflict` if it is not running."""
+        runtime = self.runtimes.get(container.runtime)
+        if runtime is not None:
+            await runtime.kill(container.id, number, all=all)
+            return
+        path = self.cgroup_path(container)
+        sent = processes.signal_process(
+            container.state.pid, number, start_time=container.state.pid_start, cgroup_path=path
+        )
+        if all:
+            sent = processes.kill_cgroup(self.settings.cgroup_layout, path, number) > 0 or sent
+        if not sent:
+            raise Conflict(f"container {container.id} is not running")
+
+    async def _thaw(self, container: Container) -> None:
+        """Resume a paused container so that a signal lands (runtime, or its freezer)."""
+        runtime = self.runtimes.get(container.runtime)
+        if runtime is not None:
+            await runtime.resume(container.id)
+        else:
+            processes.thaw(self.settings.cgroup_layout, self.cgroup_path(container))
 
     # -- exit handling -------------------------------------------------------
 
@@ -588,7 +736,7 @@ class ContainerService:
         # Each release is attempted even if an earlier one fails: the exit must be
         # recorded whatever the host has left to clean.
         steps = [
-            self.runtimes[container.runtime].delete(container.id),
+            self._delete_in_runtime(container),
             self.networking.teardown(container),
             self._release(container),
         ]
@@ -604,11 +752,14 @@ class ContainerService:
         state.exit_code = code
         state.error = error
         state.oom_killed = oom
-        state.pid = 0
+        state.pid = state.pid_start = 0
         state.monitor_pid = 0
         state.monitor_start = 0
         state.finished_at = now_rfc3339()
-        self._save(container)
+        with self.db.transaction():
+            self._save(container)
+            # The stop or kill that waited for this exit is over.
+            self.journal.end_actions(container.id, journal.STOP, journal.KILL)
         if oom:
             self.emit(container, "oom")
         started = self.live(container).started_mono
@@ -701,22 +852,30 @@ class ContainerService:
                 pass
         if container.state.status not in (RUNNING, PAUSED):
             raise Conflict(f"container {container.id} is not running")
+        intent = None
         if stops:
             container.state.stopped_by_user = True
-            self._save(container)
-        runtime = self.runtimes[container.runtime]
-        with contextlib.suppress(Conflict):  # exiting already: the wait below sees it through
-            await runtime.kill(container.id, number, all=number == 9)
-        if stops and container.state.status == PAUSED:
-            # A frozen process takes no signal: thaw it so the kill lands (Docker does too).
-            with contextlib.suppress(Conflict):
-                await runtime.resume(container.id)
-            if container.state.status == PAUSED:
-                container.state.status = RUNNING
+            with self.db.transaction():
                 self._save(container)
-        self.emit(container, "kill", signal=str(number))
-        if number == 9:
-            await self._wait_killed(container)
+                if number == 9:  # a SIGKILL is finished after a crash; other signals are not
+                    intent = self.journal.begin(container.id, journal.KILL)
+        try:
+            crashpoints.reached("kill:recorded")
+            with contextlib.suppress(Conflict):  # exiting already: the wait below sees it
+                await self._signal(container, number, all=number == 9)
+            crashpoints.reached("kill:signalled")
+            if stops and container.state.status == PAUSED:
+                # A frozen process takes no signal: thaw it so the kill lands (as Docker).
+                with contextlib.suppress(Conflict):
+                    await self._thaw(container)
+                if container.state.status == PAUSED:
+                    container.state.status = RUNNING
+                    self._save(container)
+            self.emit(container, "kill", signal=str(number))
+            if number == 9:
+                await self._wait_killed(container)
+        finally:
+            self.journal.end(intent)  # the exit's record has usually ended it already
 
     async def _wait_killed(self, container: Container) -> None:
         """Wait for a SIGKILLed container's exit; Docker's fallback if it does not come."""
@@ -726,9 +885,12 @@ class ContainerService:
             return
         except TimeoutError:
             log.warning("%s did not exit within %ss of SIGKILL", container.short_id, KILL_WAIT)
-        if container.state.pid:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(container.state.pid, 9)
+        processes.signal_process(
+            container.state.pid,
+            9,
+            start_time=container.state.pid_start,
+            cgroup_path=self.cgroup_path(container),
+        )
         try:
             await asyncio.wait_for(live.exited.wait(), 2)
         except TimeoutError:
@@ -754,25 +916,40 @@ class ContainerService:
         if container.state.status not in (RUNNING, PAUSED):
             raise NotModified("container already stopped")
         container.state.stopped_by_user = True
-        self._save(container)
-        await self._stop(container, timeout, signal)
+        grace = self._stop_timeout(container, timeout)
+        with self.db.transaction():
+            self._save(container)
+            # After a crash the stop goes on: the rest of the grace period, then SIGKILL.
+            intent = self.journal.begin(
+                container.id,
+                journal.STOP,
+                signal=signal or "",
+                deadline=time.time() + grace if grace >= 0 else None,
+            )
+        try:
+            crashpoints.reached("stop:recorded")
+            await self._stop(container, grace, signal)
+        finally:
+            self.journal.end(intent)
         self.emit(container, "stop")
+
+    def _stop_timeout(self, container: Container, timeout: int | None) -> int:
+        if timeout is None:
+            timeout = container.config.stop_timeout
+        return DEFAULT_STOP_TIMEOUT if timeout is None else timeout
 
     async def _stop(self, container: Container, timeout: int | None, signal: str | None) -> None:
         live = self.live(container)
-        runtime = self.runtimes[container.runtime]
-        if timeout is None:
-            timeout = container.config.stop_timeout
-        if timeout is None:
-            timeout = DEFAULT_STOP_TIMEOUT
+        timeout = self._stop_timeout(container, timeout)
         number = signals.parse(signal or container.config.stop_signal or "SIGTERM")
         if container.state.status == PAUSED:
             with contextlib.suppress(DockyardError):
-                await runtime.resume(container.id)
+                await self._thaw(container)
         if number != 9:
             with contextlib.suppress(Conflict):
-                await runtime.kill(container.id, number)
+                await self._signal(container, number)
             self.emit(container, "kill", signal=str(number))
+            crashpoints.reached("stop:signalled")
             try:
                 if timeout < 0:
                     await live.exited.wait()
@@ -782,7 +959,8 @@ class ContainerService:
             except TimeoutError:
                 pass
         with contextlib.suppress(Conflict):
-            await runtime.kill(container.id, 9, all=True)
+            await self._signal(container, 9, all=True)
+        crashpoints.reached("stop:killed")
         self.emit(container, "kill", signal="9")
         await live.exited.wait()
 
@@ -790,16 +968,25 @@ class ContainerService:
         self, ref: str, timeout: int | None = None, signal: str | None = None
     ) -> None:
         container = self.get(ref)
-        if container.state.status in (RUNNING, PAUSED):
-            container.state.stopped_by_user = True
-            self._save(container)
-            await self._stop(container, timeout, signal)
-        live = self.live(container)
-        async with live.lock:
-            if container.state.running:
-                return
-            container.state.stopped_by_user = False
-            await self._start(container)
+        # After a crash the restart is finished: started if it was stopped, or done again
+        # if the run it meant to end still runs.
+        intent = self.journal.begin(
+            container.id, journal.RESTART, monitor_pid=container.state.monitor_pid
+        )
+        try:
+            if container.state.status in (RUNNING, PAUSED):
+                container.state.stopped_by_user = True
+                self._save(container)
+                await self._stop(container, timeout, signal)
+            crashpoints.reached("restart:stopped")
+            live = self.live(container)
+            async with live.lock:
+                if container.state.running:
+                    return
+                container.state.stopped_by_user = False
+                await self._start(container)
+        finally:
+            self.journal.end(intent)
         self.emit(container, "restart")
 
     async def pause(self, ref: str) -> None:
@@ -808,7 +995,7 @@ class ContainerService:
             raise Conflict(f"Container {container.id} is already paused")
         if container.state.status != RUNNING:
             raise Conflict(f"Container {container.id} is not running")
-        await self.runtimes[container.runtime].pause(container.id)
+        await self.runtime_of(container).pause(container.id)
         container.state.status = PAUSED
         if self.health is not None:
             self.health.stopped(container)
@@ -819,7 +1006,7 @@ class ContainerService:
         container = self.get(ref)
         if container.state.status != PAUSED:
             raise Conflict(f"Container {container.id} is not paused")
-        await self.runtimes[container.runtime].resume(container.id)
+        await self.runtime_of(container).resume(container.id)
         container.state.status = RUNNING
         if self.health is not None:
             self.health.unpaused(container)
@@ -864,7 +1051,7 @@ class ContainerService:
         self, container: Container, old: HostConfig, new: HostConfig, pids_touched: bool
     ) -> None:
         """Write `new` limits to the running container's cgroup; on refusal restore `old`."""
-        runtime = self.runtimes[container.runtime]
+        runtime = self.runtime_of(container)
         try:
             await runtime.update(
                 container.id, updates.runtime_resources(new, pids_touched=pids_touched)
@@ -915,6 +1102,7 @@ class ContainerService:
             async with live.lock:
                 if container.id not in self._containers:
                     return
+        intent = None
         if container.state.running:
             if not force:
                 raise Conflict(
@@ -926,27 +1114,47 @@ class ContainerService:
                 live.restart_task.cancel()
                 live.restart_task = None
                 container.state.status = EXITED
+            with self.db.transaction():
+                self._save(container)
+                # Begun before the kill: after a crash the whole `rm -f` is finished.
+                intent = self.journal.begin(container.id, journal.REMOVE, volumes=volumes)
+        try:
             if container.state.status in (RUNNING, PAUSED):
                 await self._stop(container, 0, "SIGKILL")
-        async with live.lock:
-            if container.id not in self._containers:
-                return
-            await self._remove(container, volumes=volumes)
+            async with live.lock:
+                if container.id not in self._containers:
+                    return
+                await self._remove(container, volumes=volumes, intent=intent)
+        finally:
+            self.journal.end(intent)
 
-    async def _remove(self, container: Container, *, volumes: bool = False) -> None:
+    async def _remove(
+        self, container: Container, *, volumes: bool = False, intent: Intent | None = None
+    ) -> None:
         """Delete a stopped container and everything it owns (lock held); with `volumes`,
-        its anonymous volumes too."""
+        its anonymous volumes too. The record goes last, with the intent: a crash on the
+        way leaves both, and restore finishes the removal."""
         container.state.status = REMOVING
         live = self.live(container)
-        await self.runtimes[container.runtime].delete(container.id)
+        with self.db.transaction():
+            self._save(container)
+            if intent is None:
+                intent = self.journal.begin(container.id, journal.REMOVE, volumes=volumes)
+        crashpoints.reached("remove:recorded")
+        await self._delete_in_runtime(container)
         await self._release(container)
+        crashpoints.reached("remove:released")
         self.rootfs.remove(os.path.join(self.dir(container), "rootfs"))
         shutil.rmtree(self.dir(container), ignore_errors=True)
-        with self.db.transaction():
-            self.db.execute("DELETE FROM containers WHERE id=?", (container.id,))
+        crashpoints.reached("remove:files")
+        # Out of the engine's view first: the volumes it used are free to go then.
         self._containers.pop(container.id, None)
         self.networking.removed(container)
         await self.volumes.release(container.mounts, remove_anonymous=volumes)
+        crashpoints.reached("remove:volumes")
+        with self.db.transaction():
+            self.db.execute("DELETE FROM containers WHERE id=?", (container.id,))
+            self.journal.end(intent)
         self.emit(container, "destroy")
         for future in live.removed_waiters + live.exit_waiters:
             if not future.done():
@@ -996,9 +1204,16 @@ class ContainerService:
             raise Conflict("Renaming a container with the same name as its current name")
         self._check_name_free(new_name, exclude=container.id)
         old = container.name
-        container.name = new_name
-        self._save(container)
-        self.networking.renamed(container, old)
+        # Every step is a database write: one transaction makes the rename whole or none.
+        try:
+            with self.db.transaction():
+                container.name = new_name
+                self._save(container)
+                crashpoints.reached("rename:recorded")
+                self.networking.renamed(container, old)
+        except BaseException:
+            container.name = old
+            raise
         self.emit(container, "rename", oldName="/" + old)
 
     # -- logs and attach -----------------------------------------------------
@@ -1066,7 +1281,7 @@ class ContainerService:
         """
         container = self.get(ref)
         if container.state.status == RUNNING:
-            path = self.monitors[container.runtime].attach_socket(container.id)
+            path = monitor.attach_socket(self.attach_dir, container.id)
             try:
                 return await AttachConnection.open(path)
             except OSError as e:
@@ -1107,7 +1322,7 @@ class ContainerService:
         container = self.get(ref)
         if container.state.status not in (RUNNING, PAUSED):
             raise Conflict(f"Container {container.id} is not running")
-        pids = set(await self.runtimes[container.runtime].processes(container.id))
+        pids = set(await self.runtime_of(container).processes(container.id))
         if "\0" in ps_args:
             raise InvalidArgument("Error running ps: the ps arguments contain a NUL byte")
         proc = await asyncio.create_subprocess_exec(
@@ -1145,41 +1360,332 @@ class ContainerService:
     # -- daemon start-up and shutdown ----------------------------------------
 
     async def restore(self) -> None:
-        """Adopt containers still running under their monitors; settle the others."""
+        """Make every record tell the truth about the host, then finish or undo what a
+        crash interrupted (docs/design.md, "Crash consistency"). What takes time (the rest
+        of a stop's grace period, a restart) is queued for `resume_interrupted()`."""
+        self._warn_unavailable_runtimes()
+        pending: dict[str, list[Intent]] = {}
+        for intent in self.journal.pending():
+            pending.setdefault(intent.container_id, []).append(intent)
+        mounts = footprint.mount_points()
         for container in list(self._containers.values()):
-            state = container.state
-            if state.status in (RUNNING, PAUSED):
-                mon = Monitor(state.monitor_pid, state.monitor_start)
-                if state.monitor_pid and monitor.is_alive(mon):
-                    live = self.live(container)
-                    live.exited.clear()
-                    live.started_mono = time.monotonic()
-                    live.watcher = asyncio.ensure_future(self._watch(container, mon))
-                    await self._resume_logging(container)
-                    if self.health is not None:
-                        self.health.restored(container)
-                    continue
-                # It exited while no daemon ran: its log plugin still gets what it wrote
-                # then (the exit below delivers the rest and ends the session).
-                await self._resume_logging(container)
-                async with self.live(container).lock:
-                    await self._on_exit(container)
-                await self._after_exit(container)
-            elif state.status == RESTARTING:
+            intents = pending.pop(container.id, [])
+            try:
+                await self._reconcile(container, intents, mounts)
+            except Exception:
+                log.exception("reconciling container %s with the host", container.short_id)
+        for container_id, intents in pending.items():
+            await self._settle_unrecorded(container_id, intents)
+        self._sweep_strays()
+
+    def resume_interrupted(self) -> None:
+        """Run, in the background, the rest of the operations restore found interrupted
+        (called once the engine serves: they wait on monitors and the network)."""
+        queued, self._follow_ups = self._follow_ups, []
+        for what, work in queued:
+            self._spawn(work(), what)
+
+    def _spawn(self, work: Awaitable[None], what: str) -> None:
+        task = asyncio.ensure_future(work)
+
+        def done(task: asyncio.Future[None]) -> None:
+            self._tasks.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                error = task.exception()
+                text = error.message if isinstance(error, DockyardError) else repr(error)
+                log.warning("finishing %s after the restart: %s", what, text)
+
+        task.add_done_callback(done)
+        self._tasks.add(task)
+
+    def _warn_unavailable_runtimes(self) -> None:
+        users: dict[str, list[str]] = {}
+        for container in self.all():
+            if container.runtime not in self.runtimes:
+                users.setdefault(container.runtime, []).append(container.name)
+        for name, affected in users.items():
+            log.warning(
+                "%s; its containers can be stopped, killed and removed but not started: %s",
+                self._runtime_unavailable(name),
+                ", ".join(sorted(affected)),
+            )
+
+    async def _reconcile(
+        self, container: Container, intents: list[Intent], mounts: set[str]
+    ) -> None:
+        """One container: its record made true to the host, then its interrupted
+        operations finished or undone."""
+        state = container.state
+        start = next((i for i in intents if i.action == journal.START), None)
+        removal = next((i for i in intents if i.action == journal.REMOVE), None)
+        recorded_running = state.status in (RUNNING, PAUSED)
+        # The usual case after a crash, kept cheap for many containers: recorded running,
+        # its monitor alive, nothing in flight; the runtime need not be asked.
+        quiet = (
+            recorded_running
+            and not intents
+            and bool(state.monitor_pid)
+            and monitor.is_alive(Monitor(state.monitor_pid, state.monitor_start))
+        )
+        seen = await footprint.observe(self, container, mounts=mounts, ask_runtime=not quiet)
+        if start is not None and seen.monitor is not None and seen.runtime_status == "":
+            seen = await self._await_creation(container, seen)
+        # A live monitor means a running container, unless the runtime says it was never
+        # started (created), or, for a start in flight, was never even created.
+        unstarted = ("created", "") if start is not None else ("created",)
+        if seen.monitor is not None and seen.runtime_status not in unstarted:
+            await self._adopt(container, seen, start)
+        elif start is not None and seen.exit_code is not None and seen.monitor is None:
+            await self._settle_unwatched_run(container, seen, start)
+        elif start is not None:
+            # Cut short before the runtime started it: undone like a failed start.
+            if seen.monitor is not None:  # a monitor that never got the container going
+                processes.signal_process(seen.monitor.pid, 9, start_time=seen.monitor.start_time)
+            await self._undo_start(container, START_INTERRUPTED, start, in_runtime=True)
+        elif recorded_running:
+            # It exited while no daemon ran (or its monitor died): its log plugin still
+            # gets what it wrote then (the exit below delivers the rest).
+            await self._resume_logging(container)
+            async with self.live(container).lock:
+                await self._on_exit(container)
+            await self._after_exit(container)
+        else:
+            await self._release_leftovers(container, seen)
+            if state.status == RESTARTING:
                 state.status = EXITED
                 self._save(container)
                 if self._should_restart(container):
                     self._schedule_restart(container)
-            elif state.status == REMOVING:
+            elif state.status == REMOVING and removal is None:
                 async with self.live(container).lock:
                     await self._remove(container, volumes=container.host_config.auto_remove)
-            elif state.status == EXITED:
-                # Docker on daemon start: `always` restarts even manually stopped
-                # containers, `unless-stopped` only those that were not.
-                policy = container.host_config.restart_policy.name
-                if policy == "always" or (policy == "unless-stopped" and not state.stopped_by_user):
-                    state.stopped_by_user = False
-                    self._schedule_restart(container)
+        for intent in intents:
+            if intent.action == journal.EXEC:
+                await self._settle_exec(intent)
+            elif intent.action in (journal.START, journal.CREATE):
+                self.journal.end(intent)  # settled above
+            elif container.id not in self._containers:
+                self.journal.end(intent)  # removed meanwhile (`--rm`)
+            else:
+                await self._roll_forward(container, intent)
+        state = container.state
+        if (
+            container.id in self._containers
+            and state.status == EXITED
+            and self.live(container).restart_task is None
+        ):
+            # Docker on daemon start: `always` restarts even manually stopped containers,
+            # `unless-stopped` only those that were not.
+            policy = container.host_config.restart_policy.name
+            if policy == "always" or (policy == "unless-stopped" and not state.stopped_by_user):
+                state.stopped_by_user = False
+                self._schedule_restart(container)
+
+    async def _await_creation(
+        self, container: Container, seen: footprint.Observed
+    ) -> footprint.Observed:
+        """A monitor the last daemon started may still be having the runtime create the
+        container: give it a moment to finish (or fail) before judging."""
+        for _ in range(100):
+            await asyncio.sleep(0.1)
+            seen = await footprint.observe(self, container)
+            if seen.monitor is None or seen.runtime_status != "":
+                break
+        return seen
+
+    async def _adopt(
+        self, container: Container, seen: footprint.Observed, start: Intent | None
+    ) -> None:
+        """Its monitor lives: the container runs (or has just exited and its monitor is
+        about to say so). Watched again; a start the crash cut short after the runtime
+        had started it is recorded as done."""
+        mon = seen.monitor
+        assert mon is not None
+        state = container.state
+        if state.status not in (RUNNING, PAUSED):
+            began = rfc3339(int(start.started * 1e9)) if start is not None else now_rfc3339()
+            container.state = State(
+                status=RUNNING,
+                pid=seen.pid,
+                pid_start=(monitor.process_start_time(seen.pid) or 0) if seen.pid else 0,
+                started_at=began,
+                finished_at=state.finished_at,
+                monitor_pid=mon.pid,
+                monitor_start=mon.start_time,
+                restart_count=state.restart_count,
+                health=state.health,
+            )
+            if self.health is not None:
+                self.health.started(container)
+            self._save(container, ending=start)
+            self.emit(container, "start")
+        else:
+            # The freezer has the last word on paused or running.
+            if seen.frozen is True and state.status == RUNNING:
+                state.status = PAUSED
+                self._save(container)
+            elif seen.frozen is False and state.status == PAUSED:
+                state.status = RUNNING
+                self._save(container)
+            if self.health is not None:
+                self.health.restored(container)
+        live = self.live(container)
+        live.exited.clear()
+        live.started_mono = time.monotonic()
+        live.watcher = asyncio.ensure_future(self._watch(container, mon))
+        await self._resume_logging(container)
+
+    async def _settle_unwatched_run(
+        self, container: Container, seen: footprint.Observed, start: Intent
+    ) -> None:
+        """Started, ran and exited while no daemon watched: recorded as a run with its
+        exit code, then restart policy and `--rm` as for any exit."""
+        state = container.state
+        container.state = State(
+            status=RUNNING,
+            pid=seen.pid,
+            started_at=rfc3339(int(start.started * 1e9)),
+            finished_at=state.finished_at,
+            restart_count=state.restart_count,
+            health=state.health,
+        )
+        self._save(container, ending=start)
+        self.emit(container, "start")
+        await self._resume_logging(container)
+        async with self.live(container).lock:
+            await self._on_exit(container)
+        await self._after_exit(container)
+
+    async def _release_leftovers(self, container: Container, seen: footprint.Observed) -> None:
+        """A container that is not running holds nothing on the host: whatever a crash left
+        (runtime state, processes, mounts, cgroup, sandbox, bundle, link) is released."""
+        found = seen.leftovers()
+        if not found:
+            return
+        log.info(
+            "container %s is not running: releasing its %s", container.short_id, ", ".join(found)
+        )
+        if seen.runtime_state or seen.monitor is not None or seen.cgroup_pids:
+            await self._delete_in_runtime(container)
+        if seen.cgroup_pids:
+            await self._empty_cgroup(container)
+        if seen.monitor is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(monitor.wait_exit(seen.monitor), 5)
+        if seen.netns_mounted:
+            await self.networking.teardown(container)
+        await self._release(container)
+
+    async def _roll_forward(self, container: Container, intent: Intent) -> None:
+        """Finish an operation the crash interrupted, now that the record is true."""
+        running = container.state.status in (RUNNING, PAUSED)
+        action = intent.action
+        if action in (journal.STOP, journal.KILL) and running:
+            self._follow_ups.append(
+                (f"stop of {container.name}", lambda: self._finish_stop(container, intent))
+            )
+        elif action == journal.RESTART and (
+            not running or container.state.monitor_pid == intent.detail.get("monitor_pid")
+        ):
+            self._follow_ups.append(
+                (f"restart of {container.name}", lambda: self._finish_restart(container, intent))
+            )
+        elif action == journal.REMOVE and running:
+            volumes = bool(intent.detail.get("volumes"))
+
+            async def remove() -> None:
+                await self.remove(container.id, force=True, volumes=volumes)
+                self.journal.end(intent)
+
+            self._follow_ups.append((f"removal of {container.name}", remove))
+        elif action == journal.REMOVE:
+            async with self.live(container).lock:
+                await self._remove(
+                    container, volumes=bool(intent.detail.get("volumes")), intent=intent
+                )
+        elif action in (journal.CONNECT, journal.DISCONNECT):
+            self.networking.settle(container, intent)
+        else:
+            self.journal.end(intent)  # nothing is left to do
+
+    async def _finish_stop(self, container: Container, intent: Intent) -> None:
+        """The rest of a stop (or SIGKILL) the crash interrupted: what is left of its grace
+        period, then SIGKILL."""
+        deadline = intent.detail.get("deadline")
+        left = 0 if intent.action == journal.KILL else None
+        if left is None and deadline is not None:
+            left = max(0, int(deadline - time.time()))
+        if container.state.status in (RUNNING, PAUSED):
+            signal = "SIGKILL" if left == 0 else intent.detail.get("signal") or None
+            await self._stop(container, -1 if left is None else left, signal)
+        self.journal.end(intent)
+
+    async def _finish_restart(self, container: Container, intent: Intent) -> None:
+        try:
+            if container.state.status in (RUNNING, PAUSED):
+                await self.restart(container.id)  # the run it meant to end still runs
+                return
+            live = self.live(container)
+            async with live.lock:
+                if container.id not in self._containers or container.state.status in (
+                    RUNNING,
+                    PAUSED,
+                    REMOVING,
+                ):
+                    return
+                if live.restart_task is not None:
+                    live.restart_task.cancel()
+                    live.restart_task = None
+                container.state.stopped_by_user = False
+                await self._start(container)
+            self.emit(container, "restart")
+        finally:
+            self.journal.end(intent)
+
+    async def _settle_exec(self, intent: Intent) -> None:
+        if self.exec_recovery is not None:
+            await self.exec_recovery(intent)
+        else:
+            self.journal.end(intent)
+
+    async def _settle_unrecorded(self, container_id: str, intents: list[Intent]) -> None:
+        """Intents of a container without a record: a create cut short (its files and the
+        volumes it made go), or execs of a container removed since."""
+        for intent in intents:
+            if intent.action == journal.EXEC:
+                await self._settle_exec(intent)
+                continue
+            if intent.action == journal.CREATE:
+                directory = os.path.join(self.settings.data_root, container_id)
+                self.rootfs.remove(os.path.join(directory, "rootfs"))
+                shutil.rmtree(directory, ignore_errors=True)
+                made = [MountPoint.from_dict(m) for m in intent.detail.get("mounts", [])]
+                await self.volumes.release(made, remove_anonymous=True)
+                log.info("removed what the interrupted create of %s made", container_id[:12])
+            self.journal.end(intent)
+
+    def _sweep_strays(self) -> None:
+        """Directories and links of containers the daemon has no record of, in the places
+        only containers use (a container's own leftovers are its reconcile's)."""
+        for entry in _entries(self.settings.data_root):
+            if entry not in self._containers and _is_container_id(entry):
+                directory = os.path.join(self.settings.data_root, entry)
+                self.rootfs.remove(os.path.join(directory, "rootfs"))
+                shutil.rmtree(directory, ignore_errors=True)
+        for entry in _entries(self.settings.exec_root):
+            if entry not in self._containers and _is_container_id(entry):
+                shutil.rmtree(os.path.join(self.settings.exec_root, entry), ignore_errors=True)
+        # The monitors' links into bundles (containers' and execs') that are gone.
+        bundles = os.path.join(self.settings.exec_root, "")
+        for entry in _entries(self.attach_dir):
+            link = os.path.join(self.attach_dir, entry)
+            with contextlib.suppress(OSError):
+                if (
+                    os.path.islink(link)
+                    and os.readlink(link).startswith(bundles)
+                    and not os.path.exists(link)
+                ):
+                    os.unlink(link)
 
     async def _resume_logging(self, container: Container) -> None:
         if self.logging is None:
@@ -1199,6 +1705,19 @@ class ContainerService:
             for task in (live.watcher, live.restart_task):
                 if task is not None:
                     task.cancel()
+        for work in list(self._tasks):
+            work.cancel()
+
+
+def _entries(directory: str) -> list[str]:
+    try:
+        return os.listdir(directory)
+    except OSError:
+        return []
+
+
+def _is_container_id(name: str) -> bool:
+    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
 
 
 def _start_error(error: Exception, message: str) -> DockyardError:

@@ -25,7 +25,7 @@ from typing import Any
 
 from dockyard.errors import Unavailable
 from dockyard.runtime.attach import AttachConnection
-from dockyard.runtime.monitor import Conmon, PipeReader
+from dockyard.runtime.monitor import Conmon, PipeReader, forget_attach_link
 from dockyard.runtime.oci import error_message
 
 
@@ -40,8 +40,10 @@ class ExecProcess:
         pid: int,
         exit_dir: str,
         container_id: str,
+        attach_link: tuple[str, str] = ("", ""),
     ) -> None:
         self._workdir = workdir
+        self._attach_link = attach_link  # (socket dir, exec ID): the monitor's link
         self._sync = sync
         self._conn = conn
         self.pid = pid
@@ -110,6 +112,8 @@ class ExecProcess:
         if self._conn is not None:
             self._conn.close()
         shutil.rmtree(self._workdir, ignore_errors=True)
+        if self._attach_link[0]:
+            forget_attach_link(*self._attach_link)
         return code
 
 
@@ -217,8 +221,11 @@ async def start(
             conn.close()
         sync.close()
         shutil.rmtree(workdir, ignore_errors=True)
+        forget_attach_link(conmon.socket_dir, exec_id)
         raise
     finally:
         os.close(start_w)
         attach_reader.close()
-    return ExecProcess(workdir, sync, conn, pid, workdir, container_id)
+    return ExecProcess(
+        workdir, sync, conn, pid, workdir, container_id, (conmon.socket_dir, exec_id)
+    )

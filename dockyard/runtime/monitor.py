@@ -20,6 +20,7 @@ The daemon talks to a monitor through:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -85,7 +86,11 @@ class Conmon:
         os.makedirs(socket_dir, exist_ok=True)
 
     @staticmethod
-    def find() -> str | None:
+    def find(configured: str | None = None) -> str | None:
+        """conmon's path: the configured one (daemon.json `conmon-path`), else the first
+        found where distributions install it."""
+        if configured:
+            return configured if os.access(configured, os.X_OK) else None
         for candidate in ("conmon", "/usr/libexec/podman/conmon", "/usr/bin/conmon"):
             path = shutil.which(candidate)
             if path:
@@ -93,7 +98,12 @@ class Conmon:
         return None
 
     def attach_socket(self, cid: str) -> str:
-        return os.path.join(self.socket_dir, cid, "attach")
+        return attach_socket(self.socket_dir, cid)
+
+    def forget(self, cuuid: str) -> None:
+        """Remove the link to a container's (or an exec's) directory that the monitor made
+        in the socket directory, once that directory is gone or going."""
+        forget_attach_link(self.socket_dir, cuuid)
 
     async def create(
         self,
@@ -182,6 +192,44 @@ class Conmon:
         monitor_pid = int(_read_file(paths.monitor_pid_file) or 0)
         start_time = process_start_time(monitor_pid) if monitor_pid else None
         return Monitor(monitor_pid, start_time or 0), pid
+
+
+def attach_socket(socket_dir: str, cuuid: str) -> str:
+    """The attach socket of a container or exec: conmon links `<socket dir>/<cuuid>` to its
+    directory so that the socket's path stays short."""
+    return os.path.join(socket_dir, cuuid, "attach")
+
+
+def forget_attach_link(socket_dir: str, cuuid: str) -> None:
+    link = os.path.join(socket_dir, cuuid)
+    if os.path.islink(link):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(link)
+
+
+def find_monitor(pid_file: str, cuuid: str) -> Monitor | None:
+    """The live monitor whose pid `pid_file` holds, if that process is still the monitor of
+    `cuuid` (its command line names it): how a monitor started by a daemon that crashed
+    before recording it is found again."""
+    text = _read_file(pid_file)
+    if not text.isdigit():
+        return None
+    pid = int(text)
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return None
+    if cuuid.encode() not in argv:
+        return None
+    start = process_start_time(pid)
+    return Monitor(pid, start) if start is not None else None
+
+
+def read_pid(path: str) -> int:
+    """A pid file's pid (0 if there is none)."""
+    text = _read_file(path)
+    return int(text) if text.isdigit() else 0
 
 
 def _read_file(path: str) -> str:

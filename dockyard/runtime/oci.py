@@ -8,6 +8,7 @@ works on this host's cgroup layout before the daemon relies on it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from dockyard.errors import Conflict, NotFound, Unavailable
+
+STATE_TIMEOUT = 10.0  # seconds `status()` waits for the runtime before giving up on it
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,12 @@ def error_message(stderr: str) -> str:
     return "; ".join(errors or messages)
 
 
+def forget_state(state_dir: str, cid: str) -> None:
+    """Remove a container's state from a runtime's state directory without the runtime
+    (its binary is gone): what its `delete` does once the container's processes are dead."""
+    shutil.rmtree(os.path.join(state_dir, cid), ignore_errors=True)
+
+
 class Runtime:
     def __init__(self, info: RuntimeInfo, state_dir: str) -> None:
         self.info = info
@@ -126,7 +135,9 @@ class Runtime:
     def global_args(self) -> list[str]:
         return ["--root", self.state_dir]
 
-    async def _run(self, *args: str, input: bytes | None = None) -> tuple[int, str, str]:
+    async def _run(
+        self, *args: str, input: bytes | None = None, timeout: float | None = None
+    ) -> tuple[int, str, str]:
         proc = await asyncio.create_subprocess_exec(
             self.path,
             *self.global_args,
@@ -135,7 +146,13 @@ class Runtime:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
-        out, err = await proc.communicate(input)
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(input), timeout)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise Unavailable(f"{self.name} {args[0]} gave no answer within {timeout} s") from None
         return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
 
     async def start(self, cid: str) -> None:
@@ -166,8 +183,31 @@ class Runtime:
     async def delete(self, cid: str) -> None:
         await self._run("delete", "--force", cid)
 
-    async def state(self, cid: str) -> dict[str, Any]:
-        rc, out, err = await self._run("state", cid)
+    def has_state(self, cid: str) -> bool:
+        """Whether the runtime keeps state for `cid` (read from its state directory)."""
+        return os.path.isdir(os.path.join(self.state_dir, cid))
+
+    def container_ids(self) -> list[str]:
+        """Every container (and managed plugin) the runtime keeps state for."""
+        try:
+            return sorted(e.name for e in os.scandir(self.state_dir) if e.is_dir())
+        except OSError:
+            return []
+
+    async def status(self, cid: str) -> str | None:
+        """What the runtime says of `cid`: created, running, paused or stopped; "" when it
+        has no such container; None when it does not answer (STATE_TIMEOUT)."""
+        if not self.has_state(cid):
+            return ""
+        try:
+            return str((await self.state(cid, timeout=STATE_TIMEOUT)).get("status") or "")
+        except NotFound:
+            return ""
+        except Unavailable:
+            return None
+
+    async def state(self, cid: str, *, timeout: float | None = None) -> dict[str, Any]:
+        rc, out, err = await self._run("state", cid, timeout=timeout)
         if rc != 0:
             raise NotFound(error_message(err) or f"container {cid} not found in {self.name}")
         result: dict[str, Any] = json.loads(out)

@@ -138,4 +138,15 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX image_parents_parent ON image_parents(parent)
     """,
+    # 8: the intent journal of container operations (containers/journal.py)
+    """
+    CREATE TABLE container_intents (
+        id TEXT PRIMARY KEY,             -- random; one row per operation in flight
+        container_id TEXT NOT NULL,      -- may name a container not recorded yet (create)
+        action TEXT NOT NULL,            -- create, start, stop, kill, restart, remove, ...
+        detail TEXT NOT NULL,            -- JSON: what a restore needs to finish or undo it
+        started REAL NOT NULL            -- unix seconds
+    );
+    CREATE INDEX container_intents_container ON container_intents(container_id)
+    """,
 ]
