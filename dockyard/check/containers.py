@@ -7,6 +7,10 @@ entry or cgroup left. Then the other way round: container directories,
 bundles, runtime states, attach entries and cgroups under the daemon's
 cgroup parent that no record (container or managed plugin) owns.
 
+An intent in the operation journal (`containers/journal.py`) older than the
+daemon process is an operation a crash cut short that restore did not settle:
+reported, with what to do; it is not dropped, since it says what to undo.
+
 Repairs never touch a container's data: a missing directory is made again
 (empty) so that the container can start; leftovers are removed; a container
 directory without a record is moved to `lost+found` unless it holds no
@@ -59,6 +63,46 @@ async def check(engine: Engine, report: Report) -> None:
             continue
         report.add(await _record(engine, container, owners))
     report.add(await _unowned(engine, owners))
+    report.add(_unsettled_intents(engine, owners))
+
+
+# -- the journal ---------------------------------------------------------------------
+
+
+def daemon_started() -> float:
+    """When this daemon process started, in Unix seconds (from /proc: boot time plus the
+    process's start in clock ticks)."""
+    with open("/proc/self/stat") as f:
+        stat = f.read()
+    ticks = int(stat[stat.rfind(")") + 2 :].split()[19])  # field 22, starttime
+    with open("/proc/stat") as f:
+        boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _unsettled_intents(engine: Engine, owners: Owners) -> list[Finding]:
+    """Intents written before this daemon started: restore settles every one it finds, so
+    one still there is an operation whose outcome nobody recorded."""
+    started = daemon_started()
+    findings = []
+    for intent in engine.containers.journal.pending():
+        if intent.started >= started - 1:  # in flight now (the clock's tick is coarse)
+            continue
+        container = owners.containers.get(intent.container_id)
+        subject = shown(container) if container else f"container {intent.container_id[:12]}"
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(intent.started))
+        findings.append(
+            Finding(
+                AREA,
+                WARNING,
+                subject,
+                f"a {intent.action} begun at {when}, before the daemon started, was never "
+                "settled: what it changed may be half made. Restart the daemon to have it "
+                "settled again (its log says why when it cannot)"
+                + ("" if container else "; no container record has this ID"),
+            )
+        )
+    return findings
 
 
 # -- records -----------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -323,3 +324,35 @@ def test_leftovers_under_the_daemons_own_names_are_reported_and_repaired(
     state = json.loads(own_daemon.cli("inspect", "web", check=True).stdout)[0]["State"]
     assert state["Running"] and state["Pid"] > 0, state
     assert container_id(own_daemon, "web") == web
+
+
+def test_an_operation_no_restore_settled_is_reported_until_a_restart_settles_it(
+    own_daemon: Daemon,
+) -> None:
+    """An intent in the journal older than the daemon is an operation a crash cut short
+    and restore left open (planted here while the daemon runs, as a restore that failed
+    half way would leave it); the next start-up settles it."""
+    own_daemon.cli("run", "-d", "--name", "web", IMAGE, "sleep", "1000", check=True)
+    web = container_id(own_daemon, "web")
+    assert_clean(own_daemon)
+    db = sqlite3.connect(own_daemon.data_root / "dockyard.db")
+    with db:
+        db.execute(
+            "INSERT INTO container_intents(id, container_id, action, detail, started) "
+            "VALUES (?,?,?,?,?)",
+            ("a" * 32, web, "restart", "{}", time.time() - 3600),
+        )
+    db.close()
+
+    code, report = check(own_daemon)
+    assert code == 1
+    [finding] = about(report, "was never settled")
+    assert finding["Subject"] == f"container web ({web[:12]})"
+    assert finding["Message"].startswith("a restart begun at ")
+    assert "Restart the daemon" in finding["Message"] and finding["Repair"] == ""
+
+    own_daemon.stop()
+    own_daemon.start()
+    code, report = check(own_daemon)
+    assert about(report, "was never settled") == [] and problems(report) == [], report
+    assert code == 0
