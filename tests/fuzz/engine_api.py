@@ -15,7 +15,11 @@ generates requests, both valid ones (positive) and ones that break the document'
 Path parameters are sometimes replaced by real objects (a running container, the image,
 a volume, a network, an exec instance), so that requests get past the lookup to the
 decoding and validation behind it; the objects are made again when a request removed or
-stopped them. Requests that would reach the network (pulls, pushes, logins, searches,
+stopped them. Half the container creations name the image that is there; a container a
+create accepted is started (unless its configuration reaches outside the daemon's own
+objects: host paths, devices, namespaces, ports; see `HOST_REACHING`) and must not get
+a 500 there either, since a value create lets through and start cannot use is create's
+bug, and then removed. Requests that would reach the network (pulls, pushes, logins, searches,
 remote build contexts) or hold their connection open (attach, events, exec start) are
 left out or tamed, each with its reason below; network creations are kept to the
 daemon's private address range, so the fuzz never routes a host's address to a bridge.
