@@ -116,9 +116,12 @@ def query_int(request: web.Request, name: str, default: int | None = None) -> in
     if value is None or value == "":
         return default
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
         raise InvalidArgument(f"invalid value for {name}: {value!r}") from None
+    if not -(2**63) <= number < 2**63:  # Docker's parameters are Go int64s
+        raise InvalidArgument(f"invalid value for {name}: {value!r}: value out of range")
+    return number
 
 
 def _headers(resp: web.StreamResponse) -> None:

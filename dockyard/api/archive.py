@@ -21,6 +21,8 @@ def _path(request: web.Request) -> str:
     path = request.query.get("path", "")
     if not path:
         raise InvalidArgument("bad parameter: path cannot be empty")
+    if "\0" in path:  # no file name holds one: the system calls would refuse it
+        raise InvalidArgument(f"bad parameter: path {path!r} contains a NUL byte")
     return path
 
 

@@ -1,4 +1,5 @@
-"""System routes: ping, version, info, events, and the swarm stubs clients probe."""
+"""System routes: ping, version, info, events, disk usage, Dockyard's `system check`, and
+the swarm stubs clients probe."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from dockyard import __version__
+from dockyard import __version__, check
 from dockyard.api import filters
 from dockyard.api.app import (
     API_VERSION,
@@ -21,6 +22,7 @@ from dockyard.api.app import (
     engine,
     error_response,
     json_response,
+    query_bool,
 )
 from dockyard.api.streams import JSONStream
 from dockyard.errors import InvalidArgument
@@ -119,6 +121,12 @@ async def info(request: web.Request) -> web.StreamResponse:
         f"WARNING: runtime {name} cannot run containers on this host: {why}"
         for name, why in facts["unusable_runtimes"].items()
     ]
+    last = check.last_summary(eng.config.data_root)
+    if last is not None and not last.get("Ok", True):
+        warnings.append(
+            f"WARNING: the last `dockyard system check` found {last.get('Errors', 0)} error(s) "
+            f"and {last.get('Warnings', 0)} warning(s); run it again for details"
+        )
     return json_response(
         {
             "ID": facts["id"],
@@ -392,3 +400,18 @@ async def disk_usage(request: web.Request) -> web.StreamResponse:
             "BuildCache": build_cache if "build-cache" in kinds else None,
         }
     )
+
+
+@routes.get("/system/check")
+async def system_check(request: web.Request) -> web.StreamResponse:
+    """Dockyard's own: diagnose the store, the state and the host (changes nothing)."""
+    report = await check.run(engine(request), repair=False)
+    return json_response(report.to_json())
+
+
+@routes.post("/system/check")
+async def system_repair(request: web.Request) -> web.StreamResponse:
+    """Dockyard's own: diagnose, then repair what can be repaired without losing data
+    (`repair=0`: diagnose only, as GET)."""
+    report = await check.run(engine(request), repair=query_bool(request, "repair", True))
+    return json_response(report.to_json())

@@ -1,4 +1,4 @@
-"""System commands: info, version, events."""
+"""System commands: info, version, events, df, and Dockyard's `system check`."""
 
 from __future__ import annotations
 
@@ -223,7 +223,60 @@ def df(ctx: Context, verbose: bool, fmt: str | None) -> None:
         )
 
 
+_LABELS = {"error": "ERROR", "warning": "WARNING", "info": "INFO"}
+
+
+@click.command("check")
+@click.option("--repair", is_flag=True, help="Fix what can be fixed without losing data.")
+@click.option("--format", "fmt", type=click.Choice(["json"]), help="Print the report as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="Show problems only (no notes).")
+@pass_context
+def check(ctx: Context, repair: bool, fmt: str | None, quiet: bool) -> None:
+    """Check the image store, containers, volumes, networks, plugins and host; exit status 1
+    while problems remain."""
+    if repair:
+        report = ctx.client.json("POST", "/system/check", params={"repair": "1"})
+    else:
+        report = ctx.client.json("GET", "/system/check")
+    summary = report["Summary"]
+    if fmt == "json":
+        click.echo(json.dumps(report, indent=2))
+        raise SystemExit(0 if summary["Ok"] else 1)
+    parts = [
+        "the host" if kind == "host" else f"{count} {kind if count != 1 else kind[:-1]}"
+        for kind, count in report["Checked"].items()
+    ]
+    click.echo(f"Checked {', '.join(parts)} in {report['Duration']:.1f}s.")
+    for finding in report["Findings"]:
+        problem = finding["Severity"] != "info" and not finding["Repaired"]
+        if quiet and not problem and not finding["Repaired"]:
+            continue
+        click.echo("")
+        label = _LABELS.get(finding["Severity"], finding["Severity"].upper())
+        click.echo(f"{label:<8} {finding['Area']:<10} {finding['Subject']}")
+        click.echo(f"{'':19}{finding['Message']}")
+        if finding["Repaired"]:
+            click.echo(f"{'':19}repaired: {finding['Repaired']}")
+        elif finding["RepairFailed"]:
+            click.echo(f"{'':19}repair failed: {finding['RepairFailed']}")
+        elif finding["Repair"]:
+            click.echo(f"{'':19}repair: {finding['Repair']}")
+    click.echo("")
+    if summary["Repaired"]:
+        click.echo(f"Repaired {summary['Repaired']}.")
+    if summary["Ok"]:
+        click.echo("No problems found." if not summary["Repaired"] else "No problems left.")
+        return
+    counts = f"{summary['Errors']} error(s), {summary['Warnings']} warning(s)"
+    hint = ""
+    if summary["Repairable"] and not repair:
+        hint = f"; `dockyard system check --repair` can fix {summary['Repairable']} of them"
+    click.echo(f"Problems: {counts}{hint}.")
+    raise SystemExit(1)
+
+
 system = click.Group("system", help="Manage Dockyard.")
 system.add_command(info)
 system.add_command(events)
 system.add_command(df)
+system.add_command(check)

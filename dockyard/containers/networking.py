@@ -348,7 +348,8 @@ class ContainerNetworking:
         parent_name, _, alias = name.rpartition("/")
         if not parent_name:
             self.containers.get(name)  # 404 if it is no container at all
-            raise Unavailable("Conflict, cannot remove the default link name of the container")
+            # Docker's words; its 500 here is an untyped error, the request's own conflict
+            raise Conflict("Conflict, cannot remove the default link name of the container")
         parent = self._find(parent_name)
         kept = links.stored(parent.host_config.links, parent.name) if parent else []
         if parent is None or not any(link.alias == alias for link in kept):

@@ -521,7 +521,7 @@ class ContainerService:
             if not isinstance(e, DockyardError | OSError):
                 log.exception("starting %s failed", container.short_id)
             await self._undo_start(container, message, intent, in_runtime=created_in_runtime)
-            raise Unavailable(message) from e
+            raise _start_error(e, message) from e
         container.state = State(
             status=RUNNING,
             pid=pid,
@@ -1327,6 +1327,8 @@ class ContainerService:
         if container.state.status not in (RUNNING, PAUSED):
             raise Conflict(f"Container {container.id} is not running")
         pids = set(await self.runtime_of(container).processes(container.id))
+        if "\0" in ps_args:
+            raise InvalidArgument("Error running ps: the ps arguments contain a NUL byte")
         proc = await asyncio.create_subprocess_exec(
             "ps",
             *(ps_args.split() if ps_args else ["-ef"]),
@@ -1336,14 +1338,16 @@ class ContainerService:
             env={**os.environ, "COLUMNS": "4096"},
         )
         out, err = await proc.communicate()
+        # ps fails, or prints no PID column, only for the arguments the client chose:
+        # its request is at fault (Docker answers 500)
         if proc.returncode:
-            raise Unavailable(f"Error running ps: {err.decode(errors='replace').strip()}")
+            raise InvalidArgument(f"Error running ps: {err.decode(errors='replace').strip()}")
         lines = out.decode(errors="replace").splitlines()
         if not lines:
             return [], []
         titles = lines[0].split()
         if "PID" not in titles:
-            raise Unavailable("Couldn't find PID field in ps output")
+            raise InvalidArgument("Couldn't find PID field in ps output")
         pid_index = titles.index("PID")
         processes = []
         for line in lines[1:]:
@@ -1721,6 +1725,19 @@ def _entries(directory: str) -> list[str]:
 
 def _is_container_id(name: str) -> bool:
     return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
+
+
+def _start_error(error: Exception, message: str) -> DockyardError:
+    """What a failed start answers: a refusal of the request's own (4xx) stays one; a
+    command that is not there or may not be run is the container's configuration at fault,
+    a 400 as Docker's (moby's startInvalidConfigError); anything else is the runtime's
+    failure, a 500."""
+    if isinstance(error, DockyardError) and 400 <= error.status < 500:
+        return error
+    lowered = message.lower()
+    if _start_failure_code(message) == 127 or "permission denied" in lowered:
+        return InvalidArgument(message)
+    return Unavailable(message)
 
 
 def _start_failure_code(message: str) -> int:

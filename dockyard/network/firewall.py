@@ -141,6 +141,11 @@ class Firewall:
         lines += ["  }", *_forward_chain(networks, published=False), "}"]
         return lines
 
+    def script(self, networks: list[BridgeRules], forwards: list[Forward]) -> str:
+        """The `nft -f` script that `apply` writes for this state (`system check` compares
+        the live table with it)."""
+        return self._structure(networks, forwards)
+
     async def apply(self, networks: list[BridgeRules], forwards: list[Forward]) -> None:
         """Replace the whole table in one transaction."""
         async with self._lock:
