@@ -302,7 +302,7 @@ def containers(d: Daemon) -> list[dict[str, Any]]:
     return found
 
 
-def assert_matches_reality(d: Daemon) -> dict[str, dict[str, Any]]:
+def assert_matches_reality(d: Daemon, *, check: bool = True) -> dict[str, dict[str, Any]]:
     """`ps -a` tells the truth and nothing of a container that is not running is left on
     the host; returns the containers by name."""
     docs = containers(d)
@@ -355,7 +355,15 @@ def assert_matches_reality(d: Daemon) -> dict[str, dict[str, Any]]:
         if n.get("IPAddress")
     }
     assert view.dnat_targets <= addresses, f"rules for {view.dnat_targets - addresses}"
+    if check:
+        assert_check_clean(d)
     return {c["Name"].lstrip("/"): c for c in docs}
+
+
+def assert_check_clean(d: Daemon) -> None:
+    """`system check` finds nothing wrong with the store, the containers or the host."""
+    check = d.cli("system", "check", "-q")
+    assert check.returncode == 0, f"system check: {check.stdout}{check.stderr}"
 
 
 @pytest.fixture

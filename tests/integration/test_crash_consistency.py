@@ -364,7 +364,12 @@ def test_containers_of_a_runtime_whose_binary_is_gone_can_be_stopped_and_removed
     for name in ("sd", "sa"):
         status, body = d.api("POST", f"/containers/{name}/start")
         assert status == 500 and 'runtime "spare" is not available' in body["message"], body
-    assert_matches_reality(d)
+    assert_matches_reality(d, check=False)
+    report = d.cli("system", "check", "-q")  # the check names what is wrong, and why
+    assert report.returncode == 1
+    for name in ("sa", "sb", "sd"):
+        assert f"container {name} (" in report.stdout, report.stdout
+    assert report.stdout.count("its runtime 'spare' is not available") == 3, report.stdout
     d.cli("rm", "sa", "sb", "sd", check=True)
     assert _names(d) == []
     assert_matches_reality(d)

@@ -19,6 +19,7 @@ import pytest
 
 from tests.faults import (
     FaultyDaemon,
+    assert_check_clean,
     interrupt,
 )
 
@@ -60,6 +61,7 @@ def assert_store_clean(d: FaultyDaemon) -> None:
     assert set(links) == unpacked, "layers on disk and recorded layers differ"
     ingest = d.data_root / "content" / "ingest"
     assert not ingest.exists() or list(ingest.iterdir()) == [], list(ingest.iterdir())
+    assert_check_clean(d)
 
 
 @pytest.mark.parametrize("point", ["layer:published", "layer:linked"])

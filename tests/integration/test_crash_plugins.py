@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.bare_plugin import wait_for
-from tests.faults import CRASHPOINTS_ENV, Background, CrashPoints
+from tests.faults import CRASHPOINTS_ENV, Background, CrashPoints, assert_check_clean
 from tests.integration.test_plugin_managed import (
     NAME,
     inspect,
@@ -77,6 +77,7 @@ def test_enable_cut_short_leaves_the_plugin_disabled_and_stopped(d: PluginDaemon
     d.cli("plugin", "enable", NAME, check=True)
     assert inspect(d)["Enabled"] is True
     assert plugin_pid(d, inspect(d)["Id"]) not in (0, pid)
+    assert_check_clean(d)
 
 
 def test_disable_cut_short_leaves_the_plugin_disabled_and_stopped(d: PluginDaemon) -> None:
@@ -87,3 +88,4 @@ def test_disable_cut_short_leaves_the_plugin_disabled_and_stopped(d: PluginDaemo
     d.cli("plugin", "enable", NAME, check=True)
     result = d.cli("run", "--rm", "--log-driver", NAME, "demo/busybox:1", "echo", "hi")
     assert result.returncode == 0, result.stderr
+    assert_check_clean(d)
