@@ -145,7 +145,8 @@ async def info(request: web.Request) -> web.StreamResponse:
                 "Network": ["bridge", "host", "null", *facts["plugins"]["Network"]],
                 "IPAM": ["default", *facts["plugins"]["IPAM"]],  # Dockyard's own key
                 "Authorization": facts["plugins"]["Authorization"] or None,
-                "Log": ["json-file", "local", "none", *facts["plugins"]["Log"]],
+                # Docker lists its logging drivers, not "none" (no driver at all).
+                "Log": ["json-file", "local", *facts["plugins"]["Log"]],
             },
             "MemoryLimit": True,
             "SwapLimit": True,

@@ -146,7 +146,7 @@ def test_lifecycle_settings_references_and_events(daemon: PluginDaemon, busybox_
     assert daemon.api("POST", f"/v1.45/plugins/{NAME}/enable")[0] == 409
     info = daemon.api("GET", "/v1.45/info")[1]
     assert NAME in info["Plugins"]["Log"]
-    assert f"  Log: json-file {NAME}" in daemon.cli("info").stdout.splitlines()
+    assert f"  Log: json-file local {NAME}" in daemon.cli("info").stdout.splitlines()
 
     # a running container's logger holds a reference
     daemon.cli(
