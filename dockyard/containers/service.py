@@ -540,6 +540,22 @@ class ContainerService:
         self.emit(container, "start")
         live.watcher = asyncio.ensure_future(self._watch(container, mon))
 
+    async def _release_run(self, container: Container, *, in_runtime: bool, doing: str) -> None:
+        """Release what a run holds: runtime state (`in_runtime`), network, mounts and
+        volumes, log delivery. Each step is tried even if an earlier one fails: the outcome
+        must be recorded whatever the host has left to clean."""
+        steps: list[Awaitable[None]] = []
+        if in_runtime:
+            steps.append(self._delete_in_runtime(container))
+        steps += [self.networking.teardown(container), self._release(container)]
+        if self.logging is not None:
+            steps.append(self.logging.stop(container.id))
+        for step in steps:
+            try:
+                await step
+            except Exception:
+                log.exception("%s %s", doing, container.short_id)
+
     async def _undo_start(
         self, container: Container, message: str, intent: Intent | None, *, in_runtime: bool
     ) -> None:
@@ -547,17 +563,7 @@ class ContainerService:
         container is removed. The state keeps Docker's rule: a container that never ran
         stays `created`."""
         live = self.live(container)
-        steps: list[Awaitable[None]] = []
-        if in_runtime:
-            steps.append(self._delete_in_runtime(container))
-        steps += [self.networking.teardown(container), self._release(container)]
-        if self.logging is not None:
-            steps.append(self.logging.stop(container.id))
-        for step in steps:  # each is tried: the failure must be recorded whatever is left
-            try:
-                await step
-            except Exception:
-                log.exception("undoing the start of %s", container.short_id)
+        await self._release_run(container, in_runtime=in_runtime, doing="undoing the start of")
         state = container.state
         state.error = message
         state.exit_code = _start_failure_code(message)
@@ -735,20 +741,7 @@ class ContainerService:
         error = ""
         if code is None:
             code, error = 255, "container monitor exited without recording an exit code"
-        # Each release is attempted even if an earlier one fails: the exit must be
-        # recorded whatever the host has left to clean.
-        steps = [
-            self._delete_in_runtime(container),
-            self.networking.teardown(container),
-            self._release(container),
-        ]
-        if self.logging is not None:
-            steps.append(self.logging.stop(container.id))
-        for step in steps:
-            try:
-                await step
-            except Exception:
-                log.exception("releasing exited container %s", container.short_id)
+        await self._release_run(container, in_runtime=True, doing="releasing exited container")
         state = container.state
         state.status = EXITED
         state.exit_code = code
