@@ -83,7 +83,8 @@ class LocalDriver:
     def __init__(self, root: str) -> None:
         self.root = root
         os.makedirs(root, mode=0o701, exist_ok=True)
-        self._locks: dict[str, threading.Lock] = {}
+        # Only names an operation holds or waits for: lock and number of users.
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}
         self._locks_guard = threading.Lock()
 
     @property
@@ -131,11 +132,20 @@ class LocalDriver:
     async def _locked(self, name: str, work: Callable[[], T]) -> T:
         """Run `work` in a thread, one operation per volume at a time."""
         with self._locks_guard:
-            lock = self._locks.setdefault(name, threading.Lock())
+            lock, users = self._locks.get(name, (threading.Lock(), 0))
+            self._locks[name] = (lock, users + 1)
 
         def run() -> T:
-            with lock:
-                return work()
+            try:
+                with lock:
+                    return work()
+            finally:  # in the thread: a cancelled caller does not free the name early
+                with self._locks_guard:
+                    _, users = self._locks[name]
+                    if users == 1:
+                        del self._locks[name]
+                    else:
+                        self._locks[name] = (lock, users - 1)
 
         return await asyncio.to_thread(run)
 
