@@ -31,6 +31,11 @@ Start-up: `start()` replays every network to its driver before containers are
 restored; `reconcile(running)` afterwards is given the sandboxes of the
 containers still running, replays their endpoints, removes the others'
 endpoints, and deletes sandboxes, devices and addresses that no record owns.
+Start-up never waits for a plugin: IPAM plugins are registered in the
+background (registration replays their allocations first, see below, and
+whatever needs the plugin waits for it), and the stale endpoints whose removal
+needs a plugin are removed in the background too; that container's next
+start, connect or disconnect and the removal of the network wait for it.
 
 Drivers and IPAM drivers that are not built in are plugins (`plugins`, set by
 the engine), looked up by name when first needed and registered with their
@@ -156,6 +161,10 @@ class NetworkManager:
         self.plugins: PluginService | None = None  # set by the engine
         self._registering: dict[str, asyncio.Lock] = {}
         self._creating: set[str] = set()  # names of networks being created
+        self._background: set[asyncio.Task[None]] = set()
+        # container id -> the removal of its endpoints left from before start-up that
+        # needs a plugin (done in the background; its next use of them waits for it)
+        self._stale: dict[str, asyncio.Task[None]] = {}
         self.dns = EmbeddedDNS(self)
         # The containers whose sandbox exists (or is being made), as containers/ described them.
         self.sandboxes: dict[str, SandboxConfig] = {}
@@ -279,29 +288,40 @@ class NetworkManager:
                 )
             except DockyardError as e:
                 log.error("network %s cannot be restored: %s", network.name, e.message)
-        await self._replay_allocations()
+        self._register_ipams_in_background()
 
-    async def _replay_allocations(self) -> None:
-        """Pools, gateways, aux and endpoint addresses requested again from the IPAM
-        plugins that keep no state of their own (`RequiresRequestReplay`), as Docker does
-        at start-up; pool IDs may change."""
-        by_driver: dict[str, list[Network]] = {}
-        for network in self.all():
-            if network.ipam_driver != BUILTIN_IPAM and (network.pools or network.pools6):
-                by_driver.setdefault(network.ipam_driver, []).append(network)
-        for name, networks in by_driver.items():
+    def _register_ipams_in_background(self) -> None:
+        """Register the IPAM plugins the networks use, in the background: start-up never
+        waits for a plugin. Registration replays a plugin's allocations when it asks for
+        that (`ipam_driver`), and everything that needs the plugin waits for it there."""
+        names = {
+            network.ipam_driver
+            for network in self.all()
+            if network.ipam_driver != BUILTIN_IPAM and (network.pools or network.pools6)
+        }
+
+        async def register(name: str) -> None:
             try:
-                ipam = await self.ipam_driver(name)
-                if not (await ipam.get_capabilities()).requires_request_replay:
-                    continue
+                await self.ipam_driver(name)
             except DockyardError as e:
                 log.error("IPAM driver %s cannot be registered: %s", name, e.message)
+
+        for name in names:
+            self._in_background(register(name))
+
+    async def _replay_allocations(self, name: str, ipam: IpamDriver) -> None:
+        """Pools, gateways, aux and endpoint addresses of IPAM plugin `name`'s networks
+        requested again when it keeps no state of its own (`RequiresRequestReplay`), as
+        Docker does at start-up; pool IDs may change."""
+        if not (await ipam.get_capabilities()).requires_request_replay:
+            return
+        for network in self.all():
+            if network.ipam_driver != name or not (network.pools or network.pools6):
                 continue
-            for network in networks:
-                try:
-                    await self._replay_pools(ipam, network)
-                except DockyardError as e:
-                    log.error("allocations of network %s: %s", network.name, e.message)
+            try:
+                await self._replay_pools(ipam, network)
+            except DockyardError as e:
+                log.error("allocations of network %s: %s", network.name, e.message)
 
     async def _replay_pools(self, ipam: IpamDriver, network: Network) -> None:
         renamed: dict[str, str] = {}
@@ -383,9 +403,18 @@ class NetworkManager:
                     await self.dns.serve(sandbox.container_id, path)
                 except OSError as e:
                     log.error("DNS for %s cannot be restored: %s", sandbox.short_id, e)
+        stale: dict[str, list[Endpoint]] = {}
         for endpoint in list(self.endpoints.values()):
-            if endpoint.id not in live:
+            if endpoint.id in live:
+                continue
+            if self._needs_plugin(endpoint):  # start-up never waits for a plugin
+                stale.setdefault(endpoint.container_id, []).append(endpoint)
+            else:
                 await self._remove_endpoint(endpoint, None)
+        for container_id, endpoints in stale.items():
+            self._stale[container_id] = self._in_background(
+                self._remove_stale(container_id, endpoints)
+            )
         ids = {sandbox.container_id for sandbox in running}
         for entry in os.listdir(self.sandbox_dir):
             if entry not in ids:
@@ -393,6 +422,34 @@ class NetworkManager:
         await self._release_orphan_addresses()
         await self._delete_stray_links()
         await self.bridge.resume()
+
+    def _needs_plugin(self, endpoint: Endpoint) -> bool:
+        network = self.networks.get(endpoint.network_id)
+        return network is not None and (
+            network.driver not in BUILTIN_DRIVERS or network.ipam_driver != BUILTIN_IPAM
+        )
+
+    async def _remove_stale(self, container_id: str, endpoints: list[Endpoint]) -> None:
+        try:
+            for endpoint in endpoints:
+                try:
+                    await self._remove_endpoint(endpoint, None)
+                except Exception:
+                    log.exception("removing endpoint %s", endpoint.id[:12])
+        finally:
+            self._stale.pop(container_id, None)
+
+    async def _stale_removed(self, container_ids: list[str]) -> None:
+        """Wait until the endpoints these containers left from before start-up are gone."""
+        tasks = [self._stale[c] for c in container_ids if c in self._stale]
+        if tasks:
+            await asyncio.wait([asyncio.shield(t) for t in tasks])
+
+    def _in_background(self, work: Any) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
 
     async def _replay(self, endpoint: Endpoint, path: str, sandbox: SandboxConfig) -> None:
         network = self.networks[endpoint.network_id]
@@ -443,6 +500,9 @@ class NetworkManager:
                         await ipr.link("del", index=link["index"])
 
     async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         self.dns.stop_all()
         self.bridge.close()
 
@@ -470,7 +530,10 @@ class NetworkManager:
                 ipam = self.ipams.get(name)
                 if ipam is None:
                     plugin = await self._plugin(name, IPAM)
-                    ipam = self.ipams[name] = await RemoteIpam.activate(plugin)
+                    ipam = await RemoteIpam.activate(plugin)
+                    # Before anyone else uses it: the addresses its networks hold.
+                    await self._replay_allocations(name, ipam)
+                    self.ipams[name] = ipam
         return ipam
 
     async def _plugin(self, name: str, kind: str) -> Any:
@@ -745,6 +808,7 @@ class NetworkManager:
         network = self.get(ref)
         if network.predefined:
             raise Forbidden(f"{network.name} is a pre-defined network and cannot be removed")
+        await self._stale_removed([e.container_id for e in self.endpoints_of(network)])
         active = self.endpoints_of(network)
         if active:
             names = [e.container_name or e.container_id[:12] for e in active]
@@ -791,6 +855,7 @@ class NetworkManager:
         return result
 
     async def _setup(self, sandbox: SandboxConfig) -> Sandbox:
+        await self._stale_removed([sandbox.container_id])
         networks = [
             (self._network_for(name, settings), settings)
             for name, settings in sandbox.networks.items()
@@ -1136,6 +1201,7 @@ class NetworkManager:
 
     async def disconnect(self, container_id: str, network: Network) -> None:
         """Remove a container's endpoint on `network` (its lock held by the caller)."""
+        await self._stale_removed([container_id])
         endpoints = [
             e for e in self.container_endpoints(container_id) if e.network_id == network.id
         ]

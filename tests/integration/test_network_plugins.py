@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -593,6 +595,8 @@ def test_replay_after_a_daemon_restart_and_mac_addresses(busybox_tar: Path) -> N
         plugins.ipam.forget()
         mark = plugins.mark()
         daemon.start()
+        # replayed in the background, before anything else uses the plugin
+        assert wait_for(lambda: len(plugins.calls(mark)) >= 6)
         replayed = plugins.calls(mark)
         # nothing is replayed to the network plugin (it keeps its own state); IPAM gets
         # the pool, its gateway, the aux address and the running container's address
@@ -625,6 +629,80 @@ def test_replay_after_a_daemon_restart_and_mac_addresses(busybox_tar: Path) -> N
         assert stop[-1].json == {"PoolID": new_pool, "Address": address}
         daemon.cli("network", "rm", "rn", check=True)
         assert plugins.ipam.allocations() == {}
+        plugins.net.stop()
+        plugins.ipam_plugin.stop()
+    finally:
+        daemon.cleanup()
+        for link in links_with(prefix):
+            daemon_ip("link", "del", link)
+
+
+def test_start_up_does_not_wait_for_an_ipam_plugin_that_replays(busybox_tar: Path) -> None:
+    """An IPAM plugin that asks for replays hangs in RequestPool when the daemon starts:
+    the daemon answers at once; whatever needs the plugin (a new container on its
+    network, removing a stopped container's endpoint) waits until the replay is done, so
+    no address is handed out twice."""
+    daemon = PluginDaemon()
+    prefix = "tw" + secrets.token_hex(2)
+    try:
+        daemon.start_with(plugin_call_timeout=60)
+        daemon.cli("import", str(busybox_tar), IMAGE, check=True)
+        ipam = BareIpam(f"10.{daemon.net_octet}.64.0/18", replay=True)
+        plugins = serve(daemon, VethNetwork(prefix), ipam)
+        daemon.cli(
+            "network", "create", "--ipam-driver", plugins.ipam_name,
+            "--subnet", daemon.subnet(64), "rw", check=True,
+        )  # fmt: skip
+        daemon.cli(
+            "run", "-d", "--name", "w1", "--network", "rw", IMAGE, "sleep", "600", check=True
+        )
+        first = inspect(daemon, "w1")["NetworkSettings"]["Networks"]["rw"]["IPAddress"]
+
+        daemon.stop()
+        ipam.forget()
+        release = threading.Event()
+        replies = ipam.replies()
+        answer = replies["/IpamDriver.RequestPool"]
+
+        def hanging_request_pool(call: Call) -> object:
+            release.wait(45)
+            return answer(call)  # type: ignore[operator]
+
+        plugins.ipam_plugin.replies["/IpamDriver.RequestPool"] = hanging_request_pool
+        mark = plugins.mark()
+        daemon.start()  # returns at the first answer to /_ping
+        assert not release.is_set()
+        status, listed = daemon.api("GET", "/v1.45/containers/json")
+        assert status == 200 and [c["Names"] for c in listed] == [["/w1"]]
+        assert daemon.api("GET", "/v1.45/networks/rw")[0] == 200
+        assert wait_for(lambda: "/IpamDriver.RequestPool" in plugins.paths(mark))
+        # A second container on the network waits for the replay, then gets another address.
+        second: dict[str, Any] = {}
+        runner = threading.Thread(
+            target=lambda: second.update(
+                result=daemon.cli(
+                    "run", "-d", "--name", "w2", "--network", "rw", IMAGE, "sleep", "600"
+                )
+            )
+        )
+        runner.start()
+        assert wait_for(lambda: daemon.api("GET", "/v1.45/containers/w2/json")[0] == 200)
+        time.sleep(1)  # its start reaches the network set-up, which waits for the replay
+        assert "/IpamDriver.RequestAddress" not in plugins.paths(mark)  # nothing before the pool
+        release.set()
+        runner.join(60)
+        assert second["result"].returncode == 0, second["result"].stderr
+        addresses = {
+            inspect(daemon, n)["NetworkSettings"]["Networks"]["rw"]["IPAddress"]
+            for n in ("w1", "w2")
+        }
+        assert first in addresses and len(addresses) == 2
+        assert sorted(ipam.allocations()[daemon.subnet(64)]) == sorted(
+            [*addresses, daemon.subnet(64).replace(".0/24", ".1")]
+        )
+        daemon.cli("rm", "-f", "w1", "w2", check=True)
+        daemon.cli("network", "rm", "rw", check=True)
+        assert ipam.allocations() == {}
         plugins.net.stop()
         plugins.ipam_plugin.stop()
     finally:
