@@ -384,8 +384,11 @@ def gone(pid: int) -> bool:
         return True
 
 
-def interrupt(d: FaultyDaemon, fault: str, *args: str) -> subprocess.CompletedProcess[str] | None:
-    """Run the command `args` and kill the daemon at `fault`, then start it again.
+def interrupt(
+    d: FaultyDaemon, fault: str, *args: str, down: float = 0
+) -> subprocess.CompletedProcess[str] | None:
+    """Run the command `args` and kill the daemon at `fault`, then start it again
+    (`down` seconds after it died).
 
     `point:<name>`: the daemon kills itself at that crash point. `runtime:<sub>` and
     `monitor:<sub>`: the call is held, the daemon killed while it waits, and the call
@@ -407,5 +410,6 @@ def interrupt(d: FaultyDaemon, fault: str, *args: str) -> subprocess.CompletedPr
         wrapper.release(where)
         wait_for(f"the held {where} to finish", lambda: gone(held))
     result = client.join()
+    time.sleep(down)
     d.start()
     return result

@@ -8,8 +8,10 @@ bundles, runtime states, attach entries and cgroups under the daemon's
 cgroup parent that no record (container or managed plugin) owns.
 
 An intent in the operation journal (`containers/journal.py`) older than the
-daemon process is an operation a crash cut short that restore did not settle:
-reported, with what to do; it is not dropped, since it says what to undo.
+daemon process is an operation a crash cut short that restore did not settle
+(one whose rest restore left to run in the background, a stop waiting out its
+grace period say, is not: it is being settled): reported, with what to do; it
+is not dropped, since it says what to undo.
 
 Repairs never touch a container's data: a missing directory is made again
 (empty) so that the container can start; leftovers are removed; a container
@@ -87,6 +89,8 @@ def _unsettled_intents(engine: Engine, owners: Owners) -> list[Finding]:
     findings = []
     for intent in engine.containers.journal.pending():
         if intent.started >= started - 1:  # in flight now (the clock's tick is coarse)
+            continue
+        if intent.id in engine.containers.finishing:  # restore found it; its rest runs now
             continue
         container = owners.containers.get(intent.container_id)
         subject = shown(container) if container else f"container {intent.container_id[:12]}"

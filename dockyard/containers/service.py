@@ -150,7 +150,9 @@ class ContainerService:
         self._containers: dict[str, Container] = {}
         self._live: dict[str, _Live] = {}
         # Operations a crash interrupted, finished in the background once the engine runs.
-        self._follow_ups: list[tuple[str, Callable[[], Awaitable[None]]]] = []
+        self._follow_ups: list[tuple[str, Intent, Callable[[], Awaitable[None]]]] = []
+        # Intents restore found interrupted whose rest runs in the background now.
+        self.finishing: set[str] = set()
         self._tasks: set[asyncio.Future[None]] = set()
         # Settles the exec intents a crash left (set by the exec service).
         self.exec_recovery: Callable[[Intent], Awaitable[None]] | None = None
@@ -1379,14 +1381,16 @@ class ContainerService:
         """Run, in the background, the rest of the operations restore found interrupted
         (called once the engine serves: they wait on monitors and the network)."""
         queued, self._follow_ups = self._follow_ups, []
-        for what, work in queued:
-            self._spawn(work(), what)
+        for what, intent, work in queued:
+            self.finishing.add(intent.id)
+            self._spawn(work(), what, intent)
 
-    def _spawn(self, work: Awaitable[None], what: str) -> None:
+    def _spawn(self, work: Awaitable[None], what: str, intent: Intent) -> None:
         task = asyncio.ensure_future(work)
 
         def done(task: asyncio.Future[None]) -> None:
             self._tasks.discard(task)
+            self.finishing.discard(intent.id)
             if not task.cancelled() and task.exception() is not None:
                 error = task.exception()
                 text = error.message if isinstance(error, DockyardError) else repr(error)
@@ -1581,13 +1585,17 @@ class ContainerService:
         action = intent.action
         if action in (journal.STOP, journal.KILL) and running:
             self._follow_ups.append(
-                (f"stop of {container.name}", lambda: self._finish_stop(container, intent))
+                (f"stop of {container.name}", intent, lambda: self._finish_stop(container, intent))
             )
         elif action == journal.RESTART and (
             not running or container.state.monitor_pid == intent.detail.get("monitor_pid")
         ):
             self._follow_ups.append(
-                (f"restart of {container.name}", lambda: self._finish_restart(container, intent))
+                (
+                    f"restart of {container.name}",
+                    intent,
+                    lambda: self._finish_restart(container, intent),
+                )
             )
         elif action == journal.REMOVE and running:
             volumes = bool(intent.detail.get("volumes"))
@@ -1596,7 +1604,7 @@ class ContainerService:
                 await self.remove(container.id, force=True, volumes=volumes)
                 self.journal.end(intent)
 
-            self._follow_ups.append((f"removal of {container.name}", remove))
+            self._follow_ups.append((f"removal of {container.name}", intent, remove))
         elif action == journal.REMOVE:
             async with self.live(container).lock:
                 await self._remove(

@@ -169,6 +169,23 @@ def test_interrupted_stop_is_finished(faulty: FaultyDaemon, fault: str) -> None:
     assert_matches_reality(d)
 
 
+def test_system_check_while_an_interrupted_stop_finishes(faulty: FaultyDaemon) -> None:
+    """A stop cut short waits out the rest of its grace period after the restart, in the
+    background: a `system check` meanwhile does not call it unsettled."""
+    d = faulty
+    stubborn = "trap '' TERM; while :; do sleep 0.1; done"
+    d.cli("run", "-d", "--name", "box", IMAGE, "sh", "-c", stubborn, check=True)
+    # Down long enough that the stop began clearly before the new daemon did.
+    interrupt(d, "point:stop:signalled", "stop", "-t", "30", "box", down=2)
+    assert _state(d, "box")["Running"]  # still in its grace period
+    check = d.cli("system", "check")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "never settled" not in check.stdout
+    wait_for("the stop to finish", lambda: not _state(d, "box")["Running"], 60)
+    assert _state(d, "box")["ExitCode"] == 137
+    assert_matches_reality(d)
+
+
 @pytest.mark.parametrize("fault", ["point:kill:recorded", "point:kill:signalled", "runtime:kill"])
 def test_interrupted_kill_is_finished(faulty: FaultyDaemon, fault: str) -> None:
     d = faulty
