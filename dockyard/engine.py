@@ -28,6 +28,7 @@ from dockyard.build.bootstrap import Bootstrapper
 from dockyard.build.builder import Builder
 from dockyard.buildkit.session import SessionManager
 from dockyard.config import DaemonConfig
+from dockyard.containers import config as container_config
 from dockyard.containers.archive import ArchiveService
 from dockyard.containers.execs import ExecService
 from dockyard.containers.health import HealthMonitor
@@ -347,6 +348,7 @@ class Engine:
             "cgroup_version": self.facts.cgroups.version,
             "runtimes": {name: rt.path for name, rt in self.runtimes.items()},
             "unusable_runtimes": dict(self.facts.unusable),
+            "withheld_capabilities": container_config.withheld(),
             "default_runtime": self.facts.default_runtime,
             "seccomp_profile": self.facts.seccomp_profile,
             "init_binary": self.facts.init_binary,
