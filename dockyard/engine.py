@@ -28,6 +28,7 @@ from dockyard.build.bootstrap import Bootstrapper
 from dockyard.build.builder import Builder
 from dockyard.buildkit.session import SessionManager
 from dockyard.config import DaemonConfig
+from dockyard.containers import config as container_config
 from dockyard.containers.archive import ArchiveService
 from dockyard.containers.execs import ExecService
 from dockyard.containers.health import HealthMonitor
@@ -59,6 +60,7 @@ from dockyard.runtime import cgroups, oci, seccomp
 from dockyard.runtime.monitor import Conmon
 from dockyard.snapshots.layers import LayerStore
 from dockyard.snapshots.rootfs import RootfsManager
+from dockyard.state import private
 from dockyard.state.db import Database
 from dockyard.volumes.local import NAME as LOCAL_DRIVER
 from dockyard.volumes.local import LocalDriver
@@ -132,6 +134,12 @@ def probe_host(config: DaemonConfig) -> HostFacts:
     return HostFacts(layout, found, unusable, default, conmon, profile, init, _hard_nofile())
 
 
+# The subtrees of the data root and exec root private to root: containers' configurations,
+# environments and logs, images and build contexts, plugins' settings, monitors' sockets.
+PRIVATE_DATA = ("build", "check", "containers", "content", "layers", "plugins")
+PRIVATE_EXEC = ("attach", "containers", "logging", "plugins", "runtime")
+
+
 class Engine:
     def __init__(self, config: DaemonConfig, facts: HostFacts | None = None) -> None:
         self.config = config
@@ -139,6 +147,11 @@ class Engine:
         root = config.data_root
         os.makedirs(root, mode=0o711, exist_ok=True)
         os.makedirs(config.exec_root, mode=0o711, exist_ok=True)
+        # Everything but volumes' data is root's alone (`state/private.py`).
+        for tree in PRIVATE_DATA:
+            private.directory(os.path.join(root, tree))
+        for tree in PRIVATE_EXEC:
+            private.directory(os.path.join(config.exec_root, tree))
         self.id = self._engine_id()
         self.db = Database(os.path.join(root, "dockyard.db"))
         self.events = EventBus()
@@ -335,6 +348,7 @@ class Engine:
             "cgroup_version": self.facts.cgroups.version,
             "runtimes": {name: rt.path for name, rt in self.runtimes.items()},
             "unusable_runtimes": dict(self.facts.unusable),
+            "withheld_capabilities": container_config.withheld(),
             "default_runtime": self.facts.default_runtime,
             "seccomp_profile": self.facts.seccomp_profile,
             "init_binary": self.facts.init_binary,

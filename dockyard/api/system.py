@@ -121,6 +121,12 @@ async def info(request: web.Request) -> web.StreamResponse:
         f"WARNING: runtime {name} cannot run containers on this host: {why}"
         for name, why in facts["unusable_runtimes"].items()
     ]
+    withheld = facts["withheld_capabilities"]
+    if withheld:
+        warnings.append(
+            "WARNING: this host withholds capabilities from the daemon, so privileged "
+            f"containers run without them: {', '.join(withheld)}"
+        )
     last = check.last_summary(eng.config.data_root)
     if last is not None and not last.get("Ok", True):
         warnings.append(

@@ -9,6 +9,7 @@ with Docker's wording before a single resource is allocated.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import resource
@@ -181,15 +182,43 @@ def capability(name: str) -> str:
     return upper
 
 
+@functools.cache
+def grantable() -> tuple[str, ...]:
+    """The capabilities the daemon can give: those in its own bounding set (a CI sandbox,
+    a nested engine or a restricted host withholds some; `CapBnd` numbers them in
+    `ALL_CAPABILITIES`' order)."""
+    try:
+        with open("/proc/self/status") as f:
+            bounding = next(int(line.split()[1], 16) for line in f if line.startswith("CapBnd:"))
+    except (OSError, StopIteration, ValueError):
+        return ALL_CAPABILITIES
+    return tuple(c for i, c in enumerate(ALL_CAPABILITIES) if bounding >> i & 1)
+
+
+def withheld() -> list[str]:
+    """Capabilities this host keeps from the daemon (and so from privileged containers)."""
+    return [c for c in ALL_CAPABILITIES if c not in grantable()]
+
+
 def capabilities(host_config: HostConfig) -> list[str]:
-    """The container's final capability set (Docker's defaults adjusted by add/drop)."""
+    """The container's final capability set (Docker's defaults adjusted by add/drop).
+
+    "All" (`--privileged`, `--cap-add ALL`) is every capability the daemon holds, as
+    Podman grants it: asking the runtime for one the host withholds fails the start.
+    A capability named explicitly that the host withholds is refused with its name."""
     if host_config.privileged:
-        return list(ALL_CAPABILITIES)
+        return list(grantable())
     add = [capability(c) for c in host_config.cap_add or []]
     drop = [capability(c) for c in host_config.cap_drop or []]
-    caps = [] if "ALL" in drop else list(DEFAULT_CAPABILITIES)
+    missing = [c for c in add if c != "ALL" and c not in grantable()]
+    if missing:
+        raise InvalidArgument(
+            f"capability {', '.join(missing)} is not available: this host withholds it from "
+            "the daemon (not in its bounding set)"
+        )
+    caps = [] if "ALL" in drop else [c for c in DEFAULT_CAPABILITIES if c in grantable()]
     caps = [c for c in caps if c not in drop]
-    for c in ALL_CAPABILITIES if "ALL" in add else add:
+    for c in grantable() if "ALL" in add else add:
         if c not in caps:
             caps.append(c)
     return caps

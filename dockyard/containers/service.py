@@ -72,7 +72,7 @@ from dockyard.runtime.attach import AttachConnection
 from dockyard.runtime.monitor import Conmon, Monitor, Paths
 from dockyard.runtime.oci import Runtime
 from dockyard.snapshots.rootfs import RootfsManager
-from dockyard.state import crashpoints
+from dockyard.state import crashpoints, private
 from dockyard.state.db import Database
 from dockyard.volumes.mounts import MountPoint
 from dockyard.volumes.service import VolumeService
@@ -156,8 +156,9 @@ class ContainerService:
         self._tasks: set[asyncio.Future[None]] = set()
         # Settles the exec intents a crash left (set by the exec service).
         self.exec_recovery: Callable[[Intent], Awaitable[None]] | None = None
-        os.makedirs(settings.data_root, exist_ok=True)
-        os.makedirs(settings.exec_root, exist_ok=True)
+        # Containers' files hold their environments, configurations and logs.
+        private.directory(settings.data_root)
+        private.directory(settings.exec_root)
         for row in db.all("SELECT record FROM containers"):
             container = Container.from_json(row["record"])
             self._containers[container.id] = container
@@ -492,7 +493,7 @@ class ContainerService:
                 ),
             )
             os.makedirs(paths.bundle, exist_ok=True)
-            with open(os.path.join(paths.bundle, "config.json"), "w") as f:
+            with open(private.create(os.path.join(paths.bundle, "config.json")), "w") as f:
                 json.dump(oci_spec, f)
             if runtime.has_state(container.id):
                 await runtime.delete(container.id)  # a leftover of an earlier crash

@@ -386,7 +386,7 @@ def exec_process(
     console_size: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """The `process` object for `runtime exec --process` (same caps and limits as the container)."""
-    caps = list(cfg.ALL_CAPABILITIES) if privileged else cfg.capabilities(container.host_config)
+    caps = list(cfg.grantable()) if privileged else cfg.capabilities(container.host_config)
     process: dict[str, Any] = {
         "terminal": tty,
         "user": {

@@ -15,17 +15,24 @@ leaves either the old or the new state.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from dockyard.state import private
 from dockyard.state.migrations import MIGRATIONS
 
 
 class Database:
     def __init__(self, path: str) -> None:
         self.path = path
+        # Records hold containers' environments: the file is made private before SQLite
+        # opens it (its journal and shared-memory files take the database file's mode).
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, private.FILE))
+        for own in (path, path + "-wal", path + "-shm"):
+            private.narrow(own)
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.conn.row_factory = sqlite3.Row
         self.conn.execute("PRAGMA journal_mode=WAL")
