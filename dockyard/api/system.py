@@ -121,6 +121,8 @@ async def info(request: web.Request) -> web.StreamResponse:
         f"WARNING: runtime {name} cannot run containers on this host: {why}"
         for name, why in facts["unusable_runtimes"].items()
     ]
+    if facts["seccomp_profile"] not in (None, "builtin"):
+        warnings.append("WARNING: daemon is not using the default seccomp profile")
     last = check.last_summary(eng.config.data_root)
     if last is not None and not last.get("Ok", True):
         warnings.append(
