@@ -243,7 +243,9 @@ def test_a_daemon_profile_file(tmp_path: Path) -> None:
     assert out is not None and out["syscalls"] == [
         {"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}
     ]
-    assert policy.for_container(DEFAULT_CAPABILITIES, "builtin") == evaluate(kernel=platform.release())
+    assert policy.for_container(DEFAULT_CAPABILITIES, "builtin") == evaluate(
+        kernel=platform.release()
+    )
 
     with pytest.raises(InvalidArgument, match=r"opening seccomp profile \(.*missing.json\)"):
         seccomp.SeccompPolicy(str(tmp_path / "missing.json"))
