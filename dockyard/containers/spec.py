@@ -2,7 +2,7 @@
 
 Everything a container gets by default matches what Docker gives it (see the
 runtime digest §6.3): the 14 default capabilities, masked and read-only /proc
-and /sys paths, the device cgroup allow-list, the system seccomp profile, a
+and /sys paths, the device cgroup allow-list, the seccomp policy, a
 private mount/pid/ipc/uts/network namespace set. HostConfig options loosen or
 tighten that as docker's flags do.
 """
