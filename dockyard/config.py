@@ -31,7 +31,8 @@ class DaemonConfig:
     default_runtime: str | None = None  # None: crun if it works on this host, else runc
     runtimes: dict[str, str] = field(default_factory=dict)  # extra name -> path
     cgroup_parent: str = "dockyard"
-    seccomp_profile: str | None = None  # None: the system's profile when one is installed
+    # None or "builtin": the built-in policy (Docker's default); "unconfined"; or a profile file
+    seccomp_profile: str | None = None
     init_path: str | None = None
     conmon_path: str | None = None  # None: conmon found where distributions install it
     debug: bool = False

@@ -20,7 +20,6 @@ import socket
 import tempfile
 import uuid
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from dockyard import __version__
@@ -77,7 +76,7 @@ class HostFacts:
     unusable: dict[str, str]  # runtime name -> why it cannot run here
     default_runtime: str
     conmon: str
-    seccomp_profile: str | None
+    seccomp_supported: bool  # the kernel filters system calls
     init_binary: str | None
     nofile_limit: int
 
@@ -129,9 +128,17 @@ def probe_host(config: DaemonConfig) -> HostFacts:
         if config.conmon_path:
             raise Unavailable(f"conmon-path {config.conmon_path} is not an executable")
         raise Unavailable("conmon (the container monitor) is not installed")
-    profile = config.seccomp_profile or seccomp.default_profile_path()
     init = config.init_path or shutil.which("tini-static") or shutil.which("docker-init")
-    return HostFacts(layout, found, unusable, default, conmon, profile, init, _hard_nofile())
+    return HostFacts(
+        layout,
+        found,
+        unusable,
+        default,
+        conmon,
+        seccomp.kernel_supports_seccomp(),
+        init,
+        _hard_nofile(),
+    )
 
 
 # The subtrees of the data root and exec root private to root: containers' configurations,
@@ -144,6 +151,10 @@ class Engine:
     def __init__(self, config: DaemonConfig, facts: HostFacts | None = None) -> None:
         self.config = config
         self.facts = facts or probe_host(config)
+        # The daemon's seccomp choice is checked before anything is made on disk.
+        self.seccomp = seccomp.SeccompPolicy(
+            config.seccomp_profile, supported=self.facts.seccomp_supported
+        )
         root = config.data_root
         os.makedirs(root, mode=0o711, exist_ok=True)
         os.makedirs(config.exec_root, mode=0o711, exist_ok=True)
@@ -202,7 +213,7 @@ class Engine:
                 ncpu=os.cpu_count() or 1,
                 nofile_limit=self.facts.nofile_limit,
                 init_binary=self.facts.init_binary,
-                seccomp=self._seccomp,
+                seccomp=self.seccomp.for_container,
                 runtime_root=runtime_state,
                 unavailable_runtimes=dict(self.facts.unusable),
             ),
@@ -283,13 +294,6 @@ class Engine:
                 f.write(engine_id)
             return engine_id
 
-    def _seccomp(self, capabilities: list[str], custom: str | None) -> dict[str, Any] | None:
-        if custom:
-            return seccomp.to_oci(seccomp.parse_profile(custom), capabilities=capabilities)
-        if not self.facts.seccomp_profile:
-            return None
-        return _default_seccomp(self.facts.seccomp_profile, tuple(sorted(capabilities)))
-
     async def start(self) -> None:
         # Plugins first: containers' log drivers and the authorization chain use them.
         # Managed plugins found dead are started in the background (calls wait for them).
@@ -350,7 +354,8 @@ class Engine:
             "unusable_runtimes": dict(self.facts.unusable),
             "withheld_capabilities": container_config.withheld(),
             "default_runtime": self.facts.default_runtime,
-            "seccomp_profile": self.facts.seccomp_profile,
+            # dockerd shows its setting (builtin, unconfined or a path) when the kernel has seccomp.
+            "seccomp_profile": self.seccomp.name if self.facts.seccomp_supported else None,
             "init_binary": self.facts.init_binary,
             "data_root": self.config.data_root,
             "plugins": {
@@ -392,11 +397,6 @@ class Engine:
             return await inprocess.check_served(driver.name, served, options=options)
         finally:
             await asyncio.to_thread(shutil.rmtree, scratch, True)
-
-
-@lru_cache(maxsize=32)
-def _default_seccomp(path: str, capabilities: tuple[str, ...]) -> dict[str, Any]:
-    return seccomp.to_oci(seccomp.load_profile(path), capabilities=capabilities)
 
 
 def _merged(*names: list[str]) -> list[str]:

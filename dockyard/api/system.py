@@ -127,6 +127,8 @@ async def info(request: web.Request) -> web.StreamResponse:
             "WARNING: this host withholds capabilities from the daemon, so privileged "
             f"containers run without them: {', '.join(withheld)}"
         )
+    if facts["seccomp_profile"] not in (None, "builtin"):
+        warnings.append("WARNING: daemon is not using the default seccomp profile")
     last = check.last_summary(eng.config.data_root)
     if last is not None and not last.get("Ok", True):
         warnings.append(

@@ -153,6 +153,28 @@ def _devices(values: tuple[str, ...]) -> list[dict[str, str]]:
     return devices
 
 
+def _security_opts(values: tuple[str, ...]) -> list[str] | None:
+    """`seccomp=FILE` sends the profile's JSON, read here, as the docker CLI does."""
+    out = []
+    for option in values:
+        key, sep, value = option.partition("=")
+        if not sep:
+            key, sep, value = option.partition(":")
+        if key == "seccomp" and value not in ("", "builtin", "unconfined"):
+            try:
+                with open(value, encoding="utf-8") as f:
+                    profile = json.load(f)
+            except OSError as e:
+                raise click.UsageError(f"opening seccomp profile ({value}) failed: {e}") from None
+            except ValueError as e:
+                raise click.UsageError(
+                    f"compacting json for seccomp profile ({value}) failed: {e}"
+                ) from None
+            option = "seccomp=" + json.dumps(profile, separators=(",", ":"))
+        out.append(option)
+    return out or None
+
+
 def create_body(image: str, command: tuple[str, ...], o: dict[str, Any]) -> dict[str, Any]:
     from dockyard.cli import mountflags
 
@@ -191,7 +213,7 @@ def create_body(image: str, command: tuple[str, ...], o: dict[str, Any]) -> dict
         "ReadonlyRootfs": o["read_only"],
         "CapAdd": list(o["cap_add"]) or None,
         "CapDrop": list(o["cap_drop"]) or None,
-        "SecurityOpt": list(o["security_opt"]) or None,
+        "SecurityOpt": _security_opts(o["security_opt"]),
         "Privileged": o["privileged"],
         "Ulimits": _ulimits(o["ulimit"]),
         "Dns": list(o["dns"]),

@@ -574,8 +574,8 @@ def normalise_host_config(
         except InvalidArgument as e:
             raise InvalidArgument(f"invalid cgroup parent {hc.cgroup_parent!r}: {e}") from None
     seccomp_profile = security_option(hc, "seccomp")
-    if seccomp_profile and seccomp_profile not in ("unconfined", "builtin"):
-        seccomp.parse_profile(seccomp_profile)  # Docker finds a bad profile at start
+    if seccomp_profile and seccomp_profile not in (seccomp.UNCONFINED, seccomp.BUILTIN):
+        seccomp.check_profile(seccomp_profile)  # Docker finds a bad profile only at start
     throttled = (
         hc.blkio_device_read_bps,
         hc.blkio_device_write_bps,

@@ -101,7 +101,7 @@ class ContainerSettings:
     ncpu: int
     nofile_limit: int
     init_binary: str | None
-    seccomp: Any  # callable: capabilities -> OCI seccomp object or None
+    seccomp: Any  # callable: (capabilities, seccomp= option) -> OCI seccomp object or None
     runtime_root: str = ""  # <exec-root>/runtime: each runtime's state directory is in it
     # Runtimes containers may name that cannot run here now: name -> why (binary gone, ...).
     unavailable_runtimes: dict[str, str] = field(default_factory=dict)
@@ -486,6 +486,7 @@ class ContainerService:
                     init_binary=self.settings.init_binary if init else None,
                     nofile_limit=self.settings.nofile_limit,
                     cgroup_namespace=self.settings.cgroup_layout.mode == "v2",
+                    cgroup_v1=self.settings.cgroup_layout.mode != "v2",
                     mounts=user_mounts,
                     netns_path=network.netns_path,
                     namespace_paths=namespace_paths,

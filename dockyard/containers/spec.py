@@ -2,7 +2,7 @@
 
 Everything a container gets by default matches what Docker gives it (see the
 runtime digest §6.3): the 14 default capabilities, masked and read-only /proc
-and /sys paths, the device cgroup allow-list, the system seccomp profile, a
+and /sys paths, the device cgroup allow-list, the seccomp policy, a
 private mount/pid/ipc/uts/network namespace set. HostConfig options loosen or
 tighten that as docker's flags do.
 """
@@ -22,6 +22,7 @@ from dockyard.errors import InvalidArgument
 
 OCI_VERSION = "1.0.2"
 INIT_PATH = "/sbin/docker-init"
+CGROUP_MOUNT = "/sys/fs/cgroup"
 
 MASKED_PATHS = [
     "/proc/asound",
@@ -67,6 +68,9 @@ class SpecInputs:
     netns_path: str | None = None
     nofile_limit: int = 1 << 20
     cgroup_namespace: bool = False
+    # The host has cgroup v1 controllers: the runtime builds /sys/fs/cgroup as a tmpfs
+    # holding one mount per controller, and runc leaves that tmpfs writable.
+    cgroup_v1: bool = False
     # The user's volumes, binds and tmpfs mounts as OCI entries, parents first.
     mounts: list[dict[str, Any]] = field(default_factory=list)
     # Namespaces joined rather than made (`--pid container:x`, `--ipc container:x`): type -> path.
@@ -228,7 +232,7 @@ def _mounts(container: Container, inputs: SpecInputs) -> list[dict[str, Any]]:
             "options": ["nosuid", "noexec", "nodev", "rw" if privileged else "ro"],
         },
         {
-            "destination": "/sys/fs/cgroup",
+            "destination": CGROUP_MOUNT,
             "type": "cgroup",
             "source": "cgroup",
             "options": ["nosuid", "noexec", "nodev", "relatime", "rw" if privileged else "ro"],
@@ -351,6 +355,13 @@ def generate(container: Container, inputs: SpecInputs) -> dict[str, Any]:
         masked, readonly = hc.masked_paths, hc.readonly_paths
         linux["maskedPaths"] = list(MASKED_PATHS if masked is None else masked)
         linux["readonlyPaths"] = list(READONLY_PATHS if readonly is None else readonly)
+        if inputs.cgroup_v1 and CGROUP_MOUNT not in {m["destination"] for m in inputs.mounts}:
+            # Docker's spec asks for /sys/fs/cgroup read-only, but under cgroup v1 runc
+            # applies that to the controller mounts only: remounting the tmpfs above
+            # them read-only too is what keeps the whole tree read-only, as crun does.
+            # It is the default mount's own setting, so `systempaths=unconfined` keeps
+            # it; a user's mount at /sys/fs/cgroup replaces the default and is left alone.
+            linux["readonlyPaths"].append(CGROUP_MOUNT)
         if inputs.seccomp is not None:
             linux["seccomp"] = inputs.seccomp
     if hc.sysctls:

@@ -14,21 +14,58 @@ evaluates those conditions for one container, following moby's
   arches in conditions are libseccomp's native names (`amd64`, `arm64`, `x86`).
 
 `to_oci` is a pure function of its arguments, so callers may cache its result
-keyed on (profile, capabilities, arch, kernel).
+keyed on (profile, capabilities, arch, kernel); `SeccompPolicy` does.
+
+`SeccompPolicy` holds the daemon's choice (`builtin`, `unconfined` or a profile
+file: daemon.json's `seccomp-profile`) and gives each container its filter from
+that choice and the container's own `--security-opt seccomp=...`, as dockerd
+does. The built-in policy is Docker's default, in `seccomp_policy`.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import logging
 import platform
 import re
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import Any
 
-from dockyard.errors import InvalidArgument
+from dockyard.errors import InvalidArgument, Unavailable
+from dockyard.runtime import seccomp_policy
 
-DEFAULT_PROFILE_PATHS = ("/usr/share/containers/seccomp.json", "/etc/containers/seccomp.json")
+log = logging.getLogger(__name__)
+
+BUILTIN = seccomp_policy.NAME
+UNCONFINED = "unconfined"
+
+# What libseccomp (and so the OCI runtimes) understand; anything else is refused
+# when the profile is given, not when a runtime trips over it at start.
+ACTIONS = frozenset(
+    {
+        "SCMP_ACT_KILL",
+        "SCMP_ACT_KILL_PROCESS",
+        "SCMP_ACT_KILL_THREAD",
+        "SCMP_ACT_TRAP",
+        "SCMP_ACT_ERRNO",
+        "SCMP_ACT_TRACE",
+        "SCMP_ACT_ALLOW",
+        "SCMP_ACT_LOG",
+        "SCMP_ACT_NOTIFY",
+    }
+)
+OPERATORS = frozenset(
+    {
+        "SCMP_CMP_NE",
+        "SCMP_CMP_LT",
+        "SCMP_CMP_LE",
+        "SCMP_CMP_EQ",
+        "SCMP_CMP_GE",
+        "SCMP_CMP_GT",
+        "SCMP_CMP_MASKED_EQ",
+    }
+)
 
 # libseccomp native arch name -> OCI architecture.
 _NATIVE_TO_SCMP = {
@@ -70,11 +107,6 @@ _MACHINE_TO_NATIVE = {
 
 _OCI_ARG_KEYS = ("index", "value", "valueTwo", "op")
 _KERNEL_RE = re.compile(r"(\d+)\.(\d+)")
-
-
-def default_profile_path() -> str | None:
-    """The first of `DEFAULT_PROFILE_PATHS` that exists, or None."""
-    return next((p for p in DEFAULT_PROFILE_PATHS if os.path.isfile(p)), None)
 
 
 def parse_profile(text: str | bytes) -> dict[str, Any]:
@@ -153,6 +185,28 @@ def _applies(
     )
 
 
+def _errno(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 4096:
+        raise InvalidArgument(f"seccomp: {what} must be an errno number, not {value!r}")
+    return value
+
+
+def _arg(arg: Mapping[str, Any], syscall: str) -> dict[str, Any]:
+    index = arg.get("index")
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= 5:
+        raise InvalidArgument(f"seccomp: an argument index of {syscall!r} must be 0 to 5")
+    if arg.get("op") not in OPERATORS:
+        raise InvalidArgument(
+            f"seccomp: unknown operator {arg.get('op')!r} for {syscall!r}"
+            f" (one of {', '.join(sorted(OPERATORS))})"
+        )
+    for key in ("value", "valueTwo"):
+        value = arg.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 64:
+            raise InvalidArgument(f"seccomp: argument {key} of {syscall!r} must be a uint64")
+    return {k: arg[k] for k in _OCI_ARG_KEYS if arg.get(k) is not None}
+
+
 def _syscall(rule: Mapping[str, Any]) -> dict[str, Any]:
     names = _strings(rule.get("names"), "syscall names")
     if rule.get("name"):
@@ -161,16 +215,19 @@ def _syscall(rule: Mapping[str, Any]) -> dict[str, Any]:
         names = [str(rule["name"])]
     if not names:
         raise InvalidArgument("seccomp: a syscall rule has no names")
-    if not isinstance(rule.get("action"), str):
+    action = rule.get("action")
+    if not isinstance(action, str):
         raise InvalidArgument(f"seccomp: syscall rule for {names[0]!r} has no action")
-    out: dict[str, Any] = {"names": names, "action": rule["action"]}
+    if action not in ACTIONS:
+        raise InvalidArgument(f"seccomp: unknown action {action!r} for {names[0]!r}")
+    out: dict[str, Any] = {"names": names, "action": action}
     if rule.get("errnoRet") is not None:
-        out["errnoRet"] = rule["errnoRet"]
+        out["errnoRet"] = _errno(rule["errnoRet"], f"errnoRet of {names[0]!r}")
     args = rule.get("args") or []
     if not isinstance(args, list) or not all(isinstance(a, Mapping) for a in args):
         raise InvalidArgument(f"seccomp: args of {names[0]!r} must be a list of objects")
     if args:
-        out["args"] = [{k: a[k] for k in _OCI_ARG_KEYS if a.get(k) is not None} for a in args]
+        out["args"] = [_arg(a, names[0]) for a in args]
     return out
 
 
@@ -186,11 +243,15 @@ def to_oci(
     `capabilities` is the container's final capability set ("CAP_*" names).
     `arch` is a `uname -m`, libseccomp native or SCMP_ARCH_* name (default: this
     host); `kernel` a release string such as "6.1.0-18-amd64" (default: this host).
-    The input profile is not modified and the result shares no objects with it.
+    Every rule is checked, also those that do not apply to this container, so a
+    profile that passes here passes for any container. The input profile is not
+    modified and the result shares no objects with it.
     """
     action = profile.get("defaultAction")
     if not isinstance(action, str) or not action:
         raise InvalidArgument("seccomp: profile has no defaultAction")
+    if action not in ACTIONS:
+        raise InvalidArgument(f"seccomp: unknown defaultAction {action!r}")
     if profile.get("architectures") and profile.get("archMap"):
         raise InvalidArgument(
             "seccomp: 'architectures' and 'archMap' were both specified, use one of them"
@@ -201,7 +262,7 @@ def to_oci(
 
     out: dict[str, Any] = {"defaultAction": action}
     if profile.get("defaultErrnoRet") is not None:
-        out["defaultErrnoRet"] = profile["defaultErrnoRet"]
+        out["defaultErrnoRet"] = _errno(profile["defaultErrnoRet"], "defaultErrnoRet")
 
     architectures = _strings(profile.get("architectures"), "architectures")
     if not architectures and scmp is not None:
@@ -210,6 +271,9 @@ def to_oci(
             if isinstance(entry, Mapping) and entry.get("architecture") == scmp:
                 architectures += _strings(entry.get("subArchitectures"), "subArchitectures")
                 break
+    for name in architectures:
+        if not name.startswith("SCMP_ARCH_"):
+            raise InvalidArgument(f"seccomp: unknown architecture {name!r}")
     if architectures:
         out["architectures"] = architectures
     if profile.get("flags"):
@@ -218,5 +282,76 @@ def to_oci(
     rules = profile.get("syscalls") or []
     if not isinstance(rules, list) or not all(isinstance(r, Mapping) for r in rules):
         raise InvalidArgument("seccomp: syscalls must be a list of objects")
-    out["syscalls"] = [_syscall(r) for r in rules if _applies(r, caps, native, kver)]
+    checked = [(_syscall(r), _applies(r, caps, native, kver)) for r in rules]
+    out["syscalls"] = [syscall for syscall, applies in checked if applies]
     return out
+
+
+def check_profile(text: str) -> None:
+    """Refuse (InvalidArgument) a profile given as JSON text that no container could run."""
+    to_oci(parse_profile(text), capabilities=())
+
+
+def kernel_supports_seccomp() -> bool:
+    """Whether this kernel filters system calls (CONFIG_SECCOMP): /proc shows the mode."""
+    try:
+        with open("/proc/self/status") as f:
+            return any(line.startswith("Seccomp:") for line in f)
+    except OSError:
+        return False
+
+
+class SeccompPolicy:
+    """The daemon's seccomp setting and the filter each container gets from it.
+
+    `setting` is daemon.json's `seccomp-profile`: unset or `builtin` for the
+    built-in policy (Docker's default), `unconfined` for none, or the path of a
+    profile file, read and checked once here. A container's `seccomp=` option
+    (`builtin`, `unconfined` or a profile's JSON) overrides the daemon's choice.
+    """
+
+    def __init__(self, setting: str | None, *, supported: bool = True) -> None:
+        self.name = setting or BUILTIN  # what `info` shows, as dockerd does
+        self.supported = supported
+        self._default: str | None  # BUILTIN, a profile's JSON text, or None: unconfined
+        if self.name == BUILTIN:
+            self._default = BUILTIN
+        elif self.name == UNCONFINED:
+            self._default = None
+        else:
+            try:
+                with open(self.name, encoding="utf-8") as f:
+                    self._default = f.read()
+            except (OSError, UnicodeDecodeError) as e:
+                raise InvalidArgument(
+                    f"opening seccomp profile ({self.name}) failed: {e}"
+                ) from None
+            check_profile(self._default)
+
+    def for_container(
+        self, capabilities: Iterable[str], option: str | None
+    ) -> dict[str, Any] | None:
+        """OCI `linux.seccomp` for a container, or None to run it unconfined.
+
+        `capabilities` is the container's final capability set; `option` the
+        value of its `seccomp=` security option, if any.
+        """
+        source = self._default if not option else (None if option == UNCONFINED else option)
+        if source is None:
+            return None
+        if not self.supported:
+            if source != BUILTIN:
+                raise Unavailable(
+                    "seccomp is not enabled in your kernel, cannot run a custom seccomp profile"
+                )
+            log.warning("seccomp is not enabled in the kernel: running without the default profile")
+            return None
+        return _evaluate(source, tuple(sorted({_normalize_cap(c) for c in capabilities})))
+
+
+@lru_cache(maxsize=64)
+def _evaluate(source: str, capabilities: tuple[str, ...]) -> dict[str, Any]:
+    # The host's arch and kernel are fixed for the daemon's life, so (profile, caps)
+    # is the whole key. Callers share the result and must not change it.
+    profile = seccomp_policy.profile() if source == BUILTIN else parse_profile(source)
+    return to_oci(profile, capabilities=capabilities)
