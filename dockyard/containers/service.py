@@ -59,6 +59,7 @@ from dockyard.errors import (
     DockyardError,
     InvalidArgument,
     NotFound,
+    NotImplementedByEngine,
     NotModified,
     Unavailable,
 )
@@ -495,7 +496,7 @@ class ContainerService:
             if runtime.has_state(container.id):
                 await runtime.delete(container.id)  # a leftover of an earlier crash
             if self.logging is not None:
-                await self.logging.start(container, paths.log, self.dir(container))
+                await self.logging.start(container, self.dir(container))
             crashpoints.reached("start:bundle")
             stdin = container.config.open_stdin
             created_in_runtime = True  # from here on the runtime may hold it, even on failure
@@ -1227,14 +1228,17 @@ class ContainerService:
         container = self.get(ref)
         if self.logging is None or container.host_config.log_config.type == "none":
             return
-        batches = self.log_batches(
-            container.id, follow=follow, since_ns=since_ns, until_ns=until_ns, tail=tail
-        )
+        try:
+            batches = await self.log_batches(
+                container.id, follow=follow, since_ns=since_ns, until_ns=until_ns, tail=tail
+            )
+        except NotImplementedByEngine:  # a plugin that cannot read, its cache disabled
+            return
         async for batch in batches:
             for entry in batch:
                 yield entry
 
-    def log_batches(
+    async def log_batches(
         self,
         ref: str,
         *,
@@ -1260,7 +1264,7 @@ class ContainerService:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(live.exited.wait(), 0.05)
 
-        return self.logging.read(
+        return await self.logging.read(
             container,
             self.dir(container),
             follow=follow,
@@ -1691,7 +1695,7 @@ class ContainerService:
             return
         resume = self.logging.resume if background else self.logging.start
         try:
-            await resume(container, self.paths(container).log, self.dir(container))
+            await resume(container, self.dir(container))
         except DockyardError as e:
             log.warning("log driver of %s: %s", container.short_id, e.message)
 

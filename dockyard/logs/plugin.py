@@ -1,32 +1,46 @@
 """Delivering a container's output to a LogDriver plugin.
 
 The container's monitor (conmon) writes its output to the container's log
-file whatever the log driver; that file is the engine's own copy (Docker's
-"dual logging"), so `logs` works even for plugins that cannot read, and a slow
-or dead plugin never blocks the container. For a plugin driver, a forwarder in
-the daemon tails that file and writes each record into the plugin's FIFO as a
+files whatever the log driver; for a plugin driver those files are the
+engine's own copy (Docker's "dual logging" cache), bounded by the `cache-`
+options (`options.py`: 5 files of 20 MiB, compressed, unless told otherwise)
+and rotated by conmon like any other log (`files.py`), so `logs` works even
+for plugins that cannot read, and a slow or dead plugin never blocks the
+container. A forwarder in the daemon follows that log across its rotations
+(`reader.LogReader`) and writes each record into the plugin's FIFO as a
 length-prefixed protobuf `LogEntry`:
 
 1. container start: make the FIFO (`<exec-root>/logging/<64 hex>`; for a
    managed plugin in its own `/run/docker/logging`), open it read-write and
    non-blocking (a reader that goes away gives no EPIPE), ask `Capabilities`,
-   send `StartLogging{File, Info}` (an error fails the start), start tailing;
-2. while it runs: records become entries (`stdout`/`stderr`, the record's
-   time, the line without its newline; the monitor's partial records become
-   partial entries sharing an id, numbered, the final one marked `last`);
-   writes wait while the FIFO is full (blocking mode) — the container does not;
-3. container exit: deliver the rest of the file (bounded by the plugin call
+   send `StartLogging{File, Info}` (an error fails the start), start following;
+2. while it runs: records are read in batches on a worker thread and become
+   entries (`stdout`/`stderr`, the record's time, the line without its
+   newline; the monitor's partial records become partial entries sharing an
+   id, numbered, the final one marked `last`); writes wait while the FIFO is
+   full (blocking mode) — the container does not;
+3. container exit: deliver the rest of the log (bounded by the plugin call
    timeout when the plugin has stopped reading), `StopLogging{File}`, close and
    remove the FIFO.
 
-The forwarder records how far into the log file it has delivered
-(`<container dir>/log-driver.offset`, written after each batch reached the
-FIFO) and always resumes from there: a daemon restart (a new StartLogging with
-a new FIFO, as Docker does when it restores a container) or a container
-restart neither loses nor repeats output. Only a daemon crash between a write
-and the offset update can repeat that one batch. At daemon start the delivery
-of running containers resumes in the background (`resume`), so a log plugin
-that is gone or still starting never holds up the daemon.
+The forwarder records how far it has delivered (`<container dir>/log-driver.offset`,
+replaced atomically after each batch reached the FIFO): a `reader.Position`,
+the segment (or, for a log that does not rotate, the inode of the plain file)
+and the offset in its content. It always resumes from there: a daemon restart
+(a new StartLogging with a new FIFO, as Docker does when it restores a
+container) or a container restart neither loses nor repeats output. Only a
+daemon crash between a write and the position's update can repeat that one
+batch. A position written before logs rotated (`{"offset": N}`) meant the
+plain container.log, which has since become the first segment. At daemon
+start the delivery of running containers resumes in the background
+(`resume`), so a log plugin that is gone or still starting never holds up the
+daemon.
+
+The bound of the engine's copy is also the bound of what a plugin may fall
+behind: output the plugin has not taken by the time rotation prunes it (a
+plugin more than `cache-max-file` files behind, or a daemon down while
+conmon rotated) is lost to the plugin, with a warning in the daemon's log,
+and delivery goes on at the oldest file still there.
 """
 
 from __future__ import annotations
@@ -38,27 +52,34 @@ import logging
 import os
 import secrets
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from dockyard.containers.model import Container
 from dockyard.errors import DockyardError, InvalidArgument
 from dockyard.images.oci import ZERO_TIME, rfc3339
 from dockyard.logs import k8sfile
+from dockyard.logs.files import LogFiles
 from dockyard.logs.options import BUILTIN
+from dockyard.logs.reader import LogReader, Position
 from dockyard.plugins.legacy import Plugin
 from dockyard.plugins.protocol import LOG
 from dockyard.plugins.protocol.logdriver import Info, LogDriverClient, ReadConfig
 from dockyard.plugins.protocol.logentry import LogEntry, PartialMetadata, frame
 from dockyard.plugins.runspec import LOGGING_DIR
 from dockyard.plugins.service import PluginService
+from dockyard.state import crashpoints
 
 log = logging.getLogger(__name__)
 
-OFFSET_FILE = "log-driver.offset"
+T = TypeVar("T")
+
+OFFSET_FILE = "log-driver.offset"  # the delivered position (named when it was an offset)
 _POLL = 0.05
 _IDLE_POLL = 0.25
-_BATCH = 256
+_BATCH = 64 * 1024  # bytes of the log per batch: what a crash can deliver twice
 
 
 def unknown_driver(name: str) -> InvalidArgument:
@@ -78,12 +99,14 @@ class _Forwarder:
     driver: LogDriverClient
     host_fifo: str
     file: str  # the FIFO's path as the plugin sees it
-    log_path: str
-    offset_path: str
+    log: LogFiles
+    position_path: str
     fd: int
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     partial: dict[str, _Partial] = field(default_factory=dict)
+    # The reader's work under way on a worker thread: the reader is closed only after it.
+    reading: Future[Any] | None = None
 
 
 class PluginLogging:
@@ -94,6 +117,8 @@ class PluginLogging:
         os.chmod(fifo_dir, 0o700)  # private even if it was made before with other modes
         self._forwarders: dict[str, _Forwarder] = {}
         self._resuming: dict[str, asyncio.Task[None]] = {}  # container id -> its resume
+        # Log reads and position writes: file system work, never on the event loop.
+        self._workers = ThreadPoolExecutor(4, thread_name_prefix="log-forward")
 
     @staticmethod
     def is_plugin_driver(driver: str) -> bool:
@@ -117,9 +142,10 @@ class PluginLogging:
 
     # -- start and stop ------------------------------------------------------
 
-    async def start(self, container: Container, log_path: str, container_dir: str) -> None:
-        """Start delivering `container`'s output to its log plugin (a no-op for built-in
-        drivers). Raises when the plugin refuses: the container must not start."""
+    async def start(self, container: Container, container_dir: str) -> None:
+        """Start delivering `container`'s output (its log in `container_dir`) to its log
+        plugin (a no-op for built-in drivers). Raises when the plugin refuses: the
+        container must not start."""
         driver = container.host_config.log_config.type
         if not self.is_plugin_driver(driver) or container.id in self._forwarders:
             return
@@ -138,7 +164,7 @@ class PluginLogging:
             client,
             host_fifo,
             file,
-            log_path,
+            LogFiles(container_dir),
             os.path.join(container_dir, OFFSET_FILE),
             fd,
         )
@@ -154,9 +180,9 @@ class PluginLogging:
         self._forwarders[container.id] = forwarder
         forwarder.task = asyncio.ensure_future(self._forward(forwarder))
 
-    def resume(self, container: Container, log_path: str, container_dir: str) -> None:
+    def resume(self, container: Container, container_dir: str) -> None:
         """After a daemon restart: deliver a running container's output again, from its
-        offset, in the background: start-up never waits for a log plugin (one that is
+        position, in the background: start-up never waits for a log plugin (one that is
         gone, or a managed one being started). A failure is logged; the output stays in
         the engine's log."""
         driver = container.host_config.log_config.type
@@ -166,7 +192,7 @@ class PluginLogging:
 
         async def resume() -> None:
             try:
-                await self.start(container, log_path, container_dir)
+                await self.start(container, container_dir)
             except DockyardError as e:
                 log.warning("log driver of %s: %s", container.short_id, e.message)
 
@@ -231,44 +257,40 @@ class PluginLogging:
                 release()
 
     async def shutdown(self) -> None:
-        """Daemon shutdown: deliver what the monitors wrote so far, record the offsets, and
+        """Daemon shutdown: deliver what the monitors wrote so far, record the positions, and
         end each logging session; the next daemon starts new ones where these stopped."""
         # Resumes still waiting on their plugins are given up: the next daemon resumes
-        # from the same offsets.
+        # from the same positions.
         for task in list(self._resuming.values()):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         forwarders, self._forwarders = list(self._forwarders.values()), {}
         await asyncio.gather(*(self._finish(f, stop_logging=True) for f in forwarders))
+        self._workers.shutdown(wait=False)
 
     # -- the forwarding loop -------------------------------------------------
 
     async def _forward(self, fw: _Forwarder) -> None:
-        offset = _read_offset(fw.offset_path)
-        f = None
+        reader = LogReader(fw.log)
         try:
-            while f is None:
-                try:
-                    f = open(fw.log_path, "rb")  # noqa: SIM115 - held across awaits
-                except FileNotFoundError:
-                    if fw.stopping.is_set():
-                        return
-                    await asyncio.sleep(_POLL)
-            f.seek(offset)
+            position = await self._in_worker(fw, _read_position, fw.position_path)
+            if position is not None and not await self._in_worker(fw, reader.resume, position):
+                self._warn_lost(fw)
             idle = 0
             while True:
                 # Read first, then look at the stop flag: after it is set, one more pass
                 # reaches everything the (exited) monitor wrote.
                 stopping = fw.stopping.is_set()
-                batch = []
-                for entry in k8sfile.read_entries(f):
-                    batch.append(frame(self._entry(fw, entry)))
-                    if len(batch) >= _BATCH:
-                        break
-                if batch:
-                    await self._write(fw, b"".join(batch))
-                    _write_offset(fw.offset_path, f.tell())
+                lost = reader.lost
+                data, position = await self._in_worker(fw, self._next_batch, fw, reader)
+                if reader.lost > lost:
+                    self._warn_lost(fw)
+                if data:
+                    await self._write(fw, data)
+                    crashpoints.reached("logs:delivered")  # written, position not yet recorded
+                    if position is not None:
+                        await self._in_worker(fw, _write_position, fw.position_path, position)
                     idle = 0
                     continue
                 if stopping:
@@ -277,8 +299,32 @@ class PluginLogging:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(fw.stopping.wait(), _POLL if idle < 20 else _IDLE_POLL)
         finally:
-            if f is not None:
-                f.close()
+            reading = fw.reading
+            if reading is not None and not reading.done():  # cancelled while it reads
+                reading.add_done_callback(lambda _: reader.close())
+            else:
+                reader.close()
+
+    async def _in_worker(self, fw: _Forwarder, fn: Callable[..., T], *args: object) -> T:
+        future = self._workers.submit(fn, *args)
+        fw.reading = future
+        return await asyncio.wrap_future(future)
+
+    def _next_batch(self, fw: _Forwarder, reader: LogReader) -> tuple[bytes, Position | None]:
+        """On a worker: the next records as framed entries, and the position after them."""
+        records = reader.read(_BATCH)
+        data = b"".join(frame(self._entry(fw, record)) for record in records)
+        return data, reader.position()
+
+    @staticmethod
+    def _warn_lost(fw: _Forwarder) -> None:
+        log.warning(
+            "log plugin %s: output of container %s was lost to rotation before it was "
+            "delivered (the plugin, or a daemon that was down, fell more than cache-max-file "
+            "files behind); delivery goes on at the oldest file kept",
+            fw.plugin.name,
+            fw.container_id[:12],
+        )
 
     def _entry(self, fw: _Forwarder, record: k8sfile.LogEntry) -> LogEntry:
         source = "stderr" if record.stream == k8sfile.STDERR else "stdout"
@@ -392,16 +438,29 @@ def _info(container: Container) -> Info:
     )
 
 
-def _read_offset(path: str) -> int:
+def _read_position(path: str) -> Position | None:
+    """The delivered position recorded in `path`; None when nothing was delivered yet (or
+    the record is unreadable: then everything the log still holds is delivered)."""
     try:
         with open(path) as f:
-            return int(json.load(f)["offset"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0
+            record = json.load(f)
+        offset = int(record["offset"])
+        seq = record.get("seq")
+        inode = record.get("inode")
+        return Position(
+            None if seq is None else int(seq), None if inode is None else int(inode), offset
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
-def _write_offset(path: str, offset: int) -> None:
+def _write_position(path: str, position: Position) -> None:
+    record: dict[str, int] = {"offset": position.offset}
+    if position.seq is not None:
+        record["seq"] = position.seq
+    elif position.inode is not None:
+        record["inode"] = position.inode
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump({"offset": offset}, f)
+        json.dump(record, f)
     os.replace(tmp, path)
