@@ -310,6 +310,7 @@ class LogReader:
         """Go to `position` for `read()` to start from. False when its file is gone (pruned
         by rotation): reading starts at the oldest file after it that is still there,
         and the output in between is lost (counted in `lost`)."""
+        self.close()
         listing = self.files.sources()
         index = self._find(position, listing)
         if index is not None and self._go(listing, index, position.offset):
