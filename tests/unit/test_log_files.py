@@ -445,3 +445,17 @@ def test_a_position_never_splits_a_record_being_written(tmp_path: Path) -> None:
     reader = LogReader(files)
     assert reader.resume(position) and _read_all(reader) == [3]
     reader.close()
+
+
+def test_the_delivered_position_is_recorded_and_read_back(tmp_path: Path) -> None:
+    from dockyard.logs.plugin import _read_position, _write_position
+
+    path = str(tmp_path / "log-driver.offset")
+    assert _read_position(path) is None  # nothing delivered yet
+    for position in (Position(7, None, 1234), Position(None, 99, 5)):
+        _write_position(path, position)
+        assert _read_position(path) == position
+    (tmp_path / "log-driver.offset").write_text('{"offset": 4096}')  # an older daemon's
+    assert _read_position(path) == Position(None, None, 4096)
+    (tmp_path / "log-driver.offset").write_text("{not json")
+    assert _read_position(path) is None
