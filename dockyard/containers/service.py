@@ -1445,7 +1445,7 @@ class ContainerService:
             await self._undo_start(container, START_INTERRUPTED, start, in_runtime=True)
         elif recorded_running:
             # It exited while no daemon ran (or its monitor died): its log plugin still
-            # gets what it wrote then (the exit below delivers the rest).
+            # gets what it wrote then (in the background, ended by the exit below).
             await self._resume_logging(container)
             async with self.live(container).lock:
                 await self._on_exit(container)
@@ -1536,7 +1536,7 @@ class ContainerService:
         live.watcher = asyncio.ensure_future(self._watch(container, mon))
         # Its files kept at once, its plugin's delivery in the background: start-up
         # never waits on a plugin.
-        await self._resume_logging(container, background=True)
+        await self._resume_logging(container)
 
     async def _settle_unwatched_run(
         self, container: Container, seen: footprint.Observed, start: Intent
@@ -1690,12 +1690,14 @@ class ContainerService:
                 ):
                     os.unlink(link)
 
-    async def _resume_logging(self, container: Container, *, background: bool = False) -> None:
+    async def _resume_logging(self, container: Container) -> None:
+        """At start-up, for a container recorded running: its log files kept at once, its
+        plugin's delivery resumed in the background. If it has exited meanwhile, its exit
+        ends that delivery in the background too: start-up never waits on a log plugin."""
         if self.logging is None:
             return
-        resume = self.logging.resume if background else self.logging.start
         try:
-            await resume(container, self.dir(container))
+            await self.logging.resume(container, self.dir(container))
         except DockyardError as e:
             log.warning("log driver of %s: %s", container.short_id, e.message)
 

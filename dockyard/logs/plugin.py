@@ -32,9 +32,16 @@ container) or a container restart neither loses nor repeats output. Only a
 daemon crash between a write and the position's update can repeat that one
 batch. A position written before logs rotated (`{"offset": N}`) meant the
 plain container.log, which has since become the first segment. At daemon
-start the delivery of running containers resumes in the background
+start the delivery of containers recorded running resumes in the background
 (`resume`), so a log plugin that is gone or still starting never holds up the
-daemon.
+daemon; one that exited while the daemon was down has its delivery ended in
+the background too (`stop` does not wait for a resume still under way; the
+container's next start does).
+
+Each open session is recorded (`<container dir>/log-driver.session`: plugin,
+file, FIFO) before StartLogging and removed after StopLogging. A record found
+at the next start is a session a crash left open: its FIFO is removed and the
+plugin is sent StopLogging for it before the new session starts.
 
 The bound of the engine's copy is also the bound of what a plugin may fall
 behind: output the plugin has not taken by the time rotation prunes it (a
@@ -77,6 +84,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 OFFSET_FILE = "log-driver.offset"  # the delivered position (named when it was an offset)
+SESSION_FILE = "log-driver.session"  # the logging session open now: plugin, file, FIFO
 _POLL = 0.05
 _IDLE_POLL = 0.25
 _BATCH = 64 * 1024  # bytes of the log per batch: what a crash can deliver twice
@@ -101,6 +109,7 @@ class _Forwarder:
     file: str  # the FIFO's path as the plugin sees it
     log: LogFiles
     position_path: str
+    session_path: str
     fd: int
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
@@ -117,6 +126,9 @@ class PluginLogging:
         os.chmod(fifo_dir, 0o700)  # private even if it was made before with other modes
         self._forwarders: dict[str, _Forwarder] = {}
         self._resuming: dict[str, asyncio.Task[None]] = {}  # container id -> its resume
+        # container id -> the end of a delivery resumed at start-up, finishing in the
+        # background (the container exited before its plugin answered)
+        self._ending: dict[str, asyncio.Task[None]] = {}
         # Log reads and position writes: file system work, never on the event loop.
         self._workers = ThreadPoolExecutor(4, thread_name_prefix="log-forward")
 
@@ -149,8 +161,15 @@ class PluginLogging:
         driver = container.host_config.log_config.type
         if not self.is_plugin_driver(driver) or container.id in self._forwarders:
             return
+        ending = self._ending.get(container.id)
+        if ending is not None:  # the last run's delivery first: one forwarder at a time
+            await asyncio.shield(ending)
+            if container.id in self._forwarders:
+                return
         plugin = await self.resolve(driver)
         client = LogDriverClient(plugin.client)
+        session_path = os.path.join(container_dir, SESSION_FILE)
+        await _end_stale_session(session_path, plugin.name, client)
         self.plugins.acquire(plugin)  # before the calls: it cannot be disabled under them
         try:
             host_fifo, file = self._fifo(plugin, secrets.token_hex(32))
@@ -166,15 +185,20 @@ class PluginLogging:
             file,
             LogFiles(container_dir),
             os.path.join(container_dir, OFFSET_FILE),
+            session_path,
             fd,
         )
         try:
+            # Recorded before the plugin hears of it: a crash from here on leaves a record
+            # the next start ends (`_end_stale_session`).
+            _write_json(session_path, {"plugin": plugin.name, "file": file, "fifo": host_fifo})
             await client.can_read()  # Docker asks every time a logger is created
             await client.start(file, _info(container))
         except BaseException:
             os.close(fd)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(host_fifo)
+            for path in (host_fifo, session_path):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
             self.plugins.release(plugin)
             raise
         self._forwarders[container.id] = forwarder
@@ -195,6 +219,8 @@ class PluginLogging:
                 await self.start(container, container_dir)
             except DockyardError as e:
                 log.warning("log driver of %s: %s", container.short_id, e.message)
+            except OSError as e:  # its files went meanwhile (removed while it waited)
+                log.warning("log driver of %s: %s", container.short_id, e)
 
         task = asyncio.ensure_future(resume())
         self._resuming[cid] = task
@@ -206,17 +232,28 @@ class PluginLogging:
         task.add_done_callback(done)
 
     async def stop(self, container_id: str) -> None:
-        """Deliver what is left, then StopLogging and remove the FIFO. A resume still
-        under way is waited for first (it fails fast for a plugin that is gone): what the
-        container wrote reaches the plugin."""
+        """Deliver what is left, then StopLogging and remove the FIFO. When the delivery
+        is one resumed at start-up that has not reached its plugin yet, all that goes on
+        in the background (neither start-up nor the exit waits for the plugin): what the
+        container wrote still reaches it, and the container's next start waits for it."""
         resuming = self._resuming.get(container_id)
-        if resuming is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(resuming)
+        if resuming is not None and not resuming.done():
+            if container_id not in self._ending:
+                task = asyncio.ensure_future(self._stop_after(resuming, container_id))
+                self._ending[container_id] = task
+                task.add_done_callback(lambda _: self._ending.pop(container_id, None))
+            return
         forwarder = self._forwarders.pop(container_id, None)
         if forwarder is None:
             return
         await self._finish(forwarder, stop_logging=True)
+
+    async def _stop_after(self, resuming: asyncio.Task[None], container_id: str) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(resuming)
+        forwarder = self._forwarders.pop(container_id, None)
+        if forwarder is not None:
+            await self._finish(forwarder, stop_logging=True)
 
     async def _finish(self, forwarder: _Forwarder, *, stop_logging: bool) -> None:
         forwarder.stopping.set()
@@ -241,12 +278,13 @@ class PluginLogging:
                     await forwarder.driver.stop(forwarder.file)
                 except DockyardError as e:
                     log.warning("%s", e.message)
-        finally:  # whatever happened, no fd, FIFO or plugin reference stays behind
+        finally:  # whatever happened, no fd, FIFO, session or plugin reference stays behind
 
             def release(_: object = None) -> None:
                 os.close(forwarder.fd)
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(forwarder.host_fifo)
+                for path in (forwarder.host_fifo, forwarder.session_path):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
                 self.plugins.release(forwarder.plugin)
 
             task = forwarder.task
@@ -261,7 +299,7 @@ class PluginLogging:
         end each logging session; the next daemon starts new ones where these stopped."""
         # Resumes still waiting on their plugins are given up: the next daemon resumes
         # from the same positions.
-        for task in list(self._resuming.values()):
+        for task in [*self._resuming.values(), *self._ending.values()]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -460,7 +498,33 @@ def _write_position(path: str, position: Position) -> None:
         record["seq"] = position.seq
     elif position.inode is not None:
         record["inode"] = position.inode
+    _write_json(path, record)
+
+
+def _write_json(path: str, record: dict[str, Any]) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(record, f)
     os.replace(tmp, path)
+
+
+async def _end_stale_session(path: str, plugin: str, client: LogDriverClient) -> None:
+    """A logging session a daemon crash left open (its record is still there): its FIFO
+    removed, and the plugin told to stop reading it when it is the same plugin (its
+    answer does not matter: it may have restarted since)."""
+    try:
+        with open(path) as f:
+            record = json.load(f)
+        stale_plugin, file, fifo = str(record["plugin"]), str(record["file"]), str(record["fifo"])
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError, KeyError, TypeError):
+        os.unlink(path)
+        return
+    with contextlib.suppress(OSError):
+        if stat.S_ISFIFO(os.lstat(fifo).st_mode):
+            os.unlink(fifo)
+    if stale_plugin == plugin:
+        with contextlib.suppress(DockyardError):
+            await client.stop(file)
+    os.unlink(path)

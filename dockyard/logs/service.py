@@ -76,8 +76,9 @@ class LogService:
         await self.plugins.start(container, container_dir)
 
     async def resume(self, container: Container, container_dir: str) -> None:
-        """At daemon start-up, for a container still running: its files kept at once, its
-        plugin's delivery resumed in the background (start-up never waits for a plugin)."""
+        """At daemon start-up, for a container recorded running (it may have exited since:
+        `stop` follows): its files kept at once, its plugin's delivery resumed in the
+        background (start-up never waits for a plugin)."""
         await self.keeper.start(container.id, container_dir, self.rotation(container), running=True)
         self.plugins.resume(container, container_dir)
 
