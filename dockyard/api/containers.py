@@ -322,7 +322,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
     until = _parse_time(request.query.get("until"), "until") or 0
     timestamps = query_bool(request, "timestamps")
     follow = query_bool(request, "follow")
-    batches = eng.containers.log_batches(
+    batches = await eng.containers.log_batches(
         container.id, follow=follow, since_ns=since, until_ns=until, tail=tail
     )
     streams = {1} if not want_err else {2} if not want_out else {1, 2}

@@ -59,6 +59,7 @@ from dockyard.errors import (
     DockyardError,
     InvalidArgument,
     NotFound,
+    NotImplementedByEngine,
     NotModified,
     Unavailable,
 )
@@ -499,7 +500,7 @@ class ContainerService:
             if runtime.has_state(container.id):
                 await runtime.delete(container.id)  # a leftover of an earlier crash
             if self.logging is not None:
-                await self.logging.start(container, paths.log, self.dir(container))
+                await self.logging.start(container, self.dir(container))
             crashpoints.reached("start:bundle")
             stdin = container.config.open_stdin
             created_in_runtime = True  # from here on the runtime may hold it, even on failure
@@ -1231,14 +1232,17 @@ class ContainerService:
         container = self.get(ref)
         if self.logging is None or container.host_config.log_config.type == "none":
             return
-        batches = self.log_batches(
-            container.id, follow=follow, since_ns=since_ns, until_ns=until_ns, tail=tail
-        )
+        try:
+            batches = await self.log_batches(
+                container.id, follow=follow, since_ns=since_ns, until_ns=until_ns, tail=tail
+            )
+        except NotImplementedByEngine:  # a plugin that cannot read, its cache disabled
+            return
         async for batch in batches:
             for entry in batch:
                 yield entry
 
-    def log_batches(
+    async def log_batches(
         self,
         ref: str,
         *,
@@ -1264,7 +1268,7 @@ class ContainerService:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(live.exited.wait(), 0.05)
 
-        return self.logging.read(
+        return await self.logging.read(
             container,
             self.dir(container),
             follow=follow,
@@ -1447,7 +1451,7 @@ class ContainerService:
             await self._undo_start(container, START_INTERRUPTED, start, in_runtime=True)
         elif recorded_running:
             # It exited while no daemon ran (or its monitor died): its log plugin still
-            # gets what it wrote then (the exit below delivers the rest).
+            # gets what it wrote then (in the background, ended by the exit below).
             await self._resume_logging(container)
             async with self.live(container).lock:
                 await self._on_exit(container)
@@ -1538,7 +1542,7 @@ class ContainerService:
         live.watcher = asyncio.ensure_future(self._watch(container, mon))
         # Its files kept at once, its plugin's delivery in the background: start-up
         # never waits on a plugin.
-        await self._resume_logging(container, background=True)
+        await self._resume_logging(container)
 
     async def _settle_unwatched_run(
         self, container: Container, seen: footprint.Observed, start: Intent
@@ -1696,12 +1700,14 @@ class ContainerService:
                 ):
                     os.unlink(link)
 
-    async def _resume_logging(self, container: Container, *, background: bool = False) -> None:
+    async def _resume_logging(self, container: Container) -> None:
+        """At start-up, for a container recorded running: its log files kept at once, its
+        plugin's delivery resumed in the background. If it has exited meanwhile, its exit
+        ends that delivery in the background too: start-up never waits on a log plugin."""
         if self.logging is None:
             return
-        resume = self.logging.resume if background else self.logging.start
         try:
-            await resume(container, self.paths(container).log, self.dir(container))
+            await self.logging.resume(container, self.dir(container))
         except DockyardError as e:
             log.warning("log driver of %s: %s", container.short_id, e.message)
 

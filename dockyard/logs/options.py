@@ -8,11 +8,19 @@ the daemon's driver. The result is checked here with moby's rules and
 wording, so a bad value is refused at create rather than at start, and is
 what inspect shows.
 
-`rotation()` turns the checked options into the bounds the monitor and the
-log keeper apply (`Rotation`): json-file keeps everything unless `max-size`
-is set; `local` keeps at most 5 files of 20 MiB, compressed, unless told
-otherwise; `k8s-file` (the monitor's own format) reads its options as
-json-file does; `none` keeps nothing.
+`validate()` also turns the checked options into the bounds the monitor and
+the log keeper apply (`Rotation`): json-file keeps everything unless
+`max-size` is set; `local` keeps at most 5 files of 20 MiB, compressed,
+unless told otherwise; `k8s-file` (the monitor's own format) reads its
+options as json-file does; `none` keeps nothing.
+
+For a plugin driver the engine keeps its own copy of the output, Docker's
+"dual logging" cache: it is bounded like a `local` log by the `cache-`
+options (`cache-max-size`, `cache-max-file`, `cache-compress`, with local's
+defaults and rules) and `cache-disabled` says whether `logs` may read it.
+Every other option of a plugin driver is the plugin's to judge. As in moby,
+the cache options are accepted for every driver, and daemon.json's fill a
+container's whatever its driver.
 """
 
 from __future__ import annotations
@@ -36,6 +44,11 @@ _FILE_OPTIONS = ("max-file", "max-size", "compress", *_ATTRIBUTES)
 
 LOCAL_MAX_SIZE = 20 * 1024 * 1024
 LOCAL_MAX_FILE = 5
+
+# The dual-logging cache: `cache-` and each of local's keys, and whether it is read.
+CACHE_PREFIX = "cache-"
+CACHE_DISABLED = CACHE_PREFIX + "disabled"
+CACHE_OPTIONS = (CACHE_DISABLED, *(CACHE_PREFIX + key for key in _FILE_OPTIONS))
 
 _DECIMAL = {"k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4, "p": 1000**5}
 _BINARY = {"k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4, "p": 1024**5}
@@ -133,19 +146,22 @@ def _parse_bool(text: str) -> bool:
 def merge_defaults(
     driver: str, options: dict[str, str] | None, default_driver: str, defaults: dict[str, str]
 ) -> tuple[str, dict[str, str]]:
-    """moby's mergeAndVerifyLogConfig: the type and options a container really gets."""
+    """moby's mergeAndVerifyLogConfig: the type and options a container really gets. The
+    daemon's cache options fill a container's whatever its driver (the cache serves any
+    plugin a container may name)."""
     driver = driver or default_driver
     merged = dict(options or {})
-    if driver == default_driver:
-        for key, value in defaults.items():
+    for key, value in defaults.items():
+        if driver == default_driver or key in CACHE_OPTIONS:
             merged.setdefault(key, value)
     return driver, merged
 
 
 def validate(driver: str, options: dict[str, str]) -> Rotation:
-    """Check `options` for `driver` as moby does (the common options for every driver, the
-    built-in drivers' own keys and values); returns the bounds for a built-in driver
-    (UNBOUNDED for a plugin's, whose options are the plugin's to judge)."""
+    """Check `options` for `driver` as moby does (the common options and the cache's for
+    every driver, the built-in drivers' own keys and values); returns the bounds of the
+    engine's copy of the output: the driver's own for a built-in driver, the cache's for a
+    plugin (whose other options are the plugin's to judge)."""
     if driver == NONE:
         return Rotation(keep=False)
     mode = options.get("mode", "")
@@ -160,10 +176,11 @@ def validate(driver: str, options: dict[str, str]) -> Rotation:
             parse_size(options["max-buffer-size"], binary=True)
         except InvalidArgument as e:
             raise InvalidArgument(f"error parsing option max-buffer-size: {e.message}") from None
+    cache = _cache(options)
     if driver not in BUILTIN:
-        return UNBOUNDED
+        return cache
     for key in options:
-        if key in _COMMON or key in _FILE_OPTIONS:
+        if key in _COMMON or key in _FILE_OPTIONS or key in CACHE_OPTIONS:
             continue
         if driver == LOCAL:
             raise InvalidArgument(f"unknown log opt '{key}' for log driver local")
@@ -197,28 +214,52 @@ def _json_file(options: dict[str, str]) -> Rotation:
     return Rotation(max_size, max_files, compress)
 
 
-def _local(options: dict[str, str]) -> Rotation:
-    """local's newConfig and validateConfig, in their order."""
+def _cache(options: dict[str, str]) -> Rotation:
+    """The dual-logging cache's options: moby's check of `cache-disabled`, and local's
+    rules and wording for the rest, naming the cache's keys."""
+    disabled = options.get(CACHE_DISABLED, "")
+    if disabled:
+        try:
+            _parse_bool(disabled)
+        except InvalidArgument:
+            raise InvalidArgument(
+                f"invalid value for option {CACHE_DISABLED}: {disabled}"
+            ) from None
+    return _local(options, prefix=CACHE_PREFIX)
+
+
+def cache_disabled(options: dict[str, str]) -> bool:
+    """`cache-disabled` (checked already): `logs` may not read the engine's copy."""
+    value = options.get(CACHE_DISABLED, "")
+    return bool(value) and _parse_bool(value)
+
+
+def _local(options: dict[str, str], prefix: str = "") -> Rotation:
+    """local's newConfig and validateConfig, in their order (with `prefix`, of the keys
+    that begin with it: the cache's)."""
     max_size, max_files, compress = LOCAL_MAX_SIZE, LOCAL_MAX_FILE, True
-    if "max-size" in options:
-        value = options["max-size"]
+    size_key, file_key, compress_key = (prefix + k for k in ("max-size", "max-file", "compress"))
+    if size_key in options:
+        value = options[size_key]
         try:
             max_size = parse_size(value)
         except InvalidArgument as e:
-            raise InvalidArgument(f"invalid value for max-size: {value}: {e.message}") from None
-    if "max-file" in options:
-        value = options["max-file"]
+            raise InvalidArgument(f"invalid value for {size_key}: {value}: {e.message}") from None
+    if file_key in options:
+        value = options[file_key]
         try:
             max_files = _parse_int(value)
         except InvalidArgument as e:
-            raise InvalidArgument(f"invalid value for max-file: {value}: {e.message}") from None
-    if "compress" in options:
+            raise InvalidArgument(f"invalid value for {file_key}: {value}: {e.message}") from None
+    if compress_key in options:
         try:
-            compress = _parse_bool(options["compress"])
+            compress = _parse_bool(options[compress_key])
         except InvalidArgument as e:
-            raise InvalidArgument(f"invalid boolean value for compress: {e.message}") from None
+            raise InvalidArgument(
+                f"invalid boolean value for {compress_key}: {e.message}"
+            ) from None
     if max_files < 0:
-        raise InvalidArgument("max-file must not be negative")
+        raise InvalidArgument(f"{file_key} must not be negative")
     if compress and max_files <= 1:
         raise InvalidArgument("compression cannot be enabled when max file count is 1")
     # local's zero size rotates before every entry: one entry per file, as there.

@@ -15,6 +15,12 @@ than the request needs:
   the one it reads is complete (a newer one exists). A file that was
   compressed or removed while the reader waited is found under its new name
   or skipped; the one being read stays readable (its descriptor is held).
+* `position()` says where the next record starts (`Position`: a file and a
+  byte offset into its content), in terms that survive rotation, compression
+  and a daemon restart; `resume()` starts a reader there. A delivery that
+  must neither lose nor repeat output (a log plugin's forwarder) records one
+  and resumes from it. `lost` counts the times the reader found output gone
+  to rotation before it could read it.
 
 Records come back filtered by `since`/`until` (the tail is taken first, then
 filtered, as Docker does). Every method blocks: `stream()` runs them on a
@@ -38,6 +44,21 @@ BLOCK = 64 * 1024  # read backwards / searched by this much
 BATCH = 512 * 1024  # bytes of the file per `read()`
 
 
+@dataclass(frozen=True)
+class Position:
+    """A place in a log: a file and the offset of a record in its content (uncompressed,
+    for a compressed segment).
+
+    The file is a segment by its sequence number (which it keeps when compressed), or a
+    plain container.log that is no segment by its inode (a log that does not rotate).
+    With neither, it is the log's oldest file: what an offset recorded before logs
+    rotated refers to (the plain container.log then, the first segment now)."""
+
+    seq: int | None
+    inode: int | None
+    offset: int
+
+
 @dataclass
 class _Cursor:
     source: Source
@@ -57,6 +78,8 @@ class LogReader:
         self.cursor: _Cursor | None = None
         self.done = False  # past `until`, or (not following) at the end the log had at first
         self._end: tuple[int, int] | None = None  # (inode, offset) where a plain read stops
+        self.lost = 0  # times output was found pruned before it was read
+        self._seen: set[int] = set()  # segments listed after the one being read
 
     def close(self) -> None:
         if self.cursor is not None:
@@ -101,8 +124,10 @@ class LogReader:
             )
             if same:
                 return listing[i + 1] if i + 1 < len(listing) else None
-        for source in listing:  # it is gone: whatever came after it
-            if source.seq is not None and source.seq > self.cursor.floor:
+        # It is gone (pruned, or a plain file replaced): whatever came after it.
+        after = self.cursor.floor if current.seq is None else current.seq
+        for source in listing:
+            if source.seq is not None and source.seq > after:
                 return source
             if source.seq is None and source.inode != current.inode:
                 return source
@@ -262,6 +287,68 @@ class LogReader:
                 high = start
         return low
 
+    # -- positions ------------------------------------------------------------------
+
+    def position(self) -> Position | None:
+        """Where the next record starts (after the last one `read()` returned); None before
+        the reader has opened a file."""
+        cursor = self.cursor
+        if cursor is None:
+            return None
+        offset = cursor.file.tell() - len(cursor.carry)
+        if cursor.source.seq is None:
+            # A plain container.log adopted as a segment since it was opened is named by
+            # its segment from now on: its inode changes if it is compressed, not its seq.
+            for source in self.files.sources():
+                if source.seq is not None and source.inode == cursor.source.inode:
+                    cursor.source = Source(source.seq, source.path, source.inode)
+                    break
+        seq = cursor.source.seq
+        return Position(seq, cursor.source.inode if seq is None else None, offset)
+
+    def resume(self, position: Position) -> bool:
+        """Go to `position` for `read()` to start from. False when its file is gone (pruned
+        by rotation): reading starts at the oldest file after it that is still there,
+        and the output in between is lost (counted in `lost`)."""
+        self.close()
+        listing = self.files.sources()
+        index = self._find(position, listing)
+        if index is not None and self._go(listing, index, position.offset):
+            return True
+        if not listing:
+            self.lost += 1
+            return False
+        later = 0
+        if position.seq is not None:
+            later = next((i for i, s in enumerate(listing) if s.order > position.seq), 0)
+        self.cursor = self._open_from(listing, later)
+        self.lost += 1
+        return False
+
+    @staticmethod
+    def _find(position: Position, listing: list[Source]) -> int | None:
+        if position.seq is None and position.inode is None:
+            return 0 if listing else None
+        for i, source in enumerate(listing):
+            if position.seq is not None and source.seq == position.seq:
+                return i
+            if position.seq is None and not source.compressed and source.inode == position.inode:
+                return i
+        return None
+
+    def _go(self, listing: list[Source], index: int, offset: int) -> bool:
+        cursor = self._open(listing[index], listing)
+        if cursor is None:
+            return False  # gone since it was listed
+        if cursor.source.compressed:
+            cursor.file.seek(offset)  # decompresses up to there: a segment is bounded
+        elif offset <= os.fstat(cursor.file.fileno()).st_size:
+            cursor.file.seek(offset)
+        # else: shorter than the offset, so not the file it was recorded in (its inode
+        # was reused): read it all rather than skip into it.
+        self.cursor = cursor
+        return True
+
     # -- reading forward ---------------------------------------------------------
 
     def read(self, limit: int = BATCH) -> list[LogEntry]:
@@ -290,6 +377,7 @@ class LogReader:
             listing = self.files.sources()
             successor = self._successor(listing)
             if successor is None:
+                self._seen.update(s.seq for s in listing if s.seq is not None)
                 if self._end is not None and self._end[0] == -1:
                     self.done = True  # read through the last (compressed) file
                 break
@@ -297,11 +385,28 @@ class LogReader:
             while chunk := cursor.file.read(1 << 20):
                 self._take(chunk, out)
             cursor.file.close()
+            if self._skipped(cursor.source, successor, listing):
+                self.lost += 1
+            self._seen.clear()
             index = listing.index(successor)
             self.cursor = self._open_from(listing, index)
             if self.cursor is None:
                 break
         return out
+
+    def _skipped(self, done: Source, successor: Source, listing: list[Source]) -> bool:
+        """Whether files between the one read to its end and `successor` were pruned unread:
+        one listed earlier is gone; or the one read was pruned before the reader saw a newer
+        one (it was `max-file` files behind) and `successor` is not the next number. The
+        keeper numbers a new segment one or two past the newest (`files.py`), so a
+        successor within two is the next file (a file adopted in between would have had
+        to be created and pruned while the reader read one file)."""
+        if done.seq is None or successor.seq is None:
+            return False
+        if any(done.seq < seq < successor.seq for seq in self._seen):
+            return True
+        pruned = all(s.seq != done.seq for s in listing)
+        return pruned and successor.seq > done.seq + 2
 
     def _take(self, chunk: bytes, out: list[LogEntry]) -> None:
         assert self.cursor is not None

@@ -11,7 +11,11 @@ differ only in their bounds and defaults. Docker's `local` driver stores
 protobuf-framed entries, a format conmon cannot write; Dockyard keeps
 `local` logs in the monitor's format with local's bounds (5 files of
 20 MiB, compressed), and `logs` reads them like any other. `none` stores
-nothing (`logs` answers as Docker does: reading is not supported).
+nothing (`logs` answers as Docker does: reading is not supported). For a
+plugin driver the monitor's files are the engine's copy of the output
+(Docker's dual-logging cache, bounded by the `cache-` options), which the
+plugin's forwarder follows and `logs` reads when the plugin cannot, unless
+`cache-disabled` says not to.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from dockyard.logs.keeper import LogKeeper
 from dockyard.logs.options import Rotation
 from dockyard.logs.plugin import PluginLogging
 from dockyard.plugins.legacy import Plugin
+from dockyard.plugins.protocol.logdriver import LogDriverClient
+
+_CANNOT_READ = "configured logging driver does not support reading"
 
 
 class LogService:
@@ -46,19 +53,19 @@ class LogService:
 
     @staticmethod
     def rotation(container: Container) -> Rotation:
-        """The bounds of the monitor's copy of `container`'s output. A plugin's own
-        options are the plugin's: the engine's copy of its output is kept whole."""
+        """The bounds of the monitor's copy of `container`'s output: its driver's, or for
+        a plugin driver the dual-logging cache's (`cache-max-size` ...; a plugin's own
+        options are the plugin's)."""
         config = container.host_config.log_config
         driver = config.type or options.JSON_FILE
         try:
-            bounds = options.validate(driver, dict(config.config or {}))
+            return options.validate(driver, dict(config.config or {}))
         except InvalidArgument as e:  # a record made before options were checked at create
             raise InvalidArgument(f"failed to initialize logging driver: {e.message}") from None
-        return bounds if driver in options.BUILTIN else options.UNBOUNDED
 
     # -- a container's run ---------------------------------------------------------
 
-    async def start(self, container: Container, log_path: str, container_dir: str) -> None:
+    async def start(self, container: Container, container_dir: str) -> None:
         """Before the monitor starts (or, at daemon start-up, for one already running):
         the log files laid out and kept, the plugin's delivery started. Raises if the
         container must not start."""
@@ -66,13 +73,14 @@ class LogService:
         await self.keeper.start(
             container.id, container_dir, self.rotation(container), running=running
         )
-        await self.plugins.start(container, log_path, container_dir)
+        await self.plugins.start(container, container_dir)
 
-    async def resume(self, container: Container, log_path: str, container_dir: str) -> None:
-        """At daemon start-up, for a container still running: its files kept at once, its
-        plugin's delivery resumed in the background (start-up never waits for a plugin)."""
+    async def resume(self, container: Container, container_dir: str) -> None:
+        """At daemon start-up, for a container recorded running (it may have exited since:
+        `stop` follows): its files kept at once, its plugin's delivery resumed in the
+        background (start-up never waits for a plugin)."""
         await self.keeper.start(container.id, container_dir, self.rotation(container), running=True)
-        self.plugins.resume(container, log_path, container_dir)
+        self.plugins.resume(container, container_dir)
 
     async def stop(self, container_id: str) -> None:
         """The monitor has exited (or the start failed)."""
@@ -85,7 +93,7 @@ class LogService:
 
     # -- reading -------------------------------------------------------------------
 
-    def read(
+    async def read(
         self,
         container: Container,
         container_dir: str,
@@ -98,10 +106,19 @@ class LogService:
         changed: Callable[[], Awaitable[None]],
     ) -> AsyncGenerator[list[LogEntry], None]:
         """Batches of `container`'s log records: from its plugin when that can read, else
-        from the monitor's files. Raises at once (not when iterated) for `none`."""
-        if container.host_config.log_config.type == options.NONE:
-            raise NotImplementedByEngine("configured logging driver does not support reading")
+        from the monitor's files. Raises at once (not when iterated) when the log cannot
+        be read: `none`, or a plugin that cannot read with the cache disabled (the
+        monitor's files exist, as the plugin's delivery buffer, but are not served, as
+        Docker keeps none)."""
+        config = container.host_config.log_config
+        if config.type == options.NONE:
+            raise NotImplementedByEngine(_CANNOT_READ)
+        plugin = await self.plugins.reader(container)
+        cache_disabled = options.cache_disabled(dict(config.config or {}))
+        if plugin is None and self.is_plugin_driver(config.type) and cache_disabled:
+            raise NotImplementedByEngine(_CANNOT_READ)
         return self._read(
+            plugin,
             container,
             container_dir,
             follow=follow,
@@ -114,6 +131,7 @@ class LogService:
 
     async def _read(
         self,
+        plugin: LogDriverClient | None,
         container: Container,
         container_dir: str,
         *,
@@ -124,7 +142,6 @@ class LogService:
         finished: Callable[[], bool],
         changed: Callable[[], Awaitable[None]],
     ) -> AsyncGenerator[list[LogEntry], None]:
-        plugin = await self.plugins.reader(container)
         if plugin is not None:
             # Entries come as the plugin sends them: a follower must not wait for a batch.
             async for entry in self.plugins.read(

@@ -275,3 +275,26 @@ def test_a_restarted_container_logs_on_within_its_bounds(daemon: Daemon, name: s
     assert numbers[-6000:-3000] == list(range(1, 3001))
     assert _numbers(d, name, "--tail", "3001") == [3000, *range(1, 3001)]
     d.docker("rm", name)
+
+
+def test_every_driver_takes_the_cache_options_and_keeps_its_own_bounds(
+    daemon: Daemon, name: str
+) -> None:
+    """The dual-logging cache's options (for plugin drivers) are moby's built-in options:
+    a built-in driver accepts them, checked, and is not bounded by them."""
+    d = daemon
+    _run(d, name, "--log-opt", "cache-max-size=1k", "--log-opt", "cache-max-file=2")
+    _wait_exit(d, name)
+    config = _inspect(d, name)["HostConfig"]["LogConfig"]
+    assert config == {
+        "Type": "json-file",
+        "Config": {"cache-max-size": "1k", "cache-max-file": "2"},
+    }
+    files = _log_files(d, name)
+    assert len(files) == 1 and files[0].stat().st_size > 1000 * KB  # json-file: unbounded
+    numbers = _numbers(d, name)
+    assert numbers == list(range(1, 40001))
+    result = d.docker("create", "--log-opt", "cache-disabled=maybe", IMAGE, "true")
+    assert result.returncode != 0
+    assert "invalid value for option cache-disabled: maybe" in result.stderr
+    d.docker("rm", name)

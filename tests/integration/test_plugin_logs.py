@@ -7,12 +7,14 @@ stdlib server, reading the FIFO itself); the example rotating-file plugin
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import stat
+import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,8 @@ import pytest
 
 from dockyard.plugins.protocol import logentry
 from tests.bare_plugin import BarePlugin, Call, Raw, wait_for
+from tests.faults import FaultyDaemon
+from tests.harness import Daemon
 from tests.plugin_env import EXAMPLES, PluginDaemon, PluginProcess
 
 
@@ -28,6 +32,7 @@ class FifoReader:
 
     def __init__(self) -> None:
         self.entries: list[logentry.LogEntry] = []
+        self.sessions: list[list[logentry.LogEntry]] = []  # per StartLogging, in order
         self.events: list[str] = []
         self._threads: dict[str, tuple[threading.Thread, threading.Event, int]] = {}
 
@@ -37,22 +42,28 @@ class FifoReader:
         self.events.append(f"start fifo={stat.S_ISFIFO(mode)} perm={oct(mode & 0o777)}")
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         stop = threading.Event()
-        thread = threading.Thread(target=self._read, args=(fd, stop), daemon=True)
+        session: list[logentry.LogEntry] = []
+        self.sessions.append(session)
+        thread = threading.Thread(target=self._read, args=(fd, stop, session), daemon=True)
         self._threads[path] = (thread, stop, fd)
         thread.start()
         return {}
 
-    def _read(self, fd: int, stop: threading.Event) -> None:
+    def _read(self, fd: int, stop: threading.Event, session: list[logentry.LogEntry]) -> None:
         reader = logentry.FrameReader()
         while True:
             try:
                 data = os.read(fd, 65536)
             except BlockingIOError:
+                data = None
+            if not data:  # nothing yet, or no writer left (a daemon killed)
                 if stop.is_set():
                     return
                 time.sleep(0.01)
                 continue
-            self.entries += reader.feed(data)
+            entries = reader.feed(data)
+            session += entries
+            self.entries += entries
 
     def stop(self, call: Call) -> dict[str, Any]:
         path = call.json["File"]
@@ -63,8 +74,19 @@ class FifoReader:
         self.events.append(f"stop exists={os.path.exists(path)}")
         return {}
 
+    def close(self) -> None:
+        """Stop reading the FIFOs of sessions no StopLogging ended (their daemon died)."""
+        for thread, stop, fd in self._threads.values():
+            stop.set()
+            thread.join(10)
+            os.close(fd)
+        self._threads.clear()
+
     def lines(self, source: str = "stdout") -> list[bytes]:
         return [e.line for e in self.entries if e.source == source]
+
+    def numbers(self, session: int) -> list[int]:
+        return [int(e.line) for e in self.sessions[session] if e.source == "stdout"]
 
 
 @pytest.fixture
@@ -320,3 +342,256 @@ def test_an_sdk_log_plugin_rests_when_the_engine_dies(daemon: PluginDaemon, tmp_
         time.sleep(2)
         assert _cpu_seconds(plugin.proc.pid) - before < 0.5  # not spinning on EOF
         assert plugin.proc.poll() is None
+
+
+# -- the engine's copy (Docker's dual-logging cache) and delivery across its rotations ----
+
+KB = 1000  # go-units' k
+BATCH_LINES = 64 * 1024 // 40  # the most records of a forwarder's batch (64 KiB of log)
+
+
+class FifoPlugin:
+    """A bare LogDriver plugin reading its FIFOs (no ReadLogs), served at `socket`."""
+
+    def __init__(self, socket_path: str, *, can_read: bool = False) -> None:
+        self.reader = FifoReader()
+        self.plugin = BarePlugin(
+            ["LogDriver"],
+            {
+                "/LogDriver.Capabilities": {"Cap": {"ReadLogs": can_read}},
+                "/LogDriver.StartLogging": self.reader.start,
+                "/LogDriver.StopLogging": self.reader.stop,
+            },
+        ).serve_unix(socket_path)
+
+    def stopped(self, sessions: int) -> bool:
+        """`sessions` logging sessions were ended with StopLogging."""
+        return len(self.plugin.calls_to("/LogDriver.StopLogging")) >= sessions
+
+    def __enter__(self) -> FifoPlugin:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.plugin.stop()
+        self.reader.close()
+
+
+def _log_files(d: Daemon, cid: str) -> list[Path]:
+    """The files of a container's log, oldest first (a file with two names once)."""
+    directory = d.data_root / "containers" / cid
+    found: dict[int, Path] = {}
+    for path in [*sorted((directory / "log").glob("*")), directory / "container.log"]:
+        try:
+            st = path.lstat()
+        except FileNotFoundError:  # pruned or compressed meanwhile
+            continue
+        if stat.S_ISREG(st.st_mode):
+            found.setdefault(st.st_ino, path)
+    return list(found.values())
+
+
+def _content_size(path: Path) -> int:
+    return len(gzip.decompress(path.read_bytes())) if path.suffix == ".gz" else path.stat().st_size
+
+
+def _settled(check: Callable[[], bool]) -> bool:
+    """Pruning and compression finish shortly after the container exits."""
+    return wait_for(check, timeout=30)
+
+
+def _run_plugin_logged(d: Daemon, name: str, driver: str, script: str, *opts: str) -> str:
+    args = ["run", "-d", "--name", name, "--log-driver", driver]
+    for opt in opts:
+        args += ["--log-opt", opt]
+    result = d.cli(*args, "demo/busybox:1", "sh", "-c", script)
+    assert result.returncode == 0, result.stderr
+    return d.api("GET", f"/v1.45/containers/{name}/json")[1]["Id"]
+
+
+def _counter(last: int, burst: int, pause: float) -> str:
+    """Prints 1 .. last, `burst` lines at a time, `pause` seconds apart."""
+    return (
+        f"i=1; while [ $i -le {last} ]; do seq $i $((i+{burst - 1})); "
+        f"i=$((i+{burst})); sleep {pause}; done"
+    )
+
+
+def test_a_chatty_containers_cache_stays_bounded_and_the_plugin_gets_every_line(
+    daemon: PluginDaemon,
+) -> None:
+    with FifoPlugin(daemon.sock("bare")) as fifo:
+        # About 100 kB/s (a record is about 50 bytes): two 50 kB files a second, ten in all.
+        cid = _run_plugin_logged(
+            daemon, "chatty", "bare", _counter(10000, 100, 0.05),
+            "cache-max-size=50k", "cache-max-file=3",
+        )  # fmt: skip
+        most = 0
+        while daemon.api("GET", "/v1.45/containers/chatty/json")[1]["State"]["Running"]:
+            most = max(most, len(_log_files(daemon, cid)))
+            time.sleep(0.1)
+        assert wait_for(lambda: fifo.stopped(1), timeout=60)
+        # Every line reached the plugin, once and in order, across about ten rotations.
+        assert [int(line) for line in fifo.reader.lines()] == list(range(1, 10001))
+        assert _settled(lambda: len(_log_files(daemon, cid)) == 3), _log_files(daemon, cid)
+        files = _log_files(daemon, cid)
+        assert [f.suffix for f in files] == [".gz", ".gz", ".log"]  # compressed by default
+        assert all(_content_size(f) <= 50 * KB for f in files)
+        assert most <= 3 + 2  # while it ran: what conmon made before the keeper pruned
+        # `logs` reads the engine's copy (the plugin cannot read): the newest lines only.
+        out = daemon.cli("logs", "chatty")
+        assert out.returncode == 0, out.stderr
+        kept = [int(n) for n in out.stdout.split()]
+        assert kept[-1] == 10000 and kept == list(range(kept[0], 10001)) and kept[0] > 5000
+
+
+def _assert_delivered_once(first: list[int], second: list[int], last: int, *, repeat: int) -> None:
+    """Session one delivered 1 .. k, session two took over and delivered the rest up to
+    `last`: nothing lost, and at most `repeat` lines delivered twice."""
+    assert first == list(range(1, len(first) + 1))
+    assert second and second == list(range(second[0], last + 1))
+    repeated = len(first) + 1 - second[0]
+    assert 0 <= repeated <= repeat, (len(first), second[0])
+
+
+def test_delivery_goes_on_across_rotations_and_a_daemon_restart(daemon: PluginDaemon) -> None:
+    with FifoPlugin(daemon.sock("bare")) as fifo:
+        # About 7 kB/s: a 20 kB file every three seconds, so the outage sees at most one
+        # rotation (conmon's third without the keeper would lose a file, see files.py).
+        cid = _run_plugin_logged(
+            daemon, "restarted", "bare", _counter(1500, 15, 0.1),
+            "cache-max-size=20k", "cache-max-file=3",
+        )  # fmt: skip
+        assert wait_for(lambda: len(fifo.reader.entries) >= 500, timeout=60)
+        daemon.stop()  # delivers what was written, records the position, StopLogging
+        assert fifo.stopped(1)
+        time.sleep(0.5)
+        daemon.start()
+        assert daemon.cli("wait", "restarted").stdout.strip() == "0"
+        assert wait_for(lambda: fifo.stopped(2), timeout=60)
+        assert len(fifo.reader.sessions) == 2
+        first, second = fifo.reader.numbers(0), fifo.reader.numbers(1)
+        _assert_delivered_once(first, second, 1500, repeat=0)
+        assert second[0] == len(first) + 1
+        assert _settled(lambda: len(_log_files(daemon, cid)) <= 3)
+        assert daemon.cli("logs", "restarted").stdout.split()[-1] == "1500"
+
+
+@pytest.mark.parametrize("crash", ["kill-9", "between-write-and-position"])
+def test_a_daemon_crash_loses_nothing_and_repeats_at_most_one_batch(
+    faulty: FaultyDaemon, crash: str
+) -> None:
+    d = faulty
+    with FifoPlugin(str(d.base / "plugins" / "bare.sock")) as fifo:
+        cid = _run_plugin_logged(
+            d, "crashed", "bare", _counter(1500, 15, 0.1),
+            "cache-max-size=20k", "cache-max-file=3",
+        )  # fmt: skip
+        assert wait_for(lambda: len(fifo.reader.entries) >= 500, timeout=60)
+        if crash == "kill-9":
+            d.kill9()
+        else:  # the worst moment: a batch is in the FIFO, its position not yet recorded
+            d.crash.arm("logs:delivered")
+            d.wait_dead()
+            d.crash.disarm()
+        assert not fifo.stopped(1)
+        d.start()
+        assert d.cli("wait", "crashed").stdout.strip() == "0"
+        assert wait_for(lambda: fifo.stopped(1), timeout=60)
+        assert len(fifo.reader.sessions) == 2
+        first, second = fifo.reader.numbers(0), fifo.reader.numbers(1)
+        _assert_delivered_once(first, second, 1500, repeat=BATCH_LINES)
+        if crash != "kill-9":
+            assert second[0] <= len(first)  # that batch came again, whole
+        assert _settled(lambda: len(_log_files(d, cid)) <= 3)
+
+
+def test_invalid_cache_options_are_refused_at_create(daemon: PluginDaemon) -> None:
+    with FifoPlugin(daemon.sock("bare")):
+        cases = [
+            (
+                {"cache-max-size": "abc"},
+                "invalid value for cache-max-size: abc: invalid size: 'abc'",
+            ),
+            ({"cache-max-file": "two"}, "invalid value for cache-max-file: two"),
+            ({"cache-compress": "maybe"}, "invalid boolean value for cache-compress"),
+            ({"cache-disabled": "maybe"}, "invalid value for option cache-disabled: maybe"),
+            ({"cache-max-file": "1"}, "compression cannot be enabled when max file count is 1"),
+        ]
+        before = daemon.api("GET", "/v1.45/containers/json?all=1")[1]
+        for opts, message in cases:
+            status, body = daemon.api(
+                "POST",
+                "/v1.45/containers/create",
+                {
+                    "Image": "demo/busybox:1",
+                    "Cmd": ["true"],
+                    "HostConfig": {"LogConfig": {"Type": "bare", "Config": opts}},
+                },
+            )
+            assert status == 400, (opts, body)
+            assert message in body["message"], (opts, body)
+        assert daemon.api("GET", "/v1.45/containers/json?all=1")[1] == before  # nothing made
+        env = {**os.environ, "DOCKER_HOST": daemon.host}
+        result = subprocess.run(
+            ["docker", "create", "--log-driver", "bare", "--log-opt", "cache-max-size=abc",
+             "demo/busybox:1", "true"],
+            capture_output=True, text=True, env=env,
+        )  # fmt: skip
+        assert result.returncode != 0
+        assert "invalid value for cache-max-size: abc: invalid size: 'abc'" in result.stderr
+
+
+def _monitor_arguments(d: Daemon, cid: str) -> list[str]:
+    pid = int((d.exec_root / "containers" / cid / "conmon.pid").read_text())
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+
+
+def test_a_plugins_copy_is_bounded_by_default_as_dockers_cache(daemon: PluginDaemon) -> None:
+    with FifoPlugin(daemon.sock("bare")) as fifo:
+        # No options: the monitor rotates at 20 MiB, the log is laid out to keep files.
+        cid = _run_plugin_logged(daemon, "plain", "bare", "echo hi; sleep 300")
+        arguments = _monitor_arguments(daemon, cid)
+        assert arguments[arguments.index("--log-size-max") + 1] == str(20 * 1024 * 1024)
+        directory = daemon.data_root / "containers" / cid
+        assert (directory / "container.log").is_symlink()
+        assert wait_for(lambda: fifo.reader.lines() == [b"hi"])
+        inspect = daemon.api("GET", "/v1.45/containers/plain/json")[1]
+        assert inspect["HostConfig"]["LogConfig"] == {"Type": "bare", "Config": {}}
+        daemon.cli("rm", "-f", "plain", check=True)
+        # The daemon's cache options reach a plugin's containers whatever the default
+        # driver; without cache-max-file, five files are kept, the closed ones compressed.
+        daemon.stop()
+        daemon.config["log-opts"] = {"cache-max-size": "1k", "max-size": "1m"}
+        daemon.start()
+        cid = _run_plugin_logged(daemon, "tiny", "bare", _counter(400, 10, 0.05))
+        inspect = daemon.api("GET", "/v1.45/containers/tiny/json")[1]
+        assert inspect["HostConfig"]["LogConfig"] == {
+            "Type": "bare",
+            "Config": {"cache-max-size": "1k"},
+        }
+        assert daemon.cli("wait", "tiny").stdout.strip() == "0"
+        assert _settled(lambda: len(_log_files(daemon, cid)) == 5), _log_files(daemon, cid)
+        assert wait_for(
+            lambda: [f.suffix for f in _log_files(daemon, cid)] == [".gz"] * 4 + [".log"]
+        )
+        assert all(_content_size(f) <= 1 * KB for f in _log_files(daemon, cid))
+
+
+def test_with_the_cache_disabled_logs_refuses_for_a_plugin_that_cannot_read(
+    daemon: PluginDaemon,
+) -> None:
+    with FifoPlugin(daemon.sock("bare")) as fifo:
+        _run_plugin_logged(daemon, "uncached", "bare", "echo one; echo two", "cache-disabled=true")
+        assert daemon.cli("wait", "uncached").stdout.strip() == "0"
+        assert wait_for(lambda: fifo.stopped(1))
+        assert fifo.reader.lines() == [b"one", b"two"]  # delivery goes through the files
+        status, body = daemon.api("GET", "/v1.45/containers/uncached/logs?stdout=1")
+        assert status == 501
+        assert body["message"] == "configured logging driver does not support reading"
+        result = daemon.cli("logs", "uncached")
+        assert result.returncode != 0
+        assert "configured logging driver does not support reading" in result.stderr
+        # With the cache (the default) the same plugin's output is read from the copy.
+        _run_plugin_logged(daemon, "cached", "bare", "echo three", "cache-disabled=false")
+        assert daemon.cli("wait", "cached").stdout.strip() == "0"
+        assert daemon.cli("logs", "cached").stdout == "three\n"

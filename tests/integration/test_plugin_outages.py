@@ -133,8 +133,96 @@ def test_the_daemon_serves_at_once_while_a_log_plugin_hangs(busybox_tar: Path) -
         assert status == 200 and [c["Names"] for c in listed] == [["/chatty"]]
         # the delivery resumes in the background, once the plugin answers
         assert wait_for(lambda: len(plugin.calls_to("/LogDriver.StartLogging")) == 2, 40)
+        # rm waits for no plugin either: the session ends once StartLogging is answered
         daemon.cli("rm", "-f", "chatty", check=True)
+        assert wait_for(lambda: len(plugin.calls_to("/LogDriver.StopLogging")) == 2, 40)
+    finally:
+        plugin.stop()
+        daemon.cleanup()
+
+
+def test_a_container_that_exited_while_the_daemon_was_down_waits_for_no_log_plugin(
+    busybox_tar: Path,
+) -> None:
+    """It exited while no daemon ran; at restart its log plugin hangs in StartLogging: the
+    daemon answers (the exit is recorded) while the plugin holds the call, and the output
+    is delivered and the session ended in the background once it answers."""
+    daemon = PluginDaemon()
+    daemon.start_with(plugin_retry_timeout=30, plugin_call_timeout=60)
+    daemon.cli("import", str(busybox_tar), IMAGE, check=True)
+    replies = {
+        "/LogDriver.Capabilities": {"Cap": {"ReadLogs": False}},
+        "/LogDriver.StartLogging": {},
+        "/LogDriver.StopLogging": {},
+    }
+    plugin = BarePlugin(["LogDriver"], replies).serve_unix(daemon.sock("slowlog"))
+    release = threading.Event()
+
+    def hanging_start(call: Call) -> object:
+        release.wait(45)
+        return {}
+
+    try:
+        daemon.cli(
+            "run", "-d", "--name", "brief", "--log-driver", "slowlog", IMAGE,
+            "sh", "-c", "echo hello; exec sleep 300", check=True,
+        )  # fmt: skip
+        pid = daemon.api("GET", "/v1.45/containers/brief/json")[1]["State"]["Pid"]
+        daemon.stop()  # ends the first logging session (StopLogging)
+        os.kill(pid, signal.SIGKILL)  # it ends while no daemon runs
+        plugin.replies["/LogDriver.StartLogging"] = hanging_start
+        daemon.start("--config-file", str(daemon.config_file))
+        assert not release.is_set()
+        status, body = daemon.api("GET", "/v1.45/containers/brief/json")
+        assert status == 200 and body["State"]["Status"] == "exited", body["State"]
+        assert body["State"]["ExitCode"] == 137
+        assert wait_for(lambda: len(plugin.calls_to("/LogDriver.StartLogging")) == 2)
+        assert len(plugin.calls_to("/LogDriver.StopLogging")) == 1  # not before it started
+        release.set()
         assert wait_for(lambda: len(plugin.calls_to("/LogDriver.StopLogging")) == 2)
+        second = plugin.calls_to("/LogDriver.StartLogging")[1].json["File"]
+        assert plugin.calls_to("/LogDriver.StopLogging")[1].json["File"] == second
+        assert not os.path.exists(second)  # its FIFO is gone with the session
+        # it starts again, with a delivery of its own
+        daemon.cli("start", "brief", check=True)
+        assert wait_for(lambda: len(plugin.calls_to("/LogDriver.StartLogging")) == 3)
+        daemon.cli("rm", "-f", "brief", check=True)
+        assert wait_for(lambda: len(plugin.calls_to("/LogDriver.StopLogging")) == 3)
+    finally:
+        release.set()
+        plugin.stop()
+        daemon.cleanup()
+
+
+def test_a_logging_session_a_crash_left_open_is_ended_at_restart(busybox_tar: Path) -> None:
+    """kill -9 of the daemon leaves the plugin reading a FIFO nobody writes: at restart
+    the FIFO is removed and the plugin is told StopLogging for it, before the new session."""
+    daemon = PluginDaemon()
+    daemon.start_with()
+    daemon.cli("import", str(busybox_tar), IMAGE, check=True)
+    replies = {
+        "/LogDriver.Capabilities": {"Cap": {"ReadLogs": False}},
+        "/LogDriver.StartLogging": {},
+        "/LogDriver.StopLogging": {},
+    }
+    plugin = BarePlugin(["LogDriver"], replies).serve_unix(daemon.sock("crashlog"))
+    try:
+        daemon.cli(
+            "run", "-d", "--name", "long", "--log-driver", "crashlog", IMAGE, "sleep", "300",
+            check=True,
+        )  # fmt: skip
+        first = plugin.calls_to("/LogDriver.StartLogging")[0].json["File"]
+        assert os.path.exists(first)
+        daemon.kill9()
+        daemon.start("--config-file", str(daemon.config_file))
+        assert wait_for(lambda: len(plugin.calls_to("/LogDriver.StartLogging")) == 2)
+        stops = plugin.calls_to("/LogDriver.StopLogging")
+        assert [c.json["File"] for c in stops] == [first]
+        assert stops[0].at < plugin.calls_to("/LogDriver.StartLogging")[1].at
+        assert not os.path.exists(first)
+        daemon.cli("rm", "-f", "long", check=True)
+        assert wait_for(lambda: len(plugin.calls_to("/LogDriver.StopLogging")) == 2)
+        assert os.listdir(daemon.exec_root / "logging") == []
     finally:
         plugin.stop()
         daemon.cleanup()

@@ -11,7 +11,7 @@ from dockyard.errors import InvalidArgument
 from dockyard.logs import k8sfile, options
 from dockyard.logs.files import ARMED, CURRENT, LogFiles
 from dockyard.logs.k8sfile import LogEntry
-from dockyard.logs.reader import BLOCK, LogReader
+from dockyard.logs.reader import BLOCK, LogReader, Position
 
 
 @pytest.mark.parametrize(
@@ -65,7 +65,9 @@ def test_bounds_of_each_driver() -> None:
     assert options.validate("local", {}) == options.Rotation(20 * 1024 * 1024, 5, True)
     assert options.validate("local", {"max-file": "1", "compress": "false"}).max_files == 1
     assert not options.validate("none", {}).keep
-    assert options.validate("some-plugin", {"anything": "x"}) == options.UNBOUNDED
+    # A plugin's options are its own; the engine's copy is bounded as Docker's cache.
+    cache = options.Rotation(20 * 1024 * 1024, 5, True)
+    assert options.validate("some-plugin", {"anything": "x"}) == cache
 
 
 def test_daemon_defaults_merge_as_moby_merges_them() -> None:
@@ -206,3 +208,254 @@ def test_two_rotations_without_the_daemon_lose_nothing(tmp_path: Path) -> None:
     reader = LogReader(files)
     assert [int(e.data) for e in reader.tail(12, follow=False)] == list(range(23, 35))
     reader.close()
+
+
+# -- the dual-logging cache's options ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("opts", "message"),
+    [
+        ({"cache-max-size": "abc"}, "invalid value for cache-max-size: abc: invalid size: 'abc'"),
+        ({"cache-max-file": "x"}, 'invalid value for cache-max-file: x: strconv.Atoi: parsing "x"'),
+        ({"cache-max-file": "-1"}, "cache-max-file must not be negative"),
+        ({"cache-compress": "yes"}, "invalid boolean value for cache-compress: strconv.ParseBool"),
+        ({"cache-max-file": "1"}, "compression cannot be enabled when max file count is 1"),
+        ({"cache-disabled": "maybe"}, "invalid value for option cache-disabled: maybe"),
+    ],
+)
+def test_cache_options_get_local_drivers_rules(opts: dict, message: str) -> None:
+    for driver in ("some-plugin", "json-file", "local"):
+        with pytest.raises(InvalidArgument) as e:
+            options.validate(driver, opts)
+        assert message in e.value.message
+
+
+def test_a_plugins_copy_is_bounded_like_dockers_cache() -> None:
+    # Defaults: 5 files of 20 MiB, compressed; the plugin's own options do not count.
+    cache = options.Rotation(20 * 1024 * 1024, 5, True)
+    assert options.validate("some-plugin", {}) == cache
+    assert options.validate("some-plugin", {"max-size": "1k", "max-file": "x"}) == cache
+    bounded = {"cache-max-size": "10k", "cache-max-file": "3", "cache-compress": "false"}
+    assert options.validate("some-plugin", bounded) == options.Rotation(10_000, 3, False)
+    assert options.validate("some-plugin", {"cache-disabled": "true"}) == cache
+    assert options.cache_disabled({"cache-disabled": "1"})
+    assert not options.cache_disabled({}) and not options.cache_disabled({"cache-disabled": "0"})
+    # Built-in drivers accept the cache's options (the daemon's fill every container's) and
+    # keep their own bounds.
+    assert options.validate("json-file", {"cache-max-size": "10k"}) == options.UNBOUNDED
+    assert options.validate("local", {"cache-max-file": "2"}) == cache
+
+
+def test_the_daemons_cache_options_fill_every_drivers() -> None:
+    defaults = {"max-size": "1m", "cache-max-size": "10k", "cache-disabled": "true"}
+    assert options.merge_defaults("some-plugin", {}, "json-file", defaults) == (
+        "some-plugin",
+        {"cache-max-size": "10k", "cache-disabled": "true"},
+    )
+    assert options.merge_defaults(
+        "some-plugin", {"cache-max-size": "1m"}, "json-file", defaults
+    ) == ("some-plugin", {"cache-max-size": "1m", "cache-disabled": "true"})
+    # The daemon's plugin and its options: all of them, as for any default driver.
+    plugin_defaults = {"endpoint": "x", "cache-max-file": "2", "cache-compress": "false"}
+    assert options.merge_defaults("", None, "some-plugin", plugin_defaults) == (
+        "some-plugin",
+        plugin_defaults,
+    )
+    assert options.merge_defaults("json-file", {}, "some-plugin", plugin_defaults) == (
+        "json-file",
+        {"cache-max-file": "2", "cache-compress": "false"},
+    )
+
+
+# -- positions: where a reader is, and starting from there ------------------------------
+
+
+RECORD = len(_record(STAMP, "stdout", "F", "0"))  # the bytes of a record of one digit
+
+
+def _read_all(reader: LogReader) -> list[int]:
+    out: list[int] = []
+    while batch := reader.read():
+        out.extend(int(e.data) for e in batch)
+    return out
+
+
+def _rotating(tmp_path: Path, *, max_files: int = 10, compress: bool = False) -> LogFiles:
+    files = LogFiles(str(tmp_path))
+    files.prepare(options.Rotation(max_size=1000, max_files=max_files, compress=compress))
+    return files
+
+
+def _rotate(files: LogFiles, tmp_path: Path, numbers: range) -> None:
+    """The container writes `numbers`, then conmon rotates and the keeper re-arms."""
+    _append(tmp_path, numbers)
+    _conmon_rotates(tmp_path)
+    files.rearm()
+
+
+def test_a_reader_resumes_where_another_stopped_across_rotations(tmp_path: Path) -> None:
+    files = _rotating(tmp_path)
+    _rotate(files, tmp_path, range(0, 10))
+    _append(tmp_path, range(10, 15))
+    first = LogReader(files)
+    assert [int(e.data) for e in first.read(limit=RECORD + 10)] == [0]
+    assert [int(e.data) for e in first.read(limit=4 * RECORD - 10)] == [1, 2, 3, 4]
+    position = first.position()
+    assert position is not None and position.seq is not None and position.inode is None
+    first.close()
+    _rotate(files, tmp_path, range(15, 20))
+    _append(tmp_path, range(20, 25))
+    second = LogReader(files)
+    assert second.resume(position) and second.lost == 0
+    assert _read_all(second) == list(range(5, 25))
+    end = second.position()
+    second.close()
+    third = LogReader(files)
+    assert third.resume(end) and _read_all(third) == []
+    _append(tmp_path, range(25, 27))
+    assert _read_all(third) == [25, 26]
+    third.close()
+
+
+def test_a_position_in_a_segment_compressed_since_is_its_uncompressed_offset(
+    tmp_path: Path,
+) -> None:
+    files = _rotating(tmp_path, compress=True)
+    _rotate(files, tmp_path, range(0, 10))
+    _append(tmp_path, range(10, 12))
+    reader = LogReader(files)
+    assert [int(e.data) for e in reader.read(limit=4 * RECORD - 1)] == [0, 1, 2]
+    position = reader.position()
+    reader.close()
+    assert position is not None and position.offset == 3 * RECORD
+    for seq in files.tidy(options.Rotation(1000, 10, True)):
+        files.compress(seq)
+    assert files.sources()[0].compressed
+    reader = LogReader(files)
+    assert reader.resume(position)
+    assert _read_all(reader) == list(range(3, 12))
+    reader.close()
+
+
+def test_a_pruned_position_goes_on_at_the_oldest_file_kept_and_counts_the_loss(
+    tmp_path: Path,
+) -> None:
+    files = _rotating(tmp_path, max_files=2)
+    _rotate(files, tmp_path, range(0, 10))
+    reader = LogReader(files)
+    reader.read(limit=100)
+    position = reader.position()
+    reader.close()
+    assert position is not None
+    for i in range(1, 4):
+        _rotate(files, tmp_path, range(i * 10, i * 10 + 10))
+    files.tidy(options.Rotation(1000, 2))  # 20 .. 29 went with its file
+    reader = LogReader(files)
+    assert not reader.resume(position)
+    assert reader.lost == 1
+    assert _read_all(reader) == list(range(30, 40))
+    reader.close()
+
+
+def test_a_reader_far_behind_counts_files_pruned_before_it_read_them(tmp_path: Path) -> None:
+    files = _rotating(tmp_path, max_files=2)
+    _append(tmp_path, range(0, 10))
+    reader = LogReader(files)
+    reader.read(limit=100)  # holds the first segment open, two records in
+    # Two files newer: the one being read is pruned, but the next one is still there.
+    _conmon_rotates(tmp_path)
+    files.rearm()
+    _rotate(files, tmp_path, range(10, 20))
+    files.tidy(options.Rotation(1000, 2))
+    assert _read_all(reader) == list(range(2, 20)) and reader.lost == 0
+    # Now more than max-file files pass while it reads one.
+    _append(tmp_path, range(20, 30))
+    assert reader.read(limit=100)
+    for i in range(3, 7):
+        _rotate(files, tmp_path, range(i * 10, i * 10 + 10))
+    files.tidy(options.Rotation(1000, 2))
+    numbers = _read_all(reader)  # 40 .. 59 went with their files
+    assert reader.lost == 1
+    assert numbers == [*range(22, 40), *range(60, 70)]
+    reader.close()
+
+
+def test_a_plain_log_is_named_by_its_inode_and_its_replacement_noticed(tmp_path: Path) -> None:
+    files = LogFiles(str(tmp_path))  # a log that does not rotate: container.log only
+    _write_log(tmp_path / CURRENT, range(0, 10))
+    reader = LogReader(files)
+    reader.read(limit=100)
+    position = reader.position()
+    reader.close()
+    assert position is not None
+    assert (position.seq, position.inode) == (None, os.stat(tmp_path / CURRENT).st_ino)
+    reader = LogReader(files)
+    assert reader.resume(position) and _read_all(reader) == list(range(2, 10))
+    reader.close()
+    # conmon's truncation (max-file 1): a new file in its place; the rest of the old is gone.
+    _conmon_rotates(tmp_path)
+    _append(tmp_path, range(10, 13))
+    reader = LogReader(files)
+    assert not reader.resume(position)
+    assert _read_all(reader) == [10, 11, 12]
+    reader.close()
+
+
+def test_an_offset_recorded_before_logs_rotated_means_the_first_segment(tmp_path: Path) -> None:
+    _write_log(tmp_path / CURRENT, range(0, 10))  # the unbounded log of an older daemon
+    legacy = Position(None, None, 3 * RECORD)
+    files = _rotating(tmp_path)  # the container starts again: the plain log is adopted
+    _rotate(files, tmp_path, range(10, 12))
+    reader = LogReader(files)
+    assert reader.resume(legacy)
+    assert _read_all(reader) == list(range(3, 12))
+    reader.close()
+
+
+def test_a_position_names_an_adopted_plain_file_by_its_segment(tmp_path: Path) -> None:
+    files = _rotating(tmp_path, compress=True)
+    _rotate(files, tmp_path, range(0, 5))
+    _conmon_rotates(tmp_path)  # through the armed link; the keeper has not re-armed...
+    _conmon_rotates(tmp_path)  # ...when conmon rotates again: a plain container.log
+    _append(tmp_path, range(5, 10))
+    reader = LogReader(files)
+    assert _read_all(reader) == list(range(10))
+    plain = reader.position()
+    assert plain is not None and plain.seq is None
+    files.rearm()  # the daemon adopts it
+    named = reader.position()
+    assert named is not None and named.seq is not None and named.offset == plain.offset
+    reader.close()
+
+
+def test_a_position_never_splits_a_record_being_written(tmp_path: Path) -> None:
+    files = _rotating(tmp_path)
+    _append(tmp_path, range(0, 3))
+    record = _record(STAMP, "stdout", "F", "3")
+    with open(tmp_path / CURRENT, "ab") as f:
+        f.write(record[:20])
+    reader = LogReader(files)
+    assert _read_all(reader) == [0, 1, 2]
+    position = reader.position()
+    reader.close()
+    assert position is not None and position.offset == 3 * len(record)
+    with open(tmp_path / CURRENT, "ab") as f:
+        f.write(record[20:])
+    reader = LogReader(files)
+    assert reader.resume(position) and _read_all(reader) == [3]
+    reader.close()
+
+
+def test_the_delivered_position_is_recorded_and_read_back(tmp_path: Path) -> None:
+    from dockyard.logs.plugin import _read_position, _write_position
+
+    path = str(tmp_path / "log-driver.offset")
+    assert _read_position(path) is None  # nothing delivered yet
+    for position in (Position(7, None, 1234), Position(None, 99, 5)):
+        _write_position(path, position)
+        assert _read_position(path) == position
+    (tmp_path / "log-driver.offset").write_text('{"offset": 4096}')  # an older daemon's
+    assert _read_position(path) == Position(None, None, 4096)
+    (tmp_path / "log-driver.offset").write_text("{not json")
+    assert _read_position(path) is None
