@@ -115,6 +115,8 @@ class BuildOptions:
     build_args: dict[str, str | None] = field(default_factory=dict)
     target: str = ""
     no_cache: bool = False
+    # BuildKit's `--no-cache-filter`: the stages (by name) whose steps skip the cache
+    no_cache_stages: frozenset[str] = frozenset()
     labels: dict[str, str] = field(default_factory=dict)
     remove: bool = True  # remove the step containers (also after a failure)
     force_remove: bool = False
@@ -643,7 +645,7 @@ class _Build:
         next one of an image whose history and layers begin with the current
         state's); nothing else hits, so an unknown name means no cache at all.
         """
-        if self.options.no_cache:
+        if self.options.no_cache or ctx.stage.name in self.options.no_cache_stages:
             return None
         state = self.b.cache.get(cache_key)
         if state is not None and not self._usable(state):

@@ -7,6 +7,10 @@ buildx and compose see the engine as one BuildKit worker, as they see Docker's:
   labels buildx reads (`org.mobyproject.buildkit.worker.moby.host-gateway-ip` when the
   engine has a default bridge gateway).
 * `Info`: the implementation's name and version.
+* `Solve` and `Status`: a build (`jobs`): Solve waits for the client's build function
+  to return its result over the frontend bridge (`gateway`), exports it
+  (`exporters`) and answers what the exporters report; Status streams the job's
+  vertexes, statuses and logs from its start until it ends.
 * `DiskUsage` and `Prune`: the records of the one build cache that the classic builder
   and BuildKit's front door share (`build.cache`), so `docker buildx du`, `docker buildx
   prune`, `docker builder prune` and `POST /build/prune` all see and free the same
@@ -20,7 +24,6 @@ fields `id`, `description`, `type`, `inuse`, `mutable`, `immutable`, `shared` an
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator, Callable
@@ -31,9 +34,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 import dockyard
 from dockyard.build.builder import Builder
 from dockyard.build.cache import CacheRecord
-from dockyard.buildkit import rpc
-from dockyard.buildkit.pb import control_pb2, ops_pb2, worker_pb2
-from dockyard.buildkit.session import SessionManager
+from dockyard.buildkit import exporters, rpc
+from dockyard.buildkit.jobs import Jobs, status_error
+from dockyard.buildkit.pb import control_pb2, gateway_pb2, ops_pb2, worker_pb2
 from dockyard.images.oci import host_arch
 
 log = logging.getLogger(__name__)
@@ -51,12 +54,12 @@ class Control:
         self,
         engine_id: str,
         builder: Builder,
-        sessions: SessionManager,
+        jobs: Jobs,
         host_gateway: str = "",
     ) -> None:
         self.engine_id = engine_id
         self.builder = builder
-        self.sessions = sessions
+        self.jobs = jobs
         self.host_gateway = host_gateway
 
     def handlers(self) -> dict[str, rpc.Handler]:
@@ -75,45 +78,61 @@ class Control:
     async def solve(
         self, request: control_pb2.SolveRequest, call: rpc.ServerCall
     ) -> control_pb2.SolveResponse:
-        if request.Session:
-            # A build starts by reaching its session; until builds run, that is as far
-            # as a Solve goes (it proves the session's connection both ways).
-            try:
-                session = await asyncio.wait_for(self.sessions.get(request.Session), 10)
-                health = await session.check_health()
-            except (TimeoutError, rpc.RpcError) as e:
-                raise rpc.RpcError(
-                    rpc.Status.UNAVAILABLE, f"no active session for {request.Session}: {e}"
-                ) from None
-            log.info("solve %s: session %s answers, health %s", request.Ref, session.id, health)
-        # Until builds run through this door, say so plainly and name the one that works.
-        raise rpc.RpcError(
-            rpc.Status.UNIMPLEMENTED,
-            "Dockyard does not run BuildKit builds yet; build with the classic builder: "
-            "DOCKER_BUILDKIT=0 docker build",
-        )
+        if request.Frontend or getattr(request.Definition, "def"):
+            raise rpc.RpcError(
+                rpc.Status.UNIMPLEMENTED,
+                "Dockyard builds through the frontend bridge that buildx drives "
+                "(docker buildx build, docker build, docker compose build); "
+                "solving a frontend or an LLB definition directly is not supported",
+            )
+        exporters.check(list(request.Exporters))
+        job = await self.jobs.open(request)
+        try:
+            session = job.session = await self.jobs.session(request.Session)
+            returned = await self.jobs.until_returned(job, session)
+            if returned.HasField("error") and returned.error.code != rpc.Status.OK:
+                error = returned.error
+                raise rpc.RpcError(rpc.Status(error.code), error.message)
+            result = None
+            if returned.HasField("result"):
+                ref_id = _returned_ref(returned.result)
+                result = job.results.get(ref_id) if ref_id else None
+                if ref_id and result is None:
+                    raise rpc.RpcError(rpc.Status.NOT_FOUND, f"no such result {ref_id}")
+            response = exporters.export(self.builder, job.graph, list(request.Exporters), result)
+            return control_pb2.SolveResponse(ExporterResponse=response)
+        except Exception as e:
+            raise status_error(e) from None
+        finally:
+            await self.jobs.close(job)
 
     async def status(self, call: rpc.ServerCall) -> None:
-        # No build runs here yet, so there is no progress to report: the stream ends
-        # at once, and the client reports Solve's answer.
-        await call.recv()
+        data = await call.recv()
+        request = control_pb2.StatusRequest()
+        request.ParseFromString(data or b"")
+        job = await self.jobs.find(request.Ref)
+        async for update in job.status.follow():
+            await call.send(update.SerializeToString())
 
     def version(self) -> worker_pb2.BuildkitVersion:
         return worker_pb2.BuildkitVersion(package=PACKAGE, version=dockyard.__version__)
 
-    async def list_workers(
-        self, request: control_pb2.ListWorkersRequest, call: rpc.ServerCall
-    ) -> control_pb2.ListWorkersResponse:
+    def worker(self) -> worker_pb2.WorkerRecord:
+        """The one worker: the engine."""
         labels = {HOST_GATEWAY_LABEL: self.host_gateway} if self.host_gateway else {}
-        worker = worker_pb2.WorkerRecord(
+        return worker_pb2.WorkerRecord(
             ID=self.engine_id,
             Labels=labels,
             platforms=[ops_pb2.Platform(OS="linux", Architecture=host_arch())],
             BuildkitVersion=self.version(),
         )
+
+    async def list_workers(
+        self, request: control_pb2.ListWorkersRequest, call: rpc.ServerCall
+    ) -> control_pb2.ListWorkersResponse:
         # A worker filter (containerd syntax) is matched against the worker's ID and
         # labels only as far as BuildKit's own workers answer it: no filter, all workers.
-        return control_pb2.ListWorkersResponse(record=[worker])
+        return control_pb2.ListWorkersResponse(record=[self.worker()])
 
     async def info(
         self, request: control_pb2.InfoRequest, call: rpc.ServerCall
@@ -141,6 +160,20 @@ class Control:
         )
         for record in dropped:
             yield usage_record(record)
+
+
+def _returned_ref(result: gateway_pb2.Result) -> str:
+    """The result reference a Return names (old clients send it as a bare string)."""
+    which = result.WhichOneof("result")
+    if which == "ref":
+        return result.ref.id
+    if which == "refDeprecated":
+        return result.refDeprecated
+    if which is None:
+        return ""
+    raise rpc.RpcError(
+        rpc.Status.UNIMPLEMENTED, "a result of several references is not supported by Dockyard"
+    )
 
 
 def usage_record(record: CacheRecord) -> control_pb2.UsageRecord:

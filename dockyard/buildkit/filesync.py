@@ -179,6 +179,7 @@ class Receiver:
     dest: str
     staging: str  # an empty directory on dest's filesystem, outside the tree
     received: int = 0  # bytes of file data taken in
+    transferred: int = 0  # bytes of packets taken in (what BuildKit's progress counts)
     files_written: int = 0
     _order: _Order = field(default_factory=_Order)
     _next_id: int = 0
@@ -433,6 +434,7 @@ async def receive(
             replies = await asyncio.to_thread(_handle_all, receiver, packets)
             for reply in replies:
                 await stream.send(reply.SerializeToString())
+            receiver.transferred = total
             if progress is not None:
                 progress(total)
             if ended:
