@@ -340,10 +340,19 @@ class _Build:
 
     # -- output -------------------------------------------------------------
 
-    async def step_line(self, instruction: ins.Instruction, stage: ins.Stage | None) -> None:
+    async def step_line(
+        self, instruction: ins.Instruction, stage: ins.Stage | None, *, from_stage: bool = False
+    ) -> None:
         self.step += 1
         await self.progress.step(
-            Step(self.step, self.total, instruction, stage, stages=self.stage_count)
+            Step(
+                self.step,
+                self.total,
+                instruction,
+                stage,
+                stages=self.stage_count,
+                from_stage=from_stage,
+            )
         )
 
     # -- the build ----------------------------------------------------------
@@ -475,7 +484,8 @@ class _Build:
     # -- stages -------------------------------------------------------------
 
     async def _stage(self, stage: ins.Stage) -> _StageState:
-        await self.step_line(stage.start, stage)
+        from_stage = stage.start.base.lower() in self.stage_names
+        await self.step_line(stage.start, stage, from_stage=from_stage)
         self.cache_from = None if self.cache_sources is None else list(self.cache_sources)
         ctx = await self._from(stage)
         await self.progress.step_done(ctx.state)

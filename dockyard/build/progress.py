@@ -33,7 +33,8 @@ class Step:
     total: int
     instruction: ins.Instruction
     stage: ins.Stage | None = None  # None for the ARGs before the first FROM
-    stages: int = 1  # how many stages the build runs
+    stages: int = 1  # how many stages the Dockerfile has
+    from_stage: bool = False  # a FROM that names an earlier stage (not an image)
 
 
 class BuildProgress(Protocol):

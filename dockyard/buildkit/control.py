@@ -85,9 +85,9 @@ class Control:
                 "(docker buildx build, docker build, docker compose build); "
                 "solving a frontend or an LLB definition directly is not supported",
             )
-        exporters.check(list(request.Exporters))
         job = await self.jobs.open(request)
         try:
+            exporters.check(list(request.Exporters))
             session = job.session = await self.jobs.session(request.Session)
             returned = await self.jobs.until_returned(job, session)
             if returned.HasField("error") and returned.error.code != rpc.Status.OK:

@@ -156,7 +156,7 @@ class SessionContext:
             text, ignore_text = await self._load_definition(workdir, name, vertex)
             vertex.complete()
         except BaseException as e:
-            vertex.complete(error=str(getattr(e, "message", e)) or "cancelled")
+            vertex.complete(error=_failure(e))
             raise
         if ignore_text is None:
             vertex = self.graph.vertex(f"[internal] load {DOCKERIGNORE}").start()
@@ -164,7 +164,7 @@ class SessionContext:
                 ignore_text = await self._load_dockerignore(workdir, vertex)
                 vertex.complete()
             except BaseException as e:
-                vertex.complete(error=str(getattr(e, "message", e)) or "cancelled")
+                vertex.complete(error=_failure(e))
                 raise
         if ignore_text:
             self.excludes = read_patterns(ignore_text)
@@ -232,11 +232,19 @@ class SessionContext:
                 progress=lambda count: vertex.status(label, current=count),
             )
         except BaseException as e:
-            vertex.complete(error=str(getattr(e, "message", e)) or "cancelled")
+            vertex.complete(error=_failure(e))
             raise
         vertex.status(label, current=receiver.transferred, done=True)
         vertex.complete()
         return SourceTree(target, ignore=self.ignore, context=True)
+
+
+def _failure(error: BaseException) -> str:
+    """A failed load's vertex error (`context canceled` when it was cancelled, which
+    clients show as CANCELED)."""
+    if isinstance(error, asyncio.CancelledError):
+        return "context canceled"
+    return str(getattr(error, "message", error))
 
 
 def _make_dirs(*paths: str) -> None:

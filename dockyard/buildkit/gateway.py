@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 SERVICE = "moby.buildkit.v1.frontend.LLBBridge"
 FRONTEND_CAPS = ("solve.base", "return", "proto.refarray")
+CANCELLED = "context canceled"  # what clients show as CANCELED
 
 
 class Gateway:
@@ -116,7 +117,7 @@ class Gateway:
             raise error from None
         except BaseException:
             if progress is not None:
-                progress.fail("cancelled")
+                progress.fail(CANCELLED)
             raise
 
     async def return_(

@@ -14,7 +14,9 @@ buildx (and compose, which links it) runs a build as a *client-side gateway*:
    report, and the Status stream ends.
 
 `Jobs` is the registry those calls meet in: Solve `open()`s a job, the bridge and
-Status `find()` it (waiting briefly: clients send them all at once). A job owns the
+Status `find()` it (waiting briefly: clients send them all at once). An ended job
+stays findable for a while, so that a Status or bridge call that arrives after its
+Solve failed gets the job's story, or its end, at once rather than waiting for it. A job owns the
 tasks that build for it, the results they produced (their layers pinned until the job
 ends) and its status log. When Solve ends, whatever way (the client cancelled, its
 connection or session went away, the build failed), the job's builds are cancelled,
@@ -28,6 +30,7 @@ import contextlib
 import logging
 import os
 import secrets
+from collections import OrderedDict
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -44,6 +47,7 @@ log = logging.getLogger(__name__)
 
 BUILD_ID_KEY = "buildkit-controlapi-buildid"
 FIND_TIMEOUT = 10.0  # how long a call waits for the job (or session) it names
+ENDED_KEPT = 64  # ended jobs kept findable
 
 T = TypeVar("T")
 
@@ -131,12 +135,13 @@ class Jobs:
         self.sessions = sessions
         self.mirrors = ContextMirrors(os.path.join(root, "contexts"))
         self._jobs: dict[str, Job] = {}
+        self._ended: OrderedDict[str, Job] = OrderedDict()
         self._changed = asyncio.Condition()
 
     async def open(self, request: control_pb2.SolveRequest) -> Job:
         if not request.Ref:
             raise rpc.RpcError(rpc.Status.INVALID_ARGUMENT, "a build needs a reference (Ref)")
-        if request.Ref in self._jobs:
+        if request.Ref in self._jobs or request.Ref in self._ended:
             raise rpc.RpcError(rpc.Status.ALREADY_EXISTS, f"job ID {request.Ref} exists")
         job = Job(request.Ref, request)
         self._jobs[request.Ref] = job
@@ -150,14 +155,17 @@ class Jobs:
         finally:
             if self._jobs.get(job.ref) is job:
                 del self._jobs[job.ref]
+                self._ended[job.ref] = job
+                while len(self._ended) > ENDED_KEPT:
+                    self._ended.popitem(last=False)
 
     async def find(self, ref: str) -> Job:
         """The job `ref`, waiting for its Solve to arrive (clients send it alongside)."""
 
         async def wait() -> Job:
             async with self._changed:
-                await self._changed.wait_for(lambda: ref in self._jobs)
-                return self._jobs[ref]
+                await self._changed.wait_for(lambda: ref in self._jobs or ref in self._ended)
+                return self._jobs.get(ref) or self._ended[ref]
 
         try:
             return await asyncio.wait_for(wait(), FIND_TIMEOUT)
@@ -171,7 +179,10 @@ class Jobs:
             raise rpc.RpcError(
                 rpc.Status.INVALID_ARGUMENT, f"no {BUILD_ID_KEY} in the call's metadata"
             )
-        return await self.find(ref)
+        job = await self.find(ref)
+        if job.ended.is_set():
+            raise rpc.RpcError(rpc.Status.CANCELLED, f"build {ref} has ended")
+        return job
 
     async def session(self, session_id: str) -> Session:
         """The build's live session (waiting for it to open, as it opens alongside)."""

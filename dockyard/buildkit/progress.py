@@ -26,6 +26,8 @@ from dockyard.build import instructions as ins
 from dockyard.build.cache import State
 from dockyard.build.progress import Step
 from dockyard.buildkit.pb import control_pb2
+from dockyard.errors import InvalidArgument
+from dockyard.images import reference
 
 _FILESYSTEM_STEPS = (ins.Run, ins.Copy, ins.Workdir)
 
@@ -34,6 +36,16 @@ def _now() -> Timestamp:
     stamp = Timestamp()
     stamp.GetCurrentTime()
     return stamp
+
+
+def _image_name(base: str) -> str:
+    """A FROM's image as BuildKit names it: the full reference (`docker.io/library/...`)."""
+    if "$" in base or base.lower() == "scratch":
+        return base
+    try:
+        return str(reference.parse(base))
+    except InvalidArgument:
+        return base
 
 
 class StatusLog:
@@ -166,7 +178,8 @@ class VertexProgress:
         self._count = 0
 
     def fail(self, message: str) -> None:
-        """The build failed in the current step (if one is open)."""
+        """The build failed in the current step (if one is open). A cancelled step says
+        `context canceled`, which clients show as CANCELED."""
         if self.current is not None:
             self.current.complete(error=message)
             self.current = None
@@ -195,7 +208,9 @@ class VertexProgress:
         if isinstance(instruction, ins.From):
             self._position = 1
             self._count = 1 + sum(isinstance(c, _FILESYSTEM_STEPS) for c in stage.commands)
-            text = f"FROM {instruction.base}"
+            if step.from_stage:
+                return  # the stage goes on from another one's result: nothing to show
+            text = f"FROM {_image_name(instruction.base)}"
         elif isinstance(instruction, _FILESYSTEM_STEPS):
             self._position += 1
             self._count = max(self._count, self._position)
