@@ -533,6 +533,9 @@ class ContextMirrors:
         self.root = root
         self._locks: dict[str, asyncio.Lock] = {}
         os.makedirs(root, exist_ok=True)
+        for name in os.listdir(root):  # files in flight when the daemon stopped
+            if ".incoming-" in name:
+                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
 
     def _path(self, shared_key: str, dir_name: str) -> str:
         name = hashlib.sha256(f"{shared_key}\0{dir_name}".encode()).hexdigest()[:32]

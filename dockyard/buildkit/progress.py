@@ -30,6 +30,8 @@ from dockyard.errors import InvalidArgument
 from dockyard.images import reference
 
 _FILESYSTEM_STEPS = (ins.Run, ins.Copy, ins.Workdir)
+LOG_LIMIT = 2 << 20  # a vertex's log is clipped after this much, as BuildKit clips it
+MERGE_LIMIT = 1 << 20  # one Status message carries about this much at most
 
 
 def _now() -> Timestamp:
@@ -71,14 +73,18 @@ class StatusLog:
         self._waiters.clear()
 
     async def follow(self) -> AsyncIterator[control_pb2.StatusResponse]:
-        """All updates from the first, each batch that is waiting merged into one."""
+        """All updates from the first, what is waiting merged into one message (of a
+        bounded size: a replay of a long build's logs takes several)."""
         sent = 0
         while True:
             if sent < len(self.updates):
                 merged = control_pb2.StatusResponse()
-                for update in self.updates[sent:]:
+                size = 0
+                while sent < len(self.updates) and (size == 0 or size < MERGE_LIMIT):
+                    update = self.updates[sent]
                     merged.MergeFrom(update)
-                sent = len(self.updates)
+                    size += update.ByteSize()
+                    sent += 1
                 yield merged
                 continue
             if self.closed:
@@ -95,6 +101,7 @@ class Vertex:
         self.log = log
         self.message = control_pb2.Vertex(digest=digest, name=name)
         self.done = False
+        self.logged = 0  # bytes of log so far
 
     @property
     def digest(self) -> str:
@@ -127,6 +134,12 @@ class Vertex:
         self._send()
 
     def write(self, stream: int, data: bytes) -> None:
+        if self.logged >= LOG_LIMIT:
+            return
+        self.logged += len(data)
+        if self.logged >= LOG_LIMIT:
+            data = data[: len(data) - (self.logged - LOG_LIMIT)]
+            data += b"\n[output clipped, log limit 2MiB reached]\n"
         update = control_pb2.StatusResponse()
         update.logs.append(
             control_pb2.VertexLog(vertex=self.digest, stream=stream, msg=data, timestamp=_now())
