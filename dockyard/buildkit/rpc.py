@@ -31,6 +31,7 @@ import contextlib
 import enum
 import logging
 import struct
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
@@ -377,6 +378,7 @@ def _dispatch(
 async def _run(connection: _Connection, stream: _Stream, handlers: dict[str, Handler]) -> None:
     call = stream.call
     handler = handlers.get(call.method)
+    started = time.monotonic()
     try:
         if handler is None:
             await call.finish(Status.UNIMPLEMENTED, f"unknown method {call.method}")
@@ -394,6 +396,7 @@ async def _run(connection: _Connection, stream: _Stream, handlers: dict[str, Han
             await call.finish(Status.UNKNOWN, f"{type(e).__name__}: {e}")
     finally:
         connection.streams.pop(call.stream_id, None)
+        log.debug("gRPC %s served in %.1f ms", call.method, (time.monotonic() - started) * 1000)
 
 
 # -- the client (the daemon calling a BuildKit session) ---------------------------
