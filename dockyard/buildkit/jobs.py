@@ -100,7 +100,11 @@ class Job:
         except asyncio.CancelledError:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-            raise
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the caller was cancelled
+            # the job ended under the work: the caller still gets an answer
+            raise rpc.RpcError(rpc.Status.CANCELLED, f"build {self.ref} has ended") from None
         finally:
             self._tasks.discard(task)
 

@@ -28,11 +28,12 @@ CMD ["sh", "-c", "cat /app/message.txt /app/greeting"]
 """
 
 
+BUILD = ["docker", "buildx", "build", "--progress=plain"]
+
+
 def build(daemon: Daemon, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """`docker buildx build` with plain progress (what a terminal-less run shows too)."""
-    return ecosystem.run_client(
-        daemon, ["docker", "buildx", "build", "--progress=plain", *args], cwd=cwd
-    )
+    return ecosystem.run_client(daemon, [*BUILD, *args], cwd=cwd)
 
 
 def built(result: subprocess.CompletedProcess[str]) -> str:
@@ -96,6 +97,11 @@ def test_docker_build_is_buildx_building_in_the_engine(daemon: Daemon, app: Path
     assert "docker driver" in progress
     assert "moby/buildkit" not in progress
     assert run(daemon, "bk/plain:1").endswith("hello from RUN\n")
+
+    # -q prints the image's ID alone, as scripts expect
+    quiet = ecosystem.run_client(daemon, ["docker", "build", "-q", "-t", "bk/plain:2", str(app)])
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stdout.strip() == inspect(daemon, "bk/plain:2")["Id"]
 
 
 def test_one_builder_a_buildkit_build_reuses_what_the_classic_builder_made(
@@ -250,6 +256,36 @@ def test_a_second_upload_sends_only_what_changed(daemon: Daemon, tmp_path: Path)
     assert second < 10_000
     assert run(daemon, "bk/inc:2", "cat", "/ctx/small.txt") == "two\n"
     assert run(daemon, "bk/inc:2", "wc", "-c", "/ctx/big.bin").split()[0] == "500000"
+
+
+def test_builds_of_one_context_at_the_same_time_both_succeed(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    """Two builds of one directory share its context mirror: their transfers take turns,
+    and each build gets the context as it was sent to it."""
+    context = tmp_path / "together"
+    context.mkdir()
+    (context / "data.bin").write_bytes(b"z" * 200_000)
+    (context / "Dockerfile").write_text(
+        "FROM demo/busybox:1\nCOPY . /ctx/\nARG N\nRUN echo $N > /n\n"
+    )
+    processes = [
+        subprocess.Popen(
+            [*BUILD, "--build-arg", f"N={n}", "-t", f"bk/together:{n}", str(context)],
+            env=ecosystem.client_env(daemon),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in (1, 2)
+    ]
+    for process in processes:
+        _, err = process.communicate()
+        assert process.returncode == 0, err
+    for n in (1, 2):
+        assert run(daemon, f"bk/together:{n}", "sh", "-c", "cat /n; wc -c < /ctx/data.bin") == (
+            f"{n}\n200000\n"
+        )
 
 
 COMPOSE = """\
