@@ -14,7 +14,9 @@ buildx and compose see the engine as one BuildKit worker, as they see Docker's:
 * `DiskUsage` and `Prune`: the records of the one build cache that the classic builder
   and BuildKit's front door share (`build.cache`), so `docker buildx du`, `docker buildx
   prune`, `docker builder prune` and `POST /build/prune` all see and free the same
-  bytes. Prune streams one record per dropped step.
+  bytes. Prune streams one record per dropped step. The context mirrors kept for
+  incremental uploads (`filesync.ContextMirrors`) are records too (`source.local`,
+  mutable), dropped by age and filter unless a size to keep is given.
 
 Filters are BuildKit's (containerd's syntax): a list of alternatives, each a comma-
 separated conjunction of `field==value`, `field!=value` or `field~=regexp` over the
@@ -24,8 +26,10 @@ fields `id`, `description`, `type`, `inuse`, `mutable`, `immutable`, `shared` an
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -35,6 +39,7 @@ import dockyard
 from dockyard.build.builder import Builder
 from dockyard.build.cache import CacheRecord
 from dockyard.buildkit import exporters, rpc
+from dockyard.buildkit.filesync import MirrorRecord
 from dockyard.buildkit.jobs import Jobs, status_error
 from dockyard.buildkit.pb import control_pb2, gateway_pb2, ops_pb2, worker_pb2
 from dockyard.images.oci import host_arch
@@ -45,6 +50,7 @@ SERVICE = "moby.buildkit.v1.Control"
 PACKAGE = "github.com/dockyard/dockyard"
 HOST_GATEWAY_LABEL = "org.mobyproject.buildkit.worker.moby.host-gateway-ip"
 RECORD_TYPE = "regular"  # a step's snapshot, in BuildKit's words
+Record = CacheRecord | MirrorRecord
 
 
 class Control:
@@ -143,7 +149,8 @@ class Control:
         self, request: control_pb2.DiskUsageRequest, call: rpc.ServerCall
     ) -> control_pb2.DiskUsageResponse:
         selected = parse_filters(list(request.filter))
-        records = self.builder.cache.records()
+        records: list[Record] = [*self.builder.cache.records()]
+        records += await asyncio.to_thread(self.jobs.mirrors.records)
         return control_pb2.DiskUsageResponse(
             record=[usage_record(r) for r in records if selected is None or selected(r)]
         )
@@ -160,6 +167,18 @@ class Control:
         )
         for record in dropped:
             yield usage_record(record)
+        # Context mirrors go by age and filter; a size to keep leaves them (they are
+        # what makes the next upload small).
+        keep_duration = max(request.keepDuration, 0) / 1e9
+        if request.keepBytes <= 0 or request.all:
+            now = time.time()
+
+            def drop(record: MirrorRecord) -> bool:
+                old = not keep_duration or record.last_used < now - keep_duration
+                return old and (selected is None or selected(record))
+
+            for mirror in await asyncio.to_thread(self.jobs.mirrors.prune, drop):
+                yield usage_record(mirror)
 
 
 def _returned_ref(result: gateway_pb2.Result) -> str:
@@ -176,7 +195,7 @@ def _returned_ref(result: gateway_pb2.Result) -> str:
     )
 
 
-def usage_record(record: CacheRecord) -> control_pb2.UsageRecord:
+def usage_record(record: Record) -> control_pb2.UsageRecord:
     created = Timestamp()
     created.FromNanoseconds(int(record.created * 1e9))
     last_used = Timestamp()
@@ -187,7 +206,9 @@ def usage_record(record: CacheRecord) -> control_pb2.UsageRecord:
         CreatedAt=created,
         LastUsedAt=last_used,
         Description=record.description,
-        RecordType=RECORD_TYPE,
+        RecordType=_field(record, "type"),
+        Mutable=isinstance(record, MirrorRecord),
+        InUse=isinstance(record, MirrorRecord) and record.in_use,
     )
 
 
@@ -200,7 +221,7 @@ class _Condition:
     operator: str  # "==", "!=" or "~="
     value: str
 
-    def holds(self, record: CacheRecord) -> bool:
+    def holds(self, record: Record) -> bool:
         actual = _field(record, self.field)
         if self.operator == "==":
             return actual == self.value
@@ -213,21 +234,26 @@ _FIELDS = ("id", "description", "type", "inuse", "mutable", "immutable", "shared
 _CONDITION = re.compile(r"^\s*([A-Za-z_.]+)\s*(==|!=|~=)\s*(.*?)\s*$")
 
 
-def _field(record: CacheRecord, name: str) -> str:
-    # Every record of this cache is an immutable, private snapshot no build holds.
+def _field(record: Record, name: str) -> str:
+    # A step's record is an immutable, private snapshot no build holds; a context
+    # mirror is a mutable one, in use while a transfer updates it.
+    if isinstance(record, MirrorRecord):
+        mutable, in_use = "true", "true" if record.in_use else ""
+    else:
+        mutable, in_use = "", ""
     return {
         "id": record.key,
         "description": record.description,
-        "type": RECORD_TYPE,
-        "inuse": "",
-        "mutable": "",
-        "immutable": "true",
+        "type": record.record_type if isinstance(record, MirrorRecord) else RECORD_TYPE,
+        "inuse": in_use,
+        "mutable": mutable,
+        "immutable": "" if mutable else "true",
         "shared": "",
         "private": "true",
     }[name]
 
 
-def parse_filters(filters: list[str]) -> Callable[[CacheRecord], bool] | None:
+def parse_filters(filters: list[str]) -> Callable[[Record], bool] | None:
     """A predicate for BuildKit filter strings (None: no filter, everything matches)."""
     alternatives: list[list[_Condition]] = []
     for text in filters:

@@ -525,9 +525,24 @@ async def fetch(
 # -- mirrors kept between builds -------------------------------------------------
 
 
+@dataclass(frozen=True)
+class MirrorRecord:
+    """A context mirror as `du` and `prune` report it (BuildKit's local source records)."""
+
+    key: str
+    size: int
+    created: float
+    last_used: float
+    description: str
+    in_use: bool
+    record_type: str = "source.local"
+
+
 class ContextMirrors:
     """One directory per (shared key, directory name), updated by each transfer and
-    copied (hard links) for each build, so unchanged files are not sent again."""
+    copied (hard links) for each build, so unchanged files are not sent again. Each has
+    a `<name>.source` file beside it naming what it mirrors; `records()` lists them,
+    `prune()` drops those no transfer is using."""
 
     def __init__(self, root: str) -> None:
         self.root = root
@@ -558,7 +573,8 @@ class ContextMirrors:
         lock = self._locks.setdefault(mirror, asyncio.Lock())
         async with lock:
             staging = mirror + ".incoming-" + secrets.token_hex(4)
-            await asyncio.to_thread(_prepare, mirror, staging)
+            source = f"local source for {dir_name} ({shared_key})"
+            await asyncio.to_thread(_prepare, mirror, staging, source)
             try:
                 receiver = await fetch(
                     session,
@@ -573,22 +589,77 @@ class ContextMirrors:
             except BaseException:
                 # A transfer cut short leaves whole files only, but which ones is
                 # unknown to the next transfer's list: start afresh next time.
-                await asyncio.to_thread(shutil.rmtree, mirror, True)
+                await asyncio.to_thread(_drop, mirror)
                 raise
             finally:
                 await asyncio.to_thread(shutil.rmtree, staging, True)
             await asyncio.to_thread(link_copy, mirror, target)
         return receiver
 
-    def clear(self) -> None:
-        """Drop every mirror (blocking); for start-up and prune."""
-        shutil.rmtree(self.root, ignore_errors=True)
-        os.makedirs(self.root, exist_ok=True)
+    def _in_use(self, mirror: str) -> bool:
+        lock = self._locks.get(mirror)
+        return lock is not None and lock.locked()
+
+    def records(self) -> list[MirrorRecord]:
+        """Every mirror with its size (blocking: it walks them)."""
+        found = []
+        for name in sorted(os.listdir(self.root)):
+            if not name.endswith(".source"):
+                continue
+            mirror = os.path.join(self.root, name.removesuffix(".source"))
+            try:
+                with open(mirror + ".source") as f:
+                    description = f.read().strip()
+                st = os.stat(mirror + ".source")
+                size = _tree_size(mirror)
+            except OSError:
+                continue
+            found.append(
+                MirrorRecord(
+                    key="local:" + os.path.basename(mirror),
+                    size=size,
+                    created=st.st_ctime,
+                    last_used=st.st_mtime,
+                    description=description,
+                    in_use=self._in_use(mirror),
+                )
+            )
+        return found
+
+    def prune(self, drop: Callable[[MirrorRecord], bool]) -> list[MirrorRecord]:
+        """Remove the mirrors no transfer is using that `drop` picks (blocking)."""
+        dropped = []
+        for record in self.records():
+            mirror = os.path.join(self.root, record.key.removeprefix("local:"))
+            if record.in_use or not drop(record):
+                continue
+            _drop(mirror)
+            dropped.append(record)
+        return dropped
 
 
-def _prepare(mirror: str, staging: str) -> None:
+def _prepare(mirror: str, staging: str, source: str) -> None:
     os.makedirs(mirror, mode=0o700, exist_ok=True)
     os.mkdir(staging, 0o700)
+    with open(mirror + ".source", "w") as f:  # written each time: its time is the last use
+        f.write(source + "\n")
+
+
+def _drop(mirror: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(mirror + ".source")
+    shutil.rmtree(mirror, ignore_errors=True)
+
+
+def _tree_size(root: str) -> int:
+    total = 0
+    for directory, _, filenames in os.walk(root):
+        for name in filenames:
+            with contextlib.suppress(OSError):
+                st = os.lstat(os.path.join(directory, name))
+                if stat.S_ISREG(st.st_mode):
+                    total += st.st_blocks * 512
+    return total
 
 
 def link_copy(source: str, target: str) -> None:

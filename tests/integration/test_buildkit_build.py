@@ -363,3 +363,25 @@ def test_a_cancelled_build_leaves_no_container_mount_or_image(
     assert list((own_daemon.data_root / "build").iterdir()) == []
     assert [m for m in own_daemon.leftovers()["mounts"] if "/build/" in m] == []
     assert "bk/cancel" not in own_daemon.docker("images").stdout
+
+
+def test_du_lists_the_kept_context_and_prune_frees_it(own_daemon: Daemon, tmp_path: Path) -> None:
+    context = tmp_path / "kept"
+    context.mkdir()
+    (context / "big.bin").write_bytes(b"k" * 300_000)
+    (context / "Dockerfile").write_text("FROM demo/busybox:1\nCOPY big.bin /\n")
+    first = transferred(built(build(own_daemon, "-t", "bk/kept:1", str(context))))
+
+    du = ecosystem.run_client(own_daemon, ["docker", "buildx", "du", "--verbose"])
+    assert du.returncode == 0, du.stderr
+    kept = [block for block in du.stdout.split("\n\n") if "local source for context" in block]
+    assert len(kept) == 1, du.stdout
+    assert "source.local" in kept[0]
+
+    pruned = ecosystem.run_client(own_daemon, ["docker", "buildx", "prune", "-f", "--verbose"])
+    assert pruned.returncode == 0, pruned.stderr
+    assert "local source for context" in pruned.stdout
+    du = ecosystem.run_client(own_daemon, ["docker", "buildx", "du", "--verbose"])
+    assert "local source for context" not in du.stdout
+    # with the kept copy gone, the whole context travels again
+    assert transferred(built(build(own_daemon, "-t", "bk/kept:2", str(context)))) >= first
