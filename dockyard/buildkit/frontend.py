@@ -184,7 +184,7 @@ class SessionContext:
             directory,
             staging,
             follow=follow,
-            progress=lambda count: vertex.status(label, current=count),
+            progress=vertex.counter(label),
         )
         vertex.status(label, current=receiver.transferred, done=True)
 
@@ -229,7 +229,7 @@ class SessionContext:
                 self.context_dir,
                 target,
                 exclude=self.excludes,
-                progress=lambda count: vertex.status(label, current=count),
+                progress=vertex.counter(label),
             )
         except BaseException as e:
             vertex.complete(error=_failure(e))

@@ -21,16 +21,13 @@ Anything else is UNIMPLEMENTED (the rpc layer's answer for unknown methods).
 
 from __future__ import annotations
 
-import logging
+import asyncio
 
 from dockyard.build.builder import Builder, BuildResult
 from dockyard.buildkit import frontend, rpc
 from dockyard.buildkit.jobs import Job, Jobs, status_error
 from dockyard.buildkit.pb import caps_pb2, gateway_pb2, worker_pb2
 from dockyard.buildkit.progress import Vertex, VertexProgress
-from dockyard.errors import DockyardError
-
-log = logging.getLogger(__name__)
 
 SERVICE = "moby.buildkit.v1.frontend.LLBBridge"
 FRONTEND_CAPS = ("solve.base", "return", "proto.refarray")
@@ -110,15 +107,15 @@ class Gateway:
                 context_dir=attrs.get("contextkey") or "context",
             )
             return await self.builder.solve(source, options, progress)
-        except (DockyardError, rpc.RpcError) as e:
-            error = status_error(e)
-            if progress is not None:
-                progress.fail(error.message)
-            raise error from None
-        except BaseException:
+        except asyncio.CancelledError:
             if progress is not None:
                 progress.fail(CANCELLED)
             raise
+        except Exception as e:
+            error = status_error(e)  # a bug is logged there
+            if progress is not None:
+                progress.fail(error.message)
+            raise error from None
 
     async def return_(
         self, request: gateway_pb2.ReturnRequest, call: rpc.ServerCall

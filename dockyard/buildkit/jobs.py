@@ -31,9 +31,9 @@ import logging
 import os
 import secrets
 from collections import OrderedDict
-from collections.abc import Awaitable
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from dockyard.build.builder import Builder, BuildResult, StepFailed
 from dockyard.buildkit import rpc
@@ -88,10 +88,11 @@ class Job:
     def __post_init__(self) -> None:
         self.graph = Graph(self.status, self.ref)
 
-    async def run(self, work: Awaitable[T]) -> T:
+    async def run(self, work: Coroutine[Any, Any, T]) -> T:
         """Run `work` as one of the job's tasks: cancelled when the job ends, and when
         the caller is cancelled (its clean-up awaited either way)."""
         if self.ended.is_set():
+            work.close()
             raise rpc.RpcError(rpc.Status.CANCELLED, f"build {self.ref} has ended")
         task: asyncio.Task[T] = asyncio.ensure_future(work)
         self._tasks.add(task)

@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -32,6 +33,7 @@ from dockyard.images import reference
 _FILESYSTEM_STEPS = (ins.Run, ins.Copy, ins.Workdir)
 LOG_LIMIT = 2 << 20  # a vertex's log is clipped after this much, as BuildKit clips it
 MERGE_LIMIT = 1 << 20  # one Status message carries about this much at most
+COUNTER_INTERVAL = 0.1  # seconds between updates of a byte counter
 
 
 def _now() -> Timestamp:
@@ -158,6 +160,20 @@ class Vertex:
         update = control_pb2.StatusResponse()
         update.statuses.append(status)
         self.log.add(update)
+
+    def counter(self, name: str) -> Callable[[int], None]:
+        """A byte counter under the vertex, updated at most every 0.1 s (a transfer of
+        thousands of files would otherwise make thousands of updates)."""
+        last = 0.0
+
+        def update(current: int) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if now - last >= COUNTER_INTERVAL:
+                last = now
+                self.status(name, current=current)
+
+        return update
 
     def warn(self, text: str) -> None:
         update = control_pb2.StatusResponse()
