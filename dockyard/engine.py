@@ -25,6 +25,7 @@ from typing import Any
 from dockyard import __version__
 from dockyard.build.bootstrap import Bootstrapper
 from dockyard.build.builder import Builder
+from dockyard.buildkit.jobs import Jobs
 from dockyard.buildkit.session import SessionManager
 from dockyard.config import DaemonConfig
 from dockyard.containers import config as container_config
@@ -269,6 +270,9 @@ class Engine:
         self.images.extra_roots = self.builder.roots
         self.builder.pull = self._pull_for_build
         self.buildkit_sessions = SessionManager()  # clients' /session connections
+        self.buildkit_jobs = Jobs(
+            self.builder, self.buildkit_sessions, os.path.join(root, "buildkit")
+        )
         self.bootstrapper = Bootstrapper(self.db, self.images, os.path.join(root, "build"))
         self.volumes.plugins = PluginDrivers(self.plugins)
         self.plugin_distribution = PluginDistribution(self.registry, managed)

@@ -19,6 +19,8 @@ from dockyard.api.app import Routes, body_chunks, engine, json_response, query_b
 from dockyard.api.streams import JSONStream
 from dockyard.build import bootstrap as bootstraps
 from dockyard.build.builder import BuildOptions, StepFailed, parse_platform
+from dockyard.build.context import TarContext
+from dockyard.build.progress import ClassicProgress
 from dockyard.containers import schema
 from dockyard.containers.schema import HostConfig
 from dockyard.errors import DockyardError, InvalidArgument, NotImplementedByEngine
@@ -132,7 +134,10 @@ async def build(request: web.Request) -> web.StreamResponse:
     eng = engine(request)
     opts = options(request)
     stream = JSONStream(request)
-    task = asyncio.ensure_future(eng.builder.build(body_chunks(request), opts, stream.send))
+    progress = ClassicProgress(stream.send, quiet=opts.quiet)
+    task = asyncio.ensure_future(
+        eng.builder.build(TarContext(body_chunks(request)), opts, progress)
+    )
     try:
         while not task.done():
             # A step may print nothing for a long time: look at the connection often, so

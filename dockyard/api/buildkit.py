@@ -1,7 +1,8 @@
 """BuildKit's front doors: `POST /grpc` and `POST /session`, both upgraded to HTTP/2.
 
-On `/grpc` the engine serves BuildKit's control service (`buildkit.rpc`) until the client
-hangs up; on `/session` the client serves the engine (`buildkit.session`). Both ask for
+On `/grpc` the engine serves BuildKit's control service and the frontend bridge
+(`buildkit.control`, `buildkit.gateway`, over `buildkit.rpc`) until the client hangs up;
+on `/session` the client serves the engine (`buildkit.session`). Both ask for
 `Upgrade: h2c`; anything else is refused before the upgrade with moby's messages and
 statuses (500 on `/grpc`, where moby reports them as untyped errors; 400 on `/session`).
 """
@@ -14,6 +15,7 @@ from dockyard.api.app import Routes, engine
 from dockyard.api.streams import upgrade
 from dockyard.buildkit import rpc
 from dockyard.buildkit.control import Control
+from dockyard.buildkit.gateway import Gateway
 from dockyard.buildkit.session import HEADER_ID, HEADER_METHOD, HEADER_NAME, HEADER_SHARED_KEY
 from dockyard.errors import DockyardError, InvalidArgument
 
@@ -34,10 +36,11 @@ async def grpc(request: web.Request) -> web.StreamResponse:
     protocol = _upgrade_protocol(request, DockyardError)
     eng = engine(request)
     control = Control(
-        eng.id, eng.builder, eng.buildkit_sessions, host_gateway=eng.network.host_gateway()
+        eng.id, eng.builder, eng.buildkit_jobs, host_gateway=eng.network.host_gateway()
     )
+    gateway = Gateway(eng.buildkit_jobs, eng.builder, control.worker())
     resp, connection = await upgrade(request, protocol)
-    await rpc.serve(connection, control.handlers())
+    await rpc.serve(connection, {**control.handlers(), **gateway.handlers()})
     return resp
 
 

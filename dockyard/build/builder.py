@@ -2,9 +2,10 @@
 
 A build, step by step:
 
-1. The context tar is unpacked into `<data-root>/build/<id>/context`; the
-   Dockerfile is read and parsed, and every instruction is checked before
-   anything runs (a syntax error is a 400 naming the line).
+1. The Dockerfile comes from the build's context source (`context.ContextSource`:
+   for `POST /build` the context tar, unpacked into `<data-root>/build/<id>/context`;
+   for BuildKit's door the client's session) and is parsed, and every instruction
+   is checked before anything runs (a syntax error is a 400 naming the line).
 2. The stages the target needs are found (through `FROM <stage>` and
    `COPY --from`); the others are skipped. `--label`s become a last LABEL.
 3. Each stage starts from a local image, `scratch`, or an earlier stage, runs
@@ -19,11 +20,14 @@ A build, step by step:
      directory, whose upper directory becomes the layer;
    * everything else changes only the image config.
    Results go into the cache as they are made.
-4. The target stage's final state becomes the image, and is tagged.
+4. The target stage's final state is the result (`solve`). For `POST /build`
+   (`build`) it becomes the image, and is tagged; BuildKit's door hands it to its
+   exporters.
 
-Output follows Docker's classic builder line by line (`Step N/M : ...`,
-` ---> Using cache`, ` ---> Running in <id>`, `Successfully built <id>`), so
-the docker CLI, docker-py and compose read it as they read Docker's.
+What the user sees goes through a `progress.BuildProgress`: for `POST /build` the
+classic builder's output line by line (`Step N/M : ...`, ` ---> Using cache`,
+` ---> Running in <id>`, `Successfully built <id>`), so the docker CLI, docker-py
+and compose read it as they read Docker's; for BuildKit's door, vertexes.
 
 A failing or interrupted build leaves no image, tag, container or mount: the
 build's containers are recorded (`build_containers`) in the same transaction
@@ -44,7 +48,7 @@ import secrets
 import shlex
 import shutil
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,8 +56,9 @@ from dockyard import mount
 from dockyard.build import copier, imageconfig, instructions, parser
 from dockyard.build import instructions as ins
 from dockyard.build.cache import BuildCache, CacheRecord, State, key
-from dockyard.build.context import BuildContext, Selected, SourceTree, extract
+from dockyard.build.context import ContextSource, Selected, SourceTree
 from dockyard.build.expansion import Lexer
+from dockyard.build.progress import BuildProgress, ClassicProgress, Step
 from dockyard.containers import schema, users
 from dockyard.containers.schema import ContainerCreate, HostConfig, StrSlice
 from dockyard.containers.service import ContainerService
@@ -65,11 +70,9 @@ from dockyard.images.service import Image, ImageService
 from dockyard.snapshots.layers import chain_ids
 from dockyard.snapshots.rootfs import RootfsManager
 from dockyard.state.db import Database
-from dockyard.streams import consume_in_thread
 
 log = logging.getLogger(__name__)
 
-Emit = Callable[[dict[str, Any]], Awaitable[None]]
 # (reference, platform) -> the pulled image; provided by the registry client
 Puller = Callable[[Reference, str], Awaitable[Image]]
 
@@ -79,18 +82,30 @@ BUILTIN_ARGS = frozenset(
     "HTTP_PROXY http_proxy HTTPS_PROXY https_proxy FTP_PROXY ftp_proxy NO_PROXY no_proxy "
     "ALL_PROXY all_proxy".split()
 )
-_STDERR_START = "\033[91m"
 # Heredoc bodies expand variables but keep their quotes (BuildKit's rule).
 _HEREDOC_LEXER = Lexer(keep_quotes=True)
-_STDERR_END = "\033[0m"
 
 
 class StepFailed(Unavailable):
-    """A build step failed; `code` is its exit code (what the docker CLI exits with)."""
+    """A build step failed; `code` is its exit code (what the docker CLI exits with),
+    `command` the RUN's command line when it was a command that failed."""
 
-    def __init__(self, message: str, code: int = 1) -> None:
+    def __init__(self, message: str, code: int = 1, command: list[str] | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.command = command
+
+
+@dataclass
+class BuildResult:
+    """A finished build's final state; its layers stay pinned until `release()`."""
+
+    state: State
+    build_id: str
+    builder: Builder
+
+    def release(self) -> None:
+        self.builder._pins.pop(self.build_id, None)
 
 
 @dataclass
@@ -100,6 +115,8 @@ class BuildOptions:
     build_args: dict[str, str | None] = field(default_factory=dict)
     target: str = ""
     no_cache: bool = False
+    # BuildKit's `--no-cache-filter`: the stages (by name) whose steps skip the cache
+    no_cache_stages: frozenset[str] = frozenset()
     labels: dict[str, str] = field(default_factory=dict)
     remove: bool = True  # remove the step containers (also after a failure)
     force_remove: bool = False
@@ -164,7 +181,32 @@ class Builder:
             blobs.update(pins.blobs)
         return chains, blobs
 
-    async def build(self, body: AsyncIterator[bytes], options: BuildOptions, emit: Emit) -> Image:
+    async def build(
+        self, source: ContextSource, options: BuildOptions, progress: ClassicProgress
+    ) -> Image:
+        """The classic builder: build, make the target's image and tag it."""
+        try:
+            result = await self.solve(source, options, progress)
+        except DockyardError:
+            if progress.quiet:
+                with contextlib.suppress(OSError, RuntimeError):
+                    await progress.flush()
+            raise
+        try:
+            image = self.image(result.state)
+            await progress.built(image.id, image.short_id)
+            for tag in options.tags:
+                self.images.tag(image.id, tag)
+                await progress.tagged(tag)
+            await progress.finish(image.id)
+            return image
+        finally:
+            result.release()
+
+    async def solve(
+        self, source: ContextSource, options: BuildOptions, progress: BuildProgress
+    ) -> BuildResult:
+        """Run a build; its result's layers stay pinned until the result is released."""
         build_id = secrets.token_hex(8)
         directory = os.path.join(self.work_root, build_id)
         os.makedirs(directory)
@@ -172,19 +214,30 @@ class Builder:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
-        run = _Build(self, build_id, directory, options, emit)
+        run = _Build(self, build_id, directory, options, source, progress)
+        done = False
         try:
-            return await run.execute(body)
-        except DockyardError:
-            if options.quiet:
-                with contextlib.suppress(OSError, RuntimeError):
-                    await run.flush_quiet()
-            raise
+            state = await run.execute()
+            done = True
+            return BuildResult(state, build_id, self)
         finally:
             await asyncio.shield(run.cleanup())
-            self._pins.pop(build_id, None)
+            if not done:
+                self._pins.pop(build_id, None)
             if task is not None:
                 self._tasks.discard(task)
+
+    def image(self, state: State) -> Image:
+        """The image of a build's final state (made if it does not exist yet)."""
+        if not state.id:
+            raise InvalidArgument("No image was generated. Is your Dockerfile empty?")
+        if self.images.exists(state.id):
+            return self.images.resolve(state.id)
+        size = sum(layer.size for layer in self.images.layers.stack(state.chain_id))
+        image = self.images.add(state.config, list(state.layers), size)
+        if image.id != state.id:
+            log.warning("built image %s does not have the expected ID %s", image.id, state.id)
+        return image
 
     async def recover(self) -> None:
         """After a crash: remove the step containers and mounts builds left behind."""
@@ -261,16 +314,16 @@ class _Build:
         build_id: str,
         directory: str,
         options: BuildOptions,
-        emit: Emit,
+        source: ContextSource,
+        progress: BuildProgress,
     ) -> None:
         self.b = builder
         self.id = build_id
         self.dir = directory
         self.options = options
-        self._emit = emit
-        self.buffered: list[dict[str, Any]] = []
+        self.source = source
+        self.progress = progress
         self.lexer = Lexer()
-        self.context: BuildContext | None = None
         self.meta: dict[str, str | None] = {}  # global ARGs
         self.referenced: set[str] = set()
         self.results: dict[int, _StageState] = {}
@@ -279,6 +332,7 @@ class _Build:
         self.sandboxes: list[str] = []
         self.step = 0
         self.total = 0
+        self.stage_count = 1
         self.platform = parse_platform(options.platform)
         # `cachefrom` images found (None: not asked for), and those this stage may still use
         self.cache_sources: list[State] | None = None
@@ -286,27 +340,25 @@ class _Build:
 
     # -- output -------------------------------------------------------------
 
-    async def emit(self, message: dict[str, Any]) -> None:
-        if self.options.quiet:
-            self.buffered.append(message)
-            return
-        await self._emit(message)
-
-    async def say(self, text: str) -> None:
-        await self.emit({"stream": text})
-
-    async def step_line(self, text: str) -> None:
+    async def step_line(
+        self, instruction: ins.Instruction, stage: ins.Stage | None, *, from_stage: bool = False
+    ) -> None:
         self.step += 1
-        await self.say(f"Step {self.step}/{self.total} : {text}\n")
+        await self.progress.step(
+            Step(
+                self.step,
+                self.total,
+                instruction,
+                stage,
+                stages=self.stage_count,
+                from_stage=from_stage,
+            )
+        )
 
     # -- the build ----------------------------------------------------------
 
-    async def execute(self, body: AsyncIterator[bytes]) -> Image:
-        context_dir = os.path.join(self.dir, "context")
-        os.makedirs(context_dir)
-        await consume_in_thread(body, lambda stream: extract(stream, context_dir))
-        self.context = BuildContext(context_dir)
-        text = await asyncio.to_thread(self.context.read_dockerfile, self.options.dockerfile)
+    async def execute(self) -> State:
+        text = await self.source.dockerfile(self.dir, self.options.dockerfile)
         dockerfile = parser.parse(text)
         self.lexer = Lexer(dockerfile.escape)
         meta_args, stages = instructions.parse_stages(dockerfile)
@@ -318,18 +370,16 @@ class _Build:
             node.original = "LABEL " + " ".join(f"{k}={v}" for k, v in pairs)
             target.commands.append(ins.Label(node, pairs=pairs, literal=True))
         self.total = len(meta_args) + sum(1 + len(s.commands) for s in needed)
+        self.stage_count = len(stages)
         for warning in dockerfile.warnings:
-            await self.say(f"{_STDERR_START}[WARNING]: {warning}\n{_STDERR_END}")
+            await self.progress.warning(warning)
         if "syntax" in dockerfile.directives:
-            await self.say(
-                f"{_STDERR_START}[WARNING]: the syntax directive is ignored by the classic "
-                f"builder\n{_STDERR_END}"
-            )
+            await self.progress.syntax_directive(dockerfile.directives["syntax"])
         self._platform_args()
         if self.options.cache_from is not None:
             self.cache_sources = self._cache_sources(self.options.cache_from)
         for arg in meta_args:
-            await self.step_line(arg.text)
+            await self.step_line(arg, None)
             self._global_arg(arg)
         final: _StageState | None = None
         for stage in needed:
@@ -337,32 +387,18 @@ class _Build:
             self.results[stage.index] = final
             if stage.name:
                 self.stage_names[stage.name] = stage.index
-            if final.state.id:
-                await self.emit({"aux": {"ID": final.state.id}})
+            await self.progress.stage_done(final.state)
         unused = sorted(
             k
             for k in self.options.build_args
             if k not in self.referenced and k not in BUILTIN_ARGS and k not in self.meta
         )
         if unused:
-            await self.say(
-                f"[Warning] One or more build-args [{' '.join(unused)}] were not consumed\n"
-            )
+            await self.progress.unused_args(unused)
         assert final is not None
-        image = await self._image(final.state)
-        await self.say(f"Successfully built {image.short_id}\n")
-        for tag in self.options.tags:
-            self.b.images.tag(image.id, tag)
-            await self.say(f"Successfully tagged {tag.familiar()}\n")
-        if self.options.quiet:
-            await self._emit({"stream": image.id + "\n"})
-        return image
-
-    async def flush_quiet(self) -> None:
-        """On failure with `q`, Docker shows what was held back."""
-        for message in self.buffered:
-            await self._emit(message)
-        self.buffered.clear()
+        if not final.state.id:
+            raise InvalidArgument("No image was generated. Is your Dockerfile empty?")
+        return final.state
 
     def _target(self, stages: list[ins.Stage]) -> ins.Stage:
         if not self.options.target:
@@ -448,12 +484,13 @@ class _Build:
     # -- stages -------------------------------------------------------------
 
     async def _stage(self, stage: ins.Stage) -> _StageState:
-        await self.step_line(stage.start.text)
+        from_stage = stage.start.base.lower() in self.stage_names
+        await self.step_line(stage.start, stage, from_stage=from_stage)
         self.cache_from = None if self.cache_sources is None else list(self.cache_sources)
         ctx = await self._from(stage)
-        await self.say(f" ---> {ctx.state.short_id}\n")
+        await self.progress.step_done(ctx.state)
         for command in stage.commands:
-            await self.step_line(command.text)
+            await self.step_line(command, stage)
             try:
                 ctx.state = await self._dispatch(ctx, command)
             except ConnectionError:
@@ -461,7 +498,7 @@ class _Build:
             except OSError as e:
                 # a file that cannot be copied or written: the step fails, not the daemon
                 raise Unavailable(f"{command.keyword} failed: {e}") from e
-            await self.say(f" ---> {ctx.state.short_id}\n")
+            await self.progress.step_done(ctx.state)
         return ctx
 
     async def _from(self, stage: ins.Stage) -> _StageState:
@@ -506,8 +543,7 @@ class _Build:
         self._pin_state(state)
         ctx = _StageState(stage, state, args, author=author)
         if triggers:
-            plural = "s" if len(triggers) > 1 else ""
-            await self.say(f"# Executing {len(triggers)} build trigger{plural}\n")
+            await self.progress.triggers(len(triggers))
             for text in triggers:
                 trigger = instructions.trigger(text, self.lexer.escape)
                 ctx.state = await self._dispatch(ctx, trigger)
@@ -619,7 +655,7 @@ class _Build:
         next one of an image whose history and layers begin with the current
         state's); nothing else hits, so an unknown name means no cache at all.
         """
-        if self.options.no_cache:
+        if self.options.no_cache or ctx.stage.name in self.options.no_cache_stages:
             return None
         state = self.b.cache.get(cache_key)
         if state is not None and not self._usable(state):
@@ -726,7 +762,7 @@ class _Build:
         )
         cached = self._cached(cache_key, ctx, comment, run_config)
         if cached is not None:
-            await self.say(" ---> Using cache\n")
+            await self.progress.cached()
             return cached
         state = self._next_state(ctx, run_config, comment, None)
         self.b.cache.put(cache_key, state, 0)
@@ -775,7 +811,7 @@ class _Build:
         cache_key = key(ctx.state, "run", json.dumps(saved), network)
         cached = self._cached(cache_key, ctx, " ".join(saved), run_config)
         if cached is not None:
-            await self.say(" ---> Using cache\n")
+            await self.progress.cached()
             return cached
         env = [*(run_config.get("Env") or []), *(f"{k}={v}" for k, v in sorted(args.items()))]
         layer, container_id = await self._run_container(ctx, command, env, network)
@@ -832,7 +868,7 @@ class _Build:
 
         container = await self.b.containers.create(None, request, image=image, record_also=mark)
         self.containers.append(container.id)
-        await self.say(f" ---> Running in {container.short_id}\n")
+        await self.progress.running(container.short_id)
         waiter = self.b.containers.waiter(container.id, "next-exit")
         try:
             await self.b.containers.start(container.id)
@@ -840,14 +876,13 @@ class _Build:
             waiter.cancel()
             raise StepFailed(e.message, container.state.exit_code or 1) from None
         async for entry in self.b.containers.logs(container.id, follow=True):
-            text = entry.data.decode(errors="replace")
-            if entry.stream == 2:
-                text = _STDERR_START + text + _STDERR_END
-            await self.say(text)
+            await self.progress.output(entry.stream, entry.data)
         code = await waiter
         if code != 0:
             raise StepFailed(
-                f"The command '{' '.join(command)}' returned a non-zero code: {code}", code
+                f"The command '{' '.join(command)}' returned a non-zero code: {code}",
+                code,
+                command,
             )
         upper = self.b.rootfs.upper(os.path.join(self.b.containers.dir(container), "rootfs"))
         layer = await asyncio.to_thread(
@@ -855,7 +890,7 @@ class _Build:
         )
         if self.options.remove or self.options.force_remove:
             await self._remove_container(container.id)
-            await self.say(f" ---> Removed intermediate container {container.short_id}\n")
+            await self.progress.removed(container.short_id)
         else:
             self._keep_container(container.id)  # `rm=0`: kept, as Docker keeps it
         return layer, container.id
@@ -886,8 +921,7 @@ class _Build:
     async def _source_tree(self, ctx: _StageState, step: ins.Copy) -> tuple[SourceTree, str | None]:
         """Where a COPY reads from; for --from, a sandbox directory to release afterwards."""
         if not step.from_:
-            assert self.context is not None
-            return self.context.sources(), None
+            return await self.source.sources(self.dir), None
         name = step.from_
         index = self.stage_names.get(name.lower())
         if index is None and name.isdigit():
@@ -953,7 +987,7 @@ class _Build:
             )
             cached = self._cached(cache_key, ctx, created_by, ctx.state.run_config)
             if cached is not None:
-                await self.say(" ---> Using cache\n")
+                await self.progress.cached()
                 return cached
             dest = self._dest(ctx, step.dest)
             sandbox = self._sandbox()
@@ -1073,7 +1107,7 @@ class _Build:
         cache_key = key(ctx.state, "WORKDIR", path, user)
         cached = self._cached(cache_key, ctx, created_by, run_config)
         if cached is not None:
-            await self.say(" ---> Using cache\n")
+            await self.progress.cached()
             return cached
         sandbox = self._sandbox()
         try:
@@ -1087,17 +1121,6 @@ class _Build:
         return state
 
     # -- the result and the cleanup -----------------------------------------
-
-    async def _image(self, state: State) -> Image:
-        if not state.id:
-            raise InvalidArgument("No image was generated. Is your Dockerfile empty?")
-        if self.b.images.exists(state.id):
-            return self.b.images.resolve(state.id)
-        size = sum(layer.size for layer in self.b.images.layers.stack(state.chain_id))
-        image = self.b.images.add(state.config, list(state.layers), size)
-        if image.id != state.id:
-            log.warning("built image %s does not have the expected ID %s", image.id, state.id)
-        return image
 
     def _keep_container(self, container_id: str) -> None:
         with self.b.db.transaction():

@@ -1,10 +1,13 @@
 """Where COPY and ADD read from: the build context, or another stage's filesystem.
 
-The context arrives as a tar (plain or compressed) and is unpacked into a
-private directory; entries that would land outside it, through `..` or an
+A `ContextSource` gives a build its Dockerfile and its context. For `POST /build`
+(`TarContext`) the context arrives as a tar (plain or compressed) and is unpacked
+into a private directory; entries that would land outside it, through `..` or an
 earlier symlink, are refused. The Dockerfile is read from it and the
 `.dockerignore` rules are loaded (`<Dockerfile>.dockerignore` beside the
-Dockerfile wins over the one at the root).
+Dockerfile wins over the one at the root). BuildKit's door fetches both from the
+client's session instead (`buildkit.frontend`), the context only once a step needs
+it.
 
 A `SourceTree` answers what a COPY source names: it cleans the path, expands
 wildcards with Go's `filepath.Match`, follows symlinks of the named path, and
@@ -16,24 +19,26 @@ filesystem (`COPY --from`) paths resolve as if chrooted there instead.
 path, type, mode, size, content and link target (and owner, where owners are
 kept), never its times.
 
-Everything here blocks; callers run it in a worker thread.
+Everything here but the context sources blocks; callers run it in a worker thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import posixpath
 import stat
 import tarfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from dockyard import rootpath
 from dockyard.build.dockerignore import IgnoreFile, has_wildcards, match, read_patterns
 from dockyard.errors import InvalidArgument, NotFound
 from dockyard.layers.compression import open_decompressed
+from dockyard.streams import consume_in_thread
 
 DEFAULT_DOCKERFILE = "Dockerfile"
 MAX_LINKS = 40
@@ -294,3 +299,36 @@ class BuildContext:
 
     def sources(self) -> SourceTree:
         return SourceTree(self.root, ignore=self.ignore, context=True)
+
+
+class ContextSource(Protocol):
+    """Where a build's Dockerfile and context come from. `workdir` is the build's own
+    directory, where a source may put what it fetches (removed with the build)."""
+
+    async def dockerfile(self, workdir: str, name: str) -> str:
+        """The Dockerfile's text (`name` as given, "" for the default); the ignore rules
+        that go with it are known from then on."""
+        ...
+
+    async def sources(self, workdir: str) -> SourceTree:
+        """The context, ready for COPY and ADD (called for each step that reads it)."""
+        ...
+
+
+class TarContext:
+    """The context of `POST /build`: a tar stream, unpacked before anything else."""
+
+    def __init__(self, body: AsyncIterator[bytes]) -> None:
+        self.body = body
+        self.context: BuildContext | None = None
+
+    async def dockerfile(self, workdir: str, name: str) -> str:
+        context_dir = os.path.join(workdir, "context")
+        os.makedirs(context_dir)
+        await consume_in_thread(self.body, lambda stream: extract(stream, context_dir))
+        context = self.context = BuildContext(context_dir)
+        return await asyncio.to_thread(context.read_dockerfile, name)
+
+    async def sources(self, workdir: str) -> SourceTree:
+        assert self.context is not None, "the Dockerfile is read first"
+        return self.context.sources()

@@ -7,10 +7,16 @@ buildx and compose see the engine as one BuildKit worker, as they see Docker's:
   labels buildx reads (`org.mobyproject.buildkit.worker.moby.host-gateway-ip` when the
   engine has a default bridge gateway).
 * `Info`: the implementation's name and version.
+* `Solve` and `Status`: a build (`jobs`): Solve waits for the client's build function
+  to return its result over the frontend bridge (`gateway`), exports it
+  (`exporters`) and answers what the exporters report; Status streams the job's
+  vertexes, statuses and logs from its start until it ends.
 * `DiskUsage` and `Prune`: the records of the one build cache that the classic builder
   and BuildKit's front door share (`build.cache`), so `docker buildx du`, `docker buildx
   prune`, `docker builder prune` and `POST /build/prune` all see and free the same
-  bytes. Prune streams one record per dropped step.
+  bytes. Prune streams one record per dropped step. The context mirrors kept for
+  incremental uploads (`filesync.ContextMirrors`) are records too (`source.local`,
+  mutable), dropped by age and filter unless a size to keep is given.
 
 Filters are BuildKit's (containerd's syntax): a list of alternatives, each a comma-
 separated conjunction of `field==value`, `field!=value` or `field~=regexp` over the
@@ -23,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -31,9 +38,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 import dockyard
 from dockyard.build.builder import Builder
 from dockyard.build.cache import CacheRecord
-from dockyard.buildkit import rpc
-from dockyard.buildkit.pb import control_pb2, ops_pb2, worker_pb2
-from dockyard.buildkit.session import SessionManager
+from dockyard.buildkit import exporters, rpc
+from dockyard.buildkit.filesync import MirrorRecord
+from dockyard.buildkit.jobs import Jobs, status_error
+from dockyard.buildkit.pb import control_pb2, gateway_pb2, ops_pb2, worker_pb2
 from dockyard.images.oci import host_arch
 
 log = logging.getLogger(__name__)
@@ -42,6 +50,7 @@ SERVICE = "moby.buildkit.v1.Control"
 PACKAGE = "github.com/dockyard/dockyard"
 HOST_GATEWAY_LABEL = "org.mobyproject.buildkit.worker.moby.host-gateway-ip"
 RECORD_TYPE = "regular"  # a step's snapshot, in BuildKit's words
+Record = CacheRecord | MirrorRecord
 
 
 class Control:
@@ -51,12 +60,12 @@ class Control:
         self,
         engine_id: str,
         builder: Builder,
-        sessions: SessionManager,
+        jobs: Jobs,
         host_gateway: str = "",
     ) -> None:
         self.engine_id = engine_id
         self.builder = builder
-        self.sessions = sessions
+        self.jobs = jobs
         self.host_gateway = host_gateway
 
     def handlers(self) -> dict[str, rpc.Handler]:
@@ -75,45 +84,61 @@ class Control:
     async def solve(
         self, request: control_pb2.SolveRequest, call: rpc.ServerCall
     ) -> control_pb2.SolveResponse:
-        if request.Session:
-            # A build starts by reaching its session; until builds run, that is as far
-            # as a Solve goes (it proves the session's connection both ways).
-            try:
-                session = await asyncio.wait_for(self.sessions.get(request.Session), 10)
-                health = await session.check_health()
-            except (TimeoutError, rpc.RpcError) as e:
-                raise rpc.RpcError(
-                    rpc.Status.UNAVAILABLE, f"no active session for {request.Session}: {e}"
-                ) from None
-            log.info("solve %s: session %s answers, health %s", request.Ref, session.id, health)
-        # Until builds run through this door, say so plainly and name the one that works.
-        raise rpc.RpcError(
-            rpc.Status.UNIMPLEMENTED,
-            "Dockyard does not run BuildKit builds yet; build with the classic builder: "
-            "DOCKER_BUILDKIT=0 docker build",
-        )
+        if request.Frontend or getattr(request.Definition, "def"):
+            raise rpc.RpcError(
+                rpc.Status.UNIMPLEMENTED,
+                "Dockyard builds through the frontend bridge that buildx drives "
+                "(docker buildx build, docker build, docker compose build); "
+                "solving a frontend or an LLB definition directly is not supported",
+            )
+        job = await self.jobs.open(request)
+        try:
+            exporters.check(list(request.Exporters))
+            session = job.session = await self.jobs.session(request.Session)
+            returned = await self.jobs.until_returned(job, session)
+            if returned.HasField("error") and returned.error.code != rpc.Status.OK:
+                error = returned.error
+                raise rpc.RpcError(rpc.Status(error.code), error.message)
+            result = None
+            if returned.HasField("result"):
+                ref_id = _returned_ref(returned.result)
+                result = job.results.get(ref_id) if ref_id else None
+                if ref_id and result is None:
+                    raise rpc.RpcError(rpc.Status.NOT_FOUND, f"no such result {ref_id}")
+            response = exporters.export(self.builder, job.graph, list(request.Exporters), result)
+            return control_pb2.SolveResponse(ExporterResponse=response)
+        except Exception as e:
+            raise status_error(e) from None
+        finally:
+            await self.jobs.close(job)
 
     async def status(self, call: rpc.ServerCall) -> None:
-        # No build runs here yet, so there is no progress to report: the stream ends
-        # at once, and the client reports Solve's answer.
-        await call.recv()
+        data = await call.recv()
+        request = control_pb2.StatusRequest()
+        request.ParseFromString(data or b"")
+        job = await self.jobs.find(request.Ref)
+        async for update in job.status.follow():
+            await call.send(update.SerializeToString())
 
     def version(self) -> worker_pb2.BuildkitVersion:
         return worker_pb2.BuildkitVersion(package=PACKAGE, version=dockyard.__version__)
 
-    async def list_workers(
-        self, request: control_pb2.ListWorkersRequest, call: rpc.ServerCall
-    ) -> control_pb2.ListWorkersResponse:
+    def worker(self) -> worker_pb2.WorkerRecord:
+        """The one worker: the engine."""
         labels = {HOST_GATEWAY_LABEL: self.host_gateway} if self.host_gateway else {}
-        worker = worker_pb2.WorkerRecord(
+        return worker_pb2.WorkerRecord(
             ID=self.engine_id,
             Labels=labels,
             platforms=[ops_pb2.Platform(OS="linux", Architecture=host_arch())],
             BuildkitVersion=self.version(),
         )
+
+    async def list_workers(
+        self, request: control_pb2.ListWorkersRequest, call: rpc.ServerCall
+    ) -> control_pb2.ListWorkersResponse:
         # A worker filter (containerd syntax) is matched against the worker's ID and
         # labels only as far as BuildKit's own workers answer it: no filter, all workers.
-        return control_pb2.ListWorkersResponse(record=[worker])
+        return control_pb2.ListWorkersResponse(record=[self.worker()])
 
     async def info(
         self, request: control_pb2.InfoRequest, call: rpc.ServerCall
@@ -124,7 +149,8 @@ class Control:
         self, request: control_pb2.DiskUsageRequest, call: rpc.ServerCall
     ) -> control_pb2.DiskUsageResponse:
         selected = parse_filters(list(request.filter))
-        records = self.builder.cache.records()
+        records: list[Record] = [*self.builder.cache.records()]
+        records += await asyncio.to_thread(self.jobs.mirrors.records)
         return control_pb2.DiskUsageResponse(
             record=[usage_record(r) for r in records if selected is None or selected(r)]
         )
@@ -141,9 +167,35 @@ class Control:
         )
         for record in dropped:
             yield usage_record(record)
+        # Context mirrors go by age and filter; a size to keep leaves them (they are
+        # what makes the next upload small).
+        keep_duration = max(request.keepDuration, 0) / 1e9
+        if request.keepBytes <= 0 or request.all:
+            now = time.time()
+
+            def drop(record: MirrorRecord) -> bool:
+                old = not keep_duration or record.last_used < now - keep_duration
+                return old and (selected is None or selected(record))
+
+            for mirror in await asyncio.to_thread(self.jobs.mirrors.prune, drop):
+                yield usage_record(mirror)
 
 
-def usage_record(record: CacheRecord) -> control_pb2.UsageRecord:
+def _returned_ref(result: gateway_pb2.Result) -> str:
+    """The result reference a Return names (old clients send it as a bare string)."""
+    which = result.WhichOneof("result")
+    if which == "ref":
+        return result.ref.id
+    if which == "refDeprecated":
+        return result.refDeprecated
+    if which is None:
+        return ""
+    raise rpc.RpcError(
+        rpc.Status.UNIMPLEMENTED, "a result of several references is not supported by Dockyard"
+    )
+
+
+def usage_record(record: Record) -> control_pb2.UsageRecord:
     created = Timestamp()
     created.FromNanoseconds(int(record.created * 1e9))
     last_used = Timestamp()
@@ -154,7 +206,9 @@ def usage_record(record: CacheRecord) -> control_pb2.UsageRecord:
         CreatedAt=created,
         LastUsedAt=last_used,
         Description=record.description,
-        RecordType=RECORD_TYPE,
+        RecordType=_field(record, "type"),
+        Mutable=isinstance(record, MirrorRecord),
+        InUse=isinstance(record, MirrorRecord) and record.in_use,
     )
 
 
@@ -167,7 +221,7 @@ class _Condition:
     operator: str  # "==", "!=" or "~="
     value: str
 
-    def holds(self, record: CacheRecord) -> bool:
+    def holds(self, record: Record) -> bool:
         actual = _field(record, self.field)
         if self.operator == "==":
             return actual == self.value
@@ -180,21 +234,26 @@ _FIELDS = ("id", "description", "type", "inuse", "mutable", "immutable", "shared
 _CONDITION = re.compile(r"^\s*([A-Za-z_.]+)\s*(==|!=|~=)\s*(.*?)\s*$")
 
 
-def _field(record: CacheRecord, name: str) -> str:
-    # Every record of this cache is an immutable, private snapshot no build holds.
+def _field(record: Record, name: str) -> str:
+    # A step's record is an immutable, private snapshot no build holds; a context
+    # mirror is a mutable one, in use while a transfer updates it.
+    if isinstance(record, MirrorRecord):
+        mutable, in_use = "true", "true" if record.in_use else ""
+    else:
+        mutable, in_use = "", ""
     return {
         "id": record.key,
         "description": record.description,
-        "type": RECORD_TYPE,
-        "inuse": "",
-        "mutable": "",
-        "immutable": "true",
+        "type": record.record_type if isinstance(record, MirrorRecord) else RECORD_TYPE,
+        "inuse": in_use,
+        "mutable": mutable,
+        "immutable": "" if mutable else "true",
         "shared": "",
         "private": "true",
     }[name]
 
 
-def parse_filters(filters: list[str]) -> Callable[[CacheRecord], bool] | None:
+def parse_filters(filters: list[str]) -> Callable[[Record], bool] | None:
     """A predicate for BuildKit filter strings (None: no filter, everything matches)."""
     alternatives: list[list[_Condition]] = []
     for text in filters:

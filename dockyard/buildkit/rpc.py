@@ -31,7 +31,8 @@ import contextlib
 import enum
 import logging
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 from urllib.parse import quote, unquote
@@ -176,6 +177,11 @@ class _Call:
             self.broken = ProtocolViolation(f"{self.method}: stream ended inside a message")
         self._messages.put_nowait(None)
 
+    @property
+    def ready(self) -> bool:
+        """Whether a message (or the end) can be taken without waiting."""
+        return not self._messages.empty()
+
     async def _next(self) -> bytes | None:
         message = await self._messages.get()
         if message is None:
@@ -233,6 +239,8 @@ class ServerCall(_Call):
 
 
 Handler = Callable[[ServerCall], Awaitable[None]]
+# request metadata of an outgoing call: a mapping, or pairs when a key repeats
+Metadata = Mapping[str, str] | Iterable[tuple[str, str]]
 
 
 @dataclass
@@ -370,6 +378,7 @@ def _dispatch(
 async def _run(connection: _Connection, stream: _Stream, handlers: dict[str, Handler]) -> None:
     call = stream.call
     handler = handlers.get(call.method)
+    started = time.monotonic()
     try:
         if handler is None:
             await call.finish(Status.UNIMPLEMENTED, f"unknown method {call.method}")
@@ -387,6 +396,7 @@ async def _run(connection: _Connection, stream: _Stream, handlers: dict[str, Han
             await call.finish(Status.UNKNOWN, f"{type(e).__name__}: {e}")
     finally:
         connection.streams.pop(call.stream_id, None)
+        log.debug("gRPC %s served in %.1f ms", call.method, (time.monotonic() - started) * 1000)
 
 
 # -- the client (the daemon calling a BuildKit session) ---------------------------
@@ -493,7 +503,9 @@ class Client:
             connection.transport.close()
             self.closed.set()
 
-    async def open(self, method: str, metadata: dict[str, str] | None = None) -> ClientCall:
+    async def open(self, method: str, metadata: Metadata | None = None) -> ClientCall:
+        """Start a call; `metadata` may repeat a key (as a sequence of pairs), as gRPC
+        metadata may."""
         connection = self._connection
         if connection.closed:
             raise RpcError(Status.UNAVAILABLE, "the session's connection closed")
@@ -509,7 +521,8 @@ class Client:
             ("te", "trailers"),
             ("user-agent", "dockyard"),
         ]
-        headers += [(key.lower(), value) for key, value in (metadata or {}).items()]
+        pairs = metadata.items() if isinstance(metadata, Mapping) else metadata or ()
+        headers += [(key.lower(), value) for key, value in pairs]
         connection.send_headers(stream_id, headers, end_stream=False)
         await connection.flush()
         return call
@@ -519,7 +532,7 @@ class Client:
         method: str,
         request: Message,
         response_type: type[Resp],
-        metadata: dict[str, str] | None = None,
+        metadata: Metadata | None = None,
     ) -> Resp:
         call = await self.open(method, metadata)
         try:

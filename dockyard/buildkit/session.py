@@ -51,6 +51,10 @@ class Session:
     def supports(self, method: str) -> bool:
         return method.lower() in self.methods
 
+    async def call(self, method: str, metadata: rpc.Metadata | None = None) -> rpc.ClientCall:
+        """Start a call to one of the methods the client serves."""
+        return await self.client.open(method, metadata)
+
     async def check_health(self) -> str:
         """Ask the client's Health service; its status name (SERVING when all is well)."""
         reply = await asyncio.wait_for(

@@ -13,9 +13,15 @@ import socket
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
+import h2.config
+import h2.connection
+import h2.events
 import pytest
 
+from dockyard.buildkit import rpc
+from dockyard.buildkit.pb import control_pb2
 from tests import ecosystem
 from tests.harness import Daemon, new_base
 
@@ -164,25 +170,74 @@ def test_grpc_without_an_h2c_upgrade_is_refused_as_by_docker(
     assert body["message"] == message
 
 
-def test_docker_build_through_buildx_says_what_to_use_and_leaves_nothing(
+def test_docker_build_through_buildx_builds_in_the_engine(
     daemon: Daemon, client: Any, tmp_path: Path
 ) -> None:
-    """With buildx installed `docker build` is `docker buildx build`; until Solve exists
-    it ends with a plain message (never a pull of a BuildKit image from a registry),
-    after the engine has reached buildx's session and called its Health service."""
+    """With buildx installed `docker build` is `docker buildx build`: the engine's BuildKit
+    door builds it (never a pull of a BuildKit image from a registry), and the build's
+    steps leave no container behind. (`test_buildkit_build.py` covers builds in depth.)"""
     (tmp_path / "Dockerfile").write_text("FROM demo/busybox:1\nRUN touch /x\n")
     containers = {c.id for c in client.containers.list(all=True)}
-    images = {i.id for i in client.images.list(all=True)}
 
-    result = ecosystem.run_client(daemon, ["docker", "build", "-t", "bk/notyet:1", str(tmp_path)])
-    assert result.returncode != 0
-    assert "DOCKER_BUILDKIT=0 docker build" in result.stderr, result.stderr
-    assert "docker.io" not in result.stderr and "moby/buildkit" not in result.stderr
-    # the daemon was the HTTP/2 client on the /session connection buildx opened
-    assert re.search(r"solve \S+: session \S+ answers, health SERVING", daemon.log_path.read_text())
-
+    result = ecosystem.run_client(daemon, ["docker", "build", "-t", "bk/endpoint:1", str(tmp_path)])
+    assert result.returncode == 0, result.stderr
+    assert "docker driver" in result.stderr
+    assert "registry-1.docker.io" not in result.stderr
+    assert "moby/buildkit" not in result.stderr
+    assert client.images.get("bk/endpoint:1").attrs["Config"]
     assert {c.id for c in client.containers.list(all=True)} == containers
-    assert {i.id for i in client.images.list(all=True)} == images
+
+
+def test_solving_a_frontend_or_definition_directly_is_refused(daemon: Daemon) -> None:
+    """BuildKit clients other than buildx's gateway path (`buildctl build --frontend`)
+    get a plain answer, not a hang."""
+    result = _grpc_unary(
+        daemon,
+        "/moby.buildkit.v1.Control/Solve",
+        control_pb2.SolveRequest(Ref="direct", Frontend="dockerfile.v0").SerializeToString(),
+    )
+    assert result[0] == rpc.Status.UNIMPLEMENTED
+    assert "frontend bridge that buildx drives" in result[1]
+
+
+def _grpc_unary(daemon: Daemon, method: str, request: bytes) -> tuple[int, str]:
+    """One unary call over `/grpc` with h2's client; the status and message."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(daemon.socket)
+        sock.sendall(
+            b"POST /grpc HTTP/1.1\r\nHost: docker\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+        )
+        conn.initiate_connection()
+        stream = conn.get_next_available_stream_id()
+        conn.send_headers(
+            stream,
+            [
+                (":method", "POST"),
+                (":scheme", "http"),
+                (":path", method),
+                (":authority", "docker"),
+                ("content-type", "application/grpc"),
+                ("te", "trailers"),
+            ],
+        )
+        conn.send_data(stream, rpc.frame(request), end_stream=True)
+        sock.sendall(conn.data_to_send())
+        trailers: dict[str, str] = {}
+        while "grpc-status" not in trailers:
+            data = sock.recv(65536)
+            assert data, trailers
+            for event in conn.receive_data(data):
+                if isinstance(event, (h2.events.ResponseReceived, h2.events.TrailersReceived)):
+                    trailers.update({str(k): str(v) for k, v in event.headers})
+            sock.sendall(conn.data_to_send())
+    return int(trailers["grpc-status"]), unquote(trailers.get("grpc-message", ""))
 
 
 def _raw_session(daemon: Daemon, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
