@@ -209,15 +209,19 @@ class ExecService:
         if console_size:
             instance.console_size = console_size
         merged = os.path.join(self.containers.dir(container), "rootfs", "merged")
+        # The command and the user are looked up as the container sees its files, its
+        # mounts included (a binary in a volume, a mounted /etc/passwd); the root file
+        # system alone lacks them.
+        seen = f"/proc/{container.state.pid}/root" if container.state.pid else merged
         env = cfg.merge_env(container.config.env, instance.env)
         try:
-            find_command(merged, instance.cmd[0], env)
+            find_command(seen, instance.cmd[0], env)
         except CommandError as e:
             instance.exit_code = e.code
             instance.done.set()
             raise
         user = users.resolve(
-            merged,
+            seen,
             instance.user or container.config.user,
             list(container.host_config.group_add or []),
         )

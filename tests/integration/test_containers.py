@@ -53,6 +53,27 @@ def test_command_that_is_not_executable_exits_126(daemon: Daemon) -> None:
     assert result.returncode == 126, result.stderr
 
 
+def test_exec_runs_a_program_from_a_bind_mount(daemon: Daemon, name: str, tmp_path) -> None:
+    """The command is looked for where the container sees it, mounts included."""
+    tool = tmp_path / "tools" / "hello"
+    tool.parent.mkdir()
+    tool.write_text("#!/bin/sh\necho hello from the mount\n")
+    tool.chmod(0o755)
+    daemon.cli(
+        "run", "-d", "--name", name, "-v", f"{tool.parent}:/tools:ro", IMAGE, "sleep", "600",
+        check=True,
+    )  # fmt: skip
+    try:
+        result = daemon.docker("exec", name, "/tools/hello")
+        assert (result.returncode, result.stdout) == (0, "hello from the mount\n"), result.stderr
+        result = daemon.docker("exec", "-e", "PATH=/tools:/bin", name, "hello")
+        assert (result.returncode, result.stdout) == (0, "hello from the mount\n"), result.stderr
+        missing = daemon.docker("exec", name, "/tools/absent")
+        assert missing.returncode == 127 and "no such file or directory" in missing.stdout
+    finally:
+        daemon.cli("rm", "-f", name)
+
+
 def test_docker_py_run_exec_logs_wait_remove(client) -> None:
     assert client.containers.run(IMAGE, "echo hi", remove=True) == b"hi\n"
     container = client.containers.run(IMAGE, "sh -c 'echo started; sleep 60'", detach=True)
