@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 
 packages="crun runc conmon tini busybox-static procps iproute2 nftables python3 python3-venv python3-pip mmdebstrap debian-archive-keyring"
 if [ "${1:-}" = "--tests" ]; then
-    packages="$packages curl docker-registry skopeo openssl e2fsprogs"
+    packages="$packages curl docker-registry skopeo openssl e2fsprogs gcc libc6-dev"
 fi
 missing=""
 for p in $packages; do
