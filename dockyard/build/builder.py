@@ -40,10 +40,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import dataclasses
+import functools
 import hashlib
 import json
 import logging
 import os
+import posixpath
 import secrets
 import shlex
 import shutil
@@ -52,10 +55,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dockyard import mount
-from dockyard.build import copier, imageconfig, instructions, parser
+from dockyard import mount, rootpath
+from dockyard.build import copier, imageconfig, instructions, parser, runmount
 from dockyard.build import instructions as ins
 from dockyard.build.cache import BuildCache, CacheRecord, State, key
+from dockyard.build.cachemounts import CacheMounts
 from dockyard.build.context import ContextSource, Selected, SourceTree
 from dockyard.build.expansion import Lexer
 from dockyard.build.progress import BuildProgress, ClassicProgress, Step
@@ -75,6 +79,15 @@ log = logging.getLogger(__name__)
 
 # (reference, platform) -> the pulled image; provided by the registry client
 Puller = Callable[[Reference, str], Awaitable[Image]]
+# secret ID -> its bytes, None when the client has no such secret
+SecretSource = Callable[[str], Awaitable[bytes | None]]
+
+# Docker's classic builder's refusal of `RUN --mount`, word for word.
+MOUNT_NEEDS_BUILDKIT = (
+    "the --mount option requires BuildKit. Refer to https://docs.docker.com/go/buildkit/ "
+    "to learn how to build images with BuildKit enabled"
+)
+CACHE_MOUNTS_DIR = "cache-mounts"
 
 # Build arguments every build accepts without an ARG; left out of history and
 # cache keys unless the Dockerfile declares them.
@@ -128,6 +141,10 @@ class BuildOptions:
     cache_from: list[str] | None = None
     # resource settings for the RUN containers (HostConfig keys)
     host_config: HostConfig = field(default_factory=HostConfig)
+    # BuildKit's door: `RUN --mount` is served (the classic builder refuses it), and
+    # secrets come from the client (None: not provided)
+    run_mounts: bool = False
+    secrets: SecretSource | None = None
 
 
 def parse_platform(text: str) -> tuple[str, str, str]:
@@ -172,6 +189,7 @@ class Builder:
         self._pins: dict[str, _Pins] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         os.makedirs(work_root, exist_ok=True)
+        self.cache_mounts = CacheMounts(os.path.join(work_root, CACHE_MOUNTS_DIR))
 
     def roots(self) -> tuple[set[str], set[str]]:
         """Chain IDs and blobs the builder keeps alive (the cache's and running builds')."""
@@ -254,6 +272,8 @@ class Builder:
         for target in reversed(_mounts_under(self.work_root)):
             mount.unmount(target)
         for name in os.listdir(self.work_root):
+            if name == CACHE_MOUNTS_DIR:
+                continue  # kept between builds, and across restarts
             shutil.rmtree(os.path.join(self.work_root, name), ignore_errors=True)
 
     async def close(self) -> None:
@@ -417,6 +437,13 @@ class _Build:
             stage = pending.pop()
             refs = [stage.start.base] + [
                 c.from_ for c in stage.commands if isinstance(c, ins.Copy) and c.from_
+            ]
+            refs += [  # RUN --mount=...,from=STAGE (never expanded)
+                m.from_
+                for c in stage.commands
+                if isinstance(c, ins.Run)
+                for m in map(runmount.parse, c.mounts)
+                if m.from_
             ]
             for ref in refs:
                 deps: list[int] = []
@@ -808,13 +835,22 @@ class _Build:
             network = step.network
         if network == "default":
             network = ""
-        cache_key = key(ctx.state, "run", json.dumps(saved), network)
+        mounts = self._run_mounts(ctx, step)
+        key_parts = [json.dumps(saved), network]
+        if mounts:
+            # What is mounted is part of what the step does (a secret's value never is).
+            key_parts.append(await self._mounts_key(ctx, mounts))
+        cache_key = key(ctx.state, "run", *key_parts)
         cached = self._cached(cache_key, ctx, " ".join(saved), run_config)
         if cached is not None:
             await self.progress.cached()
             return cached
         env = [*(run_config.get("Env") or []), *(f"{k}={v}" for k, v in sorted(args.items()))]
-        layer, container_id = await self._run_container(ctx, command, env, network)
+        async with contextlib.AsyncExitStack() as stack:
+            extra, stubs = await self._prepare_mounts(ctx, mounts, " ".join(command), env, stack)
+            layer, container_id = await self._run_container(
+                ctx, command, env, network, extra, stubs
+            )
         # The step's container config, as Docker records it: the command saved with
         # its build arguments, and no entrypoint.
         step_config = {**run_config, "Cmd": saved, "Entrypoint": None}
@@ -824,8 +860,176 @@ class _Build:
         self.b.cache.put(cache_key, state, layer.size if layer else 0)
         return state
 
+    # RUN --mount
+
+    def _run_mounts(self, ctx: _StageState, step: ins.Run) -> list[runmount.RunMount]:
+        if not step.mounts:
+            return []
+        if not self.options.run_mounts:
+            raise InvalidArgument(MOUNT_NEEDS_BUILDKIT)
+        env = self._env(ctx)
+        workdir = ctx.state.run_config.get("WorkingDir") or "/"
+        mounts = []
+        for spec in step.mounts:
+            try:
+                m = runmount.parse(spec, lambda word: self.lexer.expand(word, env))
+            except InvalidArgument as e:
+                raise InvalidArgument(
+                    f"dockerfile error on line {step.line}: {e.message}"
+                ) from None
+            if m.target or m.type != runmount.SECRET:
+                target = posixpath.normpath(posixpath.join("/", workdir, m.target))
+                if target == "/":
+                    raise InvalidArgument(f'invalid mount target "{target}"')
+                m = dataclasses.replace(m, target=target)
+            mounts.append(m)
+        return mounts
+
+    async def _mounts_key(self, ctx: _StageState, mounts: list[runmount.RunMount]) -> str:
+        parts = []
+        for m in mounts:
+            part = m.describe()
+            if m.type == runmount.BIND and not m.from_:
+                tree = await self.source.sources(self.dir)
+                selected = await asyncio.to_thread(tree.select, m.source or ".")
+                part += "|" + await asyncio.to_thread(tree.checksum, selected, owners=False)
+            elif m.type in (runmount.BIND, runmount.CACHE) and m.from_:
+                part += "|" + (await self._mount_state(ctx, m.from_)).id
+            parts.append(part)
+        return "\n".join(parts)
+
+    async def _mount_state(self, ctx: _StageState, name: str) -> State:
+        """The state a mount's `from` names: an earlier stage, else an image."""
+        index = self.stage_names.get(name.lower())
+        if index is None and name.isdigit() and int(name) in self.results:
+            index = int(name)
+        if index is not None and index < ctx.stage.index:
+            return self.results[index].state
+        image = await self._base_image(name, self.options.platform)
+        state = State(image.id, image.config, ())
+        self._pin_state(state)
+        return state
+
+    async def _mount_root(self, ctx: _StageState, name: str) -> str:
+        """A private, writable view of a stage's or image's filesystem for this step."""
+        state = await self._mount_state(ctx, name)
+        sandbox = self._sandbox()
+        return await asyncio.to_thread(self.b.rootfs.mount, sandbox, state.chain_id)
+
+    async def _prepare_mounts(
+        self,
+        ctx: _StageState,
+        mounts: list[runmount.RunMount],
+        command: str,
+        env: list[str],
+        stack: contextlib.AsyncExitStack,
+    ) -> tuple[list[schema.Mount], list[str]]:
+        """The step container's mounts, and their targets (what the runtime makes for
+        them is not part of the layer). Everything made here goes with `stack`."""
+        made: list[schema.Mount] = []
+        for m in mounts:
+            if m.type == runmount.CACHE:
+                seed = None
+                if m.from_:
+                    root = await self._mount_root(ctx, m.from_)
+                    seed = functools.partial(_seed_cache, root, m.source or "/")
+                path = await stack.enter_async_context(
+                    self.b.cache_mounts.use(
+                        m.cache_id,
+                        m.sharing or "shared",
+                        f'cached mount {m.target} from exec {command} with id "{m.cache_id}"',
+                        seed=seed,
+                        mode=m.mode,
+                        uid=m.uid,
+                        gid=m.gid,
+                    )
+                )
+                if m.source and not m.from_:
+                    path = rootpath.resolve(path, m.source)
+                    await asyncio.to_thread(os.makedirs, path, 0o755, True)
+                made.append(
+                    schema.Mount(type="bind", source=path, target=m.target, read_only=m.read_only)
+                )
+            elif m.type == runmount.TMPFS:
+                options = schema.TmpfsOptions(size_bytes=m.size) if m.size else None
+                made.append(schema.Mount(type="tmpfs", target=m.target, tmpfs_options=options))
+            elif m.type == runmount.BIND:
+                made.append(await self._bind_mount(ctx, m, stack))
+            elif m.type == runmount.SECRET:
+                secret = await self._secret_mount(m, env, stack)
+                if secret is not None:
+                    made.append(secret)
+        return made, [m.target.lstrip("/") for m in made]
+
+    async def _bind_mount(
+        self, ctx: _StageState, m: runmount.RunMount, stack: contextlib.AsyncExitStack
+    ) -> schema.Mount:
+        if m.from_:
+            root = await self._mount_root(ctx, m.from_)  # writes land in its own upper
+            path = rootpath.resolve(root, m.source or "/")
+            shown = m.source
+        else:
+            tree = await self.source.sources(self.dir)
+            selected = await asyncio.to_thread(tree.select, m.source or ".")
+            path = selected[0].full if m.source else tree.root
+            shown = m.source
+            if not m.read_only:
+                # Writes through a read-write bind of the context are discarded: they
+                # go to an overlay's upper directory that goes with the step.
+                path = await self._scratch_view(path, stack)
+        if not os.path.lexists(path):
+            raise NotFound(f'failed to calculate checksum: "/{shown.lstrip("/")}": not found')
+        return schema.Mount(type="bind", source=path, target=m.target, read_only=m.read_only)
+
+    async def _scratch_view(self, path: str, stack: contextlib.AsyncExitStack) -> str:
+        scratch = os.path.join(self.dir, f"bind{secrets.token_hex(4)}")
+        if not os.path.isdir(path):
+            os.makedirs(scratch)
+            copy_path = os.path.join(scratch, os.path.basename(path))
+            await asyncio.to_thread(shutil.copy2, path, copy_path)
+            return copy_path
+        for sub in ("upper", "work", "merged"):
+            os.makedirs(os.path.join(scratch, sub))
+        merged = os.path.join(scratch, "merged")
+        options = f"lowerdir={path},upperdir={scratch}/upper,workdir={scratch}/work"
+        await asyncio.to_thread(mount.mount_with_options, "overlay", merged, "overlay", options)
+        stack.push_async_callback(asyncio.to_thread, mount.unmount, merged)
+        return merged
+
+    async def _secret_mount(
+        self, m: runmount.RunMount, env: list[str], stack: contextlib.AsyncExitStack
+    ) -> schema.Mount | None:
+        """A secret from the client, on a tmpfs of its own (never on disk), bound read-only
+        at its target; None when an optional secret is not provided."""
+        secret_id = m.secret_id
+        data = await self.options.secrets(secret_id) if self.options.secrets else None
+        if data is None:
+            if m.required:
+                raise InvalidArgument(f"secret {secret_id}: not found")
+            return None
+        if m.env:
+            env.append(f"{m.env}={data.decode('utf-8', 'surrogateescape')}")
+        target = m.secret_target()
+        if not target:
+            return None
+        holder = os.path.join(self.dir, f"secret{secrets.token_hex(4)}")
+        os.makedirs(holder, 0o700)
+        await asyncio.to_thread(
+            mount.mount, "tmpfs", holder, "tmpfs", 0, f"size={max(len(data), 1) + 4096},mode=700"
+        )
+        stack.push_async_callback(asyncio.to_thread, mount.unmount, holder)
+        path = os.path.join(holder, "secret")
+        await asyncio.to_thread(_write_secret, path, data, m)
+        return schema.Mount(type="bind", source=path, target=target, read_only=True)
+
     async def _run_container(
-        self, ctx: _StageState, command: list[str], env: list[str], network: str
+        self,
+        ctx: _StageState,
+        command: list[str],
+        env: list[str],
+        network: str,
+        mounts: list[schema.Mount] | None = None,
+        stubs: list[str] | None = None,
     ) -> tuple[NewLayer | None, str]:
         state = ctx.state
         run_config = state.run_config
@@ -848,6 +1052,8 @@ class _Build:
         )
         host_config = schema.copy(self.options.host_config)
         host_config.network_mode = network
+        if mounts:
+            host_config.mounts = [*(host_config.mounts or []), *mounts]
         request = ContainerCreate(
             image=state.id or "scratch",
             cmd=StrSlice(command),
@@ -886,7 +1092,12 @@ class _Build:
             )
         upper = self.b.rootfs.upper(os.path.join(self.b.containers.dir(container), "rootfs"))
         layer = await asyncio.to_thread(
-            self.b.committer.commit, upper, state.chain_id, take=True, pin=self._pin_layer
+            self.b.committer.commit,
+            upper,
+            state.chain_id,
+            take=True,
+            pin=self._pin_layer,
+            mountpoints=stubs or (),
         )
         if self.options.remove or self.options.force_remove:
             await self._remove_container(container.id)
@@ -1155,6 +1366,23 @@ def _extends(image: State, state: State, *, strict: bool = False) -> bool:
         return False
     diff_ids = list(image.diff_ids)
     return history[: len(mine)] == mine and diff_ids[: len(state.diff_ids)] == list(state.diff_ids)
+
+
+def _seed_cache(root: str, source: str, staging: str) -> None:
+    """A new cache mount's first content: `source` of the stage or image it names."""
+    path = rootpath.resolve(root, source)
+    if os.path.isdir(path):
+        shutil.copytree(path, staging, symlinks=True)
+    else:
+        os.mkdir(staging)
+
+
+def _write_secret(path: str, data: bytes, m: runmount.RunMount) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(path, 0o400 if m.mode is None else m.mode)
+    os.chown(path, m.uid or 0, m.gid or 0)
 
 
 def _make_workdir(root: str, path: str, user: str) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Self
 
-from dockyard.build import parser
+from dockyard.build import parser, runmount
 from dockyard.build.parser import Dockerfile, Heredoc, Node
 from dockyard.errors import InvalidArgument
 
@@ -106,6 +106,7 @@ class Run(Instruction):
     shell_form: bool = True  # prepend the stage's SHELL
     heredocs: tuple[Heredoc, ...] = ()
     network: str = ""  # RUN --network=default|none|host
+    mounts: tuple[str, ...] = ()  # RUN --mount values as written (`runmount.parse`)
 
 
 @dataclass(frozen=True)
@@ -389,10 +390,13 @@ def _maintainer(node: Node) -> Maintainer:
 
 
 def _run(node: Node) -> Run:
-    flags = _Flags(node, strings=("network", "mount", "security", "device"))
-    for unsupported in ("mount", "security", "device"):
+    flags = _Flags(node, strings=("network", "security", "device"), repeated=("mount",))
+    for unsupported in ("security", "device"):
         if flags.get(unsupported):
             raise InvalidArgument(f"the --{unsupported} option of RUN is not supported by Dockyard")
+    mounts = tuple(flags.lists.get("mount", ()))
+    for spec in mounts:
+        runmount.parse(spec)  # checked now; expanded when the step runs
     network = flags.get("network")
     if network not in ("", "default", "none", "host"):
         raise InvalidArgument(f"unsupported network mode: {network}")
@@ -405,6 +409,7 @@ def _run(node: Node) -> Run:
         shell_form=not node.json,
         heredocs=heredocs,
         network=network,
+        mounts=mounts,
     )
 
 

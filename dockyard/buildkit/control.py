@@ -38,6 +38,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 import dockyard
 from dockyard.build.builder import Builder
 from dockyard.build.cache import CacheRecord
+from dockyard.build.cachemounts import CacheMountRecord
 from dockyard.buildkit import exporters, rpc
 from dockyard.buildkit.filesync import MirrorRecord
 from dockyard.buildkit.jobs import Jobs, status_error
@@ -50,7 +51,9 @@ SERVICE = "moby.buildkit.v1.Control"
 PACKAGE = "github.com/dockyard/dockyard"
 HOST_GATEWAY_LABEL = "org.mobyproject.buildkit.worker.moby.host-gateway-ip"
 RECORD_TYPE = "regular"  # a step's snapshot, in BuildKit's words
-Record = CacheRecord | MirrorRecord
+Record = CacheRecord | MirrorRecord | CacheMountRecord
+# records that change in place and may be in use (context mirrors, cache mounts)
+_MUTABLE = (MirrorRecord, CacheMountRecord)
 
 
 class Control:
@@ -151,6 +154,7 @@ class Control:
         selected = parse_filters(list(request.filter))
         records: list[Record] = [*self.builder.cache.records()]
         records += await asyncio.to_thread(self.jobs.mirrors.records)
+        records += await asyncio.to_thread(self.builder.cache_mounts.records)
         return control_pb2.DiskUsageResponse(
             record=[usage_record(r) for r in records if selected is None or selected(r)]
         )
@@ -173,12 +177,16 @@ class Control:
         if request.keepBytes <= 0 or request.all:
             now = time.time()
 
-            def drop(record: MirrorRecord) -> bool:
+            def drop(record: MirrorRecord | CacheMountRecord) -> bool:
                 old = not keep_duration or record.last_used < now - keep_duration
                 return old and (selected is None or selected(record))
 
             for mirror in await asyncio.to_thread(self.jobs.mirrors.prune, drop):
                 yield usage_record(mirror)
+            # Cache mounts, likewise (BuildKit keeps none of them through a prune
+            # without a size to keep either).
+            for cache in await asyncio.to_thread(self.builder.cache_mounts.prune, drop):
+                yield usage_record(cache)
 
 
 def _returned_ref(result: gateway_pb2.Result) -> str:
@@ -207,8 +215,8 @@ def usage_record(record: Record) -> control_pb2.UsageRecord:
         LastUsedAt=last_used,
         Description=record.description,
         RecordType=_field(record, "type"),
-        Mutable=isinstance(record, MirrorRecord),
-        InUse=isinstance(record, MirrorRecord) and record.in_use,
+        Mutable=isinstance(record, _MUTABLE),
+        InUse=isinstance(record, _MUTABLE) and record.in_use,
     )
 
 
@@ -237,14 +245,16 @@ _CONDITION = re.compile(r"^\s*([A-Za-z_.]+)\s*(==|!=|~=)\s*(.*?)\s*$")
 def _field(record: Record, name: str) -> str:
     # A step's record is an immutable, private snapshot no build holds; a context
     # mirror is a mutable one, in use while a transfer updates it.
-    if isinstance(record, MirrorRecord):
+    if isinstance(record, _MUTABLE):
         mutable, in_use = "true", "true" if record.in_use else ""
+        record_type = record.record_type
     else:
         mutable, in_use = "", ""
+        record_type = RECORD_TYPE
     return {
         "id": record.key,
         "description": record.description,
-        "type": record.record_type if isinstance(record, MirrorRecord) else RECORD_TYPE,
+        "type": record_type,
         "inuse": in_use,
         "mutable": mutable,
         "immutable": "" if mutable else "true",

@@ -28,7 +28,8 @@ from dockyard import rootpath
 from dockyard.build.builder import BuildOptions, parse_platform
 from dockyard.build.context import DEFAULT_DOCKERFILE, SourceTree
 from dockyard.build.dockerignore import IgnoreFile, read_patterns
-from dockyard.buildkit import filesync
+from dockyard.buildkit import filesync, rpc
+from dockyard.buildkit.pb import secrets_pb2
 from dockyard.buildkit.progress import Vertex, VertexProgress
 from dockyard.buildkit.session import Session
 from dockyard.containers import schema
@@ -36,6 +37,7 @@ from dockyard.containers.schema import HostConfig
 from dockyard.errors import InvalidArgument, NotImplementedByEngine
 
 NAME = "dockerfile.v0"
+GET_SECRET = "/moby.buildkit.secrets.v1.Secrets/GetSecret"
 DOCKERIGNORE = ".dockerignore"
 
 
@@ -211,6 +213,23 @@ class SessionContext:
     async def _load_dockerignore(self, workdir: str, vertex: Vertex) -> str | None:
         await self._fetch(workdir, self.context_dir, "dockerignore", vertex, [DOCKERIGNORE])
         return await asyncio.to_thread(_read, os.path.join(workdir, "dockerignore"), DOCKERIGNORE)
+
+    async def secret(self, secret_id: str) -> bytes | None:
+        """A secret the client provides (`--secret id=...`), None when it has no such one
+        (BuildKit reads NOT_FOUND, and a client that serves no secrets, so)."""
+        if not self.session.supports(GET_SECRET):
+            return None
+        try:
+            reply = await self.session.client.unary(
+                GET_SECRET,
+                secrets_pb2.GetSecretRequest(ID=secret_id),
+                secrets_pb2.GetSecretResponse,
+            )
+        except rpc.RpcError as e:
+            if e.status in (rpc.Status.NOT_FOUND, rpc.Status.UNIMPLEMENTED):
+                return None
+            raise
+        return reply.data
 
     async def sources(self, workdir: str) -> SourceTree:
         async with self._loading:

@@ -106,6 +106,8 @@ class Gateway:
                 dockerfile_dir=attrs.get("dockerfilekey") or "dockerfile",
                 context_dir=attrs.get("contextkey") or "context",
             )
+            options.run_mounts = True
+            options.secrets = source.secret
             return await self.builder.solve(source, options, progress)
         except asyncio.CancelledError:
             if progress is not None:

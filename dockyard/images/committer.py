@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,13 +58,16 @@ class Committer:
         *,
         take: bool,
         pin: Callable[[str, str], None] | None = None,
+        mountpoints: Sequence[str] = (),
     ) -> NewLayer | None:
         """Store the changes of `upper` over the chain `parent` as a layer; None if none.
 
         `pin(chain_id, blob_digest)` is called before the layer becomes visible,
-        so that the caller can keep it from garbage collection.
+        so that the caller can keep it from garbage collection. `mountpoints` (relative
+        paths) are the container's own mounts: what the runtime made for them is no change.
         """
-        changeset = diff.scan(upper, self.lowers(parent))
+        stubs = (*diff.RUNTIME_STUBS, *mountpoints)
+        changeset = diff.scan(upper, self.lowers(parent), stubs=stubs)
         if changeset.empty:
             return None
         with self.content.writer() as writer:
