@@ -560,8 +560,8 @@ def _copy(node: Node) -> Copy:
     unsupported += ["parents"] if flags.flag("parents") else []
     for flag in unsupported:
         raise InvalidArgument(
-            f"{node.keyword.upper()} --{flag} is not supported by this builder "
-            "(it requires BuildKit)"
+            f"{node.keyword.upper()} --{flag} is not supported by Dockyard's Dockerfile "
+            "builder yet (classic or BuildKit)"
         )
     chmod = flags.get("chmod")
     if chmod and not re.fullmatch(r"[0-7]{3,4}|([ugoa]*[-+=][rwxXst]*,?)+", chmod):

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from dockyard import rootpath
+from dockyard.build import parser
 from dockyard.build.builder import BuildOptions, parse_platform
 from dockyard.build.context import DEFAULT_DOCKERFILE, SourceTree
 from dockyard.build.dockerignore import IgnoreFile, read_patterns
@@ -38,6 +40,10 @@ from dockyard.errors import InvalidArgument, NotImplementedByEngine
 
 NAME = "dockerfile.v0"
 GET_SECRET = "/moby.buildkit.secrets.v1.Secrets/GetSecret"
+# `# syntax=` values that mean BuildKit's own Dockerfile frontend (`check_syntax`)
+BUILTIN_SYNTAX = re.compile(
+    r"(docker\.io/)?docker/dockerfile(:(latest|labs|1(\.\d+){0,2}(-labs)?))?(@sha256:[0-9a-f]{64})?"
+)
 DOCKERIGNORE = ".dockerignore"
 
 
@@ -156,6 +162,7 @@ class SessionContext:
         self.progress.definition = vertex  # warnings about the Dockerfile are shown there
         try:
             text, ignore_text = await self._load_definition(workdir, name, vertex)
+            check_syntax(text)
             vertex.complete()
         except BaseException as e:
             vertex.complete(error=_failure(e))
@@ -256,6 +263,27 @@ class SessionContext:
         vertex.status(label, current=receiver.transferred, done=True)
         vertex.complete()
         return SourceTree(target, ignore=self.ignore, context=True)
+
+
+def check_syntax(text: str) -> None:
+    """Refuse a Dockerfile whose `# syntax=` names a frontend other than the built-in one.
+
+    BuildKit would pull and run that image as the frontend; Dockyard runs only its own
+    Dockerfile frontend, so it accepts the names of BuildKit's stable Dockerfile syntax
+    (`docker/dockerfile`, `:1`, `:1.N`, `:1.N.M`, their `-labs` variants, with or
+    without `docker.io/` and a digest) and builds those with its parser, where a feature
+    it lacks is refused by name; any other image is an error naming it, never ignored.
+    """
+    try:
+        value = parser.parse(text).directives.get("syntax", "")
+    except InvalidArgument:
+        return  # the builder reports the Dockerfile's own error, with its line
+    if value and not BUILTIN_SYNTAX.fullmatch(value.strip()):
+        raise NotImplementedByEngine(
+            f'the Dockerfile names the frontend image "{value.strip()}" (# syntax=): '
+            "Dockyard builds only with its built-in Dockerfile frontend "
+            "(docker/dockerfile:1); remove the directive or name docker/dockerfile:1"
+        )
 
 
 def _failure(error: BaseException) -> str:

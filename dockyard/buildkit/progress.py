@@ -223,10 +223,7 @@ class VertexProgress:
             self.definition.warn(text)
 
     async def syntax_directive(self, value: str) -> None:
-        await self.warning(
-            f"the syntax directive ({value}) is ignored: Dockyard builds with its own "
-            "Dockerfile frontend"
-        )
+        pass  # the frontend let it through: it names the built-in syntax
 
     async def step(self, step: Step) -> None:
         self._close_current()

@@ -242,3 +242,25 @@ def test_the_classic_builder_refuses_run_mounts_as_docker_does(
     assert "the --mount option requires BuildKit" in str(failure.value)
     # the build stopped at that step: nothing was tagged
     assert "bk/classic-mount" not in daemon.docker("images").stdout
+
+
+def test_syntax_directive_builtin_names_build_and_others_are_refused(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    for n, syntax in enumerate(("docker/dockerfile:1", "docker.io/docker/dockerfile:1.7-labs")):
+        ctx = tmp_path / f"ok{n}"
+        ctx.mkdir()
+        (ctx / "Dockerfile").write_text(f"# syntax={syntax}\nFROM demo/busybox:1\nRUN true\n")
+        progress = built(build(daemon, "-t", f"bk/syntax:{n}", str(ctx)))
+        assert "directive" not in progress and "WARN" not in progress, progress
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "Dockerfile").write_text(
+        "# syntax=example.com/custom/frontend:2\nFROM demo/busybox:1\nRUN true\n"
+    )
+    failed = build(daemon, "-t", "bk/syntax:other", str(other))
+    assert failed.returncode != 0
+    assert 'frontend image "example.com/custom/frontend:2"' in failed.stderr, failed.stderr
+    assert "bk/syntax" in daemon.docker("images").stdout
+    assert "other" not in daemon.docker("images", "bk/syntax").stdout

@@ -119,7 +119,7 @@ def test_flags_are_parsed_and_checked() -> None:
 def test_buildkit_copy_flags_that_change_what_is_copied_are_refused() -> None:
     for line in ("COPY --exclude=*.txt . /dst/", "ADD --exclude=x . /dst/", "COPY --parents a/b /"):
         flag = "exclude" if "exclude" in line else "parents"
-        with pytest.raises(InvalidArgument, match=f"--{flag} is not supported by this builder"):
+        with pytest.raises(InvalidArgument, match=f"--{flag} is not supported by Dockyard"):
             parse_and_check(f"FROM x\n{line}\n")
     (add,) = commands("FROM x\nADD --checksum=sha256:abc https://e.x/f /f\n")
     assert isinstance(add, ins.Copy) and add.checksum == "sha256:abc"
@@ -183,7 +183,12 @@ def test_unknown_instruction_names_the_line_and_suggests() -> None:
         ("FROM a\nHEALTHCHECK --interval=0.5ms CMD x\n", "cannot be less than 1ms"),
         ("FROM a\nONBUILD ONBUILD RUN x\n", "Chaining ONBUILD"),
         ("FROM a\nONBUILD FROM x\n", "FROM isn't allowed as an ONBUILD trigger"),
-        ("FROM a\nRUN --mount=type=cache,target=/x true\n", "--mount option of RUN"),
+        ("FROM a\nRUN --mount=type=nfs,target=/x true\n", 'unsupported mount type "nfs"'),
+        ("FROM a\nRUN --mount=type=bind,target=/x,size=1m true\n", "unexpected key 'size'"),
+        ("FROM a\nRUN --mount=type=tmpfs,target=/x,uid=1 true\n", "uid not allowed"),
+        ("FROM a\nRUN --mount=type=secret,id=a,source=b true\n", "both source and id"),
+        ("FROM a\nRUN --mount=type=cache,target=/x,bogus=1 true\n", "unexpected key 'bogus'"),
+        ("FROM a\nRUN --device=/dev/x true\n", "--device option of RUN"),
     ],
 )
 def test_bad_instructions_are_refused_with_their_line(text: str, message: str) -> None:
@@ -234,3 +239,19 @@ def test_expose_and_volume_words() -> None:
     assert isinstance(expose, ins.Expose) and expose.ports == ("53/udp", "80")
     assert isinstance(volume, ins.Volume) and volume.paths == ("/a", "/b")
     assert isinstance(volume_json, ins.Volume) and volume_json.paths == ("/c d",)
+
+
+def test_run_mount_specifications_take_buildkits_defaults() -> None:
+    from dockyard.build import runmount
+
+    bind = runmount.parse("target=/src")
+    assert (bind.type, bind.read_only) == ("bind", True)
+    cache = runmount.parse("type=cache,target=/root/.cache,sharing=LOCKED,mode=0700,uid=5")
+    assert (cache.read_only, cache.sharing, cache.mode, cache.uid) == (False, "locked", 0o700, 5)
+    assert cache.cache_id == "/root/.cache"
+    assert runmount.parse("type=bind,target=/x,rw").read_only is False
+    assert runmount.parse("type=tmpfs,target=/t,size=1m").size == 1 << 20
+    secret = runmount.parse("type=secret,id=npmrc,required")
+    assert (secret.required, secret.secret_target()) == (True, "/run/secrets/npmrc")
+    assert runmount.parse("type=secret,target=/etc/tok").secret_id == "tok"
+    assert runmount.parse("type=secret,id=t,env=T").secret_target() == ""
