@@ -15,7 +15,9 @@ A build, step by step:
    checksum of the sources); a hit reuses the stored result. A miss runs it:
    * RUN in a container created and started through the container service,
      like `run` (same runtime, network mode, resource limits), its output
-     streamed; the container's upper directory becomes the layer;
+     streamed; the container's upper directory becomes the layer. Through
+     BuildKit's door, `RUN --mount` adds cache, tmpfs, bind and secret mounts
+     to that container; their mountpoints are no change of the layer;
    * COPY, ADD and WORKDIR on an overlay mount of the stage in a private
      directory, whose upper directory becomes the layer;
    * everything else changes only the image config.
