@@ -21,6 +21,7 @@ whole connection on EOF, so TLS connections use `_HalfCloseTLS`, which does not.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import os
@@ -204,13 +205,24 @@ class _HalfCloseTLS(sslproto.SSLProtocol):
     (a TLS close_notify, or a TCP half-close under TLS) is passed to the application as
     EOF, which decides whether the connection lives on: a hijacked stream keeps writing
     output after stdin ended, as the docker CLI expects. The stock protocol shuts the
-    whole connection down instead. Only the application's own close ends it then.
+    whole connection down instead. Only the application's own close ends it then. A
+    refused handshake sends its alert first.
 
     This leans on the stdlib protocol's private state (`_state`, `_app_state`, ...),
     which is not in its type stubs: hence `me: Any`.
     """
 
     _kept_open = False  # the client's side ended and the application writes on
+
+    def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
+        me: Any = self
+        if isinstance(handshake_exc, ssl.SSLError):
+            # Send OpenSSL's alert (e.g. "certificate required") before hanging up, so
+            # the client says why; the stock protocol drops it.
+            with contextlib.suppress(Exception):
+                me._process_outgoing()
+        me_super: Any = super()
+        me_super._on_handshake_complete(handshake_exc)
 
     def _call_eof_received(self) -> None:
         me: Any = self
