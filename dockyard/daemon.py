@@ -121,8 +121,6 @@ class _Listeners:
         except BaseException:
             self.close()
             raise
-        if any(context is not None for _, context, _ in self.bound) and not settings.verify:
-            log.warning("TLS without --tlsverify: any client may connect over TCP")
 
     @property
     def addresses(self) -> list[str]:
