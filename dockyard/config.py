@@ -2,8 +2,8 @@
 
 `daemon.json` uses Docker's keys where they mean the same thing (`data-root`,
 `exec-root`, `hosts`, `default-runtime`, `runtimes`, `cgroup-parent`,
-`seccomp-profile`, `debug`, `log-driver`, `log-opts`, ...), so an existing
-Docker configuration reads the same way here.
+`seccomp-profile`, `debug`, `log-driver`, `log-opts`, `tls`, `tlsverify`, ...), so an
+existing Docker configuration reads the same way here.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dockyard.errors import InvalidArgument
+from dockyard.listeners import Host, TLSSettings, parse_host, resolve_tls
 from dockyard.logs import options as log_options
 
 DEFAULT_CONFIG_FILE = "/etc/dockyard/daemon.json"
@@ -67,6 +68,13 @@ class DaemonConfig:
     # Containers' logs: the driver and options a container gets when it names none.
     log_driver: str = "json-file"
     log_opts: dict[str, str] = field(default_factory=dict)
+    # The API over TCP (dockyard.listeners): None means not given, as dockerd tells
+    # "not given" from "false" (an explicit --tls=false allows plain TCP).
+    tls: bool | None = None
+    tlsverify: bool | None = None
+    tlscacert: str | None = None
+    tlscert: str | None = None
+    tlskey: str | None = None
 
     def builder_version(self) -> str:
         """What `/_ping` advertises as the preferred builder (`Builder-Version`).
@@ -80,12 +88,13 @@ class DaemonConfig:
         enabled = isinstance(features, dict) and features.get("buildkit") is True
         return "2" if enabled else "1"
 
-    @property
-    def unix_socket(self) -> str:
-        for host in self.hosts:
-            if host.startswith("unix://"):
-                return host[len("unix://") :]
-        raise InvalidArgument("only unix:// hosts are supported")
+    def tls_settings(self) -> TLSSettings:
+        return resolve_tls(self.tls, self.tlsverify, self.tlscacert, self.tlscert, self.tlskey)
+
+    def listen_hosts(self) -> list[Host]:
+        """The `hosts` to listen on, parsed (duplicates dropped)."""
+        tls = self.tls_settings().enabled
+        return list(dict.fromkeys(parse_host(h, tls) for h in self.hosts if h.strip()))
 
 
 _KEYS = {
@@ -120,6 +129,11 @@ _KEYS = {
     "veth-prefix": "veth_prefix",
     "log-driver": "log_driver",
     "log-opts": "log_opts",
+    "tls": "tls",
+    "tlsverify": "tlsverify",
+    "tlscacert": "tlscacert",
+    "tlscert": "tlscert",
+    "tlskey": "tlskey",
 }
 
 
@@ -148,7 +162,18 @@ def load(path: str | None, overrides: dict[str, Any]) -> DaemonConfig:
             setattr(config, attr, list(value) if isinstance(value, tuple) else value)
     config.raw = raw
     _check_log_defaults(config)
+    _check_api_hosts(config)
     return config
+
+
+def _check_api_hosts(config: DaemonConfig) -> None:
+    if not isinstance(config.hosts, list) or not all(isinstance(h, str) for h in config.hosts):
+        raise InvalidArgument("hosts must be a list of strings")
+    for key in ("tls", "tlsverify"):
+        if getattr(config, key) is not None and not isinstance(getattr(config, key), bool):
+            raise InvalidArgument(f"{key} must be a boolean")
+    if not config.listen_hosts():
+        raise InvalidArgument("no hosts configured")
 
 
 def _check_log_defaults(config: DaemonConfig) -> None:

@@ -1,4 +1,4 @@
-"""`dockyard daemon`: the engine serving the Docker Engine API on a unix socket.
+"""`dockyard daemon`: the engine serving the Docker Engine API on unix sockets and TCP.
 
 On SIGTERM/SIGINT the daemon stops serving and exits; containers keep running
 under their monitors and are adopted by the next daemon (live restore). On
@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import stat
 import sys
 from collections.abc import Callable
@@ -24,6 +25,15 @@ from dockyard.api.app import create_app
 from dockyard.config import DaemonConfig
 from dockyard.engine import Engine
 from dockyard.errors import DockyardError
+from dockyard.listeners import (
+    HOSTS_FILE,
+    TLSSockSite,
+    bind_tcp,
+    bound_address,
+    check_insecure,
+    server_context,
+    write_hosts_file,
+)
 
 log = logging.getLogger("dockyard")
 
@@ -89,29 +99,77 @@ def _reload_attributes(engine: Engine) -> dict[str, str]:
     }
 
 
+class _Listeners:
+    """The bound API sockets, unix and TCP, before and while they are served."""
+
+    def __init__(self, config: DaemonConfig) -> None:
+        hosts = config.listen_hosts()
+        settings = config.tls_settings()
+        check_insecure(hosts, settings)
+        # Built before any socket is bound: a bad certificate leaves nothing behind.
+        context = server_context(settings) if settings.enabled else None
+        self.unix_paths: list[str] = []
+        self.bound: list[tuple[socket.socket, ssl.SSLContext | None, str]] = []
+        try:
+            for host in hosts:
+                if host.proto == "unix":
+                    self.bound.append((_listen(host.address), None, str(host)))
+                    self.unix_paths.append(host.address)
+                else:
+                    sock = bind_tcp(host, listen_backlog())
+                    self.bound.append((sock, context, bound_address(sock)))
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def addresses(self) -> list[str]:
+        return [address for _, _, address in self.bound]
+
+    def sites(self, runner: web.AppRunner) -> list[web.BaseSite]:
+        # aiohttp listens on each socket again with its own backlog (128 by default)
+        return [
+            TLSSockSite(runner, sock, context, listen_backlog())
+            if context is not None
+            else web.SockSite(runner, sock, backlog=listen_backlog())
+            for sock, context, _ in self.bound
+        ]
+
+    def close(self) -> None:
+        for sock, _, _ in self.bound:
+            sock.close()
+        for path in self.unix_paths:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+
 async def serve(config: DaemonConfig, reload: Callable[[], DaemonConfig] | None = None) -> None:
-    sock = _listen(config.unix_socket)
+    listeners = _Listeners(config)
     engine = Engine(config)
     try:
         await engine.start()
     except BaseException:
         # e.g. a configured authorization plugin is missing: no half-started daemon.
         await engine.close()
-        sock.close()
-        os.unlink(config.unix_socket)
+        listeners.close()
         raise
+    write_hosts_file(config.exec_root, listeners.addresses)
     app = create_app(engine)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
-    # aiohttp listens on the socket again with its own backlog (128 by default)
-    site = web.SockSite(runner, sock, backlog=listen_backlog())
-    await site.start()
+    sites = listeners.sites(runner)
+    for site in sites:
+        await site.start()
     if config.pidfile:
         with open(config.pidfile, "w") as f:
             f.write(str(os.getpid()))
+    for address in listeners.addresses:
+        log.info("API listen on %s", address)
     log.info(
         "Dockyard serving on %s (runtime %s, cgroups %s)",
-        config.unix_socket,
+        ", ".join(listeners.addresses),
         engine.facts.default_runtime,
         engine.facts.cgroups.mode,
     )
@@ -134,11 +192,13 @@ async def serve(config: DaemonConfig, reload: Callable[[], DaemonConfig] | None 
         log.info("shutting down")
         for task in reloads:
             task.cancel()
-        await site.stop()
+        for site in sites:
+            await site.stop()
         await runner.cleanup()
         await engine.close()
+        listeners.close()
         try:
-            os.unlink(config.unix_socket)
+            os.unlink(os.path.join(config.exec_root, HOSTS_FILE))
         except FileNotFoundError:
             pass
         if config.pidfile:

@@ -6,11 +6,17 @@ response the client would get (a handler's error rendered first, so plugins
 see its real status), and can still stop a one-shot response. Streamed and
 hijacked responses (logs, events, attach, exec) are already on the wire when
 the handler returns, as in Docker: only their request is really checked.
+
+Over TLS with client verification, the client certificate's subject common name
+is the request's `User` and `UserAuthNMethod` is "TLS", as Docker passes them;
+`RequestPeerCertificates` holds the client's certificate (DER). Python's ssl
+gives the leaf only, where Go gives the chain the client sent.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from aiohttp import web
 
@@ -19,6 +25,20 @@ from dockyard.errors import DockyardError, NotModified
 from dockyard.plugins.authorization import MAX_BODY, ApiRequest, flatten_headers, sends_body
 
 log = logging.getLogger(__name__)
+
+
+def _peer(request: web.Request) -> dict[str, Any]:
+    """Who the client is, from its verified TLS certificate (nothing on a unix socket)."""
+    transport = request.transport
+    tls = transport.get_extra_info("ssl_object") if transport is not None else None
+    if tls is None:
+        return {}
+    der = tls.getpeercert(binary_form=True)
+    subject = (tls.getpeercert() or {}).get("subject", ())
+    if not der or not subject:
+        return {}  # no certificate, or one not verified (--tlsverify=false)
+    names = [value for rdn in subject for key, value in rdn if key == "commonName"]
+    return {"user": names[-1] if names else "", "authn_method": "TLS", "certificates": [der]}
 
 
 @web.middleware
@@ -41,6 +61,7 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
             uri=request.raw_path,
             headers=flatten_headers(list(request.headers.items())),
             body=body,
+            **_peer(request),
         )
     )
     failed = False

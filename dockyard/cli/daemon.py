@@ -5,8 +5,43 @@ from __future__ import annotations
 import click
 
 
+def _bool_flag(value: str | None) -> bool | None:
+    """`--tls`, `--tls=true`, `--tls=false` as Go's flag package reads a boolean."""
+    if value is None:
+        return None
+    lowered = value.lower()
+    if lowered in ("1", "t", "true"):
+        return True
+    if lowered in ("0", "f", "false"):
+        return False
+    raise click.BadParameter(f"invalid boolean value {value!r}")
+
+
 @click.command("daemon")
-@click.option("-H", "--host", "hosts", multiple=True, help="Socket to listen on (unix:///path).")
+@click.option(
+    "-H",
+    "--host",
+    "hosts",
+    multiple=True,
+    help="Socket to listen on: unix:///path or tcp://HOST:PORT (repeatable).",
+)
+@click.option(
+    "--tls",
+    is_flag=False,
+    flag_value="true",
+    default=None,
+    help="Use TLS on TCP; implied by --tlsverify (--tls=false: plain TCP, unauthenticated).",
+)
+@click.option(
+    "--tlsverify",
+    is_flag=False,
+    flag_value="true",
+    default=None,
+    help="Use TLS and require client certificates signed by --tlscacert.",
+)
+@click.option("--tlscacert", help="Trust client certificates signed only by this CA.")
+@click.option("--tlscert", help="The server's TLS certificate.")
+@click.option("--tlskey", help="The server's TLS key.")
 @click.option("--data-root", help="Root of persistent state (default /var/lib/dockyard).")
 @click.option("--exec-root", help="Root of runtime state (default /run/dockyard).")
 @click.option("--runtime", "default_runtime", help="Default OCI runtime: crun or runc.")
@@ -38,4 +73,6 @@ def daemon(config_file: str | None, **flags: object) -> None:
     from dockyard import config
     from dockyard import daemon as server
 
+    for key in ("tls", "tlsverify"):
+        flags[key] = _bool_flag(flags[key])  # type: ignore[arg-type]
     server.run(config.load(config_file, flags), reload=lambda: config.load(config_file, flags))

@@ -13,18 +13,19 @@ from typing import Any
 
 import click
 
-from dockyard.cli.client import APIError, Client
+from dockyard.cli.client import APIError, Client, TLSOptions
 
 
 class Context:
-    def __init__(self, host: str | None) -> None:
+    def __init__(self, host: str | None, tls: TLSOptions | None = None) -> None:
         self.host = host
+        self.tls = tls
         self._client: Client | None = None
 
     @property
     def client(self) -> Client:
         if self._client is None:
-            self._client = Client(self.host)
+            self._client = Client(self.host, tls=self.tls)
         return self._client
 
 
@@ -109,12 +110,35 @@ class Group(click.Group):
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-H", "--host", envvar="DOCKYARD_HOST", help="Daemon socket (unix:///path).")
+@click.option(
+    "-H",
+    "--host",
+    envvar="DOCKYARD_HOST",
+    help="Daemon socket: unix:///path or tcp://HOST:PORT.",
+)
+@click.option("--tls", is_flag=True, help="Use TLS; implied by --tlsverify.")
+@click.option(
+    "--tlsverify",
+    is_flag=True,
+    default=None,
+    help="Use TLS and verify the daemon (default: set when DOCKER_TLS_VERIFY is).",
+)
+@click.option("--tlscacert", help="Trust certificates signed only by this CA.")
+@click.option("--tlscert", help="Path to the TLS client certificate.")
+@click.option("--tlskey", help="Path to the TLS client key.")
 @click.version_option(package_name="dockyard", prog_name="dockyard")
 @click.pass_context
-def cli(ctx: click.Context, host: str | None) -> None:
+def cli(
+    ctx: click.Context,
+    host: str | None,
+    tls: bool,
+    tlsverify: bool | None,
+    tlscacert: str | None,
+    tlscert: str | None,
+    tlskey: str | None,
+) -> None:
     """Dockyard: build, ship and run containers; speaks the Docker Engine API."""
-    ctx.obj = Context(host)
+    ctx.obj = Context(host, TLSOptions(tls, tlsverify, tlscacert, tlscert, tlskey))
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from dockyard import detachkeys
+from dockyard.cli.client import close_write
 from dockyard.detachkeys import EscapeFilter
 
 
@@ -95,7 +96,7 @@ def _pump_stdin(
     except OSError:
         pass
     with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_WR)
+        close_write(sock)
 
 
 def relay(
@@ -119,7 +120,7 @@ def relay(
         threading.Thread(target=_pump_stdin, args=(sock, escape, detached), daemon=True).start()
     else:
         with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_WR)
+            close_write(sock)
 
     def emit(data: bytes) -> None:
         if demux is None:
