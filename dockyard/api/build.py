@@ -18,13 +18,12 @@ from dockyard import wire
 from dockyard.api.app import Routes, body_chunks, engine, json_response, query_bool, query_int
 from dockyard.api.streams import JSONStream
 from dockyard.build import bootstrap as bootstraps
-from dockyard.build.builder import BuildOptions, StepFailed, parse_platform
+from dockyard.build.builder import BuildOptions, StepFailed, parse_platform, parse_tags
 from dockyard.build.context import TarContext
 from dockyard.build.progress import ClassicProgress
 from dockyard.containers import schema
 from dockyard.containers.schema import HostConfig
 from dockyard.errors import DockyardError, InvalidArgument, NotImplementedByEngine
-from dockyard.images import reference
 
 log = logging.getLogger(__name__)
 routes = Routes()
@@ -67,15 +66,7 @@ def options(request: web.Request) -> BuildOptions:
         raise NotImplementedByEngine("building from a remote context is not supported by Dockyard")
     if query_bool(request, "squash"):
         raise InvalidArgument("squash is only supported with experimental mode")
-    tags = []
-    for text in q.getall("t", ()):
-        try:
-            ref = reference.parse(text)
-        except InvalidArgument:
-            raise InvalidArgument(f"invalid reference format: {text}") from None
-        if ref.digest:
-            raise InvalidArgument("refusing to create a tag with a digest reference")
-        tags.append(ref if ref.tag else ref.with_tag("latest"))
+    tags = parse_tags(q.getall("t", ()))
     build_args = _json_param(request, "buildargs", "build args", dict)
     for name, value in build_args.items():
         if value is not None and not isinstance(value, str):

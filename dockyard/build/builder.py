@@ -53,7 +53,7 @@ import secrets
 import shlex
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,6 +121,21 @@ class BuildResult:
 
     def release(self) -> None:
         self.builder._pins.pop(self.build_id, None)
+
+
+def parse_tags(texts: Iterable[str]) -> list[Reference]:
+    """The names a build is to tag its image with, `latest` where no tag is given, as
+    both front doors (`/build`'s `t`, BuildKit's exporter `name`) check them."""
+    tags = []
+    for text in texts:
+        try:
+            ref = reference.parse(text)
+        except InvalidArgument:
+            raise InvalidArgument(f"invalid reference format: {text}") from None
+        if ref.digest:
+            raise InvalidArgument("refusing to create a tag with a digest reference")
+        tags.append(ref if ref.tag else ref.with_tag("latest"))
+    return tags
 
 
 @dataclass

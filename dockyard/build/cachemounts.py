@@ -24,10 +24,11 @@ import hashlib
 import json
 import os
 import shutil
-import stat
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+
+from dockyard.usage import tree_size
 
 RECORD_TYPE = "exec.cachemount"
 DEFAULT_MODE = 0o755
@@ -114,7 +115,7 @@ class CacheMounts:
                 with open(path + ".json") as f:
                     meta = json.load(f)
                 st = os.stat(path + ".json")
-                size = _tree_size(path)
+                size = tree_size(path)
             except (OSError, ValueError):
                 continue
             found.append(
@@ -169,14 +170,3 @@ def _prepare(
         json.dump(meta, f)
     os.rename(staging, path)
     os.rename(path + ".json.new", path + ".json")
-
-
-def _tree_size(root: str) -> int:
-    total = 0
-    for directory, _, filenames in os.walk(root):
-        for name in filenames:
-            with contextlib.suppress(OSError):
-                st = os.lstat(os.path.join(directory, name))
-                if stat.S_ISREG(st.st_mode):
-                    total += st.st_size
-    return total

@@ -12,7 +12,7 @@ names them.
 
 from __future__ import annotations
 
-from dockyard.build.builder import Builder, BuildResult
+from dockyard.build.builder import Builder, BuildResult, parse_tags
 from dockyard.buildkit import rpc
 from dockyard.buildkit.pb import control_pb2
 from dockyard.buildkit.progress import Graph
@@ -49,19 +49,7 @@ def check(exporters: list[control_pb2.Exporter]) -> None:
 
 def parse_names(value: str) -> list[reference.Reference]:
     """The `name` attribute: comma-separated references, `latest` where no tag is given."""
-    names = []
-    for text in value.split(","):
-        text = text.strip()
-        if not text:
-            continue
-        try:
-            ref = reference.parse(text)
-        except InvalidArgument:
-            raise InvalidArgument(f"invalid reference format: {text}") from None
-        if ref.digest:
-            raise InvalidArgument("refusing to create a tag with a digest reference")
-        names.append(ref if ref.tag else ref.with_tag("latest"))
-    return names
+    return parse_tags(text.strip() for text in value.split(",") if text.strip())
 
 
 def export(

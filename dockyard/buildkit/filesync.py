@@ -51,6 +51,7 @@ from urllib.parse import quote_plus
 from dockyard.buildkit import rpc
 from dockyard.buildkit.pb import stat_pb2, wire_pb2
 from dockyard.errors import DockyardError, InvalidArgument, Unavailable
+from dockyard.usage import tree_size
 
 log = logging.getLogger(__name__)
 
@@ -611,7 +612,7 @@ class ContextMirrors:
                 with open(mirror + ".source") as f:
                     description = f.read().strip()
                 st = os.stat(mirror + ".source")
-                size = _tree_size(mirror)
+                size = tree_size(mirror)
             except OSError:
                 continue
             found.append(
@@ -649,17 +650,6 @@ def _drop(mirror: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(mirror + ".source")
     shutil.rmtree(mirror, ignore_errors=True)
-
-
-def _tree_size(root: str) -> int:
-    total = 0
-    for directory, _, filenames in os.walk(root):
-        for name in filenames:
-            with contextlib.suppress(OSError):
-                st = os.lstat(os.path.join(directory, name))
-                if stat.S_ISREG(st.st_mode):
-                    total += st.st_blocks * 512
-    return total
 
 
 def link_copy(source: str, target: str) -> None:
