@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from dockyard import heap
 from dockyard.api.app import create_app
 from dockyard.config import DaemonConfig
 from dockyard.engine import Engine
@@ -146,6 +147,7 @@ class _Listeners:
 
 
 async def serve(config: DaemonConfig, reload: Callable[[], DaemonConfig] | None = None) -> None:
+    heap.configure()
     listeners = _Listeners(config)
     engine = Engine(config)
     try:
@@ -178,6 +180,7 @@ async def serve(config: DaemonConfig, reload: Callable[[], DaemonConfig] | None 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     reloads: set[asyncio.Task[None]] = set()
+    trimming = loop.create_task(heap.keep_trimmed())
     if reload is not None:
 
         def on_hup() -> None:
@@ -190,6 +193,7 @@ async def serve(config: DaemonConfig, reload: Callable[[], DaemonConfig] | None 
         await stop.wait()
     finally:
         log.info("shutting down")
+        trimming.cancel()
         for task in reloads:
             task.cancel()
         for site in sites:
