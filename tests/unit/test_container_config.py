@@ -129,7 +129,10 @@ def test_capability_set_follows_add_and_drop() -> None:
     assert "CAP_NET_RAW" not in cfg.capabilities(hc(CapDrop=["net_raw"]))
     assert "CAP_SYS_ADMIN" in cfg.capabilities(hc(CapAdd=["SYS_ADMIN"]))
     assert cfg.capabilities(hc(CapDrop=["ALL"], CapAdd=["CHOWN"])) == ["CAP_CHOWN"]
-    assert set(cfg.capabilities(hc(Privileged=True))) == set(cfg.ALL_CAPABILITIES)
+    # "all" is what the daemon may grant: the capabilities of its own bounding set
+    assert set(cfg.capabilities(hc(Privileged=True))) == set(cfg.grantable())
+    assert set(cfg.grantable()) <= set(cfg.ALL_CAPABILITIES)
+    assert set(cfg.withheld()) == set(cfg.ALL_CAPABILITIES) - set(cfg.grantable())
 
 
 def test_capabilities_stay_spelled_as_given() -> None:
