@@ -23,6 +23,10 @@ def _path(request: web.Request) -> str:
         raise InvalidArgument("bad parameter: path cannot be empty")
     if "\0" in path:  # no file name holds one: the system calls would refuse it
         raise InvalidArgument(f"bad parameter: path {path!r} contains a NUL byte")
+    # Nor can a name be longer than NAME_MAX bytes, or a path than PATH_MAX.
+    encoded = path.encode("utf-8", "surrogateescape")
+    if len(encoded) >= 4096 or any(len(part) > 255 for part in encoded.split(b"/")):
+        raise InvalidArgument(f"bad parameter: path {path!r}: file name too long")
     return path
 
 

@@ -432,6 +432,10 @@ def test_missing_paths_and_containers(daemon: Daemon, name: str) -> None:
     assert (status, body["message"]) == (400, "extraction point is not a directory")
     status, body = daemon.api("GET", f"/containers/{name}/archive")
     assert (status, body["message"]) == (400, "bad parameter: path cannot be empty")
+    long_name = "/tmp/" + "a" * 300  # no file system has a name this long
+    for method in ("HEAD", "GET"):
+        status, _ = daemon.api(method, f"/containers/{name}/archive?path={long_name}")
+        assert status == 400, method
     status, body = daemon.api("GET", "/containers/no-such-container/archive?path=/")
     assert (status, body["message"]) == (404, "No such container: no-such-container")
     status, body = daemon.api("GET", "/containers/no-such-container/export")
